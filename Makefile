@@ -1,0 +1,42 @@
+# The two commands of the quick start: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# Extra arguments for `p2pmoments run`, e.g. make run ARGS="--api 127.0.0.1:0 --no-mdns"
+ARGS   ?=
+
+.PHONY: run test lint typecheck bench clean help
+
+help:
+	@echo "make run    create .venv, install, create an identity if none, start the daemon"
+	@echo "make test   create .venv with the test extras, run lint and the whole suite"
+	@echo "make lint   ruff and mypy --strict"
+	@echo "make clean  remove .venv and caches"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2pmoments needs Python 3.11 or newer; set PYTHON=python3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(BIN)/p2pmoments init --exist-ok
+	exec $(BIN)/p2pmoments run $(ARGS)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
