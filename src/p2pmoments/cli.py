@@ -1,0 +1,225 @@
+"""The `p2pmoments` command. Every command but init, run and service is a client
+of the running daemon's control API, never of its database."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from p2pmoments import __version__
+from p2pmoments.client import ApiClient
+from p2pmoments.config import Config, load_config, parse_address
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.paths import HOME_ENV, Paths, resolve_paths
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+Command = Callable[[argparse.Namespace, Paths], int]
+
+
+def _address(text: str) -> Any:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _default_name() -> str:
+    try:
+        return getpass.getuser().capitalize()[:32] or "Me"
+    except (KeyError, OSError):
+        return "Me"
+
+
+def cmd_init(args: argparse.Namespace, paths: Paths) -> int:
+    from p2pmoments.home import init_home, is_initialised
+
+    if args.exist_ok and is_initialised(paths):
+        print(f"an identity already exists in {paths.data_dir}; keeping it")
+        return EXIT_OK
+    identity = init_home(paths, args.name or _default_name())
+    print(
+        f"created identity {identity.public.text}\n"
+        f"  config: {paths.config_file}\n"
+        f"  data:   {paths.data_dir}\n"
+        f"start the daemon with: p2pmoments{_home_flag(paths)} run"
+    )
+    return EXIT_OK
+
+
+def _home_flag(paths: Paths) -> str:
+    return f" --home {paths.home}" if paths.home is not None else ""
+
+
+def _load_config(args: argparse.Namespace, paths: Paths) -> Config:
+    config = load_config(paths.config_file)
+    return config.with_overrides(
+        listen=args.listen,
+        api_listen=args.api,
+        mdns=False if args.no_mdns else None,
+        log_level=args.log_level,
+    )
+
+
+def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
+    from p2pmoments.daemon import run_daemon
+    from p2pmoments.logs import configure_logging
+
+    config = _load_config(args, paths)
+    configure_logging(config.log_level)
+    run_daemon(paths, config)
+    return EXIT_OK
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
+    status = ApiClient(paths).call("GET", "/status")
+    if args.json:
+        _print_json(status)
+        return EXIT_OK
+    uptime = max(0, int(time.time() - float(status["started_at"])))
+    print(
+        f"Name:      {status['name']}\n"
+        f"Identity:  {status['identity']}\n"
+        f"Peers on:  {', '.join(status['listen'])}"
+        f"{'' if status['mdns'] else '  (mDNS off)'}\n"
+        f"API:       {status['api_url']}\n"
+        f"Peers:     {status['peers_connected']} connected\n"
+        f"Friends:   {status['friends']}    Circles: {status['circles']}    "
+        f"Moments: {status['moments']}\n"
+        f"Up:        {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s (pid {status['pid']})"
+    )
+    return EXIT_OK
+
+
+def cmd_profile(args: argparse.Namespace, paths: Paths) -> int:
+    client = ApiClient(paths)
+    if args.name is not None:
+        profile = client.call("PATCH", "/profile", {"name": args.name})
+    else:
+        profile = client.call("GET", "/profile")
+    if args.json:
+        _print_json(profile)
+    else:
+        print(f"{profile['name']}  {profile['identity']}")
+    return EXIT_OK
+
+
+def cmd_service_install(args: argparse.Namespace, paths: Paths) -> int:
+    from p2pmoments import service
+
+    if args.print:
+        print(service.unit_text(paths), end="")
+        return EXIT_OK
+    path = service.install(paths, start=not args.no_start)
+    verb = "enabled" if args.no_start else "enabled and started"
+    print(f"wrote {path}; {verb} {path.name}\nlogs: journalctl --user -u {path.name} -f")
+    return EXIT_OK
+
+
+def cmd_service_uninstall(args: argparse.Namespace, paths: Paths) -> int:
+    from p2pmoments import service
+
+    path = service.uninstall(paths)
+    print(f"stopped, disabled and removed {path}")
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="p2pmoments",
+        description="Share moments with the right small circle of friends, with no server.",
+        epilog=(
+            "examples:\n"
+            "  p2pmoments init --name Alice\n"
+            "  p2pmoments run\n"
+            "  p2pmoments --home /tmp/bob status --json\n\n"
+            f"The home (--home or ${HOME_ENV}) holds config and data; without it they go\n"
+            "to your platform's user directories."
+        ),
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"p2pmoments {__version__}")
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help=f"keep config and data under DIR (default: ${HOME_ENV}, else the user directories)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Command, summary: str, example: str, parent: Any = sub) -> Any:
+        p = parent.add_parser(
+            name, help=summary, description=summary, epilog=f"example:\n  {example}",
+            formatter_class=fmt,
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "Create your identity (keys), API token, config and database.",
+            "p2pmoments init --name Alice")
+    p.add_argument("--name", help="your display name, at most 32 bytes (default: your login)")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="succeed without changes if an identity already exists")
+
+    p = add("run", cmd_run, "Run the daemon in the foreground until Ctrl-C or SIGTERM.",
+            "p2pmoments run --listen 0.0.0.0:47470 --api 127.0.0.1:0")
+    p.add_argument("--listen", type=_address, metavar="HOST:PORT",
+                   help="where peers connect (config network.listen; port 0 picks a free one)")
+    p.add_argument("--api", type=_address, metavar="HOST:PORT",
+                   help="the control API, loopback only (config api.listen; port 0 picks one)")
+    p.add_argument("--no-mdns", action="store_true",
+                   help="do not use mDNS on the local network (config network.mdns)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="how much to log to standard output (config log.level)")
+
+    p = add("status", cmd_status, "Show the running daemon's identity, addresses and counts.",
+            "p2pmoments status --json | jq .api_url")
+    p.add_argument("--json", action="store_true", help="print JSON (has api_url and token_file)")
+
+    p = add("profile", cmd_profile, "Show or change your display name.",
+            "p2pmoments profile --name 'Alice B.'")
+    p.add_argument("--name", help="the new display name, at most 32 bytes")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("service", lambda a, p: EXIT_USAGE, "Run the daemon at login as a systemd user service.",
+            "p2pmoments service install")
+    service_sub = p.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+    q = add("install", cmd_service_install,
+            "Write and enable a systemd user unit that runs the daemon at login.",
+            "p2pmoments --home ~/p2p service install", parent=service_sub)
+    q.add_argument("--no-start", action="store_true", help="enable it, but do not start it now")
+    q.add_argument("--print", action="store_true", help="only print the unit file")
+    add("uninstall", cmd_service_uninstall, "Stop, disable and remove the systemd user unit.",
+        "p2pmoments service uninstall", parent=service_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    from p2pmoments.config import ConfigError
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    paths = resolve_paths(args.home)
+    try:
+        result: int = args.func(args, paths)
+    except ConfigError as exc:
+        print(f"p2pmoments: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except P2PMomentsError as exc:
+        print(f"p2pmoments: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,75 @@
+"""A small synchronous client of the control API, for the CLI.
+
+The CLI never opens the database: every command but init, run and service goes
+through the running daemon's API, found through daemon.json.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.daemon import read_daemon_info
+from p2pmoments.paths import Paths
+
+__all__ = ["ApiCallError", "ApiClient", "DaemonNotRunningError"]
+
+TIMEOUT = 30.0
+
+
+class DaemonNotRunningError(P2PMomentsError):
+    """No daemon answers for this home."""
+
+
+class ApiCallError(P2PMomentsError):
+    """The API answered with an error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ApiClient:
+    """Calls the API of the daemon running on one home."""
+
+    def __init__(self, paths: Paths) -> None:
+        info = read_daemon_info(paths)
+        if info is None:
+            raise DaemonNotRunningError(
+                f"no daemon is running on {paths.data_dir}; start one with `p2pmoments run`"
+            )
+        self.base_url = info.api_url
+        self.pid = info.pid
+        try:
+            self._token = paths.token_file.read_text(encoding="ascii").strip()
+        except OSError as exc:
+            raise P2PMomentsError(f"cannot read the API token {paths.token_file}: {exc}") from None
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """Make one request and return the decoded JSON answer."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 - the URL is our own loopback API
+            self.base_url + path, data=data, method=method
+        )
+        request.add_header("Authorization", f"Bearer {self._token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                error = json.loads(exc.read())["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "http", f"HTTP {exc.code}"
+            raise ApiCallError(exc.code, code, message) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            raise DaemonNotRunningError(
+                f"the daemon (pid {self.pid}) does not answer at {self.base_url}: "
+                f"{getattr(exc, 'reason', exc)}; is it still running?"
+            ) from None

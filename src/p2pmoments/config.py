@@ -1,0 +1,184 @@
+"""The configuration file (TOML): every option, its default and its check.
+
+config.example.toml documents each option; tests/test_config.py checks that
+the example and this module agree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from p2pmoments.core.errors import P2PMomentsError
+
+__all__ = [
+    "DEFAULT_API_PORT",
+    "DEFAULT_PEER_PORT",
+    "Address",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "parse_address",
+]
+
+DEFAULT_PEER_PORT = 47470
+DEFAULT_API_PORT = 47471
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(P2PMomentsError):
+    """The configuration is unusable; the message names the key and the file."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Address:
+    """A host and a TCP port; port 0 means any free port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for localhost, 127.0.0.0/8 and ::1."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_address(text: str) -> Address:
+    """`HOST:PORT` or `[IPV6]:PORT`; raises ValueError with a readable reason."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not [IPV6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"{text!r} is not HOST:PORT (write IPv6 as [ADDR]:PORT)")
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r} has no port between 0 and 65535")
+    if host != "localhost":
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IP address or localhost") from None
+    return Address(host=host, port=int(port_text))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """Everything the daemon can be told; the defaults are the documented ones."""
+
+    listen: Address = Address(host="0.0.0.0", port=DEFAULT_PEER_PORT)  # noqa: S104 - peers on the LAN
+    mdns: bool = True
+    api_listen: Address = Address(host="127.0.0.1", port=DEFAULT_API_PORT)
+    log_level: str = "info"
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """A copy with the given fields replaced (None means keep); values are checked."""
+        updated = replace(self, **{k: v for k, v in changes.items() if v is not None})
+        _check_semantics(updated, "the command line")
+        return updated
+
+
+def _check_semantics(config: Config, where: str) -> None:
+    if not config.api_listen.is_loopback:
+        raise ConfigError(
+            f"{where}: api.listen must be a loopback address (127.0.0.1, ::1 or localhost), "
+            f"not {config.api_listen.host}: the control API never leaves this device"
+        )
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"{where}: log.level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def _address(value: object, key: str, path: Path) -> Address:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key} must be a string like \"HOST:PORT\"")
+    try:
+        return parse_address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {key}: {exc}") from None
+
+
+def _bool(value: object, key: str, path: Path) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {key} must be true or false")
+    return value
+
+
+def _log_level(value: object, key: str, path: Path) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise ConfigError(f"{path}: {key} must be one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+# Every key: (section, name) -> (Config field, parser).
+_KEYS = {
+    ("network", "listen"): ("listen", _address),
+    ("network", "mdns"): ("mdns", _bool),
+    ("api", "listen"): ("api_listen", _address),
+    ("log", "level"): ("log_level", _log_level),
+}
+_SECTIONS = {section for section, _ in _KEYS}
+
+
+def load_config(path: Path) -> Config:
+    """The configuration in `path`, or the defaults if it does not exist."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """The configuration in TOML `text`; `path` names the file in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    changes: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section} must be a table ([{section}])")
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            if (section, name) not in _KEYS:
+                raise ConfigError(f"{path}: unknown key {key}")
+            field, parse = _KEYS[(section, name)]
+            changes[field] = parse(value, key, path)
+    config = replace(Config(), **changes)
+    _check_semantics(config, str(path))
+    return config
+
+
+def default_config_text() -> str:
+    """What `init` writes: every option commented out at its default."""
+    return (
+        "# p2pmoments configuration. Every option is shown at its default;\n"
+        "# config.example.toml in the source explains each one.\n\n"
+        "[network]\n"
+        f'# listen = "0.0.0.0:{DEFAULT_PEER_PORT}"\n'
+        "# mdns = true\n\n"
+        "[api]\n"
+        f'# listen = "127.0.0.1:{DEFAULT_API_PORT}"\n\n'
+        "[log]\n"
+        '# level = "info"\n'
+    )

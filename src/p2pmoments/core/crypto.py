@@ -1,0 +1,152 @@
+"""Keys and the operations on them: the only importer of nacl (style.md, rule 9).
+
+Keys are nouns, operations verbs; constructors check lengths; equality is
+constant-time; no repr ever shows secret bytes.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.signing
+import nacl.utils
+
+from p2pmoments.core.errors import P2PMomentsError
+
+__all__ = [
+    "BadSignatureError",
+    "CryptoError",
+    "LinkPublicKey",
+    "LinkSecretKey",
+    "SigningKey",
+    "VerifyKey",
+    "random_bytes",
+]
+
+KEY_LEN = 32
+SIGNATURE_LEN = 64
+
+
+class CryptoError(P2PMomentsError):
+    """A cryptographic operation failed."""
+
+
+class BadSignatureError(CryptoError):
+    """A signature does not verify."""
+
+
+def _check_len(name: str, raw: object, length: int) -> bytes:
+    if not isinstance(raw, bytes | bytearray) or len(raw) != length:
+        raise ValueError(f"{name} must be {length} bytes")
+    return bytes(raw)
+
+
+def random_bytes(n: int) -> bytes:
+    """`n` bytes from the operating system's secure random source."""
+    return bytes(nacl.utils.random(n))
+
+
+class _PublicBytes:
+    __slots__ = ("_raw",)
+    _name = "key"
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = _check_len(self._name, raw, KEY_LEN)
+
+    def __bytes__(self) -> bytes:
+        return self._raw
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _PublicBytes)
+        return hmac.compare_digest(self._raw, other._raw)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._raw))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._raw.hex()[:16]}…)"
+
+
+class VerifyKey(_PublicBytes):
+    """An Ed25519 public key: the identity of a person."""
+
+    __slots__ = ()
+    _name = "an Ed25519 public key"
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Return if `signature` is this key's over `message`, else raise BadSignatureError."""
+        if len(signature) != SIGNATURE_LEN:
+            raise BadSignatureError("a signature is 64 bytes")
+        try:
+            nacl.signing.VerifyKey(self._raw).verify(message, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+            raise BadSignatureError("signature does not verify") from None
+
+
+class SigningKey:
+    """An Ed25519 secret key."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, seed: bytes) -> None:
+        self._key = nacl.signing.SigningKey(_check_len("an Ed25519 seed", seed, KEY_LEN))
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        """A new random key."""
+        return cls(random_bytes(KEY_LEN))
+
+    @property
+    def seed(self) -> bytes:
+        """The 32-byte seed; for the key file only."""
+        return bytes(self._key)
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        """The matching public key."""
+        return VerifyKey(bytes(self._key.verify_key))
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte detached signature of `message`."""
+        return bytes(self._key.sign(message).signature)
+
+    def __repr__(self) -> str:
+        return f"SigningKey(public={self.verify_key!r})"
+
+
+class LinkPublicKey(_PublicBytes):
+    """An X25519 public key: the static key of a Noise link."""
+
+    __slots__ = ()
+    _name = "an X25519 public key"
+
+
+class LinkSecretKey:
+    """An X25519 secret key."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = _check_len("an X25519 secret key", raw, KEY_LEN)
+
+    @classmethod
+    def generate(cls) -> LinkSecretKey:
+        """A new random key."""
+        return cls(random_bytes(KEY_LEN))
+
+    @property
+    def secret_bytes(self) -> bytes:
+        """The 32 secret bytes; for the key file and the Noise core only."""
+        return self._raw
+
+    @property
+    def public_key(self) -> LinkPublicKey:
+        """The matching public key."""
+        return LinkPublicKey(bytes(nacl.bindings.crypto_scalarmult_base(self._raw)))
+
+    def __repr__(self) -> str:
+        return f"LinkSecretKey(public={self.public_key!r})"

@@ -1,0 +1,25 @@
+"""Error types shared by the core, split by who is to blame (style.md, rule 3)."""
+
+from __future__ import annotations
+
+__all__ = ["DecodeError", "LocalProtocolError", "P2PMomentsError", "RemoteProtocolError"]
+
+
+class P2PMomentsError(Exception):
+    """Base of every error p2pmoments raises on purpose."""
+
+
+class DecodeError(P2PMomentsError, ValueError):
+    """Bytes or text that do not follow the format they claim to be in."""
+
+
+class LocalProtocolError(P2PMomentsError):
+    """We misused an API: a bug on our side."""
+
+
+class RemoteProtocolError(P2PMomentsError):
+    """The peer misbehaved; the link to it is closed with `close_code`."""
+
+    def __init__(self, message: str, *, close_code: int = 1) -> None:
+        super().__init__(message)
+        self.close_code = close_code

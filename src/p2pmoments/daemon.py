@@ -1,0 +1,144 @@
+"""Running the daemon in the foreground: lock, node, control API, signals.
+
+SIGINT and SIGTERM stop it cleanly: the API stops taking requests, in-flight
+ones finish, the store checkpoints and closes, daemon.json is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+from aiohttp import web
+
+from p2pmoments.api import API_PREFIX, create_app
+from p2pmoments.config import Address, Config
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.home import load_identity, load_or_create_token, write_file_atomically
+from p2pmoments.node import Node, Profile, describe_bind_error
+from p2pmoments.paths import Paths
+
+__all__ = ["AlreadyRunningError", "DaemonInfo", "read_daemon_info", "run_daemon", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class AlreadyRunningError(P2PMomentsError):
+    """Another daemon holds this home."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DaemonInfo:
+    """What a running daemon publishes in daemon.json for its clients."""
+
+    pid: int
+    api_url: str
+    listen: list[str]
+
+
+def read_daemon_info(paths: Paths) -> DaemonInfo | None:
+    """The running daemon's daemon.json, or None if there is none or it is unreadable."""
+    try:
+        data = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
+        return DaemonInfo(pid=int(data["pid"]), api_url=str(data["api_url"]),
+                          listen=[str(a) for a in data["listen"]])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def _home_lock(paths: Paths) -> Iterator[None]:
+    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            info = read_daemon_info(paths)
+            who = f" (pid {info.pid}, API {info.api_url})" if info else ""
+            raise AlreadyRunningError(
+                f"a daemon is already running on {paths.data_dir}{who}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+async def serve(
+    paths: Paths,
+    config: Config,
+    *,
+    stop: asyncio.Event,
+    on_ready: Callable[[DaemonInfo, Profile], None] = lambda info, profile: None,
+) -> None:
+    """Run the node and its API until `stop` is set."""
+    identity = load_identity(paths)
+    token = await asyncio.to_thread(load_or_create_token, paths)
+    async with Node(paths=paths, config=config, identity=identity) as node:
+        runner = web.AppRunner(create_app(node, token), access_log=None, shutdown_timeout=5)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.api_listen.host, config.api_listen.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise describe_bind_error("for the control API", config.api_listen, exc) from None
+            host, port = runner.addresses[0][:2]
+            node.api_url = f"http://{Address(host=host, port=port)}{API_PREFIX}"
+            info = DaemonInfo(pid=os.getpid(), api_url=node.api_url, listen=node.listen_addresses)
+            payload = json.dumps({"pid": info.pid, "api_url": info.api_url, "listen": info.listen})
+            await asyncio.to_thread(
+                write_file_atomically, paths.daemon_file, payload.encode(), mode=0o600
+            )
+            try:
+                on_ready(info, await node.profile())
+                await stop.wait()
+                log.info("stopping")
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    paths.daemon_file.unlink()
+        finally:
+            await runner.cleanup()
+
+
+def _print_banner(out: TextIO, paths: Paths, profile: Profile, info: DaemonInfo) -> None:
+    home = f" --home {paths.home}" if paths.home is not None else ""
+    print(
+        f"p2pmoments is running as {profile.name} ({profile.identity})\n"
+        f"  peers:        {', '.join(info.listen)}\n"
+        f"  control API:  {info.api_url}\n"
+        f"  token file:   {paths.token_file}\n"
+        f"  try:          p2pmoments{home} status\n"
+        "Press Ctrl-C to stop.",
+        file=out,
+        flush=True,
+    )
+
+
+def run_daemon(paths: Paths, config: Config, *, out: TextIO = sys.stdout) -> None:
+    """Run in the foreground until SIGINT or SIGTERM; raises P2PMomentsError on failure."""
+    load_identity(paths)  # fail early and clearly if not initialised
+    with _home_lock(paths):
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+
+            def ready(info: DaemonInfo, profile: Profile) -> None:
+                log.info("ready: API %s, peers %s", info.api_url, ", ".join(info.listen))
+                _print_banner(out, paths, profile, info)
+
+            await serve(paths, config, stop=stop, on_ready=ready)
+
+        asyncio.run(main())

@@ -1,0 +1,69 @@
+"""Where everything lives on disk: the only importer of platformdirs.
+
+With a home directory (`--home DIR` or P2PMOMENTS_HOME), everything lives
+under it, so several daemons can run side by side on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["HOME_ENV", "Paths", "resolve_paths"]
+
+HOME_ENV = "P2PMOMENTS_HOME"
+APP = "p2pmoments"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Paths:
+    """The files and directories of one p2pmoments home."""
+
+    config_dir: Path
+    data_dir: Path
+    home: Path | None = None
+
+    @property
+    def config_file(self) -> Path:
+        """The TOML configuration."""
+        return self.config_dir / "config.toml"
+
+    @property
+    def key_file(self) -> Path:
+        """The identity's secret keys (mode 0600, spec/identity.md)."""
+        return self.data_dir / "identity.key"
+
+    @property
+    def token_file(self) -> Path:
+        """The control API's bearer token (mode 0600)."""
+        return self.data_dir / "api.token"
+
+    @property
+    def db_file(self) -> Path:
+        """The SQLite store."""
+        return self.data_dir / "p2pmoments.db"
+
+    @property
+    def daemon_file(self) -> Path:
+        """Written by a running daemon: its pid and addresses, for clients to find it."""
+        return self.data_dir / "daemon.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Held by the running daemon, so two cannot share one home."""
+        return self.data_dir / "daemon.lock"
+
+
+def resolve_paths(home: str | os.PathLike[str] | None = None) -> Paths:
+    """The paths for `home`, else P2PMOMENTS_HOME, else the platform's user directories."""
+    chosen = home if home is not None else os.environ.get(HOME_ENV) or None
+    if chosen is not None:
+        root = Path(chosen).expanduser().absolute()
+        return Paths(config_dir=root, data_dir=root / "data", home=root)
+    return Paths(
+        config_dir=Path(platformdirs.user_config_dir(APP)),
+        data_dir=Path(platformdirs.user_data_dir(APP)),
+    )
