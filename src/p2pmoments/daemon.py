@@ -81,7 +81,7 @@ async def serve(
     on_ready: Callable[[DaemonInfo, Profile], None] = lambda info, profile: None,
 ) -> None:
     """Run the node and its API until `stop` is set."""
-    identity = load_identity(paths)
+    identity = await asyncio.to_thread(load_identity, paths)
     token = await asyncio.to_thread(load_or_create_token, paths)
     async with Node(paths=paths, config=config, identity=identity) as node:
         runner = web.AppRunner(create_app(node, token), access_log=None, shutdown_timeout=5)

@@ -1,0 +1,104 @@
+"""The store: WAL, durable writes, migrations, and never on the event loop."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from p2pmoments import store as store_module
+from p2pmoments.store import SCHEMA_VERSION, AsyncStore, Store, StoreError
+
+
+def test_new_database_is_wal_at_current_version_and_private(tmp_path: Path) -> None:
+    db = Store.open(tmp_path / "db")
+    try:
+        assert db.schema_version() == SCHEMA_VERSION
+        assert db._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.counts().friends == db.counts().circles == db.counts().moments == 0
+    finally:
+        db.close()
+    assert (tmp_path / "db").stat().st_mode & 0o777 == 0o600
+
+
+def test_writes_survive_reopening(tmp_path: Path) -> None:
+    db = Store.open(tmp_path / "db")
+    db.set_name("Alice")
+    db.close()
+    db.close()  # closing twice is harmless
+    again = Store.open(tmp_path / "db")
+    try:
+        assert again.get_name() == "Alice"
+        assert again.integrity_check() == "ok"
+    finally:
+        again.close()
+
+
+def test_forward_migration_from_an_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "db"
+    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    old = Store.open(path)
+    old.set_name("Alice")
+    old.close()
+    extra = "CREATE TABLE later (x INTEGER) STRICT"
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, extra))
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    new = Store.open(path)
+    try:
+        assert new.schema_version() == 2
+        assert new.get_name() == "Alice"
+        new._conn.execute("INSERT INTO later VALUES (1)")
+    finally:
+        new.close()
+
+
+def test_a_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "db"
+    Store.open(path).close()
+    bad = "CREATE TABLE ok_table (x INTEGER); THIS IS NOT SQL"
+    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, bad))
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(StoreError):
+        Store.open(path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "ok_table" not in tables
+    finally:
+        conn.close()
+
+
+def test_a_newer_database_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this p2pmoments understands"):
+        Store.open(path)
+
+
+def test_garbage_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        Store.open(path)
+
+
+async def test_async_store_runs_off_the_event_loop(tmp_path: Path) -> None:
+    db = AsyncStore(tmp_path / "db")
+    await db.open()
+    try:
+        loop_thread = threading.get_ident()
+        worker = await db.run(lambda _store: threading.get_ident())
+        assert worker != loop_thread
+        await db.run(Store.set_name, "Bob")
+        assert await db.run(Store.get_name) == "Bob"
+    finally:
+        await db.close()
+        await db.close()
+    with pytest.raises(StoreError, match="not open"):
+        await db.run(Store.get_name)

@@ -1,0 +1,65 @@
+"""Deterministic CBOR: one encoding per value, and hostile bytes refused."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pmoments.core import wire
+from p2pmoments.core.errors import DecodeError
+
+values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=40)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.integers(0, 300), inner, max_size=4),
+    max_leaves=12,
+)
+maps = st.dictionaries(st.integers(0, 2**16 - 1), values, max_size=6)
+
+
+@given(value=maps)
+def test_round_trip(value: dict[int, object]) -> None:
+    data = wire.encode_map(value)
+    assert wire.decode_map(data, max_size=len(data)) == value
+
+
+def test_keys_are_ordered_as_rfc8949_says() -> None:
+    # RFC 8949 section 4.2.1: bytewise order of the encoded keys.
+    assert wire.encode_map({24: 1, 1: 2}).hex() == "a20102181801"
+
+
+@pytest.mark.parametrize(
+    ("hexdata", "reason"),
+    [
+        ("a2180101 0102".replace(" ", ""), "deterministic"),  # keys out of order
+        ("a1190001 01".replace(" ", ""), "deterministic"),  # key 1 not in shortest form
+        ("a1616101", "small unsigned integers"),  # text key
+        ("a12001", "small unsigned integers"),  # negative key
+        ("80", "a CBOR map"),
+        ("a1", "not valid CBOR"),  # truncated
+        ("bf0101ff", "deterministic"),  # indefinite length
+    ],
+)
+def test_non_deterministic_or_foreign_forms_are_refused(hexdata: str, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        wire.decode_map(bytes.fromhex(hexdata), max_size=100)
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    with pytest.raises(DecodeError, match="over the limit"):
+        wire.decode_map(wire.encode_map({1: b"x" * 100}), max_size=50)
+
+
+def test_deep_nesting_is_refused() -> None:
+    data = bytes.fromhex("a101" + "81" * 50 + "00")
+    with pytest.raises(DecodeError):
+        wire.decode_map(data, max_size=1000)
+
+
+@given(data=st.binary(max_size=200))
+def test_hostile_bytes_never_crash(data: bytes) -> None:
+    try:
+        wire.decode_map(data, max_size=200)
+    except DecodeError:
+        pass
