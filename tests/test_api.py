@@ -7,11 +7,10 @@ not describe fails the test.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-
-import json
 
 import pytest
 import yaml
@@ -65,7 +64,7 @@ async def client(
 ) -> AsyncIterator[TestClient[Any, Any]]:
     app = create_app(node, TOKEN)
     app.middlewares.insert(0, spec_check)
-    yield await aiohttp_client(app)
+    return await aiohttp_client(app)
 
 
 async def get(client: TestClient[Any, Any], path: str, **kwargs: Any) -> Any:
@@ -90,8 +89,13 @@ async def test_health_needs_no_token_and_says_nothing_else(client: TestClient[An
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-     {"Authorization": f"Bearer {TOKEN[:-1]}"}, {"Authorization": "Bearer"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+        {"Authorization": "Bearer"},
+    ],
 )
 async def test_status_without_the_token_is_401(
     client: TestClient[Any, Any], headers: dict[str, str]
@@ -117,8 +121,17 @@ async def test_status_with_the_token(client: TestClient[Any, Any], node: Node) -
 
 
 @pytest.mark.parametrize("path", ["/health", "/status", "/profile", "/nowhere"])
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:47471", "127.0.0.1.nip.io",
-                                  "192.168.1.10:47471", "", "localhost.evil.example"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:47471",
+        "127.0.0.1.nip.io",
+        "192.168.1.10:47471",
+        "",
+        "localhost.evil.example",
+    ],
+)
 async def test_a_foreign_host_is_refused_everywhere(
     client: TestClient[Any, Any], path: str, host: str
 ) -> None:
@@ -127,8 +140,10 @@ async def test_a_foreign_host_is_refused_everywhere(
     assert (await error_of(response))["code"] == "forbidden_host"
 
 
-@pytest.mark.parametrize("host", ["localhost", "localhost:47471", "127.0.0.1:9", "127.5.6.7",
-                                  "[::1]:47471", "LOCALHOST:1"])
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "localhost:47471", "127.0.0.1:9", "127.5.6.7", "[::1]:47471", "LOCALHOST:1"],
+)
 async def test_loopback_hosts_are_accepted(client: TestClient[Any, Any], host: str) -> None:
     response = await get(client, "/status", headers={**AUTH, "Host": host})
     assert response.status == 200
@@ -139,9 +154,13 @@ async def test_loopback_hosts_are_accepted(client: TestClient[Any, Any], host: s
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Origin": "https://evil.example"}, {"Origin": "null"},
-     {"Origin": "http://localhost:3000"}, {"Sec-Fetch-Site": "cross-site"},
-     {"Sec-Fetch-Site": "same-site"}],
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://localhost:3000"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
 )
 async def test_cross_origin_browser_requests_are_refused(
     client: TestClient[Any, Any], headers: dict[str, str]
@@ -150,16 +169,20 @@ async def test_cross_origin_browser_requests_are_refused(
         response = await get(client, path, headers={**AUTH, **headers})
         assert response.status == 403
         assert (await error_of(response))["code"] == "forbidden_origin"
-    patch = await client.patch(f"{API_PREFIX}/profile", json={"name": "Mallory"},
-                               headers={**AUTH, **headers})
+    patch = await client.patch(
+        f"{API_PREFIX}/profile", json={"name": "Mallory"}, headers={**AUTH, **headers}
+    )
     assert patch.status == 403
     assert (await (await get(client, "/profile", headers=AUTH)).json())["name"] == "Alice"
 
 
 async def test_same_origin_browser_requests_are_accepted(client: TestClient[Any, Any]) -> None:
     host = f"127.0.0.1:{client.port}"
-    response = await get(client, "/status", headers={
-        **AUTH, "Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"})
+    response = await get(
+        client,
+        "/status",
+        headers={**AUTH, "Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+    )
     assert response.status == 200
 
 
@@ -167,8 +190,9 @@ async def test_same_origin_browser_requests_are_accepted(client: TestClient[Any,
 
 
 async def test_rename_is_visible_in_status(client: TestClient[Any, Any]) -> None:
-    response = await client.patch(f"{API_PREFIX}/profile", json={"name": "  Alice B.  "},
-                                  headers=AUTH)
+    response = await client.patch(
+        f"{API_PREFIX}/profile", json={"name": "  Alice B.  "}, headers=AUTH
+    )
     assert response.status == 200
     assert (await response.json())["name"] == "Alice B."
     status = await (await get(client, "/status", headers=AUTH)).json()
@@ -177,9 +201,15 @@ async def test_rename_is_visible_in_status(client: TestClient[Any, Any]) -> None
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [({"name": ""}, "invalid_name"), ({"name": "x" * 33}, "invalid_name"),
-     ({"name": "a\u0000b"}, "invalid_name"), ({"name": 5}, "invalid_name"),
-     ({}, "bad_request"), ({"name": "A", "admin": True}, "bad_request"), ([], "bad_request")],
+    [
+        ({"name": ""}, "invalid_name"),
+        ({"name": "x" * 33}, "invalid_name"),
+        ({"name": "a\u0000b"}, "invalid_name"),
+        ({"name": 5}, "invalid_name"),
+        ({}, "bad_request"),
+        ({"name": "A", "admin": True}, "bad_request"),
+        ([], "bad_request"),
+    ],
 )
 async def test_bad_profile_bodies_change_nothing(
     client: TestClient[Any, Any], body: Any, code: str
@@ -191,8 +221,9 @@ async def test_bad_profile_bodies_change_nothing(
 
 
 async def test_malformed_json_and_wrong_type(client: TestClient[Any, Any]) -> None:
-    bad_json = await client.patch(f"{API_PREFIX}/profile", data=b"{nope",
-                                  headers={**AUTH, "Content-Type": "application/json"})
+    bad_json = await client.patch(
+        f"{API_PREFIX}/profile", data=b"{nope", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert bad_json.status == 400
     assert (await error_of(bad_json))["code"] == "bad_request"
     form = await client.patch(f"{API_PREFIX}/profile", data={"name": "x"}, headers=AUTH)
@@ -201,8 +232,11 @@ async def test_malformed_json_and_wrong_type(client: TestClient[Any, Any]) -> No
 
 
 async def test_oversized_body_is_refused(client: TestClient[Any, Any]) -> None:
-    response = await client.patch(f"{API_PREFIX}/profile", data=b"{" + b" " * 70_000 + b"}",
-                                  headers={**AUTH, "Content-Type": "application/json"})
+    response = await client.patch(
+        f"{API_PREFIX}/profile",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
     assert response.status == 413
     assert (await error_of(response))["code"] == "too_large"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -63,18 +65,24 @@ def test_malformed_text_says_why(text: str, reason: str) -> None:
 
 @given(text=st.text(max_size=80))
 def test_hostile_text_never_crashes(text: str) -> None:
-    try:
+    with contextlib.suppress(DecodeError):
         decode_id(text, IdKind.MOMENT)
-    except DecodeError:
-        pass
 
 
 @pytest.mark.parametrize(
     ("raw", "kind", "text"),
     [
         (bytes(32), IdKind.IDENTITY, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaexjhr"),
-        (bytes(range(32)), IdKind.IDENTITY, "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dypqm2n4"),
-        (bytes(range(32)), IdKind.CIRCLE, "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3b6ol"),
+        (
+            bytes(range(32)),
+            IdKind.IDENTITY,
+            "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dypqm2n4",
+        ),
+        (
+            bytes(range(32)),
+            IdKind.CIRCLE,
+            "aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dyp3b6ol",
+        ),
     ],
 )
 def test_spec_examples(raw: bytes, kind: IdKind, text: str) -> None:

@@ -36,7 +36,9 @@ def test_writes_survive_reopening(tmp_path: Path) -> None:
         again.close()
 
 
-def test_forward_migration_from_an_older_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forward_migration_from_an_older_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "db"
     monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
@@ -55,7 +57,9 @@ def test_forward_migration_from_an_older_version(tmp_path: Path, monkeypatch: py
         new.close()
 
 
-def test_a_failed_migration_leaves_the_old_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_migration_leaves_the_old_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "db"
     Store.open(path).close()
     bad = "CREATE TABLE ok_table (x INTEGER); THIS IS NOT SQL"

@@ -171,7 +171,7 @@ async def patch_profile(request: web.Request) -> web.Response:
     if unknown:
         raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
     if "name" not in body:
-        raise ApiError(400, "bad_request", "nothing to change: send {\"name\": ...}")
+        raise ApiError(400, "bad_request", 'nothing to change: send {"name": ...}')
     try:
         profile = await request.app[NODE].set_name(body["name"])
     except DecodeError as exc:

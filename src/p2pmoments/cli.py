@@ -160,48 +160,97 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Command, summary: str, example: str, parent: Any = sub) -> Any:
         p = parent.add_parser(
-            name, help=summary, description=summary, epilog=f"example:\n  {example}",
+            name,
+            help=summary,
+            description=summary,
+            epilog=f"example:\n  {example}",
             formatter_class=fmt,
         )
         p.set_defaults(func=func)
         return p
 
-    p = add("init", cmd_init, "Create your identity (keys), API token, config and database.",
-            "p2pmoments init --name Alice")
+    p = add(
+        "init",
+        cmd_init,
+        "Create your identity (keys), API token, config and database.",
+        "p2pmoments init --name Alice",
+    )
     p.add_argument("--name", help="your display name, at most 32 bytes (default: your login)")
-    p.add_argument("--exist-ok", action="store_true",
-                   help="succeed without changes if an identity already exists")
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="succeed without changes if an identity already exists",
+    )
 
-    p = add("run", cmd_run, "Run the daemon in the foreground until Ctrl-C or SIGTERM.",
-            "p2pmoments run --listen 0.0.0.0:47470 --api 127.0.0.1:0")
-    p.add_argument("--listen", type=_address, metavar="HOST:PORT",
-                   help="where peers connect (config network.listen; port 0 picks a free one)")
-    p.add_argument("--api", type=_address, metavar="HOST:PORT",
-                   help="the control API, loopback only (config api.listen; port 0 picks one)")
-    p.add_argument("--no-mdns", action="store_true",
-                   help="do not use mDNS on the local network (config network.mdns)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
-                   help="how much to log to standard output (config log.level)")
+    p = add(
+        "run",
+        cmd_run,
+        "Run the daemon in the foreground until Ctrl-C or SIGTERM.",
+        "p2pmoments run --listen 0.0.0.0:47470 --api 127.0.0.1:0",
+    )
+    p.add_argument(
+        "--listen",
+        type=_address,
+        metavar="HOST:PORT",
+        help="where peers connect (config network.listen; port 0 picks a free one)",
+    )
+    p.add_argument(
+        "--api",
+        type=_address,
+        metavar="HOST:PORT",
+        help="the control API, loopback only (config api.listen; port 0 picks one)",
+    )
+    p.add_argument(
+        "--no-mdns",
+        action="store_true",
+        help="do not use mDNS on the local network (config network.mdns)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log to standard output (config log.level)",
+    )
 
-    p = add("status", cmd_status, "Show the running daemon's identity, addresses and counts.",
-            "p2pmoments status --json | jq .api_url")
+    p = add(
+        "status",
+        cmd_status,
+        "Show the running daemon's identity, addresses and counts.",
+        "p2pmoments status --json | jq .api_url",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (has api_url and token_file)")
 
-    p = add("profile", cmd_profile, "Show or change your display name.",
-            "p2pmoments profile --name 'Alice B.'")
+    p = add(
+        "profile",
+        cmd_profile,
+        "Show or change your display name.",
+        "p2pmoments profile --name 'Alice B.'",
+    )
     p.add_argument("--name", help="the new display name, at most 32 bytes")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("service", lambda a, p: EXIT_USAGE, "Run the daemon at login as a systemd user service.",
-            "p2pmoments service install")
+    p = add(
+        "service",
+        lambda a, p: EXIT_USAGE,
+        "Run the daemon at login as a systemd user service.",
+        "p2pmoments service install",
+    )
     service_sub = p.add_subparsers(dest="service_command", metavar="ACTION", required=True)
-    q = add("install", cmd_service_install,
-            "Write and enable a systemd user unit that runs the daemon at login.",
-            "p2pmoments --home ~/p2p service install", parent=service_sub)
+    q = add(
+        "install",
+        cmd_service_install,
+        "Write and enable a systemd user unit that runs the daemon at login.",
+        "p2pmoments --home ~/p2p service install",
+        parent=service_sub,
+    )
     q.add_argument("--no-start", action="store_true", help="enable it, but do not start it now")
     q.add_argument("--print", action="store_true", help="only print the unit file")
-    add("uninstall", cmd_service_uninstall, "Stop, disable and remove the systemd user unit.",
-        "p2pmoments service uninstall", parent=service_sub)
+    add(
+        "uninstall",
+        cmd_service_uninstall,
+        "Stop, disable and remove the systemd user unit.",
+        "p2pmoments service uninstall",
+        parent=service_sub,
+    )
     return parser
 
 

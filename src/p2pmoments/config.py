@@ -106,7 +106,7 @@ def _check_semantics(config: Config, where: str) -> None:
 
 def _address(value: object, key: str, path: Path) -> Address:
     if not isinstance(value, str):
-        raise ConfigError(f"{path}: {key} must be a string like \"HOST:PORT\"")
+        raise ConfigError(f'{path}: {key} must be a string like "HOST:PORT"')
     try:
         return parse_address(value)
     except ValueError as exc:

@@ -49,8 +49,11 @@ def read_daemon_info(paths: Paths) -> DaemonInfo | None:
     """The running daemon's daemon.json, or None if there is none or it is unreadable."""
     try:
         data = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
-        return DaemonInfo(pid=int(data["pid"]), api_url=str(data["api_url"]),
-                          listen=[str(a) for a in data["listen"]])
+        return DaemonInfo(
+            pid=int(data["pid"]),
+            api_url=str(data["api_url"]),
+            listen=[str(a) for a in data["listen"]],
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -12,8 +12,10 @@ __all__ = ["configure_logging"]
 def configure_logging(level: str) -> None:
     """Send log records at `level` and above to stdout; no timestamps under the journal."""
     under_journal = "JOURNAL_STREAM" in os.environ
-    fmt = "%(levelname)s %(name)s: %(message)s" if under_journal else (
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if under_journal
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(fmt))

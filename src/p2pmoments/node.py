@@ -104,8 +104,10 @@ class Node:
     async def _on_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Links (Noise, spec/transport.md) arrive with issue 4; until then the peer
         # port answers nothing and closes at once.
-        log.debug("closing peer connection from %s: links are not implemented yet",
-                  writer.get_extra_info("peername"))
+        log.debug(
+            "closing peer connection from %s: links are not implemented yet",
+            writer.get_extra_info("peername"),
+        )
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()

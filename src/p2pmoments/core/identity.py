@@ -48,7 +48,9 @@ class PublicIdentity:
 
     def verify(self) -> None:
         """Raise BadSignatureError unless the identity vouches for the link key."""
-        self.verify_key.verify(link_key_message(self.verify_key, self.link_key), self.link_signature)
+        self.verify_key.verify(
+            link_key_message(self.verify_key, self.link_key), self.link_signature
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +66,9 @@ class Identity:
         """A new identity with fresh keys."""
         signing_key = SigningKey.generate()
         link_secret = LinkSecretKey.generate()
-        signature = signing_key.sign(link_key_message(signing_key.verify_key, link_secret.public_key))
+        signature = signing_key.sign(
+            link_key_message(signing_key.verify_key, link_secret.public_key)
+        )
         return cls(signing_key=signing_key, link_secret=link_secret, link_signature=signature)
 
     @property
