@@ -11,6 +11,7 @@ help:
 	@echo "make run    create .venv, install, create an identity if none, start the daemon"
 	@echo "make test   create .venv with the test extras, run lint and the whole suite"
 	@echo "make lint   ruff and mypy --strict"
+	@echo "make bench  benchmarks, each beside a baseline from the same run"
 	@echo "make clean  remove .venv and caches"
 
 $(BIN)/python:
@@ -31,12 +32,15 @@ run: $(VENV)/.installed
 	exec $(BIN)/p2pmoments run $(ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
