@@ -12,10 +12,12 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from aiohttp import web
@@ -113,6 +115,17 @@ async def serve(
             await runner.cleanup()
 
 
+def command_name() -> str:
+    """How to invoke this program again: `p2pmoments` if that is on PATH, else its path."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name == "p2pmoments":
+        on_path = shutil.which("p2pmoments")
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "p2pmoments"
+        return argv0
+    return f"{Path(sys.executable).name} -m p2pmoments"
+
+
 def _print_banner(out: TextIO, paths: Paths, profile: Profile, info: DaemonInfo) -> None:
     home = f" --home {paths.home}" if paths.home is not None else ""
     print(
@@ -120,7 +133,7 @@ def _print_banner(out: TextIO, paths: Paths, profile: Profile, info: DaemonInfo)
         f"  peers:        {', '.join(info.listen)}\n"
         f"  control API:  {info.api_url}\n"
         f"  token file:   {paths.token_file}\n"
-        f"  try:          p2pmoments{home} status\n"
+        f"  try:          {command_name()}{home} status\n"
         "Press Ctrl-C to stop.",
         file=out,
         flush=True,
