@@ -22,7 +22,10 @@ __all__ = [
     "LinkSecretKey",
     "SigningKey",
     "VerifyKey",
+    "aead_decrypt",
+    "aead_encrypt",
     "random_bytes",
+    "x25519",
 ]
 
 KEY_LEN = 32
@@ -150,3 +153,40 @@ class LinkSecretKey:
 
     def __repr__(self) -> str:
         return f"LinkSecretKey(public={self.public_key!r})"
+
+
+AEAD_TAG_LEN = 16
+
+
+def x25519(secret: bytes, public: bytes) -> bytes:
+    """The X25519 shared secret; CryptoError for a low-order public key (all-zero result)."""
+    _check_len("an X25519 key", secret, KEY_LEN)
+    _check_len("an X25519 key", public, KEY_LEN)
+    try:
+        return bytes(nacl.bindings.crypto_scalarmult(secret, public))
+    except nacl.exceptions.RuntimeError:
+        raise CryptoError("low-order X25519 public key") from None
+
+
+def _nonce(counter: int) -> bytes:
+    # Noise ChaChaPoly: 32 bits of zeros, then the counter as 64-bit little-endian.
+    return b"\x00\x00\x00\x00" + counter.to_bytes(8, "little")
+
+
+def aead_encrypt(key: bytes, counter: int, ad: bytes, plaintext: bytes) -> bytes:
+    """ChaCha20-Poly1305 (IETF) with the Noise nonce for `counter`."""
+    return bytes(
+        nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _nonce(counter), key)
+    )
+
+
+def aead_decrypt(key: bytes, counter: int, ad: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of aead_encrypt; CryptoError if the tag does not verify."""
+    try:
+        return bytes(
+            nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(
+                ciphertext, ad, _nonce(counter), key
+            )
+        )
+    except nacl.exceptions.CryptoError:
+        raise CryptoError("decryption failed: the message was altered or the key is wrong") from None
