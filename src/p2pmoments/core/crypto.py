@@ -189,4 +189,6 @@ def aead_decrypt(key: bytes, counter: int, ad: bytes, ciphertext: bytes) -> byte
             )
         )
     except nacl.exceptions.CryptoError:
-        raise CryptoError("decryption failed: the message was altered or the key is wrong") from None
+        raise CryptoError(
+            "decryption failed: the message was altered or the key is wrong"
+        ) from None

@@ -209,10 +209,12 @@ class HandshakeState:
         self.used_psk: bytes | None = None
         self._ss = _SymmetricState.initialize(protocol_name(pattern))
         self._ss.mix_hash(prologue)
-        for side_is_initiator, tokens in ((True, pattern.initiator_pre),
-                                          (False, pattern.responder_pre)):
-            for token in tokens:
-                assert token == "s"
+        for side_is_initiator, ops in (
+            (True, pattern.initiator_pre),
+            (False, pattern.responder_pre),
+        ):
+            for op in ops:
+                assert op == "s"
                 if side_is_initiator == initiator:
                     if static is None:
                         raise LocalProtocolError(f"{pattern.name} needs our static key")
@@ -261,13 +263,13 @@ class HandshakeState:
             raise LocalProtocolError("not our turn to " + ("write" if writing else "read"))
         return self.pattern.messages[self._step]
 
-    def _dh(self, token: str) -> bytes:
+    def _dh(self, op: str) -> bytes:
         # Token letters name (initiator key, responder key).
-        ours, theirs = (token[0], token[1]) if self.initiator else (token[1], token[0])
+        ours, theirs = (op[0], op[1]) if self.initiator else (op[1], op[0])
         local = self._e if ours == "e" else self._s
         remote = self._re if theirs == "e" else self._rs
         if local is None or remote is None:
-            raise LocalProtocolError(f"missing key for {token}")
+            raise LocalProtocolError(f"missing key for {op}")
         try:
             return x25519(local.secret_bytes, remote)
         except CryptoError as exc:
@@ -285,10 +287,10 @@ class HandshakeState:
 
     def write_message(self, payload: bytes = b"") -> bytes:
         """The next handshake message, carrying `payload`."""
-        tokens = self._check_turn(writing=True)
+        ops = self._check_turn(writing=True)
         out = bytearray()
-        for token in tokens:
-            if token == "e":
+        for op in ops:
+            if op == "e":
                 if self._e is None:
                     self._e = LinkSecretKey.generate()
                 public = bytes(self._e.public_key)
@@ -296,14 +298,14 @@ class HandshakeState:
                 self._ss.mix_hash(public)
                 if self.pattern.has_psk:
                     self._ss.mix_key(public)
-            elif token == "s":
+            elif op == "s":
                 if self._s is None:
                     raise LocalProtocolError("the pattern sends our static key; we have none")
                 out += self._ss.encrypt_and_hash(bytes(self._s.public_key))
-            elif token == "psk":
+            elif op == "psk":
                 self._ss.mix_key_and_hash(self._next_psk())
             else:
-                self._ss.mix_key(self._dh(token))
+                self._ss.mix_key(self._dh(op))
         out += self._ss.encrypt_and_hash(payload)
         if len(out) > MAX_MESSAGE:
             raise LocalProtocolError("handshake message too long")
@@ -317,38 +319,38 @@ class HandshakeState:
         each of `psk_candidates` is tried (the responder of IKpsk1 may have a few
         pairing tokens outstanding); `used_psk` tells which one worked.
         """
-        tokens = self._check_turn(writing=False)
+        ops = self._check_turn(writing=False)
         try:
-            payload = self._read(tokens, memoryview(message), psk_candidates)
+            payload = self._read(ops, memoryview(message), psk_candidates)
         except NoiseError:
             self._failed = True
             raise
         self._advance()
         return payload
 
-    def _read(self, tokens: tuple[str, ...], data: memoryview, candidates: Sequence[bytes]) -> bytes:
+    def _read(self, ops: tuple[str, ...], data: memoryview, candidates: Sequence[bytes]) -> bytes:
         if len(data) > MAX_MESSAGE:
             raise NoiseError("handshake message too long")
-        for i, token in enumerate(tokens):
-            if token == "e":
+        for i, op in enumerate(ops):
+            if op == "e":
                 if len(data) < DHLEN:
                     raise NoiseError("handshake message truncated")
                 self._re, data = bytes(data[:DHLEN]), data[DHLEN:]
                 self._ss.mix_hash(self._re)
                 if self.pattern.has_psk:
                     self._ss.mix_key(self._re)
-            elif token == "s":
+            elif op == "s":
                 size = DHLEN + (AEAD_TAG_LEN if self._ss.cipher.has_key else 0)
                 if len(data) < size:
                     raise NoiseError("handshake message truncated")
                 self._rs = self._ss.decrypt_and_hash(bytes(data[:size]))
                 data = data[size:]
-            elif token == "psk":
-                if not self._psks and i == len(tokens) - 1 and candidates:
+            elif op == "psk":
+                if not self._psks and i == len(ops) - 1 and candidates:
                     return self._read_payload_trying(bytes(data), candidates)
                 self._ss.mix_key_and_hash(self._next_psk())
             else:
-                self._ss.mix_key(self._dh(token))
+                self._ss.mix_key(self._dh(op))
         if self._ss.cipher.has_key and len(data) < AEAD_TAG_LEN:
             raise NoiseError("handshake message truncated")
         return self._ss.decrypt_and_hash(bytes(data))

@@ -1,0 +1,435 @@
+"""A link between two daemons, sans-I/O (spec/transport.md).
+
+Feed it bytes with `receive_data(data, now)`, collect events, send what
+`data_to_send()` returns, and call `tick(now)` by `next_deadline`. It never
+touches a socket or a clock.
+
+Life of a link, all transitions in `_TRANSITIONS`:
+HANDSHAKE -> (responder: AWAIT_ACCEPT ->) HELLO -> OPEN -> CLOSED.
+Any error moves it to CLOSED with a close code; the shell then drops the socket.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from p2pmoments.core import wire
+from p2pmoments.core.crypto import BadSignatureError, LinkPublicKey, VerifyKey
+from p2pmoments.core.errors import DecodeError, LocalProtocolError
+from p2pmoments.core.identity import Identity, PublicIdentity
+from p2pmoments.core.noise import CipherState, HandshakeState, NoiseError, Pattern
+from p2pmoments.core.profile import check_display_name
+
+__all__ = [
+    "DEAD_AFTER",
+    "HANDSHAKE_TIMEOUT",
+    "KEEPALIVE_INTERVAL",
+    "MAX_APP_MESSAGE",
+    "PROLOGUE",
+    "AcceptRequest",
+    "CloseCode",
+    "Closed",
+    "Established",
+    "Link",
+    "LinkState",
+    "MessageReceived",
+]
+
+PROLOGUE = b"p2pmoments/1"
+PROTOCOL_VERSION = 1
+MAX_FRAME = 65535
+MAX_APP_MESSAGE = 1 << 20  # 1 MiB, bounds the receive buffer
+MAX_PLAINTEXT = MAX_FRAME - 16
+HANDSHAKE_TIMEOUT = 10.0
+KEEPALIVE_INTERVAL = 15.0
+DEAD_AFTER = 45.0
+
+MODE_IK = 1
+MODE_IKPSK1 = 2
+_MODES = {MODE_IK: Pattern.IK, MODE_IKPSK1: Pattern.IKpsk1}
+
+# Application message types (key 0 of every message).
+T_HELLO, T_PING, T_PONG, T_CLOSE = 1, 2, 3, 4
+FIRST_APP_TYPE = 16  # types below this belong to the link itself
+
+
+class CloseCode(enum.IntEnum):
+    """Why a link ended (spec/transport.md section 6)."""
+
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    NOT_ACCEPTED = 2
+    TIMEOUT = 3
+    REPLACED = 4
+    SHUTDOWN = 5
+    TOO_LARGE = 6
+    OVERLOAD = 7
+    WRONG_IDENTITY = 8
+
+
+class LinkState(enum.Enum):
+    """Where a link is in its life."""
+
+    HANDSHAKE = "handshake"
+    AWAIT_ACCEPT = "await_accept"
+    HELLO = "hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    (LinkState.HANDSHAKE, "handshake_done"): LinkState.HELLO,
+    (LinkState.HANDSHAKE, "need_accept"): LinkState.AWAIT_ACCEPT,
+    (LinkState.AWAIT_ACCEPT, "accept"): LinkState.HELLO,
+    (LinkState.HELLO, "hello"): LinkState.OPEN,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptRequest:
+    """Responder only: an initiator proved it holds `link_key`; call accept() or refuse()."""
+
+    link_key: bytes
+    pairing_token: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Established:
+    """Both hellos verified: the peer is `peer`, who calls itself `name`."""
+
+    peer: PublicIdentity
+    name: str
+    handshake_hash: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """An application message (key 0 is its type, at least FIRST_APP_TYPE)."""
+
+    body: dict[int, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Closed:
+    """The link is over; `by_peer` if the other side closed it."""
+
+    code: CloseCode
+    reason: str
+    by_peer: bool
+
+
+Event = AcceptRequest | Established | MessageReceived | Closed
+
+
+class _Close(Exception):
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class Link:
+    """One side of one link."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        name: str,
+        initiator: bool,
+        now: float,
+        remote_link_key: bytes | None = None,
+        expected_peer: VerifyKey | None = None,
+        pairing_token: bytes | None = None,
+        pairing_tokens: Sequence[bytes] = (),
+    ) -> None:
+        """An initiator needs `remote_link_key` (and `pairing_token` for a first contact);
+        a responder may be given the pairing tokens it currently honours."""
+        self.initiator = initiator
+        self.state = LinkState.HANDSHAKE
+        self._identity = identity
+        self._name = name
+        self._expected_peer = expected_peer
+        self._pairing_tokens = list(pairing_tokens)
+        self._out = bytearray()
+        self._in = bytearray()
+        self._plain = bytearray()
+        self._events: list[Event] = []
+        self._hs: HandshakeState | None = None
+        self._send: CipherState | None = None
+        self._recv: CipherState | None = None
+        self._started = now
+        self._last_received = now
+        self._last_sent = now
+        self.peer: PublicIdentity | None = None
+        self.peer_name: str | None = None
+        self.used_token: bytes | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        if initiator:
+            if remote_link_key is None:
+                raise LocalProtocolError("an initiator must know the responder's link key")
+            mode = MODE_IKPSK1 if pairing_token is not None else MODE_IK
+            self._hs = HandshakeState(
+                _MODES[mode],
+                initiator=True,
+                prologue=PROLOGUE + bytes([mode]),
+                static=identity.link_secret,
+                remote_static=remote_link_key,
+                psks=[pairing_token] if pairing_token is not None else [],
+            )
+            self._write_frame(bytes([mode]) + self._hs.write_message(b""))
+
+    # --- public API -----------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed bytes from the peer; b"" means the peer closed the connection."""
+        if self.state is LinkState.CLOSED:
+            return self._take_events()
+        self.bytes_in += len(data)
+        if data:
+            self._last_received = now
+        try:
+            if not data:
+                raise _Close(CloseCode.NORMAL, "the peer closed the connection")
+            self._in += data
+            self._process_frames()
+        except _Close as exc:
+            self._fail(exc.code, exc.reason, by_peer=not data)
+        return self._take_events()
+
+    def accept(self) -> None:
+        """Responder: let the initiator in (after AcceptRequest); answers message 2."""
+        self._transition("accept")
+        assert self._hs is not None
+        self._write_frame(self._hs.write_message(b""))
+        self._after_handshake()
+
+    def refuse(self) -> None:
+        """Responder: turn the initiator away without sending anything."""
+        self._fail(CloseCode.NOT_ACCEPTED, "not accepted", by_peer=False, notify=False)
+
+    def send(self, body: dict[int, Any]) -> None:
+        """Queue an application message (key 0: its type, FIRST_APP_TYPE or above)."""
+        if self.state is not LinkState.OPEN:
+            raise LocalProtocolError(f"cannot send in state {self.state.value}")
+        if not isinstance(body.get(0), int) or body[0] < FIRST_APP_TYPE:
+            raise LocalProtocolError("application messages need a type >= FIRST_APP_TYPE")
+        self._send_message(body)
+
+    def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
+        """Say goodbye (if the link is open) and end the link."""
+        if self.state is LinkState.OPEN:
+            self._send_message({0: T_CLOSE, 1: int(code), 2: reason[:200]})
+        self._fail(code, reason or code.name.lower(), by_peer=False)
+
+    def data_to_send(self) -> bytes:
+        """Bytes for the socket, in order."""
+        out, self._out = bytes(self._out), bytearray()
+        self.bytes_out += len(out)
+        return out
+
+    def tick(self, now: float) -> list[Event]:
+        """Enforce the handshake timeout, keepalive and dead-link detection."""
+        if self.state in (LinkState.HANDSHAKE, LinkState.AWAIT_ACCEPT, LinkState.HELLO):
+            if now - self._started >= HANDSHAKE_TIMEOUT:
+                self._fail(CloseCode.TIMEOUT, "handshake timed out", by_peer=False)
+        elif self.state is LinkState.OPEN:
+            if now - self._last_received >= DEAD_AFTER:
+                self._fail(CloseCode.TIMEOUT, "no sign of life from the peer", by_peer=False)
+            elif now - self._last_sent >= KEEPALIVE_INTERVAL:
+                self._send_message({0: T_PING})
+                self._last_sent = now
+        return self._take_events()
+
+    def next_deadline(self) -> float | None:
+        """When tick() must next be called, or None once closed."""
+        if self.state is LinkState.CLOSED:
+            return None
+        if self.state is not LinkState.OPEN:
+            return self._started + HANDSHAKE_TIMEOUT
+        return min(self._last_received + DEAD_AFTER, self._last_sent + KEEPALIVE_INTERVAL)
+
+    def mark_sent(self, now: float) -> None:
+        """The shell tells us it wrote data (for keepalive timing)."""
+        self._last_sent = now
+
+    # --- internals --------------------------------------------------------
+
+    def _transition(self, trigger: str) -> None:
+        target = _TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise LocalProtocolError(f"{trigger} is not allowed in state {self.state.value}")
+        self.state = target
+
+    def _take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _fail(self, code: CloseCode, reason: str, *, by_peer: bool, notify: bool = True) -> None:
+        if self.state is LinkState.CLOSED:
+            return
+        self.state = LinkState.CLOSED
+        self._in.clear()
+        self._plain.clear()
+        if notify:
+            self._events.append(Closed(code=code, reason=reason, by_peer=by_peer))
+
+    def _write_frame(self, body: bytes) -> None:
+        self._out += len(body).to_bytes(2, "big") + body
+
+    def _process_frames(self) -> None:
+        while self.state not in (LinkState.CLOSED, LinkState.AWAIT_ACCEPT) and len(self._in) >= 2:
+            size = int.from_bytes(self._in[:2], "big")
+            if len(self._in) < 2 + size:
+                return
+            body = bytes(self._in[2 : 2 + size])
+            del self._in[: 2 + size]
+            self._on_frame(body)
+        if self.state is LinkState.AWAIT_ACCEPT and self._in:
+            raise _Close(CloseCode.PROTOCOL_ERROR, "data before the handshake finished")
+
+    def _on_frame(self, body: bytes) -> None:
+        if self.state is LinkState.HANDSHAKE:
+            self._on_handshake_frame(body)
+        elif self._recv is not None:
+            try:
+                plain = self._recv.decrypt_with_ad(b"", body)
+            except NoiseError as exc:
+                raise _Close(CloseCode.PROTOCOL_ERROR, str(exc)) from None
+            self._plain += plain
+            self._process_messages()
+        else:  # pragma: no cover - unreachable by construction of the states
+            raise _Close(CloseCode.PROTOCOL_ERROR, "unexpected frame")
+
+    def _on_handshake_frame(self, body: bytes) -> None:
+        try:
+            if self.initiator:
+                assert self._hs is not None
+                self._hs.read_message(body)
+                self._after_handshake()
+                self._transition("handshake_done")
+                return
+            if not body or body[0] not in _MODES:
+                raise _Close(CloseCode.PROTOCOL_ERROR, "unknown handshake mode")
+            mode = body[0]
+            if mode == MODE_IKPSK1 and not self._pairing_tokens:
+                raise _Close(CloseCode.NOT_ACCEPTED, "no pairing token is outstanding")
+            self._hs = HandshakeState(
+                _MODES[mode],
+                initiator=False,
+                prologue=PROLOGUE + bytes([mode]),
+                static=self._identity.link_secret,
+            )
+            self._hs.read_message(body[1:], psk_candidates=self._pairing_tokens)
+        except NoiseError as exc:
+            raise _Close(CloseCode.PROTOCOL_ERROR, f"handshake failed: {exc}") from None
+        self.used_token = self._hs.used_psk
+        self._transition("need_accept")
+        assert self._hs.remote_static is not None
+        self._events.append(
+            AcceptRequest(link_key=self._hs.remote_static, pairing_token=self.used_token)
+        )
+
+    def _after_handshake(self) -> None:
+        assert self._hs is not None
+        self._send, self._recv = self._hs.split()
+        me = self._identity.public
+        self._send_message(
+            {
+                0: T_HELLO,
+                1: PROTOCOL_VERSION,
+                2: bytes(me.verify_key),
+                3: me.link_signature,
+                4: self._name,
+            }
+        )
+
+    def _send_message(self, body: dict[int, Any]) -> None:
+        assert self._send is not None
+        data = wire.encode_map(body)
+        if len(data) > MAX_APP_MESSAGE:
+            raise LocalProtocolError("message over the size limit")
+        stream = len(data).to_bytes(4, "big") + data
+        for start in range(0, len(stream), MAX_PLAINTEXT):
+            self._write_frame(
+                self._send.encrypt_with_ad(b"", stream[start : start + MAX_PLAINTEXT])
+            )
+
+    def _process_messages(self) -> None:
+        while self.state is not LinkState.CLOSED and len(self._plain) >= 4:
+            size = int.from_bytes(self._plain[:4], "big")
+            if size > MAX_APP_MESSAGE:
+                raise _Close(CloseCode.TOO_LARGE, f"a message of {size} bytes is over the limit")
+            if len(self._plain) < 4 + size:
+                return
+            data = bytes(self._plain[4 : 4 + size])
+            del self._plain[: 4 + size]
+            try:
+                body = wire.decode_map(data, max_size=MAX_APP_MESSAGE)
+            except DecodeError as exc:
+                raise _Close(CloseCode.PROTOCOL_ERROR, f"bad message: {exc}") from None
+            self._on_message(body)
+
+    def _on_message(self, body: dict[int, Any]) -> None:
+        kind = body.get(0)
+        if self.state is LinkState.HELLO:
+            if kind != T_HELLO:
+                raise _Close(CloseCode.PROTOCOL_ERROR, "the first message must be a hello")
+            self._on_hello(body)
+            return
+        if kind == T_PING:
+            self._send_message({0: T_PONG})
+        elif kind == T_PONG:
+            pass
+        elif kind == T_CLOSE:
+            code, reason = body.get(1), body.get(2)
+            if not isinstance(code, int) or code not in CloseCode._value2member_map_:
+                code = CloseCode.NORMAL
+            self._fail(
+                CloseCode(code),
+                reason if isinstance(reason, str) else "",
+                by_peer=True,
+            )
+        elif isinstance(kind, int) and kind >= FIRST_APP_TYPE:
+            self._events.append(MessageReceived(body=body))
+        else:
+            raise _Close(CloseCode.PROTOCOL_ERROR, f"unknown message type {kind!r}")
+
+    def _on_hello(self, body: dict[int, Any]) -> None:
+        version, key, signature, name = body.get(1), body.get(2), body.get(3), body.get(4)
+        if version != PROTOCOL_VERSION:
+            raise _Close(CloseCode.PROTOCOL_ERROR, f"unsupported protocol version {version!r}")
+        if not (
+            isinstance(key, bytes)
+            and len(key) == 32
+            and isinstance(signature, bytes)
+            and isinstance(name, str)
+        ):
+            raise _Close(CloseCode.PROTOCOL_ERROR, "malformed hello")
+        try:
+            name = check_display_name(name)
+        except DecodeError as exc:
+            raise _Close(CloseCode.PROTOCOL_ERROR, f"bad name in hello: {exc}") from None
+        assert self._hs is not None
+        assert self._hs.remote_static is not None
+        peer = PublicIdentity(
+            verify_key=VerifyKey(key),
+            link_key=LinkPublicKey(self._hs.remote_static),
+            link_signature=signature,
+        )
+        try:
+            peer.verify()  # the identity vouches for the key used in the handshake
+        except BadSignatureError:
+            raise _Close(
+                CloseCode.WRONG_IDENTITY, "the identity does not vouch for this link key"
+            ) from None
+        if self._expected_peer is not None and peer.verify_key != self._expected_peer:
+            raise _Close(CloseCode.WRONG_IDENTITY, "the peer is not who we dialled")
+        self.peer, self.peer_name = peer, name
+        self._transition("hello")
+        self._events.append(
+            Established(peer=peer, name=name, handshake_hash=self._hs.handshake_hash)
+        )
