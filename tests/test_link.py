@@ -14,8 +14,8 @@ from p2pmoments.core.link import (
     KEEPALIVE_INTERVAL,
     MAX_APP_MESSAGE,
     AcceptRequest,
-    Closed,
     CloseCode,
+    Closed,
     Established,
     Link,
     LinkState,
@@ -74,8 +74,10 @@ def test_friends_link_up_and_learn_who_is_who() -> None:
     assert pair.a.state is pair.b.state is LinkState.OPEN
     (a_est,) = pair.of("a", Established)
     (b_est,) = pair.of("b", Established)
-    assert a_est.peer == BOB.public and a_est.name == "Bob"
-    assert b_est.peer == ALICE.public and b_est.name == "Alice"
+    assert a_est.peer == BOB.public
+    assert a_est.name == "Bob"
+    assert b_est.peer == ALICE.public
+    assert b_est.name == "Alice"
     assert a_est.handshake_hash == b_est.handshake_hash
     (request,) = pair.of("b", AcceptRequest)
     assert request.link_key == bytes(ALICE.public.link_key)
