@@ -1,0 +1,164 @@
+"""The pairing link carried by the QR code (spec/pairing.md).
+
+    P2PM:1/<ID>/<DH>/<TOKEN>/<EXPIRES>/<NAME>/<ADDR>/<CHECK>
+
+Every field is RFC 4648 base32, uppercase, unpadded, so the whole link stays
+in QR alphanumeric mode (A-Z, 2-7, ':' and '/').
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+
+from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
+from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.profile import check_display_name
+
+__all__ = [
+    "LINK_VERSION",
+    "MAX_LINK_LEN",
+    "TOKEN_LEN",
+    "PairingLink",
+    "check_not_self",
+    "decode_link",
+    "encode_link",
+    "token_psk",
+]
+
+SCHEME = "P2PM:"
+LINK_VERSION = 1
+TOKEN_LEN = 16
+CHECK_LEN = 5
+MAX_LINK_LEN = 300  # longer than any valid link; checked before parsing
+_FIELDS = 8  # version, id, dh, token, expires, name, addr, check
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairingLink:
+    """What a pairing QR code says."""
+
+    identity: VerifyKey
+    link_key: LinkPublicKey
+    token: bytes
+    expires: int  # Unix seconds
+    name: str
+    host: str | None = None
+    port: int | None = None
+
+    @property
+    def psk(self) -> bytes:
+        """The 32-byte Noise PSK derived from the 16-byte token (spec/pairing.md section 3)."""
+        return token_psk(self.token)
+
+    def __repr__(self) -> str:
+        # The token is a secret for its lifetime: keep it out of logs.
+        return f"PairingLink(name={self.name!r}, host={self.host!r}, port={self.port!r})"
+
+
+def token_psk(token: bytes) -> bytes:
+    """The IKpsk1 PSK for a pairing token."""
+    return hashlib.blake2b(token, digest_size=32, person=b"p2pm-pair-psk").digest()
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=")
+
+
+def _unb32(text: str, what: str) -> bytes:
+    if not text or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in text):
+        raise DecodeError(f"the {what} is not base32 (A-Z, 2-7)")
+    try:
+        return base64.b32decode(text + "=" * (-len(text) % 8))
+    except ValueError:
+        raise DecodeError(f"the {what} is not valid base32") from None
+
+
+def _check(text: str) -> str:
+    return _b32(
+        hashlib.blake2b(text.encode("ascii"), digest_size=CHECK_LEN, person=b"p2pm-qr").digest()
+    )
+
+
+def _encode_addr(host: str | None, port: int | None) -> str:
+    if host is None or port is None:
+        return ""
+    return _b32(ipaddress.ip_address(host).packed + port.to_bytes(2, "big"))
+
+
+def encode_link(link: PairingLink) -> str:
+    """The link's text: uppercase, alphanumeric-mode safe."""
+    body = "/".join(
+        [
+            f"{SCHEME}{LINK_VERSION}",
+            _b32(bytes(link.identity)),
+            _b32(bytes(link.link_key)),
+            _b32(link.token),
+            _b32(link.expires.to_bytes(5, "big")),
+            _b32(check_display_name(link.name).encode("utf-8")),
+            _encode_addr(link.host, link.port),
+        ]
+    )
+    return f"{body}/{_check(body)}"
+
+
+def decode_link(text: str) -> PairingLink:
+    """A PairingLink from its text; DecodeError with a reason a person understands."""
+    if not isinstance(text, str):
+        raise DecodeError("a pairing link is text")
+    text = "".join(text.split())
+    if len(text) > MAX_LINK_LEN:
+        raise DecodeError(f"this is too long to be a pairing link ({len(text)} characters)")
+    if not text.upper().startswith(SCHEME):
+        raise DecodeError("this is not a p2pmoments pairing link (it should start with P2PM:)")
+    text = text.upper()
+    parts = text[len(SCHEME) :].split("/")
+    if parts[0] != str(LINK_VERSION):
+        if parts[0].isdigit():
+            raise DecodeError(
+                f"this pairing link is version {parts[0]}; this p2pmoments "
+                f"understands version {LINK_VERSION} only: update it"
+            )
+        raise DecodeError("this pairing link has no version")
+    if len(parts) != _FIELDS:
+        raise DecodeError("this pairing link is incomplete or has extra parts")
+    body, check = text.rsplit("/", 1)
+    if _check(body) != check:
+        raise DecodeError("this pairing link is damaged or mistyped (its check does not match)")
+    _, ident, dh, token, expires, name, addr = parts[:7]
+    raw_id, raw_dh = _unb32(ident, "identity"), _unb32(dh, "link key")
+    raw_token, raw_expires = _unb32(token, "token"), _unb32(expires, "expiry")
+    if len(raw_id) != 32 or len(raw_dh) != 32:
+        raise DecodeError("a key in this pairing link has the wrong length")
+    if len(raw_token) != TOKEN_LEN or len(raw_expires) != 5:
+        raise DecodeError("the token or expiry in this pairing link has the wrong length")
+    try:
+        display = check_display_name(_unb32(name, "name").decode("utf-8"))
+    except UnicodeDecodeError:
+        raise DecodeError("the name in this pairing link is not UTF-8") from None
+    host = port = None
+    if addr:
+        raw_addr = _unb32(addr, "address")
+        if len(raw_addr) not in (6, 18):
+            raise DecodeError("the address in this pairing link has the wrong length")
+        host = str(ipaddress.ip_address(raw_addr[:-2]))
+        port = int.from_bytes(raw_addr[-2:], "big")
+        if port == 0:
+            raise DecodeError("the address in this pairing link has port 0")
+    return PairingLink(
+        identity=VerifyKey(raw_id),
+        link_key=LinkPublicKey(raw_dh),
+        token=raw_token,
+        expires=int.from_bytes(raw_expires, "big"),
+        name=display,
+        host=host,
+        port=port,
+    )
+
+
+def check_not_self(link: PairingLink, me: VerifyKey) -> None:
+    """DecodeError if the link is our own."""
+    if link.identity == me:
+        raise DecodeError("this is your own pairing code: show it to a friend instead")
