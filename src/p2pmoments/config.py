@@ -20,8 +20,10 @@ __all__ = [
     "Address",
     "Config",
     "ConfigError",
+    "StaticPeer",
     "load_config",
     "parse_address",
+    "parse_static_peer",
 ]
 
 DEFAULT_PEER_PORT = 47470
@@ -79,6 +81,34 @@ def parse_address(text: str) -> Address:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StaticPeer:
+    """A friend reachable at a fixed address beyond the LAN: IDENTITY@HOST:PORT."""
+
+    identity: str
+    address: Address
+
+    def __str__(self) -> str:
+        return f"{self.identity}@{self.address}"
+
+
+def parse_static_peer(text: str) -> StaticPeer:
+    """`IDENTITY@HOST:PORT`; raises ValueError with a readable reason."""
+    from p2pmoments.core.ids import IdKind, decode_id, encode_id
+
+    identity, sep, address = text.strip().partition("@")
+    if not sep:
+        raise ValueError(f"{text!r} is not IDENTITY@HOST:PORT")
+    try:
+        raw = decode_id(identity, IdKind.IDENTITY)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    parsed = parse_address(address)
+    if parsed.port == 0:
+        raise ValueError(f"{text!r}: a peer's port cannot be 0")
+    return StaticPeer(identity=encode_id(raw, IdKind.IDENTITY), address=parsed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """Everything the daemon can be told; the defaults are the documented ones."""
 
@@ -86,6 +116,9 @@ class Config:
     mdns: bool = True
     api_listen: Address = Address(host="127.0.0.1", port=DEFAULT_API_PORT)
     log_level: str = "info"
+    max_friends: int = 150
+    pairing_ttl: int = 600
+    peers: tuple[StaticPeer, ...] = ()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with the given fields replaced (None means keep); values are checked."""
@@ -102,6 +135,10 @@ def _check_semantics(config: Config, where: str) -> None:
         )
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"{where}: log.level must be one of {', '.join(LOG_LEVELS)}")
+    if not 1 <= config.max_friends <= 10000:
+        raise ConfigError(f"{where}: friends.max must be between 1 and 10000")
+    if not 60 <= config.pairing_ttl <= 86400:
+        raise ConfigError(f"{where}: pairing.ttl must be between 60 and 86400 seconds")
 
 
 def _address(value: object, key: str, path: Path) -> Address:
@@ -125,10 +162,28 @@ def _log_level(value: object, key: str, path: Path) -> str:
     return value.lower()
 
 
+def _int(value: object, key: str, path: Path) -> int:
+    if type(value) is not int:
+        raise ConfigError(f"{path}: {key} must be a whole number")
+    return value
+
+
+def _peers(value: object, key: str, path: Path) -> tuple[StaticPeer, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{path}: {key} must be a list of "IDENTITY@HOST:PORT" strings')
+    try:
+        return tuple(parse_static_peer(v) for v in value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {key}: {exc}") from None
+
+
 # Every key: (section, name) -> (Config field, parser).
 _KEYS = {
     ("network", "listen"): ("listen", _address),
     ("network", "mdns"): ("mdns", _bool),
+    ("network", "peers"): ("peers", _peers),
+    ("friends", "max"): ("max_friends", _int),
+    ("pairing", "ttl"): ("pairing_ttl", _int),
     ("api", "listen"): ("api_listen", _address),
     ("log", "level"): ("log_level", _log_level),
 }
@@ -176,7 +231,12 @@ def default_config_text() -> str:
         "# config.example.toml in the source explains each one.\n\n"
         "[network]\n"
         f'# listen = "0.0.0.0:{DEFAULT_PEER_PORT}"\n'
-        "# mdns = true\n\n"
+        "# mdns = true\n"
+        "# peers = []\n\n"
+        "[friends]\n"
+        "# max = 150\n\n"
+        "[pairing]\n"
+        "# ttl = 600\n\n"
         "[api]\n"
         f'# listen = "127.0.0.1:{DEFAULT_API_PORT}"\n\n'
         "[log]\n"

@@ -21,7 +21,16 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from p2pmoments.core.errors import P2PMomentsError
 
-__all__ = ["SCHEMA_VERSION", "AsyncStore", "Counts", "Store", "StoreError"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncStore",
+    "Counts",
+    "FriendRecord",
+    "PairingRecord",
+    "Store",
+    "StoreError",
+    "TokenRecord",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,11 +44,37 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     ) STRICT;
     CREATE TABLE friends (
-        verify_key BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
-        link_key   BLOB NOT NULL CHECK (length(link_key) = 32),
+        verify_key     BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        link_key       BLOB NOT NULL UNIQUE CHECK (length(link_key) = 32),
+        link_signature BLOB NOT NULL CHECK (length(link_signature) = 64),
+        name           TEXT NOT NULL,
+        their_name     TEXT NOT NULL,
+        state          TEXT NOT NULL DEFAULT 'friend' CHECK (state IN ('friend', 'blocked')),
+        since          INTEGER NOT NULL,
+        last_seen      INTEGER,
+        host           TEXT,
+        port           INTEGER
+    ) STRICT;
+    CREATE TABLE pair_tokens (
+        token      BLOB PRIMARY KEY CHECK (length(token) = 16),
+        created    INTEGER NOT NULL,
+        expires    INTEGER NOT NULL,
+        claimed_by BLOB
+    ) STRICT;
+    CREATE TABLE pairings (
+        id         INTEGER PRIMARY KEY,
+        direction  TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        identity   BLOB,
+        link_key   BLOB NOT NULL,
         name       TEXT NOT NULL,
-        since      INTEGER NOT NULL,
-        last_seen  INTEGER
+        token      BLOB NOT NULL,
+        expires    INTEGER NOT NULL,
+        host       TEXT,
+        port       INTEGER,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'confirmed', 'expired', 'refused')),
+        reason     TEXT NOT NULL DEFAULT '',
+        created    INTEGER NOT NULL,
+        updated    INTEGER NOT NULL
     ) STRICT;
     CREATE TABLE circles (
         circle_id BLOB PRIMARY KEY CHECK (length(circle_id) = 32),
@@ -73,6 +108,68 @@ class Counts:
     friends: int
     circles: int
     moments: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FriendRecord:
+    """A friend (or a blocked one) as stored."""
+
+    verify_key: bytes
+    link_key: bytes
+    link_signature: bytes
+    name: str  # what we call them (they may rename; we keep our label)
+    their_name: str  # what they call themselves
+    state: str
+    since: int
+    last_seen: int | None
+    host: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRecord:
+    """A pairing token we issued."""
+
+    token: bytes
+    created: int
+    expires: int
+    claimed_by: bytes | None  # the link key that used it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairingRecord:
+    """One pairing attempt, ours ('out', we scanned) or theirs ('in', they scanned ours)."""
+
+    id: int
+    direction: str
+    identity: bytes | None
+    link_key: bytes
+    name: str
+    token: bytes
+    expires: int
+    host: str | None
+    port: int | None
+    state: str
+    reason: str
+    created: int
+    updated: int
+
+
+_FRIEND_COLUMNS = (
+    "verify_key, link_key, link_signature, name, their_name, state, since, last_seen, host, port"
+)
+_PAIRING_COLUMNS = (
+    "id, direction, identity, link_key, name, token, expires, host, port, state, reason, "
+    "created, updated"
+)
+
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: tuple[object, ...]) -> R:
+    # Columns are selected in the order of the dataclass's fields.
+    return cls(**dict(zip(cls.__dataclass_fields__, row, strict=True)))  # type: ignore[attr-defined]
 
 
 class Store:
@@ -159,10 +256,158 @@ class Store:
     def counts(self) -> Counts:
         """How many friends, circles and moments are stored."""
         row = self._conn.execute(
-            "SELECT (SELECT count(*) FROM friends), (SELECT count(*) FROM circles),"
+            "SELECT (SELECT count(*) FROM friends WHERE state = 'friend'),"
+            " (SELECT count(*) FROM circles),"
             " (SELECT count(*) FROM moments)"
         ).fetchone()
         return Counts(friends=row[0], circles=row[1], moments=row[2])
+
+    # --- friends ----------------------------------------------------------
+
+    def friends(self) -> list[FriendRecord]:
+        """Every friend and blocked identity, oldest first."""
+        rows = self._conn.execute(
+            f"SELECT {_FRIEND_COLUMNS} FROM friends ORDER BY since, name"  # noqa: S608 - constant
+        )
+        return [_record(FriendRecord, row) for row in rows]
+
+    def upsert_friend(self, record: FriendRecord) -> bool:
+        """Add a friend, or update keys and their name if known; True if new.
+
+        Our own label for them and a block survive re-pairing.
+        """
+        with self._transaction() as conn:
+            existing = conn.execute(
+                "SELECT 1 FROM friends WHERE verify_key = ?", (record.verify_key,)
+            ).fetchone()
+            # A link key belongs to one identity: drop any stale row claiming it.
+            conn.execute(
+                "DELETE FROM friends WHERE link_key = ? AND verify_key != ?",
+                (record.link_key, record.verify_key),
+            )
+            if existing:
+                conn.execute(
+                    "UPDATE friends SET link_key = ?, link_signature = ?, their_name = ?,"
+                    " last_seen = ?, host = coalesce(?, host), port = coalesce(?, port)"
+                    " WHERE verify_key = ?",
+                    (
+                        record.link_key,
+                        record.link_signature,
+                        record.their_name,
+                        record.last_seen,
+                        record.host,
+                        record.port,
+                        record.verify_key,
+                    ),
+                )
+            else:
+                conn.execute(
+                    f"INSERT INTO friends ({_FRIEND_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
+                    (
+                        record.verify_key,
+                        record.link_key,
+                        record.link_signature,
+                        record.name,
+                        record.their_name,
+                        record.state,
+                        record.since,
+                        record.last_seen,
+                        record.host,
+                        record.port,
+                    ),
+                )
+        return existing is None
+
+    def update_friend(self, verify_key: bytes, /, **fields: object) -> bool:
+        """Change some of name, state, last_seen, host, port; False if no such friend."""
+        allowed = {"name", "state", "last_seen", "host", "port", "their_name"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"can only update {sorted(allowed)}")
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                f"UPDATE friends SET {assignments} WHERE verify_key = ?",  # noqa: S608 - keys checked
+                (*fields.values(), verify_key),
+            )
+        return cursor.rowcount == 1
+
+    def remove_friend(self, verify_key: bytes) -> bool:
+        """Forget a friend; False if there was none."""
+        with self._transaction() as conn:
+            cursor = conn.execute("DELETE FROM friends WHERE verify_key = ?", (verify_key,))
+        return cursor.rowcount == 1
+
+    # --- pairing tokens and attempts ----------------------------------------
+
+    def add_token(self, token: bytes, created: int, expires: int) -> None:
+        """Record a token we issued."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO pair_tokens (token, created, expires) VALUES (?, ?, ?)",
+                (token, created, expires),
+            )
+
+    def tokens(self, now: int) -> list[TokenRecord]:
+        """Tokens that have not expired, newest first; older ones are deleted."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM pair_tokens WHERE expires <= ?", (now,))
+        rows = self._conn.execute(
+            "SELECT token, created, expires, claimed_by FROM pair_tokens ORDER BY created DESC"
+        )
+        return [_record(TokenRecord, row) for row in rows]
+
+    def claim_token(self, token: bytes, link_key: bytes, now: int) -> str:
+        """Claim a token for a link key: 'ok' (also again by the same key), 'expired', 'used'."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT expires, claimed_by FROM pair_tokens WHERE token = ?", (token,)
+            ).fetchone()
+            if row is None or row[0] <= now:
+                return "expired"
+            if row[1] is not None and row[1] != link_key:
+                return "used"
+            conn.execute("UPDATE pair_tokens SET claimed_by = ? WHERE token = ?", (link_key, token))
+        return "ok"
+
+    def add_pairing(self, record: PairingRecord) -> int:
+        """Record a pairing attempt; returns its id."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO pairings (direction, identity, link_key, name, token, expires, host,"
+                " port, state, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.direction,
+                    record.identity,
+                    record.link_key,
+                    record.name,
+                    record.token,
+                    record.expires,
+                    record.host,
+                    record.port,
+                    record.state,
+                    record.reason,
+                    record.created,
+                    record.updated,
+                ),
+            )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def set_pairing_state(self, pairing_id: int, state: str, reason: str, now: int) -> None:
+        """Move a pairing attempt to a new state."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE pairings SET state = ?, reason = ?, updated = ? WHERE id = ?",
+                (state, reason, now, pairing_id),
+            )
+
+    def pairings(self, limit: int = 100) -> list[PairingRecord]:
+        """The most recent pairing attempts, newest first."""
+        rows = self._conn.execute(
+            f"SELECT {_PAIRING_COLUMNS} FROM pairings ORDER BY id DESC LIMIT ?",  # noqa: S608
+            (limit,),
+        )
+        return [_record(PairingRecord, row) for row in rows]
 
     def integrity_check(self) -> str:
         """SQLite's own verdict on the file: 'ok' when sound."""

@@ -103,6 +103,7 @@ class Established:
     peer: PublicIdentity
     name: str
     handshake_hash: bytes
+    listen_port: int | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +145,7 @@ class Link:
         expected_peer: VerifyKey | None = None,
         pairing_token: bytes | None = None,
         pairing_tokens: Sequence[bytes] = (),
+        listen_port: int | None = None,
     ) -> None:
         """An initiator needs `remote_link_key` (and `pairing_token` for a first contact);
         a responder may be given the pairing tokens it currently honours."""
@@ -153,6 +155,7 @@ class Link:
         self._name = name
         self._expected_peer = expected_peer
         self._pairing_tokens = list(pairing_tokens)
+        self._listen_port = listen_port
         self._out = bytearray()
         self._in = bytearray()
         self._plain = bytearray()
@@ -337,15 +340,16 @@ class Link:
         assert self._hs is not None
         self._send, self._recv = self._hs.split()
         me = self._identity.public
-        self._send_message(
-            {
-                0: T_HELLO,
-                1: PROTOCOL_VERSION,
-                2: bytes(me.verify_key),
-                3: me.link_signature,
-                4: self._name,
-            }
-        )
+        hello: dict[int, Any] = {
+            0: T_HELLO,
+            1: PROTOCOL_VERSION,
+            2: bytes(me.verify_key),
+            3: me.link_signature,
+            4: self._name,
+        }
+        if self._listen_port:
+            hello[5] = self._listen_port
+        self._send_message(hello)
 
     def _send_message(self, body: dict[int, Any]) -> None:
         assert self._send is not None
@@ -400,6 +404,9 @@ class Link:
 
     def _on_hello(self, body: dict[int, Any]) -> None:
         version, key, signature, name = body.get(1), body.get(2), body.get(3), body.get(4)
+        port = body.get(5)
+        if port is not None and (type(port) is not int or not 0 < port < 65536):
+            raise _Close(CloseCode.PROTOCOL_ERROR, "malformed hello port")
         if version != PROTOCOL_VERSION:
             raise _Close(CloseCode.PROTOCOL_ERROR, f"unsupported protocol version {version!r}")
         if not (
@@ -431,5 +438,7 @@ class Link:
         self.peer, self.peer_name = peer, name
         self._transition("hello")
         self._events.append(
-            Established(peer=peer, name=name, handshake_hash=self._hs.handshake_hash)
+            Established(
+                peer=peer, name=name, handshake_hash=self._hs.handshake_hash, listen_port=port
+            )
         )

@@ -1,0 +1,123 @@
+"""Running a sans-I/O Link over an asyncio stream (spec/transport.md).
+
+The runner owns the socket: it feeds the link what arrives, writes what the
+link produces with backpressure, calls tick() on time, and hands events to the
+node. A peer that stops reading is dropped after WRITE_TIMEOUT, a link never
+blocks another, and every error ends only that link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from p2pmoments.core.link import CloseCode, Closed, Event, Link, LinkState
+
+__all__ = ["READ_SIZE", "WRITE_TIMEOUT", "LinkRunner"]
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+WRITE_TIMEOUT = 30.0
+MAX_WRITE_BUFFER = 4 << 20  # a peer this far behind is not reading
+
+
+class LinkRunner:
+    """One link on one connection."""
+
+    def __init__(
+        self,
+        link: Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[LinkRunner, Event], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.link = link
+        self._reader = reader
+        self._writer = writer
+        self._on_event = on_event
+        self._clock = clock
+        peer = writer.get_extra_info("peername")
+        self.remote_host: str | None = peer[0] if peer else None
+        self.remote_port: int | None = peer[1] if peer else None
+        self.closed: Closed | None = None
+        self.opened_at = time.time()
+        # What the node knows of why this link exists.
+        self.found_via = "incoming"
+        self.pairing_id: int | None = None  # we dialled to complete this pairing
+        self.pairing_token: bytes | None = None  # they used this token of ours
+
+    def send(self, body: dict[str, Any] | dict[int, Any]) -> None:
+        """Queue an application message; drops the link if the peer is far behind."""
+        self.link.send(body)  # type: ignore[arg-type]
+        self._write_pending()
+
+    def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
+        """Say goodbye and end the link; the run loop then returns."""
+        if self.link.state is not LinkState.CLOSED:
+            self.link.close(code, reason)
+            self._write_pending()
+            self.closed = Closed(code=code, reason=reason, by_peer=False)
+        self._reader.feed_eof()
+
+    def _write_pending(self) -> None:
+        data = self.link.data_to_send()
+        if data and not self._writer.is_closing():
+            self._writer.write(data)
+            self.link.mark_sent(self._clock())
+            if self._writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+                self.link.close(CloseCode.OVERLOAD, "peer is not reading")
+                self.closed = Closed(
+                    code=CloseCode.OVERLOAD, reason="peer is not reading", by_peer=False
+                )
+                self._writer.transport.abort()
+
+    async def _flush(self) -> None:
+        self._write_pending()
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await self._writer.drain()
+
+    async def run(self) -> Closed:
+        """Run until the link closes; returns why."""
+        try:
+            await self._flush()
+            while self.link.state is not LinkState.CLOSED and self.closed is None:
+                deadline = self.link.next_deadline()
+                wait = None if deadline is None else max(0.0, deadline - self._clock())
+                try:
+                    async with asyncio.timeout(wait):
+                        data = await self._reader.read(READ_SIZE)
+                except TimeoutError:
+                    events = self.link.tick(self._clock())
+                else:
+                    events = self.link.receive_data(data, self._clock())
+                for event in events:
+                    if isinstance(event, Closed):
+                        self.closed = self.closed or event
+                    await self._on_event(self, event)
+                await self._flush()
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            self.closed = self.closed or Closed(
+                code=CloseCode.TIMEOUT if isinstance(exc, TimeoutError) else CloseCode.NORMAL,
+                reason=str(exc) or type(exc).__name__,
+                by_peer=True,
+            )
+        finally:
+            if self.link.state is not LinkState.CLOSED:
+                self.link.close(CloseCode.SHUTDOWN, "shutting down")
+                with contextlib.suppress(Exception):
+                    self._write_pending()
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self._writer.wait_closed()
+        result = self.closed or Closed(code=CloseCode.NORMAL, reason="closed", by_peer=False)
+        if self.link.state is LinkState.CLOSED and self.closed is None:
+            self.closed = result
+        return result
