@@ -571,12 +571,13 @@ class Node:
                         del self._targets[key]
                         continue
                     target.pairing_id = target.pairing_token = target.expires = None
+            # A pending pairing dials even if linked: re-pairing may bring new keys.
             due = [
                 t
                 for t in self._targets.values()
                 if t.addresses
                 and t.next_attempt <= now
-                and t.verify_key not in self._peers
+                and (t.verify_key not in self._peers or t.pairing_token is not None)
                 and t.verify_key not in self._dialling
             ]
             for target in due[: max(0, MAX_CONCURRENT_DIALS - len(self._dialling))]:
@@ -596,7 +597,8 @@ class Node:
     async def _dial(self, target: _Target) -> None:
         try:
             for host, port in list(target.addresses):
-                if target.verify_key in self._peers or self._closing:
+                linked = target.verify_key in self._peers and target.pairing_token is None
+                if linked or self._closing:
                     return
                 try:
                     async with asyncio.timeout(DIAL_TIMEOUT):
@@ -822,6 +824,8 @@ class Node:
         self._register(runner, key, event.name)
 
     def _register(self, runner: LinkRunner, key: bytes, name: str) -> None:
+        if runner.link.initiator:
+            self._dialling.discard(key)  # the dial is over; the link lives on
         existing = self._peers.get(key)
         if existing is not None and existing.runner is not runner:
             # One link per pair: both sides keep the link dialled by the lower identity

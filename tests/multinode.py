@@ -1,0 +1,53 @@
+"""Several nodes in one process, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TypeVar
+
+from p2pmoments.config import Address, Config
+from p2pmoments.home import init_home
+from p2pmoments.node import Node
+from p2pmoments.paths import resolve_paths
+
+T = TypeVar("T")
+
+LOOPBACK = Config(
+    listen=Address(host="127.0.0.1", port=0),
+    api_listen=Address(host="127.0.0.1", port=0),
+    mdns=False,
+)
+
+
+async def make_home(root: Path, name: str) -> Path:
+    """An initialised home (made on a worker thread: the loop never blocks)."""
+    home = root / name
+    await asyncio.to_thread(init_home, resolve_paths(home), name)
+    return home
+
+
+@asynccontextmanager
+async def running(home: Path, config: Config = LOOPBACK, **changes: object) -> AsyncIterator[Node]:
+    from p2pmoments.home import load_identity
+
+    paths = resolve_paths(home)
+    identity = await asyncio.to_thread(load_identity, paths)
+    async with Node(paths=paths, config=replace(config, **changes), identity=identity) as node:
+        yield node
+
+
+async def eventually(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
+    """Wait, without sleeping blindly, until `condition()` is truthy."""
+    async with asyncio.timeout(timeout):
+        delay = 0.005
+        while True:
+            value = condition()
+            if value:
+                return value
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    raise AssertionError(what)  # pragma: no cover

@@ -1,0 +1,236 @@
+"""Pairing between nodes in one process over loopback: one scan, tokens, refusals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.pairing import decode_link
+from p2pmoments.node import FriendLimitError, Node
+from p2pmoments.store import Store
+from tests.multinode import eventually, make_home, running
+
+
+def friends_of(node: Node) -> set[str]:
+    return {f.their_name for f in node.friends() if f.state == "friend"}
+
+
+async def pairing_state(node: Node, pairing_id: int) -> str:
+    return next(p.state for p in await node.pairings() if p.id == pairing_id)
+
+
+async def test_one_scan_makes_both_friends(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        record = await bob.pair(link)
+        done = await bob.wait_pairing(record.id, timeout=10)
+        assert done is not None
+        assert done.state == "confirmed"
+        await eventually(lambda: friends_of(alice) == {"Bob"}, what="Alice to know Bob")
+        assert friends_of(bob) == {"Alice"}
+        await eventually(lambda: alice.peers_json() and bob.peers_json(), what="a link")
+        assert [p["name"] for p in bob.peers_json()] == ["Alice"]
+        kinds = [e.kind for e in alice.events.after(0)[0]]
+        assert "friend.added" in kinds
+        assert "pairing.confirmed" in kinds
+        assert "peer.connected" in kinds
+
+
+async def test_a_used_code_is_refused_for_another_daemon_and_the_owner_sees_it(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as carol:
+        link, _ = await alice.pairing_link()
+        first = await bob.pair(link)
+        assert (await bob.wait_pairing(first.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        second = await carol.pair(link)
+        await eventually(
+            lambda: any(e.kind == "pairing.refused" for e in alice.events.after(0)[0]),
+            what="Alice to record the refusal",
+        )
+        refused = [p for p in await alice.pairings() if p.state == "refused"]
+        assert refused[0].reason == "this code was already used by another device"
+        assert "Carol" not in friends_of(alice)
+        assert await pairing_state(carol, second.id) == "pending"  # Carol got no answer at all
+        assert carol.peers_json() == []
+
+
+async def test_the_same_daemon_may_retry_its_code(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        first = await bob.pair(link)
+        assert (await bob.wait_pairing(first.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        again = await bob.pair(link)  # re-pairing updates, never duplicates
+        assert (await bob.wait_pairing(again.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        assert len(bob.friends()) == 1
+        assert len(alice.friends()) == 1
+
+
+async def test_pending_until_the_owner_comes_online(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice:
+        link, _ = await alice.pairing_link()
+        port = alice.listen_port
+    async with running(bob_home) as bob:
+        record = await bob.pair(link)
+        assert await pairing_state(bob, record.id) == "pending"
+        from p2pmoments.config import Address
+
+        async with running(alice_home, listen=Address(host="127.0.0.1", port=port or 0)) as alice:
+            # Bob keeps trying with backoff; it completes once Alice is up.
+            done = await bob.wait_pairing(record.id, timeout=20)
+            assert done is not None
+            assert done.state == "confirmed"
+            await eventually(lambda: friends_of(alice) == {"Bob"})
+
+
+async def test_friends_reconnect_after_a_restart(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        record = await bob.pair(link)
+        await bob.wait_pairing(record.id, 10)
+        port = bob.listen_port
+        await eventually(lambda: alice.peers_json(), what="first link")
+        await bob.aclose()
+        await eventually(lambda: not alice.peers_json(), what="Alice to notice Bob left")
+        from p2pmoments.config import Address
+
+        async with running(bob_home, listen=Address(host="127.0.0.1", port=port or 0)) as bob2:
+            await eventually(
+                lambda: alice.peers_json() and bob2.peers_json(), timeout=20, what="reconnection"
+            )
+            assert len(alice.peers_json()) == 1
+
+
+async def test_expired_code_is_refused_at_scan(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, expires = await alice.pairing_link()
+        from p2pmoments.core.pairing import PairingLink, encode_link
+
+        old = decode_link(link)
+        stale = PairingLink(
+            identity=old.identity,
+            link_key=old.link_key,
+            token=old.token,
+            expires=int(time.time()) - 1,
+            name=old.name,
+            host=old.host,
+            port=old.port,
+        )
+        with pytest.raises(DecodeError, match="expired"):
+            await bob.pair(encode_link(stale))
+        assert expires > time.time()
+
+
+async def test_an_expired_token_is_refused_by_the_owner(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        token = decode_link(link).token
+        # Alice's side: the token has run out (the scanner's clock may differ).
+        await alice.store.run(
+            lambda s: s._conn.execute(
+                "UPDATE pair_tokens SET expires = 1 WHERE token = ?", (token,)
+            )
+        )
+        record = await bob.pair(link)
+        await eventually(lambda: any(e.kind == "pairing.refused" for e in alice.events.after(0)[0]))
+        assert await pairing_state(bob, record.id) == "pending"
+        assert not alice.friends()
+
+
+async def test_a_forged_token_gets_silence(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        from p2pmoments.core.pairing import PairingLink, encode_link
+
+        real = decode_link(link)
+        forged = PairingLink(
+            identity=real.identity,
+            link_key=real.link_key,
+            token=b"\x00" * 16,
+            expires=real.expires,
+            name=real.name,
+            host=real.host,
+            port=real.port,
+        )
+        record = await bob.pair(encode_link(forged))
+        await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
+        assert await pairing_state(bob, record.id) == "pending"
+        assert not alice.friends()
+
+
+async def test_a_copied_link_served_by_someone_else_cannot_pass(tmp_path: Path) -> None:
+    """Mallory puts her address in Alice's link: she cannot answer for Alice's keys."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Mallory")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as mallory:
+        link, _ = await alice.pairing_link()
+        from p2pmoments.core.pairing import PairingLink, encode_link
+
+        real = decode_link(link)
+        copied = PairingLink(
+            identity=real.identity,
+            link_key=real.link_key,
+            token=real.token,
+            expires=real.expires,
+            name=real.name,
+            host="127.0.0.1",
+            port=mallory.listen_port,
+        )
+        record = await bob.pair(encode_link(copied))
+        await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
+        assert await pairing_state(bob, record.id) == "pending"
+        assert not bob.friends()
+        assert not mallory.friends()
+        assert alice.friends() == []
+
+
+async def test_both_scan_each_other(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        a_link, _ = await alice.pairing_link()
+        b_link, _ = await bob.pairing_link()
+        a_rec, b_rec = await bob.pair(a_link), await alice.pair(b_link)
+        assert (await bob.wait_pairing(a_rec.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        assert (await alice.wait_pairing(b_rec.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        await eventually(lambda: len(alice.peers_json()) == 1 and len(bob.peers_json()) == 1)
+        assert len(alice.friends()) == len(bob.friends()) == 1
+
+
+async def test_pairing_with_yourself_is_refused(tmp_path: Path) -> None:
+    async with running(await make_home(tmp_path, "Alice")) as alice:
+        link, _ = await alice.pairing_link()
+        with pytest.raises(DecodeError, match="your own pairing code"):
+            await alice.pair(link)
+
+
+async def test_the_friend_cap(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with (
+        running(homes[0], max_friends=1) as alice,
+        running(homes[1]) as bob,
+        running(homes[2]) as carol,
+    ):
+        link, _ = await alice.pairing_link()
+        rec = await bob.pair(link)
+        assert (await bob.wait_pairing(rec.id, 10)).state == "confirmed"  # type: ignore[union-attr]
+        # Alice at her cap refuses a new friend who scans her...
+        link2, _ = await alice.pairing_link()
+        await carol.pair(link2)
+        await eventually(lambda: any(e.kind == "pairing.refused" for e in alice.events.after(0)[0]))
+        refused = [p for p in await alice.pairings() if p.state == "refused"]
+        assert refused[0].reason == "at the friend limit (1)"
+        # ...and cannot scan anyone new herself.
+        c_link, _ = await carol.pairing_link()
+        with pytest.raises(FriendLimitError, match="friends.max"):
+            await alice.pair(c_link)
+        assert (await alice.store.run(Store.counts)).friends == 1
