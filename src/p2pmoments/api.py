@@ -7,17 +7,19 @@ must come from our own origin (against CSRF); and all but /health need the token
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 
+from p2pmoments import qr
 from p2pmoments.core.errors import DecodeError
-from p2pmoments.node import Node
+from p2pmoments.node import AmbiguousError, FriendLimitError, Node, NotFoundError
 
 __all__ = ["API_PREFIX", "NODE", "TOKEN", "create_app"]
 
@@ -53,6 +55,7 @@ _STATUS_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
+MAX_WAIT = 60.0
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -177,6 +180,174 @@ async def patch_profile(request: web.Request) -> web.Response:
     except DecodeError as exc:
         raise ApiError(400, "invalid_name", str(exc)) from None
     return web.json_response({"name": profile.name, "identity": profile.identity})
+
+
+def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def _friend_ref(request: web.Request) -> str:
+    return request.match_info["ref"]
+
+
+@contextlib.contextmanager
+def _friend_errors() -> Iterator[None]:
+    """Map the node's friend errors to API errors."""
+    try:
+        yield
+    except AmbiguousError as exc:
+        raise ApiError(409, "ambiguous", str(exc)) from None
+    except NotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except DecodeError as exc:
+        raise ApiError(400, "invalid_name", str(exc)) from None
+
+
+@routes.get(f"{API_PREFIX}/pairing/link")
+async def pairing_link(request: web.Request) -> web.Response:
+    """Our pairing link (a fresh token if none is unused), to show as a QR code."""
+    link, expires = await request.app[NODE].pairing_link()
+    return web.json_response({"link": link, "expires_at": expires, "qr_version": qr.version(link)})
+
+
+@routes.get(f"{API_PREFIX}/pairing/qr.svg")
+async def pairing_qr_svg(request: web.Request) -> web.Response:
+    """Our pairing QR code as SVG."""
+    link, _ = await request.app[NODE].pairing_link()
+    return web.Response(
+        body=qr.render_svg(link),
+        content_type="image/svg+xml",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@routes.get(f"{API_PREFIX}/pairing/qr.png")
+async def pairing_qr_png(request: web.Request) -> web.Response:
+    """Our pairing QR code as PNG."""
+    link, _ = await request.app[NODE].pairing_link()
+    return web.Response(
+        body=qr.render_png(link), content_type="image/png", headers={"Cache-Control": "no-store"}
+    )
+
+
+@routes.get(f"{API_PREFIX}/friends")
+async def list_friends(request: web.Request) -> web.Response:
+    """Friends, blocked identities, and recent pairing attempts."""
+    node = request.app[NODE]
+    return web.json_response(
+        {
+            "friends": [node.friend_json(f) for f in node.friends()],
+            "pairings": [node.pairing_json(p) for p in await node.pairings()],
+        }
+    )
+
+
+@routes.post(f"{API_PREFIX}/friends")
+async def add_friend(request: web.Request) -> web.Response:
+    """Pair with the owner of a scanned link; waits up to `wait` seconds for the outcome."""
+    body = await _json_body(request)
+    unknown = set(body) - {"link", "wait"}
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+    link, wait = body.get("link"), body.get("wait", 0)
+    if not isinstance(link, str):
+        raise ApiError(400, "bad_request", 'send {"link": "P2PM:..."}')
+    if type(wait) not in (int, float) or not 0 <= wait <= MAX_WAIT:
+        raise ApiError(400, "bad_request", f"wait must be a number of seconds up to {MAX_WAIT:g}")
+    node = request.app[NODE]
+    try:
+        record = await node.pair(link)
+    except DecodeError as exc:
+        raise ApiError(400, "invalid_link", str(exc)) from None
+    except FriendLimitError as exc:
+        raise ApiError(409, "friend_limit", str(exc)) from None
+    if wait:
+        record = await node.wait_pairing(record.id, float(wait)) or record
+    status = 200 if record.state == "confirmed" else 202
+    return web.json_response({"pairing": node.pairing_json(record)}, status=status)
+
+
+@routes.get(f"{API_PREFIX}/friends/{{ref}}")
+async def get_friend(request: web.Request) -> web.Response:
+    """One friend, by identity, identity prefix or name."""
+    node = request.app[NODE]
+    with _friend_errors():
+        friend = node.resolve_friend(_friend_ref(request))
+    return web.json_response(node.friend_json(friend))
+
+
+@routes.patch(f"{API_PREFIX}/friends/{{ref}}")
+async def rename_friend(request: web.Request) -> web.Response:
+    """Change what we call a friend."""
+    body = await _json_body(request)
+    if set(body) != {"name"}:
+        raise ApiError(400, "bad_request", 'send {"name": ...}')
+    node = request.app[NODE]
+    with _friend_errors():
+        friend = await node.rename_friend(_friend_ref(request), body["name"])
+    return web.json_response(node.friend_json(friend))
+
+
+@routes.delete(f"{API_PREFIX}/friends/{{ref}}")
+async def remove_friend(request: web.Request) -> web.Response:
+    """Forget a friend and drop any link to them."""
+    node = request.app[NODE]
+    with _friend_errors():
+        friend = await node.remove_friend(_friend_ref(request))
+    return web.json_response({"removed": node.friend_json(friend)})
+
+
+@routes.post(f"{API_PREFIX}/friends/{{ref}}/block")
+async def block_friend(request: web.Request) -> web.Response:
+    """Refuse every link from this identity until unblocked."""
+    node = request.app[NODE]
+    with _friend_errors():
+        friend = await node.set_blocked(_friend_ref(request), blocked=True)
+    return web.json_response(node.friend_json(friend))
+
+
+@routes.post(f"{API_PREFIX}/friends/{{ref}}/unblock")
+async def unblock_friend(request: web.Request) -> web.Response:
+    """Accept links from this identity again."""
+    node = request.app[NODE]
+    with _friend_errors():
+        friend = await node.set_blocked(_friend_ref(request), blocked=False)
+    return web.json_response(node.friend_json(friend))
+
+
+@routes.get(f"{API_PREFIX}/peers")
+async def peers(request: web.Request) -> web.Response:
+    """Who is connected, since when, found how, bytes each way."""
+    return web.json_response({"peers": request.app[NODE].peers_json()})
+
+
+@routes.get(f"{API_PREFIX}/events")
+async def events(request: web.Request) -> web.Response:
+    """Events after `after`, waiting up to `timeout` seconds for one (long poll)."""
+    after = int(_number(request, "after", 0, 0, 2**53))
+    timeout = _number(request, "timeout", 0, 0, MAX_WAIT)
+    bus = request.app[NODE].events
+    found, gap = await bus.wait_after(after, timeout)
+    return web.json_response(
+        {
+            "events": [e.as_json() for e in found],
+            "last_id": found[-1].id
+            if found
+            else max(after, 0)
+            if after <= bus.last_id
+            else bus.last_id,
+            "gap": gap,
+        }
+    )
 
 
 def create_app(node: Node, token: str) -> web.Application:

@@ -57,7 +57,13 @@ class EventBus:
         return event
 
     def after(self, last_id: int) -> tuple[list[Event], bool]:
-        """Events newer than `last_id`, and whether some were already forgotten."""
+        """Events newer than `last_id`, and whether some were missed.
+
+        Ids start again at 1 when the daemon restarts: an id beyond the newest
+        also counts as a gap, and the client should re-read what it shows.
+        """
+        if last_id > self.last_id:
+            return [], True
         events = [e for e in self._events if e.id > last_id]
         oldest = self._events[0].id if self._events else self._next_id
         return events, last_id + 1 < oldest and last_id < self.last_id

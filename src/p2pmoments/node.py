@@ -50,6 +50,7 @@ from p2pmoments.paths import Paths
 from p2pmoments.store import AsyncStore, FriendRecord, PairingRecord, Store
 
 __all__ = [
+    "AmbiguousError",
     "FriendLimitError",
     "ListenError",
     "Node",
@@ -78,6 +79,10 @@ class ListenError(P2PMomentsError):
 
 class NotFoundError(P2PMomentsError):
     """No such friend, or the reference matches several (the message lists them)."""
+
+
+class AmbiguousError(NotFoundError):
+    """A reference matches several friends."""
 
 
 class FriendLimitError(P2PMomentsError):
@@ -335,7 +340,7 @@ class Node:
         if not matches:
             raise NotFoundError(f"no friend is called or starts with {ref!r}")
         listed = ", ".join(f"{f.name} ({identity_text(f.verify_key)[:12]})" for f in matches)
-        raise NotFoundError(f"{ref!r} could be any of: {listed}; use more of the identity")
+        raise AmbiguousError(f"{ref!r} could be any of: {listed}; use more of the identity")
 
     async def rename_friend(self, ref: str, name: str) -> FriendRecord:
         """Change what we call a friend."""

@@ -8,7 +8,14 @@ import segno
 
 from p2pmoments.core.errors import P2PMomentsError
 
-__all__ = ["QrDecodeError", "decode_image", "render_png", "render_svg", "render_terminal"]
+__all__ = [
+    "QrDecodeError",
+    "decode_image",
+    "render_png",
+    "render_svg",
+    "render_terminal",
+    "version",
+]
 
 # Phones scan a code from a screen easily at version 10 or below, error
 # correction M, at least 4 px a module, with a 4-module quiet zone.
@@ -23,6 +30,11 @@ class QrDecodeError(P2PMomentsError):
 
 def _make(text: str) -> segno.QRCode:
     return segno.make(text, error=ERROR, micro=False, boost_error=False)
+
+
+def version(text: str) -> int:
+    """The QR version (size) the text needs at our error correction level."""
+    return int(_make(text).version)
 
 
 def render_svg(text: str) -> bytes:
