@@ -13,14 +13,10 @@ from p2pmoments.cli import main
 from p2pmoments.paths import resolve_paths
 
 COMMANDS = [
-    ["init"],
-    ["run"],
-    ["status"],
-    ["profile"],
-    ["service"],
-    ["service", "install"],
-    ["service", "uninstall"],
-]
+    ["init"], ["run"], ["status"], ["profile"], ["qr"], ["pair"], ["friends"],
+    ["friends", "rename"], ["friends", "remove"], ["friends", "block"], ["friends", "unblock"],
+    ["peers"], ["events"], ["service"], ["service", "install"], ["service", "uninstall"],
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "top")

@@ -33,6 +33,25 @@ def _address(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _static_peer(text: str) -> Any:
+    from p2pmoments.config import parse_static_peer
+
+    try:
+        return parse_static_peer(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _wait_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 60:
+        raise argparse.ArgumentTypeError("give between 0 and 60 seconds")
+    return value
+
+
 def _default_name() -> str:
     try:
         return getpass.getuser().capitalize()[:32] or "Me"
@@ -67,6 +86,7 @@ def _load_config(args: argparse.Namespace, paths: Paths) -> Config:
         api_listen=args.api,
         mdns=False if args.no_mdns else None,
         log_level=args.log_level,
+        peers=(*config.peers, *args.peer) if args.peer else None,
     )
 
 
@@ -354,6 +374,13 @@ def _parser() -> argparse.ArgumentParser:
         help="do not use mDNS on the local network (config network.mdns)",
     )
     p.add_argument(
+        "--peer",
+        type=_static_peer,
+        action="append",
+        metavar="IDENTITY@HOST:PORT",
+        help="a friend to reach at a fixed address (repeatable; adds to network.peers)",
+    )
+    p.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         help="how much to log to standard output (config log.level)",
@@ -375,6 +402,82 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="the new display name, at most 32 bytes")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "qr",
+        cmd_qr,
+        "Show your pairing QR code for a friend to scan (valid once).",
+        "p2pmoments qr --png code.png",
+    )
+    p.add_argument("--png", metavar="FILE", help="write the code as a PNG image")
+    p.add_argument("--svg", metavar="FILE", help="write the code as an SVG image")
+    p.add_argument("--link", action="store_true", help="print only the link, as text")
+
+    p = add(
+        "pair",
+        cmd_pair,
+        "Become friends with whoever showed you their pairing code.",
+        "p2pmoments pair P2PM:1/...   or   p2pmoments pair --image photo.jpg",
+    )
+    p.add_argument("link", nargs="?", help="the pairing link (P2PM:1/...)")
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="read the code from a photo or screenshot (needs the qr-image extra)",
+    )
+    p.add_argument("--no-wait", action="store_true", help="return at once, even if pending")
+    p.add_argument(
+        "--timeout",
+        type=_wait_seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long to wait for the friend's daemon (default 15, at most 60)",
+    )
+    p.add_argument("--json", action="store_true", help="print the pairing as JSON")
+
+    p = add(
+        "friends",
+        cmd_friends,
+        "List friends and pairings; rename, remove or block one.",
+        "p2pmoments friends rename bob 'Bob (work)'",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    friend_sub = p.add_subparsers(dest="friends_command", metavar="ACTION")
+    q = add(
+        "rename",
+        cmd_friends_rename,
+        "Change what you call a friend.",
+        "p2pmoments friends rename Bob 'Bob (work)'",
+        parent=friend_sub,
+    )
+    q.add_argument("friend", help="name, or the start of the identity")
+    q.add_argument("name", help="the new name")
+    for action, method, suffix, verb, summary in (
+        ("remove", "DELETE", "", "removed", "Stop being friends; their daemon is dropped."),
+        ("block", "POST", "/block", "blocked", "Refuse every link from this friend."),
+        ("unblock", "POST", "/unblock", "unblocked", "Accept links from this friend again."),
+    ):
+        q = add(
+            action,
+            _friend_action(method, suffix, verb),
+            summary,
+            f"p2pmoments friends {action} Bob",
+            parent=friend_sub,
+        )
+        q.add_argument("friend", help="name, or the start of the identity")
+
+    p = add("peers", cmd_peers, "Show the daemons connected right now.", "p2pmoments peers --json")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "events",
+        cmd_events,
+        "Print the daemon's events (friends, peers, pairing).",
+        "p2pmoments events --follow",
+    )
+    p.add_argument("--after", type=int, default=0, metavar="ID", help="only events after ID")
+    p.add_argument("--follow", action="store_true", help="keep waiting for new events")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = add(
         "service",
