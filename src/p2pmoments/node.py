@@ -24,6 +24,7 @@ from typing import Any
 
 from p2pmoments import __version__
 from p2pmoments.config import Address, Config
+from p2pmoments.core.beacon import BeaconTable, beacon, window_of
 from p2pmoments.core.crypto import VerifyKey
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity
@@ -45,6 +46,8 @@ from p2pmoments.core.pairing import (
 )
 from p2pmoments.core.profile import check_display_name
 from p2pmoments.events import EventBus
+from p2pmoments.net.discovery import Discovery, Sighting
+from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.transport import LinkRunner
 from p2pmoments.paths import Paths
 from p2pmoments.store import AsyncStore, FriendRecord, PairingRecord, Store
@@ -115,7 +118,7 @@ class _Target:
     link_key: bytes
     addresses: list[tuple[str, int]] = field(default_factory=list)
     pairing_id: int | None = None
-    pairing_token: bytes | None = None
+    pairing_token: bytes | None = field(default=None, repr=False)  # a secret PSK
     expires: float | None = None
     failures: int = 0
     next_attempt: float = 0.0
@@ -172,6 +175,8 @@ class Node:
         self._targets: dict[bytes, _Target] = {}
         self._dialling: set[bytes] = set()
         self._wake = asyncio.Event()
+        self._beacons = BeaconTable()
+        self._background: list[asyncio.Task[None]] = []
         self._closing = False
         self.on_message: Callable[[bytes, dict[int, Any]], None] | None = None
 
@@ -192,6 +197,8 @@ class Node:
             stack.callback(server.close)
             self._add_static_peers()
             self._tg.create_task(self._dialler(), name="dialler")
+            if self.config.mdns:
+                self._background.append(self._tg.create_task(self._discover(), name="discovery"))
             self._stack = stack.pop_all()
         return self
 
@@ -212,6 +219,8 @@ class Node:
     async def _shutdown(self) -> None:
         self._closing = True
         self._wake.set()
+        for task in self._background:  # run until cancelled
+            task.cancel()
         for runner in [p.runner for p in self._peers.values()] + list(self._handshaking):
             runner.close(CloseCode.SHUTDOWN, "shutting down")
 
@@ -413,8 +422,6 @@ class Node:
             return None, None
         host: str | None = self.config.listen.host
         if host in ("0.0.0.0", "::"):  # noqa: S104 - we listen everywhere: offer a LAN address
-            from p2pmoments.net.interfaces import lan_address
-
             host = lan_address()
         return (host, self._listen_port) if host else (None, None)
 
@@ -539,6 +546,26 @@ class Node:
                     target.addresses.remove(address)
                 target.addresses.insert(0, address)
                 target.found_via = "static"
+
+    async def _discover(self) -> None:
+        assert self._listen_port is not None
+        discovery = Discovery(
+            listen_host=self.config.listen.host,
+            port=self._listen_port,
+            own_beacon=lambda window: beacon(self.me, window),
+            on_sighting=self._on_sighting,
+        )
+        try:
+            await discovery.run()
+        except OSError as exc:  # no multicast here: carry on with addresses we know
+            log.warning("mDNS discovery is off: %s", exc)
+
+    def _on_sighting(self, sighting: Sighting) -> None:
+        known = [k for k, f in self._friends.items() if f.state == "friend"]
+        self._beacons.update([*known, *self._targets], window_of(time.time()))
+        key = self._beacons.lookup(sighting.beacon)
+        if key is not None and key != self.me:
+            self.peer_seen(key, sighting.host, sighting.port, "mdns")
 
     def peer_seen(self, verify_key: bytes, host: str, port: int, via: str) -> None:
         """Discovery saw a known identity at an address: dial it soon."""

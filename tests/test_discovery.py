@@ -1,0 +1,80 @@
+"""Discovery: beacons friends recognise and strangers cannot link; mDNS on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pmoments.config import Address
+from p2pmoments.core.beacon import BEACON_LEN, WINDOW, BeaconTable, beacon, window_of
+from p2pmoments.core.pairing import PairingLink, decode_link, encode_link
+from tests.multinode import eventually, make_home, running
+
+keys = st.binary(min_size=32, max_size=32)
+
+
+@given(key=keys, window=st.integers(0, 2**40))
+def test_a_beacon_changes_every_window_and_reveals_nothing_stable(key: bytes, window: int) -> None:
+    now, later = beacon(key, window), beacon(key, window + 1)
+    assert len(now) == BEACON_LEN
+    assert now != later
+    assert key[:8] not in now + later
+
+
+@given(a=keys, b=keys, window=st.integers(0, 2**40))
+def test_beacons_of_different_identities_differ(a: bytes, b: bytes, window: int) -> None:
+    if a != b:
+        assert beacon(a, window) != beacon(b, window)
+
+
+def test_friends_recognise_within_a_window_of_clock_skew_and_strangers_do_not() -> None:
+    friend, stranger = b"f" * 32, b"s" * 32
+    table = BeaconTable()
+    table.update([friend], window=100)
+    for w in (99, 100, 101):
+        assert table.lookup(beacon(friend, w)) == friend
+    assert table.lookup(beacon(friend, 102)) is None
+    assert table.lookup(beacon(stranger, 100)) is None
+    assert window_of(100 * WINDOW + 5) == 100
+
+
+def without_address(link: str) -> str:
+    p = decode_link(link)
+    return encode_link(
+        PairingLink(
+            identity=p.identity, link_key=p.link_key, token=p.token, expires=p.expires, name=p.name
+        )
+    )
+
+
+async def test_pairing_finds_the_owner_by_mdns_alone(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home, mdns=True) as alice, running(bob_home, mdns=True) as bob:
+        link, _ = await alice.pairing_link()
+        record = await bob.pair(without_address(link))
+        done = await bob.wait_pairing(record.id, timeout=30)
+        assert done is not None
+        assert done.state == "confirmed"
+        await eventually(lambda: bob.peers_json(), what="a link")
+        assert bob.peers_json()[0]["found_via"] == "mdns"
+
+
+async def test_friends_find_each_other_again_after_a_move(tmp_path: Path) -> None:
+    """Bob restarts on another port: his old address is stale, mDNS finds the new one."""
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home, mdns=True) as alice:
+        async with running(bob_home, mdns=True) as bob:
+            link, _ = await alice.pairing_link()
+            await bob.wait_pairing((await bob.pair(link)).id, timeout=30)
+            await eventually(lambda: alice.peers_json(), what="first link")
+            old_port = bob.listen_port
+        await eventually(lambda: not alice.peers_json(), what="Alice to see Bob go")
+        async with running(bob_home, mdns=True, listen=Address(host="127.0.0.1", port=0)) as bob:
+            assert bob.listen_port != old_port
+            await eventually(
+                lambda: alice.peers_json() and bob.peers_json(),
+                timeout=30,
+                what="reconnection through mDNS",
+            )
