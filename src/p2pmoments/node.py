@@ -32,9 +32,11 @@ from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.core.link import (
     AcceptRequest,
     CloseCode,
+    Closed,
     Established,
     Event,
     Link,
+    LinkState,
     MessageReceived,
 )
 from p2pmoments.core.pairing import (
@@ -671,6 +673,7 @@ class Node:
         per_host = sum(1 for h in self._handshaking.values() if h == host)
         if (
             self._closing
+            or self._tg is None
             or len(self._handshaking) >= MAX_HANDSHAKING
             or per_host >= MAX_HANDSHAKING_PER_HOST
             or len(self._peers) + len(self._handshaking) >= MAX_LINKS
@@ -686,12 +689,23 @@ class Node:
             listen_port=self._listen_port,
         )
         runner = LinkRunner(link, reader, writer, self._on_event, clock=self._clock)
-        await self._run(runner)
+        # Counted at once for the bounds above, and run in our TaskGroup (not in the
+        # server's own task), so shutdown waits for it before closing the store.
+        self._handshaking[runner] = host
+        assert self._tg is not None
+        self._tg.create_task(self._run(runner), name=f"link-in-{host}")
 
     async def _run(self, runner: LinkRunner) -> None:
         self._handshaking[runner] = runner.remote_host or "?"
         try:
             closed = await runner.run()
+        except Exception:
+            # A bug in handling one link must cost that link only, never the daemon.
+            log.exception("link to %s failed", runner.remote_host)
+            runner.close(CloseCode.PROTOCOL_ERROR, "internal error")
+            closed = runner.closed or Closed(
+                code=CloseCode.PROTOCOL_ERROR, reason="internal error", by_peer=False
+            )
         finally:
             self._handshaking.pop(runner, None)
             peer = runner.link.peer
@@ -728,12 +742,21 @@ class Node:
                 self.on_message(bytes(peer.verify_key), event.body)
 
     async def _decide(self, runner: LinkRunner, request: AcceptRequest) -> None:
+        """Accept or refuse; the store is consulted, so the link may close meanwhile."""
+        accept = await self._should_accept(runner, request)
+        if runner.link.state is not LinkState.AWAIT_ACCEPT:
+            return  # timed out or shut down while we looked things up
+        if accept:
+            runner.link.accept()
+        else:
+            runner.link.refuse()
+
+    async def _should_accept(self, runner: LinkRunner, request: AcceptRequest) -> bool:
         if request.pairing_token is not None:
             token = self._tokens.get(request.pairing_token)
             known = self._friend_by_link_key(request.link_key)
             if token is None:
-                runner.link.refuse()
-                return
+                return False
             verdict = await self.store.run(Store.claim_token, token, request.link_key, _now())
             if (
                 verdict == "ok"
@@ -748,16 +771,11 @@ class Node:
                     "full": f"at the friend limit ({self.config.max_friends})",
                 }[verdict]
                 await self._record_incoming(request.link_key, token, "refused", reason)
-                runner.link.refuse()
-                return
+                return False
             runner.pairing_token = token
-            runner.link.accept()
-            return
+            return True
         friend = self._friend_by_link_key(request.link_key)
-        if friend is not None and friend.state == "friend":
-            runner.link.accept()
-        else:
-            runner.link.refuse()
+        return friend is not None and friend.state == "friend"
 
     async def _record_incoming(
         self,
@@ -907,7 +925,11 @@ class Node:
     def send(self, verify_key: bytes, body: dict[int, Any]) -> bool:
         """Send an application message to a connected peer; False if not connected."""
         info = self._peers.get(verify_key)
-        if info is None:
+        if (
+            info is None
+            or info.runner.closed is not None
+            or info.runner.link.state is not LinkState.OPEN
+        ):
             return False
         info.runner.send(body)
         return True

@@ -1,0 +1,170 @@
+"""Hostile peers against a running node: each bad link ends alone; friends keep theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.link import MODE_IK, Link
+from p2pmoments.node import MAX_HANDSHAKING, Node
+from tests.multinode import eventually, make_home, running
+
+
+@pytest.fixture(autouse=True)
+def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stalled handshake is dropped after 0.5 s instead of 10 (spec/transport.md section 5)."""
+    monkeypatch.setattr("p2pmoments.core.link.HANDSHAKE_TIMEOUT", 0.5)
+
+
+@pytest.fixture
+async def friends(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    a_home, b_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(a_home) as alice, running(b_home) as bob:
+        link, _ = await alice.pairing_link()
+        await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
+        await eventually(lambda: alice.peers_json() and bob.peers_json(), what="friends linked")
+        yield alice, bob
+
+
+async def connect(node: Node) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", node.listen_port)
+
+
+async def reply_to(node: Node, data: bytes) -> bytes:
+    """What the node sends back to a connection that sends `data` (b"" = closed silently)."""
+    reader, writer = await connect(node)
+    writer.write(data)
+    await writer.drain()
+    try:
+        async with asyncio.timeout(15):
+            return await reader.read(1024)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
+def still_linked(alice: Node, bob: Node) -> bool:
+    return len(alice.peers_json()) == 1 and len(bob.peers_json()) == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x00\x61" + bytes([MODE_IK]) + b"\x00" * 96,  # low-order ephemeral key, all zeros
+        b"\x00\x10" + bytes([MODE_IK]) + b"short",  # truncated handshake
+        b"\x00\x61" + bytes([9]) + b"\x01" * 96,  # unknown mode
+        b"\xff\xff" + b"\x01" * 100,  # announces a maximal frame, sends little
+        b"\x00\x61" + bytes([2]) + b"\x02" * 96,  # pairing mode with no valid token
+    ],
+)
+async def test_garbage_gets_silence_and_friends_are_untouched(
+    friends: tuple[Node, Node], data: bytes
+) -> None:
+    alice, bob = friends
+    assert await reply_to(alice, data) == b""
+    assert still_linked(alice, bob)
+
+
+async def test_a_replayed_handshake_from_a_friend_gets_no_session(
+    friends: tuple[Node, Node],
+) -> None:
+    """A recorded message 1 replayed by someone else: Alice answers, but the replayer cannot
+    read the answer or send anything valid, and the friends' real link survives."""
+    alice, bob = friends
+    link = Link(
+        identity=bob.identity,
+        name="Bob",
+        initiator=True,
+        now=0.0,
+        remote_link_key=bytes(alice.identity.public.link_key),
+    )
+    first = link.data_to_send()
+    for _ in range(2):  # replayed twice
+        reader, writer = await connect(alice)
+        writer.write(first)
+        writer.write(b"\x00\x20" + b"\x00" * 32)  # garbage where a transport frame should be
+        await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            async with asyncio.timeout(15):
+                while await reader.read(4096):
+                    pass  # the answer, useless without Bob's ephemeral key; then the close
+        writer.close()
+    assert still_linked(alice, bob)
+
+
+async def test_a_flood_of_half_open_connections_is_bounded(friends: tuple[Node, Node]) -> None:
+    alice, bob = friends
+    held = []
+    try:
+        for _ in range(MAX_HANDSHAKING + 40):
+            held.append(await connect(alice))
+        # Alice holds at most MAX_HANDSHAKING of them; the rest were closed at once.
+        await eventually(lambda: len(alice._handshaking) <= MAX_HANDSHAKING, what="the bound")
+        assert len(alice._handshaking) <= MAX_HANDSHAKING
+        assert still_linked(alice, bob)
+        # The friend link still carries messages while the flood is held open.
+        got: list[dict[int, object]] = []
+        alice.on_message = lambda key, body: got.append(body)
+        assert bob.send(bytes(alice.identity.public.verify_key), {0: 99, 1: "still here"})
+        await eventually(lambda: got, what="a message through the flood")
+        assert got == [{0: 99, 1: "still here"}]
+    finally:
+        for _, writer in held:
+            writer.close()
+
+
+async def test_a_stranger_with_a_real_key_gets_silence(friends: tuple[Node, Node]) -> None:
+    alice, bob = friends
+    stranger = Link(
+        identity=Identity.generate(),
+        name="Eve",
+        initiator=True,
+        now=0.0,
+        remote_link_key=bytes(alice.identity.public.link_key),
+    )
+    assert await reply_to(alice, stranger.data_to_send()) == b""
+    assert still_linked(alice, bob)
+
+
+async def test_a_friend_that_stops_reading_is_dropped_not_buffered(
+    friends: tuple[Node, Node],
+) -> None:
+    alice, bob = friends
+    bob_key = bytes(bob.identity.public.verify_key)
+    await bob.aclose()  # from here on we play Bob by hand, with his keys
+    await eventually(lambda: not alice.peers_json(), what="Alice to see Bob go")
+    link = Link(
+        identity=bob.identity,
+        name="Bob",
+        initiator=True,
+        now=0.0,
+        remote_link_key=bytes(alice.identity.public.link_key),
+        expected_peer=alice.identity.public.verify_key,
+    )
+    reader, writer = await connect(alice)
+    writer.write(link.data_to_send())
+    async with asyncio.timeout(10):
+        while link.peer is None:
+            link.receive_data(await reader.read(65536), 0.0)
+    writer.write(link.data_to_send())  # our hello
+    await eventually(lambda: alice.peers_json(), what="Alice to accept the hand-driven Bob")
+    runner = alice._peers[bob_key].runner
+    # Now never read again. Alice keeps sending; she must drop us, not buffer without end.
+    sent = 0
+    for _ in range(200):  # at most 200 MB offered
+        if not alice.send(bob_key, {0: 99, 1: b"x" * 1_000_000}):
+            break
+        sent += 1
+        await asyncio.sleep(0)
+    await eventually(lambda: runner.closed is not None, what="the slow reader to be dropped")
+    assert runner.closed is not None
+    assert runner.closed.reason == "peer is not reading"
+    assert sent < 50  # dropped after a few MB, not after everything was queued
+    writer.close()
