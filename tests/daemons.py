@@ -48,7 +48,7 @@ def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
 class Daemon:
     """One `p2pmoments run` process."""
 
-    def __init__(self, home: Path, *extra: str) -> None:
+    def __init__(self, home: Path, *extra: str, mdns: bool = False) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("w")
@@ -60,7 +60,7 @@ class Daemon:
                 "--home",
                 str(home),
                 "run",
-                *LOOPBACK_ARGS,
+                *(LOOPBACK_ARGS if not mdns else LOOPBACK_ARGS[:-1]),  # [-1] is --no-mdns
                 *extra,
             ],
             stdout=self._log_file,
