@@ -48,12 +48,15 @@ def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
 class Daemon:
     """One `p2pmoments run` process."""
 
-    def __init__(self, home: Path, *extra: str, mdns: bool = False) -> None:
+    def __init__(
+        self, home: Path, *extra: str, mdns: bool = False, prefix: list[str] | None = None
+    ) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("w")
         self.proc = subprocess.Popen(
             [
+                *(prefix or []),
                 sys.executable,
                 "-m",
                 "p2pmoments",
@@ -81,11 +84,14 @@ class Daemon:
             return None
         if info.get("pid") != self.proc.pid:
             return None
+        return info if self._health(info["api_url"] + "/health") else None
+
+    def _health(self, url: str) -> bool:
         try:
-            with urllib.request.urlopen(info["api_url"] + "/health", timeout=5) as r:
-                return info if r.status == 200 else None
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return bool(r.status == 200)
         except OSError:
-            return None
+            return False
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> dict[str, Any]:
         self.info = wait_for(self._ready, timeout=timeout, what="the daemon to answer /health")

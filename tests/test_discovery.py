@@ -61,6 +61,18 @@ async def test_pairing_finds_the_owner_by_mdns_alone(tmp_path: Path) -> None:
         assert bob.peers_json()[0]["found_via"] == "mdns"
 
 
+async def test_a_code_scanned_after_its_owner_was_sighted_still_pairs(tmp_path: Path) -> None:
+    """The owner's record is announced once; the scan comes later. Sightings are kept."""
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home, mdns=True) as alice, running(bob_home, mdns=True) as bob:
+        await eventually(lambda: bob._sightings, timeout=20, what="Bob to sight Alice's record")
+        link, _ = await alice.pairing_link()
+        record = await bob.pair(without_address(link))
+        done = await bob.wait_pairing(record.id, timeout=20)
+        assert done is not None
+        assert done.state == "confirmed"
+
+
 async def test_friends_find_each_other_again_after_a_move(tmp_path: Path) -> None:
     """Bob restarts on another port: his old address is stale, mDNS finds the new one."""
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")

@@ -24,7 +24,7 @@ from typing import Any
 
 from p2pmoments import __version__
 from p2pmoments.config import Address, Config
-from p2pmoments.core.beacon import BeaconTable, beacon, window_of
+from p2pmoments.core.beacon import WINDOW, BeaconTable, beacon, window_of
 from p2pmoments.core.crypto import VerifyKey
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity
@@ -76,6 +76,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 0.2
 DIALLER_IDLE = 30.0
+MAX_SIGHTINGS = 1024
 
 
 class ListenError(P2PMomentsError):
@@ -179,6 +180,7 @@ class Node:
         self._wake = asyncio.Event()
         self._beacons = BeaconTable()
         self._background: list[asyncio.Task[None]] = []
+        self._sightings: dict[bytes, tuple[Sighting, float]] = {}
         self._closing = False
         self.on_message: Callable[[bytes, dict[int, Any]], None] | None = None
 
@@ -383,6 +385,7 @@ class Node:
             self._drop_peer(friend.verify_key, "blocked")
         else:
             self._add_friend_target(self._friends[friend.verify_key])
+            self._match_sightings()
         self.events.publish(
             "friend.blocked" if blocked else "friend.unblocked",
             identity=identity_text(friend.verify_key),
@@ -461,6 +464,7 @@ class Node:
         pairing_id = await self.store.run(Store.add_pairing, record)
         record = PairingRecord(**{**_fields(record), "id": pairing_id})
         self._add_pairing_target(record)
+        self._match_sightings()
         self.events.publish("pairing.pending", **self.pairing_json(record))
         self._wake.set()
         return record
@@ -563,11 +567,28 @@ class Node:
             log.warning("mDNS discovery is off: %s", exc)
 
     def _on_sighting(self, sighting: Sighting) -> None:
+        # Remembered: a record is reported once, but we may learn whose it is later
+        # (a code scanned after its owner's record was seen).
+        self._sightings[sighting.beacon] = (sighting, time.time())
+        while len(self._sightings) > MAX_SIGHTINGS:
+            del self._sightings[next(iter(self._sightings))]
+        self._match_sighting(sighting)
+
+    def _match_sighting(self, sighting: Sighting) -> None:
         known = [k for k, f in self._friends.items() if f.state == "friend"]
         self._beacons.update([*known, *self._targets], window_of(time.time()))
         key = self._beacons.lookup(sighting.beacon)
         if key is not None and key != self.me:
             self.peer_seen(key, sighting.host, sighting.port, "mdns")
+
+    def _match_sightings(self) -> None:
+        """Look again at recent sightings: someone we just learned of may be among them."""
+        horizon = time.time() - 2 * WINDOW
+        for beacon_value, (sighting, seen) in list(self._sightings.items()):
+            if seen < horizon:
+                del self._sightings[beacon_value]
+            else:
+                self._match_sighting(sighting)
 
     def peer_seen(self, verify_key: bytes, host: str, port: int, via: str) -> None:
         """Discovery saw a known identity at an address: dial it soon."""
