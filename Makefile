@@ -41,6 +41,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
+	$(BIN)/python benchmarks/links.py --json bench-results/links.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -281,16 +281,25 @@ class Link:
             self._events.append(Closed(code=code, reason=reason, by_peer=by_peer))
 
     def _write_frame(self, body: bytes) -> None:
-        self._out += len(body).to_bytes(2, "big") + body
+        self._out += len(body).to_bytes(2, "big")
+        self._out += body
 
     def _process_frames(self) -> None:
-        while self.state not in (LinkState.CLOSED, LinkState.AWAIT_ACCEPT) and len(self._in) >= 2:
-            size = int.from_bytes(self._in[:2], "big")
-            if len(self._in) < 2 + size:
-                return
-            body = bytes(self._in[2 : 2 + size])
-            del self._in[: 2 + size]
-            self._on_frame(body)
+        # Walk the buffer with an offset and drop what was consumed once at the end:
+        # deleting each frame from the front would move the rest every time.
+        buf, pos = self._in, 0
+        try:
+            while self.state not in (LinkState.CLOSED, LinkState.AWAIT_ACCEPT):
+                if len(buf) - pos < 2:
+                    break
+                size = (buf[pos] << 8) | buf[pos + 1]
+                if len(buf) - pos < 2 + size:
+                    break
+                body = bytes(buf[pos + 2 : pos + 2 + size])
+                pos += 2 + size
+                self._on_frame(body)
+        finally:
+            del buf[:pos]
         if self.state is LinkState.AWAIT_ACCEPT and self._in:
             raise _Close(CloseCode.PROTOCOL_ERROR, "data before the handshake finished")
 
@@ -363,19 +372,29 @@ class Link:
             )
 
     def _process_messages(self) -> None:
-        while self.state is not LinkState.CLOSED and len(self._plain) >= 4:
-            size = int.from_bytes(self._plain[:4], "big")
-            if size > MAX_APP_MESSAGE:
-                raise _Close(CloseCode.TOO_LARGE, f"a message of {size} bytes is over the limit")
-            if len(self._plain) < 4 + size:
-                return
-            data = bytes(self._plain[4 : 4 + size])
-            del self._plain[: 4 + size]
-            try:
-                body = wire.decode_map(data, max_size=MAX_APP_MESSAGE)
-            except DecodeError as exc:
-                raise _Close(CloseCode.PROTOCOL_ERROR, f"bad message: {exc}") from None
-            self._on_message(body)
+        buf, pos = self._plain, 0
+        try:
+            while self.state is not LinkState.CLOSED and len(buf) - pos >= 4:
+                size = int.from_bytes(buf[pos : pos + 4], "big")
+                if size > MAX_APP_MESSAGE:
+                    raise _Close(
+                        CloseCode.TOO_LARGE, f"a message of {size} bytes is over the limit"
+                    )
+                if len(buf) - pos < 4 + size:
+                    break
+                data = bytes(buf[pos + 4 : pos + 4 + size])
+                pos += 4 + size
+                self._on_message_bytes(data)
+        finally:
+            if self.state is not LinkState.CLOSED:
+                del buf[:pos]
+
+    def _on_message_bytes(self, data: bytes) -> None:
+        try:
+            body = wire.decode_map(data, max_size=MAX_APP_MESSAGE)
+        except DecodeError as exc:
+            raise _Close(CloseCode.PROTOCOL_ERROR, f"bad message: {exc}") from None
+        self._on_message(body)
 
     def _on_message(self, body: dict[int, Any]) -> None:
         kind = body.get(0)

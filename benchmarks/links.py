@@ -1,0 +1,371 @@
+"""Link benchmarks for issue 4, each figure beside a baseline measured in the same run.
+
+    .venv/bin/python benchmarks/links.py [--json FILE]
+
+- throughput of 64 KiB messages over a link on loopback, beside raw asyncio TCP
+  and beside ChaCha20-Poly1305 alone;
+- Noise IK handshakes per second (in memory, and over TCP with hellos), beside
+  the X25519 operations they need;
+- time from start to connected for two paired daemon processes, beside the
+  time to /health of one;
+- a flood of hostile connections: the daemon's resident memory, and whether
+  its friend's link survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from p2pmoments.core.crypto import LinkSecretKey, aead_encrypt, x25519
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.link import AcceptRequest, Link, MessageReceived
+from p2pmoments.core.noise import HandshakeState, Pattern
+from p2pmoments.net.transport import LinkRunner
+
+MIB = 1 << 20
+MESSAGE = 64 * 1024
+TOTAL = 256 * MIB
+
+
+async def raw_tcp() -> float:
+    done = asyncio.Event()
+    received = 0
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while data := await reader.read(1 << 20):
+            received += len(data)
+            if received >= TOTAL:
+                done.set()
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    chunk = b"x" * MESSAGE
+    start = time.perf_counter()
+    for _ in range(TOTAL // MESSAGE):
+        writer.write(chunk)
+        await writer.drain()
+    await done.wait()
+    seconds = time.perf_counter() - start
+    writer.close()
+    server.close()
+    return TOTAL / seconds / MIB
+
+
+async def link_throughput() -> float:
+    alice, bob = Identity.generate(), Identity.generate()
+    done = asyncio.Event()
+    got = 0
+    opened = asyncio.Event()
+
+    async def on_event(runner: LinkRunner, event: object) -> None:
+        nonlocal got
+        if isinstance(event, AcceptRequest):
+            runner.link.accept()
+        elif isinstance(event, MessageReceived):
+            got += len(event.body[1])
+            if got >= TOTAL:
+                done.set()
+
+    async def on_event_a(runner: LinkRunner, event: object) -> None:
+        if type(event).__name__ == "Established":
+            opened.set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
+        await LinkRunner(link, reader, writer, on_event).run()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    link = Link(
+        identity=alice,
+        name="Alice",
+        initiator=True,
+        now=time.monotonic(),
+        remote_link_key=bytes(bob.public.link_key),
+    )
+    runner = LinkRunner(link, reader, writer, on_event_a)
+    task = asyncio.ensure_future(runner.run())
+    await opened.wait()
+    payload = b"x" * MESSAGE
+    start = time.perf_counter()
+    for _ in range(TOTAL // MESSAGE):
+        runner.send({0: 20, 1: payload})
+        await writer.drain()
+    await done.wait()
+    seconds = time.perf_counter() - start
+    runner.close()
+    await task
+    server.close()
+    return got / seconds / MIB
+
+
+def cipher_speed() -> float:
+    key, block = bytes(32), b"x" * 65519
+    n = TOTAL // len(block)
+    start = time.perf_counter()
+    for i in range(n):
+        aead_encrypt(key, i, b"", block)
+    return n * len(block) / (time.perf_counter() - start) / MIB
+
+
+def handshakes_in_memory(seconds: float = 2.0) -> tuple[float, float]:
+    alice, bob = LinkSecretKey.generate(), LinkSecretKey.generate()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        i = HandshakeState(
+            Pattern.IK,
+            initiator=True,
+            prologue=b"p",
+            static=alice,
+            remote_static=bytes(bob.public_key),
+        )
+        r = HandshakeState(Pattern.IK, initiator=False, prologue=b"p", static=bob)
+        r.read_message(i.write_message())
+        i.read_message(r.write_message())
+        count += 1
+    rate = count / (time.perf_counter() - start)
+    # An IK handshake costs 8 X25519 operations in all (4 per side) plus 2 key generations.
+    sk, pk = bytes(alice.secret_bytes), bytes(bob.public_key)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        x25519(sk, pk)
+        n += 1
+    dh_rate = n / (time.perf_counter() - start)
+    return rate, dh_rate / 10
+
+
+async def handshakes_over_tcp(count: int = 300) -> float:
+    alice, bob = Identity.generate(), Identity.generate()
+
+    async def accept(runner: LinkRunner, event: object) -> None:
+        if isinstance(event, AcceptRequest):
+            runner.link.accept()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
+        await LinkRunner(link, reader, writer, accept).run()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    start = time.perf_counter()
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        link = Link(
+            identity=alice,
+            name="Alice",
+            initiator=True,
+            now=time.monotonic(),
+            remote_link_key=bytes(bob.public.link_key),
+        )
+        opened = asyncio.Event()
+
+        async def on(runner: LinkRunner, event: object, opened: asyncio.Event = opened) -> None:
+            if type(event).__name__ == "Established":
+                opened.set()
+                runner.close()
+
+        await LinkRunner(link, reader, writer, on).run()
+        assert opened.is_set()
+    rate = count / (time.perf_counter() - start)
+    server.close()
+    return rate
+
+
+def p2pm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pmoments", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pmoments",
+            "--home",
+            str(home),
+            "run",
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait(condition: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.002)
+
+
+def api_up(home: Path, pid: int) -> bool:
+    try:
+        info = json.loads((home / "data" / "daemon.json").read_text())
+        return bool(info["pid"] == pid)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def peers(home: Path) -> int:
+    """Connected peers, asked of the API directly (a CLI process per poll would be slow)."""
+    import urllib.request
+
+    try:
+        info = json.loads((home / "data" / "daemon.json").read_text())
+        token = (home / "data" / "api.token").read_text().strip()
+        request = urllib.request.Request(
+            info["api_url"] + "/peers", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+            return len(json.loads(response.read())["peers"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def daemons(runs: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = Path(tmp) / "a", Path(tmp) / "b"
+        p2pm(a, "init", "--name", "Alice")
+        p2pm(b, "init", "--name", "Bob")
+        pa, pb = start(a, "--listen", "127.0.0.1:47601"), start(b, "--listen", "127.0.0.1:47602")
+        wait(lambda: api_up(a, pa.pid) and api_up(b, pb.pid))
+        link = p2pm(a, "qr", "--link").stdout.strip()
+        p2pm(b, "pair", link)
+        wait(lambda: peers(a) == 1)
+        for p in (pa, pb):
+            os.kill(p.pid, signal.SIGTERM)
+            p.wait()
+        connect, health = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            pa = start(a, "--listen", "127.0.0.1:47601")
+            pb = start(b, "--listen", "127.0.0.1:47602")
+            wait(lambda: api_up(a, pa.pid))
+            health.append(time.perf_counter() - t0)
+            wait(lambda: peers(a) == 1 and peers(b) == 1)
+            connect.append(time.perf_counter() - t0)
+            last = (pa, pb)
+            if _ < runs - 1:
+                for p in (pa, pb):
+                    os.kill(p.pid, signal.SIGTERM)
+                    p.wait()
+        pa, pb = last
+        before = rss_kib(pa.pid)
+        held = flood(47601, 2000)
+        during = rss_kib(pa.pid)
+        alive = peers(a) == 1 and peers(b) == 1
+        for s in held:
+            s.close()
+        time.sleep(1)  # let the daemon drop the flood before measuring again
+        after = rss_kib(pa.pid)
+        for p in (pa, pb):
+            os.kill(p.pid, signal.SIGTERM)
+            p.wait()
+    return {
+        "connect": statistics.median(connect),
+        "health": statistics.median(health),
+        "rss_before": before / 1024,
+        "rss_flood": during / 1024,
+        "rss_after": after / 1024,
+        "friend_link_survived": float(alive),
+    }
+
+
+def flood(port: int, count: int) -> list[Any]:
+    import socket
+
+    held = []
+    for i in range(count):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect_ex(("127.0.0.1", port))
+            if i % 3 == 0:
+                s.send(b"\x00\x61\x01" + os.urandom(96))  # garbage handshake
+            elif i % 3 == 1:
+                s.send(b"\xff\xff" + os.urandom(200))  # a huge frame that never comes
+        except OSError:
+            pass
+        held.append(s)
+    time.sleep(2)  # hold them all open while we measure
+    return held
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    rows: list[tuple[str, float, str, float]] = []
+    raw = asyncio.run(raw_tcp())
+    linked = asyncio.run(link_throughput())
+    cipher = cipher_speed()
+    rows.append(("link throughput, 64 KiB messages (MiB/s)", linked, "raw asyncio TCP", raw))
+    rows.append(("  same link", linked, "ChaCha20-Poly1305 alone", cipher))
+    hs, dh_bound = handshakes_in_memory()
+    rows.append(("IK handshakes/s in memory", hs, "X25519 bound (10 ops each)", dh_bound))
+    tcp_hs = asyncio.run(handshakes_over_tcp())
+    rows.append(("IK handshakes/s over TCP with hellos", tcp_hs, "in memory", hs))
+    d = daemons(args.runs)
+    rows.append(
+        ("start to connected, two daemons (s)", d["connect"], "start to /health", d["health"])
+    )
+    rows.append(
+        ("RSS under 2000 hostile connections (MiB)", d["rss_flood"], "RSS before", d["rss_before"])
+    )
+    rows.append(("RSS after the flood closes (MiB)", d["rss_after"], "RSS before", d["rss_before"]))
+    rows.append(("friend link survived the flood (1 = yes)", d["friend_link_survived"], "", 1))
+    print(f"{'figure':44} {'value':>10}   {'baseline':28} {'value':>10}")
+    for name, value, base_name, base in rows:
+        print(f"{name:44} {value:10.2f}   {base_name:28} {base:10.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                [
+                    dict(zip(("figure", "value", "baseline", "baseline_value"), r, strict=True))
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
