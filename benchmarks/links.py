@@ -276,7 +276,7 @@ def daemons(runs: int) -> dict[str, float]:
             t0 = time.perf_counter()
             pa = start(a, "--listen", "127.0.0.1:47601")
             pb = start(b, "--listen", "127.0.0.1:47602")
-            wait(lambda: api_up(a, pa.pid))
+            wait(lambda pid=pa.pid: api_up(a, pid))
             health.append(time.perf_counter() - t0)
             wait(lambda: peers(a) == 1 and peers(b) == 1)
             connect.append(time.perf_counter() - t0)
