@@ -24,8 +24,12 @@ __all__ = [
     "VerifyKey",
     "aead_decrypt",
     "aead_encrypt",
+    "open_sealed",
     "random_bytes",
+    "seal",
     "x25519",
+    "xaead_decrypt",
+    "xaead_encrypt",
 ]
 
 KEY_LEN = 32
@@ -192,3 +196,47 @@ def aead_decrypt(key: bytes, counter: int, ad: bytes, ciphertext: bytes) -> byte
         raise CryptoError(
             "decryption failed: the message was altered or the key is wrong"
         ) from None
+
+
+XNONCE_LEN = 24
+SEAL_OVERHEAD = 48
+
+
+def xaead_encrypt(key: bytes, nonce: bytes, ad: bytes, plaintext: bytes) -> bytes:
+    """XChaCha20-Poly1305 (IETF): a random 24-byte nonce is safe for any number of messages."""
+    _check_len("a key", key, KEY_LEN)
+    _check_len("a nonce", nonce, XNONCE_LEN)
+    return bytes(
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key)
+    )
+
+
+def xaead_decrypt(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of xaead_encrypt; CryptoError if anything was altered or the key is wrong."""
+    _check_len("a key", key, KEY_LEN)
+    _check_len("a nonce", nonce, XNONCE_LEN)
+    try:
+        return bytes(
+            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
+        )
+    except nacl.exceptions.CryptoError:
+        raise CryptoError("decryption failed: altered, or not for this key") from None
+
+
+def seal(recipient: LinkPublicKey, plaintext: bytes) -> bytes:
+    """An anonymous sealed box (libsodium crypto_box_seal) that only `recipient` opens."""
+    return bytes(nacl.bindings.crypto_box_seal(plaintext, bytes(recipient)))
+
+
+def open_sealed(secret: LinkSecretKey, sealed: bytes) -> bytes:
+    """Open a sealed box addressed to `secret`'s public key; CryptoError otherwise."""
+    if len(sealed) < SEAL_OVERHEAD:
+        raise CryptoError("sealed box too short")
+    try:
+        return bytes(
+            nacl.bindings.crypto_box_seal_open(
+                sealed, bytes(secret.public_key), secret.secret_bytes
+            )
+        )
+    except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError):
+        raise CryptoError("not sealed to this key, or altered") from None
