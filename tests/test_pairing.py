@@ -234,3 +234,45 @@ async def test_the_friend_cap(tmp_path: Path) -> None:
         with pytest.raises(FriendLimitError, match=r"friends\.max"):
             await alice.pair(c_link)
         assert (await alice.store.run(Store.counts)).friends == 1
+
+
+async def test_a_pending_pairing_expires_on_the_scanners_side(tmp_path: Path) -> None:
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice:
+        real = decode_link((await alice.pairing_link())[0])
+    from p2pmoments.core.pairing import PairingLink, encode_link
+
+    soon = PairingLink(
+        identity=real.identity,
+        link_key=real.link_key,
+        token=real.token,
+        expires=int(time.time()) + 2,
+        name=real.name,
+        host=real.host,
+        port=real.port,
+    )
+    async with running(bob_home) as bob:  # Alice stays offline
+        record = await bob.pair(encode_link(soon))
+        done = await bob.wait_pairing(record.id, timeout=15)
+        assert done is not None
+        assert done.state == "expired"
+        assert done.reason == "the code expired before we could reach them"
+        assert any(e.kind == "pairing.expired" for e in bob.events.after(0)[0])
+
+
+async def test_a_static_peer_is_dialled_at_its_configured_address(tmp_path: Path) -> None:
+    from p2pmoments.config import Address, StaticPeer
+
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        link, _ = await alice.pairing_link()
+        await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
+        await eventually(lambda: alice.friends(), what="Alice to know Bob")
+        bob_identity = bob.identity.public.text
+    # Bob moves to a port Alice has never seen; only the static entry can find him.
+    async with running(bob_home) as bob:
+        where = Address(host="127.0.0.1", port=bob.listen_port or 0)
+        peers = (StaticPeer(identity=bob_identity, address=where),)
+        async with running(alice_home, peers=peers) as alice:
+            await eventually(lambda: alice.peers_json(), timeout=15, what="the static dial")
+            assert alice.peers_json()[0]["found_via"] == "static"
