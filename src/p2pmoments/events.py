@@ -47,7 +47,7 @@ class EventBus:
         """The id of the newest event, 0 if none."""
         return self._next_id - 1
 
-    def publish(self, kind: str, **data: Any) -> Event:
+    def publish(self, kind: str, /, **data: Any) -> Event:
         """Record an event and wake every waiting client."""
         event = Event(id=self._next_id, kind=kind, time=time.time(), data=data)
         self._next_id += 1

@@ -48,6 +48,7 @@ from p2pmoments.core.pairing import (
 )
 from p2pmoments.core.profile import check_display_name
 from p2pmoments.events import EventBus
+from p2pmoments.moments import Moments
 from p2pmoments.net.discovery import Discovery, Sighting
 from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.transport import LinkRunner
@@ -181,6 +182,7 @@ class Node:
         self._beacons = BeaconTable()
         self._background: list[asyncio.Task[None]] = []
         self._sightings: dict[bytes, tuple[Sighting, float]] = {}
+        self.moments = Moments(self)
         self._closing = False
         self.on_message: Callable[[bytes, dict[int, Any]], None] | None = None
 
@@ -194,6 +196,7 @@ class Node:
             await self._load_friends()
             await self._load_tokens()
             await self._load_pending_pairings()
+            await self.moments.load()
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
             server = await self._start_peer_server()
@@ -201,6 +204,7 @@ class Node:
             stack.callback(server.close)
             self._add_static_peers()
             self._tg.create_task(self._dialler(), name="dialler")
+            self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
             if self.config.mdns:
                 self._background.append(self._tg.create_task(self._discover(), name="discovery"))
             self._stack = stack.pop_all()

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from p2pmoments.core.errors import P2PMomentsError
 
@@ -83,14 +83,33 @@ MIGRATIONS: tuple[str, ...] = (
         epoch     INTEGER NOT NULL,
         manifest  BLOB NOT NULL
     ) STRICT;
+    CREATE TABLE manifests (
+        circle_id BLOB NOT NULL,
+        epoch     INTEGER NOT NULL,
+        manifest  BLOB NOT NULL,
+        PRIMARY KEY (circle_id, epoch)
+    ) STRICT;
     CREATE TABLE moments (
         moment_id BLOB PRIMARY KEY CHECK (length(moment_id) = 32),
         circle_id BLOB NOT NULL,
         author    BLOB NOT NULL,
         seq       INTEGER NOT NULL,
         created   INTEGER NOT NULL,
+        kind      INTEGER NOT NULL,
+        reply_to  BLOB,
+        expires   INTEGER,
+        retracted INTEGER NOT NULL DEFAULT 0,
         envelope  BLOB NOT NULL,
         UNIQUE (circle_id, author, seq)
+    ) STRICT;
+    CREATE INDEX moments_by_circle ON moments (circle_id, created);
+    CREATE INDEX moments_by_reply ON moments (reply_to);
+    CREATE TABLE rejected (
+        id       INTEGER PRIMARY KEY,
+        time     INTEGER NOT NULL,
+        reason   TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        sender   BLOB
     ) STRICT;
     """,
 )
@@ -258,7 +277,7 @@ class Store:
         row = self._conn.execute(
             "SELECT (SELECT count(*) FROM friends WHERE state = 'friend'),"
             " (SELECT count(*) FROM circles),"
-            " (SELECT count(*) FROM moments)"
+            " (SELECT count(*) FROM moments WHERE kind = 1 AND retracted = 0)"
         ).fetchone()
         return Counts(friends=row[0], circles=row[1], moments=row[2])
 
@@ -408,6 +427,133 @@ class Store:
             (limit,),
         )
         return [_record(PairingRecord, row) for row in rows]
+
+    # --- circles and moments -------------------------------------------------
+
+    def save_manifest(
+        self, circle_id: bytes, epoch: int, owner: bytes, name: str, raw: bytes
+    ) -> bool:
+        """Keep a manifest; it becomes the circle's current one if its epoch is newer."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO manifests (circle_id, epoch, manifest) VALUES (?, ?, ?)",
+                (circle_id, epoch, raw),
+            )
+            row = conn.execute(
+                "SELECT epoch FROM circles WHERE circle_id = ?", (circle_id,)
+            ).fetchone()
+            if row is not None and row[0] >= epoch:
+                return False
+            conn.execute(
+                "INSERT INTO circles (circle_id, owner, name, epoch, manifest) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (circle_id) DO UPDATE SET name = excluded.name,"
+                " epoch = excluded.epoch, manifest = excluded.manifest",
+                (circle_id, owner, name, epoch, raw),
+            )
+        return True
+
+    def manifests(self) -> list[tuple[bytes, int, bytes]]:
+        """Every manifest kept: (circle id, epoch, raw)."""
+        return list(self._conn.execute("SELECT circle_id, epoch, manifest FROM manifests"))
+
+    def current_manifests(self) -> list[bytes]:
+        """The current manifest of each circle."""
+        return [r[0] for r in self._conn.execute("SELECT manifest FROM circles ORDER BY name")]
+
+    def delete_circle(self, circle_id: bytes) -> None:
+        """Forget a circle, its manifests and every moment in it."""
+        with self._transaction() as conn:
+            for table in ("moments", "manifests", "circles"):
+                conn.execute(f"DELETE FROM {table} WHERE circle_id = ?", (circle_id,))  # noqa: S608
+
+    def add_moment(
+        self,
+        moment_id: bytes,
+        circle_id: bytes,
+        author: bytes,
+        seq: int,
+        created: int,
+        kind: int,
+        reply_to: bytes | None,
+        expires: int | None,
+        envelope: bytes,
+    ) -> bool:
+        """Store a verified moment; False if it (or its sequence slot) is already there."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created, kind,"
+                " reply_to, expires, envelope) VALUES (?,?,?,?,?,?,?,?,?)",
+                (moment_id, circle_id, author, seq, created, kind, reply_to, expires, envelope),
+            )
+        return cursor.rowcount == 1
+
+    def next_seq(self, circle_id: bytes, author: bytes) -> int:
+        """The next sequence number of `author` in a circle."""
+        row = self._conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM moments WHERE circle_id = ? AND author = ?",
+            (circle_id, author),
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def moment_rows(
+        self,
+        *,
+        circle_id: bytes | None = None,
+        before: int | None = None,
+        limit: int = 50,
+        reply_to: bytes | None = None,
+        moment_id: bytes | None = None,
+        now: int,
+    ) -> list[tuple[Any, ...]]:
+        """Moments as (id, circle, author, seq, created, kind, reply_to, expires, retracted,
+        envelope), newest first, never expired ones."""
+        where = ["(expires IS NULL OR expires > ?)"]
+        args: list[Any] = [now]
+        if moment_id is not None:
+            where.append("moment_id = ?")
+            args.append(moment_id)
+        elif reply_to is not None:
+            where.append("reply_to = ?")
+            args.append(reply_to)
+        else:
+            where.append("kind = 1")
+        if circle_id is not None:
+            where.append("circle_id = ?")
+            args.append(circle_id)
+        if before is not None:
+            where.append("created < ?")
+            args.append(before)
+        columns = "moment_id, circle_id, author, seq, created, kind, reply_to, expires, retracted"
+        conditions = " AND ".join(where)  # only the fixed fragments above
+        sql = f"SELECT {columns}, envelope FROM moments WHERE {conditions}"  # noqa: S608
+        sql += " ORDER BY created DESC, moment_id LIMIT ?"
+        return list(self._conn.execute(sql, (*args, limit)))
+
+    def retract(self, moment_id: bytes) -> None:
+        """Delete a moment's content, keep a retracted marker; its comments go too."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE moments SET retracted = 1, envelope = x'' WHERE moment_id = ?",
+                (moment_id,),
+            )
+            conn.execute("DELETE FROM moments WHERE reply_to = ?", (moment_id,))
+
+    def delete_expired(self, now: int) -> int:
+        """Delete every moment whose expiry has passed; returns how many."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM moments WHERE expires IS NOT NULL AND expires <= ?", (now,)
+            )
+        return cursor.rowcount
+
+    def record_rejection(self, now: int, reason: str, size: int, sender: bytes | None) -> None:
+        """Remember why something a peer sent was not stored (bounded to the last 1000)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO rejected (time, reason, size, sender) VALUES (?, ?, ?, ?)",
+                (now, reason, size, sender),
+            )
+            conn.execute("DELETE FROM rejected WHERE id <= (SELECT max(id) - 1000 FROM rejected)")
 
     def integrity_check(self) -> str:
         """SQLite's own verdict on the file: 'ok' when sound."""

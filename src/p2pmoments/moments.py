@@ -1,0 +1,462 @@
+"""Circles and moments on one daemon: the shell around core.circles (spec/moments.md).
+
+Every change to a circle (members, name, posting rule) is a new manifest at the
+next epoch with a fresh key, so "the epoch" is simply the circle's version and
+a moment is readable by the members of the epoch it was posted in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from p2pmoments.core.circles import (
+    Content,
+    Kind,
+    Manifest,
+    Member,
+    Moment,
+    RejectedError,
+    create_manifest,
+    decode_manifest,
+    epoch_key,
+    new_circle_id,
+    new_epoch_key,
+    open_moment,
+    seal_moment,
+)
+from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
+from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.ids import IdKind, decode_id, encode_id
+from p2pmoments.store import Store
+
+if TYPE_CHECKING:
+    from p2pmoments.node import Node
+
+__all__ = ["EXPIRY_SWEEP", "Moments", "NotOwnerError"]
+
+log = logging.getLogger(__name__)
+
+EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
+MAX_FEED = 200
+
+
+class NotOwnerError(DecodeError):
+    """Only a circle's owner may change it."""
+
+
+def circle_text(circle_id: bytes) -> str:
+    """A circle id's text form."""
+    return encode_id(circle_id, IdKind.CIRCLE)
+
+
+def moment_text(moment_id: bytes) -> str:
+    """A moment id's text form."""
+    return encode_id(moment_id, IdKind.MOMENT)
+
+
+class Moments:
+    """Circles and moments of one node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._manifests: dict[tuple[bytes, int], Manifest] = {}
+        self._current: dict[bytes, Manifest] = {}
+        self._keys: dict[tuple[bytes, int], bytes] = {}
+
+    async def load(self) -> None:
+        """Read every manifest from the store."""
+        for _circle_id, _epoch, raw in await self.node.store.run(Store.manifests):
+            self._remember(decode_manifest(raw))
+        for raw in await self.node.store.run(Store.current_manifests):
+            manifest = decode_manifest(raw)
+            self._current[manifest.circle_id] = manifest
+
+    def _remember(self, manifest: Manifest) -> None:
+        self._manifests[(manifest.circle_id, manifest.epoch)] = manifest
+        current = self._current.get(manifest.circle_id)
+        if current is None or current.epoch < manifest.epoch:
+            self._current[manifest.circle_id] = manifest
+
+    def manifest_for(self, circle_id: bytes, epoch: int) -> Manifest | None:
+        """The manifest of a circle at an epoch, if we hold it."""
+        return self._manifests.get((circle_id, epoch))
+
+    def key_for(self, manifest: Manifest) -> bytes:
+        """Our epoch key for a manifest (opened once, then cached)."""
+        slot = (manifest.circle_id, manifest.epoch)
+        if slot not in self._keys:
+            self._keys[slot] = epoch_key(manifest, self.node.identity)
+        return self._keys[slot]
+
+    # --- circles ------------------------------------------------------------
+
+    def circles(self) -> list[Manifest]:
+        """Current manifests of the circles we are in, by name."""
+        return sorted(self._current.values(), key=lambda m: (m.name.lower(), m.circle_id))
+
+    def resolve_circle(self, ref: str) -> Manifest:
+        """A circle by name (any case), id, or id prefix of 6 characters or more."""
+        from p2pmoments.node import AmbiguousError, NotFoundError
+
+        ref = ref.strip()
+        with contextlib.suppress(DecodeError):
+            raw = decode_id(ref, IdKind.CIRCLE)
+            if raw in self._current:
+                return self._current[raw]
+        matches = [m for m in self._current.values() if m.name.lower() == ref.lower()]
+        if not matches and len(ref) >= 6:
+            matches = [
+                m
+                for m in self._current.values()
+                if circle_text(m.circle_id).startswith(ref.lower())
+            ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise NotFoundError(f"no circle is called or starts with {ref!r}")
+        listed = ", ".join(f"{m.name} ({circle_text(m.circle_id)[:10]})" for m in matches)
+        raise AmbiguousError(f"{ref!r} could be any of: {listed}; use the circle's id")
+
+    def _members_of(self, refs: Sequence[str]) -> list[Member]:
+        members = []
+        for ref in refs:
+            friend = self.node.resolve_friend(ref)
+            if friend.state != "friend":
+                raise DecodeError(f"{friend.name} is blocked: unblock them first")
+            members.append(
+                Member(
+                    verify_key=VerifyKey(friend.verify_key), link_key=LinkPublicKey(friend.link_key)
+                )
+            )
+        return members
+
+    async def _save(self, manifest: Manifest, kind: str) -> Manifest:
+        await self.node.store.run(
+            Store.save_manifest,
+            manifest.circle_id,
+            manifest.epoch,
+            bytes(manifest.owner),
+            manifest.name,
+            manifest.raw,
+        )
+        self._remember(manifest)
+        self.node.events.publish(kind, **self.circle_json(manifest))
+        return manifest
+
+    async def create_circle(
+        self, name: str, member_refs: Sequence[str], members_can_post: bool
+    ) -> Manifest:
+        """A new circle we own, with some of our friends in it."""
+        if any(
+            m.name.lower() == name.strip().lower()
+            for m in self._current.values()
+            if m.owner == self.node.identity.public.verify_key
+        ):
+            raise DecodeError(f"you already have a circle called {name.strip()!r}")
+        manifest = create_manifest(
+            self.node.identity,
+            circle_id=new_circle_id(),
+            epoch=0,
+            name=name,
+            members=self._members_of(member_refs),
+            members_can_post=members_can_post,
+            created=int(time.time()),
+            key=new_epoch_key(),
+        )
+        return await self._save(manifest, "circle.created")
+
+    async def change_circle(
+        self,
+        ref: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        name: str | None = None,
+        members_can_post: bool | None = None,
+    ) -> Manifest:
+        """A new epoch of a circle we own: a fresh key for exactly the new member list."""
+        current = self.resolve_circle(ref)
+        if current.owner != self.node.identity.public.verify_key:
+            raise NotOwnerError(f"only its owner can change the circle {current.name!r}")
+        gone = {bytes(m.verify_key) for m in self._members_of(remove)}
+        not_in = [
+            r
+            for r, m in zip(remove, self._members_of(remove), strict=True)
+            if not current.is_member(m.verify_key)
+        ]
+        if not_in:
+            raise DecodeError(f"not in {current.name!r}: {', '.join(not_in)}")
+        me = bytes(self.node.identity.public.verify_key)
+        kept = [
+            m
+            for m in current.members
+            if bytes(m.verify_key) not in gone and bytes(m.verify_key) != me
+        ]
+        manifest = create_manifest(
+            self.node.identity,
+            circle_id=current.circle_id,
+            epoch=current.epoch + 1,
+            name=name if name is not None else current.name,
+            members=[*kept, *self._members_of(add)],
+            members_can_post=(
+                current.members_can_post if members_can_post is None else members_can_post
+            ),
+            created=int(time.time()),
+            key=new_epoch_key(),
+        )
+        return await self._save(manifest, "circle.changed")
+
+    async def delete_circle(self, ref: str) -> Manifest:
+        """Forget a circle and all its moments on this daemon."""
+        manifest = self.resolve_circle(ref)
+        await self.node.store.run(Store.delete_circle, manifest.circle_id)
+        self._current.pop(manifest.circle_id, None)
+        for slot in [s for s in self._manifests if s[0] == manifest.circle_id]:
+            del self._manifests[slot]
+            self._keys.pop(slot, None)
+        self.node.events.publish(
+            "circle.deleted", id=circle_text(manifest.circle_id), name=manifest.name
+        )
+        return manifest
+
+    def _name_of(self, key: VerifyKey) -> str:
+        raw = bytes(key)
+        if raw == bytes(self.node.identity.public.verify_key):
+            return self.node._name
+        friend = self.node._friends.get(raw)
+        return friend.name if friend else encode_id(raw, IdKind.IDENTITY)[:8]
+
+    def circle_json(self, m: Manifest) -> dict[str, Any]:
+        """A circle as the API shows it."""
+        me = self.node.identity.public.verify_key
+        return {
+            "id": circle_text(m.circle_id),
+            "name": m.name,
+            "epoch": m.epoch,
+            "owner": {
+                "identity": encode_id(bytes(m.owner), IdKind.IDENTITY),
+                "name": self._name_of(m.owner),
+            },
+            "mine": m.owner == me,
+            "members_can_post": m.members_can_post,
+            "members": [
+                {
+                    "identity": encode_id(bytes(x.verify_key), IdKind.IDENTITY),
+                    "name": self._name_of(x.verify_key),
+                }
+                for x in m.members
+            ],
+        }
+
+    # --- moments --------------------------------------------------------------
+
+    async def _publish(self, manifest: Manifest, content: Content) -> Moment:
+        me = bytes(self.node.identity.public.verify_key)
+        seq = await self.node.store.run(Store.next_seq, manifest.circle_id, me)
+        moment = seal_moment(
+            self.node.identity,
+            manifest,
+            self.key_for(manifest),
+            seq=seq,
+            time=int(time.time()),
+            content=content,
+        )
+        await self._store(moment)
+        return moment
+
+    async def _store(self, moment: Moment) -> bool:
+        c = moment.content
+        reply = c.reply_to if c.reply_to is not None else c.target
+        added = await self.node.store.run(
+            Store.add_moment,
+            moment.id,
+            moment.circle_id,
+            bytes(moment.author),
+            moment.seq,
+            moment.time,
+            int(c.kind),
+            reply,
+            c.expires,
+            moment.envelope,
+        )
+        if added and c.kind is Kind.RETRACTION and c.target is not None:
+            await self.node.store.run(Store.retract, c.target)
+            self.node.events.publish("moment.retracted", id=moment_text(c.target))
+        elif added:
+            self.node.events.publish(
+                "moment.added",
+                id=moment_text(moment.id),
+                circle=circle_text(moment.circle_id),
+                kind=c.kind.name.lower(),
+            )
+        return bool(added)
+
+    async def post(self, circle_ref: str, text: str, expires_in: int | None = None) -> Moment:
+        """Post text to a circle; `expires_in` seconds from now, if given."""
+        if not text.strip():
+            raise DecodeError("a moment needs some text")
+        manifest = self.resolve_circle(circle_ref)
+        expires = int(time.time()) + expires_in if expires_in else None
+        return await self._publish(manifest, Content(kind=Kind.POST, text=text, expires=expires))
+
+    async def _target(self, ref: str) -> tuple[Moment, Manifest]:
+        from p2pmoments.node import NotFoundError
+
+        raw = await self._resolve_moment_id(ref)
+        rows = await self.node.store.run(Store.moment_rows, moment_id=raw, now=int(time.time()))
+        if not rows or rows[0][8]:
+            raise NotFoundError(f"no moment {ref!r} (or it was retracted or has expired)")
+        moment = self._open_row(rows[0])
+        manifest = self._current[moment.circle_id]
+        return moment, manifest
+
+    async def comment(self, ref: str, text: str) -> Moment:
+        """Comment on a moment, in its circle."""
+        target, manifest = await self._target(ref)
+        if not text.strip():
+            raise DecodeError("a comment needs some text")
+        return await self._publish(
+            manifest, Content(kind=Kind.COMMENT, text=text, reply_to=target.id)
+        )
+
+    async def react(self, ref: str, emoji: str) -> Moment:
+        """React to a moment with one emoji."""
+        target, manifest = await self._target(ref)
+        return await self._publish(
+            manifest, Content(kind=Kind.REACTION, emoji=emoji.strip(), reply_to=target.id)
+        )
+
+    async def retract(self, ref: str) -> bytes:
+        """Retract one of our moments: its content goes everywhere, a marker stays."""
+        target, manifest = await self._target(ref)
+        if target.author != self.node.identity.public.verify_key:
+            raise NotOwnerError("only its author can retract a moment")
+        await self._publish(manifest, Content(kind=Kind.RETRACTION, target=target.id))
+        return target.id
+
+    async def receive(self, envelope: bytes, sender: bytes | None) -> Moment | None:
+        """Verify and store a moment from a peer; the reason is recorded if rejected."""
+        try:
+            moment = open_moment(envelope, self.manifest_for, self.key_for)
+            c = moment.content
+            for ref in (c.reply_to, c.target):
+                if ref is not None:
+                    rows = await self.node.store.run(Store.moment_rows, moment_id=ref, now=0)
+                    if rows and rows[0][1] != moment.circle_id:
+                        raise RejectedError("it answers a moment of another circle")
+            if c.kind is Kind.RETRACTION and c.target is not None:
+                rows = await self.node.store.run(Store.moment_rows, moment_id=c.target, now=0)
+                if rows and rows[0][2] != bytes(moment.author):
+                    raise RejectedError("only its author can retract a moment")
+        except RejectedError as exc:
+            await self.node.store.run(
+                Store.record_rejection, int(time.time()), exc.reason, len(envelope), sender
+            )
+            log.info("rejected a moment: %s", exc.reason)
+            return None
+        return moment if await self._store(moment) else None
+
+    async def expire(self) -> int:
+        """Delete every expired moment now; returns how many."""
+        count = await self.node.store.run(Store.delete_expired, int(time.time()))
+        if count:
+            self.node.events.publish("moment.expired", count=count)
+        return int(count)
+
+    async def expiry_loop(self) -> None:
+        """Sweep expired moments until cancelled."""
+        while True:
+            await self.expire()
+            await asyncio.sleep(EXPIRY_SWEEP)
+
+    # --- reading ----------------------------------------------------------------
+
+    async def _resolve_moment_id(self, ref: str) -> bytes:
+        from p2pmoments.node import AmbiguousError, NotFoundError
+
+        ref = ref.strip().lower()
+        with contextlib.suppress(DecodeError):
+            return decode_id(ref, IdKind.MOMENT)
+        if len(ref) < 6:
+            raise NotFoundError(f"{ref!r} is not a moment id (give at least 6 characters)")
+        rows = await self.node.store.run(Store.moment_rows, limit=10_000, now=int(time.time()))
+        matches = {r[0] for r in rows if moment_text(r[0]).startswith(ref)}
+        if len(matches) == 1:
+            return bytes(matches.pop())
+        if not matches:
+            raise NotFoundError(f"no moment starts with {ref!r}")
+        raise AmbiguousError(f"{ref!r} matches {len(matches)} moments; give more of the id")
+
+    def _open_row(self, row: tuple[Any, ...]) -> Moment:
+        return open_moment(row[9], self.manifest_for, self.key_for)
+
+    async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A post with its comments and reactions, as the API shows it."""
+        manifest = self._current.get(row[1])
+        base: dict[str, Any] = {
+            "id": moment_text(row[0]),
+            "circle": {"id": circle_text(row[1]), "name": manifest.name if manifest else ""},
+            "author": {
+                "identity": encode_id(row[2], IdKind.IDENTITY),
+                "name": self._name_of(VerifyKey(row[2])),
+            },
+            "time": row[4],
+            "expires": row[7],
+            "retracted": bool(row[8]),
+            "text": "",
+            "comments": [],
+            "reactions": {},
+        }
+        if row[8]:
+            return base
+        moment = self._open_row(row)
+        base["text"] = moment.content.text
+        replies = await self.node.store.run(
+            Store.moment_rows, reply_to=row[0], limit=1000, now=int(time.time())
+        )
+        for reply in sorted(replies, key=lambda r: r[4]):
+            if reply[8] or reply[5] not in (Kind.COMMENT, Kind.REACTION):
+                continue
+            answer = self._open_row(reply)
+            who = self._name_of(answer.author)
+            if answer.content.kind is Kind.COMMENT:
+                base["comments"].append(
+                    {
+                        "id": moment_text(answer.id),
+                        "author": who,
+                        "time": answer.time,
+                        "text": answer.content.text,
+                    }
+                )
+            else:
+                base["reactions"].setdefault(answer.content.emoji, []).append(who)
+        return base
+
+    async def feed(
+        self, circle_ref: str | None, before: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Posts, newest first, with their comments and reactions."""
+        circle_id = self.resolve_circle(circle_ref).circle_id if circle_ref else None
+        rows = await self.node.store.run(
+            Store.moment_rows,
+            circle_id=circle_id,
+            before=before,
+            limit=min(limit, MAX_FEED),
+            now=int(time.time()),
+        )
+        return [await self.moment_json(r) for r in rows]
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        """One moment by id or id prefix."""
+        from p2pmoments.node import NotFoundError
+
+        raw = await self._resolve_moment_id(ref)
+        rows = await self.node.store.run(Store.moment_rows, moment_id=raw, now=int(time.time()))
+        if not rows:
+            raise NotFoundError(f"no moment {ref!r} (or it has expired)")
+        return await self.moment_json(rows[0])
