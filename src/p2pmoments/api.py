@@ -19,6 +19,7 @@ from aiohttp import web
 
 from p2pmoments import qr
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.moments import NotOwnerError, moment_text
 from p2pmoments.node import AmbiguousError, FriendLimitError, Node, NotFoundError
 
 __all__ = ["API_PREFIX", "NODE", "TOKEN", "create_app"]
@@ -348,6 +349,180 @@ async def events(request: web.Request) -> web.Response:
             "gap": gap,
         }
     )
+
+
+@contextlib.contextmanager
+def _moment_errors() -> Iterator[None]:
+    """Map circle and moment errors to API errors."""
+    try:
+        yield
+    except AmbiguousError as exc:
+        raise ApiError(409, "ambiguous", str(exc)) from None
+    except NotFoundError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except NotOwnerError as exc:
+        raise ApiError(403, "not_owner", str(exc)) from None
+    except (DecodeError, ValueError) as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+
+
+def _fields(
+    body: dict[str, Any],
+    allowed: dict[str, type | tuple[type, ...]],
+    required: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    unknown = set(body) - set(allowed)
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown field(s): {', '.join(sorted(unknown))}")
+    for name in required:
+        if name not in body:
+            raise ApiError(400, "bad_request", f"{name} is required")
+    for name, kind in allowed.items():
+        if name in body and not isinstance(body[name], kind):
+            raise ApiError(400, "bad_request", f"{name} has the wrong type")
+        if (
+            name in body
+            and isinstance(body[name], list)
+            and not all(isinstance(x, str) for x in body[name])
+        ):
+            raise ApiError(400, "bad_request", f"{name} must be a list of names or identities")
+    return body
+
+
+@routes.get(f"{API_PREFIX}/circles")
+async def list_circles(request: web.Request) -> web.Response:
+    """The circles we own or belong to."""
+    moments = request.app[NODE].moments
+    return web.json_response({"circles": [moments.circle_json(m) for m in moments.circles()]})
+
+
+@routes.post(f"{API_PREFIX}/circles")
+async def create_circle(request: web.Request) -> web.Response:
+    """A new circle of some of our friends."""
+    body = _fields(
+        await _json_body(request),
+        {"name": str, "members": list, "members_can_post": bool},
+        ("name",),
+    )
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        manifest = await moments.create_circle(
+            body["name"], body.get("members", []), body.get("members_can_post", False)
+        )
+    return web.json_response(moments.circle_json(manifest), status=201)
+
+
+@routes.get(f"{API_PREFIX}/circles/{{ref}}")
+async def get_circle(request: web.Request) -> web.Response:
+    """One circle, by name or id."""
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        manifest = moments.resolve_circle(request.match_info["ref"])
+    return web.json_response(moments.circle_json(manifest))
+
+
+@routes.patch(f"{API_PREFIX}/circles/{{ref}}")
+async def change_circle(request: web.Request) -> web.Response:
+    """Rename, change who may post, add or remove members: a new epoch, a new key."""
+    body = _fields(
+        await _json_body(request),
+        {"name": str, "members_can_post": bool, "add": list, "remove": list},
+    )
+    if not body:
+        raise ApiError(400, "bad_request", "nothing to change")
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        manifest = await moments.change_circle(
+            request.match_info["ref"],
+            add=body.get("add", []),
+            remove=body.get("remove", []),
+            name=body.get("name"),
+            members_can_post=body.get("members_can_post"),
+        )
+    return web.json_response(moments.circle_json(manifest))
+
+
+@routes.delete(f"{API_PREFIX}/circles/{{ref}}")
+async def delete_circle(request: web.Request) -> web.Response:
+    """Forget a circle and its moments on this daemon."""
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        manifest = await moments.delete_circle(request.match_info["ref"])
+    return web.json_response({"deleted": moments.circle_json(manifest)})
+
+
+@routes.get(f"{API_PREFIX}/moments")
+async def feed(request: web.Request) -> web.Response:
+    """Posts, newest first, a page at a time: pass `before` = the last page's `next_before`."""
+    limit = int(_number(request, "limit", 50, 1, 200))
+    before = request.query.get("before")
+    if before is not None and not before.isdigit():
+        raise ApiError(400, "bad_request", "before must be a Unix time")
+    with _moment_errors():
+        items = await request.app[NODE].moments.feed(
+            request.query.get("circle"), int(before) if before else None, limit
+        )
+    return web.json_response(
+        {
+            "moments": items,
+            "next_before": items[-1]["time"] if len(items) == limit else None,
+        }
+    )
+
+
+@routes.post(f"{API_PREFIX}/moments")
+async def post_moment(request: web.Request) -> web.Response:
+    """Post text to a circle."""
+    body = _fields(
+        await _json_body(request),
+        {"circle": str, "text": str, "expires_in": int},
+        ("circle", "text"),
+    )
+    if "expires_in" in body and not 0 < body["expires_in"] <= 10 * 365 * 86400:
+        raise ApiError(400, "bad_request", "expires_in is a number of seconds, up to 10 years")
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        moment = await moments.post(body["circle"], body["text"], body.get("expires_in"))
+        item = await moments.get(moment_text(moment.id))
+    return web.json_response(item, status=201)
+
+
+@routes.get(f"{API_PREFIX}/moments/{{id}}")
+async def get_moment(request: web.Request) -> web.Response:
+    """One post with its comments and reactions."""
+    with _moment_errors():
+        item = await request.app[NODE].moments.get(request.match_info["id"])
+    return web.json_response(item)
+
+
+@routes.delete(f"{API_PREFIX}/moments/{{id}}")
+async def retract_moment(request: web.Request) -> web.Response:
+    """Retract one of our moments: its content is deleted everywhere, a marker stays."""
+    with _moment_errors():
+        target = await request.app[NODE].moments.retract(request.match_info["id"])
+    return web.json_response({"retracted": moment_text(target)})
+
+
+@routes.post(f"{API_PREFIX}/moments/{{id}}/comments")
+async def comment(request: web.Request) -> web.Response:
+    """Comment on a moment; answers with the moment and its comments."""
+    body = _fields(await _json_body(request), {"text": str}, ("text",))
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        answer = await moments.comment(request.match_info["id"], body["text"])
+        item = await moments.get(moment_text(answer.content.reply_to or b""))
+    return web.json_response(item, status=201)
+
+
+@routes.post(f"{API_PREFIX}/moments/{{id}}/reactions")
+async def react(request: web.Request) -> web.Response:
+    """React to a moment with an emoji; answers with the moment and its reactions."""
+    body = _fields(await _json_body(request), {"emoji": str}, ("emoji",))
+    moments = request.app[NODE].moments
+    with _moment_errors():
+        answer = await moments.react(request.match_info["id"], body["emoji"])
+        item = await moments.get(moment_text(answer.content.reply_to or b""))
+    return web.json_response(item, status=201)
 
 
 def create_app(node: Node, token: str) -> web.Application:
