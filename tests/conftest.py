@@ -57,3 +57,13 @@ async def node(home: Paths, identity: Identity) -> AsyncIterator[Node]:
     """A running node on loopback."""
     async with Node(paths=home, config=LOOPBACK, identity=identity) as n:
         yield n
+
+
+@pytest.fixture
+async def pair_of_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """Alice's and Bob's nodes on loopback, not yet friends."""
+    from tests.multinode import make_home, running
+
+    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
+    async with running(alice_home) as alice, running(bob_home) as bob:
+        yield alice, bob

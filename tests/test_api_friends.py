@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,17 +11,10 @@ from aiohttp.test_utils import TestClient
 from p2pmoments.api import API_PREFIX, create_app
 from p2pmoments.core.pairing import decode_link
 from p2pmoments.node import Node
-from tests.multinode import eventually, make_home, running
+from tests.multinode import eventually
 from tests.test_api import AUTH, TOKEN, spec_check
 
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def pair_of_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
-    alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
-    async with running(alice_home) as alice, running(bob_home) as bob:
-        yield alice, bob
 
 
 @pytest.fixture

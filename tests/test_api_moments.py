@@ -12,7 +12,7 @@ from p2pmoments.api import create_app
 from p2pmoments.node import Node
 from tests.multinode import eventually
 from tests.test_api import TOKEN, spec_check
-from tests.test_api_friends import Client, call, pair_of_nodes  # noqa: F401 - fixture
+from tests.test_api_friends import Client, call
 
 
 @pytest.fixture
