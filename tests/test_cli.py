@@ -16,6 +16,9 @@ COMMANDS = [
     ["init"], ["run"], ["status"], ["profile"], ["qr"], ["pair"], ["friends"],
     ["friends", "rename"], ["friends", "remove"], ["friends", "block"], ["friends", "unblock"],
     ["peers"], ["events"], ["service"], ["service", "install"], ["service", "uninstall"],
+    ["circles"], ["circle"], ["circle", "create"], ["circle", "add"], ["circle", "remove"],
+    ["circle", "rename"], ["circle", "delete"], ["post"], ["feed"], ["moment"], ["comment"],
+    ["react"], ["retract"],
 ]  # fmt: skip
 
 

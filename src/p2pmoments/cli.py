@@ -283,6 +283,139 @@ def cmd_events(args: argparse.Namespace, paths: Paths) -> int:
             return EXIT_OK
 
 
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    text = text.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 10m, 2h or 7d")
+    return int(number) * units[unit]
+
+
+def _q(ref: str) -> str:
+    return urllib.parse.quote(ref, safe="")
+
+
+def _print_circle(c: dict[str, Any]) -> None:
+    owner = "yours" if c["mine"] else f"owned by {c['owner']['name']}"
+    posting = "everyone posts" if c["members_can_post"] else "only the owner posts"
+    names = ", ".join(m["name"] for m in c["members"])
+    print(f"{c['name']}  ({owner}; {posting}; {len(c['members'])} members: {names})")
+
+
+def cmd_circles(args: argparse.Namespace, paths: Paths) -> int:
+    circles = ApiClient(paths).call("GET", "/circles")["circles"]
+    if args.json:
+        _print_json(circles)
+    elif not circles:
+        print("No circles yet: p2pmoments circle create family --member Bob")
+    for c in [] if args.json else circles:
+        _print_circle(c)
+    return EXIT_OK
+
+
+def cmd_circle_create(args: argparse.Namespace, paths: Paths) -> int:
+    circle = ApiClient(paths).call(
+        "POST",
+        "/circles",
+        {
+            "name": args.name,
+            "members": args.member or [],
+            "members_can_post": args.members_can_post,
+        },
+    )
+    _print_circle(circle)
+    return EXIT_OK
+
+
+def _circle_change(field: str) -> Command:
+    def run(args: argparse.Namespace, paths: Paths) -> int:
+        value: Any = args.friends if field in ("add", "remove") else args.new_name
+        circle = ApiClient(paths).call("PATCH", f"/circles/{_q(args.circle)}", {field: value})
+        _print_circle(circle)
+        return EXIT_OK
+
+    return run
+
+
+def cmd_circle_delete(args: argparse.Namespace, paths: Paths) -> int:
+    gone = ApiClient(paths).call("DELETE", f"/circles/{_q(args.circle)}")["deleted"]
+    print(f"deleted the circle {gone['name']} and its moments from this device")
+    return EXIT_OK
+
+
+def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
+    when = _when(m["time"])
+    if m["retracted"]:
+        print(
+            f"{indent}[retracted]  {m['author']['name']} in {m['circle']['name']}, {when}  "
+            f"{m['id'][:10]}"
+        )
+        return
+    expires = f", expires {_when(m['expires'])}" if m["expires"] else ""
+    print(
+        f"{indent}{m['author']['name']} in {m['circle']['name']}, {when}{expires}  {m['id'][:10]}"
+    )
+    for line in m["text"].splitlines() or [""]:
+        print(f"{indent}  {line}")
+    if m["reactions"]:
+        print(indent + "  " + "  ".join(f"{e} {len(who)}" for e, who in m["reactions"].items()))
+    for c in m["comments"]:
+        print(f"{indent}  ↳ {c['author']}: {c['text']}")
+
+
+def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
+    body: dict[str, Any] = {"circle": args.circle, "text": args.text}
+    if args.expires:
+        body["expires_in"] = args.expires
+    moment = ApiClient(paths).call("POST", "/moments", body)
+    print(moment["id"])
+    return EXIT_OK
+
+
+def cmd_feed(args: argparse.Namespace, paths: Paths) -> int:
+    query = f"?limit={args.limit}" + (f"&circle={_q(args.circle)}" if args.circle else "")
+    page = ApiClient(paths).call("GET", "/moments" + query)
+    if args.json:
+        _print_json(page["moments"])
+        return EXIT_OK
+    if not page["moments"]:
+        print("Nothing here yet.")
+    for m in page["moments"]:
+        _print_moment(m)
+        print()
+    return EXIT_OK
+
+
+def cmd_moment(args: argparse.Namespace, paths: Paths) -> int:
+    moment = ApiClient(paths).call("GET", f"/moments/{_q(args.id)}")
+    if args.json:
+        _print_json(moment)
+    else:
+        _print_moment(moment)
+    return EXIT_OK
+
+
+def cmd_comment(args: argparse.Namespace, paths: Paths) -> int:
+    _print_moment(
+        ApiClient(paths).call("POST", f"/moments/{_q(args.id)}/comments", {"text": args.text})
+    )
+    return EXIT_OK
+
+
+def cmd_react(args: argparse.Namespace, paths: Paths) -> int:
+    _print_moment(
+        ApiClient(paths).call("POST", f"/moments/{_q(args.id)}/reactions", {"emoji": args.emoji})
+    )
+    return EXIT_OK
+
+
+def cmd_retract(args: argparse.Namespace, paths: Paths) -> int:
+    gone = ApiClient(paths).call("DELETE", f"/moments/{_q(args.id)}")["retracted"]
+    print(f"retracted {gone}")
+    return EXIT_OK
+
+
 def cmd_service_install(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import service
 
@@ -478,6 +611,113 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only events after ID")
     p.add_argument("--follow", action="store_true", help="keep waiting for new events")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    p = add(
+        "circles", cmd_circles, "List your circles and their members.", "p2pmoments circles --json"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "circle",
+        lambda a, p: EXIT_USAGE,
+        "Create, change or delete a circle of friends.",
+        "p2pmoments circle create family --member Bob --member Carol",
+    )
+    circle_sub = p.add_subparsers(dest="circle_command", metavar="ACTION", required=True)
+    q = add(
+        "create",
+        cmd_circle_create,
+        "Create a circle of some of your friends.",
+        "p2pmoments circle create family --member Bob --members-can-post",
+        parent=circle_sub,
+    )
+    q.add_argument("name", help="the circle's name")
+    q.add_argument(
+        "--member",
+        action="append",
+        metavar="FRIEND",
+        help="a friend to include, by name or identity (repeatable)",
+    )
+    q.add_argument(
+        "--members-can-post",
+        action="store_true",
+        help="let every member post (by default only you post; all may comment)",
+    )
+    for action, field, summary in (
+        ("add", "add", "Add friends to a circle (a new key; they see what comes next)."),
+        ("remove", "remove", "Remove members: a new key, so they receive nothing new."),
+    ):
+        q = add(
+            action,
+            _circle_change(field),
+            summary,
+            f"p2pmoments circle {action} family Bob",
+            parent=circle_sub,
+        )
+        q.add_argument("circle", help="the circle's name or id")
+        q.add_argument("friends", nargs="+", metavar="FRIEND", help="name or identity")
+    q = add(
+        "rename",
+        _circle_change("name"),
+        "Rename a circle.",
+        "p2pmoments circle rename family 'family & co'",
+        parent=circle_sub,
+    )
+    q.add_argument("circle", help="the circle's name or id")
+    q.add_argument("new_name", metavar="NAME", help="the new name")
+    q = add(
+        "delete",
+        cmd_circle_delete,
+        "Forget a circle and its moments on this device.",
+        "p2pmoments circle delete family",
+        parent=circle_sub,
+    )
+    q.add_argument("circle", help="the circle's name or id")
+
+    p = add(
+        "post",
+        cmd_post,
+        "Post a moment to a circle; prints its id.",
+        "p2pmoments post --circle family --expires 7d 'first steps!'",
+    )
+    p.add_argument("--circle", required=True, help="the circle's name or id")
+    p.add_argument(
+        "--expires",
+        type=_duration,
+        metavar="DURATION",
+        help="delete it everywhere after this long: 90s, 10m, 2h, 7d, 2w",
+    )
+    p.add_argument("text", help="what to say")
+
+    p = add(
+        "feed",
+        cmd_feed,
+        "Show the newest moments, with comments and reactions.",
+        "p2pmoments feed --circle family",
+    )
+    p.add_argument("--circle", help="only this circle")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 200)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("moment", cmd_moment, "Show one moment.", "p2pmoments moment 3fq2k7")
+    p.add_argument("id", help="the moment's id, or its first characters")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("comment", cmd_comment, "Comment on a moment.", "p2pmoments comment 3fq2k7 'so sweet'")
+    p.add_argument("id", help="the moment's id, or its first characters")
+    p.add_argument("text", help="the comment")
+
+    p = add("react", cmd_react, "React to a moment with an emoji.", "p2pmoments react 3fq2k7 🎉")
+    p.add_argument("id", help="the moment's id, or its first characters")
+    p.add_argument("emoji", help="one emoji")
+
+    p = add(
+        "retract",
+        cmd_retract,
+        "Retract your moment: its content is deleted everywhere.",
+        "p2pmoments retract 3fq2k7",
+    )
+    p.add_argument("id", help="the moment's id, or its first characters")
 
     p = add(
         "service",
