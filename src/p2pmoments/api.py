@@ -7,6 +7,7 @@ must come from our own origin (against CSRF); and all but /health need the token
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -14,10 +15,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from p2pmoments import qr
+from p2pmoments.core.blobs import BlobKind
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.moments import NotOwnerError, moment_text
 from p2pmoments.node import AmbiguousError, FriendLimitError, Node, NotFoundError
@@ -29,7 +32,8 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 NODE = web.AppKey("node", Node)
 TOKEN = web.AppKey("token", str)
-MAX_BODY = 64 * 1024
+MAX_BODY = 64 * 1024  # JSON bodies
+MAX_UPLOAD = 100 * 1024 * 1024  # a post with its photos and files
 PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -136,8 +140,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, "too_large", f"a JSON body is at most {MAX_BODY} bytes")
+    if request.content_length is not None:
+        data = await request.read()  # known to be small; aiohttp keeps it for re-reads
+    else:
+        data = await request.content.read(MAX_BODY + 1)  # chunked: never past the limit
+    if len(data) > MAX_BODY:
+        raise ApiError(413, "too_large", f"a JSON body is at most {MAX_BODY} bytes")
     try:
-        body = await request.json()
+        body = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "bad_request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -472,19 +484,95 @@ async def feed(request: web.Request) -> web.Response:
 
 @routes.post(f"{API_PREFIX}/moments")
 async def post_moment(request: web.Request) -> web.Response:
-    """Post text to a circle."""
-    body = _fields(
-        await _json_body(request),
-        {"circle": str, "text": str, "expires_in": int},
-        ("circle", "text"),
-    )
+    """Post to a circle: JSON for text, or multipart/form-data with photos and files."""
+    if request.content_type == "multipart/form-data":
+        body, photos, files = await _multipart(request)
+        required: tuple[str, ...] = ("circle",)
+    else:
+        body, photos, files = await _json_body(request), [], []
+        required = ("circle", "text")  # with JSON there can be nothing else to post
+    _fields(body, {"circle": str, "text": str, "expires_in": int}, required)
     if "expires_in" in body and not 0 < body["expires_in"] <= 10 * 365 * 86400:
         raise ApiError(400, "bad_request", "expires_in is a number of seconds, up to 10 years")
     moments = request.app[NODE].moments
     with _moment_errors():
-        moment = await moments.post(body["circle"], body["text"], body.get("expires_in"))
+        moment = await moments.post(
+            body["circle"], body.get("text", ""), body.get("expires_in"), photos=photos, files=files
+        )
         item = await moments.get(moment_text(moment.id))
     return web.json_response(item, status=201)
+
+
+async def _multipart(
+    request: web.Request,
+) -> tuple[dict[str, Any], list[bytes], list[tuple[str, bytes, str]]]:
+    """Fields circle, text, expires_in; parts named photo and file (repeatable)."""
+    body: dict[str, Any] = {}
+    photos: list[bytes] = []
+    files: list[tuple[str, bytes, str]] = []
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise ApiError(400, "bad_request", "nested multipart is not accepted")
+        data = await part.read()
+        total += len(data)
+        if total > MAX_UPLOAD:
+            raise ApiError(413, "too_large", f"a post is at most {MAX_UPLOAD >> 20} MiB in all")
+        if part.name == "photo":
+            photos.append(bytes(data))
+        elif part.name == "file":
+            media_type = part.headers.get("Content-Type", "application/octet-stream")
+            files.append((part.filename or "file", bytes(data), media_type))
+        elif part.name in ("circle", "text"):
+            body[part.name] = data.decode("utf-8", errors="strict")
+        elif part.name == "expires_in":
+            if not data.isdigit():
+                raise ApiError(400, "bad_request", "expires_in is a number of seconds")
+            body["expires_in"] = int(data)
+        else:
+            raise ApiError(400, "bad_request", f"unknown part {part.name!r}")
+    return body, photos, files
+
+
+async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> web.StreamResponse:
+    moments = request.app[NODE].moments
+    n_text = request.match_info["n"]
+    if not n_text.isdigit():
+        raise ApiError(400, "bad_request", "photos and files are numbered from 1")
+    with _moment_errors():
+        ref = await moments.blob(request.match_info["id"], kind, int(n_text), thumbnail)
+        await asyncio.to_thread(moments.check_chunks, ref)  # errors stay JSON until here
+    response = web.StreamResponse(
+        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    )
+    response.content_type = ref.media_type
+    response.content_length = ref.size
+    if kind is BlobKind.FILE:
+        response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(ref.name)}"
+    await response.prepare(request)
+    for index in range(len(ref.chunks)):
+        await response.write(await asyncio.to_thread(moments.read_chunk, ref, index))
+    await response.write_eof()
+    return response
+
+
+@routes.get(f"{API_PREFIX}/moments/{{id}}/photos/{{n}}")
+async def get_photo(request: web.Request) -> web.StreamResponse:
+    """The n-th photo of a moment (from 1), as posted (location removed)."""
+    return await _send_blob(request, BlobKind.PHOTO, thumbnail=False)
+
+
+@routes.get(f"{API_PREFIX}/moments/{{id}}/photos/{{n}}/thumbnail")
+async def get_thumbnail(request: web.Request) -> web.StreamResponse:
+    """The n-th photo's thumbnail: a JPEG at most 320 pixels on its longer side."""
+    return await _send_blob(request, BlobKind.PHOTO, thumbnail=True)
+
+
+@routes.get(f"{API_PREFIX}/moments/{{id}}/files/{{n}}")
+async def get_file(request: web.Request) -> web.StreamResponse:
+    """The n-th file of a moment (from 1)."""
+    return await _send_blob(request, BlobKind.FILE, thumbnail=False)
 
 
 @routes.get(f"{API_PREFIX}/moments/{{id}}")
@@ -529,7 +617,7 @@ def create_app(node: Node, token: str) -> web.Application:
     """The control API application for `node`, guarded by `token`."""
     app = web.Application(
         middlewares=[errors_middleware, host_middleware, origin_middleware, auth_middleware],
-        client_max_size=MAX_BODY,
+        client_max_size=MAX_UPLOAD,
     )
     app[NODE] = node
     app[TOKEN] = token

@@ -118,6 +118,7 @@ class Config:
     log_level: str = "info"
     max_friends: int = 150
     pairing_ttl: int = 600
+    keep_location: bool = False
     peers: tuple[StaticPeer, ...] = ()
 
     def with_overrides(self, **changes: Any) -> Config:
@@ -184,6 +185,7 @@ _KEYS = {
     ("network", "peers"): ("peers", _peers),
     ("friends", "max"): ("max_friends", _int),
     ("pairing", "ttl"): ("pairing_ttl", _int),
+    ("photos", "keep_location"): ("keep_location", _bool),
     ("api", "listen"): ("api_listen", _address),
     ("log", "level"): ("log_level", _log_level),
 }
@@ -237,6 +239,8 @@ def default_config_text() -> str:
         "# max = 150\n\n"
         "[pairing]\n"
         "# ttl = 600\n\n"
+        "[photos]\n"
+        "# keep_location = false\n\n"
         "[api]\n"
         f'# listen = "127.0.0.1:{DEFAULT_API_PORT}"\n\n'
         "[log]\n"

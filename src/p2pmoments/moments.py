@@ -14,6 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from p2pmoments.blobstore import BlobStore
+from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref, decrypt_chunk, encrypt_blob
 from p2pmoments.core.circles import (
     Content,
     Kind,
@@ -32,6 +34,7 @@ from p2pmoments.core.circles import (
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
+from p2pmoments.media import prepare_photo
 from p2pmoments.store import Store
 
 if TYPE_CHECKING:
@@ -67,6 +70,7 @@ class Moments:
         self._manifests: dict[tuple[bytes, int], Manifest] = {}
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
+        self.blobs = BlobStore(node.paths.blob_dir)
 
     async def load(self) -> None:
         """Read every manifest from the store."""
@@ -214,7 +218,8 @@ class Moments:
     async def delete_circle(self, ref: str) -> Manifest:
         """Forget a circle and all its moments on this daemon."""
         manifest = self.resolve_circle(ref)
-        await self.node.store.run(Store.delete_circle, manifest.circle_id)
+        freed = await self.node.store.run(Store.delete_circle, manifest.circle_id)
+        await asyncio.to_thread(self.blobs.delete, freed)
         self._current.pop(manifest.circle_id, None)
         for slot in [s for s in self._manifests if s[0] == manifest.circle_id]:
             del self._manifests[slot]
@@ -272,6 +277,7 @@ class Moments:
     async def _store(self, moment: Moment) -> bool:
         c = moment.content
         reply = c.reply_to if c.reply_to is not None else c.target
+        chunks = [a for ref in _refs(c) for a in _addresses(ref)]
         added = await self.node.store.run(
             Store.add_moment,
             moment.id,
@@ -283,9 +289,11 @@ class Moments:
             reply,
             c.expires,
             moment.envelope,
+            chunks,
         )
         if added and c.kind is Kind.RETRACTION and c.target is not None:
-            await self.node.store.run(Store.retract, c.target)
+            freed = await self.node.store.run(Store.retract, c.target)
+            await asyncio.to_thread(self.blobs.delete, freed)
             self.node.events.publish("moment.retracted", id=moment_text(c.target))
         elif added:
             self.node.events.publish(
@@ -296,13 +304,90 @@ class Moments:
             )
         return bool(added)
 
-    async def post(self, circle_ref: str, text: str, expires_in: int | None = None) -> Moment:
-        """Post text to a circle; `expires_in` seconds from now, if given."""
-        if not text.strip():
-            raise DecodeError("a moment needs some text")
+    async def post(
+        self,
+        circle_ref: str,
+        text: str,
+        expires_in: int | None = None,
+        *,
+        photos: Sequence[bytes] = (),
+        files: Sequence[tuple[str, bytes, str]] = (),
+    ) -> Moment:
+        """Post text, photos and files (name, data, media type) to a circle."""
+        if not text.strip() and not photos and not files:
+            raise DecodeError("a moment needs some text, a photo or a file")
         manifest = self.resolve_circle(circle_ref)
         expires = int(time.time()) + expires_in if expires_in else None
-        return await self._publish(manifest, Content(kind=Kind.POST, text=text, expires=expires))
+        refs = await asyncio.to_thread(self._make_blobs, photos, files)
+        return await self._publish(
+            manifest,
+            Content(
+                kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
+            ),
+        )
+
+    def _make_blobs(
+        self, photos: Sequence[bytes], files: Sequence[tuple[str, bytes, str]]
+    ) -> list[BlobRef]:
+        """Prepare, encrypt and store the blobs of a new moment (blocking: run off-loop)."""
+        refs = []
+        keep = self.node.config.keep_location
+        for data in photos:
+            photo = prepare_photo(data, keep_location=keep)
+            thumb, thumb_chunks = encrypt_blob(
+                photo.thumbnail,
+                kind=BlobKind.PHOTO,
+                media_type="image/jpeg",
+                width=photo.thumb_width,
+                height=photo.thumb_height,
+            )
+            full, full_chunks = encrypt_blob(
+                photo.data,
+                kind=BlobKind.PHOTO,
+                media_type=photo.media_type,
+                width=photo.width,
+                height=photo.height,
+                thumbnail=thumb,
+            )
+            self.blobs.put_many(thumb_chunks + full_chunks)
+            refs.append(full)
+        for name, data, media_type in files:
+            ref, chunks = encrypt_blob(
+                data, kind=BlobKind.FILE, media_type=media_type, name=name[:255]
+            )
+            self.blobs.put_many(chunks)
+            refs.append(ref)
+        return refs
+
+    async def blob(self, ref: str, kind: BlobKind, n: int, thumbnail: bool) -> BlobRef:
+        """The n-th (from 1) photo or file of a moment, or its thumbnail."""
+        from p2pmoments.node import NotFoundError
+
+        target, _ = await self._target(ref)
+        found = [r for r in _refs(target.content) if r.kind is kind]
+        if not 1 <= n <= len(found):
+            what = "photo" if kind is BlobKind.PHOTO else "file"
+            raise NotFoundError(f"this moment has {len(found)} {what}(s); there is no {what} {n}")
+        chosen = found[n - 1]
+        if thumbnail:
+            if chosen.thumbnail is None:
+                raise NotFoundError("this photo has no thumbnail")
+            return chosen.thumbnail
+        return chosen
+
+    def check_chunks(self, ref: BlobRef) -> None:
+        """NotFoundError unless every chunk of the blob is here (blocking)."""
+        from p2pmoments.node import NotFoundError
+
+        if not all(self.blobs.has(address) for address in ref.chunks):
+            raise NotFoundError("part of this photo or file has not arrived yet")
+
+    def read_chunk(self, ref: BlobRef, index: int) -> bytes:
+        """One verified, decrypted chunk of a blob we hold (blocking)."""
+        ciphertext = self.blobs.get(ref.chunks[index])
+        if ciphertext is None:
+            raise DecodeError("a chunk went missing")
+        return decrypt_chunk(ref, index, ciphertext)
 
     async def _target(self, ref: str) -> tuple[Moment, Manifest]:
         from p2pmoments.node import NotFoundError
@@ -363,7 +448,8 @@ class Moments:
 
     async def expire(self) -> int:
         """Delete every expired moment now; returns how many."""
-        count = await self.node.store.run(Store.delete_expired, int(time.time()))
+        count, freed = await self.node.store.run(Store.delete_expired, int(time.time()))
+        await asyncio.to_thread(self.blobs.delete, freed)
         if count:
             self.node.events.publish("moment.expired", count=count)
         return int(count)
@@ -411,11 +497,33 @@ class Moments:
             "text": "",
             "comments": [],
             "reactions": {},
+            "photos": [],
+            "files": [],
         }
         if row[8]:
             return base
         moment = self._open_row(row)
         base["text"] = moment.content.text
+        for ref in _refs(moment.content):
+            if ref.kind is BlobKind.PHOTO:
+                base["photos"].append(
+                    {
+                        "n": len(base["photos"]) + 1,
+                        "type": ref.media_type,
+                        "width": ref.width,
+                        "height": ref.height,
+                        "size": ref.size,
+                    }
+                )
+            else:
+                base["files"].append(
+                    {
+                        "n": len(base["files"]) + 1,
+                        "name": ref.name,
+                        "type": ref.media_type,
+                        "size": ref.size,
+                    }
+                )
         replies = await self.node.store.run(
             Store.moment_rows, reply_to=row[0], limit=1000, now=int(time.time())
         )
@@ -460,3 +568,13 @@ class Moments:
         if not rows:
             raise NotFoundError(f"no moment {ref!r} (or it has expired)")
         return await self.moment_json(rows[0])
+
+
+def _refs(content: Content) -> list[BlobRef]:
+    """The blob references of a content (already checked by open_moment)."""
+    return [decode_ref(raw) for raw in content.blobs]
+
+
+def _addresses(ref: BlobRef) -> list[bytes]:
+    """Every chunk address of a blob, its thumbnail's included."""
+    return [*ref.chunks, *(_addresses(ref.thumbnail) if ref.thumbnail else [])]

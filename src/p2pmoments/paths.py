@@ -47,6 +47,11 @@ class Paths:
         return self.data_dir / "p2pmoments.db"
 
     @property
+    def blob_dir(self) -> Path:
+        """Encrypted chunks of photos and files."""
+        return self.data_dir / "blobs"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: its pid and addresses, for clients to find it."""
         return self.data_dir / "daemon.json"

@@ -12,7 +12,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,6 +102,12 @@ MIGRATIONS: tuple[str, ...] = (
         envelope  BLOB NOT NULL,
         UNIQUE (circle_id, author, seq)
     ) STRICT;
+    CREATE TABLE moment_chunks (
+        moment_id BLOB NOT NULL,
+        address   BLOB NOT NULL CHECK (length(address) = 32),
+        PRIMARY KEY (moment_id, address)
+    ) STRICT;
+    CREATE INDEX chunks_by_address ON moment_chunks (address);
     CREATE INDEX moments_by_circle ON moments (circle_id, created);
     CREATE INDEX moments_by_reply ON moments (reply_to);
     CREATE TABLE rejected (
@@ -460,11 +466,19 @@ class Store:
         """The current manifest of each circle."""
         return [r[0] for r in self._conn.execute("SELECT manifest FROM circles ORDER BY name")]
 
-    def delete_circle(self, circle_id: bytes) -> None:
-        """Forget a circle, its manifests and every moment in it."""
+    def delete_circle(self, circle_id: bytes) -> list[bytes]:
+        """Forget a circle, its manifests and every moment in it; returns freed chunks."""
         with self._transaction() as conn:
-            for table in ("moments", "manifests", "circles"):
-                conn.execute(f"DELETE FROM {table} WHERE circle_id = ?", (circle_id,))  # noqa: S608
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT moment_id FROM moments WHERE circle_id = ?", (circle_id,)
+                )
+            ]
+            freed = self._delete_moments(conn, ids)
+            conn.execute("DELETE FROM manifests WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+        return freed
 
     def add_moment(
         self,
@@ -477,15 +491,42 @@ class Store:
         reply_to: bytes | None,
         expires: int | None,
         envelope: bytes,
+        chunks: Sequence[bytes] = (),
     ) -> bool:
-        """Store a verified moment; False if it (or its sequence slot) is already there."""
+        """Store a verified moment and which blob chunks it uses; False if already there."""
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created, kind,"
                 " reply_to, expires, envelope) VALUES (?,?,?,?,?,?,?,?,?)",
                 (moment_id, circle_id, author, seq, created, kind, reply_to, expires, envelope),
             )
-        return cursor.rowcount == 1
+            added = cursor.rowcount == 1
+            if added:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
+                    [(moment_id, a) for a in chunks],
+                )
+        return added
+
+    @staticmethod
+    def _delete_moments(conn: sqlite3.Connection, moment_ids: Sequence[bytes]) -> list[bytes]:
+        """Delete moments and their chunk records; returns chunks nothing else uses."""
+        freed: set[bytes] = set()
+        for moment_id in moment_ids:
+            freed.update(
+                r[0]
+                for r in conn.execute(
+                    "SELECT address FROM moment_chunks WHERE moment_id = ?", (moment_id,)
+                )
+            )
+            conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
+            conn.execute("DELETE FROM moments WHERE moment_id = ?", (moment_id,))
+        return [
+            a
+            for a in freed
+            if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
+            is None
+        ]
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""
@@ -529,22 +570,56 @@ class Store:
         sql += " ORDER BY created DESC, moment_id LIMIT ?"
         return list(self._conn.execute(sql, (*args, limit)))
 
-    def retract(self, moment_id: bytes) -> None:
-        """Delete a moment's content, keep a retracted marker; its comments go too."""
+    def retract(self, moment_id: bytes) -> list[bytes]:
+        """Delete a moment's content, keep a retracted marker; its comments go too.
+
+        Returns the blob chunks nothing uses any more, for the caller to delete."""
         with self._transaction() as conn:
+            replies = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT moment_id FROM moments WHERE reply_to = ?", (moment_id,)
+                )
+            ]
+            freed = self._delete_moments(conn, replies)
+            chunks = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT address FROM moment_chunks WHERE moment_id = ?", (moment_id,)
+                )
+            ]
+            conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
             conn.execute(
                 "UPDATE moments SET retracted = 1, envelope = x'' WHERE moment_id = ?",
                 (moment_id,),
             )
-            conn.execute("DELETE FROM moments WHERE reply_to = ?", (moment_id,))
+            freed += [
+                a
+                for a in chunks
+                if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
+                is None
+            ]
+        return freed
 
-    def delete_expired(self, now: int) -> int:
-        """Delete every moment whose expiry has passed; returns how many."""
+    def delete_expired(self, now: int) -> tuple[int, list[bytes]]:
+        """Delete every moment whose expiry has passed, and what answers it.
+
+        Returns how many went, and the blob chunks nothing uses any more."""
         with self._transaction() as conn:
-            cursor = conn.execute(
-                "DELETE FROM moments WHERE expires IS NOT NULL AND expires <= ?", (now,)
-            )
-        return cursor.rowcount
+            gone = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT moment_id FROM moments WHERE expires IS NOT NULL AND expires <= ?",
+                    (now,),
+                )
+            ]
+            replies = [
+                r[0]
+                for g in gone
+                for r in conn.execute("SELECT moment_id FROM moments WHERE reply_to = ?", (g,))
+            ]
+            freed = self._delete_moments(conn, gone + replies)
+        return len(gone), freed
 
     def record_rejection(self, now: int, reason: str, size: int, sender: bytes | None) -> None:
         """Remember why something a peer sent was not stored (bounded to the last 1000)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pmoments.core import wire
+from p2pmoments.core.blobs import decode_ref
 from p2pmoments.core.crypto import (
     BadSignatureError,
     CryptoError,
@@ -440,6 +441,11 @@ def open_moment(
     blobs = fields.get(8, [])
     if type(blobs) is not list or not all(type(b) is dict for b in blobs):
         raise RejectedError("malformed blob list")
+    for raw in blobs:
+        try:
+            decode_ref(raw)
+        except DecodeError as exc:
+            raise RejectedError(f"malformed photo or file reference: {exc}") from None
     content = Content(
         kind=kind,
         text=_opt(fields, 3, str, ""),
