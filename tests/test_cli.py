@@ -18,7 +18,7 @@ COMMANDS = [
     ["peers"], ["events"], ["service"], ["service", "install"], ["service", "uninstall"],
     ["circles"], ["circle"], ["circle", "create"], ["circle", "add"], ["circle", "remove"],
     ["circle", "rename"], ["circle", "delete"], ["post"], ["feed"], ["moment"], ["comment"],
-    ["react"], ["retract"],
+    ["react"], ["retract"], ["photo"], ["file"],
 ]  # fmt: skip
 
 

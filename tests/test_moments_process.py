@@ -83,3 +83,55 @@ def test_bad_input_to_moment_commands(tmp_path: Path, daemons: list[Daemon]) -> 
     no_friend = cli(home, "circle", "create", "family", "--member", "Zed")
     assert no_friend.returncode == 1
     assert "no friend is called" in no_friend.stderr
+
+
+def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon]) -> None:
+    from PIL import Image
+
+    from tests.photos import has_location, photo_with_location, pixels
+
+    home = tmp_path / "alice"
+    assert cli(home, "init", "--name", "Alice").returncode == 0
+    daemons.append(Daemon(home))
+    daemons[-1].wait_ready()
+    assert cli(home, "circle", "create", "family").returncode == 0
+    original = tmp_path / "beach.jpg"
+    original.write_bytes(photo_with_location(1600, 1200))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("sunscreen\n")
+    posted = cli(
+        home,
+        "post",
+        "--circle",
+        "family",
+        "--photo",
+        str(original),
+        "--file",
+        str(notes),
+        "at the beach",
+    )
+    assert posted.returncode == 0, posted.stderr
+    moment_id = posted.stdout.strip()
+
+    full, thumb, file = tmp_path / "full.jpg", tmp_path / "thumb.jpg", tmp_path / "got.txt"
+    assert cli(home, "photo", moment_id[:8], "-o", str(full)).returncode == 0
+    assert cli(home, "photo", moment_id[:8], "1", "--thumbnail", "-o", str(thumb)).returncode == 0
+    assert cli(home, "file", moment_id[:8], "-o", str(file)).returncode == 0
+    assert not has_location(full.read_bytes())
+    assert pixels(full.read_bytes()) == pixels(original.read_bytes())
+    assert Image.open(thumb).size == (320, 240)
+    assert file.read_text() == "sunscreen\n"
+    shown = json.loads(cli(home, "moment", moment_id, "--json").stdout)
+    assert shown["photos"] == [
+        {"n": 1, "type": "image/jpeg", "width": 1600, "height": 1200, "size": full.stat().st_size}
+    ]
+    assert shown["files"][0]["name"] == "notes.txt"
+
+    blobs = home / "data" / "blobs"
+    assert any(blobs.rglob("*"))
+    stored = b"".join(p.read_bytes() for p in blobs.rglob("*") if p.is_file())
+    assert b"sunscreen" not in stored  # kept encrypted on disk
+    assert cli(home, "retract", moment_id[:8]).returncode == 0
+    assert not [p for p in blobs.rglob("*") if p.is_file()]  # retraction deletes the blobs
+    missing = cli(home, "photo", moment_id[:8], "-o", str(full))
+    assert missing.returncode == 1

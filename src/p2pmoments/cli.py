@@ -364,13 +364,55 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
         print(f"{indent}  ↳ {c['author']}: {c['text']}")
 
 
+def _read_upload(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise P2PMomentsError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
-    body: dict[str, Any] = {"circle": args.circle, "text": args.text}
-    if args.expires:
-        body["expires_in"] = args.expires
-    moment = ApiClient(paths).call("POST", "/moments", body)
+    import mimetypes
+
+    client = ApiClient(paths)
+    if not args.photo and not args.file:
+        body: dict[str, Any] = {"circle": args.circle, "text": args.text or ""}
+        if args.expires:
+            body["expires_in"] = args.expires
+        moment = client.call("POST", "/moments", body)
+    else:
+        fields = {"circle": args.circle, "text": args.text or ""}
+        if args.expires:
+            fields["expires_in"] = str(args.expires)
+        uploads = [
+            ("photo", Path(p).name, _read_upload(p), "application/octet-stream")
+            for p in args.photo or []
+        ]
+        uploads += [
+            (
+                "file",
+                Path(f).name,
+                _read_upload(f),
+                mimetypes.guess_type(f)[0] or "application/octet-stream",
+            )
+            for f in args.file or []
+        ]
+        moment = client.post_multipart("/moments", fields, uploads)
     print(moment["id"])
     return EXIT_OK
+
+
+def _download(kind: str) -> Command:
+    def run(args: argparse.Namespace, paths: Paths) -> int:
+        from p2pmoments.home import write_file_atomically
+
+        suffix = "/thumbnail" if getattr(args, "thumbnail", False) else ""
+        data = ApiClient(paths).download(f"/moments/{_q(args.id)}/{kind}/{args.n}{suffix}")
+        write_file_atomically(Path(args.output), data, mode=0o600)
+        print(f"wrote {args.output} ({len(data)} bytes)")
+        return EXIT_OK
+
+    return run
 
 
 def cmd_feed(args: argparse.Namespace, paths: Paths) -> int:
@@ -678,16 +720,44 @@ def _parser() -> argparse.ArgumentParser:
         "post",
         cmd_post,
         "Post a moment to a circle; prints its id.",
-        "p2pmoments post --circle family --expires 7d 'first steps!'",
+        "p2pmoments post --circle family --photo beach.jpg --expires 7d 'first steps!'",
     )
     p.add_argument("--circle", required=True, help="the circle's name or id")
+    p.add_argument(
+        "--photo",
+        action="append",
+        metavar="FILE",
+        help="a photo (repeatable); its location is removed unless photos.keep_location is set",
+    )
+    p.add_argument("--file", action="append", metavar="FILE", help="any file (repeatable)")
     p.add_argument(
         "--expires",
         type=_duration,
         metavar="DURATION",
         help="delete it everywhere after this long: 90s, 10m, 2h, 7d, 2w",
     )
-    p.add_argument("text", help="what to say")
+    p.add_argument("text", nargs="?", default="", help="what to say")
+
+    p = add(
+        "photo",
+        _download("photos"),
+        "Save a moment's photo (or its thumbnail) to a file.",
+        "p2pmoments photo 3fq2k7 2 -o beach.jpg",
+    )
+    p.add_argument("id", help="the moment's id, or its first characters")
+    p.add_argument("n", nargs="?", type=int, default=1, help="which photo, from 1 (default 1)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to save it")
+    p.add_argument("--thumbnail", action="store_true", help="the thumbnail, not the photo")
+
+    p = add(
+        "file",
+        _download("files"),
+        "Save a file attached to a moment.",
+        "p2pmoments file 3fq2k7 -o report.pdf",
+    )
+    p.add_argument("id", help="the moment's id, or its first characters")
+    p.add_argument("n", nargs="?", type=int, default=1, help="which file, from 1 (default 1)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="where to save it")
 
     p = add(
         "feed",

@@ -7,6 +7,7 @@ through the running daemon's API, found through daemon.json.
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.error
 import urllib.request
 from typing import Any
@@ -52,15 +53,44 @@ class ApiClient:
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Make one request and return the decoded JSON answer."""
         data = None if body is None else json.dumps(body).encode()
+        content_type = None if data is None else "application/json"
+        return json.loads(self._send(method, path, data, content_type) or b"null")
+
+    def post_multipart(
+        self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes, str]]
+    ) -> Any:
+        """POST multipart/form-data: fields, and files as (part name, filename, data, type)."""
+        boundary = secrets.token_hex(16)
+        out = bytearray()
+        for name, value in fields.items():
+            out += (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            ).encode()
+        for name, filename, data, media_type in files:
+            safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+            out += (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                f'filename="{safe}"\r\nContent-Type: {media_type}\r\n\r\n'
+            ).encode()
+            out += data + b"\r\n"
+        out += f"--{boundary}--\r\n".encode()
+        answer = self._send("POST", path, bytes(out), f"multipart/form-data; boundary={boundary}")
+        return json.loads(answer)
+
+    def download(self, path: str) -> bytes:
+        """GET raw bytes (a photo or a file)."""
+        return self._send("GET", path, None, None)
+
+    def _send(self, method: str, path: str, data: bytes | None, content_type: str | None) -> bytes:
         request = urllib.request.Request(  # noqa: S310 - the URL is our own loopback API
             self.base_url + path, data=data, method=method
         )
         request.add_header("Authorization", f"Bearer {self._token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        if content_type is not None:
+            request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-                return json.loads(response.read() or b"null")
+                return bytes(response.read())
         except urllib.error.HTTPError as exc:
             try:
                 error = json.loads(exc.read())["error"]
