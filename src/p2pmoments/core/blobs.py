@@ -86,11 +86,15 @@ def _chunk_count(size: int) -> int:
     return max(1, -(-size // CHUNK_SIZE))
 
 
-def encrypt_blob(data: bytes, **meta: Any) -> tuple[BlobRef, list[tuple[bytes, bytes]]]:
-    """A new blob of `data`: its reference and its (address, ciphertext) chunks."""
+def encrypt_blob(
+    data: bytes, key: bytes | None = None, **meta: Any
+) -> tuple[BlobRef, list[tuple[bytes, bytes]]]:
+    """A new blob of `data`: its reference and its (address, ciphertext) chunks.
+
+    `key` is for the worked examples of spec/moments.md only; leave it out."""
     if len(data) > MAX_BLOB:
         raise DecodeError(f"a photo or file is at most {MAX_BLOB // (1 << 20)} MiB")
-    key = random_bytes(32)
+    key = random_bytes(32) if key is None else key
     ad = len(data).to_bytes(8, "big")
     chunks = []
     for i in range(_chunk_count(len(data))):

@@ -317,14 +317,17 @@ def seal_moment(
     seq: int,
     time: int,
     content: Content,
+    nonce: bytes | None = None,
 ) -> Moment:
-    """Encrypt and sign a moment for the circle of `manifest` at its epoch."""
+    """Encrypt and sign a moment for the circle of `manifest` at its epoch.
+
+    `nonce` is for the worked examples of spec/moments.md only; leave it out."""
     _check_content(content)
     if not manifest.may_post(author.public.verify_key) and content.kind is Kind.POST:
         raise RejectedError("only the owner may post in this circle")
     if not manifest.is_member(author.public.verify_key):
         raise RejectedError("the author is not a member of this circle")
-    nonce = random_bytes(NONCE_LEN)
+    nonce = random_bytes(NONCE_LEN) if nonce is None else nonce
     header: dict[int, Any] = {
         1: VERSION,
         2: manifest.circle_id,
