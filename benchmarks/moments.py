@@ -1,0 +1,168 @@
+"""Posting benchmarks for issue 5, each beside the raw crypto cost measured in the same run.
+
+    .venv/bin/python benchmarks/moments.py [--json FILE]
+
+Moments posted per second through the API of a real daemon process (text only,
+and with a 3 MB photo), beside what PyNaCl alone takes for the same
+cryptographic work (sign, encrypt, hash), so the ratio shows what the daemon adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from p2pmoments.core.blobs import encrypt_blob
+from p2pmoments.core.crypto import SigningKey, random_bytes, xaead_encrypt
+
+TEXT_POSTS = 300
+PHOTO_POSTS = 15
+
+
+def photo_of_about(size: int) -> bytes:
+    side = 1000
+    while True:
+        out = io.BytesIO()
+        Image.effect_noise((side, side * 3 // 4), 40).convert("RGB").save(out, "JPEG", quality=95)
+        if out.tell() >= size:
+            return out.getvalue()
+        side = int(side * 1.05)
+
+
+def p2pm(home: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pmoments", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
+async def post_many(api: str, token: str, n: int, photo: bytes | None) -> float:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        start = time.perf_counter()
+        for i in range(n):
+            if photo is None:
+                async with session.post(
+                    f"{api}/moments", json={"circle": "bench", "text": f"moment {i}"}
+                ) as r:
+                    assert r.status == 201, await r.text()
+            else:
+                form = aiohttp.FormData()
+                form.add_field("circle", "bench")
+                form.add_field("text", f"photo {i}")
+                form.add_field("photo", photo, filename="p.jpg", content_type="image/jpeg")
+                async with session.post(f"{api}/moments", data=form) as r:
+                    assert r.status == 201, await r.text()
+        return n / (time.perf_counter() - start)
+
+
+def raw_text_rate(n: int = 3000) -> float:
+    key, signer = random_bytes(32), SigningKey.generate()
+    start = time.perf_counter()
+    for i in range(n):
+        ct = xaead_encrypt(key, random_bytes(24), b"h" * 120, f"moment {i}".encode() + b"x" * 40)
+        signer.sign(b"b" * 200 + ct)
+    return n / (time.perf_counter() - start)
+
+
+def raw_photo_rate(photo: bytes, n: int = 20) -> float:
+    signer = SigningKey.generate()
+    start = time.perf_counter()
+    for _ in range(n):
+        ref, _chunks = encrypt_blob(photo, kind=1, media_type="image/jpeg")  # type: ignore[arg-type]
+        encrypt_blob(photo[:20_000], kind=1, media_type="image/jpeg")  # type: ignore[arg-type]
+        signer.sign(b"b" * 600)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    photo = photo_of_about(3_000_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "bench"
+        p2pm(home, "init", "--name", "Bench")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "p2pmoments",
+                "--home",
+                str(home),
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--api",
+                "127.0.0.1:0",
+                "--no-mdns",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (home / "data" / "daemon.json").exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the daemon did not start")
+                time.sleep(0.01)
+            time.sleep(0.2)
+            api = json.loads((home / "data" / "daemon.json").read_text())["api_url"]
+            token = (home / "data" / "api.token").read_text().strip()
+            p2pm(home, "circle", "create", "bench")
+            text = asyncio.run(post_many(api, token, TEXT_POSTS, None))
+            photos = asyncio.run(post_many(api, token, PHOTO_POSTS, photo))
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    rows = [
+        (
+            "text moments posted/s through the API",
+            text,
+            "raw crypto (encrypt+sign)/s",
+            raw_text_rate(),
+        ),
+        (
+            f"{len(photo) / 1e6:.1f} MB photo moments posted/s",
+            photos,
+            "raw crypto (blob+thumb+sign)/s",
+            raw_photo_rate(photo),
+        ),
+    ]
+    print(f"{'figure':42} {'value':>9}   {'baseline':32} {'value':>9}  ratio")
+    for name, value, base_name, base in rows:
+        print(f"{name:42} {value:9.1f}   {base_name:32} {base:9.1f}  {base / value:5.1f}x")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                [
+                    dict(zip(("figure", "value", "baseline", "baseline_value"), r, strict=True))
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
