@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from p2pmoments.core.blobs import encrypt_blob
+from p2pmoments.core.blobs import BlobKind, encrypt_blob
 from p2pmoments.core.crypto import SigningKey, random_bytes, xaead_encrypt
 
 TEXT_POSTS = 300
@@ -86,8 +86,8 @@ def raw_photo_rate(photo: bytes, n: int = 20) -> float:
     signer = SigningKey.generate()
     start = time.perf_counter()
     for _ in range(n):
-        ref, _chunks = encrypt_blob(photo, kind=1, media_type="image/jpeg")  # type: ignore[arg-type]
-        encrypt_blob(photo[:20_000], kind=1, media_type="image/jpeg")  # type: ignore[arg-type]
+        encrypt_blob(photo, kind=BlobKind.PHOTO, media_type="image/jpeg")
+        encrypt_blob(photo[:20_000], kind=BlobKind.PHOTO, media_type="image/jpeg")
         signer.sign(b"b" * 600)
     return n / (time.perf_counter() - start)
 
