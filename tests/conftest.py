@@ -15,6 +15,7 @@ from p2pmoments.core.identity import Identity
 from p2pmoments.home import init_home, load_identity
 from p2pmoments.node import Node
 from p2pmoments.paths import Paths, resolve_paths
+from tests.daemons import Daemon
 
 LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),
@@ -67,3 +68,12 @@ async def pair_of_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
         yield alice, bob
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Daemon processes a test starts; each is stopped by its pid at the end, whatever happens."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()

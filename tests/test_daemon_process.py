@@ -7,7 +7,6 @@ import random
 import signal
 import socket
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from p2pmoments.store import Store
 from tests.daemons import Daemon, cli, wait_for
 
 pytestmark = pytest.mark.process
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemons a test starts; each is stopped by its pid at the end, whatever happens."""
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
 
 
 @pytest.fixture

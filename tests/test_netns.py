@@ -128,14 +128,6 @@ def peers(host: str, home: Path) -> list[dict[str, str]]:
     return list(json.loads(result.stdout)) if result.returncode == 0 else []
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    started: list[Daemon] = []
-    yield started
-    for daemon in started:
-        daemon.close()
-
-
 def test_hosts_on_a_bridge_pair_by_mdns_survive_a_cut_and_strangers_learn_nothing(
     lan: dict[str, str], tmp_path: Path, daemons: list[Daemon]
 ) -> None:

@@ -213,16 +213,18 @@ def _friend_ref(request: web.Request) -> str:
 
 
 @contextlib.contextmanager
-def _friend_errors() -> Iterator[None]:
-    """Map the node's friend errors to API errors."""
+def _node_errors(invalid: str = "invalid") -> Iterator[None]:
+    """Map the node's errors to API errors; `invalid` is the code for bad input."""
     try:
         yield
     except AmbiguousError as exc:
         raise ApiError(409, "ambiguous", str(exc)) from None
     except NotFoundError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    except DecodeError as exc:
-        raise ApiError(400, "invalid_name", str(exc)) from None
+    except NotOwnerError as exc:
+        raise ApiError(403, "not_owner", str(exc)) from None
+    except (DecodeError, ValueError) as exc:
+        raise ApiError(400, invalid, str(exc)) from None
 
 
 @routes.get(f"{API_PREFIX}/pairing/link")
@@ -293,7 +295,7 @@ async def add_friend(request: web.Request) -> web.Response:
 async def get_friend(request: web.Request) -> web.Response:
     """One friend, by identity, identity prefix or name."""
     node = request.app[NODE]
-    with _friend_errors():
+    with _node_errors("invalid_name"):
         friend = node.resolve_friend(_friend_ref(request))
     return web.json_response(node.friend_json(friend))
 
@@ -305,7 +307,7 @@ async def rename_friend(request: web.Request) -> web.Response:
     if set(body) != {"name"}:
         raise ApiError(400, "bad_request", 'send {"name": ...}')
     node = request.app[NODE]
-    with _friend_errors():
+    with _node_errors("invalid_name"):
         friend = await node.rename_friend(_friend_ref(request), body["name"])
     return web.json_response(node.friend_json(friend))
 
@@ -314,7 +316,7 @@ async def rename_friend(request: web.Request) -> web.Response:
 async def remove_friend(request: web.Request) -> web.Response:
     """Forget a friend and drop any link to them."""
     node = request.app[NODE]
-    with _friend_errors():
+    with _node_errors("invalid_name"):
         friend = await node.remove_friend(_friend_ref(request))
     return web.json_response({"removed": node.friend_json(friend)})
 
@@ -323,7 +325,7 @@ async def remove_friend(request: web.Request) -> web.Response:
 async def block_friend(request: web.Request) -> web.Response:
     """Refuse every link from this identity until unblocked."""
     node = request.app[NODE]
-    with _friend_errors():
+    with _node_errors("invalid_name"):
         friend = await node.set_blocked(_friend_ref(request), blocked=True)
     return web.json_response(node.friend_json(friend))
 
@@ -332,7 +334,7 @@ async def block_friend(request: web.Request) -> web.Response:
 async def unblock_friend(request: web.Request) -> web.Response:
     """Accept links from this identity again."""
     node = request.app[NODE]
-    with _friend_errors():
+    with _node_errors("invalid_name"):
         friend = await node.set_blocked(_friend_ref(request), blocked=False)
     return web.json_response(node.friend_json(friend))
 
@@ -361,21 +363,6 @@ async def events(request: web.Request) -> web.Response:
             "gap": gap,
         }
     )
-
-
-@contextlib.contextmanager
-def _moment_errors() -> Iterator[None]:
-    """Map circle and moment errors to API errors."""
-    try:
-        yield
-    except AmbiguousError as exc:
-        raise ApiError(409, "ambiguous", str(exc)) from None
-    except NotFoundError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except NotOwnerError as exc:
-        raise ApiError(403, "not_owner", str(exc)) from None
-    except (DecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid", str(exc)) from None
 
 
 def _fields(
@@ -417,7 +404,7 @@ async def create_circle(request: web.Request) -> web.Response:
         ("name",),
     )
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         manifest = await moments.create_circle(
             body["name"], body.get("members", []), body.get("members_can_post", False)
         )
@@ -428,7 +415,7 @@ async def create_circle(request: web.Request) -> web.Response:
 async def get_circle(request: web.Request) -> web.Response:
     """One circle, by name or id."""
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         manifest = moments.resolve_circle(request.match_info["ref"])
     return web.json_response(moments.circle_json(manifest))
 
@@ -443,7 +430,7 @@ async def change_circle(request: web.Request) -> web.Response:
     if not body:
         raise ApiError(400, "bad_request", "nothing to change")
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         manifest = await moments.change_circle(
             request.match_info["ref"],
             add=body.get("add", []),
@@ -458,7 +445,7 @@ async def change_circle(request: web.Request) -> web.Response:
 async def delete_circle(request: web.Request) -> web.Response:
     """Forget a circle and its moments on this daemon."""
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         manifest = await moments.delete_circle(request.match_info["ref"])
     return web.json_response({"deleted": moments.circle_json(manifest)})
 
@@ -470,7 +457,7 @@ async def feed(request: web.Request) -> web.Response:
     before = request.query.get("before")
     if before is not None and not before.isdigit():
         raise ApiError(400, "bad_request", "before must be a Unix time")
-    with _moment_errors():
+    with _node_errors():
         items = await request.app[NODE].moments.feed(
             request.query.get("circle"), int(before) if before else None, limit
         )
@@ -495,7 +482,7 @@ async def post_moment(request: web.Request) -> web.Response:
     if "expires_in" in body and not 0 < body["expires_in"] <= 10 * 365 * 86400:
         raise ApiError(400, "bad_request", "expires_in is a number of seconds, up to 10 years")
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         moment = await moments.post(
             body["circle"], body.get("text", ""), body.get("expires_in"), photos=photos, files=files
         )
@@ -540,7 +527,7 @@ async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> w
     n_text = request.match_info["n"]
     if not n_text.isdigit():
         raise ApiError(400, "bad_request", "photos and files are numbered from 1")
-    with _moment_errors():
+    with _node_errors():
         ref = await moments.blob(request.match_info["id"], kind, int(n_text), thumbnail)
         await asyncio.to_thread(moments.check_chunks, ref)  # errors stay JSON until here
     response = web.StreamResponse(
@@ -578,7 +565,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 @routes.get(f"{API_PREFIX}/moments/{{id}}")
 async def get_moment(request: web.Request) -> web.Response:
     """One post with its comments and reactions."""
-    with _moment_errors():
+    with _node_errors():
         item = await request.app[NODE].moments.get(request.match_info["id"])
     return web.json_response(item)
 
@@ -586,7 +573,7 @@ async def get_moment(request: web.Request) -> web.Response:
 @routes.delete(f"{API_PREFIX}/moments/{{id}}")
 async def retract_moment(request: web.Request) -> web.Response:
     """Retract one of our moments: its content is deleted everywhere, a marker stays."""
-    with _moment_errors():
+    with _node_errors():
         target = await request.app[NODE].moments.retract(request.match_info["id"])
     return web.json_response({"retracted": moment_text(target)})
 
@@ -596,7 +583,7 @@ async def comment(request: web.Request) -> web.Response:
     """Comment on a moment; answers with the moment and its comments."""
     body = _fields(await _json_body(request), {"text": str}, ("text",))
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         answer = await moments.comment(request.match_info["id"], body["text"])
         item = await moments.get(moment_text(answer.content.reply_to or b""))
     return web.json_response(item, status=201)
@@ -607,7 +594,7 @@ async def react(request: web.Request) -> web.Response:
     """React to a moment with an emoji; answers with the moment and its reactions."""
     body = _fields(await _json_body(request), {"emoji": str}, ("emoji",))
     moments = request.app[NODE].moments
-    with _moment_errors():
+    with _node_errors():
         answer = await moments.react(request.match_info["id"], body["emoji"])
         item = await moments.get(moment_text(answer.content.reply_to or b""))
     return web.json_response(item, status=201)
