@@ -10,8 +10,8 @@ import pytest
 
 from p2pmoments.core.circles import Content, Kind, RejectedError, seal_moment
 from p2pmoments.core.errors import DecodeError
-from p2pmoments.moments import NotOwnerError
-from p2pmoments.node import AmbiguousError, Node, NotFoundError
+from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
+from p2pmoments.node import Node
 from p2pmoments.store import Store
 from tests.multinode import eventually, make_home, running
 

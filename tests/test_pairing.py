@@ -9,7 +9,8 @@ import pytest
 
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.pairing import decode_link
-from p2pmoments.node import FriendLimitError, Node
+from p2pmoments.errors import FriendLimitError
+from p2pmoments.node import Node
 from p2pmoments.store import Store
 from tests.multinode import eventually, make_home, running
 

@@ -22,8 +22,9 @@ from aiohttp import BodyPartReader, web
 from p2pmoments import qr
 from p2pmoments.core.blobs import BlobKind
 from p2pmoments.core.errors import DecodeError
-from p2pmoments.moments import NotOwnerError, moment_text
-from p2pmoments.node import AmbiguousError, FriendLimitError, Node, NotFoundError
+from p2pmoments.errors import AmbiguousError, FriendLimitError, NotFoundError, NotOwnerError
+from p2pmoments.moments import moment_text
+from p2pmoments.node import Node
 
 __all__ = ["API_PREFIX", "NODE", "TOKEN", "create_app"]
 

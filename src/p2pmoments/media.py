@@ -20,6 +20,7 @@ THUMBNAIL_QUALITY = 80
 GPS_IFD = 0x8825
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 MAX_PIXELS = 80_000_000  # refuse decompression bombs
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +62,6 @@ def _strip_jpeg_gps(data: bytes) -> bytes:
 
 def prepare_photo(data: bytes, *, keep_location: bool = False) -> Photo:
     """Check an image, strip its location unless asked not to, and make a thumbnail."""
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         image = Image.open(io.BytesIO(data))
         image.load()

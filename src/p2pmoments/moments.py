@@ -34,6 +34,7 @@ from p2pmoments.core.circles import (
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
+from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
 from p2pmoments.store import Store
 
@@ -46,10 +47,6 @@ log = logging.getLogger(__name__)
 
 EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
 MAX_FEED = 200
-
-
-class NotOwnerError(DecodeError):
-    """Only a circle's owner may change it."""
 
 
 def circle_text(circle_id: bytes) -> str:
@@ -105,8 +102,6 @@ class Moments:
 
     def resolve_circle(self, ref: str) -> Manifest:
         """A circle by name (any case), id, or id prefix of 6 characters or more."""
-        from p2pmoments.node import AmbiguousError, NotFoundError
-
         ref = ref.strip()
         with contextlib.suppress(DecodeError):
             raw = decode_id(ref, IdKind.CIRCLE)
@@ -232,8 +227,8 @@ class Moments:
     def _name_of(self, key: VerifyKey) -> str:
         raw = bytes(key)
         if raw == bytes(self.node.identity.public.verify_key):
-            return self.node._name
-        friend = self.node._friends.get(raw)
+            return self.node.name
+        friend = self.node.friend(raw)
         return friend.name if friend else encode_id(raw, IdKind.IDENTITY)[:8]
 
     def circle_json(self, m: Manifest) -> dict[str, Any]:
@@ -361,8 +356,6 @@ class Moments:
 
     async def blob(self, ref: str, kind: BlobKind, n: int, thumbnail: bool) -> BlobRef:
         """The n-th (from 1) photo or file of a moment, or its thumbnail."""
-        from p2pmoments.node import NotFoundError
-
         target, _ = await self._target(ref)
         found = [r for r in _refs(target.content) if r.kind is kind]
         if not 1 <= n <= len(found):
@@ -377,8 +370,6 @@ class Moments:
 
     def check_chunks(self, ref: BlobRef) -> None:
         """NotFoundError unless every chunk of the blob is here (blocking)."""
-        from p2pmoments.node import NotFoundError
-
         if not all(self.blobs.has(address) for address in ref.chunks):
             raise NotFoundError("part of this photo or file has not arrived yet")
 
@@ -390,8 +381,6 @@ class Moments:
         return decrypt_chunk(ref, index, ciphertext)
 
     async def _target(self, ref: str) -> tuple[Moment, Manifest]:
-        from p2pmoments.node import NotFoundError
-
         raw = await self._resolve_moment_id(ref)
         rows = await self.node.store.run(Store.moment_rows, moment_id=raw, now=int(time.time()))
         if not rows or rows[0][8]:
@@ -463,8 +452,6 @@ class Moments:
     # --- reading ----------------------------------------------------------------
 
     async def _resolve_moment_id(self, ref: str) -> bytes:
-        from p2pmoments.node import AmbiguousError, NotFoundError
-
         ref = ref.strip().lower()
         with contextlib.suppress(DecodeError):
             return decode_id(ref, IdKind.MOMENT)
@@ -561,8 +548,6 @@ class Moments:
 
     async def get(self, ref: str) -> dict[str, Any]:
         """One moment by id or id prefix."""
-        from p2pmoments.node import NotFoundError
-
         raw = await self._resolve_moment_id(ref)
         rows = await self.node.store.run(Store.moment_rows, moment_id=raw, now=int(time.time()))
         if not rows:

@@ -47,6 +47,7 @@ from p2pmoments.core.pairing import (
     token_psk,
 )
 from p2pmoments.core.profile import check_display_name
+from p2pmoments.errors import AmbiguousError, FriendLimitError, NotFoundError
 from p2pmoments.events import EventBus
 from p2pmoments.moments import Moments
 from p2pmoments.net.discovery import Discovery, Sighting
@@ -56,11 +57,8 @@ from p2pmoments.paths import Paths
 from p2pmoments.store import AsyncStore, FriendRecord, PairingRecord, Store
 
 __all__ = [
-    "AmbiguousError",
-    "FriendLimitError",
     "ListenError",
     "Node",
-    "NotFoundError",
     "Profile",
     "describe_bind_error",
 ]
@@ -82,18 +80,6 @@ MAX_SIGHTINGS = 1024
 
 class ListenError(P2PMomentsError):
     """A socket could not be bound."""
-
-
-class NotFoundError(P2PMomentsError):
-    """No such friend, or the reference matches several (the message lists them)."""
-
-
-class AmbiguousError(NotFoundError):
-    """A reference matches several friends."""
-
-
-class FriendLimitError(P2PMomentsError):
-    """At the friend cap."""
 
 
 def describe_bind_error(what: str, address: Address, exc: OSError) -> ListenError:
@@ -251,6 +237,15 @@ class Node:
         ]
         self._listen_port = server.sockets[0].getsockname()[1]
         return server
+
+    @property
+    def name(self) -> str:
+        """Our display name."""
+        return self._name
+
+    def friend(self, verify_key: bytes) -> FriendRecord | None:
+        """A friend (or blocked identity) by raw key."""
+        return self._friends.get(verify_key)
 
     @property
     def listen_addresses(self) -> list[str]:
