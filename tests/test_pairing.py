@@ -277,3 +277,19 @@ async def test_a_static_peer_is_dialled_at_its_configured_address(tmp_path: Path
         async with running(alice_home, peers=peers) as alice:
             await eventually(lambda: alice.peers_json(), timeout=15, what="the static dial")
             assert alice.peers_json()[0]["found_via"] == "static"
+
+
+async def test_a_refused_daemon_retrying_is_recorded_once(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as carol:
+        link, _ = await alice.pairing_link()
+        await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
+        await carol.pair(link)
+        owner = bytes(alice.identity.public.verify_key)
+        await eventually(
+            lambda: carol._targets[owner].failures >= 3,
+            timeout=20,
+            what="Carol to retry a few times",
+        )
+        refused = [p for p in await alice.pairings() if p.state == "refused"]
+        assert len(refused) == 1

@@ -807,6 +807,18 @@ class Node:
         name: str = "",
     ) -> None:
         now = _now()
+        if state == "refused":
+            # A refused daemon keeps retrying until the code expires: one record per
+            # device and code, its time updated, rather than a row per attempt.
+            for old in await self.store.run(Store.pairings):
+                if (old.direction, old.state, old.link_key, old.token) == (
+                    "in",
+                    "refused",
+                    link_key,
+                    token,
+                ):
+                    await self.store.run(Store.set_pairing_state, old.id, state, reason, now)
+                    return
         record = PairingRecord(
             id=0,
             direction="in",
