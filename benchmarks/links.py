@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import daemon_info, p2pm, report, rss_kib, start, stop, wait
 
 from p2pmoments.core.crypto import LinkSecretKey, aead_encrypt, x25519
 from p2pmoments.core.identity import Identity
@@ -188,51 +189,8 @@ async def handshakes_over_tcp(count: int = 300) -> float:
     return rate
 
 
-def p2pm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "p2pmoments", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    )
-
-
-def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "p2pmoments",
-            "--home",
-            str(home),
-            "run",
-            "--api",
-            "127.0.0.1:0",
-            "--no-mdns",
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def wait(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.002)
-
-
 def api_up(home: Path, pid: int) -> bool:
-    try:
-        info = json.loads((home / "data" / "daemon.json").read_text())
-        return bool(info["pid"] == pid)
-    except (OSError, ValueError, KeyError):
-        return False
+    return daemon_info(home, pid) is not None
 
 
 def peers(home: Path) -> int:
@@ -251,26 +209,19 @@ def peers(home: Path) -> int:
         return 0
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def daemons(runs: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         a, b = Path(tmp) / "a", Path(tmp) / "b"
         p2pm(a, "init", "--name", "Alice")
         p2pm(b, "init", "--name", "Bob")
-        pa, pb = start(a, "--listen", "127.0.0.1:47601"), start(b, "--listen", "127.0.0.1:47602")
+        pa = start(a, "--listen", "127.0.0.1:47601")
+        pb = start(b, "--listen", "127.0.0.1:47602")
         wait(lambda: api_up(a, pa.pid) and api_up(b, pb.pid))
         link = p2pm(a, "qr", "--link").stdout.strip()
         p2pm(b, "pair", link)
         wait(lambda: peers(a) == 1)
         for p in (pa, pb):
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait()
+            stop(p)
         connect, health = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -283,8 +234,7 @@ def daemons(runs: int) -> dict[str, float]:
             last = (pa, pb)
             if _ < runs - 1:
                 for p in (pa, pb):
-                    os.kill(p.pid, signal.SIGTERM)
-                    p.wait()
+                    stop(p)
         pa, pb = last
         before = rss_kib(pa.pid)
         held = flood(47601, 2000)
@@ -295,8 +245,7 @@ def daemons(runs: int) -> dict[str, float]:
         time.sleep(1)  # let the daemon drop the flood before measuring again
         after = rss_kib(pa.pid)
         for p in (pa, pb):
-            os.kill(p.pid, signal.SIGTERM)
-            p.wait()
+            stop(p)
     return {
         "connect": statistics.median(connect),
         "health": statistics.median(health),
@@ -351,20 +300,7 @@ def main() -> None:
     )
     rows.append(("RSS after the flood closes (MiB)", d["rss_after"], "RSS before", d["rss_before"]))
     rows.append(("friend link survived the flood (1 = yes)", d["friend_link_survived"], "", 1))
-    print(f"{'figure':44} {'value':>10}   {'baseline':28} {'value':>10}")
-    for name, value, base_name, base in rows:
-        print(f"{name:44} {value:10.2f}   {base_name:28} {base:10.2f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                [
-                    dict(zip(("figure", "value", "baseline", "baseline_value"), r, strict=True))
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
+    report(rows, args.json)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,6 @@ asyncio process idling, so the figures show what p2pmoments itself adds.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -21,15 +18,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import daemon_info, p2pm, report, rss_kib, start, stop, wait
+
 RUNS = 10
 IDLE_SECONDS = 3.0
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def timed_command(args: list[str]) -> float:
@@ -39,44 +33,22 @@ def timed_command(args: list[str]) -> float:
 
 
 def start_daemon(home: Path) -> tuple[subprocess.Popen[bytes], float]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "p2pmoments",
-            "--home",
-            str(home),
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--api",
-            "127.0.0.1:0",
-            "--no-mdns",
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = start + 60
-    while time.perf_counter() < deadline:
+    began = time.perf_counter()
+    proc = start(home)
+
+    def healthy() -> bool:
+        info = daemon_info(home, proc.pid)
+        if info is None:
+            return False
         try:
-            info = json.loads((home / "data" / "daemon.json").read_text())
-            if info["pid"] == proc.pid:
-                url = info["api_url"] + "/health"  # our own loopback API
-                with urllib.request.urlopen(url, timeout=5):  # noqa: S310
-                    return proc, time.perf_counter() - start
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.002)
-    proc.kill()
-    raise RuntimeError("daemon did not start")
+            url = f"{info['api_url']}/health"  # our own loopback API
+            with urllib.request.urlopen(url, timeout=5):  # noqa: S310
+                return True
+        except OSError:
+            return False
 
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    os.kill(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    wait(healthy)
+    return proc, time.perf_counter() - began
 
 
 def main() -> None:
@@ -87,12 +59,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
-        subprocess.run(
-            [sys.executable, "-m", "p2pmoments", "--home", str(home), "init", "--name", "Bench"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        p2pm(home, "init", "--name", "Bench")
         starts, rss = [], []
         for _ in range(args.runs):
             proc, seconds = start_daemon(home)
@@ -133,20 +100,7 @@ def main() -> None:
             idle_rss / 1024,
         ),
     ]
-    print(f"{'figure':44} {'p2pmoments':>11}   {'baseline':32} {'value':>8}")
-    for name, value, base_name, base in rows:
-        print(f"{name:44} {value:11.1f}   {base_name:32} {base:8.1f}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                [
-                    {"figure": r[0], "value": r[1], "baseline": r[2], "baseline_value": r[3]}
-                    for r in rows
-                ],
-                indent=2,
-            )
-        )
+    report(rows, args.json)
 
 
 if __name__ == "__main__":

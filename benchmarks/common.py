@@ -1,0 +1,93 @@
+"""What the benchmark scripts share: daemon processes, waiting, memory, the table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Row = tuple[str, float, str, float]
+
+
+def p2pm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the CLI on a home."""
+    return subprocess.run(
+        [sys.executable, "-m", "p2pmoments", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """A daemon on loopback, quiet, without mDNS; `extra` may set --listen."""
+    listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pmoments",
+            "--home",
+            str(home),
+            "run",
+            *listen,
+            "--api",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM by pid, and wait."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def wait(condition: Callable[[], object], timeout: float = 60) -> None:
+    """Poll until `condition()` is truthy."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.002)
+
+
+def daemon_info(home: Path, pid: int) -> dict[str, object] | None:
+    """The running daemon's daemon.json, once that daemon has written it."""
+    try:
+        info = json.loads((home / "data" / "daemon.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if info.get("pid") == pid else None
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def report(rows: Sequence[Row], json_path: Path | None, unit_note: str = "") -> None:
+    """Print the table (each figure beside its baseline) and write it as JSON."""
+    print(f"{'figure':46} {'value':>10}   {'baseline':32} {'value':>10}{unit_note}")
+    for name, value, base_name, base in rows:
+        print(f"{name:46} {value:10.2f}   {base_name:32} {base:10.2f}")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        keys = ("figure", "value", "baseline", "baseline_value")
+        json_path.write_text(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
