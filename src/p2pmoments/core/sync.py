@@ -1,0 +1,237 @@
+"""Per-circle replication decisions, sans-I/O (spec/sync.md).
+
+The shell tells a `Sync` what happens (a link came up or went, a message
+arrived, we posted, we stored moments) and gets back `Send` actions: which
+message to send to which peer. It never sends anything about a circle to a peer
+that is not a member of the circle's latest manifest (the check sits here, at
+the point of sending), and never a moment to a peer outside that moment's epoch.
+
+Holdings are summarised per circle as a vector {(author, epoch): highest
+sequence held}. Every transfer is an ascending range that starts right after
+what the receiver holds, so holdings stay gap-free per (author, epoch) and the
+maximum says everything; per epoch, because a member of epochs 0 and 2 but not
+1 rightly lacks epoch 1 (tests/test_sync_model.py found the per-author form
+unsound). The shell stores the moments and answers `Want` with the envelopes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "MAX_VECTOR",
+    "T_HAVE",
+    "T_MANIFESTS",
+    "T_MOMENTS",
+    "Membership",
+    "Send",
+    "Sync",
+    "Want",
+    "decode_have",
+    "encode_have",
+]
+
+T_MANIFESTS, T_HAVE, T_MOMENTS = 16, 17, 18
+MAX_VECTOR = 151  # authors: the owner and up to 150 members
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who is in a circle: per epoch, and the latest epoch."""
+
+    latest: int
+    members: Mapping[int, frozenset[bytes]]  # epoch -> identity keys
+
+    def in_latest(self, peer: bytes) -> bool:
+        return peer in self.members.get(self.latest, frozenset())
+
+    def epochs_of(self, peer: bytes) -> frozenset[int]:
+        return frozenset(e for e, who in self.members.items() if peer in who)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `body` (a link message, key 0 its type) to `peer`."""
+
+    peer: bytes
+    body: dict[int, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Send `peer` our moments of `author` in `circle` with first <= seq <= last, of the
+    given epochs only, in order (the shell reads them from its store)."""
+
+    peer: bytes
+    circle: bytes
+    author: bytes
+    first: int
+    last: int
+    epochs: frozenset[int]
+
+
+Slot = tuple[bytes, int]  # (author, epoch)
+
+
+def encode_have(circle: bytes, vector: Mapping[Slot, int]) -> dict[int, Any]:
+    """A have message: what we hold of one circle."""
+    return {0: T_HAVE, 1: circle, 2: [[a, e, s] for (a, e), s in sorted(vector.items())]}
+
+
+def decode_have(body: Mapping[int, Any]) -> tuple[bytes, dict[Slot, int]] | None:
+    """(circle, vector) from a have message, or None if malformed."""
+    circle, entries = body.get(1), body.get(2)
+    if type(circle) is not bytes or len(circle) != 32 or type(entries) is not list:
+        return None
+    if len(entries) > MAX_VECTOR * 64:
+        return None
+    vector: dict[Slot, int] = {}
+    for entry in entries:
+        if (
+            type(entry) is not list
+            or len(entry) != 3
+            or type(entry[0]) is not bytes
+            or len(entry[0]) != 32
+            or type(entry[1]) is not int
+            or entry[1] < 0
+            or type(entry[2]) is not int
+            or entry[2] < 0
+        ):
+            return None
+        vector[(entry[0], entry[1])] = entry[2]
+    return circle, vector
+
+
+@dataclass(slots=True)
+class _Peer:
+    # What we know the peer holds, per circle and author (from its haves and our sends).
+    has: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
+    # The last vector we told it, per circle, so we do not repeat ourselves.
+    told: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
+
+
+class Sync:
+    """Replication decisions of one daemon."""
+
+    def __init__(self, me: bytes) -> None:
+        self.me = me
+        self._circles: dict[bytes, Membership] = {}
+        self._held: dict[bytes, dict[Slot, int]] = {}
+        self._peers: dict[bytes, _Peer] = {}
+
+    # --- what the shell tells us -------------------------------------------------
+
+    def set_circle(self, circle: bytes, membership: Membership) -> list[Send | Want]:
+        """A circle we are in, or its new manifest; returns haves for newly allowed peers."""
+        before = self._circles.get(circle)
+        self._circles[circle] = membership
+        self._held.setdefault(circle, {})
+        out: list[Send | Want] = []
+        for peer in self._peers:
+            was = before is not None and before.in_latest(peer)
+            if membership.in_latest(peer) and not was:
+                out.append(self._tell(peer, circle, force=True))
+        return out
+
+    def forget_circle(self, circle: bytes) -> None:
+        """We left or deleted a circle."""
+        self._circles.pop(circle, None)
+        self._held.pop(circle, None)
+        for state in self._peers.values():
+            state.has.pop(circle, None)
+            state.told.pop(circle, None)
+
+    def stored(
+        self, circle: bytes, author: bytes, seq: int, epoch: int, source: bytes | None
+    ) -> list[Send | Want]:
+        """We now hold a moment (ours if `source` is None, else received from `source`).
+
+        Our own moments are pushed at once to every linked member of their epoch;
+        others' are announced with a have, and whoever is behind asks for them.
+        """
+        slot = (author, epoch)
+        vector = self._held.setdefault(circle, {})
+        if seq <= vector.get(slot, 0):
+            return []
+        vector[slot] = seq
+        if source is not None and source in self._peers:
+            known = self._peers[source].has.setdefault(circle, {})
+            known[slot] = max(seq, known.get(slot, 0))
+        membership = self._circles.get(circle)
+        if membership is None:
+            return []
+        out: list[Send | Want] = []
+        for peer, state in self._peers.items():
+            if peer == source or not membership.in_latest(peer):
+                continue
+            if epoch not in membership.epochs_of(peer):
+                continue
+            known = state.has.setdefault(circle, {})
+            if source is None:
+                # Everything they lack of this slot, not just the new one: a range
+                # that starts right after what they hold keeps their holdings gap-free.
+                out.append(
+                    Want(peer, circle, author, known.get(slot, 0) + 1, seq, frozenset({epoch}))
+                )
+                known[slot] = seq
+            elif known.get(slot, 0) < seq:
+                out.append(self._tell(peer, circle))
+        return [o for o in out if not (isinstance(o, Send) and not o.body)]
+
+    def link_up(self, peer: bytes) -> list[Send | Want]:
+        """A link to `peer` is open: tell it what we hold of every circle it is in."""
+        self._peers[peer] = _Peer()
+        return [
+            self._tell(peer, c, force=True) for c, m in self._circles.items() if m.in_latest(peer)
+        ]
+
+    def link_down(self, peer: bytes) -> None:
+        """The link to `peer` is gone."""
+        self._peers.pop(peer, None)
+
+    def received_have(self, peer: bytes, body: Mapping[int, Any]) -> list[Send | Want]:
+        """A peer told us what it holds: send what it lacks; ask for what we lack."""
+        parsed = decode_have(body)
+        state = self._peers.get(peer)
+        if parsed is None or state is None:
+            return []
+        circle, theirs = parsed
+        membership = self._circles.get(circle)
+        if membership is None or not membership.in_latest(peer):
+            return []  # not for them to know, or not a circle we hold
+        known = state.has.setdefault(circle, {})
+        for slot, seq in theirs.items():
+            known[slot] = max(known.get(slot, 0), seq)
+        ours = self._held.get(circle, {})
+        epochs = membership.epochs_of(peer)
+        out: list[Send | Want] = []
+        for (author, epoch), seq in ours.items():
+            if epoch in epochs and seq > known.get((author, epoch), 0):
+                first = known.get((author, epoch), 0) + 1
+                out.append(Want(peer, circle, author, first, seq, frozenset({epoch})))
+                known[(author, epoch)] = seq
+        if any(seq > ours.get(slot, 0) for slot, seq in theirs.items()):
+            # They are ahead: our have is a request, so it goes even if unchanged. No
+            # loop: the side that is ahead answers with moments, not with a have.
+            out.append(self._tell(peer, circle, force=True))
+        return [o for o in out if not (isinstance(o, Send) and not o.body)]
+
+    # --- internals -------------------------------------------------------------------
+
+    def _tell(self, peer: bytes, circle: bytes, *, force: bool = False) -> Send:
+        vector = dict(self._held.get(circle, {}))
+        state = self._peers[peer]
+        if not force and state.told.get(circle) == vector:
+            return Send(peer, {})  # nothing new to say; filtered out by callers
+        state.told[circle] = vector
+        return Send(peer, encode_have(circle, vector))
+
+    def vector(self, circle: bytes) -> dict[Slot, int]:
+        """What we hold of a circle."""
+        return dict(self._held.get(circle, {}))
+
+    def circles_of(self, peer: bytes) -> Iterable[bytes]:
+        """The circles whose traffic may go to `peer`."""
+        return [c for c, m in self._circles.items() if m.in_latest(peer)]
