@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -51,3 +51,18 @@ async def eventually(condition: Callable[[], T], *, timeout: float = 10.0, what:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
     raise AssertionError(what)  # pragma: no cover
+
+
+async def until(
+    node: Node, check: Callable[[], Awaitable[bool]], *, timeout: float = 20, what: str = ""
+) -> None:
+    """Wait for an async condition, re-checking each time `node` publishes an event."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                last = node.events.last_id
+                if await check():
+                    return
+                await node.events.wait_after(last, timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None

@@ -144,6 +144,7 @@ class Moments:
             manifest.raw,
         )
         self._remember(manifest)
+        self.node.refresh_co_members()
         self.node.events.publish(kind, **self.circle_json(manifest))
         return manifest
 
@@ -167,7 +168,9 @@ class Moments:
             created=int(time.time()),
             key=new_epoch_key(),
         )
-        return await self._save(manifest, "circle.created")
+        await self._save(manifest, "circle.created")
+        await self.node.replication.circle_changed(manifest)
+        return manifest
 
     async def change_circle(
         self,
@@ -208,7 +211,9 @@ class Moments:
             created=int(time.time()),
             key=new_epoch_key(),
         )
-        return await self._save(manifest, "circle.changed")
+        await self._save(manifest, "circle.changed")
+        await self.node.replication.circle_changed(manifest)
+        return manifest
 
     async def delete_circle(self, ref: str) -> Manifest:
         """Forget a circle and all its moments on this daemon."""
@@ -267,6 +272,7 @@ class Moments:
             content=content,
         )
         await self._store(moment)
+        await self.node.replication.stored(moment, None)
         return moment
 
     async def _store(self, moment: Moment) -> bool:
@@ -285,6 +291,7 @@ class Moments:
             c.expires,
             moment.envelope,
             chunks,
+            moment.epoch,
         )
         if added and c.kind is Kind.RETRACTION and c.target is not None:
             freed = await self.node.store.run(Store.retract, c.target)
@@ -367,6 +374,12 @@ class Moments:
                 raise NotFoundError("this photo has no thumbnail")
             return chosen.thumbnail
         return chosen
+
+    def missing_chunks(self, moment: Moment) -> list[bytes]:
+        """Chunk addresses a moment uses that we do not hold yet (blocking)."""
+        return [
+            a for ref in _refs(moment.content) for a in _addresses(ref) if not self.blobs.has(a)
+        ]
 
     def check_chunks(self, ref: BlobRef) -> None:
         """NotFoundError unless every chunk of the blob is here (blocking)."""

@@ -54,6 +54,7 @@ from p2pmoments.net.discovery import Discovery, Sighting
 from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.transport import LinkRunner
 from p2pmoments.paths import Paths
+from p2pmoments.replication import Replication
 from p2pmoments.store import AsyncStore, FriendRecord, PairingRecord, Store
 
 __all__ = [
@@ -169,6 +170,7 @@ class Node:
         self._background: list[asyncio.Task[None]] = []
         self._sightings: dict[bytes, tuple[Sighting, float]] = {}
         self.moments = Moments(self)
+        self.replication = Replication(self)
         self._closing = False
         self.on_message: Callable[[bytes, dict[int, Any]], None] | None = None
 
@@ -183,6 +185,8 @@ class Node:
             await self._load_tokens()
             await self._load_pending_pairings()
             await self.moments.load()
+            await self.replication.load()
+            self.refresh_co_members()
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
             server = await self._start_peer_server()
@@ -270,6 +274,37 @@ class Node:
         for p in await self.store.run(Store.pairings):
             if p.direction == "out" and p.state == "pending" and p.identity is not None:
                 self._add_pairing_target(p)
+
+    def _co_member_by_link_key(self, link_key: bytes) -> bytes | None:
+        """The identity of a co-member (same current circle as us) with this link key."""
+        me = self.identity.public.verify_key
+        for manifest in self.moments.circles():
+            if not manifest.is_member(me):
+                continue
+            for member in manifest.members:
+                if bytes(member.link_key) == link_key and member.verify_key != me:
+                    return bytes(member.verify_key)
+        return None
+
+    def refresh_co_members(self) -> None:
+        """Co-members become dial targets (found by mDNS; never friends by this)."""
+        me = self.identity.public.verify_key
+        for manifest in self.moments.circles():
+            if not manifest.is_member(me):
+                continue
+            for member in manifest.members:
+                key = bytes(member.verify_key)
+                if member.verify_key == me or key in self._targets:
+                    continue
+                friend = self._friends.get(key)
+                if friend is not None and friend.state == "blocked":
+                    continue
+                self._targets[key] = _Target(verify_key=key, link_key=bytes(member.link_key))
+        self._match_sightings()
+
+    def linked_peers(self) -> list[bytes]:
+        """Identities we have an open link with."""
+        return list(self._peers)
 
     def _friend_by_link_key(self, link_key: bytes) -> FriendRecord | None:
         for friend in self._friends.values():
@@ -734,6 +769,7 @@ class Node:
                 info = self._peers.get(key)
                 if info is not None and info.runner is runner:
                     del self._peers[key]
+                    self.replication.link_down(key)
                     self.events.publish(
                         "peer.disconnected",
                         identity=identity_text(key),
@@ -758,8 +794,14 @@ class Node:
             await self._established(runner, event)
         elif isinstance(event, MessageReceived):
             peer = runner.link.peer
-            if peer is not None and self.on_message is not None:
-                self.on_message(bytes(peer.verify_key), event.body)
+            if peer is None or self._peers.get(bytes(peer.verify_key), None) is None:
+                return
+            key = bytes(peer.verify_key)
+            if self._peers[key].runner is not runner:
+                return  # a duplicate link on its way out
+            await self.replication.on_message(key, event.body)
+            if self.on_message is not None:
+                self.on_message(key, event.body)
 
     async def _decide(self, runner: LinkRunner, request: AcceptRequest) -> None:
         """Accept or refuse; the store is consulted, so the link may close meanwhile."""
@@ -795,7 +837,10 @@ class Node:
             runner.pairing_token = token
             return True
         friend = self._friend_by_link_key(request.link_key)
-        return friend is not None and friend.state == "friend"
+        if friend is not None:
+            return friend.state == "friend"
+        # A member of a circle we are both in may link for that circle's traffic alone.
+        return self._co_member_by_link_key(request.link_key) is not None
 
     async def _record_incoming(
         self,
@@ -888,10 +933,14 @@ class Node:
                 self.events.publish("friend.added", **self.friend_json(self._friends[key]))
         else:
             friend = self._friends.get(key)
-            if friend is None or friend.link_key != link_key or friend.state != "friend":
-                runner.close(CloseCode.WRONG_IDENTITY, "not a friend")
+            co_member = self._co_member_by_link_key(link_key) == key
+            if friend is not None and friend.state != "friend":
+                runner.close(CloseCode.NOT_ACCEPTED, "blocked")
                 return
-            if not runner.link.initiator and event.listen_port and host:
+            if (friend is None or friend.link_key != link_key) and not co_member:
+                runner.close(CloseCode.WRONG_IDENTITY, "neither a friend nor a co-member")
+                return
+            if friend is not None and not runner.link.initiator and event.listen_port and host:
                 # Remember where they listen, to dial them next time.
                 await self.store.run(
                     Store.update_friend,
@@ -904,6 +953,9 @@ class Node:
                 await self._load_friends()
                 self._add_friend_target(self._friends[key])
         self._register(runner, key, event.name)
+        info = self._peers.get(key)
+        if info is not None and info.runner is runner:
+            await self.replication.link_up(key)
 
     def _register(self, runner: LinkRunner, key: bytes, name: str) -> None:
         if runner.link.initiator:

@@ -94,6 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
         circle_id BLOB NOT NULL,
         author    BLOB NOT NULL,
         seq       INTEGER NOT NULL,
+        epoch     INTEGER NOT NULL DEFAULT 0,
         created   INTEGER NOT NULL,
         kind      INTEGER NOT NULL,
         reply_to  BLOB,
@@ -492,13 +493,25 @@ class Store:
         expires: int | None,
         envelope: bytes,
         chunks: Sequence[bytes] = (),
+        epoch: int = 0,
     ) -> bool:
         """Store a verified moment and which blob chunks it uses; False if already there."""
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created, kind,"
-                " reply_to, expires, envelope) VALUES (?,?,?,?,?,?,?,?,?)",
-                (moment_id, circle_id, author, seq, created, kind, reply_to, expires, envelope),
+                " reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    moment_id,
+                    circle_id,
+                    author,
+                    seq,
+                    created,
+                    kind,
+                    reply_to,
+                    expires,
+                    envelope,
+                    epoch,
+                ),
             )
             added = cursor.rowcount == 1
             if added:
@@ -527,6 +540,38 @@ class Store:
             if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
             is None
         ]
+
+    def holdings(self) -> list[tuple[bytes, bytes, int, int]]:
+        """(circle, author, epoch, highest seq) of everything held: the sync vectors."""
+        return list(
+            self._conn.execute(
+                "SELECT circle_id, author, epoch, max(seq) FROM moments"
+                " GROUP BY circle_id, author, epoch"
+            )
+        )
+
+    def envelopes(
+        self, circle_id: bytes, author: bytes, epoch: int, first: int, last: int, now: int
+    ) -> list[tuple[int, bytes]]:
+        """(seq, envelope) of a range, in order; retracted and expired ones left out."""
+        return list(
+            self._conn.execute(
+                "SELECT seq, envelope FROM moments WHERE circle_id = ? AND author = ? AND epoch = ?"
+                " AND seq BETWEEN ? AND ? AND retracted = 0 AND (expires IS NULL OR expires > ?)"
+                " ORDER BY seq",
+                (circle_id, author, epoch, first, last, now),
+            )
+        )
+
+    def chunk_circles(self, address: bytes) -> list[tuple[bytes, int]]:
+        """(circle, epoch) of every moment that uses a chunk."""
+        return list(
+            self._conn.execute(
+                "SELECT m.circle_id, m.epoch FROM moment_chunks c JOIN moments m"
+                " ON m.moment_id = c.moment_id WHERE c.address = ?",
+                (address,),
+            )
+        )
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""

@@ -33,7 +33,7 @@ __all__ = [
     "encode_have",
 ]
 
-T_MANIFESTS, T_HAVE, T_MOMENTS = 16, 17, 18
+T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK = 16, 17, 18, 19, 20
 MAX_VECTOR = 151  # authors: the owner and up to 150 members
 
 
@@ -134,6 +134,11 @@ class Sync:
             if membership.in_latest(peer) and not was:
                 out.append(self._tell(peer, circle, force=True))
         return out
+
+    def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
+        """What the store already holds, at start-up (no messages)."""
+        vector = self._held.setdefault(circle, {})
+        vector[(author, epoch)] = max(seq, vector.get((author, epoch), 0))
 
     def forget_circle(self, circle: bytes) -> None:
         """We left or deleted a circle."""

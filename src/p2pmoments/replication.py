@@ -1,0 +1,232 @@
+"""Replication between the members of a circle, over links (spec/sync.md).
+
+The shell around core.sync: it feeds the sync core what happens and carries out
+what it decides, reading and writing the store. Every send is checked again at
+the point of sending: a circle's manifests, moments and chunks go only to peers
+in the circle's latest manifest, and a moment only to members of its epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from p2pmoments.core.blobs import chunk_address
+from p2pmoments.core.circles import Manifest, RejectedError, decode_manifest, epoch_key
+from p2pmoments.core.sync import (
+    T_CHUNK,
+    T_HAVE,
+    T_MANIFESTS,
+    T_MOMENTS,
+    T_WANT_CHUNKS,
+    Membership,
+    Send,
+    Sync,
+    Want,
+)
+from p2pmoments.store import Store
+
+if TYPE_CHECKING:
+    from p2pmoments.core.circles import Moment
+    from p2pmoments.moments import Moments
+    from p2pmoments.node import Node
+
+__all__ = ["MAX_BATCH", "Replication"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 900 * 1024  # bytes of envelopes in one message (the link's limit is 1 MiB)
+MAX_CHUNK_WANTS = 16  # chunks asked of one peer at once
+
+
+class Replication:
+    """Keeps the circles of one node in sync with its linked co-members."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.sync = Sync(node.me)
+
+    @property
+    def _moments(self) -> Moments:
+        return self.node.moments
+
+    def membership(self, circle: bytes) -> Membership | None:
+        """Who is in a circle, per epoch, from the manifests we hold."""
+        epochs = {e: m for (c, e), m in self._moments._manifests.items() if c == circle}
+        if not epochs:
+            return None
+        return Membership(
+            latest=max(epochs),
+            members={
+                e: frozenset(bytes(x.verify_key) for x in m.members) for e, m in epochs.items()
+            },
+        )
+
+    async def load(self) -> None:
+        """Tell the sync core what we hold, at start-up."""
+        for manifest in self._moments.circles():
+            membership = self.membership(manifest.circle_id)
+            if membership is not None:
+                self.sync.set_circle(manifest.circle_id, membership)
+        for circle, author, epoch, seq in await self.node.store.run(Store.holdings):
+            self.sync.seed(circle, author, epoch, seq)
+
+    # --- link events -------------------------------------------------------------
+
+    async def link_up(self, peer: bytes) -> None:
+        """Manifests first, then what we hold, of every circle the peer is in."""
+        manifests = []
+        for manifest in self._moments.circles():
+            membership = self.membership(manifest.circle_id)
+            if membership is None or not membership.in_latest(peer):
+                continue
+            for epoch in sorted(membership.epochs_of(peer) | {membership.latest}):
+                kept = self._moments.manifest_for(manifest.circle_id, epoch)
+                if kept is not None:
+                    manifests.append(kept.raw)
+        if manifests:
+            self.node.send(peer, {0: T_MANIFESTS, 1: manifests})
+        await self._perform(self.sync.link_up(peer))
+
+    def link_down(self, peer: bytes) -> None:
+        """The link to a peer is gone."""
+        self.sync.link_down(peer)
+
+    async def circle_changed(self, manifest: Manifest) -> None:
+        """We made or changed a circle: its members hear of it first."""
+        membership = self.membership(manifest.circle_id)
+        if membership is None:
+            return
+        for peer in self.node.linked_peers():
+            if membership.in_latest(peer):
+                self.node.send(peer, {0: T_MANIFESTS, 1: [manifest.raw]})
+        await self._perform(self.sync.set_circle(manifest.circle_id, membership))
+
+    async def stored(self, moment: Moment, source: bytes | None) -> None:
+        """A moment was stored: push ours, announce others'."""
+        await self._perform(
+            self.sync.stored(
+                moment.circle_id, bytes(moment.author), moment.seq, moment.epoch, source
+            )
+        )
+
+    # --- messages from peers -----------------------------------------------------------
+
+    async def on_message(self, peer: bytes, body: dict[int, Any]) -> None:
+        """A replication message from a linked peer."""
+        kind = body.get(0)
+        if kind == T_MANIFESTS:
+            await self._on_manifests(peer, body.get(1))
+        elif kind == T_HAVE:
+            await self._perform(self.sync.received_have(peer, body))
+        elif kind == T_MOMENTS:
+            await self._on_moments(peer, body.get(1), body.get(2))
+        elif kind == T_WANT_CHUNKS:
+            await self._on_want_chunks(peer, body.get(1))
+        elif kind == T_CHUNK:
+            await self._on_chunk(body.get(1), body.get(2))
+
+    async def _on_manifests(self, peer: bytes, raws: object) -> None:
+        if type(raws) is not list:
+            return
+        for raw in raws[:64]:
+            if type(raw) is not bytes:
+                continue
+            try:
+                manifest = decode_manifest(raw)
+                epoch_key(manifest, self.node.identity)  # only circles we are in
+            except RejectedError:
+                continue
+            current = self._moments._current.get(manifest.circle_id)
+            if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
+                continue
+            await self._moments._save(
+                manifest, "circle.joined" if current is None else "circle.changed"
+            )
+            await self.circle_changed(manifest)  # pass it on: manifests travel first
+
+    async def _on_moments(self, peer: bytes, circle: object, envelopes: object) -> None:
+        if type(circle) is not bytes or type(envelopes) is not list:
+            return
+        membership = self.membership(circle)
+        if membership is None or not membership.in_latest(peer):
+            return  # only the circle's current members exchange its moments
+        missing: list[bytes] = []
+        for envelope in envelopes[:4096]:
+            if type(envelope) is not bytes:
+                continue
+            moment = await self._moments.receive(envelope, peer)
+            if moment is None or moment.circle_id != circle:
+                continue
+            await self.stored(moment, peer)
+            missing += await asyncio.to_thread(self._moments.missing_chunks, moment)
+        if missing:
+            self.node.send(peer, {0: T_WANT_CHUNKS, 1: missing[:MAX_CHUNK_WANTS]})
+
+    async def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
+        if type(addresses) is not list:
+            return
+        for address in addresses[:MAX_CHUNK_WANTS]:
+            if type(address) is not bytes or len(address) != 32:
+                continue
+            uses = await self.node.store.run(Store.chunk_circles, address)
+            if not any(self._may_have(peer, c, e) for c, e in uses):
+                continue  # never a chunk of a moment the peer may not read
+            data = await asyncio.to_thread(self._moments.blobs.get, address)
+            if data is not None:
+                self.node.send(peer, {0: T_CHUNK, 1: address, 2: data})
+
+    async def _on_chunk(self, address: object, data: object) -> None:
+        if type(address) is not bytes or type(data) is not bytes:
+            return
+        if chunk_address(data) != address:
+            return  # not the chunk its address names
+        if not await self.node.store.run(Store.chunk_circles, address):
+            return  # nobody asked for it
+        await asyncio.to_thread(self._moments.blobs.put, address, data)
+        self.node.events.publish("transfer.chunk", address=address.hex()[:16], size=len(data))
+
+    def _may_have(self, peer: bytes, circle: bytes, epoch: int) -> bool:
+        membership = self.membership(circle)
+        return (
+            membership is not None
+            and membership.in_latest(peer)
+            and epoch in membership.epochs_of(peer)
+        )
+
+    # --- carrying out decisions -----------------------------------------------------
+
+    async def _perform(self, actions: Sequence[Send | Want]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                if action.body:
+                    self.node.send(action.peer, action.body)
+            else:
+                await self._send_range(action)
+
+    async def _send_range(self, want: Want) -> None:
+        for epoch in sorted(want.epochs):
+            if not self._may_have(want.peer, want.circle, epoch):
+                continue  # checked again at the point of sending
+            rows = await self.node.store.run(
+                Store.envelopes,
+                want.circle,
+                want.author,
+                epoch,
+                want.first,
+                want.last,
+                int(time.time()),
+            )
+            batch: list[bytes] = []
+            size = 0
+            for _seq, envelope in rows:
+                if size + len(envelope) > MAX_BATCH and batch:
+                    self.node.send(want.peer, {0: T_MOMENTS, 1: want.circle, 2: batch})
+                    batch, size = [], 0
+                batch.append(envelope)
+                size += len(envelope)
+            if batch:
+                self.node.send(want.peer, {0: T_MOMENTS, 1: want.circle, 2: batch})

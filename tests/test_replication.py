@@ -1,0 +1,141 @@
+"""Moments reach every member of their circle, member to member, and no one else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from p2pmoments.config import Address
+from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
+from p2pmoments.node import Node
+from tests.multinode import eventually, make_home, running, until
+from tests.photos import photo_with_location, pixels
+
+SYNC_TYPES = {T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK}
+
+
+async def befriend(owner: Node, other: Node) -> None:
+    link, _ = await owner.pairing_link()
+    record = await other.wait_pairing((await other.pair(link)).id, timeout=15)
+    assert record is not None
+    assert record.state == "confirmed"
+    await eventually(
+        lambda: owner.friend(bytes(other.identity.public.verify_key)),
+        what="the owner to record the friend",
+    )
+
+
+async def texts(node: Node) -> list[str]:
+    return [m["text"] for m in await node.moments.feed(None, None, 100)]
+
+
+async def wait_texts(node: Node, expected: list[str], timeout: float = 20) -> None:
+    async def arrived() -> bool:
+        return sorted(await texts(node)) == sorted(expected)
+
+    await until(node, arrived, timeout=timeout, what=f"{expected}")
+
+
+def spy(node: Node) -> list[int]:
+    seen: list[int] = []
+    node.on_message = lambda key, body: seen.append(body[0])
+    return seen
+
+
+async def test_members_receive_and_a_friend_outside_the_circle_receives_nothing(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol", "Dave")]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol, dave = [await stack.enter_async_context(running(h)) for h in homes]
+        for other in (bob, carol, dave):
+            await befriend(alice, other)
+        dave_saw = spy(dave)
+        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.moments.post("family", "ice cream!")
+        await wait_texts(bob, ["ice cream!"])
+        await wait_texts(carol, ["ice cream!"])
+        assert [m.name for m in bob.moments.circles()] == ["family"]
+        # Bob comments; Carol gets the comment too (through Alice: they are not friends).
+        post_id = (await bob.moments.feed(None, None, 10))[0]["id"]
+        await bob.moments.comment(post_id, "yum")
+
+        async def commented() -> bool:
+            return bool((await carol.moments.feed(None, None, 10))[0]["comments"])
+
+        await until(carol, commented, what="Bob's comment to reach Carol")
+        assert not (set(dave_saw) & SYNC_TYPES)  # not one circle message reached Dave
+        assert dave.moments.circles() == []
+        assert await texts(dave) == []
+
+
+async def test_an_offline_member_catches_up_and_a_removed_member_gets_nothing_new(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob, running(homes[2]) as carol:
+            await befriend(alice, bob)
+            await befriend(alice, carol)
+            await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=False)
+            await wait_texts(bob, [])
+            await eventually(lambda: carol.moments.circles(), what="Carol to get the manifest")
+            carol_port = carol.listen_port
+        # Bob and Carol are offline: Alice posts.
+        await alice.moments.post("family", "while you were out")
+        async with running(
+            homes[2], listen=Address(host="127.0.0.1", port=carol_port or 0)
+        ) as carol:
+            await wait_texts(carol, ["while you were out"])
+            await alice.moments.change_circle("family", remove=["Carol"])
+            # Scope is the latest manifest: the new one goes to members only, so Carol
+            # is not even told; she simply receives nothing new.
+            await alice.moments.post("family", "after Carol left")
+            async with running(homes[1]) as bob:
+                await wait_texts(bob, ["while you were out", "after Carol left"])
+            assert sorted(await texts(carol)) == ["while you were out"]
+
+
+async def test_the_author_leaves_and_a_member_relays(tmp_path: Path) -> None:
+    """Bob and Carol are not friends; the signed manifest lets them link for the circle."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[1], mdns=True) as bob:
+        async with running(homes[0], mdns=True) as alice:
+            async with running(homes[2], mdns=True) as carol:
+                await befriend(alice, bob)
+                await befriend(alice, carol)
+                await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+                await eventually(lambda: carol.moments.circles(), timeout=20)
+            await alice.moments.post("family", "relay me")  # Carol is away
+            await wait_texts(bob, ["relay me"])
+        # Alice has gone too. Carol comes back and only Bob can give it to her.
+        async with running(homes[2], mdns=True) as carol:
+            await wait_texts(carol, ["relay me"], timeout=30)
+            assert bob.friend(bytes(carol.identity.public.verify_key)) is None  # not friends
+
+
+async def test_photos_follow_their_moments(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+        original = photo_with_location(900, 600)
+        moment = await alice.moments.post("family", "beach", photos=[original])
+        await wait_texts(bob, ["beach"])
+        from p2pmoments.core.blobs import BlobKind
+        from p2pmoments.moments import moment_text
+
+        ref = await bob.moments.blob(moment_text(moment.id), BlobKind.PHOTO, 1, False)
+
+        def complete() -> bool:
+            return all(bob.moments.blobs.has(a) for a in ref.chunks)
+
+        async def photo_here() -> bool:
+            return await asyncio.to_thread(complete)
+
+        await until(bob, photo_here, what="the photo's chunks to arrive")
+        chunks = [
+            await asyncio.to_thread(bob.moments.read_chunk, ref, i) for i in range(len(ref.chunks))
+        ]
+        assert pixels(b"".join(chunks)) == pixels(original)
