@@ -139,3 +139,65 @@ async def test_photos_follow_their_moments(tmp_path: Path) -> None:
             await asyncio.to_thread(bob.moments.read_chunk, ref, i) for i in range(len(ref.chunks))
         ]
         assert pixels(b"".join(chunks)) == pixels(original)
+
+
+async def test_a_retraction_that_arrives_before_its_target_still_retracts_it(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.moments.circles(), what="Bob to get the manifest")
+        from p2pmoments.core.circles import Content, Kind, seal_moment
+
+        key = alice.moments.key_for(circle)
+        target = seal_moment(
+            alice.identity,
+            circle,
+            key,
+            seq=100,
+            time=1,
+            content=Content(kind=Kind.POST, text="oops"),
+        )
+        tombstone = seal_moment(
+            alice.identity,
+            circle,
+            key,
+            seq=101,
+            time=2,
+            content=Content(kind=Kind.RETRACTION, target=target.id),
+        )
+        assert await bob.moments.receive(tombstone.envelope, None) is not None
+        assert await bob.moments.receive(target.envelope, None) is not None
+        from p2pmoments.moments import moment_text
+
+        shown = await bob.moments.get(moment_text(target.id))
+        assert shown["retracted"] is True
+        assert shown["text"] == ""
+
+
+async def test_a_file_of_many_chunks_arrives_whole(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+        data = bytes(range(256)) * (5 * 4096 + 7)  # about 5 MiB: 21 chunks, over 16 in flight
+        moment = await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+        await wait_texts(bob, [""])
+        from p2pmoments.core.blobs import BlobKind
+        from p2pmoments.moments import moment_text
+
+        ref = await bob.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
+        assert len(ref.chunks) > 16
+
+        async def whole() -> bool:
+            return await asyncio.to_thread(
+                lambda: all(bob.moments.blobs.has(a) for a in ref.chunks)
+            )
+
+        await until(bob, whole, timeout=30, what="every chunk")
+        got = [
+            await asyncio.to_thread(bob.moments.read_chunk, ref, i) for i in range(len(ref.chunks))
+        ]
+        assert b"".join(got) == data

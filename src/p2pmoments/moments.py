@@ -293,6 +293,15 @@ class Moments:
             chunks,
             moment.epoch,
         )
+        if (
+            added
+            and c.kind is not Kind.RETRACTION
+            and await self.node.store.run(Store.is_retracted, moment.id)
+        ):
+            # Its retraction came first (relays deliver in any order): honour it now.
+            freed = await self.node.store.run(Store.retract, moment.id)
+            await asyncio.to_thread(self.blobs.delete, freed)
+            return True
         if added and c.kind is Kind.RETRACTION and c.target is not None:
             freed = await self.node.store.run(Store.retract, c.target)
             await asyncio.to_thread(self.blobs.delete, freed)
@@ -374,6 +383,11 @@ class Moments:
                 raise NotFoundError("this photo has no thumbnail")
             return chosen.thumbnail
         return chosen
+
+    async def missing_in(self, circle_ids: Sequence[bytes]) -> list[bytes]:
+        """Chunks of these circles' moments that have not arrived (to resume after a cut)."""
+        addresses = await self.node.store.run(Store.chunks_of_circles, circle_ids)
+        return await asyncio.to_thread(lambda: [a for a in addresses if not self.blobs.has(a)])
 
     def missing_chunks(self, moment: Moment) -> list[bytes]:
         """Chunk addresses a moment uses that we do not hold yet (blocking)."""

@@ -48,6 +48,9 @@ class Replication:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.sync = Sync(node.me)
+        # Chunks still to ask each peer for, and those asked and not yet come.
+        self._wanted: dict[bytes, list[bytes]] = {}
+        self._in_flight: dict[bytes, set[bytes]] = {}
 
     @property
     def _moments(self) -> Moments:
@@ -90,10 +93,27 @@ class Replication:
         if manifests:
             self.node.send(peer, {0: T_MANIFESTS, 1: manifests})
         await self._perform(self.sync.link_up(peer))
+        # Transfers resume: ask again for chunks a cut left missing.
+        self._want(peer, await self._moments.missing_in(list(self.sync.circles_of(peer))))
 
     def link_down(self, peer: bytes) -> None:
         """The link to a peer is gone."""
         self.sync.link_down(peer)
+        self._wanted.pop(peer, None)
+        self._in_flight.pop(peer, None)
+
+    def _want(self, peer: bytes, addresses: Sequence[bytes]) -> None:
+        """Queue chunks to ask `peer` for; at most MAX_CHUNK_WANTS are in flight."""
+        queue = self._wanted.setdefault(peer, [])
+        flying = self._in_flight.setdefault(peer, set())
+        queue.extend(a for a in addresses if a not in flying and a not in queue)
+        ask = []
+        while queue and len(flying) < MAX_CHUNK_WANTS:
+            address = queue.pop(0)
+            flying.add(address)
+            ask.append(address)
+        if ask:
+            self.node.send(peer, {0: T_WANT_CHUNKS, 1: ask})
 
     async def circle_changed(self, manifest: Manifest) -> None:
         """We made or changed a circle: its members hear of it first."""
@@ -127,7 +147,7 @@ class Replication:
         elif kind == T_WANT_CHUNKS:
             await self._on_want_chunks(peer, body.get(1))
         elif kind == T_CHUNK:
-            await self._on_chunk(body.get(1), body.get(2))
+            await self._on_chunk(peer, body.get(1), body.get(2))
 
     async def _on_manifests(self, peer: bytes, raws: object) -> None:
         if type(raws) is not list:
@@ -163,8 +183,7 @@ class Replication:
                 continue
             await self.stored(moment, peer)
             missing += await asyncio.to_thread(self._moments.missing_chunks, moment)
-        if missing:
-            self.node.send(peer, {0: T_WANT_CHUNKS, 1: missing[:MAX_CHUNK_WANTS]})
+        self._want(peer, missing)
 
     async def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
         if type(addresses) is not list:
@@ -179,9 +198,14 @@ class Replication:
             if data is not None:
                 self.node.send(peer, {0: T_CHUNK, 1: address, 2: data})
 
-    async def _on_chunk(self, address: object, data: object) -> None:
+    async def _on_chunk(self, peer: bytes, address: object, data: object) -> None:
         if type(address) is not bytes or type(data) is not bytes:
             return
+        flying = self._in_flight.get(peer, set())
+        if address not in flying:
+            return  # we did not ask this peer for it
+        flying.discard(address)
+        self._want(peer, [])  # top up
         if chunk_address(data) != address:
             return  # not the chunk its address names
         if not await self.node.store.run(Store.chunk_circles, address):

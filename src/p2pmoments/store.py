@@ -563,6 +563,29 @@ class Store:
             )
         )
 
+    def is_retracted(self, moment_id: bytes) -> bool:
+        """True if a retraction of this moment is held (it may arrive before its target)."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM moments WHERE kind = 4 AND reply_to = ?", (moment_id,)
+            ).fetchone()
+            is not None
+        )
+
+    def chunks_of_circles(self, circle_ids: Sequence[bytes]) -> list[bytes]:
+        """Every chunk address used by moments of these circles."""
+        out: list[bytes] = []
+        for circle_id in circle_ids:
+            out += [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT DISTINCT c.address FROM moment_chunks c JOIN moments m"
+                    " ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
+                    (circle_id,),
+                )
+            ]
+        return out
+
     def chunk_circles(self, address: bytes) -> list[tuple[bytes, int]]:
         """(circle, epoch) of every moment that uses a chunk."""
         return list(
@@ -620,10 +643,12 @@ class Store:
 
         Returns the blob chunks nothing uses any more, for the caller to delete."""
         with self._transaction() as conn:
+            # Its comments and reactions go; the retraction itself stays, to travel on.
             replies = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT moment_id FROM moments WHERE reply_to = ?", (moment_id,)
+                    "SELECT moment_id FROM moments WHERE reply_to = ? AND kind != 4",
+                    (moment_id,),
                 )
             ]
             freed = self._delete_moments(conn, replies)
