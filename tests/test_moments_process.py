@@ -126,3 +126,34 @@ def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon])
     assert not [p for p in blobs.rglob("*") if p.is_file()]  # retraction deletes the blobs
     missing = cli(home, "photo", moment_id[:8], "-o", str(full))
     assert missing.returncode == 1
+
+
+def test_a_post_reaches_a_member_and_not_a_friend_outside_the_circle(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    homes = {n: tmp_path / n for n in ("alice", "bob", "dave")}
+    for name, home in homes.items():
+        assert cli(home, "init", "--name", name.title()).returncode == 0
+        daemons.append(Daemon(home))
+        daemons[-1].wait_ready()
+    link = cli(homes["alice"], "qr", "--link").stdout.strip()
+    assert cli(homes["bob"], "pair", link).returncode == 0
+    link = cli(homes["alice"], "qr", "--link").stdout.strip()
+    assert cli(homes["dave"], "pair", link).returncode == 0
+    wait_for(
+        lambda: len(json.loads(cli(homes["alice"], "friends", "--json").stdout)["friends"]) == 2,
+        timeout=15,
+        what="Alice to know both",
+    )
+    assert cli(homes["alice"], "circle", "create", "family", "--member", "Bob").returncode == 0
+    assert cli(homes["alice"], "post", "--circle", "family", "for Bob only").returncode == 0
+    wait_for(
+        lambda: "for Bob only" in cli(homes["bob"], "feed").stdout,
+        timeout=20,
+        what="Bob's daemon to receive the moment",
+    )
+    circles = json.loads(cli(homes["bob"], "circles", "--json").stdout)
+    assert [c["name"] for c in circles] == ["family"]
+    assert circles[0]["mine"] is False
+    assert "Nothing here yet." in cli(homes["dave"], "feed").stdout
+    assert json.loads(cli(homes["dave"], "circles", "--json").stdout) == []
