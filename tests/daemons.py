@@ -122,3 +122,11 @@ class Daemon:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
         self._log_file.close()
+
+
+def start_daemon(started: list[Daemon], home: Path, *extra: str) -> Daemon:
+    """Start a daemon, record it for the `daemons` fixture to stop, wait until it answers."""
+    daemon = Daemon(home, *extra)
+    started.append(daemon)
+    daemon.wait_ready()
+    return daemon

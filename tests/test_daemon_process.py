@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2pmoments.store import Store
-from tests.daemons import Daemon, cli, wait_for
+from tests.daemons import Daemon, cli, start_daemon, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -25,15 +25,8 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-def start(daemons: list[Daemon], home: Path, *extra: str) -> Daemon:
-    daemon = Daemon(home, *extra)
-    daemons.append(daemon)
-    daemon.wait_ready()
-    return daemon
-
-
 def test_init_run_status_rename_and_stop(home: Path, daemons: list[Daemon]) -> None:
-    daemon = start(daemons, home)
+    daemon = start_daemon(daemons, home)
     assert "control API:" in daemon.output
     assert daemon.info["api_url"] in daemon.output
 
@@ -70,13 +63,13 @@ def test_init_run_status_rename_and_stop(home: Path, daemons: list[Daemon]) -> N
 
 
 def test_sigint_also_stops_cleanly(home: Path, daemons: list[Daemon]) -> None:
-    daemon = start(daemons, home)
+    daemon = start_daemon(daemons, home)
     assert daemon.stop(signal.SIGINT) == 0
     assert not (home / "data" / "daemon.json").exists()
 
 
 def test_bad_names_are_refused_by_the_cli(home: Path, daemons: list[Daemon]) -> None:
-    start(daemons, home)
+    start_daemon(daemons, home)
     result = cli(home, "profile", "--name", "x" * 40)
     assert result.returncode == 1
     assert "at most 32 bytes" in result.stderr
@@ -124,7 +117,7 @@ def test_a_taken_port_is_a_clear_error(home: Path, flag: str) -> None:
 
 
 def test_two_daemons_cannot_share_a_home(home: Path, daemons: list[Daemon]) -> None:
-    first = start(daemons, home)
+    first = start_daemon(daemons, home)
     second = cli(home, "run", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0")
     assert second.returncode == 1
     assert "already running" in second.stderr
@@ -136,7 +129,7 @@ def test_two_homes_run_side_by_side(tmp_path: Path, daemons: list[Daemon]) -> No
     homes = [tmp_path / name for name in ("a", "b")]
     for home in homes:
         assert cli(home, "init", "--name", home.name).returncode == 0
-    running = [start(daemons, home) for home in homes]
+    running = [start_daemon(daemons, home) for home in homes]
     names = [json.loads(cli(h, "status", "--json").stdout)["name"] for h in homes]
     assert names == ["a", "b"]
     assert running[0].info["api_url"] != running[1].info["api_url"]
@@ -170,7 +163,7 @@ def test_sigkill_loses_nothing_acknowledged(home: Path, daemons: list[Daemon]) -
     rng = random.Random(2026)
     stored = ""
     for round_ in range(3):
-        daemon = start(daemons, home)
+        daemon = start_daemon(daemons, home)
         writer = RenameWriter(daemon, f"r{round_}")
         writer.start()
         kill_after = rng.randint(5, 60)
@@ -195,5 +188,5 @@ def test_sigkill_loses_nothing_acknowledged(home: Path, daemons: list[Daemon]) -
         assert stored in writer.sent[writer.sent.index(last_acked) :], (stored, last_acked)
 
     # The home still works: a stale daemon.json does not stop a new daemon.
-    daemon = start(daemons, home)
+    daemon = start_daemon(daemons, home)
     assert daemon.api("GET", "/profile")["name"] == stored

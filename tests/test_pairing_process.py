@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import Daemon, cli, wait_for
+from tests.daemons import Daemon, cli, start_daemon, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -20,13 +20,6 @@ def init(tmp_path: Path, name: str) -> Path:
     return home
 
 
-def start(daemons: list[Daemon], home: Path, *extra: str) -> Daemon:
-    daemon = Daemon(home, *extra)
-    daemons.append(daemon)
-    daemon.wait_ready()
-    return daemon
-
-
 def friends(home: Path) -> list[dict[str, object]]:
     result = cli(home, "friends", "--json")
     assert result.returncode == 0, result.stderr
@@ -35,8 +28,8 @@ def friends(home: Path) -> list[dict[str, object]]:
 
 def test_two_daemons_pair_with_one_scan(tmp_path: Path, daemons: list[Daemon]) -> None:
     alice, bob = init(tmp_path, "Alice"), init(tmp_path, "Bob")
-    start(daemons, alice)
-    start(daemons, bob)
+    start_daemon(daemons, alice)
+    start_daemon(daemons, bob)
     shown = cli(alice, "qr")
     assert shown.returncode == 0, shown.stderr
     assert "\u2588" in shown.stdout or "\u2580" in shown.stdout  # a QR code drawn in text
@@ -57,7 +50,7 @@ def test_two_daemons_pair_with_one_scan(tmp_path: Path, daemons: list[Daemon]) -
 
     reused = cli(init(tmp_path, "Carol"), "--help")  # Carol exists but is not running yet
     assert reused.returncode == 0
-    carol_daemon = start(daemons, tmp_path / "carol")
+    carol_daemon = start_daemon(daemons, tmp_path / "carol")
     again = cli(carol_daemon.home, "pair", "--timeout", "3", link)
     assert again.returncode == 0  # pending: Alice never answers a used code
     assert "Pending" in again.stdout
@@ -73,19 +66,19 @@ def test_pending_then_confirmed_when_the_owner_comes_online(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:
     alice, bob = init(tmp_path, "Alice"), init(tmp_path, "Bob")
-    first = start(daemons, alice, "--listen", "127.0.0.1:0")
+    first = start_daemon(daemons, alice, "--listen", "127.0.0.1:0")
     link = cli(alice, "qr", "--link").stdout.strip()
     peer_address = first.info["listen"][0]
     assert first.stop(signal.SIGTERM) == 0  # Alice goes offline
 
-    start(daemons, bob)
+    start_daemon(daemons, bob)
     pending = cli(bob, "pair", "--no-wait", link)
     assert pending.returncode == 0, pending.stderr
     assert "Pending" in pending.stdout
     assert friends(bob) == []
 
     # Alice comes back on the same address; Bob's daemon completes the pairing by itself.
-    start(daemons, alice, "--listen", peer_address)
+    start_daemon(daemons, alice, "--listen", peer_address)
     wait_for(lambda: friends(bob), timeout=30, what="Bob's daemon to reach Alice")
     assert [f["name"] for f in friends(bob)] == ["Alice"]
     wait_for(lambda: friends(alice), timeout=15, what="Alice to record Bob")
@@ -93,7 +86,7 @@ def test_pending_then_confirmed_when_the_owner_comes_online(
 
 def test_bad_links_are_refused_with_a_reason(tmp_path: Path, daemons: list[Daemon]) -> None:
     bob = init(tmp_path, "Bob")
-    start(daemons, bob)
+    start_daemon(daemons, bob)
     for link, reason in [
         ("P2PM:1/AAAA", "incomplete"),
         ("hello", "not a p2pmoments pairing"),
@@ -111,8 +104,8 @@ def test_bad_links_are_refused_with_a_reason(tmp_path: Path, daemons: list[Daemo
 def test_pair_from_a_picture_of_the_code(tmp_path: Path, daemons: list[Daemon]) -> None:
     pytest.importorskip("zxingcpp")
     alice, bob = init(tmp_path, "Alice"), init(tmp_path, "Bob")
-    start(daemons, alice)
-    start(daemons, bob)
+    start_daemon(daemons, alice)
+    start_daemon(daemons, bob)
     image = tmp_path / "code.png"
     assert cli(alice, "qr", "--png", str(image)).returncode == 0
     paired = cli(bob, "pair", "--image", str(image))
