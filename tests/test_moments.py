@@ -162,7 +162,7 @@ async def test_only_the_owner_changes_a_circle_and_only_the_author_retracts(
     alice, bob = pair
     circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=True)
     # Bob learns the manifest (as sync will bring it) and holds the circle too.
-    await bob.moments._save(circle, "circle.created")
+    await bob.moments.save(circle, "circle.created")
     with pytest.raises(NotOwnerError, match="only its owner"):
         await bob.moments.change_circle("family", name="mine now")
     mine = await alice.moments.post("family", "from Alice")
@@ -176,6 +176,6 @@ async def test_an_ambiguous_circle_name_lists_the_candidates(pair: tuple[Node, N
     alice, bob = pair
     await alice.moments.create_circle("family", [], members_can_post=False)
     theirs = await bob.moments.create_circle("family", ["Alice"], members_can_post=False)
-    await alice.moments._save(theirs, "circle.created")
+    await alice.moments.save(theirs, "circle.created")
     with pytest.raises(AmbiguousError, match="could be any of"):
         alice.moments.resolve_circle("family")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from p2pmoments.core.errors import DecodeError
-from p2pmoments.core.pairing import decode_link
+from p2pmoments.core.pairing import decode_link, encode_link
 from p2pmoments.errors import FriendLimitError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
@@ -114,18 +115,9 @@ async def test_expired_code_is_refused_at_scan(tmp_path: Path) -> None:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
         link, expires = await alice.pairing_link()
-        from p2pmoments.core.pairing import PairingLink, encode_link
 
         old = decode_link(link)
-        stale = PairingLink(
-            identity=old.identity,
-            link_key=old.link_key,
-            token=old.token,
-            expires=int(time.time()) - 1,
-            name=old.name,
-            host=old.host,
-            port=old.port,
-        )
+        stale = replace(old, expires=int(time.time()) - 1)
         with pytest.raises(DecodeError, match="expired"):
             await bob.pair(encode_link(stale))
         assert expires > time.time()
@@ -152,18 +144,9 @@ async def test_a_forged_token_gets_silence(tmp_path: Path) -> None:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
         link, _ = await alice.pairing_link()
-        from p2pmoments.core.pairing import PairingLink, encode_link
 
         real = decode_link(link)
-        forged = PairingLink(
-            identity=real.identity,
-            link_key=real.link_key,
-            token=b"\x00" * 16,
-            expires=real.expires,
-            name=real.name,
-            host=real.host,
-            port=real.port,
-        )
+        forged = replace(real, token=b"\x00" * 16)
         record = await bob.pair(encode_link(forged))
         await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
         assert await pairing_state(bob, record.id) == "pending"
@@ -175,18 +158,9 @@ async def test_a_copied_link_served_by_someone_else_cannot_pass(tmp_path: Path) 
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Mallory")]
     async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as mallory:
         link, _ = await alice.pairing_link()
-        from p2pmoments.core.pairing import PairingLink, encode_link
 
         real = decode_link(link)
-        copied = PairingLink(
-            identity=real.identity,
-            link_key=real.link_key,
-            token=real.token,
-            expires=real.expires,
-            name=real.name,
-            host="127.0.0.1",
-            port=mallory.listen_port,
-        )
+        copied = replace(real, host="127.0.0.1", port=mallory.listen_port)
         record = await bob.pair(encode_link(copied))
         await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
         assert await pairing_state(bob, record.id) == "pending"
@@ -241,17 +215,8 @@ async def test_a_pending_pairing_expires_on_the_scanners_side(tmp_path: Path) ->
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice:
         real = decode_link((await alice.pairing_link())[0])
-    from p2pmoments.core.pairing import PairingLink, encode_link
 
-    soon = PairingLink(
-        identity=real.identity,
-        link_key=real.link_key,
-        token=real.token,
-        expires=int(time.time()) + 2,
-        name=real.name,
-        host=real.host,
-        port=real.port,
-    )
+    soon = replace(real, expires=int(time.time()) + 2)
     async with running(bob_home) as bob:  # Alice stays offline
         record = await bob.pair(encode_link(soon))
         done = await bob.wait_pairing(record.id, timeout=15)

@@ -83,6 +83,14 @@ class Moments:
         if current is None or current.epoch < manifest.epoch:
             self._current[manifest.circle_id] = manifest
 
+    def current(self, circle_id: bytes) -> Manifest | None:
+        """A circle's latest manifest, if we hold the circle."""
+        return self._current.get(circle_id)
+
+    def epochs(self, circle_id: bytes) -> dict[int, Manifest]:
+        """Every manifest we hold of a circle, by epoch."""
+        return {e: m for (c, e), m in self._manifests.items() if c == circle_id}
+
     def manifest_for(self, circle_id: bytes, epoch: int) -> Manifest | None:
         """The manifest of a circle at an epoch, if we hold it."""
         return self._manifests.get((circle_id, epoch))
@@ -134,7 +142,8 @@ class Moments:
             )
         return members
 
-    async def _save(self, manifest: Manifest, kind: str) -> Manifest:
+    async def save(self, manifest: Manifest, kind: str) -> Manifest:
+        """Keep a manifest (ours or received), and publish `kind`."""
         await self.node.store.run(
             Store.save_manifest,
             manifest.circle_id,
@@ -168,7 +177,7 @@ class Moments:
             created=int(time.time()),
             key=new_epoch_key(),
         )
-        await self._save(manifest, "circle.created")
+        await self.save(manifest, "circle.created")
         await self.node.replication.circle_changed(manifest)
         return manifest
 
@@ -211,7 +220,7 @@ class Moments:
             created=int(time.time()),
             key=new_epoch_key(),
         )
-        await self._save(manifest, "circle.changed")
+        await self.save(manifest, "circle.changed")
         await self.node.replication.circle_changed(manifest)
         return manifest
 

@@ -58,7 +58,7 @@ class Replication:
 
     def membership(self, circle: bytes) -> Membership | None:
         """Who is in a circle, per epoch, from the manifests we hold."""
-        epochs = {e: m for (c, e), m in self._moments._manifests.items() if c == circle}
+        epochs = self._moments.epochs(circle)
         if not epochs:
             return None
         return Membership(
@@ -160,10 +160,10 @@ class Replication:
                 epoch_key(manifest, self.node.identity)  # only circles we are in
             except RejectedError:
                 continue
-            current = self._moments._current.get(manifest.circle_id)
+            current = self._moments.current(manifest.circle_id)
             if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
                 continue
-            await self._moments._save(
+            await self._moments.save(
                 manifest, "circle.joined" if current is None else "circle.changed"
             )
             await self.circle_changed(manifest)  # pass it on: manifests travel first

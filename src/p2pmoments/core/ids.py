@@ -14,7 +14,7 @@ import hashlib
 
 from p2pmoments.core.errors import DecodeError
 
-__all__ = ["ID_LEN", "TEXT_LEN", "IdKind", "decode_id", "encode_id", "short_id"]
+__all__ = ["ID_LEN", "TEXT_LEN", "IdKind", "decode_id", "encode_id"]
 
 ID_LEN = 32
 CHECK_LEN = 3
@@ -53,8 +53,3 @@ def decode_id(text: str, kind: IdKind) -> bytes:
     if _check(raw, kind) != check:
         raise DecodeError(f"this is not a valid {kind.name.lower()} id (the check does not match)")
     return raw
-
-
-def short_id(text: str) -> str:
-    """A short prefix of a text id for display; never used to verify anything."""
-    return text[:8]

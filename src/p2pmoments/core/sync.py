@@ -233,10 +233,6 @@ class Sync:
         state.told[circle] = vector
         return Send(peer, encode_have(circle, vector))
 
-    def vector(self, circle: bytes) -> dict[Slot, int]:
-        """What we hold of a circle."""
-        return dict(self._held.get(circle, {}))
-
     def circles_of(self, peer: bytes) -> Iterable[bytes]:
         """The circles whose traffic may go to `peer`."""
         return [c for c, m in self._circles.items() if m.in_latest(peer)]

@@ -47,7 +47,6 @@ class LinkRunner:
         self.remote_host: str | None = peer[0] if peer else None
         self.remote_port: int | None = peer[1] if peer else None
         self.closed: Closed | None = None
-        self.opened_at = time.time()
         # What the node knows of why this link exists.
         self.found_via = "incoming"
         self.pairing_id: int | None = None  # we dialled to complete this pairing
