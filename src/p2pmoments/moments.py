@@ -36,7 +36,7 @@ from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
-from p2pmoments.store import Store
+from p2pmoments.store import MomentRow, Store
 
 if TYPE_CHECKING:
     from p2pmoments.node import Node
@@ -285,44 +285,51 @@ class Moments:
         return moment
 
     async def _store(self, moment: Moment) -> bool:
-        c = moment.content
-        reply = c.reply_to if c.reply_to is not None else c.target
-        chunks = [a for ref in _refs(c) for a in _addresses(ref)]
-        added = await self.node.store.run(
-            Store.add_moment,
-            moment.id,
-            moment.circle_id,
-            bytes(moment.author),
-            moment.seq,
-            moment.time,
-            int(c.kind),
-            reply,
-            c.expires,
-            moment.envelope,
-            chunks,
-            moment.epoch,
-        )
-        if (
-            added
-            and c.kind is not Kind.RETRACTION
-            and await self.node.store.run(Store.is_retracted, moment.id)
-        ):
-            # Its retraction came first (relays deliver in any order): honour it now.
-            freed = await self.node.store.run(Store.retract, moment.id)
-            await asyncio.to_thread(self.blobs.delete, freed)
-            return True
-        if added and c.kind is Kind.RETRACTION and c.target is not None:
-            freed = await self.node.store.run(Store.retract, c.target)
-            await asyncio.to_thread(self.blobs.delete, freed)
-            self.node.events.publish("moment.retracted", id=moment_text(c.target))
-        elif added:
-            self.node.events.publish(
-                "moment.added",
-                id=moment_text(moment.id),
-                circle=circle_text(moment.circle_id),
-                kind=c.kind.name.lower(),
+        return bool(await self._store_many([moment]))
+
+    async def _store_many(self, moments: Sequence[Moment]) -> list[Moment]:
+        """Store verified moments in one transaction; returns those that were new."""
+        rows = []
+        for moment in moments:
+            c = moment.content
+            rows.append(
+                MomentRow(
+                    moment_id=moment.id,
+                    circle_id=moment.circle_id,
+                    author=bytes(moment.author),
+                    seq=moment.seq,
+                    epoch=moment.epoch,
+                    created=moment.time,
+                    kind=int(c.kind),
+                    reply_to=c.reply_to if c.reply_to is not None else c.target,
+                    expires=c.expires,
+                    envelope=moment.envelope,
+                    chunks=tuple(a for ref in _refs(c) for a in _addresses(ref)),
+                )
             )
-        return bool(added)
+        flags = await self.node.store.run(Store.add_moments, rows)
+        added = [m for m, new in zip(moments, flags, strict=True) if new]
+        # A retraction that came before its target (relays deliver in any order).
+        early = await self.node.store.run(
+            Store.retracted_among, [m.id for m in added if m.content.kind is not Kind.RETRACTION]
+        )
+        for moment in added:
+            c = moment.content
+            if moment.id in early:
+                freed = await self.node.store.run(Store.retract, moment.id)
+                await asyncio.to_thread(self.blobs.delete, freed)
+            elif c.kind is Kind.RETRACTION and c.target is not None:
+                freed = await self.node.store.run(Store.retract, c.target)
+                await asyncio.to_thread(self.blobs.delete, freed)
+                self.node.events.publish("moment.retracted", id=moment_text(c.target))
+            else:
+                self.node.events.publish(
+                    "moment.added",
+                    id=moment_text(moment.id),
+                    circle=circle_text(moment.circle_id),
+                    kind=c.kind.name.lower(),
+                )
+        return added
 
     async def post(
         self,
@@ -451,25 +458,41 @@ class Moments:
 
     async def receive(self, envelope: bytes, sender: bytes | None) -> Moment | None:
         """Verify and store a moment from a peer; the reason is recorded if rejected."""
-        try:
-            moment = open_moment(envelope, self.manifest_for, self.key_for)
+        added = await self.receive_many([envelope], sender)
+        return added[0] if added else None
+
+    async def receive_many(self, envelopes: Sequence[bytes], sender: bytes | None) -> list[Moment]:
+        """Verify and store moments from a peer, in order, in one transaction.
+
+        Returns those that were new; each rejected one has its reason recorded."""
+        opened: list[Moment] = []
+        rejected: list[tuple[str, int]] = []
+        for envelope in envelopes:
+            try:
+                opened.append(open_moment(envelope, self.manifest_for, self.key_for))
+            except RejectedError as exc:
+                rejected.append((exc.reason, len(envelope)))
+        refs = [r for m in opened for r in (m.content.reply_to, m.content.target) if r]
+        owners = await self.node.store.run(Store.moment_owners, refs) if refs else {}
+        owners.update({m.id: (m.circle_id, bytes(m.author)) for m in opened})
+        accepted: list[Moment] = []
+        for moment in opened:
             c = moment.content
-            for ref in (c.reply_to, c.target):
-                if ref is not None:
-                    rows = await self.node.store.run(Store.moment_rows, moment_id=ref, now=0)
-                    if rows and rows[0][1] != moment.circle_id:
-                        raise RejectedError("it answers a moment of another circle")
-            if c.kind is Kind.RETRACTION and c.target is not None:
-                rows = await self.node.store.run(Store.moment_rows, moment_id=c.target, now=0)
-                if rows and rows[0][2] != bytes(moment.author):
-                    raise RejectedError("only its author can retract a moment")
-        except RejectedError as exc:
-            await self.node.store.run(
-                Store.record_rejection, int(time.time()), exc.reason, len(envelope), sender
-            )
-            log.info("rejected a moment: %s", exc.reason)
-            return None
-        return moment if await self._store(moment) else None
+            answered = [owners.get(r) for r in (c.reply_to, c.target) if r is not None]
+            if any(o is not None and o[0] != moment.circle_id for o in answered):
+                rejected.append(("it answers a moment of another circle", len(moment.envelope)))
+            elif (
+                c.kind is Kind.RETRACTION
+                and c.target in owners
+                and owners[c.target][1] != bytes(moment.author)
+            ):
+                rejected.append(("only its author can retract a moment", len(moment.envelope)))
+            else:
+                accepted.append(moment)
+        if rejected:
+            await self.node.store.run(Store.record_rejections, int(time.time()), rejected, sender)
+            log.info("rejected %d moment(s): %s", len(rejected), rejected[0][0])
+        return await self._store_many(accepted) if accepted else []
 
     async def expire(self) -> int:
         """Delete every expired moment now; returns how many."""

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 900 * 1024  # bytes of envelopes in one message (the link's limit is 1 MiB)
 MAX_CHUNK_WANTS = 16  # chunks asked of one peer at once
+MAX_ENVELOPES = 4096  # envelopes read from one message
 
 
 class Replication:
@@ -174,16 +175,18 @@ class Replication:
         membership = self.membership(circle)
         if membership is None or not membership.in_latest(peer):
             return  # only the circle's current members exchange its moments
-        missing: list[bytes] = []
-        for envelope in envelopes[:4096]:
-            if type(envelope) is not bytes:
-                continue
-            moment = await self._moments.receive(envelope, peer)
-            if moment is None or moment.circle_id != circle:
-                continue
-            await self.stored(moment, peer)
-            missing += await asyncio.to_thread(self._moments.missing_chunks, moment)
-        self._want(peer, missing)
+        batch = [e for e in envelopes[:MAX_ENVELOPES] if type(e) is bytes]
+        added = [m for m in await self._moments.receive_many(batch, peer) if m.circle_id == circle]
+        if not added:
+            return
+        await self._perform(
+            self.sync.stored_many(circle, [(bytes(m.author), m.seq, m.epoch) for m in added], peer)
+        )
+        if any(m.content.blobs for m in added):
+            missing = await asyncio.to_thread(
+                lambda: [a for m in added for a in self._moments.missing_chunks(m)]
+            )
+            self._want(peer, missing)
 
     async def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
         if type(addresses) is not list:

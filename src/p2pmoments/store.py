@@ -26,6 +26,7 @@ __all__ = [
     "AsyncStore",
     "Counts",
     "FriendRecord",
+    "MomentRow",
     "PairingRecord",
     "Store",
     "StoreError",
@@ -196,6 +197,23 @@ R = TypeVar("R")
 def _record(cls: type[R], row: tuple[object, ...]) -> R:
     # Columns are selected in the order of the dataclass's fields.
     return cls(**dict(zip(cls.__dataclass_fields__, row, strict=True)))  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MomentRow:
+    """A verified moment as the store keeps it."""
+
+    moment_id: bytes
+    circle_id: bytes
+    author: bytes
+    seq: int
+    epoch: int
+    created: int
+    kind: int
+    reply_to: bytes | None
+    expires: int | None
+    envelope: bytes
+    chunks: tuple[bytes, ...] = ()
 
 
 class Store:
@@ -481,45 +499,47 @@ class Store:
             conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
         return freed
 
-    def add_moment(
-        self,
-        moment_id: bytes,
-        circle_id: bytes,
-        author: bytes,
-        seq: int,
-        created: int,
-        kind: int,
-        reply_to: bytes | None,
-        expires: int | None,
-        envelope: bytes,
-        chunks: Sequence[bytes] = (),
-        epoch: int = 0,
-    ) -> bool:
-        """Store a verified moment and which blob chunks it uses; False if already there."""
+    def add_moments(self, moments: Sequence[MomentRow]) -> list[bool]:
+        """Store verified moments and the blob chunks they use, in one transaction.
+
+        Returns, for each, whether it was new (False if already there)."""
+        added: list[bool] = []
         with self._transaction() as conn:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created, kind,"
-                " reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    moment_id,
-                    circle_id,
-                    author,
-                    seq,
-                    created,
-                    kind,
-                    reply_to,
-                    expires,
-                    envelope,
-                    epoch,
-                ),
-            )
-            added = cursor.rowcount == 1
-            if added:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
-                    [(moment_id, a) for a in chunks],
+            for m in moments:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
+                    " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        m.moment_id,
+                        m.circle_id,
+                        m.author,
+                        m.seq,
+                        m.created,
+                        m.kind,
+                        m.reply_to,
+                        m.expires,
+                        m.envelope,
+                        m.epoch,
+                    ),
                 )
+                added.append(cursor.rowcount == 1)
+                if added[-1] and m.chunks:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
+                        [(m.moment_id, a) for a in m.chunks],
+                    )
         return added
+
+    def moment_owners(self, moment_ids: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
+        """(circle, author) of those of these moments that we hold."""
+        out: dict[bytes, tuple[bytes, bytes]] = {}
+        for moment_id in set(moment_ids):
+            row = self._conn.execute(
+                "SELECT circle_id, author FROM moments WHERE moment_id = ?", (moment_id,)
+            ).fetchone()
+            if row is not None:
+                out[moment_id] = (row[0], row[1])
+        return out
 
     @staticmethod
     def _delete_moments(conn: sqlite3.Connection, moment_ids: Sequence[bytes]) -> list[bytes]:
@@ -563,14 +583,16 @@ class Store:
             )
         )
 
-    def is_retracted(self, moment_id: bytes) -> bool:
-        """True if a retraction of this moment is held (it may arrive before its target)."""
-        return (
-            self._conn.execute(
+    def retracted_among(self, moment_ids: Sequence[bytes]) -> set[bytes]:
+        """Those of these moments whose retraction we hold (it may arrive before them)."""
+        return {
+            moment_id
+            for moment_id in moment_ids
+            if self._conn.execute(
                 "SELECT 1 FROM moments WHERE kind = 4 AND reply_to = ?", (moment_id,)
             ).fetchone()
             is not None
-        )
+        }
 
     def chunks_of_circles(self, circle_ids: Sequence[bytes]) -> list[bytes]:
         """Every chunk address used by moments of these circles."""
@@ -691,12 +713,15 @@ class Store:
             freed = self._delete_moments(conn, gone + replies)
         return len(gone), freed
 
-    def record_rejection(self, now: int, reason: str, size: int, sender: bytes | None) -> None:
-        """Remember why something a peer sent was not stored (bounded to the last 1000)."""
+    def record_rejections(
+        self, now: int, rejections: Sequence[tuple[str, int]], sender: bytes | None
+    ) -> None:
+        """Remember why things a peer sent were not stored, as (reason, size), in one
+        transaction (bounded to the last 1000)."""
         with self._transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO rejected (time, reason, size, sender) VALUES (?, ?, ?, ?)",
-                (now, reason, size, sender),
+                [(now, reason, size, sender) for reason, size in rejections[-1000:]],
             )
             conn.execute("DELETE FROM rejected WHERE id <= (SELECT max(id) - 1000 FROM rejected)")
 

@@ -185,6 +185,24 @@ class Sync:
                 out.append(self._tell(peer, circle))
         return [o for o in out if not (isinstance(o, Send) and not o.body)]
 
+    def stored_many(
+        self, circle: bytes, moments: Iterable[tuple[bytes, int, int]], source: bytes | None
+    ) -> list[Send | Want]:
+        """Like `stored` for a batch of (author, seq, epoch) of one circle, with at most
+        one have per peer."""
+        top: dict[Slot, int] = {}
+        for author, seq, epoch in moments:
+            top[(author, epoch)] = max(seq, top.get((author, epoch), 0))
+        wants: list[Send | Want] = []
+        haves: dict[bytes, Send] = {}
+        for (author, epoch), seq in top.items():
+            for action in self.stored(circle, author, seq, epoch, source):
+                if isinstance(action, Send):
+                    haves[action.peer] = action  # a later have says all an earlier one did
+                else:
+                    wants.append(action)
+        return [*wants, *haves.values()]
+
     def link_up(self, peer: bytes) -> list[Send | Want]:
         """A link to `peer` is open: tell it what we hold of every circle it is in."""
         self._peers[peer] = _Peer()
