@@ -99,6 +99,7 @@ class World:
                 self.violations.append("a have reached a node never in the circle")
             self.apply(to, node.sync.received_have(sender, body))
         elif body[0] == T_MOMENTS:
+            new = []
             for author, seq, epoch in body[2]:
                 if to not in m.members[epoch]:
                     self.violations.append(f"epoch {epoch} moment reached a non-member")
@@ -106,7 +107,9 @@ class World:
                 held = node.held.setdefault(circle, {})
                 if (author, seq) not in held:
                     held[(author, seq)] = epoch
-                    self.apply(to, node.sync.stored(circle, author, seq, epoch, sender))
+                    new.append((author, seq, epoch))
+            # As the shell does: a batch stored at once, answered by one have per peer.
+            self.apply(to, node.sync.stored_many(circle, new, sender))
 
     def run(self, limit: int = 20_000) -> None:
         for _ in range(limit):
