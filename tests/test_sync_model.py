@@ -1,6 +1,10 @@
 """The sync core against a simple model (Hypothesis): after any sequence of posts,
 membership changes, links and cuts, once everyone can talk, every member holds
-every moment of the epochs it is in, and nothing ever reached a non-member."""
+every moment of the epochs it is in, and nothing ever reached a non-member.
+
+Only the owner knows a new manifest at once; everyone else learns it as the
+daemons do, from manifests sent by members (pushed on change, or asked for by a
+have that lacks them)."""
 
 from __future__ import annotations
 
@@ -11,9 +15,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmoments.core.sync import T_HAVE, T_MOMENTS, Membership, Send, Sync, Want
+from p2pmoments.core.sync import (
+    T_HAVE,
+    T_MANIFESTS,
+    T_MOMENTS,
+    Action,
+    Membership,
+    Send,
+    SendManifests,
+    Sync,
+)
 
 NODES = [bytes([i]) * 32 for i in range(5)]
+OWNER = NODES[0]  # owns every circle
 CIRCLES = [bytes([100 + i]) * 32 for i in range(2)]
 
 
@@ -23,6 +37,12 @@ class Node:
     sync: Sync
     # circle -> {(author, seq): epoch}
     held: dict[bytes, dict[tuple[bytes, int], int]] = field(default_factory=dict)
+    # circle -> {epoch: members}: the manifests this node holds
+    manifests: dict[bytes, dict[int, frozenset[bytes]]] = field(default_factory=dict)
+
+    def view(self, circle: bytes) -> Membership | None:
+        known = self.manifests.get(circle)
+        return Membership(latest=max(known), members=dict(known)) if known else None
 
 
 class World:
@@ -34,12 +54,19 @@ class World:
         self.violations: list[str] = []
         self.delivered = 0
 
-    def apply(self, sender: bytes, actions: list[Send | Want]) -> None:
+    def apply(self, sender: bytes, actions: list[Action]) -> None:
         for action in actions:
             if frozenset((sender, action.peer)) not in self.links:
                 continue
             if isinstance(action, Send):
                 self.queue.append((sender, action.peer, action.body))
+            elif isinstance(action, SendManifests):
+                known = self.nodes[sender].manifests.get(action.circle, {})
+                epochs = sorted(e for e in action.epochs if e in known)
+                if epochs:
+                    self.queue.append(
+                        (sender, action.peer, {0: T_MANIFESTS, 1: action.circle, 2: epochs})
+                    )
             else:
                 held = self.nodes[sender].held.get(action.circle, {})
                 entries = [
@@ -54,21 +81,34 @@ class World:
                         (sender, action.peer, {0: T_MOMENTS, 1: action.circle, 2: entries})
                     )
 
+    def learn(self, key: bytes, circle: bytes, epoch: int) -> None:
+        """A node now holds a manifest: as the shell does, it pushes it on to its linked
+        peers that the manifest names and that are in the latest epoch it knows, and tells
+        its sync core."""
+        node = self.nodes[key]
+        node.manifests.setdefault(circle, {})[epoch] = self.membership[circle].members[epoch]
+        view = node.view(circle)
+        assert view is not None
+        for link in self.links:
+            if key in link:
+                (peer,) = link - {key}
+                if view.in_latest(peer) and peer in view.members[epoch]:
+                    self.queue.append((key, peer, {0: T_MANIFESTS, 1: circle, 2: [epoch]}))
+        self.apply(key, node.sync.set_circle(circle, view))
+
     def set_membership(self, circle: bytes, members: frozenset[bytes]) -> None:
         old = self.membership.get(circle)
         epoch = 0 if old is None else old.latest + 1
         table = dict(old.members) if old else {}
         table[epoch] = members
         self.membership[circle] = Membership(latest=epoch, members=table)
-        for node in self.nodes.values():
-            if any(node.key in m for m in table.values()):
-                self.apply(node.key, node.sync.set_circle(circle, self.membership[circle]))
+        self.learn(OWNER, circle, epoch)  # only the owner knows at once
 
     def post(self, author: bytes, circle: bytes) -> None:
-        m = self.membership.get(circle)
+        node = self.nodes[author]
+        m = node.view(circle)  # as far as the author knows
         if m is None or not m.in_latest(author):
             return
-        node = self.nodes[author]
         held = node.held.setdefault(circle, {})
         seq = 1 + max((s for (a, s) in held if a == author), default=0)
         held[(author, seq)] = m.latest
@@ -98,12 +138,21 @@ class World:
             if not any(to in who for who in m.members.values()):
                 self.violations.append("a have reached a node never in the circle")
             self.apply(to, node.sync.received_have(sender, body))
+        elif body[0] == T_MANIFESTS:
+            if to not in m.members[max(body[2])]:
+                self.violations.append("a manifest went to a node outside its epoch")
+            for epoch in body[2]:
+                # The shell keeps only manifests that name it and that it lacks.
+                if to in m.members[epoch] and epoch not in node.manifests.get(circle, {}):
+                    self.learn(to, circle, epoch)
         elif body[0] == T_MOMENTS:
             new = []
             for author, seq, epoch in body[2]:
                 if to not in m.members[epoch]:
                     self.violations.append(f"epoch {epoch} moment reached a non-member")
                     continue
+                if epoch not in node.manifests.get(circle, {}):
+                    continue  # the shell cannot open it without the epoch's manifest
                 held = node.held.setdefault(circle, {})
                 if (author, seq) not in held:
                     held[(author, seq)] = epoch
@@ -148,9 +197,8 @@ def test_members_converge_and_nothing_reaches_a_non_member(
     initial: list[frozenset[bytes]], script: list[tuple[Any, ...]]
 ) -> None:
     world = World()
-    owner = NODES[0]
     for circle, members in zip(CIRCLES, initial, strict=True):
-        world.set_membership(circle, members | {owner})
+        world.set_membership(circle, members | {OWNER})
     for event in script:
         if event[0] == "post":
             world.post(event[1], event[2])
@@ -159,7 +207,7 @@ def test_members_converge_and_nothing_reaches_a_non_member(
         elif event[0] == "cut":
             world.cut(event[1], event[2])
         elif event[0] == "members":
-            world.set_membership(event[1], event[2] | {owner})
+            world.set_membership(event[1], event[2] | {OWNER})
         else:
             for _ in range(event[1]):
                 if world.queue:

@@ -22,8 +22,10 @@ from p2pmoments.core.sync import (
     T_MANIFESTS,
     T_MOMENTS,
     T_WANT_CHUNKS,
+    Action,
     Membership,
     Send,
+    SendManifests,
     Sync,
     Want,
 )
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 900 * 1024  # bytes of envelopes in one message (the link's limit is 1 MiB)
 MAX_CHUNK_WANTS = 16  # chunks asked of one peer at once
 MAX_ENVELOPES = 4096  # envelopes read from one message
+MAX_MANIFESTS = 64  # manifests read from one message
 
 
 class Replication:
@@ -81,20 +84,9 @@ class Replication:
     # --- link events -------------------------------------------------------------
 
     async def link_up(self, peer: bytes) -> None:
-        """Manifests first, then what we hold, of every circle the peer is in."""
-        manifests = []
-        for manifest in self._moments.circles():
-            membership = self.membership(manifest.circle_id)
-            if membership is None or not membership.in_latest(peer):
-                continue
-            for epoch in sorted(membership.epochs_of(peer) | {membership.latest}):
-                kept = self._moments.manifest_for(manifest.circle_id, epoch)
-                if kept is not None:
-                    manifests.append(kept.raw)
-        if manifests:
-            self.node.send(peer, {0: T_MANIFESTS, 1: manifests})
+        """Tell the peer what we hold of every circle it is in (its answer says which
+        manifests it lacks: they go first), and resume transfers a cut left unfinished."""
         await self._perform(self.sync.link_up(peer))
-        # Transfers resume: ask again for chunks a cut left missing.
         self._want(peer, await self._moments.missing_in(list(self.sync.circles_of(peer))))
 
     def link_down(self, peer: bytes) -> None:
@@ -121,8 +113,10 @@ class Replication:
         membership = self.membership(manifest.circle_id)
         if membership is None:
             return
+        named = membership.members.get(manifest.epoch, frozenset())
         for peer in self.node.linked_peers():
-            if membership.in_latest(peer):
+            # Only to those it names: an old epoch's membership is not for later members.
+            if membership.in_latest(peer) and peer in named:
                 self.node.send(peer, {0: T_MANIFESTS, 1: [manifest.raw]})
         await self._perform(self.sync.set_circle(manifest.circle_id, membership))
 
@@ -153,7 +147,7 @@ class Replication:
     async def _on_manifests(self, peer: bytes, raws: object) -> None:
         if type(raws) is not list:
             return
-        for raw in raws[:64]:
+        for raw in raws[:MAX_MANIFESTS]:
             if type(raw) is not bytes:
                 continue
             try:
@@ -226,13 +220,29 @@ class Replication:
 
     # --- carrying out decisions -----------------------------------------------------
 
-    async def _perform(self, actions: Sequence[Send | Want]) -> None:
+    async def _perform(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
                 if action.body:
                     self.node.send(action.peer, action.body)
+            elif isinstance(action, SendManifests):
+                self._send_manifests(action)
             else:
                 await self._send_range(action)
+
+    def _send_manifests(self, action: SendManifests) -> None:
+        membership = self.membership(action.circle)
+        if membership is None or not membership.in_latest(action.peer):
+            return  # checked again at the point of sending
+        raws = []
+        for epoch in sorted(action.epochs):
+            kept = self._moments.manifest_for(action.circle, epoch)
+            if kept is not None and (
+                epoch == membership.latest or self._may_have(action.peer, action.circle, epoch)
+            ):
+                raws.append(kept.raw)
+        for start in range(0, len(raws), MAX_MANIFESTS):
+            self.node.send(action.peer, {0: T_MANIFESTS, 1: raws[start : start + MAX_MANIFESTS]})
 
     async def _send_range(self, want: Want) -> None:
         for epoch in sorted(want.epochs):

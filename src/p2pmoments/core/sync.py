@@ -27,6 +27,7 @@ __all__ = [
     "T_MOMENTS",
     "Membership",
     "Send",
+    "SendManifests",
     "Sync",
     "Want",
     "decode_have",
@@ -35,6 +36,7 @@ __all__ = [
 
 T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK = 16, 17, 18, 19, 20
 MAX_VECTOR = 151  # authors: the owner and up to 150 members
+MAX_EPOCHS = 4096  # manifest epochs named in one have
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,16 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
+class SendManifests:
+    """Send `peer` our signed manifests of `circle` for these epochs (the shell holds
+    them), before anything else about the circle."""
+
+    peer: bytes
+    circle: bytes
+    epochs: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class Want:
     """Send `peer` our moments of `author` in `circle` with first <= seq <= last, of the
     given epochs only, in order (the shell reads them from its store)."""
@@ -75,17 +87,29 @@ class Want:
 Slot = tuple[bytes, int]  # (author, epoch)
 
 
-def encode_have(circle: bytes, vector: Mapping[Slot, int]) -> dict[int, Any]:
-    """A have message: what we hold of one circle."""
-    return {0: T_HAVE, 1: circle, 2: [[a, e, s] for (a, e), s in sorted(vector.items())]}
+Action = Send | SendManifests | Want
 
 
-def decode_have(body: Mapping[int, Any]) -> tuple[bytes, dict[Slot, int]] | None:
-    """(circle, vector) from a have message, or None if malformed."""
-    circle, entries = body.get(1), body.get(2)
+def encode_have(circle: bytes, vector: Mapping[Slot, int], epochs: Iterable[int]) -> dict[int, Any]:
+    """A have message: what we hold of one circle, moments and manifests.
+
+    No epochs means we hold no manifest of the circle: a plea for them."""
+    return {
+        0: T_HAVE,
+        1: circle,
+        2: [[a, e, s] for (a, e), s in sorted(vector.items())],
+        3: sorted(epochs),
+    }
+
+
+def decode_have(body: Mapping[int, Any]) -> tuple[bytes, dict[Slot, int], frozenset[int]] | None:
+    """(circle, vector, manifest epochs held) from a have message, or None if malformed."""
+    circle, entries, epochs = body.get(1), body.get(2), body.get(3, [])
     if type(circle) is not bytes or len(circle) != 32 or type(entries) is not list:
         return None
-    if len(entries) > MAX_VECTOR * 64:
+    if len(entries) > MAX_VECTOR * 64 or type(epochs) is not list or len(epochs) > MAX_EPOCHS:
+        return None
+    if not all(type(e) is int and 0 <= e < 1 << 32 for e in epochs):
         return None
     vector: dict[Slot, int] = {}
     for entry in entries:
@@ -101,15 +125,18 @@ def decode_have(body: Mapping[int, Any]) -> tuple[bytes, dict[Slot, int]] | None
         ):
             return None
         vector[(entry[0], entry[1])] = entry[2]
-    return circle, vector
+    return circle, vector, frozenset(epochs)
 
 
 @dataclass(slots=True)
 class _Peer:
     # What we know the peer holds, per circle and author (from its haves and our sends).
     has: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
-    # The last vector we told it, per circle, so we do not repeat ourselves.
-    told: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
+    # The last vector and manifest epochs we told it, per circle, so we do not repeat
+    # ourselves.
+    told: dict[bytes, tuple[dict[Slot, int], frozenset[int]]] = field(default_factory=dict)
+    # The manifest epochs it holds, per circle (from its haves): it can open only those.
+    epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
 
 
 class Sync:
@@ -123,17 +150,18 @@ class Sync:
 
     # --- what the shell tells us -------------------------------------------------
 
-    def set_circle(self, circle: bytes, membership: Membership) -> list[Send | Want]:
-        """A circle we are in, or its new manifest; returns haves for newly allowed peers."""
+    def set_circle(self, circle: bytes, membership: Membership) -> list[Action]:
+        """A circle we are in, or its new manifest: returns haves for the linked members
+        (they learn which manifests we hold; newly allowed peers, what we hold)."""
         before = self._circles.get(circle)
         self._circles[circle] = membership
         self._held.setdefault(circle, {})
-        out: list[Send | Want] = []
+        out: list[Action] = []
         for peer in self._peers:
             was = before is not None and before.in_latest(peer)
-            if membership.in_latest(peer) and not was:
-                out.append(self._tell(peer, circle, force=True))
-        return out
+            if membership.in_latest(peer):
+                out.append(self._tell(peer, circle, force=not was))
+        return [o for o in out if not (isinstance(o, Send) and not o.body)]
 
     def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
         """What the store already holds, at start-up (no messages)."""
@@ -150,10 +178,11 @@ class Sync:
 
     def stored(
         self, circle: bytes, author: bytes, seq: int, epoch: int, source: bytes | None
-    ) -> list[Send | Want]:
+    ) -> list[Action]:
         """We now hold a moment (ours if `source` is None, else received from `source`).
 
-        Our own moments are pushed at once to every linked member of their epoch;
+        Our own moments are pushed at once to every linked member of their epoch that
+        holds its manifest (others could not open them: they get a have);
         others' are announced with a have, and whoever is behind asks for them.
         """
         slot = (author, epoch)
@@ -167,14 +196,14 @@ class Sync:
         membership = self._circles.get(circle)
         if membership is None:
             return []
-        out: list[Send | Want] = []
+        out: list[Action] = []
         for peer, state in self._peers.items():
             if peer == source or not membership.in_latest(peer):
                 continue
             if epoch not in membership.epochs_of(peer):
                 continue
             known = state.has.setdefault(circle, {})
-            if source is None:
+            if source is None and epoch in state.epochs.get(circle, ()):
                 # Everything they lack of this slot, not just the new one: a range
                 # that starts right after what they hold keeps their holdings gap-free.
                 out.append(
@@ -187,13 +216,13 @@ class Sync:
 
     def stored_many(
         self, circle: bytes, moments: Iterable[tuple[bytes, int, int]], source: bytes | None
-    ) -> list[Send | Want]:
+    ) -> list[Action]:
         """Like `stored` for a batch of (author, seq, epoch) of one circle, with at most
         one have per peer."""
         top: dict[Slot, int] = {}
         for author, seq, epoch in moments:
             top[(author, epoch)] = max(seq, top.get((author, epoch), 0))
-        wants: list[Send | Want] = []
+        wants: list[Action] = []
         haves: dict[bytes, Send] = {}
         for (author, epoch), seq in top.items():
             for action in self.stored(circle, author, seq, epoch, source):
@@ -203,7 +232,7 @@ class Sync:
                     wants.append(action)
         return [*wants, *haves.values()]
 
-    def link_up(self, peer: bytes) -> list[Send | Want]:
+    def link_up(self, peer: bytes) -> list[Action]:
         """A link to `peer` is open: tell it what we hold of every circle it is in."""
         self._peers[peer] = _Peer()
         return [
@@ -214,22 +243,30 @@ class Sync:
         """The link to `peer` is gone."""
         self._peers.pop(peer, None)
 
-    def received_have(self, peer: bytes, body: Mapping[int, Any]) -> list[Send | Want]:
+    def received_have(self, peer: bytes, body: Mapping[int, Any]) -> list[Action]:
         """A peer told us what it holds: send what it lacks; ask for what we lack."""
         parsed = decode_have(body)
         state = self._peers.get(peer)
         if parsed is None or state is None:
             return []
-        circle, theirs = parsed
+        circle, theirs, their_epochs = parsed
         membership = self._circles.get(circle)
-        if membership is None or not membership.in_latest(peer):
-            return []  # not for them to know, or not a circle we hold
+        if membership is None:
+            # A circle we hold no manifest of: say so, and a member's manifests follow.
+            # Never in answer to such a plea, so two daemons cannot ping-pong.
+            return [Send(peer, encode_have(circle, {}, ()))] if their_epochs else []
+        if not membership.in_latest(peer):
+            return []  # not for them to know
+        state.epochs[circle] = their_epochs
+        out: list[Action] = []
+        lacking = (membership.epochs_of(peer) | {membership.latest}) - their_epochs
+        if lacking:
+            out.append(SendManifests(peer, circle, frozenset(lacking)))
         known = state.has.setdefault(circle, {})
         for slot, seq in theirs.items():
             known[slot] = max(known.get(slot, 0), seq)
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
-        out: list[Send | Want] = []
         for (author, epoch), seq in ours.items():
             if epoch in epochs and seq > known.get((author, epoch), 0):
                 first = known.get((author, epoch), 0) + 1
@@ -245,11 +282,13 @@ class Sync:
 
     def _tell(self, peer: bytes, circle: bytes, *, force: bool = False) -> Send:
         vector = dict(self._held.get(circle, {}))
+        membership = self._circles.get(circle)
+        epochs = frozenset(membership.members) if membership else frozenset()
         state = self._peers[peer]
-        if not force and state.told.get(circle) == vector:
+        if not force and state.told.get(circle) == (vector, epochs):
             return Send(peer, {})  # nothing new to say; filtered out by callers
-        state.told[circle] = vector
-        return Send(peer, encode_have(circle, vector))
+        state.told[circle] = (vector, epochs)
+        return Send(peer, encode_have(circle, vector, epochs))
 
     def circles_of(self, peer: bytes) -> Iterable[bytes]:
         """The circles whose traffic may go to `peer`."""
