@@ -113,10 +113,23 @@ def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon])
     assert Image.open(thumb).size == (320, 240)
     assert file.read_text() == "sunscreen\n"
     shown = json.loads(cli(home, "moment", moment_id, "--json").stdout)
+    size = full.stat().st_size
+    chunks = -(-size // (256 * 1024)) + 1  # 256 KiB chunks, and one for the thumbnail
     assert shown["photos"] == [
-        {"n": 1, "type": "image/jpeg", "width": 1600, "height": 1200, "size": full.stat().st_size}
+        {
+            "n": 1,
+            "type": "image/jpeg",
+            "width": 1600,
+            "height": 1200,
+            "size": size,
+            "chunks": chunks,
+            "chunks_held": chunks,  # all here: nothing is shown as arriving
+        }
     ]
     assert shown["files"][0]["name"] == "notes.txt"
+    feed = cli(home, "feed").stdout
+    assert "photo 1: 1600×1200, 1.4 MB\n" in feed
+    assert "file 1: notes.txt, 10 B\n" in feed
 
     blobs = home / "data" / "blobs"
     assert any(blobs.rglob("*"))

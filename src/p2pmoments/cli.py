@@ -260,7 +260,7 @@ def cmd_peers(args: argparse.Namespace, paths: Paths) -> int:
         up = int(time.time() - p["since"])
         print(
             f"{p['name']}  {p['identity'][:12]}  {p['address']}  via {p['found_via']}  "
-            f"up {up // 60}m{up % 60:02d}s  in {p['bytes_in']} B  out {p['bytes_out']} B"
+            f"up {up // 60}m{up % 60:02d}s  in {_size(p['bytes_in'])}  out {_size(p['bytes_out'])}"
         )
     return EXIT_OK
 
@@ -345,6 +345,25 @@ def cmd_circle_delete(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def _size(n: int) -> str:
+    """A byte count for people: 950 B, 3.2 MB."""
+    if n < 1000:
+        return f"{n} B"
+    value = n / 1000
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    return f"{value:.1f} {unit}"
+
+
+def _arrival(blob: dict[str, Any]) -> str:
+    """How much of a photo or file is here, while it is still arriving."""
+    if blob["chunks_held"] >= blob["chunks"]:
+        return ""
+    return f"  (arriving: {100 * blob['chunks_held'] // blob['chunks']} %)"
+
+
 def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
     when = _when(m["time"])
     if m["retracted"]:
@@ -359,6 +378,13 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
     )
     for line in m["text"].splitlines() or [""]:
         print(f"{indent}  {line}")
+    for photo in m["photos"]:
+        print(
+            f"{indent}  photo {photo['n']}: {photo['width']}×{photo['height']}, "
+            f"{_size(photo['size'])}{_arrival(photo)}"
+        )
+    for file in m["files"]:
+        print(f"{indent}  file {file['n']}: {file['name']}, {_size(file['size'])}{_arrival(file)}")
     if m["reactions"]:
         print(indent + "  " + "  ".join(f"{e} {len(who)}" for e, who in m["reactions"].items()))
     for c in m["comments"]:

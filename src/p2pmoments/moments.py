@@ -400,16 +400,32 @@ class Moments:
             return chosen.thumbnail
         return chosen
 
-    async def missing_in(self, circle_ids: Sequence[bytes]) -> list[bytes]:
-        """Chunks of these circles' moments that have not arrived (to resume after a cut)."""
-        addresses = await self.node.store.run(Store.chunks_of_circles, circle_ids)
-        return await asyncio.to_thread(lambda: [a for a in addresses if not self.blobs.has(a)])
+    async def missing_in(self, circle_ids: Sequence[bytes]) -> dict[bytes, tuple[int, list[bytes]]]:
+        """Moments of these circles whose chunks have not all arrived (to resume after a
+        cut): moment id -> (how many chunks it uses, those not here)."""
+        pairs = await self.node.store.run(Store.chunks_of_circles, circle_ids)
 
-    def missing_chunks(self, moment: Moment) -> list[bytes]:
-        """Chunk addresses a moment uses that we do not hold yet (blocking)."""
-        return [
-            a for ref in _refs(moment.content) for a in _addresses(ref) if not self.blobs.has(a)
-        ]
+        def missing() -> dict[bytes, tuple[int, list[bytes]]]:
+            uses: dict[bytes, list[bytes]] = {}
+            for moment_id, address in pairs:
+                uses.setdefault(moment_id, []).append(address)
+            out = {}
+            for moment_id, addresses in uses.items():
+                lacking = [a for a in addresses if not self.blobs.has(a)]
+                if lacking:
+                    out[moment_id] = (len(addresses), lacking)
+            return out
+
+        return await asyncio.to_thread(missing)
+
+    def missing_chunks(self, moment: Moment) -> tuple[int, list[bytes]]:
+        """How many chunks a moment uses, and those we do not hold yet (blocking)."""
+        addresses = [a for ref in _refs(moment.content) for a in _addresses(ref)]
+        return len(addresses), [a for a in addresses if not self.blobs.has(a)]
+
+    def chunks_held(self, ref: BlobRef) -> int:
+        """How many of a blob's chunks (its thumbnail's included) are here (blocking)."""
+        return sum(1 for a in _addresses(ref) if self.blobs.has(a))
 
     def check_chunks(self, ref: BlobRef) -> None:
         """NotFoundError unless every chunk of the blob is here (blocking)."""
@@ -458,13 +474,10 @@ class Moments:
 
     async def receive(self, envelope: bytes, sender: bytes | None) -> Moment | None:
         """Verify and store a moment from a peer; the reason is recorded if rejected."""
-        added = await self.receive_many([envelope], sender)
+        added, _ = await self.receive_many([envelope], sender)
         return added[0] if added else None
 
-    async def receive_many(self, envelopes: Sequence[bytes], sender: bytes | None) -> list[Moment]:
-        """Verify and store moments from a peer, in order, in one transaction.
-
-        Returns those that were new; each rejected one has its reason recorded."""
+    def _open_all(self, envelopes: Sequence[bytes]) -> tuple[list[Moment], list[tuple[str, int]]]:
         opened: list[Moment] = []
         rejected: list[tuple[str, int]] = []
         for envelope in envelopes:
@@ -472,6 +485,16 @@ class Moments:
                 opened.append(open_moment(envelope, self.manifest_for, self.key_for))
             except RejectedError as exc:
                 rejected.append((exc.reason, len(envelope)))
+        return opened, rejected
+
+    async def receive_many(
+        self, envelopes: Sequence[bytes], sender: bytes | None
+    ) -> tuple[list[Moment], int]:
+        """Verify and store moments from a peer, in order, in one transaction.
+
+        Returns those that were new, and how many were rejected (each one's reason is
+        recorded). Verification runs on a worker thread: the loop stays free."""
+        opened, rejected = await asyncio.to_thread(self._open_all, envelopes)
         refs = [r for m in opened for r in (m.content.reply_to, m.content.target) if r]
         owners = await self.node.store.run(Store.moment_owners, refs) if refs else {}
         owners.update({m.id: (m.circle_id, bytes(m.author)) for m in opened})
@@ -492,7 +515,7 @@ class Moments:
         if rejected:
             await self.node.store.run(Store.record_rejections, int(time.time()), rejected, sender)
             log.info("rejected %d moment(s): %s", len(rejected), rejected[0][0])
-        return await self._store_many(accepted) if accepted else []
+        return (await self._store_many(accepted) if accepted else []), len(rejected)
 
     async def expire(self) -> int:
         """Delete every expired moment now; returns how many."""
@@ -550,7 +573,11 @@ class Moments:
             return base
         moment = self._open_row(row)
         base["text"] = moment.content.text
-        for ref in _refs(moment.content):
+        refs = _refs(moment.content)
+        held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
+        for ref, here in zip(refs, held, strict=True):
+            # Transfer progress: how many of its chunks (thumbnail's included) are here.
+            progress = {"chunks": len(_addresses(ref)), "chunks_held": here}
             if ref.kind is BlobKind.PHOTO:
                 base["photos"].append(
                     {
@@ -559,6 +586,7 @@ class Moments:
                         "width": ref.width,
                         "height": ref.height,
                         "size": ref.size,
+                        **progress,
                     }
                 )
             else:
@@ -568,6 +596,7 @@ class Moments:
                         "name": ref.name,
                         "type": ref.media_type,
                         "size": ref.size,
+                        **progress,
                     }
                 )
         replies = await self.node.store.run(

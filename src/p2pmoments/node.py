@@ -73,6 +73,7 @@ MAX_HANDSHAKING_PER_HOST = 16
 MAX_CONCURRENT_DIALS = 16
 DIAL_TIMEOUT = 5.0
 BACKOFF_FIRST = 1.0
+ABUSE_COOL_OFF = 60.0  # seconds a peer dropped for abuse may not link again
 BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 0.2
 DIALLER_IDLE = 30.0
@@ -163,6 +164,7 @@ class Node:
         self._tokens: dict[bytes, bytes] = {}  # psk -> token
         self._peers: dict[bytes, _PeerInfo] = {}
         self._handshaking: dict[LinkRunner, str] = {}
+        self._cooling: dict[bytes, float] = {}  # link key -> until when it may not link
         self._targets: dict[bytes, _Target] = {}
         self._dialling: set[bytes] = set()
         self._wake = asyncio.Event()
@@ -430,6 +432,27 @@ class Node:
         peer = self._peers.get(verify_key)
         if peer is not None:
             peer.runner.close(CloseCode.NOT_ACCEPTED, reason)
+
+    def drop_misbehaving(self, verify_key: bytes, reason: str) -> None:
+        """End a peer's link for abuse; neither side links again for a while."""
+        peer = self._peers.get(verify_key)
+        if peer is None or peer.runner.link.peer is None:
+            return
+        log.warning("dropping %s: %s", identity_text(verify_key)[:12], reason)
+        self._cooling[bytes(peer.runner.link.peer.link_key)] = self._clock() + ABUSE_COOL_OFF
+        peer.runner.close(CloseCode.OVERLOAD, reason)
+
+    async def send_paced(self, verify_key: bytes, body: dict[int, Any]) -> bool:
+        """Send once the peer has taken most of what we sent before (bulk data: a slow
+        peer slows its own transfers, never fills our memory); False if not linked."""
+        info = self._peers.get(verify_key)
+        if info is None:
+            return False
+        try:
+            await info.runner.writable()
+        except (ConnectionError, TimeoutError):
+            return False
+        return self.send(verify_key, body)
 
     # --- pairing: our code ------------------------------------------------------
 
@@ -781,7 +804,10 @@ class Node:
                     target = self._targets.get(key)
                     if target is not None:
                         spread = random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
-                        target.next_attempt = self._clock() + BACKOFF_FIRST * spread
+                        target.next_attempt = max(
+                            self._clock() + BACKOFF_FIRST * spread,
+                            self._cooling.get(bytes(peer.link_key), 0.0),
+                        )
                         self._wake.set()
         log.debug("link ended: %s", closed.reason)
 
@@ -836,6 +862,8 @@ class Node:
                 return False
             runner.pairing_token = token
             return True
+        if self._cooling.get(request.link_key, 0.0) > self._clock():
+            return False  # dropped for abuse a moment ago
         friend = self._friend_by_link_key(request.link_key)
         if friend is not None:
             return friend.state == "friend"

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from p2pmoments.core.blobs import chunk_address
+from p2pmoments.core.budget import JunkScore, TokenBucket
 from p2pmoments.core.circles import Manifest, RejectedError, decode_manifest, epoch_key
 from p2pmoments.core.sync import (
     T_CHUNK,
@@ -28,7 +31,9 @@ from p2pmoments.core.sync import (
     SendManifests,
     Sync,
     Want,
+    decode_have,
 )
+from p2pmoments.moments import moment_text
 from p2pmoments.store import Store
 
 if TYPE_CHECKING:
@@ -44,6 +49,23 @@ MAX_BATCH = 900 * 1024  # bytes of envelopes in one message (the link's limit is
 MAX_CHUNK_WANTS = 16  # chunks asked of one peer at once
 MAX_ENVELOPES = 4096  # envelopes read from one message
 MAX_MANIFESTS = 64  # manifests read from one message
+MAX_SERVE_QUEUE = 4 * MAX_CHUNK_WANTS  # chunk requests of one peer waiting to be served
+VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we read it later)
+VERIFY_BURST = 20_000
+JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
+JUNK_DECAY = 4.0  # units forgiven a second
+
+
+@dataclass(slots=True)
+class _Peer:
+    """What replication keeps about one linked peer; its bounds."""
+
+    wanted: list[bytes] = field(default_factory=list)  # chunks still to ask it for
+    in_flight: set[bytes] = field(default_factory=set)  # asked, not yet come
+    serve: deque[bytes] = field(default_factory=deque)  # it asked, not yet sent
+    serving: bool = False
+    verify: TokenBucket = field(default_factory=lambda: TokenBucket(VERIFY_RATE, VERIFY_BURST))
+    junk: JunkScore = field(default_factory=lambda: JunkScore(JUNK_LIMIT, JUNK_DECAY))
 
 
 class Replication:
@@ -52,9 +74,11 @@ class Replication:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.sync = Sync(node.me)
-        # Chunks still to ask each peer for, and those asked and not yet come.
-        self._wanted: dict[bytes, list[bytes]] = {}
-        self._in_flight: dict[bytes, set[bytes]] = {}
+        self._peers: dict[bytes, _Peer] = {}
+        # Transfers under way: moment -> chunks not here yet, and how many it uses.
+        self._remaining: dict[bytes, set[bytes]] = {}
+        self._totals: dict[bytes, int] = {}
+        self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
 
     @property
     def _moments(self) -> Moments:
@@ -86,27 +110,58 @@ class Replication:
     async def link_up(self, peer: bytes) -> None:
         """Tell the peer what we hold of every circle it is in (its answer says which
         manifests it lacks: they go first), and resume transfers a cut left unfinished."""
+        self._peers[peer] = _Peer()
         await self._perform(self.sync.link_up(peer))
-        self._want(peer, await self._moments.missing_in(list(self.sync.circles_of(peer))))
+        missing = await self._moments.missing_in(list(self.sync.circles_of(peer)))
+        for moment_id, (total, lacking) in missing.items():
+            self._track(moment_id, total, lacking)
+        self._want(peer, [a for _, lacking in missing.values() for a in lacking])
 
     def link_down(self, peer: bytes) -> None:
         """The link to a peer is gone."""
         self.sync.link_down(peer)
-        self._wanted.pop(peer, None)
-        self._in_flight.pop(peer, None)
+        self._peers.pop(peer, None)
+
+    def _junk(self, peer: bytes, units: float, what: str) -> None:
+        """Count junk from a peer; past the limit, drop it."""
+        state = self._peers.get(peer)
+        if state is not None and state.junk.add(units, time.monotonic()):
+            self.node.drop_misbehaving(peer, f"too much junk (last: {what})")
 
     def _want(self, peer: bytes, addresses: Sequence[bytes]) -> None:
         """Queue chunks to ask `peer` for; at most MAX_CHUNK_WANTS are in flight."""
-        queue = self._wanted.setdefault(peer, [])
-        flying = self._in_flight.setdefault(peer, set())
-        queue.extend(a for a in addresses if a not in flying and a not in queue)
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        queued = set(state.wanted)
+        for a in addresses:
+            if a not in state.in_flight and a not in queued:
+                state.wanted.append(a)
+                queued.add(a)
         ask = []
-        while queue and len(flying) < MAX_CHUNK_WANTS:
-            address = queue.pop(0)
-            flying.add(address)
+        while state.wanted and len(state.in_flight) < MAX_CHUNK_WANTS:
+            address = state.wanted.pop(0)
+            state.in_flight.add(address)
             ask.append(address)
         if ask:
             self.node.send(peer, {0: T_WANT_CHUNKS, 1: ask})
+
+    def _track(self, moment_id: bytes, total: int, missing: Sequence[bytes]) -> None:
+        """Follow a moment's chunks as they arrive (transfer events)."""
+        if not missing:
+            return
+        self._totals[moment_id] = total
+        self._remaining.setdefault(moment_id, set()).update(missing)
+        for address in missing:
+            self._users.setdefault(address, set()).add(moment_id)
+
+    def progress(self, moment_id: bytes) -> tuple[int, int] | None:
+        """(chunks here, chunks in all) of a moment whose transfer is under way."""
+        remaining = self._remaining.get(moment_id)
+        if remaining is None:
+            return None
+        total = self._totals[moment_id]
+        return total - len(remaining), total
 
     async def circle_changed(self, manifest: Manifest) -> None:
         """We made or changed a circle: its members hear of it first."""
@@ -131,29 +186,36 @@ class Replication:
     # --- messages from peers -----------------------------------------------------------
 
     async def on_message(self, peer: bytes, body: dict[int, Any]) -> None:
-        """A replication message from a linked peer."""
+        """A replication message from a linked peer (unknown types are ignored: a newer
+        version may send them)."""
         kind = body.get(0)
         if kind == T_MANIFESTS:
             await self._on_manifests(peer, body.get(1))
         elif kind == T_HAVE:
+            if decode_have(body) is None:
+                self._junk(peer, 1, "a malformed have")
+                return
             await self._perform(self.sync.received_have(peer, body))
         elif kind == T_MOMENTS:
             await self._on_moments(peer, body.get(1), body.get(2))
         elif kind == T_WANT_CHUNKS:
-            await self._on_want_chunks(peer, body.get(1))
+            self._on_want_chunks(peer, body.get(1))
         elif kind == T_CHUNK:
             await self._on_chunk(peer, body.get(1), body.get(2))
 
     async def _on_manifests(self, peer: bytes, raws: object) -> None:
         if type(raws) is not list:
+            self._junk(peer, 1, "a malformed manifest message")
             return
         for raw in raws[:MAX_MANIFESTS]:
             if type(raw) is not bytes:
+                self._junk(peer, 1, "a malformed manifest")
                 continue
             try:
                 manifest = decode_manifest(raw)
                 epoch_key(manifest, self.node.identity)  # only circles we are in
-            except RejectedError:
+            except RejectedError as exc:
+                self._junk(peer, 1, f"a manifest: {exc.reason}")
                 continue
             current = self._moments.current(manifest.circle_id)
             if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
@@ -165,50 +227,102 @@ class Replication:
 
     async def _on_moments(self, peer: bytes, circle: object, envelopes: object) -> None:
         if type(circle) is not bytes or type(envelopes) is not list:
+            self._junk(peer, 1, "a malformed moments message")
             return
         membership = self.membership(circle)
         if membership is None or not membership.in_latest(peer):
             return  # only the circle's current members exchange its moments
+        state = self._peers.get(peer)
         batch = [e for e in envelopes[:MAX_ENVELOPES] if type(e) is bytes]
-        added = [m for m in await self._moments.receive_many(batch, peer) if m.circle_id == circle]
+        if state is not None:
+            # A peer may make us verify only so much a second; beyond that, its link
+            # is read later (this waits in its link's task alone).
+            delay = state.verify.take(len(batch), time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+        received, rejected = await self._moments.receive_many(batch, peer)
+        if rejected:
+            self._junk(peer, rejected, "moments that failed verification")
+        added = [m for m in received if m.circle_id == circle]
         if not added:
             return
         await self._perform(
             self.sync.stored_many(circle, [(bytes(m.author), m.seq, m.epoch) for m in added], peer)
         )
-        if any(m.content.blobs for m in added):
-            missing = await asyncio.to_thread(
-                lambda: [a for m in added for a in self._moments.missing_chunks(m)]
+        with_blobs = [m for m in added if m.content.blobs]
+        if with_blobs:
+            needs = await asyncio.to_thread(
+                lambda: [(m.id, *self._moments.missing_chunks(m)) for m in with_blobs]
             )
-            self._want(peer, missing)
+            for moment_id, total, missing in needs:
+                self._track(moment_id, total, missing)
+            self._want(peer, [a for _, _, missing in needs for a in missing])
 
-    async def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
-        if type(addresses) is not list:
+    def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
+        state = self._peers.get(peer)
+        if state is None:
             return
-        for address in addresses[:MAX_CHUNK_WANTS]:
+        if type(addresses) is not list or len(addresses) > MAX_CHUNK_WANTS:
+            self._junk(peer, 1, "a malformed or oversized chunk request")
+            return
+        for address in addresses:
             if type(address) is not bytes or len(address) != 32:
-                continue
-            uses = await self.node.store.run(Store.chunk_circles, address)
-            if not any(self._may_have(peer, c, e) for c, e in uses):
-                continue  # never a chunk of a moment the peer may not read
-            data = await asyncio.to_thread(self._moments.blobs.get, address)
-            if data is not None:
-                self.node.send(peer, {0: T_CHUNK, 1: address, 2: data})
+                self._junk(peer, 1, "a malformed chunk address")
+            elif len(state.serve) >= MAX_SERVE_QUEUE:
+                self._junk(peer, 1, "more chunk requests than allowed in flight")
+            else:
+                state.serve.append(address)
+        if state.serve and not state.serving:
+            state.serving = True
+            self.node.spawn(self._serve_chunks(peer, state), name="serve-chunks")
+
+    async def _serve_chunks(self, peer: bytes, state: _Peer) -> None:
+        """Send the chunks a peer asked for, one at a time at the pace it reads them."""
+        try:
+            while state.serve and self._peers.get(peer) is state:
+                address = state.serve.popleft()
+                uses = await self.node.store.run(Store.chunk_circles, address)
+                if not any(self._may_have(peer, c, e) for c, e in uses):
+                    continue  # never a chunk of a moment the peer may not read
+                data = await asyncio.to_thread(self._moments.blobs.get, address)
+                if data is not None and not await self.node.send_paced(
+                    peer, {0: T_CHUNK, 1: address, 2: data}
+                ):
+                    return
+        finally:
+            state.serving = False
 
     async def _on_chunk(self, peer: bytes, address: object, data: object) -> None:
-        if type(address) is not bytes or type(data) is not bytes:
+        state = self._peers.get(peer)
+        if state is None:
             return
-        flying = self._in_flight.get(peer, set())
-        if address not in flying:
-            return  # we did not ask this peer for it
-        flying.discard(address)
+        if type(address) is not bytes or type(data) is not bytes or address not in state.in_flight:
+            self._junk(peer, 4, "a chunk we did not ask for")
+            return
+        state.in_flight.discard(address)
         self._want(peer, [])  # top up
         if chunk_address(data) != address:
-            return  # not the chunk its address names
+            self._junk(peer, 16, "a chunk that is not what its address names")
+            return
         if not await self.node.store.run(Store.chunk_circles, address):
-            return  # nobody asked for it
+            return  # no moment uses it any more (retracted or expired meanwhile)
         await asyncio.to_thread(self._moments.blobs.put, address, data)
-        self.node.events.publish("transfer.chunk", address=address.hex()[:16], size=len(data))
+        for moment_id in self._users.pop(address, set()):
+            remaining = self._remaining.get(moment_id)
+            if remaining is None:
+                continue
+            remaining.discard(address)
+            total = self._totals[moment_id]
+            self.node.events.publish(
+                "transfer.chunk",
+                moment=moment_text(moment_id),
+                held=total - len(remaining),
+                total=total,
+                size=len(data),
+            )
+            if not remaining:
+                del self._remaining[moment_id], self._totals[moment_id]
+                self.node.events.publish("transfer.done", moment=moment_text(moment_id))
 
     def _may_have(self, peer: bytes, circle: bytes, epoch: int) -> bool:
         membership = self.membership(circle)

@@ -594,18 +594,15 @@ class Store:
             is not None
         }
 
-    def chunks_of_circles(self, circle_ids: Sequence[bytes]) -> list[bytes]:
-        """Every chunk address used by moments of these circles."""
-        out: list[bytes] = []
+    def chunks_of_circles(self, circle_ids: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """(moment, chunk address) of every chunk used by moments of these circles."""
+        out: list[tuple[bytes, bytes]] = []
         for circle_id in circle_ids:
-            out += [
-                r[0]
-                for r in self._conn.execute(
-                    "SELECT DISTINCT c.address FROM moment_chunks c JOIN moments m"
-                    " ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
-                    (circle_id,),
-                )
-            ]
+            out += self._conn.execute(
+                "SELECT c.moment_id, c.address FROM moment_chunks c JOIN moments m"
+                " ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
+                (circle_id,),
+            ).fetchall()
         return out
 
     def chunk_circles(self, address: bytes) -> list[tuple[bytes, int]]:

@@ -43,6 +43,9 @@ class LinkRunner:
         self._writer = writer
         self._on_event = on_event
         self._clock = clock
+        # Keep up to 1 MiB queued before writers wait (drain): enough to keep a fast
+        # link busy, far below the MAX_WRITE_BUFFER at which a peer counts as gone.
+        writer.transport.set_write_buffer_limits(high=1 << 20)
         peer = writer.get_extra_info("peername")
         self.remote_host: str | None = peer[0] if peer else None
         self.remote_port: int | None = peer[1] if peer else None
@@ -56,6 +59,14 @@ class LinkRunner:
         """Queue an application message; drops the link if the peer is far behind."""
         self.link.send(body)  # type: ignore[arg-type]
         self._write_pending()
+
+    async def writable(self) -> None:
+        """Wait until the peer has taken most of what we sent (at most WRITE_TIMEOUT);
+        ConnectionError if the link is gone."""
+        if self.closed is not None or self._writer.is_closing():
+            raise ConnectionResetError("the link is closed")
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await self._writer.drain()
 
     def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
         """Say goodbye and end the link; the run loop then returns."""
