@@ -201,3 +201,71 @@ async def test_a_file_of_many_chunks_arrives_whole(tmp_path: Path) -> None:
             await asyncio.to_thread(bob.moments.read_chunk, ref, i) for i in range(len(ref.chunks))
         ]
         assert b"".join(got) == data
+
+
+async def test_a_transfer_resumes_when_its_holder_returns_and_shows_its_progress(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob:
+            await befriend(alice, bob)
+            await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.moments.circles(), what="Bob to get the manifest")
+        alice_port = alice.listen_port
+        data = bytes(range(256)) * (5 * 4096 + 7)  # 21 chunks
+        moment = await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+    # Bob has the moment (from some other member, say) but not one chunk of its file.
+    async with running(homes[1]) as bob:
+        assert await bob.moments.receive(moment.envelope, None) is not None
+        (shown,) = await bob.moments.feed(None, None, 10)
+        assert shown["files"][0]["chunks"] == 21
+        assert shown["files"][0]["chunks_held"] == 0
+        # Alice comes back: the transfer resumes, chunk by chunk, in events.
+        async with running(homes[0], listen=Address(host="127.0.0.1", port=alice_port or 0)):
+
+            def done() -> bool:
+                return any(e.kind == "transfer.done" for e in bob.events.after(0)[0])
+
+            await eventually(done, timeout=30, what="transfer.done")
+        events = [e for e in bob.events.after(0)[0] if e.kind.startswith("transfer.")]
+        from p2pmoments.moments import moment_text
+
+        assert {e.data["moment"] for e in events} == {moment_text(moment.id)}
+        held = [e.data["held"] for e in events if e.kind == "transfer.chunk"]
+        assert held == list(range(1, 22))  # every chunk once, progress counting up
+        assert {e.data["total"] for e in events if e.kind == "transfer.chunk"} == {21}
+        assert events[-1].kind == "transfer.done"
+        (shown,) = await bob.moments.feed(None, None, 10)
+        assert shown["files"][0]["chunks_held"] == 21
+
+
+async def test_a_member_flooding_junk_is_dropped_and_the_others_carry_on(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Mallory")]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, mallory = [await stack.enter_async_context(running(h)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, mallory)
+        await alice.moments.create_circle("family", ["Bob", "Mallory"], members_can_post=True)
+        await eventually(lambda: mallory.moments.circles(), what="Mallory to get the manifest")
+        circle = alice.moments.circles()[0].circle_id
+        alice_key = bytes(alice.identity.public.verify_key)
+        mallory_key = bytes(mallory.identity.public.verify_key)
+        # Forged moments by the thousand, then chunks nobody asked for.
+        assert mallory.send(alice_key, {0: T_MOMENTS, 1: circle, 2: [b"\x00" * 200] * 300})
+        for _ in range(100):
+            if not mallory.send(alice_key, {0: T_CHUNK, 1: b"\x01" * 32, 2: b"junk"}):
+                break
+
+        def dropped() -> bool:
+            return any(
+                e.kind == "peer.disconnected" and "junk" in e.data.get("reason", "")
+                for e in alice.events.after(0)[0]
+            )
+
+        await eventually(dropped, what="Alice to drop Mallory")
+        assert mallory_key not in alice.linked_peers()
+        # Bob's link is untouched and carries the next moment.
+        await alice.moments.post("family", "still here")
+        await wait_texts(bob, ["still here"])
+        assert await texts(alice) == ["still here"]  # nothing forged was kept
