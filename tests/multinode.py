@@ -66,3 +66,15 @@ async def until(
                 await node.events.wait_after(last, timeout)
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+async def befriend(owner: Node, other: Node) -> None:
+    """Pair `other` with `owner` through owner's pairing code, and wait for both sides."""
+    link, _ = await owner.pairing_link()
+    record = await other.wait_pairing((await other.pair(link)).id, timeout=15)
+    assert record is not None
+    assert record.state == "confirmed"
+    await eventually(
+        lambda: owner.friend(bytes(other.identity.public.verify_key)),
+        what="the owner to record the friend",
+    )

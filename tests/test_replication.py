@@ -9,21 +9,10 @@ from pathlib import Path
 from p2pmoments.config import Address
 from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
 from p2pmoments.node import Node
-from tests.multinode import eventually, make_home, running, until
+from tests.multinode import befriend, eventually, make_home, running, until
 from tests.photos import photo_with_location, pixels
 
 SYNC_TYPES = {T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK}
-
-
-async def befriend(owner: Node, other: Node) -> None:
-    link, _ = await owner.pairing_link()
-    record = await other.wait_pairing((await other.pair(link)).id, timeout=15)
-    assert record is not None
-    assert record.state == "confirmed"
-    await eventually(
-        lambda: owner.friend(bytes(other.identity.public.verify_key)),
-        what="the owner to record the friend",
-    )
 
 
 async def texts(node: Node) -> list[str]:

@@ -135,10 +135,11 @@ class LinkPublicKey(_PublicBytes):
 class LinkSecretKey:
     """An X25519 secret key."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_public", "_raw")
 
     def __init__(self, raw: bytes) -> None:
         self._raw = _check_len("an X25519 secret key", raw, KEY_LEN)
+        self._public: LinkPublicKey | None = None
 
     @classmethod
     def generate(cls) -> LinkSecretKey:
@@ -152,8 +153,10 @@ class LinkSecretKey:
 
     @property
     def public_key(self) -> LinkPublicKey:
-        """The matching public key."""
-        return LinkPublicKey(bytes(nacl.bindings.crypto_scalarmult_base(self._raw)))
+        """The matching public key (computed once)."""
+        if self._public is None:
+            self._public = LinkPublicKey(bytes(nacl.bindings.crypto_scalarmult_base(self._raw)))
+        return self._public
 
     def __repr__(self) -> str:
         return f"LinkSecretKey(public={self.public_key!r})"

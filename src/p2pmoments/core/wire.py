@@ -18,25 +18,33 @@ __all__ = ["MAX_DEPTH", "decode_map", "encode_map"]
 MAX_DEPTH = 8
 
 
+_SCALARS = frozenset({bool, int, bytes, str, type(None)})
+
+
 def _check_value(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if depth >= MAX_DEPTH:
         raise DecodeError("structure nested too deeply")
-    if isinstance(value, dict):
+    if kind is dict:
         for key, item in value.items():
             if type(key) is not int or not 0 <= key < 2**16:
                 raise DecodeError("map keys must be small unsigned integers")
-            _check_value(item, depth + 1)
-    elif isinstance(value, list):
+            if type(item) not in _SCALARS:
+                _check_value(item, depth + 1)
+    elif kind is list:
         for item in value:
-            _check_value(item, depth + 1)
-    elif value is None or type(value) in (bool, int, bytes, str):
-        return
+            if type(item) not in _SCALARS:
+                _check_value(item, depth + 1)
     else:
-        raise DecodeError(f"unsupported CBOR value of type {type(value).__name__}")
+        raise DecodeError(f"unsupported CBOR value of type {kind.__name__}")
 
 
 def encode_map(value: dict[int, Any]) -> bytes:
     """Encode a map with integer keys in RFC 8949 deterministic form."""
+    if type(value) is not dict:
+        raise DecodeError("expected a map")
     _check_value(value, 0)
     return bytes(cbor2.dumps(value, canonical=True))
 
@@ -49,9 +57,10 @@ def decode_map(data: bytes, *, max_size: int) -> dict[int, Any]:
         value = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many types on hostile input
         raise DecodeError(f"not valid CBOR: {exc}") from None
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise DecodeError("expected a CBOR map")
     _check_value(value, 0)
-    if encode_map(value) != data:
+    # Deterministic form: encoding what we decoded gives back the very same bytes.
+    if cbor2.dumps(value, canonical=True) != data:
         raise DecodeError("CBOR is not in deterministic form")
     return value

@@ -1,0 +1,376 @@
+"""Replication benchmarks for issue 6, each figure beside a baseline from the same run.
+
+    .venv/bin/python benchmarks/replication.py [--json FILE] [--only NAME...]
+
+- catch-up: a daemon holds 10,000 moments of a circle and a member's daemon starts
+  empty; moments per second, and bytes on the wire against the envelopes' own
+  size; beside verifying and opening the same envelopes alone;
+- idle resync: two daemons already in step link again; bytes per circle, beside
+  a link that shares no circle (handshake, hellos);
+- live fan-out: a moment to a circle of 50 (daemons in one process, on loopback);
+  when the last member has it and receptions per member, beside a circle of two;
+- a 100 MB file to a member, two daemon processes: MB/s from the moment's arrival
+  until the last chunk is stored, beside raw loopback TCP and the cipher alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import itertools
+
+from common import Row, daemon_info, p2pm, report, start, stop, wait
+from tests.multinode import befriend, eventually, make_home, running
+
+from p2pmoments.client import ApiClient
+from p2pmoments.config import Address
+from p2pmoments.core.circles import Content, Kind, open_moment, seal_moment
+from p2pmoments.core.crypto import aead_encrypt
+from p2pmoments.core.sync import T_HAVE, T_MOMENTS
+from p2pmoments.node import Node
+from p2pmoments.paths import resolve_paths
+
+MB = 1_000_000
+CATCH_UP = 10_000
+TEXT = "A moment worth sharing: the ice cream, the beach, the launch went well. " * 2
+FAN_OUT = 50  # members, the owner included
+FILE_SIZE = 100 * MB
+
+
+def hook(node: Node, on: Callable[[bytes, dict[int, Any]], None]) -> None:
+    node.on_message = on
+
+
+def link_bytes(node: Node, peer: Node) -> int:
+    key = peer.identity.public.text
+    for p in node.peers_json():
+        if p["identity"] == key:
+            return int(p["bytes_in"]) + int(p["bytes_out"])
+    raise RuntimeError("not linked")
+
+
+# --- catch-up -----------------------------------------------------------------------------
+
+
+async def catch_up(root: Path) -> list[Row]:
+    alice_home, bob_home = await make_home(root, "Alice"), await make_home(root, "Bob")
+    async with running(alice_home) as alice:
+        async with running(bob_home) as bob:
+            await befriend(alice, bob)
+            circle = await alice.moments.create_circle("big", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.moments.circles(), what="the manifest")
+        # Bob is away while Alice's circle fills with 10,000 moments.
+        key = alice.moments.key_for(circle)
+        envelopes = [
+            seal_moment(
+                alice.identity,
+                circle,
+                key,
+                seq=i,
+                time=1_700_000_000 + i,
+                content=Content(kind=Kind.POST, text=f"{i} {TEXT}"),
+            ).envelope
+            for i in range(1, CATCH_UP + 1)
+        ]
+        for start_at in range(0, CATCH_UP, 1000):
+            await alice.moments.receive_many(envelopes[start_at : start_at + 1000], None)
+        port = alice.listen_port
+    size = sum(len(e) for e in envelopes)
+
+    # Baseline: verifying and opening the same envelopes, nothing else.
+    began = time.perf_counter()
+    for e in envelopes:
+        open_moment(e, lambda c, ep: circle if ep == circle.epoch else None, lambda m: key)
+    opening = CATCH_UP / (time.perf_counter() - began)
+
+    # Both start again; Bob's daemon holds none of the 10,000.
+    got = 0
+    first: float | None = None
+    last = 0.0
+
+    def seen(peer: bytes, body: dict[int, Any]) -> None:
+        nonlocal got, first, last
+        if first is None:
+            first = time.perf_counter()  # the link is up: Alice's first message
+        if body.get(0) == T_MOMENTS:
+            got += len(body[2])
+            last = time.perf_counter()
+
+    again = Address(host="127.0.0.1", port=port or 0)  # where Bob knows to find her
+    async with running(alice_home, listen=again) as alice, running(bob_home) as bob:
+        hook(bob, seen)
+        await eventually(lambda: got >= CATCH_UP, timeout=120, what="catch-up")
+        assert first is not None
+        wire = link_bytes(bob, alice)
+        held = (await bob.store.run(lambda s: s.counts())).moments
+    assert held == CATCH_UP, held
+    rate = CATCH_UP / (last - first)
+    print(
+        f"catch-up: {CATCH_UP} moments in {last - first:.2f} s; wire {wire} B for"
+        f" {size} B of envelopes ({wire / size:.3f}×)"
+    )
+    return [
+        ("catch-up, moments/s (target 8000)", rate, "verify + open alone, /s", opening),
+        ("catch-up, bytes on the wire / envelopes", wire / size, "target", 1.15),
+        ("catch-up, KB on the wire", wire / 1000, "envelopes' own size, KB", size / 1000),
+    ]
+
+
+# --- idle resync ----------------------------------------------------------------------------
+
+
+async def idle_resync(root: Path, circles: int = 5, posts: int = 20) -> list[Row]:
+    homes = [await make_home(root, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob, running(homes[2]) as carol:
+            await befriend(alice, bob)
+            await befriend(alice, carol)  # a friend who shares no circle: the baseline
+            for c in range(circles):
+                await alice.moments.create_circle(f"c{c}", ["Bob"], members_can_post=True)
+                for i in range(posts):
+                    await alice.moments.post(f"c{c}", f"{i} {TEXT}")
+                    await bob.moments.post(f"c{c}", f"{i} {TEXT}")
+
+            async def in_step() -> bool:
+                return (await bob.store.run(lambda s: s.counts())).moments == 2 * circles * posts
+
+            await eventually(lambda: len(bob.moments.circles()) == circles)
+            async with asyncio.timeout(30):
+                while not await in_step():
+                    await asyncio.sleep(0.05)
+        # Both come back, already in step.
+        haves = {"Alice": 0, "Bob": 0}
+
+        def count(who: str) -> Callable[[bytes, dict[int, Any]], None]:
+            def on(peer: bytes, body: dict[int, Any]) -> None:
+                if body.get(0) == T_HAVE:
+                    haves[who] += 1
+                elif body.get(0) in range(16, 32):
+                    raise AssertionError(f"an idle resync sent message type {body.get(0)}")
+
+            return on
+
+        hook(alice, count("Alice"))
+        async with running(homes[1]) as bob, running(homes[2]) as carol:
+            hook(bob, count("Bob"))
+            bob_key = bytes(bob.identity.public.verify_key)
+            carol_key = bytes(carol.identity.public.verify_key)
+            await eventually(
+                lambda: (
+                    {bob_key, carol_key} <= set(alice.linked_peers())
+                    and haves["Alice"] >= circles
+                    and haves["Bob"] >= circles
+                ),
+                timeout=30,
+                what="both links and their haves",
+            )
+            await asyncio.sleep(1.0)  # a quiet second: anything more would show
+            with_circles = link_bytes(alice, bob)
+            without = link_bytes(alice, carol)
+    per_circle = (with_circles - without) / circles
+    print(
+        f"idle resync: {with_circles} B with {circles} circles of {2 * posts} moments,"
+        f" {without} B sharing none; haves {haves}"
+    )
+    return [
+        (
+            "idle resync, bytes per circle (target 2000)",
+            per_circle,
+            "link sharing no circle, B",
+            without,
+        ),
+    ]
+
+
+# --- fan-out --------------------------------------------------------------------------------
+
+
+async def fan_out(root: Path) -> list[Row]:
+    names = ["Alice"] + [f"M{i:02d}" for i in range(1, FAN_OUT)]
+    homes = [await make_home(root, n) for n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(running(h)) for h in homes]
+        alice, members = nodes[0], nodes[1:]
+        for m in members:
+            await befriend(alice, m)
+        for a, b in itertools.pairwise(members):
+            await befriend(a, b)  # a ring, so members also link to each other
+        await alice.moments.create_circle("two", [members[0].name], members_can_post=False)
+        await alice.moments.create_circle("all", [m.name for m in members], members_can_post=True)
+        await eventually(
+            lambda: (
+                all(len(m.moments.circles()) >= 1 for m in members)
+                and len(members[0].moments.circles()) == 2
+            ),
+            timeout=60,
+            what="every member to hold the manifests",
+        )
+        await asyncio.sleep(1.0)  # let the haves of the new circles settle
+        circle_ids = {c.name: c.circle_id for c in alice.moments.circles()}
+
+        async def deliver(circle: str, to: list[Node]) -> tuple[float, float]:
+            first: dict[bytes, float] = {}
+            receptions = 0
+
+            def on(node: Node) -> Callable[[bytes, dict[int, Any]], None]:
+                me = bytes(node.identity.public.verify_key)
+
+                def seen(peer: bytes, body: dict[int, Any]) -> None:
+                    nonlocal receptions
+                    if body.get(0) == T_MOMENTS and body.get(1) == circle_ids[circle]:
+                        receptions += len(body[2])
+                        first.setdefault(me, time.perf_counter())
+
+                return seen
+
+            for m in to:
+                hook(m, on(m))
+            began = time.perf_counter()
+            await alice.moments.post(circle, f"hello {circle}")
+            await eventually(lambda: len(first) == len(to), timeout=30, what="every member")
+            latest = max(first.values()) - began
+            await asyncio.sleep(1.0)  # relays that would send it again have had their chance
+            return latest, receptions / len(to)
+
+        two_latency, _ = await deliver("two", members[:1])
+        latency, per_member = await deliver("all", members)
+    print(
+        f"fan-out to {len(members)}: last after {latency * 1000:.0f} ms, {per_member:.2f} receptions each"
+    )
+    return [
+        (
+            f"fan-out to {len(members)}, last member has it, ms (target 1000)",
+            latency * 1000,
+            "circle of two, ms",
+            two_latency * 1000,
+        ),
+        (f"fan-out to {len(members)}, receptions per member (target 2)", per_member, "ideal", 1.0),
+    ]
+
+
+# --- a 100 MB file --------------------------------------------------------------------------
+
+
+async def raw_tcp(total: int) -> float:
+    done = asyncio.Event()
+    received = 0
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while data := await reader.read(1 << 20):
+            received += len(data)
+            if received >= total:
+                done.set()
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    chunk = b"x" * 262144
+    began = time.perf_counter()
+    for _ in range(total // len(chunk)):
+        writer.write(chunk)
+        await writer.drain()
+    await done.wait()
+    seconds = time.perf_counter() - began
+    writer.close()
+    server.close()
+    return total / seconds / MB
+
+
+def cipher(total: int) -> float:
+    key, block = bytes(32), b"x" * 65519  # the link's frame
+    n = total // len(block)
+    began = time.perf_counter()
+    for i in range(n):
+        aead_encrypt(key, i, b"", block)
+    return n * len(block) / (time.perf_counter() - began) / MB
+
+
+def events(home: Path, after: int) -> tuple[list[dict[str, Any]], int]:
+    """The daemon's events after `after`, waiting up to 10 s for one."""
+    answer = ApiClient(resolve_paths(home)).call("GET", f"/events?after={after}&timeout=10")
+    return answer["events"], answer["last_id"]
+
+
+def big_file(root: Path) -> list[Row]:
+    alice, bob = root / "alice", root / "bob"
+    p2pm(alice, "init", "--name", "Alice")
+    p2pm(bob, "init", "--name", "Bob")
+    procs = [start(alice), start(bob)]
+    try:
+        for home, proc in zip((alice, bob), procs, strict=True):
+            wait(lambda home=home, proc=proc: daemon_info(home, proc.pid))
+        link = p2pm(alice, "qr", "--link").stdout.strip()
+        p2pm(bob, "pair", link)
+        p2pm(alice, "circle", "create", "files", "--member", "Bob")
+        data = os.urandom(FILE_SIZE)
+        path = root / "big.bin"
+        path.write_bytes(data)
+        del data
+        p2pm(alice, "post", "--circle", "files", "--file", str(path), "100 MB")
+        added = done = None
+        after = 0
+        deadline = time.monotonic() + 120
+        while done is None and time.monotonic() < deadline:
+            found, after = events(bob, after)
+            for e in found:
+                if e["kind"] == "moment.added":
+                    added = e["time"]
+                elif e["kind"] == "transfer.done":
+                    done = e["time"]
+        if added is None or done is None:
+            raise RuntimeError("the file did not arrive")
+        moved = json.loads(p2pm(bob, "feed", "--json").stdout)
+        file = moved[0]["files"][0]
+        assert file["chunks_held"] == file["chunks"], file
+    finally:
+        for proc in procs:
+            stop(proc)
+    speed = FILE_SIZE / (done - added) / MB
+    print(f"100 MB file: {done - added:.2f} s from the moment's arrival to the last chunk")
+    tcp = asyncio.run(raw_tcp(FILE_SIZE))
+    return [
+        ("100 MB file to a member, MB/s (target 190)", speed, "raw loopback TCP, MB/s", tcp),
+        ("", 0.0, "ChaCha20-Poly1305 alone, MB/s", cipher(FILE_SIZE)),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--only", nargs="*", choices=["catch-up", "idle", "fan-out", "file"], default=None
+    )
+    args = parser.parse_args()
+    chosen = set(args.only or ["catch-up", "idle", "fan-out", "file"])
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if "catch-up" in chosen:
+            rows += asyncio.run(catch_up(root / "catch-up"))
+        if "idle" in chosen:
+            rows += asyncio.run(idle_resync(root / "idle"))
+        if "fan-out" in chosen:
+            rows += asyncio.run(fan_out(root / "fan-out"))
+        if "file" in chosen:
+            (root / "file").mkdir()
+            rows += big_file(root / "file")
+    report(rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
