@@ -28,9 +28,12 @@ def p2pm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
     """A daemon on loopback, quiet, without mDNS; `extra` may set --listen."""
     listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
+    profile = os.environ.get("P2PM_PROFILE_DIR")  # cProfile each daemon into this folder
+    wrap = ["-m", "cProfile", "-o", f"{profile}/{home.name}.prof"] if profile else []
     return subprocess.Popen(
         [
             sys.executable,
+            *wrap,
             "-m",
             "p2pmoments",
             "--home",
@@ -41,10 +44,10 @@ def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
             "127.0.0.1:0",
             "--no-mdns",
             "--log-level",
-            "warning",
+            os.environ.get("P2PM_LOG_LEVEL", "warning"),
             *extra,
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=open(os.environ["P2PM_LOG_DIR"] + f"/{home.name}.log", "w") if os.environ.get("P2PM_LOG_DIR") else subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 

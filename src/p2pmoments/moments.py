@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2pmoments.blobstore import BlobStore
@@ -52,8 +54,19 @@ EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
 MAX_FEED = 200
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """Moments verified and decrypted, not yet stored; and those rejected, as
+    (reason, size)."""
+
+    moments: list[Moment]
+    rejected: list[tuple[str, int]]
+    seconds: float
+
+
+@functools.lru_cache(maxsize=1024)
 def circle_text(circle_id: bytes) -> str:
-    """A circle id's text form."""
+    """A circle id's text form (circles are few: remembered)."""
     return encode_id(circle_id, IdKind.CIRCLE)
 
 
@@ -496,10 +509,15 @@ class Moments:
         """Verify and store moments from a peer, in order, in one transaction.
 
         Returns those that were new, and how many were rejected (each one's reason is
-        recorded). Verification runs on a worker thread: the loop stays free."""
+        recorded)."""
+        return await self.accept(await self.open_many(envelopes), sender)
+
+    async def open_many(self, envelopes: Sequence[bytes]) -> Opened:
+        """Verify and decrypt moments on worker threads (signature checks release the
+        GIL, so a big batch is split over the cores); nothing is stored yet."""
         if not envelopes:
-            return [], 0
-        # Signature checks release the GIL: a big batch is split over the cores.
+            return Opened([], [], 0.0)
+        began = time.perf_counter()
         parts = max(1, min(VERIFY_THREADS, len(envelopes) // 64))
         size = -(-len(envelopes) // parts)
         results = await asyncio.gather(
@@ -508,13 +526,23 @@ class Moments:
                 for i in range(0, len(envelopes), size)
             )
         )
-        opened = [m for part, _ in results for m in part]
-        rejected = [r for _, part in results for r in part]
-        refs = [r for m in opened for r in (m.content.reply_to, m.content.target) if r]
+        return Opened(
+            [m for part, _ in results for m in part],
+            [r for _, part in results for r in part],
+            time.perf_counter() - began,
+        )
+
+    async def accept(self, opened: Opened, sender: bytes | None) -> tuple[list[Moment], int]:
+        """Store moments `open_many` verified, unless they answer a moment of another
+        circle or retract someone else's; returns those that were new, and how many
+        were rejected in all (each one's reason is recorded)."""
+        began = time.perf_counter()
+        rejected = list(opened.rejected)
+        refs = [r for m in opened.moments for r in (m.content.reply_to, m.content.target) if r]
         owners = await self.node.store.run(Store.moment_owners, refs) if refs else {}
-        owners.update({m.id: (m.circle_id, bytes(m.author)) for m in opened})
+        owners.update({m.id: (m.circle_id, bytes(m.author)) for m in opened.moments})
         accepted: list[Moment] = []
-        for moment in opened:
+        for moment in opened.moments:
             c = moment.content
             answered = [owners.get(r) for r in (c.reply_to, c.target) if r is not None]
             if any(o is not None and o[0] != moment.circle_id for o in answered):
@@ -530,7 +558,16 @@ class Moments:
         if rejected:
             await self.node.store.run(Store.record_rejections, int(time.time()), rejected, sender)
             log.info("rejected %d moment(s): %s", len(rejected), rejected[0][0])
-        return (await self._store_many(accepted) if accepted else []), len(rejected)
+        added = await self._store_many(accepted) if accepted else []
+        log.debug(
+            "received %d moments: %d new, %d rejected; checked in %.3f s, stored in %.3f s",
+            len(opened.moments) + len(opened.rejected),
+            len(added),
+            len(rejected),
+            opened.seconds,
+            time.perf_counter() - began,
+        )
+        return added, len(rejected)
 
     async def expire(self) -> int:
         """Delete every expired moment now; returns how many."""

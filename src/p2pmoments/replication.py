@@ -38,7 +38,7 @@ from p2pmoments.store import Store
 
 if TYPE_CHECKING:
     from p2pmoments.core.circles import Moment
-    from p2pmoments.moments import Moments
+    from p2pmoments.moments import Moments, Opened
     from p2pmoments.node import Node
 
 __all__ = ["MAX_BATCH", "Replication"]
@@ -54,6 +54,7 @@ VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we 
 VERIFY_BURST = 20_000
 JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
 JUNK_DECAY = 4.0  # units forgiven a second
+MAX_INBOX = 4  # messages of one peer waiting to be handled (then its link is read later)
 
 
 @dataclass(slots=True)
@@ -66,6 +67,18 @@ class _Peer:
     serving: bool = False
     verify: TokenBucket = field(default_factory=lambda: TokenBucket(VERIFY_RATE, VERIFY_BURST))
     junk: JunkScore = field(default_factory=lambda: JunkScore(JUNK_LIMIT, JUNK_DECAY))
+    # Messages waiting to be handled, in order; moments are being verified meanwhile.
+    inbox: deque[tuple[dict[int, Any], asyncio.Future[Opened] | None]] = field(
+        default_factory=deque
+    )
+    working: bool = False
+    handling: object = None  # the type of the message being handled
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _envelopes(body: dict[int, Any]) -> list[bytes]:
+    """The envelopes of a moments message, as many as we read of one."""
+    return [e for e in body[2][:MAX_ENVELOPES] if type(e) is bytes]
 
 
 class Replication:
@@ -120,7 +133,9 @@ class Replication:
     def link_down(self, peer: bytes) -> None:
         """The link to a peer is gone."""
         self.sync.link_down(peer)
-        self._peers.pop(peer, None)
+        state = self._peers.pop(peer, None)
+        if state is not None:
+            state.room.set()  # release a reader waiting for room
 
     def _junk(self, peer: bytes, units: float, what: str) -> None:
         """Count junk from a peer; past the limit, drop it."""
@@ -186,8 +201,59 @@ class Replication:
     # --- messages from peers -----------------------------------------------------------
 
     async def on_message(self, peer: bytes, body: dict[int, Any]) -> None:
-        """A replication message from a linked peer (unknown types are ignored: a newer
-        version may send them)."""
+        """A replication message from a linked peer: queued, and handled in order by the
+        peer's own worker. Moments start verifying at once, on worker threads, so one
+        batch is checked while the one before is stored. At most MAX_INBOX messages
+        wait; beyond that this waits, and the peer's link is read later."""
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        while len(state.inbox) >= MAX_INBOX and self._peers.get(peer) is state:
+            state.room.clear()
+            await state.room.wait()
+        opening: asyncio.Future[Opened] | None = None
+        if body.get(0) == T_MOMENTS and type(body.get(2)) is list:
+            # A peer may make us verify only so much a second; beyond that, its link
+            # is read later (this waits in its link's task alone).
+            delay = state.verify.take(min(len(body[2]), MAX_ENVELOPES), time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ahead = [state.handling, *(queued.get(0) for queued, _ in state.inbox)]
+            if T_MANIFESTS not in ahead:
+                # Nothing queued can change which keys open them: verify now.
+                opening = asyncio.ensure_future(self._moments.open_many(_envelopes(body)))
+        state.inbox.append((body, opening))
+        if not state.working:
+            state.working = True
+            self.node.spawn(self._work(peer, state), name="replication-inbox")
+
+    async def _work(self, peer: bytes, state: _Peer) -> None:
+        """Handle a peer's messages in order, until its inbox is empty or it is gone."""
+        try:
+            while state.inbox and self._peers.get(peer) is state:
+                body, opening = state.inbox.popleft()
+                state.room.set()
+                state.handling = body.get(0)
+                try:
+                    await self._handle(peer, body, opening)
+                except Exception:
+                    # A bug in handling one message costs that peer's link only.
+                    log.exception("handling a message from %s failed", peer.hex()[:12])
+                    self.node.drop_misbehaving(peer, "internal error")
+                    return
+        finally:
+            state.working = False
+            state.handling = None
+            for _, opening in state.inbox:
+                if opening is not None:
+                    opening.cancel()
+            if self._peers.get(peer) is not state:
+                state.inbox.clear()
+            state.room.set()
+
+    async def _handle(
+        self, peer: bytes, body: dict[int, Any], opening: asyncio.Future[Opened] | None
+    ) -> None:
         kind = body.get(0)
         if kind == T_MANIFESTS:
             await self._on_manifests(peer, body.get(1))
@@ -197,7 +263,9 @@ class Replication:
                 return
             await self._perform(self.sync.received_have(peer, body))
         elif kind == T_MOMENTS:
-            await self._on_moments(peer, body.get(1), body.get(2))
+            if opening is None and type(body.get(2)) is list:
+                opening = asyncio.ensure_future(self._moments.open_many(_envelopes(body)))
+            await self._on_moments(peer, body.get(1), opening)
         elif kind == T_WANT_CHUNKS:
             self._on_want_chunks(peer, body.get(1))
         elif kind == T_CHUNK:
@@ -225,22 +293,17 @@ class Replication:
             )
             await self.circle_changed(manifest)  # pass it on: manifests travel first
 
-    async def _on_moments(self, peer: bytes, circle: object, envelopes: object) -> None:
-        if type(circle) is not bytes or type(envelopes) is not list:
+    async def _on_moments(
+        self, peer: bytes, circle: object, opening: asyncio.Future[Opened] | None
+    ) -> None:
+        if type(circle) is not bytes or opening is None:
             self._junk(peer, 1, "a malformed moments message")
             return
+        opened = await opening
         membership = self.membership(circle)
         if membership is None or not membership.in_latest(peer):
             return  # only the circle's current members exchange its moments
-        state = self._peers.get(peer)
-        batch = [e for e in envelopes[:MAX_ENVELOPES] if type(e) is bytes]
-        if state is not None:
-            # A peer may make us verify only so much a second; beyond that, its link
-            # is read later (this waits in its link's task alone).
-            delay = state.verify.take(len(batch), time.monotonic())
-            if delay > 0:
-                await asyncio.sleep(delay)
-        received, rejected = await self._moments.receive_many(batch, peer)
+        received, rejected = await self._moments.accept(opened, peer)
         if rejected:
             self._junk(peer, rejected, "moments that failed verification")
         added = [m for m in received if m.circle_id == circle]

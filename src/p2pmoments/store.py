@@ -585,14 +585,19 @@ class Store:
 
     def retracted_among(self, moment_ids: Sequence[bytes]) -> set[bytes]:
         """Those of these moments whose retraction we hold (it may arrive before them)."""
-        return {
-            moment_id
-            for moment_id in moment_ids
-            if self._conn.execute(
-                "SELECT 1 FROM moments WHERE kind = 4 AND reply_to = ?", (moment_id,)
-            ).fetchone()
-            is not None
-        }
+        found: set[bytes] = set()
+        ids = list(moment_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))  # only placeholders
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT reply_to FROM moments WHERE kind = 4 AND reply_to IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
 
     def chunks_of_circles(self, circle_ids: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         """(moment, chunk address) of every chunk used by moments of these circles."""
