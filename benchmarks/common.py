@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO
 
 Row = tuple[str, float, str, float]
 
@@ -47,9 +48,20 @@ def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
             os.environ.get("P2PM_LOG_LEVEL", "warning"),
             *extra,
         ],
-        stdout=open(os.environ["P2PM_LOG_DIR"] + f"/{home.name}.log", "w") if os.environ.get("P2PM_LOG_DIR") else subprocess.DEVNULL,
+        stdout=open(os.environ["P2PM_LOG_DIR"] + f"/{home.name}.log", "w")
+        if os.environ.get("P2PM_LOG_DIR")
+        else subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def log_file(home: Path) -> IO[str] | int:
+    """Where a daemon's log goes: P2PM_LOG_DIR/<home>.log if that is set (with
+    P2PM_LOG_LEVEL, e.g. debug, to see what it did), else nowhere."""
+    folder = os.environ.get("P2PM_LOG_DIR")
+    if not folder:
+        return subprocess.DEVNULL
+    return (Path(folder) / f"{home.name}.log").open("w")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import itertools
 
 from common import Row, daemon_info, p2pm, report, start, stop, wait
-from tests.multinode import befriend, eventually, make_home, running
+from tests.multinode import befriend, eventually, make_home, running, until
 
 from p2pmoments.client import ApiClient
 from p2pmoments.core.circles import Content, Kind, moment_id, open_moment, seal_moment
@@ -153,38 +153,42 @@ async def idle_resync(root: Path, circles: int = 5, posts: int = 20) -> list[Row
                 return (await bob.store.run(lambda s: s.counts())).moments == 2 * circles * posts
 
             await eventually(lambda: len(bob.moments.circles()) == circles)
-            async with asyncio.timeout(30):
-                while not await in_step():
-                    await asyncio.sleep(0.05)
+            await until(bob, in_step, timeout=30, what="Bob to hold every moment")
         # Both come back, already in step.
         haves = {"Alice": 0, "Bob": 0}
+        others: list[object] = []  # any other message: there should be none
 
         def count(who: str) -> Callable[[bytes, dict[int, Any]], None]:
             def on(peer: bytes, body: dict[int, Any]) -> None:
                 if body.get(0) == T_HAVE:
                     haves[who] += 1
-                elif body.get(0) in range(16, 32):
-                    raise AssertionError(f"an idle resync sent message type {body.get(0)}")
+                else:
+                    others.append(body.get(0))
 
             return on
 
         hook(alice, count("Alice"))
-        async with running(homes[1]) as bob, running(homes[2]) as carol:
-            hook(bob, count("Bob"))
+        async with contextlib.AsyncExitStack() as stack, running(homes[1]) as bob:
+            hook(bob, count("Bob"))  # before Carol's start lets Bob's link come up
+            carol = await stack.enter_async_context(running(homes[2]))
             bob_key = bytes(bob.identity.public.verify_key)
             carol_key = bytes(carol.identity.public.verify_key)
-            await eventually(
-                lambda: (
-                    {bob_key, carol_key} <= set(alice.linked_peers())
-                    and haves["Alice"] >= circles
-                    and haves["Bob"] >= circles
-                ),
-                timeout=30,
-                what="both links and their haves",
-            )
+            try:
+                await eventually(
+                    lambda: (
+                        {bob_key, carol_key} <= set(alice.linked_peers())
+                        and haves["Alice"] >= circles
+                        and haves["Bob"] >= circles
+                    ),
+                    timeout=30,
+                )
+            except AssertionError:
+                linked = [k in alice.linked_peers() for k in (bob_key, carol_key)]
+                raise RuntimeError(f"no resync: linked {linked}, haves {haves}") from None
             await asyncio.sleep(1.0)  # a quiet second: anything more would show
             with_circles = link_bytes(alice, bob)
             without = link_bytes(alice, carol)
+    assert not others, f"an idle resync sent messages of types {others}"
     per_circle = (with_circles - without) / circles
     print(
         f"idle resync: {with_circles} B with {circles} circles of {2 * posts} moments,"
@@ -252,9 +256,7 @@ async def fan_out(root: Path) -> list[Row]:
 
         two_latency, _ = await deliver("two", members[:1])
         latency, per_member = await deliver("all", members)
-    print(
-        f"fan-out to {len(members)}: last after {latency * 1000:.0f} ms, {per_member:.2f} receptions each"
-    )
+    print(f"fan-out to {len(members)}: last after {latency * 1000:.0f} ms, {per_member:.2f} each")
     return [
         (
             f"fan-out to {len(members)}, last member has it, ms (target 1000)",

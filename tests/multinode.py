@@ -42,15 +42,17 @@ async def running(home: Path, config: Config = LOOPBACK, **changes: object) -> A
 
 async def eventually(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "") -> T:
     """Wait, without sleeping blindly, until `condition()` is truthy."""
-    async with asyncio.timeout(timeout):
-        delay = 0.005
-        while True:
-            value = condition()
-            if value:
-                return value
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-    raise AssertionError(what)  # pragma: no cover
+    try:
+        async with asyncio.timeout(timeout):
+            delay = 0.005
+            while True:
+                value = condition()
+                if value:
+                    return value
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 async def until(
