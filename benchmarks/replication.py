@@ -39,7 +39,7 @@ from p2pmoments.client import ApiClient
 from p2pmoments.core.circles import Content, Kind, moment_id, open_moment, seal_moment
 from p2pmoments.core.crypto import aead_encrypt
 from p2pmoments.core.sync import T_HAVE, T_MOMENTS
-from p2pmoments.moments import moment_text
+from p2pmoments.moments import circle_text, moment_text
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
 
@@ -231,26 +231,27 @@ async def fan_out(root: Path) -> list[Row]:
         circle_ids = {c.name: c.circle_id for c in alice.moments.circles()}
 
         async def deliver(circle: str, to: list[Node]) -> tuple[float, float]:
-            first: dict[bytes, float] = {}
             receptions = 0
+            text = circle_text(circle_ids[circle])
 
-            def on(node: Node) -> Callable[[bytes, dict[int, Any]], None]:
-                me = bytes(node.identity.public.verify_key)
+            def seen(peer: bytes, body: dict[int, Any]) -> None:
+                nonlocal receptions
+                if body.get(0) == T_MOMENTS and body.get(1) == circle_ids[circle]:
+                    receptions += len(body[2])
 
-                def seen(peer: bytes, body: dict[int, Any]) -> None:
-                    nonlocal receptions
-                    if body.get(0) == T_MOMENTS and body.get(1) == circle_ids[circle]:
-                        receptions += len(body[2])
-                        first.setdefault(me, time.perf_counter())
-
-                return seen
+            def stored_at(node: Node) -> float | None:
+                """When the member stored it: its moment.added event."""
+                for e in node.events.after(0)[0]:
+                    if e.kind == "moment.added" and e.data["circle"] == text:
+                        return e.time
+                return None
 
             for m in to:
-                hook(m, on(m))
-            began = time.perf_counter()
+                hook(m, seen)
+            began = time.time()  # the clock events are stamped with
             await alice.moments.post(circle, f"hello {circle}")
-            await eventually(lambda: len(first) == len(to), timeout=30, what="every member")
-            latest = max(first.values()) - began
+            await eventually(lambda: all(stored_at(m) for m in to), timeout=30, what="every member")
+            latest = max(stored_at(m) or 0.0 for m in to) - began
             await asyncio.sleep(1.0)  # relays that would send it again have had their chance
             return latest, receptions / len(to)
 

@@ -75,7 +75,7 @@ async def befriend(owner: Node, other: Node) -> None:
     link, _ = await owner.pairing_link()
     record = await other.wait_pairing((await other.pair(link)).id, timeout=15)
     assert record is not None
-    assert record.state == "confirmed"
+    assert record.state == "confirmed", f"pairing {record.state}: {record.reason}"
     await eventually(
         lambda: owner.friend(bytes(other.identity.public.verify_key)),
         what="the owner to record the friend",

@@ -168,3 +168,20 @@ async def test_a_friend_that_stops_reading_is_dropped_not_buffered(
     assert runner.closed.reason == "peer is not reading"
     assert sent < 50  # dropped after a few MB, not after everything was queued
     writer.close()
+
+
+async def test_more_friends_on_one_host_than_the_handshake_bound_all_link(
+    tmp_path: Path,
+) -> None:
+    """The per-host bound is on handshakes in progress, not on links: twenty daemons on
+    one machine (one address) all stay linked to the same friend."""
+    from p2pmoments.node import MAX_HANDSHAKING_PER_HOST
+    from tests.multinode import befriend
+
+    count = MAX_HANDSHAKING_PER_HOST + 4
+    homes = [await make_home(tmp_path, f"N{i}") for i in range(count + 1)]
+    async with contextlib.AsyncExitStack() as stack:
+        hub, *others = [await stack.enter_async_context(running(h)) for h in homes]
+        for other in others:
+            await befriend(hub, other)
+        await eventually(lambda: len(hub.linked_peers()) == count, what="every friend linked")

@@ -1006,6 +1006,9 @@ class Node:
         self._peers[key] = _PeerInfo(
             runner=runner, verify_key=key, name=name, since=time.time(), found_via=runner.found_via
         )
+        # A link, no longer a handshake: it stops counting against the handshake bounds
+        # (before this, a host could hold at most 16 links to us, of any kind).
+        self._handshaking.pop(runner, None)
         self.events.publish("peer.connected", identity=identity_text(key), name=name)
 
     # --- peers ----------------------------------------------------------------------
