@@ -273,7 +273,8 @@ async def fan_out(root: Path) -> list[Row]:
 
 
 async def raw_tcp(total: int) -> float:
-    done = asyncio.Event()
+    """Loopback TCP alone, both ends in this process, in 256 KiB writes."""
+    done, finished = asyncio.Event(), asyncio.Event()
     received = 0
 
     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -283,11 +284,13 @@ async def raw_tcp(total: int) -> float:
             if received >= total:
                 done.set()
         writer.close()
+        finished.set()
 
     server = await asyncio.start_server(sink, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     chunk = b"x" * 262144
+    total = total // len(chunk) * len(chunk)  # whole chunks, so the sink sees it all
     began = time.perf_counter()
     for _ in range(total // len(chunk)):
         writer.write(chunk)
@@ -295,6 +298,7 @@ async def raw_tcp(total: int) -> float:
     await done.wait()
     seconds = time.perf_counter() - began
     writer.close()
+    await finished.wait()
     server.close()
     return total / seconds / MB
 

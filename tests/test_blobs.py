@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from PIL import Image
 from p2pmoments.core.blobs import (
     CHUNK_SIZE,
     BlobKind,
+    chunk_address,
     decode_ref,
     decrypt_blob,
     decrypt_chunk,
@@ -87,3 +89,23 @@ def test_png_location_is_removed_losslessly() -> None:
 def test_things_that_are_not_photos_are_refused(data: bytes) -> None:
     with pytest.raises(DecodeError, match="not a photo"):
         prepare_photo(data)
+
+
+def test_a_received_chunk_torn_by_a_crash_is_found_deleted_and_then_missing(
+    tmp_path: Path,
+) -> None:
+    """Chunks from peers are written without waiting for the disk; one a crash left torn
+    must never be served or read as good: it is dropped, and so asked for again."""
+    from p2pmoments.blobstore import BlobStore
+
+    store = BlobStore(tmp_path)
+    good = b"\x07" * 1000
+    other = b"\x08" * 1000
+    address, other_address = chunk_address(good), chunk_address(other)
+    assert store.put_received([(address, good), (other_address, b"not what it says")]) == [address]
+    assert store.get(address) == good
+    assert not store.has(other_address)  # a chunk that is not its address is not kept
+    path = next(p for p in tmp_path.rglob("*") if p.is_file())
+    path.write_bytes(good[:500])  # what a crash can leave behind
+    assert store.get(address) is None
+    assert not store.has(address)  # so the next link asks for it again

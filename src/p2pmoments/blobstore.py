@@ -7,6 +7,9 @@ call them off the event loop.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import secrets
 from pathlib import Path
 
 from p2pmoments.core.blobs import CHUNK_SIZE, chunk_address
@@ -15,6 +18,8 @@ from p2pmoments.home import write_file_atomically
 __all__ = ["BlobStore"]
 
 MAX_CHUNK_FILE = CHUNK_SIZE + 16
+
+log = logging.getLogger(__name__)
 
 
 class BlobStore:
@@ -27,15 +32,53 @@ class BlobStore:
         text = address.hex()
         return self.root / text[:2] / text
 
-    def put(self, address: bytes, ciphertext: bytes) -> None:
-        """Keep a chunk; its address must be its hash (checked)."""
+    def put(self, address: bytes, ciphertext: bytes, *, received: bool = False) -> None:
+        """Keep a chunk; its address must be its hash (checked).
+
+        Our own chunks are kept as durably as the database: they may exist nowhere
+        else yet. A chunk `received` from a peer is written without waiting for the
+        disk: a crash may lose it or leave it torn, `get` then finds it does not match
+        its address and deletes it, and it is asked for again like any missing chunk
+        (spec/store.md)."""
         if chunk_address(ciphertext) != address:
             raise ValueError("a chunk's address is the hash of its bytes")
         path = self._path(address)
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_file_atomically(path, ciphertext, mode=0o600)
+        if not received:
+            write_file_atomically(path, ciphertext, mode=0o600)
+            return
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(ciphertext)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def put_received(self, chunks: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """Keep chunks from a peer; returns the addresses kept (those whose bytes match
+        their address; others are dropped)."""
+        kept = []
+        for address, ciphertext in chunks:
+            try:
+                self.put(address, ciphertext, received=True)
+            except ValueError:
+                continue
+            kept.append(address)
+        return kept
+
+    def get_many(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """(address, chunk) of those of these chunks we hold."""
+        out = []
+        for address in addresses:
+            data = self.get(address)
+            if data is not None:
+                out.append((address, data))
+        return out
 
     def put_many(self, chunks: list[tuple[bytes, bytes]]) -> None:
         """Keep several chunks."""
@@ -47,12 +90,18 @@ class BlobStore:
         return self._path(address).is_file()
 
     def get(self, address: bytes) -> bytes | None:
-        """A chunk, or None if we do not hold it."""
+        """A chunk, or None if we do not hold it. A chunk that does not match its
+        address (torn by a crash) is deleted, so that it is asked for again."""
         try:
             data = self._path(address).read_bytes()
         except FileNotFoundError:
             return None
-        return data if len(data) <= MAX_CHUNK_FILE else None
+        if len(data) > MAX_CHUNK_FILE or chunk_address(data) != address:
+            log.warning("chunk %s is damaged: deleted, to be fetched again", address.hex()[:16])
+            with contextlib.suppress(FileNotFoundError):
+                self._path(address).unlink()
+            return None
+        return data
 
     def delete(self, addresses: list[bytes]) -> None:
         """Remove chunks nothing uses any more."""

@@ -610,6 +610,15 @@ class Store:
             ).fetchall()
         return out
 
+    def chunks_circles(self, addresses: Sequence[bytes]) -> dict[bytes, list[tuple[bytes, int]]]:
+        """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
+        out: dict[bytes, list[tuple[bytes, int]]] = {}
+        for address in addresses:
+            uses = self.chunk_circles(address)
+            if uses:
+                out[address] = uses
+        return out
+
     def chunk_circles(self, address: bytes) -> list[tuple[bytes, int]]:
         """(circle, epoch) of every moment that uses a chunk."""
         return list(
