@@ -170,3 +170,162 @@ def test_a_post_reaches_a_member_and_not_a_friend_outside_the_circle(
     assert circles[0]["mine"] is False
     assert "Nothing here yet." in cli(homes["dave"], "feed").stdout
     assert json.loads(cli(homes["dave"], "circles", "--json").stdout) == []
+
+    # Count what crosses Dave's link while a photo goes to Bob: keepalives at most.
+    from tests.photos import photo_with_location
+
+    def link_bytes(home: Path) -> int:
+        (alice,) = json.loads(cli(home, "peers", "--json").stdout)
+        return int(alice["bytes_in"]) + int(alice["bytes_out"])
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(photo_with_location(1600, 1200))
+    dave_before, bob_before = link_bytes(homes["dave"]), link_bytes(homes["bob"])
+    posted = cli(homes["alice"], "post", "--circle", "family", "--photo", str(photo), "beach")
+    assert posted.returncode == 0, posted.stderr
+
+    def photo_at_bob() -> bool:
+        feed = json.loads(cli(homes["bob"], "feed", "--json").stdout)
+        shown = [m for m in feed if m["text"] == "beach"]
+        return (
+            bool(shown) and shown[0]["photos"][0]["chunks_held"] == shown[0]["photos"][0]["chunks"]
+        )
+
+    wait_for(photo_at_bob, timeout=30, what="the photo to reach Bob")
+    assert link_bytes(homes["bob"]) - bob_before > photo.stat().st_size  # it did travel
+    crossed = link_bytes(homes["dave"]) - dave_before
+    # A keepalive ping or pong is 25 bytes on the wire (2 length + 23 sealed); anything
+    # about the circle (a have, a manifest, a moment) would be far bigger and uneven.
+    assert crossed <= 4 * 25, crossed
+    assert crossed % 25 == 0, crossed
+    assert "Nothing here yet." in cli(homes["dave"], "feed").stdout
+
+
+def _free_ports(count: int) -> list[int]:
+    """Loopback ports free right now (held open together, so they differ)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _texts(home: Path) -> set[str]:
+    return {m["text"] for m in json.loads(cli(home, "feed", "--json").stdout)}
+
+
+def test_a_partition_heals_and_every_member_ends_with_every_moment(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Alice and Bob on one side, Carol on the other, each posting; when Carol can reach
+    Alice again, everyone holds everything (Bob gets Carol's through Alice: Bob and
+    Carol are not friends and, without mDNS, cannot find each other)."""
+    from tests.daemons import start_daemon
+
+    homes = {n: tmp_path / n for n in ("alice", "bob", "carol")}
+    for name, home in homes.items():
+        assert cli(home, "init", "--name", name.title()).returncode == 0
+        start_daemon(daemons, home)
+    for other in ("bob", "carol"):
+        link = cli(homes["alice"], "qr", "--link").stdout.strip()
+        assert cli(homes[other], "pair", link).returncode == 0
+    ids = {n: json.loads(cli(h, "status", "--json").stdout)["identity"] for n, h in homes.items()}
+    made = cli(
+        homes["alice"], "circle", "create", "pub", "--member", "Bob", "--member", "Carol",
+        "--members-can-post",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for other in ("bob", "carol"):
+        wait_for(
+            lambda other=other: json.loads(cli(homes[other], "circles", "--json").stdout),
+            timeout=20,
+            what=f"{other} to hold the circle",
+        )
+    for daemon in list(daemons):
+        assert daemon.stop() == 0
+
+    # The partition: new addresses; Alice is told where Bob is, nobody where Carol is.
+    pa, pb, pc = _free_ports(3)
+    bob_at = f"{ids['bob']}@127.0.0.1:{pb}"
+    start_daemon(daemons, homes["alice"], "--listen", f"127.0.0.1:{pa}", "--peer", bob_at)
+    start_daemon(daemons, homes["bob"], "--listen", f"127.0.0.1:{pb}")
+    carol = start_daemon(daemons, homes["carol"], "--listen", f"127.0.0.1:{pc}")
+    for name in ("alice", "bob", "carol"):
+        assert cli(homes[name], "post", "--circle", "pub", f"from {name}").returncode == 0
+    wait_for(
+        lambda: (
+            _texts(homes["bob"]) == {"from alice", "from bob"}
+            and _texts(homes["alice"]) == {"from alice", "from bob"}
+        ),
+        timeout=30,
+        what="Alice and Bob to have each other's",
+    )
+    assert _texts(homes["carol"]) == {"from carol"}
+
+    # It heals: Carol learns where Alice is.
+    assert carol.stop() == 0
+    alice_at = f"{ids['alice']}@127.0.0.1:{pa}"
+    start_daemon(daemons, homes["carol"], "--listen", f"127.0.0.1:{pc}", "--peer", alice_at)
+    everything = {"from alice", "from bob", "from carol"}
+    for name in ("alice", "bob", "carol"):
+        wait_for(
+            lambda name=name: _texts(homes[name]) == everything,
+            timeout=30,
+            what=f"{name} to hold every moment",
+        )
+
+
+def test_the_author_leaves_a_member_relays_and_a_removed_member_gets_nothing_new(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Bob and Carol are not friends: Alice's signed manifest lets them link (found by
+    mDNS) for the circle alone, so Bob relays to Carol after Alice has gone."""
+    homes = {n: tmp_path / n for n in ("alice", "bob", "carol")}
+
+    def start(name: str) -> Daemon:
+        daemon = Daemon(homes[name], mdns=True)
+        daemons.append(daemon)
+        daemon.wait_ready()
+        return daemon
+
+    for name, home in homes.items():
+        assert cli(home, "init", "--name", name.title()).returncode == 0
+    running = {name: start(name) for name in homes}
+    for other in ("bob", "carol"):
+        link = cli(homes["alice"], "qr", "--link").stdout.strip()
+        assert cli(homes[other], "pair", link).returncode == 0
+    for circle, members in (("pub", ["Bob", "Carol"]), ("news", ["Carol"])):
+        args = [a for m in members for a in ("--member", m)]
+        assert cli(homes["alice"], "circle", "create", circle, *args).returncode == 0
+    wait_for(
+        lambda: len(json.loads(cli(homes["carol"], "circles", "--json").stdout)) == 2,
+        timeout=30,
+        what="Carol to hold both circles",
+    )
+
+    # Carol is away when Alice posts; then Alice goes too. Only Bob can pass it on.
+    assert running["carol"].stop() == 0
+    assert cli(homes["alice"], "post", "--circle", "pub", "relay me").returncode == 0
+    wait_for(lambda: "relay me" in _texts(homes["bob"]), timeout=30, what="Bob to get it")
+    assert running["alice"].stop() == 0
+    running["carol"] = start("carol")
+    wait_for(lambda: "relay me" in _texts(homes["carol"]), timeout=60, what="Bob to relay it")
+    assert not any(f["name"] == "Bob" for f in json.loads(
+        cli(homes["carol"], "friends", "--json").stdout)["friends"])  # fmt: skip
+
+    # Alice is back and removes Carol from "pub": what follows there never reaches her.
+    running["alice"] = start("alice")
+    removed = cli(homes["alice"], "circle", "remove", "pub", "Carol")
+    assert removed.returncode == 0, removed.stderr
+    assert cli(homes["alice"], "post", "--circle", "pub", "after Carol left").returncode == 0
+    wait_for(lambda: "after Carol left" in _texts(homes["bob"]), timeout=30, what="Bob")
+    # A barrier: a later moment of a circle Carol is still in. Links keep order, so
+    # once it is at Carol, anything sent to her before it would be there too.
+    assert cli(homes["alice"], "post", "--circle", "news", "barrier").returncode == 0
+    wait_for(lambda: "barrier" in _texts(homes["carol"]), timeout=30, what="the barrier")
+    assert _texts(homes["carol"]) == {"relay me", "barrier"}
