@@ -43,6 +43,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
 	$(BIN)/python benchmarks/links.py --json bench-results/links.json
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
+	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
