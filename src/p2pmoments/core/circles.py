@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from p2pmoments.core import wire
@@ -104,10 +104,16 @@ class Manifest:
     created: int
     sealed_keys: tuple[bytes, ...]  # aligned with members
     raw: bytes  # the signed encoding: what travels and what is stored
+    _member_keys: frozenset[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every received moment asks whether its author is a member: a set answers that.
+        keys = frozenset(bytes(m.verify_key) for m in self.members)
+        object.__setattr__(self, "_member_keys", keys)
 
     def is_member(self, key: VerifyKey) -> bool:
         """True if `key` is in this epoch's member list."""
-        return any(m.verify_key == key for m in self.members)
+        return bytes(key) in self._member_keys
 
     def may_post(self, key: VerifyKey) -> bool:
         """True if `key` may author posts in this epoch."""
