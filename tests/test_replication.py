@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from p2pmoments.config import Address
 from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
@@ -258,3 +259,67 @@ async def test_a_member_flooding_junk_is_dropped_and_the_others_carry_on(tmp_pat
         await alice.moments.post("family", "still here")
         await wait_texts(bob, ["still here"])
         assert await texts(alice) == ["still here"]  # nothing forged was kept
+
+
+async def test_each_chunk_is_fetched_once_and_a_member_lacking_it_sends_the_asker_elsewhere(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from p2pmoments.paths import resolve_paths
+
+    names = ("Alice", "Bob", "Carol")
+    homes = dict(zip(names, [await make_home(tmp_path, n) for n in names], strict=True))
+    ports: dict[str, int] = {}
+
+    def at(name: str) -> Address:
+        return Address(host="127.0.0.1", port=ports.get(name, 0))
+
+    def forget_blobs(name: str) -> None:
+        shutil.rmtree(resolve_paths(homes[name]).blob_dir, ignore_errors=True)
+
+    def done(node: Node) -> bool:
+        return any(e.kind == "transfer.done" for e in node.events.after(0)[0])
+
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(homes[n])) for n in names]
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            await befriend(a, b)
+        ports = {n.name: int(n.listen_port or 0) for n in (alice, bob, carol)}
+        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+        data = bytes(range(256)) * (5 * 4096 + 7)  # 21 chunks
+        await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+        await eventually(lambda: done(bob) and done(carol), timeout=30, what="both to have it")
+
+    # Carol lost her copy; Alice and Bob both hold every chunk: each comes once.
+    await asyncio.to_thread(forget_blobs, "Carol")
+    async with contextlib.AsyncExitStack() as stack:
+        for n in ("Alice", "Bob"):
+            await stack.enter_async_context(running(homes[n], listen=at(n)))
+        carol = await stack.enter_async_context(running(homes["Carol"], listen=at("Carol")))
+        chunks: list[bytes] = []
+
+        def count(key: bytes, body: dict[int, Any]) -> None:
+            if body[0] == T_CHUNK and 2 in body:
+                chunks.append(body[1])
+
+        carol.on_message = count
+        await eventually(lambda: done(carol), timeout=30, what="Carol to have it again")
+        assert len(chunks) == 21
+        assert len(set(chunks)) == 21
+
+    # Now Bob lacks them too, and only Bob is there at first: he says so, and Carol
+    # gets every chunk once Alice is back.
+    await asyncio.to_thread(forget_blobs, "Carol")
+    await asyncio.to_thread(forget_blobs, "Bob")
+    async with (
+        running(homes["Bob"], listen=at("Bob")),
+        running(homes["Carol"], listen=at("Carol")) as carol,
+    ):
+        said: list[bool] = []
+        carol.on_message = lambda key, body: said.append(2 in body) if body[0] == T_CHUNK else None
+        await eventually(lambda: len(said) >= 16, timeout=30, what="Bob to answer")
+        assert not any(said)  # "I do not hold it", for each chunk asked
+        async with running(homes["Alice"], listen=at("Alice")):
+            await eventually(lambda: done(carol), timeout=30, what="Carol to get them from Alice")
+        assert said.count(True) == 21

@@ -91,6 +91,8 @@ class Replication:
         self._remaining: dict[bytes, set[bytes]] = {}
         self._totals: dict[bytes, int] = {}
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
+        self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers asked that lacked it
+        self._asked: dict[bytes, bytes] = {}  # chunk -> the peer it is asked of
 
     @property
     def _moments(self) -> Moments:
@@ -135,6 +137,11 @@ class Replication:
         state = self._peers.pop(peer, None)
         if state is not None:
             state.room.set()  # release a reader waiting for room
+            orphans = [a for a in (*state.wanted, *state.in_flight) if self._asked.get(a) == peer]
+            for address in orphans:
+                del self._asked[address]
+            if orphans and self._peers:  # someone else linked may hold them
+                self.node.spawn(self._ask_elsewhere(peer, orphans, lacked=False), "re-ask")
 
     def _junk(self, peer: bytes, units: float, what: str) -> None:
         """Count junk from a peer; past the limit, drop it."""
@@ -143,15 +150,20 @@ class Replication:
             self.node.drop_misbehaving(peer, f"too much junk (last: {what})")
 
     def _want(self, peer: bytes, addresses: Sequence[bytes]) -> None:
-        """Queue chunks to ask `peer` for; at most MAX_CHUNK_WANTS are in flight."""
+        """Queue chunks to ask `peer` for; at most MAX_CHUNK_WANTS are in flight. A chunk
+        already asked of another linked peer is not asked twice."""
         state = self._peers.get(peer)
         if state is None:
             return
         queued = set(state.wanted)
         for a in addresses:
+            holder = self._asked.get(a)
+            if holder is not None and holder != peer and holder in self._peers:
+                continue
             if a not in state.in_flight and a not in queued:
                 state.wanted.append(a)
                 queued.add(a)
+                self._asked[a] = peer
         ask = []
         while state.wanted and len(state.in_flight) < MAX_CHUNK_WANTS:
             address = state.wanted.pop(0)
@@ -354,6 +366,10 @@ class Replication:
                     a for a in asked if any(self._may_have(peer, c, e) for c, e in uses.get(a, []))
                 ]
                 chunks = await asyncio.to_thread(self._moments.blobs.get_many, allowed)
+                held = {address for address, _ in chunks}
+                for address in allowed:
+                    if address not in held:  # say so: it asks someone else
+                        self.node.send(peer, {0: T_CHUNK, 1: address})
                 for address, data in chunks:
                     if not await self.node.send_paced(peer, {0: T_CHUNK, 1: address, 2: data}):
                         return
@@ -365,16 +381,25 @@ class Replication:
         if state is None:
             return
         got: list[tuple[bytes, bytes]] = []
+        lacking: list[bytes] = []
         for body in bodies:
-            address, data = body.get(1), body.get(2)
-            if type(address) is not bytes or type(data) is not bytes:
+            address, data = body.get(1), body.get(2, None)
+            if type(address) is not bytes or (data is not None and type(data) is not bytes):
                 self._junk(peer, 4, "a malformed chunk")
             elif address not in state.in_flight:
                 self._junk(peer, 4, "a chunk we did not ask for")
             else:
                 state.in_flight.discard(address)
-                got.append((address, data))
+                if data is None:
+                    lacking.append(address)  # it does not hold it
+                else:
+                    got.append((address, data))
+        if lacking:
+            await self._ask_elsewhere(peer, lacking)
+        for address, _ in got:
+            self._asked.pop(address, None)
         if not got:
+            self._want(peer, [])
             return
         self._want(peer, [])  # top up: the next ones travel while these are written
         began = time.perf_counter()
@@ -396,7 +421,28 @@ class Replication:
             if address in kept:
                 self._chunk_arrived(address, len(data))
 
+    async def _ask_elsewhere(
+        self, peer: bytes, addresses: list[bytes], *, lacked: bool = True
+    ) -> None:
+        """Chunks a peer said it does not hold (or could not send: its link went): ask
+        another linked member who may read them (each peer at most once per chunk it
+        lacked; the next link-up tries again)."""
+        uses = await self.node.store.run(Store.chunks_circles, addresses)
+        for address in addresses:
+            if self._asked.get(address) == peer:
+                del self._asked[address]
+            tried = self._lacking.setdefault(address, set())
+            if lacked:
+                tried.add(peer)
+            for other in self._peers:
+                if other not in tried and any(
+                    self._may_have(other, c, e) for c, e in uses.get(address, [])
+                ):
+                    self._want(other, [address])
+                    break
+
     def _chunk_arrived(self, address: bytes, size: int) -> None:
+        self._lacking.pop(address, None)
         for moment_id in self._users.pop(address, set()):
             remaining = self._remaining.get(moment_id)
             if remaining is None:
