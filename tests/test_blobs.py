@@ -106,6 +106,7 @@ def test_a_received_chunk_torn_by_a_crash_is_found_deleted_and_then_missing(
     assert store.get(address) == good
     assert not store.has(other_address)  # a chunk that is not its address is not kept
     path = next(p for p in tmp_path.rglob("*") if p.is_file())
-    path.write_bytes(good[:500])  # what a crash can leave behind
-    assert store.get(address) is None
-    assert not store.has(address)  # so the next link asks for it again
+    path.write_bytes(good[:500])  # what a crash can leave behind...
+    after_restart = BlobStore(tmp_path)  # ...and a crash ends the daemon
+    assert after_restart.get(address) is None
+    assert not after_restart.has(address)  # so the next link asks for it again
