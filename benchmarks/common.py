@@ -106,3 +106,48 @@ def report(rows: Sequence[Row], json_path: Path | None, unit_note: str = "") -> 
         json_path.parent.mkdir(parents=True, exist_ok=True)
         keys = ("figure", "value", "baseline", "baseline_value")
         json_path.write_text(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
+
+
+async def raw_tcp(total: int, write_size: int) -> float:
+    """Bytes a second over loopback TCP alone, both ends in this process."""
+    import asyncio
+
+    done, finished = asyncio.Event(), asyncio.Event()
+    total = total // write_size * write_size  # whole writes, so the sink sees it all
+    received = 0
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while data := await reader.read(1 << 20):
+            received += len(data)
+            if received >= total:
+                done.set()
+        writer.close()
+        finished.set()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    chunk = b"x" * write_size
+    began = time.perf_counter()
+    for _ in range(total // write_size):
+        writer.write(chunk)
+        await writer.drain()
+    await done.wait()
+    seconds = time.perf_counter() - began
+    writer.close()
+    await finished.wait()
+    server.close()
+    return total / seconds
+
+
+def cipher(total: int) -> float:
+    """Bytes a second through ChaCha20-Poly1305 alone, in link-sized frames."""
+    from p2pmoments.core.crypto import aead_encrypt
+
+    key, block = bytes(32), b"x" * 65519  # the link's largest frame
+    n = total // len(block)
+    began = time.perf_counter()
+    for i in range(n):
+        aead_encrypt(key, i, b"", block)
+    return n * len(block) / (time.perf_counter() - began)

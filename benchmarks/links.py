@@ -28,9 +28,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import daemon_info, p2pm, report, rss_kib, start, stop, wait
+from common import cipher, daemon_info, p2pm, raw_tcp, report, rss_kib, start, stop, wait
 
-from p2pmoments.core.crypto import LinkSecretKey, aead_encrypt, x25519
+from p2pmoments.core.crypto import LinkSecretKey, x25519
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import AcceptRequest, Link, MessageReceived
 from p2pmoments.core.noise import HandshakeState, Pattern
@@ -39,33 +39,6 @@ from p2pmoments.net.transport import LinkRunner
 MIB = 1 << 20
 MESSAGE = 64 * 1024
 TOTAL = 256 * MIB
-
-
-async def raw_tcp() -> float:
-    done = asyncio.Event()
-    received = 0
-
-    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal received
-        while data := await reader.read(1 << 20):
-            received += len(data)
-            if received >= TOTAL:
-                done.set()
-        writer.close()
-
-    server = await asyncio.start_server(sink, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    chunk = b"x" * MESSAGE
-    start = time.perf_counter()
-    for _ in range(TOTAL // MESSAGE):
-        writer.write(chunk)
-        await writer.drain()
-    await done.wait()
-    seconds = time.perf_counter() - start
-    writer.close()
-    server.close()
-    return TOTAL / seconds / MIB
 
 
 async def link_throughput() -> float:
@@ -115,15 +88,6 @@ async def link_throughput() -> float:
     await task
     server.close()
     return got / seconds / MIB
-
-
-def cipher_speed() -> float:
-    key, block = bytes(32), b"x" * 65519
-    n = TOTAL // len(block)
-    start = time.perf_counter()
-    for i in range(n):
-        aead_encrypt(key, i, b"", block)
-    return n * len(block) / (time.perf_counter() - start) / MIB
 
 
 def handshakes_in_memory(seconds: float = 2.0) -> tuple[float, float]:
@@ -282,11 +246,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     rows: list[tuple[str, float, str, float]] = []
-    raw = asyncio.run(raw_tcp())
+    raw = asyncio.run(raw_tcp(TOTAL, MESSAGE)) / MIB
     linked = asyncio.run(link_throughput())
-    cipher = cipher_speed()
+    cipher_alone = cipher(TOTAL) / MIB
     rows.append(("link throughput, 64 KiB messages (MiB/s)", linked, "raw asyncio TCP", raw))
-    rows.append(("  same link", linked, "ChaCha20-Poly1305 alone", cipher))
+    rows.append(("  same link", linked, "ChaCha20-Poly1305 alone", cipher_alone))
     hs, dh_bound = handshakes_in_memory()
     rows.append(("IK handshakes/s in memory", hs, "X25519 bound (10 ops each)", dh_bound))
     tcp_hs = asyncio.run(handshakes_over_tcp())
