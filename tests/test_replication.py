@@ -323,3 +323,39 @@ async def test_each_chunk_is_fetched_once_and_a_member_lacking_it_sends_the_aske
         async with running(homes["Alice"], listen=at("Alice")):
             await eventually(lambda: done(carol), timeout=30, what="Carol to get them from Alice")
         assert said.count(True) == 21
+
+
+async def test_a_member_cannot_smuggle_another_circles_moment_under_its_own(
+    tmp_path: Path,
+) -> None:
+    """Scope is checked per circle: Mallory is in "pub" but not in "family"; a family
+    moment she slips into a message about "pub" is not kept."""
+    from p2pmoments.core.circles import Content, Kind, seal_moment
+
+    names = ("Alice", "Bob", "Mallory")
+    homes = [await make_home(tmp_path, n) for n in names]
+    async with running(homes[1]) as bob, running(homes[2]) as mallory:
+        async with running(homes[0]) as alice:
+            await befriend(alice, bob)
+            await befriend(alice, mallory)
+            await befriend(bob, mallory)
+            pub = await alice.moments.create_circle(
+                "pub", ["Bob", "Mallory"], members_can_post=True
+            )
+            family = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: len(bob.moments.circles()) == 2, what="Bob's circles")
+            await eventually(lambda: mallory.moments.circles(), what="Mallory's circle")
+            forged = seal_moment(
+                alice.identity,
+                family,
+                alice.moments.key_for(family),
+                seq=99,
+                time=1,
+                content=Content(kind=Kind.POST, text="smuggled"),
+            )
+        # Alice is gone: only Mallory's link reaches Bob, and it keeps order.
+        bob_key = bytes(bob.identity.public.verify_key)
+        assert mallory.send(bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [forged.envelope]})
+        await mallory.moments.post("pub", "after")  # pushed to Bob on the same link
+        await wait_texts(bob, ["after"])
+        assert "smuggled" not in await texts(bob)

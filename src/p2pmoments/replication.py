@@ -32,12 +32,12 @@ from p2pmoments.core.sync import (
     Want,
     decode_have,
 )
-from p2pmoments.moments import moment_text
+from p2pmoments.moments import Opened, moment_text
 from p2pmoments.store import Store
 
 if TYPE_CHECKING:
     from p2pmoments.core.circles import Moment
-    from p2pmoments.moments import Moments, Opened
+    from p2pmoments.moments import Moments
     from p2pmoments.node import Node
 
 __all__ = ["MAX_BATCH", "Replication"]
@@ -320,10 +320,24 @@ class Replication:
         membership = self.membership(circle)
         if membership is None or not membership.in_latest(peer):
             return  # only the circle's current members exchange its moments
-        received, rejected = await self._moments.accept(opened, peer)
+        # Only moments of the circle the message names: the peer's membership was
+        # checked for that circle alone.
+        elsewhere = [m for m in opened.moments if m.circle_id != circle]
+        if elsewhere:
+            opened = Opened(
+                [m for m in opened.moments if m.circle_id == circle],
+                [
+                    *opened.rejected,
+                    *(
+                        ("a moment of another circle than its message", len(m.envelope))
+                        for m in elsewhere
+                    ),
+                ],
+                opened.seconds,
+            )
+        added, rejected = await self._moments.accept(opened, peer)
         if rejected:
             self._junk(peer, rejected, "moments that failed verification")
-        added = [m for m in received if m.circle_id == circle]
         if not added:
             return
         await self._perform(
