@@ -439,7 +439,9 @@ class Node:
         if peer is None or peer.runner.link.peer is None:
             return
         log.warning("dropping %s: %s", identity_text(verify_key)[:12], reason)
-        self._cooling[bytes(peer.runner.link.peer.link_key)] = self._clock() + ABUSE_COOL_OFF
+        now = self._clock()
+        self._cooling = {k: until for k, until in self._cooling.items() if until > now}
+        self._cooling[bytes(peer.runner.link.peer.link_key)] = now + ABUSE_COOL_OFF
         peer.runner.close(CloseCode.OVERLOAD, reason)
 
     async def send_paced(self, verify_key: bytes, body: dict[int, Any]) -> bool:

@@ -181,14 +181,6 @@ class Replication:
         for address in missing:
             self._users.setdefault(address, set()).add(moment_id)
 
-    def progress(self, moment_id: bytes) -> tuple[int, int] | None:
-        """(chunks here, chunks in all) of a moment whose transfer is under way."""
-        remaining = self._remaining.get(moment_id)
-        if remaining is None:
-            return None
-        total = self._totals[moment_id]
-        return total - len(remaining), total
-
     async def circle_changed(self, manifest: Manifest) -> None:
         """We made or changed a circle: its members hear of it first."""
         membership = self.membership(manifest.circle_id)
