@@ -31,6 +31,7 @@ class BlobStore:
         # Chunks this process wrote or has checked: only a crash tears a chunk, and a
         # crash ends the process, so these need no hashing again when read or served.
         self._checked: set[bytes] = set()
+        self._folders: set[Path] = set()  # the 256 folders, once made
 
     def _path(self, address: bytes) -> Path:
         text = address.hex()
@@ -47,15 +48,21 @@ class BlobStore:
         if chunk_address(ciphertext) != address:
             raise ValueError("a chunk's address is the hash of its bytes")
         path = self._path(address)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not received and path.exists():
+            return  # ours again (a file in two posts): already kept
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._folders.add(path.parent)
         if not received:
             write_file_atomically(path, ciphertext, mode=0o600)
         else:
             tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileNotFoundError:  # its folder went since we made it
+                    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(ciphertext)
                 os.replace(tmp, path)
