@@ -68,3 +68,18 @@ def test_deep_nesting_is_refused() -> None:
 def test_hostile_bytes_never_crash(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         wire.decode_map(data, max_size=200)
+
+
+@given(
+    st.dictionaries(
+        st.integers(0, 15),
+        st.one_of(st.integers(0, 2**40), st.binary(max_size=300), st.text(max_size=30)),
+        max_size=10,
+    ),
+    st.binary(max_size=70_000),
+)
+def test_a_map_without_its_last_bytes_entry_is_encoded_as_if_it_never_had_it(
+    fields: dict[int, object], last: bytes
+) -> None:
+    encoded = wire.encode_map({**fields, 16: last})  # key 16 sorts last
+    assert wire.without_last_bytes_entry(encoded, last) == wire.encode_map(fields)

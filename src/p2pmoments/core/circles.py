@@ -408,7 +408,6 @@ def verify_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Header:
         author.verify(MOMENT_CONTEXT + body, signature)
     except BadSignatureError:
         raise RejectedError("bad signature") from None
-    header = {k: fields[k] for k in range(1, 8)}
     return Header(
         circle_id=circle_id,
         epoch=epoch,
@@ -417,7 +416,9 @@ def verify_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Header:
         time=time,
         nonce=nonce,
         ciphertext=ciphertext,
-        header_bytes=wire.encode_map(header),
+        # Fields 1-7, the associated data: the body less its last entry, the ciphertext
+        # (the body is deterministic, checked by decode_map).
+        header_bytes=wire.without_last_bytes_entry(body, ciphertext),
     )
 
 

@@ -13,7 +13,7 @@ import cbor2
 
 from p2pmoments.core.errors import DecodeError
 
-__all__ = ["MAX_DEPTH", "decode_map", "encode_map"]
+__all__ = ["MAX_DEPTH", "decode_map", "encode_map", "without_last_bytes_entry"]
 
 MAX_DEPTH = 8
 
@@ -64,3 +64,16 @@ def decode_map(data: bytes, *, max_size: int) -> dict[int, Any]:
     if cbor2.dumps(value, canonical=True) != data:
         raise DecodeError("CBOR is not in deterministic form")
     return value
+
+
+def without_last_bytes_entry(encoded: bytes, value: bytes) -> bytes:
+    """The deterministic encoding of a map (as `decode_map` accepted it: fewer than 24
+    entries) without its last entry, a small key whose value is the byte string
+    `value`: what `encode_map` gives for the same map minus that key, without
+    encoding it all again."""
+    size = len(value)
+    head = 1 if size < 24 else 2 if size < 1 << 8 else 3 if size < 1 << 16 else 5
+    entries = encoded[0] - 0xA0
+    if not 0 < entries < 24:
+        raise DecodeError("expected a small deterministic map")
+    return bytes([0xA0 + entries - 1]) + encoded[1 : len(encoded) - (1 + head + size)]
