@@ -60,7 +60,10 @@ async def link_throughput() -> float:
         if type(event).__name__ == "Established":
             opened.set()
 
+    served: list[asyncio.Task[object]] = []
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(asyncio.current_task())  # type: ignore[arg-type]
         link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
         await LinkRunner(link, reader, writer, on_event).run()
 
@@ -86,6 +89,7 @@ async def link_throughput() -> float:
     seconds = time.perf_counter() - start
     runner.close()
     await task
+    await asyncio.gather(*served)
     server.close()
     return got / seconds / MIB
 
@@ -123,7 +127,10 @@ async def handshakes_over_tcp(count: int = 300) -> float:
         if isinstance(event, AcceptRequest):
             runner.link.accept()
 
+    served: list[asyncio.Task[object]] = []
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(asyncio.current_task())  # type: ignore[arg-type]
         link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
         await LinkRunner(link, reader, writer, accept).run()
 
@@ -149,6 +156,7 @@ async def handshakes_over_tcp(count: int = 300) -> float:
         await LinkRunner(link, reader, writer, on).run()
         assert opened.is_set()
     rate = count / (time.perf_counter() - start)
+    await asyncio.gather(*served)  # the server's side of each link has closed too
     server.close()
     return rate
 
