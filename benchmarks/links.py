@@ -41,6 +41,22 @@ MESSAGE = 64 * 1024
 TOTAL = 256 * MIB
 
 
+async def link_server(
+    identity: Identity, on_event: Any
+) -> tuple[asyncio.Server, int, list[asyncio.Task[object]]]:
+    """A loopback server answering links as `identity`: (server, port, the tasks serving
+    its links, to await so that each has closed before the server goes)."""
+    served: list[asyncio.Task[object]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served.append(asyncio.current_task())  # type: ignore[arg-type]
+        link = Link(identity=identity, name="Bob", initiator=False, now=time.monotonic())
+        await LinkRunner(link, reader, writer, on_event).run()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], served
+
+
 async def link_throughput() -> float:
     alice, bob = Identity.generate(), Identity.generate()
     done = asyncio.Event()
@@ -60,15 +76,7 @@ async def link_throughput() -> float:
         if type(event).__name__ == "Established":
             opened.set()
 
-    served: list[asyncio.Task[object]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        served.append(asyncio.current_task())  # type: ignore[arg-type]
-        link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
-        await LinkRunner(link, reader, writer, on_event).run()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port, served = await link_server(bob, on_event)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     link = Link(
         identity=alice,
@@ -127,15 +135,7 @@ async def handshakes_over_tcp(count: int = 300) -> float:
         if isinstance(event, AcceptRequest):
             runner.link.accept()
 
-    served: list[asyncio.Task[object]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        served.append(asyncio.current_task())  # type: ignore[arg-type]
-        link = Link(identity=bob, name="Bob", initiator=False, now=time.monotonic())
-        await LinkRunner(link, reader, writer, accept).run()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port, served = await link_server(bob, accept)
     start = time.perf_counter()
     for _ in range(count):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -12,7 +12,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -554,9 +554,14 @@ class Store:
             )
             conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
             conn.execute("DELETE FROM moments WHERE moment_id = ?", (moment_id,))
+        return Store._unused_chunks(conn, freed)
+
+    @staticmethod
+    def _unused_chunks(conn: sqlite3.Connection, addresses: Iterable[bytes]) -> list[bytes]:
+        """Those of these chunks that no moment uses any more."""
         return [
             a
-            for a in freed
+            for a in addresses
             if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
             is None
         ]
@@ -614,20 +619,14 @@ class Store:
         """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
         out: dict[bytes, list[tuple[bytes, int]]] = {}
         for address in addresses:
-            uses = self.chunk_circles(address)
-            if uses:
-                out[address] = uses
-        return out
-
-    def chunk_circles(self, address: bytes) -> list[tuple[bytes, int]]:
-        """(circle, epoch) of every moment that uses a chunk."""
-        return list(
-            self._conn.execute(
+            uses = self._conn.execute(
                 "SELECT m.circle_id, m.epoch FROM moment_chunks c JOIN moments m"
                 " ON m.moment_id = c.moment_id WHERE c.address = ?",
                 (address,),
-            )
-        )
+            ).fetchall()
+            if uses:
+                out[address] = uses
+        return out
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""
@@ -696,12 +695,7 @@ class Store:
                 "UPDATE moments SET retracted = 1, envelope = x'' WHERE moment_id = ?",
                 (moment_id,),
             )
-            freed += [
-                a
-                for a in chunks
-                if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
-                is None
-            ]
+            freed += self._unused_chunks(conn, chunks)
         return freed
 
     def delete_expired(self, now: int) -> tuple[int, list[bytes]]:
