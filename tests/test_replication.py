@@ -359,3 +359,41 @@ async def test_a_member_cannot_smuggle_another_circles_moment_under_its_own(
         await mallory.moments.post("pub", "after")  # pushed to Bob on the same link
         await wait_texts(bob, ["after"])
         assert "smuggled" not in await texts(bob)
+
+
+async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its_link(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Sequence numbers, times and expiries of 2^63 and more cannot be stored: a moment
+    carrying one is refused at decoding (spec/encoding.md), the rest goes on."""
+    from p2pmoments.core import wire
+    from p2pmoments.core.circles import Content, Kind, seal_moment
+
+    names = ("Alice", "Bob", "Mallory")
+    homes = [await make_home(tmp_path, n) for n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, mallory = [await stack.enter_async_context(running(h)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, mallory)
+        await befriend(bob, mallory)
+        pub = await alice.moments.create_circle("pub", ["Bob", "Mallory"], members_can_post=True)
+        await eventually(lambda: mallory.moments.circles(), what="Mallory's circle")
+        await eventually(lambda: bob.moments.circles(), what="Bob's circle")
+        key = mallory.moments.key_for(pub)
+        forged = []
+        with monkeypatch.context() as patch:
+            patch.setattr(wire, "INT_MAX", 2**64 - 1)  # only Mallory's encoder is lax
+            for seq, when, expires in ((2**63, 1, None), (1, 2**63 + 5, None), (1, 1, 2**64 - 1)):
+                content = Content(kind=Kind.POST, text=f"big {seq}", expires=expires)
+                forged.append(
+                    seal_moment(mallory.identity, pub, key, seq=seq, time=when, content=content)
+                )
+        bob_key = bytes(bob.identity.public.verify_key)
+        mallory_key = bytes(mallory.identity.public.verify_key)
+        assert mallory.send(
+            bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [f.envelope for f in forged]}
+        )
+        await mallory.moments.post("pub", "after")
+        await wait_texts(bob, ["after"])
+        assert not any(t.startswith("big") for t in await texts(bob))
+        assert mallory_key in bob.linked_peers()  # three bad moments are not worth a drop
