@@ -157,7 +157,7 @@ def test_links_with_characters_no_link_has_are_refused_with_a_message(text: str)
 def test_a_look_alike_that_upper_cases_to_a_link_letter_is_refused(
     plain: str, look_alike: str
 ) -> None:
-    """ "ſ".upper() == "S": a link spelt with look-alikes must not pass for the real one."""
+    """Long s upper-cases to S: a link spelt with look-alikes must not pass for the real one."""
     link = encode_link(make())
     head, tail = link[:5], link[5:]
     assert plain in tail

@@ -197,6 +197,11 @@ def cmd_pair(args: argparse.Namespace, paths: Paths) -> int:
             f"Pending: {name} could not be reached yet. Pairing completes by itself when "
             f"you meet, until the code expires at {_when(pairing['expires_at'])}."
         )
+    elif state == "refused":
+        print(
+            f"{name}'s daemon refused this code: {pairing['reason'] or 'no reason given'}. "
+            f"Ask {name} to show you a fresh code."
+        )
     else:
         print(f"Pairing with {name}: {state} {pairing['reason']}".rstrip())
     return EXIT_OK if state in ("confirmed", "pending") else EXIT_ERROR

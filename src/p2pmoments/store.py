@@ -383,12 +383,19 @@ class Store:
 
     # --- pairing tokens and attempts ----------------------------------------
 
-    def add_token(self, token: bytes, created: int, expires: int) -> None:
-        """Record a token we issued."""
+    def add_token(self, token: bytes, created: int, expires: int, *, keep: int = 32) -> None:
+        """Record a token we issued; of the unclaimed ones, only the newest `keep` stay
+        valid (codes shown and never scanned do not pile up)."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO pair_tokens (token, created, expires) VALUES (?, ?, ?)",
                 (token, created, expires),
+            )
+            conn.execute(
+                "DELETE FROM pair_tokens WHERE claimed_by IS NULL AND rowid NOT IN"
+                " (SELECT rowid FROM pair_tokens WHERE claimed_by IS NULL"
+                " ORDER BY created DESC, rowid DESC LIMIT ?)",
+                (keep,),
             )
 
     def tokens(self, now: int) -> list[TokenRecord]:

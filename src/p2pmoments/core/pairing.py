@@ -112,7 +112,7 @@ def decode_link(text: str) -> PairingLink:
     if len(text) > MAX_LINK_LEN:
         raise DecodeError(f"this is too long to be a pairing link ({len(text)} characters)")
     if not text.isascii():
-        # Checked before changing case: "ſ".upper() is "S" and "ı".upper() is "I", so a
+        # Checked before changing case: "\u017f".upper() is "S" and "\u0131".upper() is "I", so a
         # link with such look-alikes would otherwise pass as another (spec/pairing.md).
         odd = next(c for c in text if not c.isascii())
         raise DecodeError(
