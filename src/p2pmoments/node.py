@@ -360,6 +360,7 @@ class Node:
             "friends": counts.friends,
             "circles": counts.circles,
             "moments": counts.moments,
+            "statistics": self.statistics(),
         }
 
     # --- friends --------------------------------------------------------------
