@@ -58,7 +58,9 @@ def test_client_commands_need_the_daemon_not_the_database(
     home = str(tmp_path / "h")
     assert main(["--home", home, "init", "--name", "A"]) == 0
     assert main(["--home", home, "status"]) == 1
-    assert "no daemon is running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no daemon is running" in err
+    assert f"p2pmoments --home {home} run" in err  # the hint works as printed
 
 
 def test_a_bad_flag_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

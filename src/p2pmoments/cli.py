@@ -146,7 +146,7 @@ def _when(seconds: float | None) -> str:
 
 def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
-    from p2pmoments.home import write_file_atomically
+    from p2pmoments.files import write_file_atomically
 
     answer = ApiClient(paths).call("GET", "/pairing/link")
     link, expires = answer["link"], answer["expires_at"]
@@ -436,7 +436,7 @@ def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
 
 def _download(kind: str) -> Command:
     def run(args: argparse.Namespace, paths: Paths) -> int:
-        from p2pmoments.home import write_file_atomically
+        from p2pmoments.files import write_file_atomically
 
         suffix = "/thumbnail" if getattr(args, "thumbnail", False) else ""
         data = ApiClient(paths).download(f"/moments/{_q(args.id)}/{kind}/{args.n}{suffix}")
