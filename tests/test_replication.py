@@ -397,3 +397,45 @@ async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its
         await wait_texts(bob, ["after"])
         assert not any(t.startswith("big") for t in await texts(bob))
         assert mallory_key in bob.linked_peers()  # three bad moments are not worth a drop
+
+
+async def test_a_circle_handed_over_by_two_members_at_once_is_joined_once(tmp_path: Path) -> None:
+    """Two members pass Carol the same new manifest at the same moment: one circle.joined."""
+    import asyncio
+
+    from p2pmoments.core.circles import Member, create_manifest, new_circle_id, new_epoch_key
+
+    names = ("Alice", "Bob", "Carol")
+    homes = [await make_home(tmp_path, n) for n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(h)) for h in homes]
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            await befriend(a, b)
+        keys = {n.name: bytes(n.identity.public.verify_key) for n in (alice, bob, carol)}
+        await eventually(lambda: len(carol.linked_peers()) == 2, what="Carol linked to both")
+        members = [
+            Member(verify_key=n.identity.public.verify_key, link_key=n.identity.public.link_key)
+            for n in (bob, carol)
+        ]
+        manifest = create_manifest(
+            alice.identity,
+            circle_id=new_circle_id(),
+            epoch=0,
+            name="family",
+            members=members,
+            members_can_post=True,
+            created=1,
+            key=new_epoch_key(),
+        )
+        body = {0: T_MANIFESTS, 1: [manifest.raw]}
+        before = carol.statistics()["sync_messages"]
+        await asyncio.gather(
+            carol.replication.on_message(keys["Alice"], body),
+            carol.replication.on_message(keys["Bob"], body),
+        )
+        await eventually(
+            lambda: carol.statistics()["sync_messages"] >= before + 2,
+            what="both handovers handled",
+        )
+        joined = [e for e in carol.events.after(0)[0] if e.kind == "circle.joined"]
+        assert len(joined) == 1

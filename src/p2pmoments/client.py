@@ -42,8 +42,7 @@ class ApiClient:
         if info is None:
             home = f" --home {paths.home}" if paths.home is not None else ""
             raise DaemonNotRunningError(
-                f"no daemon is running on {paths.data_dir}; start one with "
-                f"`p2pmoments{home} run`"
+                f"no daemon is running on {paths.data_dir}; start one with `p2pmoments{home} run`"
             )
         self.base_url = info.api_url
         self.pid = info.pid

@@ -158,9 +158,10 @@ class Moments:
             )
         return members
 
-    async def save(self, manifest: Manifest, kind: str) -> Manifest:
-        """Keep a manifest (ours or received), and publish `kind`."""
-        await self.node.store.run(
+    async def save(self, manifest: Manifest, kind: str) -> bool:
+        """Keep a manifest (ours or received) and publish `kind`; False (and no event) if
+        it was kept already: two members may hand the same one over at once."""
+        new = await self.node.store.run(
             Store.save_manifest,
             manifest.circle_id,
             manifest.epoch,
@@ -168,10 +169,12 @@ class Moments:
             manifest.name,
             manifest.raw,
         )
+        if not new:
+            return False
         self._remember(manifest)
         self.node.refresh_co_members()
         self.node.events.publish(kind, **self.circle_json(manifest))
-        return manifest
+        return True
 
     async def create_circle(
         self, name: str, member_refs: Sequence[str], members_can_post: bool

@@ -319,6 +319,7 @@ class Node:
             "evicted": self._evicted,
             "failed_dials": self._failed_dials,
             "pairing_codes": len(self._tokens),
+            "sync_messages": self.replication.handled,
         }
 
     def _friend_by_link_key(self, link_key: bytes) -> FriendRecord | None:

@@ -93,6 +93,7 @@ class Replication:
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
         self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers asked that lacked it
         self._asked: dict[bytes, bytes] = {}  # chunk -> the peer it is asked of
+        self.handled = 0  # messages from peers handled so far (statistics)
 
     @property
     def _moments(self) -> Moments:
@@ -252,6 +253,8 @@ class Replication:
                     log.exception("handling a message from %s failed", peer.hex()[:12])
                     self.node.drop_misbehaving(peer, "internal error")
                     return
+                finally:
+                    self.handled += 1
         finally:
             state.working = False
             state.handling = None
@@ -297,10 +300,10 @@ class Replication:
             current = self._moments.current(manifest.circle_id)
             if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
                 continue
-            await self._moments.save(
+            if await self._moments.save(
                 manifest, "circle.joined" if current is None else "circle.changed"
-            )
-            await self.circle_changed(manifest)  # pass it on: manifests travel first
+            ):
+                await self.circle_changed(manifest)  # pass it on: manifests travel first
 
     async def _on_moments(
         self, peer: bytes, circle: object, opening: asyncio.Future[Opened] | None

@@ -465,17 +465,21 @@ class Store:
     def save_manifest(
         self, circle_id: bytes, epoch: int, owner: bytes, name: str, raw: bytes
     ) -> bool:
-        """Keep a manifest; it becomes the circle's current one if its epoch is newer."""
+        """Keep a manifest; it becomes the circle's current one if its epoch is newer.
+
+        Returns False if it was already kept (two members may hand it over at once)."""
         with self._transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "INSERT OR IGNORE INTO manifests (circle_id, epoch, manifest) VALUES (?, ?, ?)",
                 (circle_id, epoch, raw),
             )
+            if cursor.rowcount != 1:
+                return False
             row = conn.execute(
                 "SELECT epoch FROM circles WHERE circle_id = ?", (circle_id,)
             ).fetchone()
             if row is not None and row[0] >= epoch:
-                return False
+                return True
             conn.execute(
                 "INSERT INTO circles (circle_id, owner, name, epoch, manifest) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (circle_id) DO UPDATE SET name = excluded.name,"
