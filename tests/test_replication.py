@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2pmoments.config import Address
 from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
+from p2pmoments.errors import NotOwnerError
 from p2pmoments.node import Node
 from tests.multinode import befriend, eventually, make_home, running, until
 from tests.photos import photo_with_location, pixels
@@ -85,6 +89,49 @@ async def test_an_offline_member_catches_up_and_a_removed_member_gets_nothing_ne
             async with running(homes[1]) as bob:
                 await wait_texts(bob, ["while you were out", "after Carol left"])
             assert sorted(await texts(carol)) == ["while you were out"]
+
+
+async def test_a_removed_member_is_told_keeps_what_she_had_and_stops_dialling(
+    tmp_path: Path,
+) -> None:
+    """Bob and Carol are not friends; Alice removes Carol. Carol learns it (and when), keeps
+    her moments, cannot post there, and stops dialling Bob; added back, she is a member again."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(h, mdns=True)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, carol)
+        bob_key = bytes(bob.identity.public.verify_key)
+        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.moments.post("family", "before")
+        await wait_texts(carol, ["before"])
+        await eventually(
+            lambda: bob_key in carol.linked_peers(), timeout=20, what="Carol to link to Bob"
+        )
+        assert carol.statistics()["dial_targets"] == 2  # Alice, and Bob for the circle
+        await alice.moments.change_circle("family", remove=["Carol"])
+
+        def removal() -> list[object]:
+            return [e for e in carol.events.after(0)[0] if e.kind == "circle.removed"]
+
+        await eventually(removal, what="Carol to be told")
+        (shown,) = [carol.moments.circle_json(m) for m in carol.moments.circles()]
+        assert shown["removed"] is not None
+        assert shown["removed"]["epoch"] == 1
+        assert abs(shown["removed"]["at"] - time.time()) < 60
+        assert await texts(carol) == ["before"]  # she keeps what she had
+        with pytest.raises(NotOwnerError, match="removed"):
+            await carol.moments.post("family", "may I?")
+        await eventually(lambda: bob_key not in carol.linked_peers(), what="Carol to drop Bob")
+        assert carol.statistics()["dial_targets"] == 1  # Alice only
+        await alice.moments.post("family", "after")
+        await wait_texts(bob, ["before", "after"])
+        assert await texts(carol) == ["before"]
+        # Back in: the next epoch names her, and she is a member like any other.
+        await alice.moments.change_circle("family", add=["Carol"])
+        await alice.moments.post("family", "welcome back")
+        await wait_texts(carol, ["before", "welcome back"])
+        assert carol.moments.circle_json(carol.moments.circles()[0])["removed"] is None
 
 
 async def test_the_author_leaves_and_a_member_relays(tmp_path: Path) -> None:

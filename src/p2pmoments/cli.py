@@ -315,6 +315,12 @@ def _print_circle(c: dict[str, Any]) -> None:
     owner = "yours" if c["mine"] else f"owned by {c['owner']['name']}"
     posting = "everyone posts" if c["members_can_post"] else "only the owner posts"
     names = ", ".join(m["name"] for m in c["members"])
+    if c.get("removed"):
+        print(
+            f"{c['name']}  ({owner}; you were removed on {_when(c['removed']['at'])}: "
+            "you keep what you had and get nothing new)"
+        )
+        return
     print(f"{c['name']}  ({owner}; {posting}; {len(c['members'])} members: {names})")
 
 

@@ -284,7 +284,7 @@ class Node:
         """The identity of a co-member (same current circle as us) with this link key."""
         me = self.identity.public.verify_key
         for manifest in self.moments.circles():
-            if not manifest.is_member(me):
+            if not self.moments.member_of(manifest.circle_id):
                 continue
             for member in manifest.members:
                 if bytes(member.link_key) == link_key and member.verify_key != me:
@@ -292,19 +292,25 @@ class Node:
         return None
 
     def refresh_co_members(self) -> None:
-        """Co-members become dial targets (found by mDNS; never friends by this)."""
+        """Co-members become dial targets (found by mDNS; never friends by this); former
+        co-members we no longer share a circle with stop being dialled."""
         me = self.identity.public.verify_key
+        co_members: dict[bytes, bytes] = {}
         for manifest in self.moments.circles():
-            if not manifest.is_member(me):
+            if not self.moments.member_of(manifest.circle_id):
                 continue
             for member in manifest.members:
-                key = bytes(member.verify_key)
-                if member.verify_key == me or key in self._targets:
-                    continue
-                friend = self._friends.get(key)
-                if friend is not None and friend.state == "blocked":
-                    continue
-                self._targets[key] = _Target(verify_key=key, link_key=bytes(member.link_key))
+                if member.verify_key != me:
+                    co_members[bytes(member.verify_key)] = bytes(member.link_key)
+        for key, target in list(self._targets.items()):
+            if key not in co_members and key not in self._friends and target.pairing_id is None:
+                del self._targets[key]
+                self._drop_peer(key, "no longer in a circle together")
+        for key, link_key in co_members.items():
+            friend = self._friends.get(key)
+            if key in self._targets or (friend is not None and friend.state == "blocked"):
+                continue
+            self._targets[key] = _Target(verify_key=key, link_key=link_key)
         self._match_sightings()
 
     def linked_peers(self) -> list[bytes]:
@@ -319,6 +325,7 @@ class Node:
             "evicted": self._evicted,
             "failed_dials": self._failed_dials,
             "pairing_codes": len(self._tokens),
+            "dial_targets": len(self._targets),
             "sync_messages": self.replication.handled,
         }
 

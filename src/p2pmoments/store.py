@@ -120,6 +120,19 @@ MIGRATIONS: tuple[str, ...] = (
         sender   BLOB
     ) STRICT;
     """,
+    # 2: removal notices (spec/moments.md section 8): the owner keeps each to hand to the
+    # member it names; a removed member records that it was removed, and when.
+    """
+    ALTER TABLE circles ADD COLUMN removed_epoch INTEGER;
+    ALTER TABLE circles ADD COLUMN removed_at INTEGER;
+    CREATE TABLE removals (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        member    BLOB NOT NULL CHECK (length(member) = 32),
+        epoch     INTEGER NOT NULL,
+        notice    BLOB NOT NULL,
+        PRIMARY KEY (circle_id, member)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -488,6 +501,45 @@ class Store:
             )
         return True
 
+    def save_removal(self, circle_id: bytes, member: bytes, epoch: int, notice: bytes) -> None:
+        """Keep the newest removal notice for a member of a circle we own."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO removals (circle_id, member, epoch, notice) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (circle_id, member) DO UPDATE SET epoch = excluded.epoch,"
+                " notice = excluded.notice",
+                (circle_id, member, epoch, notice),
+            )
+
+    def drop_removals(self, circle_id: bytes, members: Sequence[bytes]) -> None:
+        """Forget removal notices of members who are back in the circle."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "DELETE FROM removals WHERE circle_id = ? AND member = ?",
+                [(circle_id, m) for m in members],
+            )
+
+    def removals_for(self, member: bytes) -> list[bytes]:
+        """The removal notices we hold for `member`."""
+        rows = self._conn.execute("SELECT notice FROM removals WHERE member = ?", (member,))
+        return [r[0] for r in rows]
+
+    def set_removed(self, circle_id: bytes, epoch: int | None, at: int | None) -> None:
+        """Record that we were removed from a circle from `epoch` on (None: we are in it)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE circles SET removed_epoch = ?, removed_at = ? WHERE circle_id = ?",
+                (epoch, at, circle_id),
+            )
+
+    def removed_from(self) -> dict[bytes, tuple[int, int]]:
+        """The circles we were removed from: circle -> (first epoch without us, when)."""
+        rows = self._conn.execute(
+            "SELECT circle_id, removed_epoch, removed_at FROM circles"
+            " WHERE removed_epoch IS NOT NULL"
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     def manifests(self) -> list[tuple[bytes, int, bytes]]:
         """Every manifest kept: (circle id, epoch, raw)."""
         return list(self._conn.execute("SELECT circle_id, epoch, manifest FROM manifests"))
@@ -508,6 +560,7 @@ class Store:
             freed = self._delete_moments(conn, ids)
             conn.execute("DELETE FROM manifests WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM removals WHERE circle_id = ?", (circle_id,))
         return freed
 
     def add_moments(self, moments: Sequence[MomentRow]) -> list[bool]:
