@@ -187,3 +187,25 @@ def test_every_help_tells_the_limits_and_the_events(capsys: pytest.CaptureFixtur
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert needle in capsys.readouterr().out
+
+
+def test_init_at_a_terminal_asks_for_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("x" * 40 + "\nGrandma Jo\n"))
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "init"]) == 0
+    assert "At most 32 bytes" in capsys.readouterr().err
+    from p2pmoments.store import Store
+
+    db = Store.open(home / "data" / "p2pmoments.db")
+    try:
+        assert db.get_name() == "Grandma Jo"
+    finally:
+        db.close()

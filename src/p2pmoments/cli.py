@@ -53,6 +53,23 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
+def _ask_name() -> str:
+    """The display name to start with: asked for at a terminal, else the login's."""
+    default = _default_name()
+    if not sys.stdin.isatty():
+        return default
+    while True:
+        try:
+            given = input(f"Your name, as your friends will see it [{default}]: ").strip()
+        except EOFError:
+            return default
+        if not given:
+            return default
+        if len(given.encode("utf-8")) <= 32:
+            return given
+        print("At most 32 bytes, please (a short name or a first name).", file=sys.stderr)
+
+
 def _default_name() -> str:
     try:
         return getpass.getuser().capitalize()[:32] or "Me"
@@ -66,7 +83,7 @@ def cmd_init(args: argparse.Namespace, paths: Paths) -> int:
     if args.exist_ok and is_initialised(paths):
         print(f"an identity already exists in {paths.data_dir}; keeping it")
         return EXIT_OK
-    identity = init_home(paths, args.name or _default_name())
+    identity = init_home(paths, args.name or _ask_name())
     print(
         f"created identity {identity.public.text}\n"
         f"  config: {paths.config_file}\n"
@@ -624,7 +641,10 @@ def _parser() -> argparse.ArgumentParser:
         "Create your identity (keys), API token, config and database.",
         "p2pmoments init --name Alice",
     )
-    p.add_argument("--name", help="your display name, at most 32 bytes (default: your login)")
+    p.add_argument(
+        "--name",
+        help="your display name, at most 32 bytes (default: asked for, or your login's name)",
+    )
     p.add_argument(
         "--exist-ok",
         action="store_true",
@@ -704,7 +724,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image",
         metavar="FILE",
-        help="read the code from a photo or screenshot (needs the qr-image extra)",
+        help="read the code from a photo or screenshot (PNG, JPEG, …)",
     )
     p.add_argument("--no-wait", action="store_true", help="return at once, even if pending")
     p.add_argument(

@@ -72,19 +72,16 @@ def render_terminal(text: str) -> str:
 
 
 def decode_image(data: bytes) -> list[str]:
-    """The texts of every QR code in an image (needs the qr-image extra)."""
-    try:
-        import zxingcpp
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise QrDecodeError(
-            "reading a QR code from an image needs zxing-cpp and Pillow: "
-            "pip install 'p2pmoments[qr-image]'"
-        ) from None
+    """The texts of every QR code in an image."""
+    import zxingcpp
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise QrDecodeError(f"this is not an image that can be read: {exc}") from None
+    except (UnidentifiedImageError, OSError):
+        raise QrDecodeError(
+            "this is not an image that can be read (a photo or screenshot: PNG, JPEG, …)"
+        ) from None
     results = zxingcpp.read_barcodes(image)
     return [r.text for r in results if r.format == zxingcpp.BarcodeFormat.QRCode]
