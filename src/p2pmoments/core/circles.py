@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pmoments.core import wire
-from p2pmoments.core.blobs import decode_ref
+from p2pmoments.core.blobs import BlobRef, decode_ref
 from p2pmoments.core.crypto import (
     BadSignatureError,
     CryptoError,
@@ -139,6 +139,11 @@ class Content:
     target: bytes | None = None  # retractions: the moment retracted
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[dict[int, Any], ...] = ()  # photo and file references (spec/moments.md §4)
+    refs: tuple[BlobRef, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The blob references, decoded once (open_moment has checked them).
+        object.__setattr__(self, "refs", tuple(decode_ref(raw) for raw in self.blobs))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
