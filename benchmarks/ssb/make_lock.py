@@ -54,7 +54,6 @@ def main() -> None:
     dependencies = without_dev(shrinkwrap["dependencies"])
     dependencies["ssb-server"] = {
         "version": packed["version"],
-        "resolved": f"https://registry.npmjs.org/ssb-server/-/{packed['filename']}",
         "integrity": packed["integrity"],
         "requires": manifest["dependencies"],
     }
