@@ -305,16 +305,24 @@ def ours_catch_up_from(path: Path | None) -> float | None:
 
 
 def report(rows: list[Row]) -> None:
+    """The table; the machine's limits (rows without a baseline) in a block of their own."""
+
     def num(x: float | None) -> str:
         return f"{x:10,.2f}" if x is not None else f"{'-':>10}"
 
     print(f"\n{'figure':56} {'value':>10}   {'baseline':44} {'value':>10} {'ratio':>7}")
     for r in rows:
-        ratio = f"{r.ratio:6.2f}×" if r.ratio is not None else f"{'':7}"
-        print(
-            f"{r.figure[:56]:56} {num(r.value)}   {r.baseline[:44]:44} {num(r.baseline_value)}"
-            f" {ratio}  {r.note}"
-        )
+        if r.baseline:
+            ratio = f"{r.ratio:6.2f}×" if r.ratio is not None else f"{'':7}"
+            print(
+                f"{r.figure[:56]:56} {num(r.value)}   {r.baseline[:44]:44}"
+                f" {num(r.baseline_value)} {ratio}  {r.note}"
+            )
+    limits = [r for r in rows if not r.baseline]
+    if limits:
+        print("\nwhat this machine allows (benchmarks/limits.py, median of repeats)")
+        for r in limits:
+            print(f"  {r.figure:86} {num(r.baseline_value)} {r.note}")
 
 
 def main() -> None:
