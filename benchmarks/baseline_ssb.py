@@ -116,8 +116,12 @@ def ensure_installed(log: IO[str] = sys.stderr) -> str:
 
 class SsbCatchUp:
     """Instance A with `messages` posts published; each `round()` starts a fresh, empty
-    instance B that follows A and dials it, and returns what B timed (a dict:
-    connect_seconds, held_seconds, indexed_seconds, cpu_seconds, ebt_peers).
+    instance B that follows A and dials it, and returns what B timed, a dict:
+    connect_seconds (dial until connected, secret handshake included), held_seconds (dial
+    until B's log holds A's last message: the figure), indexed_seconds (until B's indexes
+    hold it too), cpu_seconds (B's CPU time, dial to indexed), sender_cpu_seconds (A's,
+    over the same span), ebt_peers (1: it came by EBT), marks ([sequence, seconds] at
+    the 1st, 100th and every 1000th message held).
 
         with SsbCatchUp(10_000) as ssb:
             r = ssb.round()    # interleave with other benchmarks' rounds

@@ -128,12 +128,14 @@ async function main () {
       peers.push(b)
       await b.call('ready', {}, 120)
       await b.call('follow', { id: ready.id })
+      const before = await a.call('cpu')
       const took = await b.call(
         'catchup',
         { address: ready.address, id: ready.id, n: opts.messages, timeout: opts.timeout },
         opts.timeout + 30
       )
       delete took.cmd
+      took.sender_cpu_seconds = (await a.call('cpu')).seconds - before.seconds // A, same span
       await b.close()
       fs.rmSync(path.join(root, b.name), { recursive: true, force: true })
       return took

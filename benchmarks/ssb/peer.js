@@ -7,7 +7,7 @@
 // It listens on 127.0.0.1 only, with the network key (shs cap) the parent gives it.
 //
 // Messages from the parent: {cmd: 'publish', n, text} | {cmd: 'follow', id}
-// | {cmd: 'catchup', address, id, n, timeout} | {cmd: 'close'}; each is answered with
+// | {cmd: 'catchup', address, id, n, timeout} | {cmd: 'cpu'} | {cmd: 'close'}; each is answered with
 // {cmd, ...result} or {cmd, error}.
 
 const path = require('path')
@@ -101,6 +101,7 @@ function follow ({ id }, done) {
 function catchup ({ address, id, n, timeout }, done) {
   let held = null
   let connected = null
+  const marks = [] // [sequence, seconds from the dial] at the 1st, 100th, each 1000th held
   let finished = false
   const began = now()
   const cpu = process.cpuUsage()
@@ -120,11 +121,17 @@ function catchup ({ address, id, n, timeout }, done) {
       held_seconds: held - began,
       indexed_seconds: now() - began,
       cpu_seconds: (used.user + used.system) / 1e6, // this process, dial to indexed
-      ebt_peers: Object.keys(peers).length // 1: the messages came by EBT
+      ebt_peers: Object.keys(peers).length, // 1: the messages came by EBT
+      marks
     })
   }
   sbot.post((msg) => {
-    if (held === null && msg.value.author === id && msg.value.sequence >= n) {
+    if (msg.value.author !== id) return
+    const seq = msg.value.sequence
+    if (seq === 1 || seq === 100 || seq % 1000 === 0) {
+      marks.push([seq, Math.round((now() - began) * 1000) / 1000])
+    }
+    if (held === null && seq >= n) {
       held = now()
       whenIndexed(indexed)
     }
@@ -135,7 +142,13 @@ function catchup ({ address, id, n, timeout }, done) {
   })
 }
 
-const handlers = { publish, follow, catchup }
+// This process's CPU time so far (user + system), seconds.
+function cpu (_, done) {
+  const used = process.cpuUsage()
+  done(null, { seconds: (used.user + used.system) / 1e6 })
+}
+
+const handlers = { publish, follow, catchup, cpu }
 
 process.on('message', (msg) => {
   if (msg.cmd === 'close') {
