@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 MB = 1_000_000
 
@@ -24,7 +25,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stop_pid(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def stop_pid(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
     """SIGTERM by pid and wait; SIGKILL by pid if it has not gone after `timeout` s."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)

@@ -239,7 +239,7 @@ class SyncthingPair:
     """
 
     def __init__(self, root: Path | None = None, binary: str | None = None) -> None:
-        self.binary, self.version = (binary, "") if binary else find_syncthing()
+        self.binary, self.version = find_syncthing() if binary is None else (binary, binary)
         self._tmp = None if root else tempfile.TemporaryDirectory(prefix="syncthing-bench-")
         self.root = root if root else Path(self._tmp.name)  # type: ignore[union-attr]
         self.sender: Instance | None = None
@@ -263,8 +263,8 @@ class SyncthingPair:
         self.close()
 
     def start(self) -> None:
-        a = self.sender = Instance(self.binary, self.root / "a", "a")  # type: ignore[arg-type]
-        b = self.receiver = Instance(self.binary, self.root / "b", "b")  # type: ignore[arg-type]
+        a = self.sender = Instance(self.binary, self.root / "a", "a")
+        b = self.receiver = Instance(self.binary, self.root / "b", "b")
         a.configure(b)
         b.configure(a)
         a.start()
@@ -373,7 +373,8 @@ class SyncthingPair:
                 self._since[inst.name] = event["id"]
                 seen.append(event)
                 if until(event):
-                    return event
+                    found: dict[str, Any] = event
+                    return found
         raise RuntimeError(f"syncthing {inst.name}: no sync after {timeout:.0f} s")
 
     @staticmethod
@@ -416,7 +417,7 @@ def syncthing_file(
         data = source or random_file(Path(tmp) / f"random-{size}.bin", size)
         with SyncthingPair(Path(tmp) / "pair") as pair:
             done = [pair.transfer(data) for _ in range(rounds)]
-            version = find_syncthing(install=False)[1]
+            version = pair.version
     seconds = statistics.median(t.seconds for t in done)
     transfer = statistics.median(t.transfer_seconds for t in done)
     return {

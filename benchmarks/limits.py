@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ def ed25519_verify_all_cores(seconds: float = 0.5) -> float:
     for p in procs:
         p.start()
     try:
-        return sum(out.get(timeout=60) for _ in procs)
+        return float(sum(out.get(timeout=60) for _ in procs))
     finally:
         for p in procs:
             p.join(timeout=30)
@@ -243,7 +244,7 @@ def limits() -> dict[str, dict[str, Any]]:
                 f"chacha20poly1305_{verb}_{size // KIB}k_mb_per_s",
                 "MB/s",
                 f"ChaCha20-Poly1305 IETF {verb}, one core, {size // KIB} KiB messages",
-                repeat(lambda size=size, decrypt=decrypt: aead(size, decrypt)),
+                repeat(partial(aead, size, decrypt)),
                 MB,
             )
     add(
