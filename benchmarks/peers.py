@@ -169,6 +169,8 @@ def file_rows(sizes_mb: list[float], rounds: int, root: Path) -> tuple[list[Row]
     except Unavailable as why:
         print(f"skipped, Syncthing: {why}")
         return rows, raw
+    print(f"Syncthing: {pair.binary}, {pair.version}")
+    raw["syncthing"] = pair.version
     with pair, OursFile(root / "ours") as ours:
         for mb in sizes_mb:
             size = int(mb * MB)
@@ -250,6 +252,7 @@ def catch_up_rows(ours_per_s: float | None, rounds: int) -> tuple[list[Row], dic
     except Unavailable as why:
         print(f"skipped, Scuttlebutt: {why}")
         return [], {}
+    print(f"ssb-server {about['ssb_server']} (ssb-ebt {about['ebt']}) on node {about['node']}")
     held = statistics.median(r["held_seconds"] for r in done)
     indexed = statistics.median(r["indexed_seconds"] for r in done)
     theirs = about["messages"] / held
