@@ -257,7 +257,7 @@ def catch_up_rows(ours_per_s: float | None, rounds: int) -> tuple[list[Row], dic
     indexed = statistics.median(r["indexed_seconds"] for r in done)
     theirs = about["messages"] / held
     note = (
-        "ours: replication.py's figure (link up to last stored), this make bench"
+        "ours: replication.py's figure, link up to last stored (--replication)"
         if ours_per_s
         else "ours not measured (no --replication JSON)"
     )
