@@ -47,6 +47,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/links.py --json bench-results/links.json
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
+	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
