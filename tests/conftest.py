@@ -16,6 +16,7 @@ from p2pmoments.home import init_home, load_identity
 from p2pmoments.node import Node
 from p2pmoments.paths import Paths, resolve_paths
 from tests.daemons import Daemon
+from tests.tornet import TorNetwork, tor_binaries
 
 LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),
@@ -77,3 +78,18 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.close()
+
+
+@pytest.fixture(scope="session")
+def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork]:
+    """A private Tor network on loopback for the whole session (tests/tornet.py);
+    skipped with the reason where tor or tor-gencert is missing."""
+    found = tor_binaries()
+    if found is None:
+        pytest.skip("tor and tor-gencert are not installed (apt install tor)")
+    network = TorNetwork(tmp_path_factory.mktemp("tornet"), tor=found[0], gencert=found[1])
+    network.start()
+    try:
+        yield network
+    finally:
+        network.stop()
