@@ -16,7 +16,9 @@ import base64
 import enum
 import hashlib
 import hmac
+from dataclasses import dataclass
 
+from p2pmoments.core import wire
 from p2pmoments.core.crypto import (
     LinkSecretKey,
     SigningKey,
@@ -35,9 +37,13 @@ __all__ = [
     "OnionKey",
     "SocksError",
     "SocksReply",
+    "TorKeys",
     "backoff_delay",
+    "decode_tor_key_file",
+    "encode_tor_key_file",
     "is_onion_host",
     "pairing_client_auth",
+    "parse_bootstrap_phase",
     "socks_check_method",
     "socks_check_reply",
     "socks_connect_request",
@@ -232,6 +238,72 @@ def pairing_client_auth(token: bytes) -> ClientAuthKey:
     if len(token) != 16:
         raise ValueError("a pairing token is 16 bytes")
     return ClientAuthKey(hashlib.blake2b(token, digest_size=32, person=b"p2pm-tor-auth").digest())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TorKeys:
+    """The home's Tor secrets: our onion service key and our client-auth key."""
+
+    onion: OnionKey
+    client_auth: ClientAuthKey
+
+
+TOR_KEY_FILE_VERSION = 1
+
+
+def encode_tor_key_file(keys: TorKeys) -> bytes:
+    """The tor key file's bytes (spec/tor.md section 2): a CBOR map, mode 0600."""
+    return wire.encode_map(
+        {1: TOR_KEY_FILE_VERSION, 2: keys.onion.seed, 3: keys.client_auth.secret_bytes}
+    )
+
+
+def decode_tor_key_file(data: bytes) -> TorKeys:
+    """TorKeys from the key file; DecodeError if anything is off."""
+    fields = wire.decode_map(data, max_size=256)
+    if fields.get(1) != TOR_KEY_FILE_VERSION:
+        raise DecodeError(f"unsupported tor key file version {fields.get(1)!r}")
+    if set(fields) != {1, 2, 3}:
+        raise DecodeError("tor key file has missing or unknown fields")
+    seed, auth = fields[2], fields[3]
+    if not (isinstance(seed, bytes) and isinstance(auth, bytes)):
+        raise DecodeError("tor key file fields must be byte strings")
+    try:
+        return TorKeys(onion=OnionKey(seed), client_auth=ClientAuthKey(auth))
+    except ValueError as exc:
+        raise DecodeError(f"tor key file: {exc}") from None
+
+
+def parse_bootstrap_phase(text: str) -> tuple[int, str]:
+    """(progress 0-100, summary) from tor's `status/bootstrap-phase` or a BOOTSTRAP
+    event's arguments, e.g. `NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY="Done"`."""
+    progress, summary = 0, ""
+    for key, _, value in (part.partition("=") for part in _split_quoted(text)):
+        if key == "PROGRESS" and value.isdigit():
+            progress = min(int(value), 100)
+        elif key == "SUMMARY":
+            summary = value[:200]
+    return progress, summary
+
+
+def _split_quoted(text: str) -> list[str]:
+    """Split on spaces outside double quotes; quotes are dropped, backslash escapes kept."""
+    parts, current, quoted, escaped = [], [], False, False
+    for c in text[:2000]:
+        if escaped:
+            current.append(c)
+            escaped = False
+        elif c == "\\" and quoted:
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == " " and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+    parts.append("".join(current))
+    return [p for p in parts if p]
 
 
 # -- SOCKS5 (RFC 1928) with Tor's extended replies ------------------------------
