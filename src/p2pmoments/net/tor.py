@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import stem.util.log  # noqa: F401  (imported first: it sets stem's logger to TRACE)
+
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.onion import (
     ONION_PORT,
@@ -37,6 +39,7 @@ from p2pmoments.core.onion import (
     OnionAddress,
     OnionKey,
     SocksError,
+    SocksReply,
     TorKeys,
     backoff_delay,
     decode_tor_key_file,
@@ -71,6 +74,8 @@ BOOTSTRAP_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 120.0  # one SOCKS connect: tor's own circuit timeouts come first
 DIAL_TIMEOUT = 300.0  # dial(): all attempts together
 STOP_TIMEOUT = 10.0
+REFETCH_TIMEOUT = 15.0
+AUTH_REFETCHES = 3
 _POLL = 0.05
 
 INSTALL_HINT = (
@@ -156,6 +161,7 @@ class Tor:
         self._service: _Service | None = None
         self._uploads: set[str] = set()
         self._published = asyncio.Event()
+        self._fetches: dict[str, asyncio.Event] = {}
         self._closed = False
 
     # -- start --------------------------------------------------------------
@@ -402,17 +408,41 @@ class Tor:
         lasts; the last SocksError otherwise."""
         deadline = time.monotonic() + timeout
         attempt = 0
+        refetches = 0
         while True:
             left = deadline - time.monotonic()
             try:
                 return await self.open_connection(onion, port, timeout=max(left, 0.1))
             except SocksError as exc:
                 delay = backoff_delay(attempt, jitter())
-                if not exc.retry or time.monotonic() + delay > deadline:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if exc.reply in _AUTH_REPLIES and refetches < AUTH_REFETCHES:
+                    # Tor answers from its cached descriptor, which may predate the
+                    # service listing us (it re-publishes to change its list): wait,
+                    # then fetch it anew, a few times.
+                    refetches += 1
+                    await asyncio.sleep(delay)
+                    await self._refetch(onion, timeout=min(REFETCH_TIMEOUT, max(left, 0.1)))
+                    delay = 0.0
+                elif not exc.retry:
                     raise
                 log.debug("onion %r: %s; again in %.1fs", onion, exc, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _refetch(self, onion: OnionAddress, timeout: float) -> None:
+        """HSFETCH `onion`'s descriptor and wait (at most `timeout`) until one arrives."""
+        done = self._fetches.setdefault(onion.service_id, asyncio.Event())
+        done.clear()
+        try:
+            await self._msg(f"HSFETCH {onion.service_id}")
+            async with asyncio.timeout(timeout):
+                await done.wait()
+        except (TorError, TimeoutError):
+            pass  # the next attempt says what is wrong
+        finally:
+            self._fetches.pop(onion.service_id, None)
 
     async def socks_port(self) -> int:
         """Tor's SOCKS port on loopback."""
@@ -462,8 +492,13 @@ class Tor:
                 min(int(progress), 100) if progress.isdigit() else 0,
                 str(args.get("SUMMARY", ""))[:200],
             )
-        elif kind == "HSDescEvent" and self._onion is not None:
+        elif kind == "HSDescEvent":
             action = str(event.action)
+            fetch = self._fetches.get(str(event.address))
+            if fetch is not None and action == "RECEIVED":
+                fetch.set()  # FAILED ones (a directory without it) are waited out
+            if self._onion is None:
+                return
             ours = event.address == self._onion.service_id
             if action == "UPLOAD" and ours:
                 self._uploads.add(str(event.directory_fingerprint))
@@ -506,6 +541,9 @@ class _Service:
     target: int
     virtual: int
     clients: frozenset[ClientAuthPublicKey] | None
+
+
+_AUTH_REPLIES = (SocksReply.ONION_MISSING_CLIENT_AUTH, SocksReply.ONION_BAD_CLIENT_AUTH)
 
 
 def _socks_type() -> Any:
