@@ -121,6 +121,9 @@ class FakeController:
     def close(self) -> None:
         pass
 
+    def is_alive(self) -> bool:
+        return True
+
 
 @pytest.fixture
 async def fake_socks() -> AsyncIterator[tuple[int, list[int]]]:
@@ -190,8 +193,10 @@ async def test_dial_refetches_the_descriptor_on_client_auth_errors_then_says_why
     with pytest.raises(SocksError, match="does not accept our client authorisation"):
         await tor.dial(ONION, timeout=10)
     assert controller.sent == ["HSFETCH"] * tor_module.AUTH_REFETCHES
+    assert tor.status().running
     await tor.close()
     await tor.close()
+    assert not tor.status().running
 
 
 async def test_a_port_that_is_not_socks_is_named(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from p2pmoments.core.onion import ClientAuthKey, OnionAddress, SocksError, SocksReply
-from p2pmoments.net.tor import Tor, load_or_create_tor_keys
+from p2pmoments.net.tor import Tor, TorStatus, load_or_create_tor_keys
 from tests.tornet import TorNetwork, TorNode
 
 pytestmark = [pytest.mark.tor, pytest.mark.timeout(600)]
@@ -102,8 +102,11 @@ async def test_own_tor_publishes_an_onion_another_tor_reaches_by_socks(
     tor_network: TorNetwork, client_tor: TorNode, echo_port: int, tmp_path: Path
 ) -> None:
     keys = await asyncio.to_thread(load_or_create_tor_keys, tmp_path / "tor.key")
+    seen: list[TorStatus] = []
     async with await attach(client_tor) as visitor:
-        own = await Tor.launch(tmp_path / "tor", extra_lines=tor_network.torrc_lines())
+        own = await Tor.launch(
+            tmp_path / "tor", extra_lines=tor_network.torrc_lines(), on_change=seen.append
+        )
         async with own:
             assert own.status().own
             assert own.pid is not None
@@ -112,9 +115,16 @@ async def test_own_tor_publishes_an_onion_another_tor_reaches_by_socks(
             assert address == keys.onion.address
             assert own.status().onion == address
             assert await echo(visitor, address, b"hello over tor") == b"hello over tor"
+            await own.wait_published()
             assert visitor.status().bootstrapped
             assert not visitor.status().own
+            assert own.status().running
             pid = own.pid
+        # The daemon heard tor come up and its service go out.
+        assert any(s.bootstrapped for s in seen)
+        assert seen[-1].published
+        assert seen[-1].onion == address
+        assert not own.status().running
         # Stopped by its pid, and a second close does nothing.
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -104,6 +104,7 @@ class TorStatus:
     onion: OnionAddress | None  # published by us, if any
     published: bool  # its descriptor reached at least one directory
     client_auth: bool  # the service admits authorised clients only
+    running: bool  # our control connection is up (and our own tor has not exited)
 
     @property
     def bootstrapped(self) -> bool:
@@ -148,10 +149,17 @@ def find_tor(tor_path: str | os.PathLike[str] | None = None) -> str:
 class Tor:
     """One tor we control: our own child process or a system tor."""
 
-    def __init__(self, controller: Any, *, proc: asyncio.subprocess.Process | None) -> None:
+    def __init__(
+        self,
+        controller: Any,
+        *,
+        proc: asyncio.subprocess.Process | None,
+        on_change: Callable[[TorStatus], None] | None = None,
+    ) -> None:
         # Use Tor.launch or Tor.attach.
         self._controller = controller
         self._proc = proc
+        self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self._version = "unknown"
         self._bootstrap = (0, "")
@@ -174,10 +182,13 @@ class Tor:
         tor_path: str | os.PathLike[str] | None = None,
         extra_lines: Sequence[str] = (),
         timeout: float = START_TIMEOUT,
+        on_change: Callable[[TorStatus], None] | None = None,
     ) -> Tor:
         """Start our own tor with its DataDirectory in `data_dir` (inside the home, so
         each home runs its own). It belongs to this process: it exits when our control
-        connection closes, or when this process dies (__OwningControllerProcess)."""
+        connection closes, or when this process dies (__OwningControllerProcess).
+        `on_change` is called on the loop with a new status when bootstrap progress
+        or publication changes (for the daemon's events)."""
         for line in extra_lines:
             if "\n" in line or "\r" in line:
                 raise ValueError("a torrc line cannot hold a line break")
@@ -201,7 +212,7 @@ class Tor:
         except BaseException:
             await _stop_process(proc)
             raise
-        self = cls(controller, proc=proc)
+        self = cls(controller, proc=proc, on_change=on_change)
         try:
             await self._watch()
         except BaseException:
@@ -211,7 +222,13 @@ class Tor:
         return self
 
     @classmethod
-    async def attach(cls, control: str, *, password: str | None = None) -> Tor:
+    async def attach(
+        cls,
+        control: str,
+        *,
+        password: str | None = None,
+        on_change: Callable[[TorStatus], None] | None = None,
+    ) -> Tor:
         """Use a running tor through its control port (`HOST:PORT`, or the path of a
         control socket); cookie authentication needs read access to its cookie file."""
         if control.startswith("/"):
@@ -222,7 +239,7 @@ class Tor:
                 raise ValueError(f"tor's control port is HOST:PORT or a socket path, not {control}")
             target = (host.strip("[]") or "127.0.0.1", int(port))
         controller = await asyncio.to_thread(_connect, target, password)
-        self = cls(controller, proc=None)
+        self = cls(controller, proc=None, on_change=on_change)
         try:
             await self._watch()
         except BaseException:
@@ -261,6 +278,9 @@ class Tor:
             onion=self._onion,
             published=self._published.is_set(),
             client_auth=self._service is not None and self._service.clients is not None,
+            running=not self._closed
+            and bool(self._controller.is_alive())
+            and (self._proc is None or self._proc.returncode is None),
         )
 
     @property
@@ -502,17 +522,32 @@ class Tor:
             ours = event.address == self._onion.service_id
             if action == "UPLOAD" and ours:
                 self._uploads.add(str(event.directory_fingerprint))
-            elif action == "UPLOADED" and (ours or event.directory_fingerprint in self._uploads):
-                if not self._published.is_set():
-                    log.info("onion service %r published", self._onion)
+            elif (
+                action == "UPLOADED"
+                and (ours or event.directory_fingerprint in self._uploads)
+                and not self._published.is_set()
+            ):
+                log.info("onion service %r published", self._onion)
                 self._published.set()
+                self._notify()
 
     def _set_bootstrap(self, progress: int, summary: str) -> None:
         if progress < self._bootstrap[0] and self._bootstrapped.is_set():
             return  # a late event from before
+        changed = (progress, summary) != self._bootstrap
         self._bootstrap = (progress, summary)
         if progress >= 100:
             self._bootstrapped.set()
+        if changed:
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._on_change is None:
+            return
+        try:
+            self._on_change(self.status())
+        except Exception:
+            log.exception("a tor status listener failed")
 
     async def _get_info(self, key: str) -> str:
         return str(await asyncio.to_thread(self._controller.get_info, key))
@@ -527,7 +562,7 @@ class Tor:
             response = await asyncio.to_thread(self._controller.msg, command)
         except stem.ControllerError as exc:
             raise TorError(f"tor refused {verb}: {exc}") from None
-        code = getattr(response, "content", lambda: [("", "", "")])()[0][0]
+        code = response.content()[0][0]
         if code not in ok:
             raise TorError(f"tor refused {verb}: {code} {response}")
         return response
