@@ -198,9 +198,17 @@ async def test_with_client_auth_only_authorised_clients_connect(
 
 
 async def test_secrets_and_the_address_stay_out_of_the_logs(
-    tor_network: TorNetwork, echo_port: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tor_network: TorNetwork,
+    echo_port: int,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     caplog.set_level(1)
+    # As if the daemon's logging traced everything: stem then logs what it sends.
+    stem_logger = logging.getLogger("stem")
+    stem_logger.addHandler(caplog.handler)
+    request.addfinalizer(lambda: stem_logger.removeHandler(caplog.handler))
     keys = await asyncio.to_thread(load_or_create_tor_keys, tmp_path / "tor.key")
     friend = ClientAuthKey.generate()
     async with await Tor.launch(tmp_path / "tor", extra_lines=tor_network.torrc_lines()) as own:

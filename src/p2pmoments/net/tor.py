@@ -11,7 +11,7 @@ stem speaks the control protocol; it is synchronous, so every call runs in a
 thread and its event callbacks only hand events to the loop (style.md, rule 5).
 Decisions (addresses, SOCKS replies, backoff) live in core/onion.py. Secrets
 (the onion key, client-auth keys, the control cookie) never reach a log: stem's
-own logger, which traces every command it sends, is kept at INFO.
+own logger, which can trace every command it sends, is kept at WARNING.
 """
 
 from __future__ import annotations
@@ -65,9 +65,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-# stem logs every command it sends at TRACE, ADD_ONION's key and
-# ONION_CLIENT_AUTH_ADD's secret included: never let those through.
-logging.getLogger("stem").setLevel(logging.INFO)
+# stem logs every command it sends at TRACE when one of its handlers traces,
+# ADD_ONION's key and ONION_CLIENT_AUTH_ADD's secret included, and at INFO the
+# raw reply it failed to read: let only its warnings through.
+logging.getLogger("stem").setLevel(logging.WARNING)
 
 START_TIMEOUT = 30.0  # from launch to tor's control port answering
 BOOTSTRAP_TIMEOUT = 300.0
@@ -592,8 +593,9 @@ def _prepare_data_dir(data_dir: Path, extra: Sequence[str]) -> tuple[Path, int]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     data_dir.chmod(0o700)  # tor refuses a DataDirectory others can read
     (data_dir / "onion-auth").mkdir(exist_ok=True, mode=0o700)
-    with contextlib.suppress(FileNotFoundError):
-        (data_dir / "control-port").unlink()
+    for stale in ("control-port", "notice.log"):  # this run's only: tor would append
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / stale).unlink()
     lines = [
         f"DataDirectory {data_dir}",
         "RunAsDaemon 0",
