@@ -27,6 +27,7 @@ from p2pmoments.core.onion import (
     socks_check_reply,
     socks_connect_request,
     socks_reply_length,
+    stalled_rend_circuits,
 )
 
 # The Tor Project's own onion address, as published.
@@ -218,3 +219,27 @@ def test_onion_hosts_are_told_from_others() -> None:
     assert is_onion_host(TORPROJECT.upper() + ".")
     assert not is_onion_host("192.168.1.2")
     assert not is_onion_host("onion.example")
+
+
+def test_stalled_rendezvous_circuits_are_found_and_joined_ones_kept() -> None:
+    sid = OnionAddress.parse(TORPROJECT).service_id
+    status = "\n".join(
+        [
+            f"7 BUILT $A~a,$B~b PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_ESTABLISHED_WAITING "
+            f"REND_QUERY={sid} TIME_CREATED=2026-11-29T00:28:56",
+            f"8 BUILT $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED REND_QUERY={sid}",
+            f"9 BUILT $A~a PURPOSE=HS_CLIENT_INTRO HS_STATE=HSCI_INTRO_SENT REND_QUERY={sid}",
+            "10 BUILT $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_ESTABLISHED_IDLE "
+            "REND_QUERY=" + "a" * 56,
+            f"11 EXTENDED $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_CONNECTING REND_QUERY={sid}",
+            "garbage PURPOSE=HS_CLIENT_REND",
+        ]
+    )
+    assert stalled_rend_circuits(status, sid) == ["7", "11"]
+    assert stalled_rend_circuits("", sid) == []
+
+
+@given(st.text(max_size=300))
+def test_hostile_circuit_status_never_crashes(text: str) -> None:
+    for circuit in stalled_rend_circuits(text, "x"):
+        assert circuit.isdigit()

@@ -110,7 +110,7 @@ class FakeController:
         return [("127.0.0.1", self.socks_port)]
 
     def msg(self, command: str) -> object:
-        self.sent.append(command.split(" ")[0])
+        self.sent.append(command if command.startswith("CLOSECIRCUIT") else command.split(" ")[0])
 
         class Ok:
             def content(self) -> list[tuple[str, str, str]]:
@@ -123,6 +123,15 @@ class FakeController:
 
     def is_alive(self) -> bool:
         return True
+
+    def get_info(self, key: str) -> str:
+        assert key == "circuit-status"
+        return (
+            f"5 BUILT $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_ESTABLISHED_WAITING "
+            f"REND_QUERY={ONION.service_id}\n"
+            f"6 BUILT $A~a PURPOSE=HS_CLIENT_REND HS_STATE=HSCR_JOINED "
+            f"REND_QUERY={ONION.service_id}"
+        )
 
 
 @pytest.fixture
@@ -215,3 +224,36 @@ def test_no_secret_file_is_left_group_readable(tmp_path: Path) -> None:
     load_or_create_tor_keys(tmp_path / "d" / "tor.key")
     assert (tmp_path / "d").stat().st_mode & 0o077 == 0
     assert os.stat(tmp_path / "d" / "tor.key").st_mode & 0o077 == 0
+
+
+async def test_a_connect_tor_never_answers_closes_its_waiting_circuits_and_tries_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An introduction that reached a service instance as it stopped leaves tor
+    waiting on its rendezvous circuit for the whole SocksTimeout (seen on the private
+    network): dial gives up on the attempt, closes that circuit, and tries again."""
+    attempts = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        await reader.readexactly(3)
+        writer.write(b"\x05\x00")
+        head = await reader.readexactly(5)
+        await reader.readexactly(head[4] + 2)
+        if attempts == 1:
+            await reader.read()  # no answer until we hang up
+        else:
+            writer.write(bytes([5, 0, 0, 1, 0, 0, 0, 0, 0, 0]))
+        writer.close()
+
+    monkeypatch.setattr(tor_module, "CONNECT_TIMEOUT", 0.2)
+    monkeypatch.setattr(tor_module, "backoff_delay", lambda attempt, jitter: 0.01)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        controller = FakeController(server.sockets[0].getsockname()[1])
+        tor = Tor(controller, proc=None)
+        _, writer = await tor.dial(ONION, timeout=10)
+        writer.close()
+    assert attempts == 2
+    assert controller.sent == ["CLOSECIRCUIT 5"]

@@ -129,6 +129,11 @@ async def test_own_tor_publishes_an_onion_another_tor_reaches_by_socks(
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         await own.close()
+    # Attaching never owns: the tor we only attached to still runs and answers.
+    async with await attach(client_tor) as again:
+        assert await again.socks_port() == client_tor.socks_port
+    assert client_tor.proc is not None
+    assert client_tor.proc.poll() is None
 
 
 async def test_the_address_survives_a_restart_from_the_same_home(

@@ -5,9 +5,11 @@ with `TestingTorNetwork 1` and ports chosen free at start; client tors join it
 with `torrc_lines()`, which is also what a daemon's own tor must include. Nothing
 here can reach the public network: the only directory authorities are ours, the
 default fallback directories are off, no relay is an exit, and every address is
-127.0.0.1. Every tor is a child stopped by its pid; each also names this process
-as its owner (`__OwningControllerProcess`), so it exits by itself if the test
-run dies.
+127.0.0.1. Every tor is a child stopped by its pid; each also names an owner
+(`__OwningControllerProcess`): a small watchdog child that exits when this
+process does, so the tors exit by themselves if the test run dies. Not this
+process itself: stem, seeing its own pid there, would take ownership of a tor
+our code merely attaches to, and closing that connection would stop it.
 
 Start-up: keys are made in parallel (a few seconds); the authorities' voting
 schedule is shifted (`TestingV3AuthVotingStartOffset`, as chutney's scripts do)
@@ -28,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +55,12 @@ DIST_DELAY = 2
 FIRST_VALID_AFTER = 9
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
+INFO_ENV = "P2PM_TORNET_INFO"
+WATCHDOG = """
+import os, sys, time
+while os.getppid() == int(sys.argv[1]):
+    time.sleep(1)
+"""
 
 # What any tor needs to join (with the DirAuthority lines): no default
 # authorities or fallbacks, IPv4 loopback only, circuits from a handful of relays.
@@ -104,6 +113,11 @@ AUTHORITY = [
 
 class TorNetworkError(RuntimeError):
     """The private network did not come up; the message has the tor logs' tails."""
+
+
+def _info_log(node: TorNode) -> list[str]:
+    """An info-level log too, when P2PM_TORNET_INFO=1 (to see why a connect stalls)."""
+    return [f"Log info file {node.data_dir / 'info.log'}"] if os.environ.get(INFO_ENV) else []
 
 
 def tor_binaries() -> tuple[str, str] | None:
@@ -224,6 +238,7 @@ class TorNetwork:
         self._n_relay = relays
         self.timings: dict[str, float] = {}
         self._t0 = 0.0
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- what a member of the network needs ---------------------------------
 
@@ -244,12 +259,13 @@ class TorNetwork:
         """Make keys, launch authorities and relays, wait for the first consensus."""
         self._t0 = time.monotonic()
         try:
+            self._start_watchdog()
             self._make_nodes()
             self._make_keys()
             self.timings["keys"] = time.monotonic() - self._t0
             self._write_configs()
             for node in self.nodes:
-                node.launch(self.tor, os.getpid())
+                node.launch(self.tor, self.owner)
             self.timings["launched"] = time.monotonic() - self._t0
             wait_for(self._has_consensus, timeout=timeout, what="the first consensus")
             self.timings["consensus"] = time.monotonic() - self._t0
@@ -272,20 +288,36 @@ class TorNetwork:
             f"SocksPort 127.0.0.1:{socks} ExtendedErrors",
             f"ClientOnionAuthDir {node.data_dir / 'onion_auth'}",
             *self.dir_authority_lines(),
+            *_info_log(node),
             *(extra or []),
         ]
         (node.data_dir / "onion_auth").mkdir(mode=0o700)
         self.clients.append(node)
-        node.launch(self.tor, os.getpid())
+        node.launch(self.tor, self.owner)
         return node
 
     def wait_bootstrapped(self, node: TorNode, timeout: float = START_TIMEOUT) -> None:
         wait_for(node.bootstrapped, timeout=timeout, what=f"tor {node.name} to bootstrap")
 
+    @property
+    def owner(self) -> int:
+        """The pid every tor of this network names as its owner."""
+        assert self._watchdog is not None, "start() first"
+        return self._watchdog.pid
+
     def stop(self) -> None:
-        """Stop every tor this network started, each by its pid."""
+        """Stop every tor this network started, each by its pid, then the watchdog."""
         for node in [*self.clients, *self.nodes]:
             node.stop()
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            self._watchdog.kill()
+            self._watchdog.wait(timeout=STOP_TIMEOUT)
+
+    def _start_watchdog(self) -> None:
+        # Polls once a second whether its parent (this process) is still there.
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(os.getpid())], stdin=subprocess.DEVNULL
+        )
 
     def __enter__(self) -> TorNetwork:
         self.start()

@@ -49,6 +49,7 @@ __all__ = [
     "socks_connect_request",
     "socks_greeting",
     "socks_reply_length",
+    "stalled_rend_circuits",
 ]
 
 # Every p2pmoments onion service offers the peer protocol on this virtual port,
@@ -304,6 +305,26 @@ def _split_quoted(text: str) -> list[str]:
             current.append(c)
     parts.append("".join(current))
     return [p for p in parts if p]
+
+
+def stalled_rend_circuits(circuit_status: str, service_id: str) -> list[str]:
+    """Ids of our rendezvous circuits for `service_id` that wait for the service and
+    carry no stream (tor's `circuit-status`: PURPOSE=HS_CLIENT_REND, HS_STATE not
+    HSCR_JOINED). An introduction that reached a service instance as it stopped
+    leaves one waiting with no timeout, and tor attaches new streams to it."""
+    stalled = []
+    for line in circuit_status.splitlines()[:1000]:
+        words = line.split(" ")
+        fields = dict(w.partition("=")[::2] for w in words[1:] if "=" in w)
+        if (
+            words[0].isascii()
+            and words[0].isdigit()
+            and fields.get("PURPOSE") == "HS_CLIENT_REND"
+            and fields.get("REND_QUERY") == service_id
+            and fields.get("HS_STATE") != "HSCR_JOINED"
+        ):
+            stalled.append(words[0])
+    return stalled
 
 
 # -- SOCKS5 (RFC 1928) with Tor's extended replies ------------------------------

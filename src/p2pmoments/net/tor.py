@@ -50,6 +50,7 @@ from p2pmoments.core.onion import (
     socks_connect_request,
     socks_greeting,
     socks_reply_length,
+    stalled_rend_circuits,
 )
 from p2pmoments.home import write_file_atomically
 
@@ -72,7 +73,10 @@ logging.getLogger("stem").setLevel(logging.WARNING)
 
 START_TIMEOUT = 30.0  # from launch to tor's control port answering
 BOOTSTRAP_TIMEOUT = 300.0
-CONNECT_TIMEOUT = 120.0  # one SOCKS connect: tor's own circuit timeouts come first
+# One SOCKS connect. Tor itself waits up to 120 s (SocksTimeout), but an
+# introduction that reached a service instance as it stopped waits all of it;
+# onion connects take seconds, so stop earlier and try again.
+CONNECT_TIMEOUT = 40.0
 DIAL_TIMEOUT = 300.0  # dial(): all attempts together
 STOP_TIMEOUT = 10.0
 REFETCH_TIMEOUT = 15.0
@@ -231,7 +235,9 @@ class Tor:
         on_change: Callable[[TorStatus], None] | None = None,
     ) -> Tor:
         """Use a running tor through its control port (`HOST:PORT`, or the path of a
-        control socket); cookie authentication needs read access to its cookie file."""
+        control socket); cookie authentication needs read access to its cookie file.
+        (stem takes ownership of a tor that names this process in
+        __OwningControllerProcess, so closing would stop it; a system tor never does.)"""
         if control.startswith("/"):
             target: tuple[str, int] | str = control
         else:
@@ -433,8 +439,12 @@ class Tor:
         while True:
             left = deadline - time.monotonic()
             try:
-                return await self.open_connection(onion, port, timeout=max(left, 0.1))
+                return await self.open_connection(
+                    onion, port, timeout=max(min(left, CONNECT_TIMEOUT), 0.1)
+                )
             except SocksError as exc:
+                if exc.reply is None and exc.retry:  # no answer in time
+                    await self._close_stalled(onion)
                 delay = backoff_delay(attempt, jitter())
                 if time.monotonic() + delay > deadline:
                     raise
@@ -451,6 +461,16 @@ class Tor:
                 log.debug("onion %r: %s; again in %.1fs", onion, exc, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+    async def _close_stalled(self, onion: OnionAddress) -> None:
+        """Close our rendezvous circuits to `onion` that still wait for it: tor would
+        hang the next stream on them too."""
+        try:
+            status = await self._get_info("circuit-status")
+            for circuit in stalled_rend_circuits(status, onion.service_id):
+                await self._msg(f"CLOSECIRCUIT {circuit}")
+        except TorError as exc:
+            log.debug("could not close stalled circuits: %s", exc)
 
     async def _refetch(self, onion: OnionAddress, timeout: float) -> None:
         """HSFETCH `onion`'s descriptor and wait (at most `timeout`) until one arrives."""
@@ -551,7 +571,12 @@ class Tor:
             log.exception("a tor status listener failed")
 
     async def _get_info(self, key: str) -> str:
-        return str(await asyncio.to_thread(self._controller.get_info, key))
+        import stem
+
+        try:
+            return str(await asyncio.to_thread(self._controller.get_info, key))
+        except stem.ControllerError as exc:
+            raise TorError(f"tor did not answer GETINFO {key}: {exc}") from None
 
     async def _msg(self, command: str, ok: tuple[str, ...] = ("250", "251", "252")) -> Any:
         """Send one control command; TorError with tor's words unless it says OK. The
