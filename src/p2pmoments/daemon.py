@@ -22,7 +22,7 @@ from typing import TextIO
 
 from aiohttp import web
 
-from p2pmoments.api import API_PREFIX, create_app
+from p2pmoments.api import API_PREFIX, ApiRunner, create_app
 from p2pmoments.config import Address, Config
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.home import load_identity, load_or_create_token, write_file_atomically
@@ -89,7 +89,7 @@ async def serve(
     identity = await asyncio.to_thread(load_identity, paths)
     token = await asyncio.to_thread(load_or_create_token, paths)
     async with Node(paths=paths, config=config, identity=identity) as node:
-        runner = web.AppRunner(create_app(node, token), access_log=None, shutdown_timeout=5)
+        runner = ApiRunner(create_app(node, token), access_log=None, shutdown_timeout=5)
         await runner.setup()
         try:
             site = web.TCPSite(runner, config.api_listen.host, config.api_listen.port)
