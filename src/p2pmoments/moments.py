@@ -12,7 +12,9 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref, decrypt_chunk, encrypt_blob
 from p2pmoments.core.circles import (
+    MAX_BLOBS,
+    MAX_TEXT,
     Content,
     Kind,
     Manifest,
@@ -35,7 +39,7 @@ from p2pmoments.core.circles import (
     seal_moment,
 )
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
@@ -44,14 +48,20 @@ from p2pmoments.store import MomentRow, Store
 if TYPE_CHECKING:
     from p2pmoments.node import Node
 
-__all__ = ["EXPIRY_SWEEP", "Moments", "NotOwnerError"]
+__all__ = ["CHUNK_SWEEP", "EXPIRY_SWEEP", "MAX_DECODES", "Moments", "NotOwnerError"]
 
 log = logging.getLogger(__name__)
 
 VERIFY_THREADS = min(4, os.cpu_count() or 1)  # worker threads checking one batch of moments
 
 EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
+CHUNK_SWEEP = 3600.0  # seconds between sweeps for chunks no moment uses (and one at start)
+SWEEP_GRACE = 3600.0  # a chunk file younger than this is never swept: its moment may be coming
+MAX_DECODES = 1  # photos decoded at once (each may take 4 bytes a pixel: media.MAX_PIXELS)
 MAX_FEED = 200
+MAX_FILE_NAME = 255  # bytes of UTF-8 (spec/moments.md section 4)
+MAX_MEDIA_TYPE = 100
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,19 @@ class Opened:
     moments: list[Moment]
     rejected: list[tuple[str, int]]
     seconds: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A moment waiting to be sealed and stored by the next commit."""
+
+    manifest: Manifest
+    content: Content
+    done: asyncio.Future[Moment]
+
+
+class PostingError(P2PMomentsError):
+    """A post could not be stored (the database failed, or the daemon is stopping)."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -84,6 +107,13 @@ class Moments:
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
         self.blobs = BlobStore(node.paths.blob_dir)
+        # Our moments wait here for a commit: one at a time takes all that wait, gives
+        # each the next sequence number of its circle and stores them in one transaction.
+        self._waiting: list[_Pending] = []
+        self._committing = asyncio.Lock()
+        self._decoding = asyncio.Semaphore(MAX_DECODES)
+        # Chunks of posts in progress: on disk, not yet used by a stored moment.
+        self.writing: Counter[bytes] = Counter()
 
     async def load(self) -> None:
         """Read every manifest from the store."""
@@ -286,19 +316,61 @@ class Moments:
     # --- moments --------------------------------------------------------------
 
     async def _publish(self, manifest: Manifest, content: Content) -> Moment:
-        me = bytes(self.node.identity.public.verify_key)
-        seq = await self.node.store.run(Store.next_seq, manifest.circle_id, me)
-        moment = seal_moment(
-            self.node.identity,
-            manifest,
-            self.key_for(manifest),
-            seq=seq,
-            time=int(time.time()),
-            content=content,
-        )
-        await self._store(moment)
-        await self.node.replication.stored(moment, None)
-        return moment
+        """Seal and store one of our moments; concurrent calls share one commit.
+
+        Sequence numbers are given at the commit, in the order the calls were made, so
+        every accepted moment is stored and none takes another's number (issue 10)."""
+        pending = _Pending(manifest, content, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        async with self._committing:
+            if not pending.done.done():
+                batch, self._waiting = self._waiting, []
+                await self._commit(batch)
+        return pending.done.result()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """Seal and store a batch of our moments; every one's future is resolved."""
+        try:
+            me = bytes(self.node.identity.public.verify_key)
+            seqs: dict[bytes, int] = {}
+            for circle_id in {p.manifest.circle_id for p in batch}:
+                seqs[circle_id] = await self.node.store.run(Store.next_seq, circle_id, me)
+            sealed: list[tuple[_Pending, Moment]] = []
+            now = int(time.time())
+            for pending in batch:
+                circle_id = pending.manifest.circle_id
+                try:
+                    moment = seal_moment(
+                        self.node.identity,
+                        pending.manifest,
+                        self.key_for(pending.manifest),
+                        seq=seqs[circle_id],
+                        time=now,
+                        content=pending.content,
+                    )
+                except DecodeError as exc:
+                    pending.done.set_exception(exc)
+                    continue
+                seqs[circle_id] += 1
+                sealed.append((pending, moment))
+            added = (
+                {m.id for m in await self._store_many([m for _, m in sealed])} if sealed else set()
+            )
+        except BaseException as exc:
+            failure = exc if isinstance(exc, P2PMomentsError) else PostingError(f"{exc!r}")
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the others are told, this one stops
+            return
+        for pending, moment in sealed:
+            if moment.id in added:
+                pending.done.set_result(moment)
+            else:  # a bug: our own sequence number taken
+                pending.done.set_exception(PostingError("the moment could not be stored"))
+        for moment in [m for _, m in sealed if m.id in added]:
+            await self.node.replication.stored(moment, None)
 
     async def _store(self, moment: Moment) -> bool:
         return bool(await self._store_many([moment]))
@@ -356,51 +428,98 @@ class Moments:
         photos: Sequence[bytes] = (),
         files: Sequence[tuple[str, bytes, str]] = (),
     ) -> Moment:
-        """Post text, photos and files (name, data, media type) to a circle."""
+        """Post text, photos and files (name, data, media type) to a circle.
+
+        Everything is checked before anything is stored: a refused post leaves nothing
+        on disk (issue 10)."""
         if not text.strip() and not photos and not files:
             raise DecodeError("a moment needs some text, a photo or a file")
+        _check_text(text)
+        if len(photos) + len(files) > MAX_BLOBS:
+            raise DecodeError(f"a moment has at most {MAX_BLOBS} photos and files")
         manifest = self.resolve_circle(circle_ref)
+        self._check_may_post(manifest)
         expires = int(time.time()) + expires_in if expires_in else None
-        refs = await asyncio.to_thread(self._make_blobs, photos, files)
-        return await self._publish(
-            manifest,
-            Content(
-                kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
-            ),
+        refs, chunks = await self._make_blobs(photos, files)
+        content = Content(
+            kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
         )
+        if not chunks:
+            return await self._publish(manifest, content)
+        # Sealed once as a check (the envelope's size, every rule) before a chunk is written.
+        seal_moment(
+            self.node.identity,
+            manifest,
+            self.key_for(manifest),
+            seq=1,
+            time=int(time.time()),
+            content=content,
+        )
+        addresses = Counter(a for a, _ in chunks)
+        self.writing += addresses
+        stored = False
+        try:
+            await asyncio.to_thread(self.blobs.put_many, chunks)
+            moment = await self._publish(manifest, content)
+            stored = True
+            return moment
+        finally:
+            self.writing -= addresses
+            if not stored:
+                await asyncio.to_thread(self.blobs.delete, list(addresses))
 
-    def _make_blobs(
+    def _check_may_post(self, manifest: Manifest) -> None:
+        me = self.node.identity.public.verify_key
+        if not manifest.is_member(me):
+            raise DecodeError(f"you are no longer a member of the circle {manifest.name!r}")
+        if not manifest.may_post(me):
+            raise DecodeError("only the owner may post in this circle")
+
+    async def _make_blobs(
         self, photos: Sequence[bytes], files: Sequence[tuple[str, bytes, str]]
-    ) -> list[BlobRef]:
-        """Prepare, encrypt and store the blobs of a new moment (blocking: run off-loop)."""
-        refs = []
+    ) -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
+        """The references and encrypted chunks of a new moment's photos and files, in
+        memory: nothing is written. Photos are decoded MAX_DECODES at a time."""
         keep = self.node.config.keep_location
-        for data in photos:
-            photo = prepare_photo(data, keep_location=keep)
-            thumb, thumb_chunks = encrypt_blob(
-                photo.thumbnail,
-                kind=BlobKind.PHOTO,
-                media_type="image/jpeg",
-                width=photo.thumb_width,
-                height=photo.thumb_height,
-            )
-            full, full_chunks = encrypt_blob(
-                photo.data,
-                kind=BlobKind.PHOTO,
-                media_type=photo.media_type,
-                width=photo.width,
-                height=photo.height,
-                thumbnail=thumb,
-            )
-            self.blobs.put_many(thumb_chunks + full_chunks)
-            refs.append(full)
-        for name, data, media_type in files:
-            ref, chunks = encrypt_blob(
-                data, kind=BlobKind.FILE, media_type=media_type, name=name[:255]
-            )
-            self.blobs.put_many(chunks)
-            refs.append(ref)
-        return refs
+        prepared = []
+        for n, data in enumerate(photos, 1):
+            async with self._decoding:
+                prepared.append(
+                    await asyncio.to_thread(
+                        prepare_photo, data, keep_location=keep, label=f"photo {n}"
+                    )
+                )
+        named = [(_file_name(name), data, _media_type(kind)) for name, data, kind in files]
+
+        def encrypt() -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
+            refs, chunks = [], []
+            for photo in prepared:
+                thumb, thumb_chunks = encrypt_blob(
+                    photo.thumbnail,
+                    kind=BlobKind.PHOTO,
+                    media_type="image/jpeg",
+                    width=photo.thumb_width,
+                    height=photo.thumb_height,
+                )
+                full, full_chunks = encrypt_blob(
+                    photo.data,
+                    kind=BlobKind.PHOTO,
+                    media_type=photo.media_type,
+                    width=photo.width,
+                    height=photo.height,
+                    thumbnail=thumb,
+                )
+                chunks += thumb_chunks + full_chunks
+                refs.append(full)
+            for name, data, media_type in named:
+                ref, file_chunks = encrypt_blob(
+                    data, kind=BlobKind.FILE, media_type=media_type, name=name
+                )
+                chunks += file_chunks
+                refs.append(ref)
+            return refs, chunks
+
+        return await asyncio.to_thread(encrypt)
 
     async def blob(self, ref: str, kind: BlobKind, n: int, thumbnail: bool) -> BlobRef:
         """The n-th (from 1) photo or file of a moment, or its thumbnail."""
@@ -469,6 +588,7 @@ class Moments:
         target, manifest = await self._target(ref)
         if not text.strip():
             raise DecodeError("a comment needs some text")
+        _check_text(text)
         return await self._publish(
             manifest, Content(kind=Kind.COMMENT, text=text, reply_to=target.id)
         )
@@ -577,10 +697,29 @@ class Moments:
             self.node.events.publish("moment.expired", count=count)
         return int(count)
 
+    async def sweep_chunks(self) -> int:
+        """Delete chunk files that no moment uses (left by a crash, or by a moment gone
+        while its chunks were arriving); returns how many. Chunks of posts in progress
+        and files younger than SWEEP_GRACE are left alone. A received moment's row is
+        stored before its chunks are asked for, so those it still awaits are in use."""
+        found = await asyncio.to_thread(self.blobs.old_chunks, time.time() - SWEEP_GRACE)
+        if not found:
+            return 0
+        used = await self.node.store.run(Store.chunks_in_use, found)
+        unused = [a for a in found if a not in used and a not in self.writing]
+        if unused:
+            await asyncio.to_thread(self.blobs.delete, unused)
+            log.info("swept %d chunk(s) no moment uses", len(unused))
+        return len(unused)
+
     async def expiry_loop(self) -> None:
-        """Sweep expired moments until cancelled."""
+        """Sweep expired moments, and now and then unused chunks, until cancelled."""
+        next_chunk_sweep = 0.0
         while True:
             await self.expire()
+            if time.monotonic() >= next_chunk_sweep:
+                await self.sweep_chunks()
+                next_chunk_sweep = time.monotonic() + CHUNK_SWEEP
             await asyncio.sleep(EXPIRY_SWEEP)
 
     # --- reading ----------------------------------------------------------------
@@ -703,3 +842,26 @@ def _refs(content: Content) -> list[BlobRef]:
 def _addresses(ref: BlobRef) -> list[bytes]:
     """Every chunk address of a blob, its thumbnail's included."""
     return [*ref.chunks, *(_addresses(ref.thumbnail) if ref.thumbnail else [])]
+
+
+def _check_text(text: str) -> None:
+    size = len(text.encode("utf-8"))
+    if size > MAX_TEXT:
+        raise DecodeError(
+            f"a moment's text is at most {MAX_TEXT >> 10} KiB ({MAX_TEXT:,} bytes of UTF-8); "
+            f"this one is {size:,} bytes"
+        )
+
+
+def _file_name(name: str) -> str:
+    """A file's name as a moment carries it: at most MAX_FILE_NAME bytes of UTF-8."""
+    clipped = name.strip().encode("utf-8")[:MAX_FILE_NAME].decode("utf-8", errors="ignore")
+    return clipped or "file"
+
+
+def _media_type(given: str) -> str:
+    """type/subtype, lower case, without parameters; anything else is octet-stream."""
+    kind = given.partition(";")[0].strip().lower()
+    if len(kind) <= MAX_MEDIA_TYPE and _MEDIA_TYPE.fullmatch(kind):
+        return kind
+    return "application/octet-stream"

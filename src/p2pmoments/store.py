@@ -615,6 +615,21 @@ class Store:
             ).fetchall()
         return out
 
+    def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
+        """Those of these chunks that some moment uses."""
+        found: set[bytes] = set()
+        for start in range(0, len(addresses), 500):
+            part = list(addresses[start : start + 500])
+            marks = ",".join("?" * len(part))  # only placeholders
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
     def chunks_circles(self, addresses: Sequence[bytes]) -> dict[bytes, list[tuple[bytes, int]]]:
         """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
         out: dict[bytes, list[tuple[bytes, int]]] = {}
