@@ -535,19 +535,26 @@ async def delete_circle(request: web.Request) -> web.Response:
 
 @routes.get(f"{API_PREFIX}/moments")
 async def feed(request: web.Request) -> web.Response:
-    """Posts, newest first, a page at a time: pass `before` = the last page's `next_before`."""
+    """Posts, newest first, a page at a time: pass `cursor` = the last page's `next_cursor`
+    (or, older and lossy within a second, `before` = its `next_before`)."""
     limit = _integer(request, "limit", 50, 1, MAX_FEED)
     before = (
         _integer(request, "before", 0, *INT64, what="a Unix time, in seconds")
         if "before" in request.query
         else None
     )
+    cursor = request.query.get("cursor")
+    if cursor is not None and before is not None:
+        raise ApiError(400, "bad_request", "give cursor or before, not both")
     with _node_errors():
-        items = await request.app[NODE].moments.feed(request.query.get("circle"), before, limit)
+        page = await request.app[NODE].moments.feed_page(
+            request.query.get("circle"), limit, before=before, cursor=cursor
+        )
     return web.json_response(
         {
-            "moments": items,
-            "next_before": items[-1]["time"] if len(items) == limit else None,
+            "moments": page.moments,
+            "next_cursor": page.next_cursor,
+            "next_before": page.next_before,
         }
     )
 
@@ -583,8 +590,7 @@ async def _post(
         moment = await moments.post(
             body["circle"], body.get("text", ""), body.get("expires_in"), photos=photos, files=files
         )
-        item = await moments.get(moment_text(moment.id))
-    return web.json_response(item, status=201)
+    return web.json_response(moments.new_post_json(moment), status=201)
 
 
 async def _read_part(part: BodyPartReader, limit: int, too_large: ApiError) -> bytes:

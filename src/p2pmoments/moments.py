@@ -48,7 +48,16 @@ from p2pmoments.store import MomentRow, Store
 if TYPE_CHECKING:
     from p2pmoments.node import Node
 
-__all__ = ["CHUNK_SWEEP", "EXPIRY_SWEEP", "MAX_DECODES", "Moments", "NotOwnerError"]
+__all__ = [
+    "CHUNK_SWEEP",
+    "EXPIRY_SWEEP",
+    "MAX_DECODES",
+    "FeedPage",
+    "Moments",
+    "NotOwnerError",
+    "decode_cursor",
+    "encode_cursor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +96,31 @@ class PostingError(P2PMomentsError):
     """A post could not be stored (the database failed, or the daemon is stopping)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedPage:
+    """A page of the feed and where the next one starts (None: this is the last)."""
+
+    moments: list[dict[str, Any]]
+    next_cursor: str | None
+    next_before: int | None
+
+
+_CURSOR = re.compile(r"(-?[0-9]{1,19})\.([a-z2-7]{56})", re.ASCII)
+
+
+def encode_cursor(created: int, moment_id: bytes) -> str:
+    """Where a feed page ends: the last post's time and id (opaque to clients)."""
+    return f"{created}.{moment_text(moment_id)}"
+
+
+def decode_cursor(text: str) -> tuple[int, bytes]:
+    """(time, id) from a cursor; DecodeError if it is not one encode_cursor makes."""
+    match = _CURSOR.fullmatch(text)
+    if match is None or not -(2**63) <= int(match[1]) < 2**63:
+        raise DecodeError("this cursor is not one the feed gave (use next_cursor as it is)")
+    return int(match[1]), decode_id(match[2], IdKind.MOMENT)
+
+
 @functools.lru_cache(maxsize=1024)
 def circle_text(circle_id: bytes) -> str:
     """A circle id's text form (circles are few: remembered)."""
@@ -106,6 +140,7 @@ class Moments:
         self._manifests: dict[tuple[bytes, int], Manifest] = {}
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
+        self._people: dict[bytes, str] = {}  # what people we linked with call themselves
         self.blobs = BlobStore(node.paths.blob_dir)
         # Our moments wait here for a commit: one at a time takes all that wait, gives
         # each the next sequence number of its circle and stores them in one transaction.
@@ -116,7 +151,8 @@ class Moments:
         self.writing: Counter[bytes] = Counter()
 
     async def load(self) -> None:
-        """Read every manifest from the store."""
+        """Read every manifest, and the names of people we have linked with, from the store."""
+        self._people = await self.node.store.run(Store.people)
         for _circle_id, _epoch, raw in await self.node.store.run(Store.manifests):
             self._remember(decode_manifest(raw))
         for raw in await self.node.store.run(Store.current_manifests):
@@ -284,12 +320,26 @@ class Moments:
         )
         return manifest
 
-    def _name_of(self, key: VerifyKey) -> str:
+    def person(self, key: bytes | VerifyKey) -> dict[str, Any]:
+        """Someone as the API shows them: {"identity", "name", "friend"}.
+
+        The name is ours for them if we know them (ourselves, a friend), else what they
+        call themselves, from their hello (kept in the store); `friend` is false for a
+        co-member who is not our friend (or one we blocked)."""
         raw = bytes(key)
+        text = encode_id(raw, IdKind.IDENTITY)
         if raw == bytes(self.node.identity.public.verify_key):
-            return self.node.name
+            return {"identity": text, "name": self.node.name, "friend": True}
         friend = self.node.friend(raw)
-        return friend.name if friend else encode_id(raw, IdKind.IDENTITY)[:8]
+        if friend is not None:
+            return {"identity": text, "name": friend.name, "friend": friend.state == "friend"}
+        return {"identity": text, "name": self._people.get(raw) or text[:8], "friend": False}
+
+    async def remember_name(self, key: bytes, name: str) -> None:
+        """Keep the name someone we linked with gave in their hello (if it changed)."""
+        if self._people.get(key) != name:
+            await self.node.store.run(Store.remember_person, key, name, int(time.time()))
+            self._people[key] = name
 
     def circle_json(self, m: Manifest) -> dict[str, Any]:
         """A circle as the API shows it."""
@@ -298,19 +348,10 @@ class Moments:
             "id": circle_text(m.circle_id),
             "name": m.name,
             "epoch": m.epoch,
-            "owner": {
-                "identity": encode_id(bytes(m.owner), IdKind.IDENTITY),
-                "name": self._name_of(m.owner),
-            },
+            "owner": self.person(m.owner),
             "mine": m.owner == me,
             "members_can_post": m.members_can_post,
-            "members": [
-                {
-                    "identity": encode_id(bytes(x.verify_key), IdKind.IDENTITY),
-                    "name": self._name_of(x.verify_key),
-                }
-                for x in m.members
-            ],
+            "members": [self.person(x.verify_key) for x in m.members],
         }
 
     # --- moments --------------------------------------------------------------
@@ -741,31 +782,25 @@ class Moments:
     def _open_row(self, row: tuple[Any, ...]) -> Moment:
         return open_moment(row[9], self.manifest_for, self.key_for)
 
-    async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        """A post with its comments and reactions, as the API shows it."""
+    def _json(self, row: tuple[Any, ...]) -> dict[str, Any]:
         manifest = self._current.get(row[1])
-        base: dict[str, Any] = {
+        return {
             "id": moment_text(row[0]),
             "circle": {"id": circle_text(row[1]), "name": manifest.name if manifest else ""},
-            "author": {
-                "identity": encode_id(row[2], IdKind.IDENTITY),
-                "name": self._name_of(VerifyKey(row[2])),
-            },
+            "author": self.person(row[2]),
             "time": row[4],
             "expires": row[7],
             "retracted": bool(row[8]),
             "text": "",
             "comments": [],
             "reactions": {},
+            "reactions_by": {},
             "photos": [],
             "files": [],
         }
-        if row[8]:
-            return base
-        moment = self._open_row(row)
-        base["text"] = moment.content.text
-        refs = _refs(moment.content)
-        held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
+
+    @staticmethod
+    def _add_blobs(base: dict[str, Any], refs: list[BlobRef], held: list[int]) -> None:
         for ref, here in zip(refs, held, strict=True):
             # Transfer progress: how many of its chunks (thumbnail's included) are here.
             progress = {"chunks": len(_addresses(ref)), "chunks_held": here}
@@ -790,6 +825,28 @@ class Moments:
                         **progress,
                     }
                 )
+
+    def new_post_json(self, moment: Moment) -> dict[str, Any]:
+        """A post we have just stored, as moment_json shows it, without reading it back:
+        no comments yet, every chunk here."""
+        c = moment.content
+        row = (moment.id, moment.circle_id, bytes(moment.author), moment.seq, moment.time)
+        base = self._json((*row, int(c.kind), c.reply_to, c.expires, 0))
+        base["text"] = c.text
+        refs = _refs(c)
+        self._add_blobs(base, refs, [len(_addresses(r)) for r in refs])
+        return base
+
+    async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A post with its comments and reactions, as the API shows it."""
+        base = self._json(row)
+        if row[8]:
+            return base
+        moment = self._open_row(row)
+        base["text"] = moment.content.text
+        refs = _refs(moment.content)
+        held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
+        self._add_blobs(base, refs, held)
         replies = await self.node.store.run(
             Store.moment_rows, reply_to=row[0], limit=1000, now=int(time.time())
         )
@@ -797,7 +854,7 @@ class Moments:
             if reply[8] or reply[5] not in (Kind.COMMENT, Kind.REACTION):
                 continue
             answer = self._open_row(reply)
-            who = self._name_of(answer.author)
+            who = self.person(answer.author)
             if answer.content.kind is Kind.COMMENT:
                 base["comments"].append(
                     {
@@ -808,22 +865,44 @@ class Moments:
                     }
                 )
             else:
-                base["reactions"].setdefault(answer.content.emoji, []).append(who)
+                emoji = answer.content.emoji
+                base["reactions"].setdefault(emoji, []).append(who["name"])
+                base["reactions_by"].setdefault(emoji, []).append(who)
         return base
 
     async def feed(
         self, circle_ref: str | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
         """Posts, newest first, with their comments and reactions."""
+        return (await self.feed_page(circle_ref, limit, before=before)).moments
+
+    async def feed_page(
+        self,
+        circle_ref: str | None,
+        limit: int,
+        *,
+        before: int | None = None,
+        cursor: str | None = None,
+    ) -> FeedPage:
+        """A page of posts, newest first: those older than `before` (a Unix time), or
+        just past `cursor` (the last page's next_cursor, stable and unique: no post is
+        skipped or repeated, however many share a second)."""
         circle_id = self.resolve_circle(circle_ref).circle_id if circle_ref else None
+        limit = min(limit, MAX_FEED)
         rows = await self.node.store.run(
             Store.moment_rows,
             circle_id=circle_id,
             before=before,
-            limit=min(limit, MAX_FEED),
+            after=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,  # one more: is there a next page?
             now=int(time.time()),
         )
-        return [await self.moment_json(r) for r in rows]
+        more, rows = len(rows) > limit, rows[:limit]
+        return FeedPage(
+            moments=[await self.moment_json(r) for r in rows],
+            next_cursor=encode_cursor(rows[-1][4], rows[-1][0]) if more else None,
+            next_before=rows[-1][4] if more else None,
+        )
 
     async def get(self, ref: str) -> dict[str, Any]:
         """One moment by id or id prefix."""
