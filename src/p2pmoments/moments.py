@@ -43,6 +43,7 @@ from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
+from p2pmoments.reactions import check_emoji
 from p2pmoments.store import MomentRow, Store
 
 if TYPE_CHECKING:
@@ -636,9 +637,10 @@ class Moments:
 
     async def react(self, ref: str, emoji: str) -> Moment:
         """React to a moment with one emoji."""
+        emoji = check_emoji(emoji)
         target, manifest = await self._target(ref)
         return await self._publish(
-            manifest, Content(kind=Kind.REACTION, emoji=emoji.strip(), reply_to=target.id)
+            manifest, Content(kind=Kind.REACTION, emoji=emoji, reply_to=target.id)
         )
 
     async def retract(self, ref: str) -> bytes:
