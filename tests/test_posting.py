@@ -159,6 +159,18 @@ async def test_a_refused_post_leaves_nothing_on_disk(
     assert (await node.store.run(Store.counts)).moments == 0
 
 
+async def test_a_post_over_the_upload_limit_is_a_documented_413(
+    api: Client, node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("p2pmoments.api.MAX_UPLOAD", 1 << 20)
+    response = await post_form(
+        api, {"circle": "family"}, [("file", os.urandom(600_000)), ("file", os.urandom(600_000))]
+    )
+    assert response.status == 413  # spec_check: the spec lists it
+    assert "1 MiB" in (await error_of(response))["message"]
+    assert chunk_files(node) == []
+
+
 async def test_a_text_too_long_says_what_the_limit_is(api: Client) -> None:
     response = await api.post(
         f"{API_PREFIX}/moments", json={"circle": "family", "text": "é" * 9000}, headers=AUTH
@@ -255,6 +267,29 @@ def test_a_photo_at_the_limit_makes_a_small_thumbnail() -> None:
     photo = prepare_photo(png_header_only(4000, 3000))
     assert (photo.width, photo.height) == (4000, 3000)
     assert max(photo.thumb_width, photo.thumb_height) == 320
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_turned_photo_is_shown_upright(fmt: str, mode: str) -> None:
+    """EXIF orientation 6: stored sideways, shown turned a quarter clockwise."""
+    if fmt == "JPEG" and mode == "RGBA":
+        pytest.skip("JPEG has no alpha")
+    image = Image.new(mode, (1600, 900), "blue")
+    image.paste("red", (0, 0, 800, 900))  # the left half red: after turning, the top half
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, format=fmt, exif=exif.tobytes())
+    photo = prepare_photo(out.getvalue())
+    assert (photo.width, photo.height) == (900, 1600)
+    thumb = Image.open(io.BytesIO(photo.thumbnail))
+    assert (thumb.width, thumb.height) == (photo.thumb_width, photo.thumb_height) == (180, 320)
+    top, bottom = thumb.getpixel((90, 40)), thumb.getpixel((90, 280))
+    assert isinstance(top, tuple)
+    assert isinstance(bottom, tuple)
+    assert (top[0] > 200, top[2] < 60) == (True, True)  # red above
+    assert (bottom[0] < 60, bottom[2] > 200) == (True, True)  # blue below
 
 
 def test_what_pillow_cannot_read_is_named_for_a_person() -> None:

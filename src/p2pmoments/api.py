@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -595,12 +596,12 @@ async def _post(
 
 async def _read_part(part: BodyPartReader, limit: int, too_large: ApiError) -> bytes:
     """A part's bytes, raising `too_large` as soon as they pass `limit`."""
-    data = bytearray()
+    data = io.BytesIO()  # getvalue() hands over its buffer: no second copy of a large part
     while chunk := await part.read_chunk(READ_CHUNK):
-        data += chunk
-        if len(data) > limit:
+        data.write(chunk)
+        if data.tell() > limit:
             raise too_large
-    return bytes(data)
+    return data.getvalue()
 
 
 _EXPIRY_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)

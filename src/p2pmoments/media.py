@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from p2pmoments.core.errors import DecodeError
 
@@ -19,6 +19,17 @@ THUMBNAIL_SIZE = 320  # the longer side, in pixels
 THUMBNAIL_QUALITY = 80
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
+# EXIF orientation -> what makes the image upright (as PIL.ImageOps.exif_transpose does).
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+PRE_THUMBNAIL = 4 * THUMBNAIL_SIZE
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 MAX_PIXELS = 80_000_000  # refuse decompression bombs
 # Pillow's own check warns from its limit and refuses only from twice it (issue 10): the
@@ -78,7 +89,7 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
     )
     label = label or "this photo"
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         media_type = MEDIA_TYPES.get(image.format or "")
         width, height = image.size
     except Exception:  # whatever Pillow makes of hostile bytes
@@ -100,10 +111,18 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
             out = io.BytesIO()
             image.save(out, format=image.format, exif=exif.tobytes())  # lossless formats
             data = out.getvalue()
-        upright = (height, width) if exif.get(ORIENTATION) in (5, 6, 7, 8) else (width, height)
+        orientation = exif.get(ORIENTATION, 1)
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if image.mode in ("RGBA", "LA") and max(image.size) > PRE_THUMBNAIL:
+            # Pillow resizes these through a full-size copy with premultiplied alpha:
+            # a nearest-neighbour step to a few times the thumbnail's size comes first.
+            scale = PRE_THUMBNAIL / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.NEAREST)  # the full size is freed
         image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # in place: the full size is freed
-        thumb = ImageOps.exif_transpose(image).convert("RGB")
-        thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        thumb = image.convert("RGB")
+        if orientation in TRANSPOSE:
+            thumb = thumb.transpose(TRANSPOSE[orientation])
         out = io.BytesIO()
         thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)  # no EXIF at all
     except Exception:  # a decoder error on hostile bytes is the sender's
