@@ -364,10 +364,10 @@ async def add_friend(request: web.Request) -> web.Response:
     node = request.app[NODE]
     try:
         record = await node.pair(link)
-    except ValueError as exc:  # DecodeError, and anything else a hostile link may raise
-        raise ApiError(
-            400, "invalid_link", f"this is not a pairing link that works: {exc}"
-        ) from None
+    except DecodeError as exc:
+        raise ApiError(400, "invalid_link", str(exc)) from None
+    except ValueError as exc:  # whatever else a hostile link makes the decoder raise
+        raise ApiError(400, "invalid_link", f"this is not a pairing link ({exc})") from None
     except FriendLimitError as exc:
         raise ApiError(409, "friend_limit", str(exc)) from None
     if wait:
@@ -769,9 +769,10 @@ class _JsonErrorHandler(RequestHandler):
             body = error_body("internal", "internal error; see the daemon's log")
         else:
             reason = exc.message if isinstance(exc, HttpProcessingError) else message
+            reason = (reason or "malformed request")[:200]  # it may quote the request
             log.debug("refused a malformed request: %s", reason)
-            code = _STATUS_CODES.get(status, "bad_request")
-            body = error_body(code, f"{HTTPStatus(status).phrase}: {reason or 'malformed request'}")
+            phrase = next((s.phrase for s in HTTPStatus if s == status), "Error")
+            body = error_body(_STATUS_CODES.get(status, "bad_request"), f"{phrase}: {reason}")
         if request.writer.output_size > 0:  # an answer is under way: only closing is left
             raise ConnectionError("cannot answer with an error after the answer began")
         response = web.Response(status=status, text=body, content_type="application/json")
