@@ -18,12 +18,17 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from p2pmoments.api import API_PREFIX, create_app
+from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BlobKind, encrypt_blob
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.identity import Identity
 from p2pmoments.media import MAX_PIXELS, prepare_photo
 from p2pmoments.moments import moment_text
 from p2pmoments.node import Node
+from p2pmoments.paths import Paths
 from p2pmoments.store import Store
+from tests.conftest import LOOPBACK
+from tests.multinode import eventually
 from tests.test_api import AUTH, TOKEN, error_of, spec_check
 
 Client = TestClient[Any, Any]
@@ -216,6 +221,16 @@ async def test_chunks_no_moment_uses_are_swept_and_others_kept(node: Node) -> No
     assert not {a.hex() for a, _ in orphans} & left
     item = await node.moments.get(moment_text(kept.id))
     assert item["files"][0]["chunks_held"] == item["files"][0]["chunks"]
+
+
+async def test_a_daemon_sweeps_at_start_what_a_crash_left(home: Paths, identity: Identity) -> None:
+    _, orphans = encrypt_blob(os.urandom(300_000), kind=BlobKind.FILE, media_type="x/y")
+    await asyncio.to_thread(BlobStore(home.blob_dir).put_many, orphans)
+    old = time.time() - 2 * 3600
+    for path in home.blob_dir.rglob("*"):
+        os.utime(path, (old, old))
+    async with Node(paths=home, config=LOOPBACK, identity=identity) as node:
+        await eventually(lambda: chunk_files(node) == [], what="the sweep at start")
 
 
 async def test_chunks_of_a_moment_still_arriving_are_kept(node: Node) -> None:
