@@ -271,6 +271,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _texts(home: Path) -> set[str]:
+    # `feed --json` prints a page as the API does (issue 10, item 22).
     return {m["text"] for m in json.loads(cli(home, "feed", "--json").stdout)["moments"]}
 
 
