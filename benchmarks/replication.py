@@ -37,7 +37,7 @@ from common import Row, cipher, daemon_info, p2pm, raw_tcp, report, start, stop,
 from tests.multinode import befriend, eventually, make_home, running, until
 
 from p2pmoments.client import ApiClient
-from p2pmoments.core.circles import Content, Kind, moment_id, open_moment, seal_moment
+from p2pmoments.core.moment import Content, Kind, moment_id, open_moment, seal_moment
 from p2pmoments.core.sync import T_HAVE, T_MOMENTS
 from p2pmoments.moments import circle_text, moment_text
 from p2pmoments.node import Node

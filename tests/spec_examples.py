@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 from p2pmoments.core.blobs import BlobKind, encrypt_blob
-from p2pmoments.core.circles import Content, Kind, Member, create_manifest, seal_moment
 from p2pmoments.core.crypto import LinkSecretKey, SigningKey
 from p2pmoments.core.identity import Identity, link_key_message
+from p2pmoments.core.manifest import Member, create_manifest
+from p2pmoments.core.moment import Content, Kind, seal_moment
 
 OWNER_SEED, OWNER_LINK = bytes([1]) * 32, bytes([2]) * 32
 MEMBER_SEED, MEMBER_LINK = bytes([3]) * 32, bytes([4]) * 32
@@ -30,7 +31,7 @@ def identity(seed: bytes, link: bytes) -> Identity:
 
 def build(manifest_raw: bytes | None = None) -> dict[str, Any]:
     """The examples; pass the stored manifest to reuse its (randomly) sealed keys."""
-    from p2pmoments.core.circles import decode_manifest
+    from p2pmoments.core.manifest import decode_manifest
 
     owner, member = identity(OWNER_SEED, OWNER_LINK), identity(MEMBER_SEED, MEMBER_LINK)
     manifest = (
@@ -57,7 +58,7 @@ def build(manifest_raw: bytes | None = None) -> dict[str, Any]:
         seq=1,
         time=TIME + 60,
         nonce=NONCE,
-        content=Content(kind=Kind.POST, text="ice cream!", blobs=(blob.as_map(),)),
+        content=Content(kind=Kind.POST, text="ice cream!", blobs=(blob,)),
     )
     return {
         "inputs": {

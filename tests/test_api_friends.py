@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from p2pmoments.api import API_PREFIX, create_app
-from p2pmoments.core.pairing import decode_link
+from p2pmoments.core.pairing import decode_code
 from p2pmoments.node import Node
 from tests.multinode import eventually
 from tests.test_api import AUTH, TOKEN, spec_check
@@ -41,7 +41,7 @@ async def test_pair_through_the_api_and_see_each_other(
     alice, bob = clients
     code = await call(alice, "GET", "/pairing/link")
     assert code["qr_version"] <= 10
-    assert decode_link(code["link"]).name == "Alice"
+    assert decode_code(code["link"]).name == "Alice"
     again = await call(alice, "GET", "/pairing/link")
     assert again["link"] != code["link"]  # each showing is a code of its own
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from p2pmoments.config import Address
 from p2pmoments.core.beacon import BEACON_LEN, WINDOW, BeaconTable, beacon, window_of
-from p2pmoments.core.pairing import decode_link, encode_link
+from p2pmoments.core.pairing import decode_code, encode_code
 from tests.multinode import eventually, make_home, running
 
 keys = st.binary(min_size=32, max_size=32)
@@ -42,8 +42,8 @@ def test_friends_recognise_within_a_window_of_clock_skew_and_strangers_do_not() 
 
 
 def without_address(link: str) -> str:
-    p = decode_link(link)
-    return encode_link(replace(p, host=None, port=None))
+    p = decode_code(link)
+    return encode_code(replace(p, host=None, port=None))
 
 
 async def test_pairing_finds_the_owner_by_mdns_alone(tmp_path: Path) -> None:

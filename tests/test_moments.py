@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pmoments.core.circles import Content, Kind, RejectedError, seal_moment
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
@@ -97,7 +97,7 @@ async def test_changing_a_circle_starts_a_new_epoch_without_the_removed(
     changed = await alice.moments.change_circle("family", remove=["Bob"])
     assert changed.epoch == circle.epoch + 1
     assert not changed.is_member(bob.identity.public.verify_key)
-    from p2pmoments.core.circles import epoch_key
+    from p2pmoments.core.manifest import epoch_key
 
     with pytest.raises(RejectedError):
         epoch_key(changed, bob.identity)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pmoments.core.pairing import decode_link, encode_link
+from p2pmoments.core.pairing import decode_code, encode_code
 from tests.daemons import Daemon, wait_for
 
 pytestmark = [
@@ -141,8 +141,8 @@ def test_hosts_on_a_bridge_pair_by_mdns_survive_a_cut_and_strangers_learn_nothin
         daemon.wait_ready()
 
     # Pair with a code that carries no address: Bob's daemon must find Alice by mDNS.
-    link = decode_link(cli("alice", homes["alice"], "qr", "--link").stdout.strip())
-    bare = encode_link(replace(link, host=None, port=None))
+    link = decode_code(cli("alice", homes["alice"], "qr", "--link").stdout.strip())
+    bare = encode_code(replace(link, host=None, port=None))
     paired = cli("bob", homes["bob"], "pair", "--timeout", "30", bare)
     assert "now friends" in paired.stdout, paired.stdout + paired.stderr
     wait_for(lambda: peers("alice", homes["alice"]), timeout=30, what="Alice to link Bob")
@@ -194,9 +194,9 @@ import socket, sys
 from p2pmoments.home import load_identity
 from p2pmoments.paths import resolve_paths
 from p2pmoments.core.link import Link
-from p2pmoments.core.pairing import decode_link
+from p2pmoments.core.pairing import decode_code
 eve = load_identity(resolve_paths(sys.argv[1]))
-alice = decode_link(sys.argv[3])
+alice = decode_code(sys.argv[3])
 link = Link(identity=eve, name="Eve", initiator=True, now=0.0,
             remote_link_key=bytes(alice.link_key))
 s = socket.create_connection((sys.argv[2], 47470), timeout=15)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pmoments.core.errors import DecodeError
-from p2pmoments.core.pairing import decode_link, encode_link
+from p2pmoments.core.pairing import decode_code, encode_code
 from p2pmoments.errors import FriendLimitError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
@@ -94,7 +94,7 @@ async def test_only_the_newest_unused_codes_stay_valid(tmp_path: Path) -> None:
             await alice.pairing_link()
         tokens = await alice.store.run(Store.tokens, int(time.time()))
         assert len(tokens) == MAX_LIVE_CODES
-        assert decode_link(oldest).token not in {t.token for t in tokens}
+        assert decode_code(oldest).token not in {t.token for t in tokens}
         record = await bob.pair(oldest)
         await eventually(lambda: bob.statistics()["failed_dials"] >= 1, what="Bob to try")
         assert await pairing_state(bob, record.id) == "pending"  # Alice stays silent
@@ -155,10 +155,10 @@ async def test_expired_code_is_refused_at_scan(tmp_path: Path) -> None:
     async with running(alice_home) as alice, running(bob_home) as bob:
         link, expires = await alice.pairing_link()
 
-        old = decode_link(link)
+        old = decode_code(link)
         stale = replace(old, expires=int(time.time()) - 1)
         with pytest.raises(DecodeError, match="expired"):
-            await bob.pair(encode_link(stale))
+            await bob.pair(encode_code(stale))
         assert expires > time.time()
 
 
@@ -166,7 +166,7 @@ async def test_an_expired_token_is_refused_by_the_owner(tmp_path: Path) -> None:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
         link, _ = await alice.pairing_link()
-        token = decode_link(link).token
+        token = decode_code(link).token
         # Alice's side: the token has run out (the scanner's clock may differ).
         await alice.store.run(
             lambda s: s._conn.execute(
@@ -186,9 +186,9 @@ async def test_a_forged_token_gets_silence(tmp_path: Path) -> None:
     async with running(alice_home) as alice, running(bob_home) as bob:
         link, _ = await alice.pairing_link()
 
-        real = decode_link(link)
+        real = decode_code(link)
         forged = replace(real, token=b"\x00" * 16)
-        record = await bob.pair(encode_link(forged))
+        record = await bob.pair(encode_code(forged))
         await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
         assert await pairing_state(bob, record.id) == "pending"
         assert not alice.friends()
@@ -200,9 +200,9 @@ async def test_a_copied_link_served_by_someone_else_cannot_pass(tmp_path: Path) 
     async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as mallory:
         link, _ = await alice.pairing_link()
 
-        real = decode_link(link)
+        real = decode_code(link)
         copied = replace(real, host="127.0.0.1", port=mallory.listen_port)
-        record = await bob.pair(encode_link(copied))
+        record = await bob.pair(encode_code(copied))
         await eventually(lambda: bob._targets[bytes(real.identity)].failures >= 1)
         assert await pairing_state(bob, record.id) == "pending"
         assert not bob.friends()
@@ -255,11 +255,11 @@ async def test_the_friend_cap(tmp_path: Path) -> None:
 async def test_a_pending_pairing_expires_on_the_scanners_side(tmp_path: Path) -> None:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home) as alice:
-        real = decode_link((await alice.pairing_link())[0])
+        real = decode_code((await alice.pairing_link())[0])
 
     soon = replace(real, expires=int(time.time()) + 2)
     async with running(bob_home) as bob:  # Alice stays offline
-        record = await bob.pair(encode_link(soon))
+        record = await bob.pair(encode_code(soon))
         done = await bob.wait_pairing(record.id, timeout=15)
         assert done is not None
         assert done.state == "expired"

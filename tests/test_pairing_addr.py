@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.onion import OnionAddress, OnionKey
-from p2pmoments.core.pairing import PairingLink, encode_link
+from p2pmoments.core.pairing import PairingCode, encode_code
 from p2pmoments.core.pairing_addr import LinkAddress, decode_addr, encode_addr
 
 ONION = OnionKey(bytes(range(32))).address
@@ -83,14 +83,14 @@ def test_a_host_needs_its_port() -> None:
 def link_with(name: str, addr: LinkAddress) -> str:
     """A whole pairing link whose ADDR is `addr` (as core/pairing.py will write it once
     wired: same fields, same CHECK)."""
-    base = PairingLink(
+    base = PairingCode(
         identity=ME.verify_key,
         link_key=ME.link_key,
         token=bytes(16),
         expires=1_800_000_000,
         name=name,
     )
-    parts = encode_link(base).split("/")
+    parts = encode_code(base).split("/")
     body = "/".join([*parts[:-2], encode_addr(addr)])
     check = hashlib.blake2b(body.encode(), digest_size=5, person=b"p2pm-qr").digest()
     return f"{body}/{b32(check)}"
@@ -113,7 +113,7 @@ def test_qr_stays_scannable_with_an_onion(
 ) -> None:
     text = link_with(name, addr)
     assert len(text) == chars
-    assert len(text) <= 300  # core/pairing.py's MAX_LINK_LEN still holds
+    assert len(text) <= 300  # core/pairing.py's MAX_CODE_LEN still holds
     qr = segno.make(text, error="m", micro=False, boost_error=False)
     assert qr.mode == "alphanumeric"
     assert qr.version == version

@@ -186,7 +186,7 @@ async def test_a_retraction_that_arrives_before_its_target_still_retracts_it(
         await befriend(alice, bob)
         circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
         await eventually(lambda: bob.moments.circles(), what="Bob to get the manifest")
-        from p2pmoments.core.circles import Content, Kind, seal_moment
+        from p2pmoments.core.moment import Content, Kind, seal_moment
 
         key = alice.moments.key_for(circle)
         target = seal_moment(
@@ -377,7 +377,7 @@ async def test_a_member_cannot_smuggle_another_circles_moment_under_its_own(
 ) -> None:
     """Scope is checked per circle: Mallory is in "pub" but not in "family"; a family
     moment she slips into a message about "pub" is not kept."""
-    from p2pmoments.core.circles import Content, Kind, seal_moment
+    from p2pmoments.core.moment import Content, Kind, seal_moment
 
     names = ("Alice", "Bob", "Mallory")
     homes = [await make_home(tmp_path, n) for n in names]
@@ -414,7 +414,7 @@ async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its
     """Sequence numbers, times and expiries of 2^63 and more cannot be stored: a moment
     carrying one is refused at decoding (spec/encoding.md), the rest goes on."""
     from p2pmoments.core import wire
-    from p2pmoments.core.circles import Content, Kind, seal_moment
+    from p2pmoments.core.moment import Content, Kind, seal_moment
 
     names = ("Alice", "Bob", "Mallory")
     homes = [await make_home(tmp_path, n) for n in names]
@@ -450,7 +450,7 @@ async def test_a_circle_handed_over_by_two_members_at_once_is_joined_once(tmp_pa
     """Two members pass Carol the same new manifest at the same moment: one circle.joined."""
     import asyncio
 
-    from p2pmoments.core.circles import Member, create_manifest, new_circle_id, new_epoch_key
+    from p2pmoments.core.manifest import Member, create_manifest, new_circle_id, new_epoch_key
 
     names = ("Alice", "Bob", "Carol")
     homes = [await make_home(tmp_path, n) for n in names]

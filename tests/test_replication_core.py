@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmoments.core.circles import Kind
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.moment import Kind
 from p2pmoments.core.replication import messages
 from p2pmoments.core.replication.engine import (
     Drop,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from p2pmoments.core.circles import decode_manifest, epoch_key, open_moment
+from p2pmoments.core.manifest import decode_manifest, epoch_key
+from p2pmoments.core.moment import open_moment
 from tests.spec_examples import EPOCH_KEY, MEMBER_LINK, MEMBER_SEED, build, identity
 
 EXAMPLES = Path(__file__).parent.parent / "spec" / "examples" / "moments.json"

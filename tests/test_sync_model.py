@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pmoments.core.circles import Kind
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.moment import Kind
 from p2pmoments.core.replication.chunks import Progress
 from p2pmoments.core.replication.engine import (
     Action,

@@ -28,8 +28,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from p2pmoments import qr
 from p2pmoments.core.blobs import BlobKind
-from p2pmoments.core.circles import MAX_BLOBS, MAX_TEXT
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
 from p2pmoments.errors import AmbiguousError, FriendLimitError, NotFoundError, NotOwnerError
 from p2pmoments.moments import MAX_FEED, moment_text
 from p2pmoments.node import Node

@@ -1,4 +1,4 @@
-"""Circles and moments on one daemon: the shell around core.circles (spec/moments.md).
+"""Circles and moments on one daemon: the shell around core.manifest and core.moment.
 
 Every change to a circle (members, name, posting rule) is a new manifest at the
 next epoch with a fresh key, so "the epoch" is simply the circle's version and
@@ -20,16 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2pmoments.blobstore import BlobStore
-from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref, decrypt_chunk, encrypt_blob
-from p2pmoments.core.circles import (
-    MAX_BLOBS,
-    MAX_TEXT,
-    Content,
-    Kind,
+from p2pmoments.core.blobs import BlobKind, BlobRef, decrypt_chunk, encrypt_blob
+from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
+from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
+from p2pmoments.core.ids import IdKind, decode_id, encode_id
+from p2pmoments.core.manifest import (
     Manifest,
     Member,
-    Moment,
-    RejectedError,
     Removal,
     create_manifest,
     create_removal,
@@ -37,12 +34,16 @@ from p2pmoments.core.circles import (
     epoch_key,
     new_circle_id,
     new_epoch_key,
+)
+from p2pmoments.core.moment import (
+    MAX_BLOBS,
+    MAX_TEXT,
+    Content,
+    Kind,
+    Moment,
     open_moment,
     seal_moment,
 )
-from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
-from p2pmoments.core.errors import DecodeError, P2PMomentsError
-from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
 from p2pmoments.reactions import check_emoji
@@ -513,7 +514,7 @@ class Moments:
                     reply_to=c.reply_to if c.reply_to is not None else c.target,
                     expires=c.expires,
                     envelope=moment.envelope,
-                    chunks=tuple(a for ref in _refs(c) for a in _addresses(ref)),
+                    chunks=tuple(a for ref in c.blobs for a in ref.addresses()),
                 )
             )
         flags = await self.node.store.run(Store.add_moments, rows)
@@ -562,9 +563,7 @@ class Moments:
         self._check_may_post(manifest)
         expires = int(time.time()) + expires_in if expires_in else None
         refs, chunks = await self._make_blobs(photos, files)
-        content = Content(
-            kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
-        )
+        content = Content(kind=Kind.POST, text=text, expires=expires, blobs=tuple(refs))
         if not chunks:
             return await self._publish(manifest, content)
         # Sealed once as a check (the envelope's size, every rule) before a chunk is written.
@@ -645,7 +644,7 @@ class Moments:
     async def blob(self, ref: str, kind: BlobKind, n: int, thumbnail: bool) -> BlobRef:
         """The n-th (from 1) photo or file of a moment, or its thumbnail."""
         target, _ = await self._target(ref)
-        found = [r for r in _refs(target.content) if r.kind is kind]
+        found = [r for r in target.content.blobs if r.kind is kind]
         if not 1 <= n <= len(found):
             what = "photo" if kind is BlobKind.PHOTO else "file"
             raise NotFoundError(f"this moment has {len(found)} {what}(s); there is no {what} {n}")
@@ -676,12 +675,12 @@ class Moments:
 
     def missing_chunks(self, moment: Moment) -> tuple[int, list[bytes]]:
         """How many chunks a moment uses, and those we do not hold yet (blocking)."""
-        addresses = [a for ref in _refs(moment.content) for a in _addresses(ref)]
+        addresses = [a for ref in moment.content.blobs for a in ref.addresses()]
         return len(addresses), [a for a in addresses if not self.blobs.has(a)]
 
     def chunks_held(self, ref: BlobRef) -> int:
         """How many of a blob's chunks (its thumbnail's included) are here (blocking)."""
-        return sum(1 for a in _addresses(ref) if self.blobs.has(a))
+        return sum(1 for a in ref.addresses() if self.blobs.has(a))
 
     def check_chunks(self, ref: BlobRef) -> None:
         """NotFoundError unless every chunk of the blob is here (blocking)."""
@@ -884,7 +883,7 @@ class Moments:
     def _add_blobs(base: dict[str, Any], refs: list[BlobRef], held: list[int]) -> None:
         for ref, here in zip(refs, held, strict=True):
             # Transfer progress: how many of its chunks (thumbnail's included) are here.
-            progress = {"chunks": len(_addresses(ref)), "chunks_held": here}
+            progress = {"chunks": len(ref.addresses()), "chunks_held": here}
             if ref.kind is BlobKind.PHOTO:
                 base["photos"].append(
                     {
@@ -914,8 +913,8 @@ class Moments:
         row = (moment.id, moment.circle_id, bytes(moment.author), moment.seq, moment.time)
         base = self._json((*row, int(c.kind), c.reply_to, c.expires, 0))
         base["text"] = c.text
-        refs = _refs(c)
-        self._add_blobs(base, refs, [len(_addresses(r)) for r in refs])
+        refs = list(c.blobs)
+        self._add_blobs(base, refs, [len(r.addresses()) for r in refs])
         return base
 
     async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
@@ -925,7 +924,7 @@ class Moments:
             return base
         moment = self._open_row(row)
         base["text"] = moment.content.text
-        refs = _refs(moment.content)
+        refs = list(moment.content.blobs)
         held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
         self._add_blobs(base, refs, held)
         replies = await self.node.store.run(
@@ -992,16 +991,6 @@ class Moments:
         if not rows:
             raise NotFoundError(f"no moment {ref!r} (or it has expired)")
         return await self.moment_json(rows[0])
-
-
-def _refs(content: Content) -> list[BlobRef]:
-    """The blob references of a content (already checked by open_moment)."""
-    return [decode_ref(raw) for raw in content.blobs]
-
-
-def _addresses(ref: BlobRef) -> list[bytes]:
-    """Every chunk address of a blob, its thumbnail's included."""
-    return [*ref.chunks, *(_addresses(ref.thumbnail) if ref.thumbnail else [])]
 
 
 def _check_text(text: str) -> None:

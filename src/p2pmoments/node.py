@@ -40,10 +40,10 @@ from p2pmoments.core.link import (
     MessageReceived,
 )
 from p2pmoments.core.pairing import (
-    PairingLink,
+    PairingCode,
     check_not_self,
-    decode_link,
-    encode_link,
+    decode_code,
+    encode_code,
     token_psk,
 )
 from p2pmoments.core.profile import check_display_name
@@ -489,7 +489,7 @@ class Node:
         await self.store.run(Store.add_token, token, now, expires, keep=MAX_LIVE_CODES)
         await self._load_tokens()
         host, port = self._link_address()
-        link = PairingLink(
+        link = PairingCode(
             identity=self.identity.public.verify_key,
             link_key=self.identity.public.link_key,
             token=token,
@@ -498,7 +498,7 @@ class Node:
             host=host,
             port=port,
         )
-        return encode_link(link), expires
+        return encode_code(link), expires
 
     def _link_address(self) -> tuple[str | None, int | None]:
         if self._listen_port is None:
@@ -512,7 +512,7 @@ class Node:
 
     async def pair(self, text: str) -> PairingRecord:
         """Start pairing with the owner of a scanned link; completes when we reach them."""
-        link = decode_link(text)
+        link = decode_code(text)
         check_not_self(link, self.identity.public.verify_key)
         owner = bytes(link.identity)
         existing = self._friends.get(owner)

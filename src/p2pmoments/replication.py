@@ -17,13 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from p2pmoments.core.budget import JunkScore, TokenBucket
-from p2pmoments.core.circles import (
-    Manifest,
-    RejectedError,
-    decode_manifest,
-    decode_removal,
-    epoch_key,
-)
+from p2pmoments.core.errors import RejectedError
+from p2pmoments.core.manifest import Manifest, decode_manifest, decode_removal, epoch_key
 from p2pmoments.core.sync import (
     T_CHUNK,
     T_HAVE,
@@ -42,7 +37,7 @@ from p2pmoments.moments import Opened, moment_text
 from p2pmoments.store import Store
 
 if TYPE_CHECKING:
-    from p2pmoments.core.circles import Moment
+    from p2pmoments.core.moment import Moment
     from p2pmoments.moments import Moments
     from p2pmoments.node import Node
 

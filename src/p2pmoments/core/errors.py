@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["DecodeError", "LocalProtocolError", "P2PMomentsError", "RemoteProtocolError"]
+__all__ = [
+    "DecodeError",
+    "LocalProtocolError",
+    "P2PMomentsError",
+    "RejectedError",
+    "RemoteProtocolError",
+]
 
 
 class P2PMomentsError(Exception):
@@ -23,3 +29,12 @@ class RemoteProtocolError(P2PMomentsError):
     def __init__(self, message: str, *, close_code: int = 1) -> None:
         super().__init__(message)
         self.close_code = close_code
+
+
+class RejectedError(DecodeError):
+    """A manifest, moment or notice that must not be stored; `reason` says why
+    (spec/moments.md section 5)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,4 +1,4 @@
-"""The pairing link carried by the QR code (spec/pairing.md).
+"""The pairing code a QR code carries, and its text, the pairing link (spec/pairing.md).
 
     P2PM:1/<ID>/<DH>/<TOKEN>/<EXPIRES>/<NAME>/<ADDR>/<CHECK>
 
@@ -9,35 +9,40 @@ in QR alphanumeric mode (A-Z, 2-7, ':' and '/').
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import ipaddress
 from dataclasses import dataclass
 
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.errors import DecodeError, LocalProtocolError
 from p2pmoments.core.profile import check_display_name
 
 __all__ = [
-    "LINK_VERSION",
-    "MAX_LINK_LEN",
+    "CODE_VERSION",
+    "MAX_CODE_LEN",
     "TOKEN_LEN",
-    "PairingLink",
+    "Direction",
+    "PairingCode",
+    "PairingEvent",
+    "PairingState",
     "check_not_self",
-    "decode_link",
-    "encode_link",
+    "decode_code",
+    "encode_code",
+    "next_state",
     "token_psk",
 ]
 
 SCHEME = "P2PM:"
-LINK_VERSION = 1
+CODE_VERSION = 1
 TOKEN_LEN = 16
 CHECK_LEN = 5
-MAX_LINK_LEN = 300  # longer than any valid link; checked before parsing
+MAX_CODE_LEN = 300  # longer than any valid link; checked before parsing
 _FIELDS = 8  # version, id, dh, token, expires, name, addr, check
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PairingLink:
+class PairingCode:
     """What a pairing QR code says."""
 
     identity: VerifyKey
@@ -55,7 +60,7 @@ class PairingLink:
 
     def __repr__(self) -> str:
         # The token is a secret for its lifetime: keep it out of logs.
-        return f"PairingLink(name={self.name!r}, host={self.host!r}, port={self.port!r})"
+        return f"PairingCode(name={self.name!r}, host={self.host!r}, port={self.port!r})"
 
 
 def token_psk(token: bytes) -> bytes:
@@ -88,28 +93,28 @@ def _encode_addr(host: str | None, port: int | None) -> str:
     return _b32(ipaddress.ip_address(host).packed + port.to_bytes(2, "big"))
 
 
-def encode_link(link: PairingLink) -> str:
-    """The link's text: uppercase, alphanumeric-mode safe."""
+def encode_code(code: PairingCode) -> str:
+    """The code's text (its pairing link): uppercase, alphanumeric-mode safe."""
     body = "/".join(
         [
-            f"{SCHEME}{LINK_VERSION}",
-            _b32(bytes(link.identity)),
-            _b32(bytes(link.link_key)),
-            _b32(link.token),
-            _b32(link.expires.to_bytes(5, "big")),
-            _b32(check_display_name(link.name).encode("utf-8")),
-            _encode_addr(link.host, link.port),
+            f"{SCHEME}{CODE_VERSION}",
+            _b32(bytes(code.identity)),
+            _b32(bytes(code.link_key)),
+            _b32(code.token),
+            _b32(code.expires.to_bytes(5, "big")),
+            _b32(check_display_name(code.name).encode("utf-8")),
+            _encode_addr(code.host, code.port),
         ]
     )
     return f"{body}/{_check(body)}"
 
 
-def decode_link(text: str) -> PairingLink:
-    """A PairingLink from its text; DecodeError with a reason a person understands."""
+def decode_code(text: str) -> PairingCode:
+    """A PairingCode from its text; DecodeError with a reason a person understands."""
     if not isinstance(text, str):
         raise DecodeError("a pairing link is text")
     text = "".join(text.split())
-    if len(text) > MAX_LINK_LEN:
+    if len(text) > MAX_CODE_LEN:
         raise DecodeError(f"this is too long to be a pairing link ({len(text)} characters)")
     if not text.isascii():
         # Checked before changing case: "\u017f".upper() is "S" and "\u0131".upper() is "I", so a
@@ -123,11 +128,11 @@ def decode_link(text: str) -> PairingLink:
         raise DecodeError("this is not a p2pmoments pairing link (it should start with P2PM:)")
     text = text.upper()
     parts = text[len(SCHEME) :].split("/")
-    if parts[0] != str(LINK_VERSION):
+    if parts[0] != str(CODE_VERSION):
         if parts[0].isdigit():
             raise DecodeError(
                 f"this pairing link is version {parts[0]}; this p2pmoments "
-                f"understands version {LINK_VERSION} only: update it"
+                f"understands version {CODE_VERSION} only: update it"
             )
         raise DecodeError("this pairing link has no version")
     if len(parts) != _FIELDS:
@@ -155,7 +160,7 @@ def decode_link(text: str) -> PairingLink:
         port = int.from_bytes(raw_addr[-2:], "big")
         if port == 0:
             raise DecodeError("the address in this pairing link has port 0")
-    return PairingLink(
+    return PairingCode(
         identity=VerifyKey(raw_id),
         link_key=LinkPublicKey(raw_dh),
         token=raw_token,
@@ -166,7 +171,52 @@ def decode_link(text: str) -> PairingLink:
     )
 
 
-def check_not_self(link: PairingLink, me: VerifyKey) -> None:
-    """DecodeError if the link is our own."""
-    if link.identity == me:
+def check_not_self(code: PairingCode, me: VerifyKey) -> None:
+    """DecodeError if the code is our own."""
+    if code.identity == me:
         raise DecodeError("this is your own pairing code: show it to a friend instead")
+
+
+class Direction(enum.Enum):
+    """Whose code a pairing attempt used."""
+
+    OUT = "out"  # we scanned theirs
+    IN = "in"  # they scanned ours
+
+
+class PairingState(enum.Enum):
+    """Where a pairing attempt is (spec/pairing.md section 4)."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+
+
+class PairingEvent(enum.Enum):
+    """What can happen to a pairing attempt."""
+
+    LINKED = "linked"  # the two daemons completed the handshake and hellos
+    EXPIRED = "expired"  # the code ran out first
+    REFUSED = "refused"  # the owner said the code cannot be used
+
+
+# Every change of a pairing's state, and nothing else (style.md, rule 2). A pair not in
+# the table is a bug on our side (LocalProtocolError).
+_TRANSITIONS: dict[tuple[PairingState, PairingEvent], PairingState] = {
+    (PairingState.PENDING, PairingEvent.LINKED): PairingState.CONFIRMED,
+    (PairingState.PENDING, PairingEvent.EXPIRED): PairingState.EXPIRED,
+    (PairingState.PENDING, PairingEvent.REFUSED): PairingState.REFUSED,
+    # A refused device retries until its code expires: one record, its time updated.
+    (PairingState.REFUSED, PairingEvent.REFUSED): PairingState.REFUSED,
+    # Re-pairing with a friend (new keys, or both scanned): still confirmed.
+    (PairingState.CONFIRMED, PairingEvent.LINKED): PairingState.CONFIRMED,
+}
+
+
+def next_state(state: PairingState, event: PairingEvent) -> PairingState:
+    """The state after `event`; LocalProtocolError if it cannot happen in `state`."""
+    target = _TRANSITIONS.get((state, event))
+    if target is None:
+        raise LocalProtocolError(f"a pairing cannot be {event.value} when {state.value}")
+    return target

@@ -1,7 +1,7 @@
 """The ADDR field of the pairing link, able to carry an onion address (spec/tor.md section 5).
 
 A proposal beside core/pairing.py, which the lead wires in: `encode_addr` and
-`decode_addr` replace its `_encode_addr` and the ADDR branch of `decode_link`.
+`decode_addr` replace its `_encode_addr` and the ADDR branch of `decode_code`.
 ADDR stays one base32 field; its length in bytes says what it holds:
 
 | bytes | holds |

@@ -1,7 +1,7 @@
 """What a daemon keeps of the moments a peer sends: one table (spec/moments.md §5, sync.md §1).
 
 The envelope's own checks (structure, signature, membership of its epoch, who
-may post, the content) happen when it is opened (core.circles.open_moment);
+may post, the content) happen when it is opened (core.moment.open_moment);
 this table holds the rules that need more than the envelope: the message it
 came in, who sent it, and the moments it answers.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from p2pmoments.core.circles import Kind, Moment
+from p2pmoments.core.moment import Kind, Moment
 from p2pmoments.core.replication.vectors import Membership
 
 __all__ = ["RULES", "Entry", "Rule", "Verdicts", "judge"]
@@ -45,7 +45,7 @@ class Entry:
             kind=content.kind,
             reply_to=content.reply_to,
             target=content.target,
-            chunks=tuple(a for ref in content.refs for a in ref.addresses()),
+            chunks=tuple(a for ref in content.blobs for a in ref.addresses()),
             size=len(moment.envelope),
         )
 

@@ -7,23 +7,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pmoments.core import wire
-from p2pmoments.core.circles import (
-    MOMENT_CONTEXT,
-    Content,
-    Kind,
+from p2pmoments.core.errors import RejectedError
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.manifest import (
     Manifest,
     Member,
-    RejectedError,
     create_manifest,
     decode_manifest,
     epoch_key,
-    moment_id,
     new_circle_id,
     new_epoch_key,
+)
+from p2pmoments.core.moment import (
+    MOMENT_CONTEXT,
+    Content,
+    Kind,
+    moment_id,
     open_moment,
     seal_moment,
 )
-from p2pmoments.core.identity import Identity
 
 ALICE, BOB, CAROL, EVE = (Identity.generate() for _ in range(4))
 CIRCLE = bytes(range(32))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.identity import Identity
-from p2pmoments.core.pairing import MAX_LINK_LEN, PairingLink, decode_link, encode_link
+from p2pmoments.core.pairing import MAX_CODE_LEN, PairingCode, decode_code, encode_code
 
 ME = Identity.generate().public
 QR_ALPHANUMERIC = set(string.digits + string.ascii_uppercase + " $%*+-./:")
@@ -34,8 +34,8 @@ def make(
     port: int | None = 47470,
     token: bytes = bytes(range(16)),
     expires: int = 1_800_000_000,
-) -> PairingLink:
-    return PairingLink(
+) -> PairingCode:
+    return PairingCode(
         identity=ME.verify_key,
         link_key=ME.link_key,
         token=token,
@@ -59,11 +59,11 @@ def test_round_trip_and_alphanumeric(
     import unicodedata
 
     link = make(unicodedata.normalize("NFC", name).strip() or "x", host, port, token, expires)
-    text = encode_link(link)
+    text = encode_code(link)
     assert set(text) <= QR_ALPHANUMERIC
-    assert len(text) <= MAX_LINK_LEN
-    assert decode_link(text) == link
-    assert decode_link(text.lower()) == link  # the scheme and base32 are case-insensitive
+    assert len(text) <= MAX_CODE_LEN
+    assert decode_code(text) == link
+    assert decode_code(text.lower()) == link  # the scheme and base32 are case-insensitive
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_round_trip_and_alphanumeric(
     ],
 )
 def test_qr_version_at_error_correction_m(name: str, host: str, max_version: int) -> None:
-    qr = segno.make(encode_link(make(name, host)), error="m", micro=False, boost_error=False)
+    qr = segno.make(encode_code(make(name, host)), error="m", micro=False, boost_error=False)
     assert qr.mode == "alphanumeric"
     assert qr.version <= max_version
 
@@ -87,11 +87,11 @@ def test_a_rendered_qr_decodes_with_an_independent_decoder() -> None:
 
     from p2pmoments.qr import render_png
 
-    text = encode_link(make("x" * 32))
+    text = encode_code(make("x" * 32))
     image = Image.open(io.BytesIO(render_png(text)))
     results = zxingcpp.read_barcodes(image)
     assert [r.text for r in results] == [text]
-    assert decode_link(results[0].text) == make("x" * 32)
+    assert decode_code(results[0].text) == make("x" * 32)
 
 
 @pytest.mark.parametrize(
@@ -109,9 +109,9 @@ def test_a_rendered_qr_decodes_with_an_independent_decoder() -> None:
     ],
 )
 def test_bad_links_get_a_message_a_person_understands(mutate: object, message: str) -> None:
-    text = encode_link(make())
+    text = encode_code(make())
     with pytest.raises(DecodeError, match=message):
-        decode_link(mutate(text))  # type: ignore[operator]
+        decode_code(mutate(text))  # type: ignore[operator]
 
 
 def _resealed(fields: list[str]) -> str:
@@ -134,10 +134,10 @@ def _resealed(fields: list[str]) -> str:
     ],
 )
 def test_well_sealed_but_malformed_fields_are_refused(index: int, value: str, message: str) -> None:
-    fields = encode_link(make()).rsplit("/", 1)[0].split("/")
+    fields = encode_code(make()).rsplit("/", 1)[0].split("/")
     fields[index] = value
     with pytest.raises(DecodeError, match=message):
-        decode_link(_resealed(fields))
+        decode_code(_resealed(fields))
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_well_sealed_but_malformed_fields_are_refused(index: int, value: str, me
 )
 def test_links_with_characters_no_link_has_are_refused_with_a_message(text: str) -> None:
     with pytest.raises(DecodeError, match="only the letters A-Z"):
-        decode_link(text)
+        decode_code(text)
 
 
 @pytest.mark.parametrize(("plain", "look_alike"), [("S", "ſ"), ("I", "ı"), ("K", "\u212a")])
@@ -158,11 +158,11 @@ def test_a_look_alike_that_upper_cases_to_a_link_letter_is_refused(
     plain: str, look_alike: str
 ) -> None:
     """Long s upper-cases to S: a link spelt with look-alikes must not pass for the real one."""
-    link = encode_link(make())
+    link = encode_code(make())
     head, tail = link[:5], link[5:]
     assert plain in tail
     with pytest.raises(DecodeError, match="only the letters A-Z"):
-        decode_link(head + tail.replace(plain, look_alike, 1))
+        decode_code(head + tail.replace(plain, look_alike, 1))
 
 
 @settings(max_examples=200)
@@ -171,20 +171,41 @@ def test_a_look_alike_that_upper_cases_to_a_link_letter_is_refused(
     char=st.characters(min_codepoint=128).filter(lambda c: not c.isspace()),  # spaces: ignored
 )
 def test_any_non_ascii_character_in_a_valid_link_is_refused(position: int, char: str) -> None:
-    link = encode_link(make())
+    link = encode_code(make())
     at = position % (len(link) + 1)
     with pytest.raises(DecodeError):
-        decode_link(link[:at] + char + link[at:])
+        decode_code(link[:at] + char + link[at:])
 
 
 @settings(max_examples=300)
 @given(text=st.text(max_size=400))
 def test_hostile_text_never_crashes(text: str) -> None:
     with contextlib.suppress(DecodeError):
-        decode_link(text)
+        decode_code(text)
 
 
 def test_the_token_never_appears_in_repr() -> None:
     link = make(token=b"\xab" * 16)
     assert "ab" * 4 not in repr(link)
     assert "AB" * 4 not in repr(link)
+
+
+def test_a_pairing_changes_state_only_as_the_table_says() -> None:
+    from itertools import product
+
+    from p2pmoments.core.errors import LocalProtocolError
+    from p2pmoments.core.pairing import PairingEvent, PairingState, next_state
+
+    allowed = {
+        (PairingState.PENDING, PairingEvent.LINKED): PairingState.CONFIRMED,
+        (PairingState.PENDING, PairingEvent.EXPIRED): PairingState.EXPIRED,
+        (PairingState.PENDING, PairingEvent.REFUSED): PairingState.REFUSED,
+        (PairingState.REFUSED, PairingEvent.REFUSED): PairingState.REFUSED,
+        (PairingState.CONFIRMED, PairingEvent.LINKED): PairingState.CONFIRMED,
+    }
+    for state, event in product(PairingState, PairingEvent):
+        if (state, event) in allowed:
+            assert next_state(state, event) is allowed[(state, event)]
+        else:  # an expired or refused code is never confirmed after all, and so on
+            with pytest.raises(LocalProtocolError):
+                next_state(state, event)

@@ -1,0 +1,292 @@
+"""Manifests: a circle's members and rules at one epoch, signed by its owner, with the
+epoch key sealed to each member; and removal notices (spec/moments.md sections 1, 7, 8).
+
+Everything here is pure: callers pass in time, randomness comes from crypto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pmoments.core import wire
+from p2pmoments.core.crypto import (
+    BadSignatureError,
+    CryptoError,
+    LinkPublicKey,
+    VerifyKey,
+    open_sealed,
+    random_bytes,
+    seal,
+)
+from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.profile import check_display_name
+
+__all__ = [
+    "KEY_LEN",
+    "MAX_MANIFEST",
+    "MAX_MEMBERS",
+    "MAX_REMOVAL",
+    "Manifest",
+    "Member",
+    "Removal",
+    "create_manifest",
+    "create_removal",
+    "decode_manifest",
+    "decode_removal",
+    "epoch_key",
+    "field_of",
+    "new_circle_id",
+    "new_epoch_key",
+]
+
+VERSION = 1
+MANIFEST_CONTEXT = b"p2pmoments/manifest/1\x00"
+REMOVAL_CONTEXT = b"p2pmoments/removal/1\x00"
+MAX_MEMBERS = 151  # the owner and up to 150 friends
+MAX_MANIFEST = 64 * 1024
+MAX_REMOVAL = 512
+KEY_LEN = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A member of a circle: both public keys."""
+
+    verify_key: VerifyKey
+    link_key: LinkPublicKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    """A circle's state at one epoch, as its owner signed it."""
+
+    circle_id: bytes
+    epoch: int
+    name: str
+    owner: VerifyKey
+    members: tuple[Member, ...]
+    members_can_post: bool
+    created: int
+    sealed_keys: tuple[bytes, ...]  # aligned with members
+    raw: bytes  # the signed encoding: what travels and what is stored
+    _member_keys: frozenset[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Every received moment asks whether its author is a member: a set answers that.
+        keys = frozenset(bytes(m.verify_key) for m in self.members)
+        object.__setattr__(self, "_member_keys", keys)
+
+    def is_member(self, key: VerifyKey) -> bool:
+        """True if `key` is in this epoch's member list."""
+        return bytes(key) in self._member_keys
+
+    def may_post(self, key: VerifyKey) -> bool:
+        """True if `key` may author posts in this epoch."""
+        return key == self.owner or (self.members_can_post and self.is_member(key))
+
+    def __repr__(self) -> str:
+        return f"Manifest(name={self.name!r}, epoch={self.epoch}, members={len(self.members)})"
+
+
+def _sorted_members(members: Sequence[Member]) -> list[Member]:
+    unique = {bytes(m.verify_key): m for m in members}
+    return [unique[k] for k in sorted(unique)]
+
+
+def create_manifest(
+    owner: Identity,
+    *,
+    circle_id: bytes,
+    epoch: int,
+    name: str,
+    members: Sequence[Member],
+    members_can_post: bool,
+    created: int,
+    key: bytes,
+) -> Manifest:
+    """Sign a manifest for `members` (the owner is added), sealing `key` to each."""
+    name = check_display_name(name)
+    me = Member(verify_key=owner.public.verify_key, link_key=owner.public.link_key)
+    everyone = _sorted_members([me, *members])
+    if len(everyone) > MAX_MEMBERS:
+        raise ValueError(f"a circle has at most {MAX_MEMBERS - 1} members besides its owner")
+    if len(circle_id) != 32 or len(key) != KEY_LEN or epoch < 0:
+        raise ValueError("bad circle id, key or epoch")
+    body = wire.encode_map(
+        {
+            1: VERSION,
+            2: circle_id,
+            3: epoch,
+            4: name,
+            5: bytes(owner.public.verify_key),
+            6: [[bytes(m.verify_key), bytes(m.link_key)] for m in everyone],
+            7: members_can_post,
+            8: created,
+            9: [seal(m.link_key, key) for m in everyone],
+        }
+    )
+    signature = owner.signing_key.sign(MANIFEST_CONTEXT + body)
+    return decode_manifest(wire.encode_map({1: body, 2: signature}))
+
+
+def field_of(fields: dict[int, Any], key: int, kind: type, what: str) -> Any:
+    """A required field of exactly that type; RejectedError naming it otherwise."""
+    value = fields.get(key)
+    if type(value) is not kind:
+        raise RejectedError(f"malformed: {what}")
+    return value
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """A verified manifest; RejectedError if malformed, oversized or not signed by its owner."""
+    try:
+        outer = wire.decode_map(data, max_size=MAX_MANIFEST)
+    except DecodeError as exc:
+        raise RejectedError(f"too large or malformed manifest: {exc}") from None
+    body, signature = outer.get(1), outer.get(2)
+    if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+        raise RejectedError("malformed manifest")
+    try:
+        fields = wire.decode_map(body, max_size=MAX_MANIFEST)
+    except DecodeError as exc:
+        raise RejectedError(f"malformed manifest body: {exc}") from None
+    if fields.get(1) != VERSION or set(fields) != set(range(1, 10)):
+        raise RejectedError("unknown manifest version or fields")
+    circle_id = field_of(fields, 2, bytes, "circle id")
+    epoch = field_of(fields, 3, int, "epoch")
+    owner_raw = field_of(fields, 5, bytes, "owner")
+    raw_members = field_of(fields, 6, list, "members")
+    sealed = field_of(fields, 9, list, "sealed keys")
+    if len(circle_id) != 32 or epoch < 0 or len(owner_raw) != 32:
+        raise RejectedError("malformed manifest ids")
+    if not 1 <= len(raw_members) <= MAX_MEMBERS or len(sealed) != len(raw_members):
+        raise RejectedError("bad member list")
+    members = []
+    for entry in raw_members:
+        if (
+            type(entry) is not list
+            or len(entry) != 2
+            or not all(type(k) is bytes and len(k) == 32 for k in entry)
+        ):
+            raise RejectedError("malformed member")
+        members.append(Member(verify_key=VerifyKey(entry[0]), link_key=LinkPublicKey(entry[1])))
+    keys = [bytes(m.verify_key) for m in members]
+    if keys != sorted(set(keys)):
+        raise RejectedError("members not in order, or repeated")
+    if not all(type(s) is bytes and len(s) == KEY_LEN + 48 for s in sealed):
+        raise RejectedError("malformed sealed key")
+    owner = VerifyKey(owner_raw)
+    try:
+        owner.verify(MANIFEST_CONTEXT + body, signature)
+    except BadSignatureError:
+        raise RejectedError("the manifest is not signed by its owner") from None
+    try:
+        name = check_display_name(field_of(fields, 4, str, "name"))
+    except DecodeError as exc:
+        raise RejectedError(f"bad circle name: {exc}") from None
+    manifest = Manifest(
+        circle_id=circle_id,
+        epoch=epoch,
+        name=name,
+        owner=owner,
+        members=tuple(members),
+        members_can_post=field_of(fields, 7, bool, "posting rule"),
+        created=field_of(fields, 8, int, "time"),
+        sealed_keys=tuple(sealed),
+        raw=data,
+    )
+    if not manifest.is_member(owner):
+        raise RejectedError("the owner is not a member of their own circle")
+    return manifest
+
+
+def epoch_key(manifest: Manifest, identity: Identity) -> bytes:
+    """Our copy of the epoch key; RejectedError if we are not a member of this epoch."""
+    me = identity.public.verify_key
+    for member, sealed in zip(manifest.members, manifest.sealed_keys, strict=True):
+        if member.verify_key == me:
+            try:
+                key = open_sealed(identity.link_secret, sealed)
+            except CryptoError:
+                break
+            if len(key) == KEY_LEN:
+                return key
+            break
+    raise RejectedError("we are not a member of this circle at this epoch")
+
+
+def new_circle_id() -> bytes:
+    """A fresh random circle id."""
+    return random_bytes(32)
+
+
+def new_epoch_key() -> bytes:
+    """A fresh random epoch key."""
+    return random_bytes(KEY_LEN)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removal:
+    """The owner's signed word to a member that it is no longer in a circle, from an
+    epoch on (spec/moments.md section 8)."""
+
+    circle_id: bytes
+    epoch: int  # the first epoch without the member
+    member: VerifyKey
+    owner: VerifyKey
+    time: int
+    raw: bytes
+
+
+def create_removal(
+    owner: Identity, *, circle_id: bytes, epoch: int, member: VerifyKey, time: int
+) -> Removal:
+    """Sign a removal notice for `member`, who is not in `circle_id` from `epoch` on."""
+    body = wire.encode_map(
+        {
+            1: VERSION,
+            2: circle_id,
+            3: epoch,
+            4: bytes(member),
+            5: bytes(owner.public.verify_key),
+            6: time,
+        }
+    )
+    signature = owner.signing_key.sign(REMOVAL_CONTEXT + body)
+    return decode_removal(wire.encode_map({1: body, 2: signature}))
+
+
+def decode_removal(data: bytes) -> Removal:
+    """A verified removal notice; RejectedError if malformed or not signed by its owner."""
+    try:
+        outer = wire.decode_map(data, max_size=MAX_REMOVAL)
+        body, signature = outer.get(1), outer.get(2)
+        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+            raise RejectedError("malformed removal notice")
+        fields = wire.decode_map(body, max_size=MAX_REMOVAL)
+    except RejectedError:
+        raise
+    except DecodeError as exc:
+        raise RejectedError(f"malformed removal notice: {exc}") from None
+    if fields.get(1) != VERSION or set(fields) != set(range(1, 7)):
+        raise RejectedError("unknown removal notice version or fields")
+    circle_id, epoch = field_of(fields, 2, bytes, "circle id"), field_of(fields, 3, int, "epoch")
+    member, owner = field_of(fields, 4, bytes, "member"), field_of(fields, 5, bytes, "owner")
+    time = field_of(fields, 6, int, "time")
+    if len(circle_id) != 32 or len(member) != 32 or len(owner) != 32 or epoch < 1 or time < 0:
+        raise RejectedError("malformed removal notice fields")
+    try:
+        VerifyKey(owner).verify(REMOVAL_CONTEXT + body, signature)
+    except BadSignatureError:
+        raise RejectedError("the removal notice is not signed by its owner") from None
+    return Removal(
+        circle_id=circle_id,
+        epoch=epoch,
+        member=VerifyKey(member),
+        owner=VerifyKey(owner),
+        time=time,
+        raw=data,
+    )

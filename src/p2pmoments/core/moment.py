@@ -1,0 +1,300 @@
+"""Moments: an envelope its author signs over the circle, epoch, author, sequence, time
+and a ciphertext of its content under the epoch key (spec/moments.md sections 2-5).
+
+The content repeats the author, so a signature cannot be swapped. Everything here
+is pure: callers pass in time, randomness comes from crypto.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from p2pmoments.core import wire
+from p2pmoments.core.blobs import BlobRef, decode_ref
+from p2pmoments.core.crypto import (
+    BadSignatureError,
+    CryptoError,
+    VerifyKey,
+    random_bytes,
+    xaead_decrypt,
+    xaead_encrypt,
+)
+from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.manifest import Manifest, field_of
+
+__all__ = [
+    "MAX_BLOBS",
+    "MAX_EMOJI",
+    "MAX_ENVELOPE",
+    "MAX_TEXT",
+    "Content",
+    "Kind",
+    "ManifestLookup",
+    "Moment",
+    "moment_id",
+    "open_moment",
+    "seal_moment",
+    "verify_envelope",
+]
+
+VERSION = 1
+MOMENT_CONTEXT = b"p2pmoments/moment/1\x00"
+MAX_ENVELOPE = 64 * 1024
+MAX_TEXT = 16 * 1024
+MAX_BLOBS = 32
+MAX_EMOJI = 32
+NONCE_LEN = 24
+
+
+class Kind(enum.IntEnum):
+    """What a moment is."""
+
+    POST = 1
+    COMMENT = 2
+    REACTION = 3
+    RETRACTION = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Content:
+    """The encrypted part of a moment."""
+
+    kind: Kind
+    text: str = ""
+    reply_to: bytes | None = None  # comments and reactions: the moment they answer
+    emoji: str = ""  # reactions
+    target: bytes | None = None  # retractions: the moment retracted
+    expires: int | None = None  # Unix time after which no daemon keeps or serves it
+    blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Moment:
+    """A verified, decrypted moment."""
+
+    id: bytes
+    circle_id: bytes
+    epoch: int
+    author: VerifyKey
+    seq: int
+    time: int
+    content: Content
+    envelope: bytes
+
+
+def moment_id(envelope: bytes) -> bytes:
+    """A moment's id: the hash of its whole signed envelope."""
+    return hashlib.blake2b(envelope, digest_size=32, person=b"p2pm-moment-id").digest()
+
+
+def _encode_content(author: VerifyKey, content: Content) -> bytes:
+    fields: dict[int, Any] = {1: bytes(author), 2: int(content.kind)}
+    if content.text:
+        fields[3] = content.text
+    if content.reply_to is not None:
+        fields[4] = content.reply_to
+    if content.emoji:
+        fields[5] = content.emoji
+    if content.target is not None:
+        fields[6] = content.target
+    if content.expires is not None:
+        fields[7] = content.expires
+    if content.blobs:
+        fields[8] = [ref.as_map() for ref in content.blobs]
+    return wire.encode_map(fields)
+
+
+def _check_content(content: Content) -> None:
+    if len(content.text.encode("utf-8")) > MAX_TEXT:
+        raise RejectedError(f"text over {MAX_TEXT} bytes")
+    if len(content.blobs) > MAX_BLOBS:
+        raise RejectedError(f"more than {MAX_BLOBS} photos and files")
+    needs_reply = content.kind in (Kind.COMMENT, Kind.REACTION)
+    if needs_reply != (content.reply_to is not None):
+        raise RejectedError("comments and reactions, and only they, answer a moment")
+    if (content.kind is Kind.RETRACTION) != (content.target is not None):
+        raise RejectedError("a retraction, and only it, names its target")
+    if content.kind is Kind.REACTION and not 0 < len(content.emoji.encode()) <= MAX_EMOJI:
+        raise RejectedError("a reaction is one short emoji")
+    for ref in (content.reply_to, content.target):
+        if ref is not None and len(ref) != 32:
+            raise RejectedError("a moment reference is 32 bytes")
+
+
+def seal_moment(
+    author: Identity,
+    manifest: Manifest,
+    key: bytes,
+    *,
+    seq: int,
+    time: int,
+    content: Content,
+    nonce: bytes | None = None,
+) -> Moment:
+    """Encrypt and sign a moment for the circle of `manifest` at its epoch.
+
+    `nonce` is for the worked examples of spec/moments.md only; leave it out."""
+    _check_content(content)
+    if not manifest.may_post(author.public.verify_key) and content.kind is Kind.POST:
+        raise RejectedError("only the owner may post in this circle")
+    if not manifest.is_member(author.public.verify_key):
+        raise RejectedError("the author is not a member of this circle")
+    nonce = random_bytes(NONCE_LEN) if nonce is None else nonce
+    header: dict[int, Any] = {
+        1: VERSION,
+        2: manifest.circle_id,
+        3: manifest.epoch,
+        4: bytes(author.public.verify_key),
+        5: seq,
+        6: time,
+        7: nonce,
+    }
+    plaintext = _encode_content(author.public.verify_key, content)
+    ciphertext = xaead_encrypt(key, nonce, wire.encode_map(header), plaintext)
+    body = wire.encode_map({**header, 8: ciphertext})
+    envelope = wire.encode_map({1: body, 2: author.signing_key.sign(MOMENT_CONTEXT + body)})
+    if len(envelope) > MAX_ENVELOPE:
+        raise RejectedError(f"the moment is over {MAX_ENVELOPE} bytes")
+    return Moment(
+        id=moment_id(envelope),
+        circle_id=manifest.circle_id,
+        epoch=manifest.epoch,
+        author=author.public.verify_key,
+        seq=seq,
+        time=time,
+        content=content,
+        envelope=envelope,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """What anyone holding an envelope can check without the key."""
+
+    circle_id: bytes
+    epoch: int
+    author: VerifyKey
+    seq: int
+    time: int
+    nonce: bytes
+    ciphertext: bytes
+    header_bytes: bytes
+
+
+ManifestLookup = Callable[[bytes, int], Manifest | None]
+
+
+def verify_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Header:
+    """Check structure, membership and signature (not the content); RejectedError says why."""
+    try:
+        outer = wire.decode_map(envelope, max_size=MAX_ENVELOPE)
+        body, signature = outer.get(1), outer.get(2)
+        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+            raise RejectedError("malformed envelope")
+        fields = wire.decode_map(body, max_size=MAX_ENVELOPE)
+    except RejectedError:
+        raise
+    except DecodeError as exc:
+        raise RejectedError(f"too large or malformed envelope: {exc}") from None
+    if fields.get(1) != VERSION or set(fields) != set(range(1, 9)):
+        raise RejectedError("unknown envelope version or fields")
+    circle_id, epoch = field_of(fields, 2, bytes, "circle id"), field_of(fields, 3, int, "epoch")
+    author_raw, seq = field_of(fields, 4, bytes, "author"), field_of(fields, 5, int, "sequence")
+    time, nonce = field_of(fields, 6, int, "time"), field_of(fields, 7, bytes, "nonce")
+    ciphertext = field_of(fields, 8, bytes, "ciphertext")
+    if len(circle_id) != 32 or len(author_raw) != 32 or len(nonce) != NONCE_LEN or seq < 0:
+        raise RejectedError("malformed envelope fields")
+    manifest = manifest_for(circle_id, epoch)
+    if manifest is None:
+        raise RejectedError("unknown circle or epoch")
+    author = VerifyKey(author_raw)
+    if not manifest.is_member(author):
+        raise RejectedError("the author is not a member of this circle at this epoch")
+    try:
+        author.verify(MOMENT_CONTEXT + body, signature)
+    except BadSignatureError:
+        raise RejectedError("bad signature") from None
+    return Header(
+        circle_id=circle_id,
+        epoch=epoch,
+        author=author,
+        seq=seq,
+        time=time,
+        nonce=nonce,
+        ciphertext=ciphertext,
+        # Fields 1-7, the associated data: the body less its last entry, the ciphertext
+        # (the body is deterministic, checked by decode_map).
+        header_bytes=wire.without_last_bytes_entry(body, ciphertext),
+    )
+
+
+def open_moment(
+    envelope: bytes,
+    manifest_for: ManifestLookup,
+    key_for: Callable[[Manifest], bytes],
+) -> Moment:
+    """Verify and decrypt a moment; RejectedError with the reason if it must not be kept."""
+    header = verify_envelope(envelope, manifest_for)
+    manifest = manifest_for(header.circle_id, header.epoch)
+    assert manifest is not None
+    try:
+        plaintext = xaead_decrypt(
+            key_for(manifest), header.nonce, header.header_bytes, header.ciphertext
+        )
+        fields = wire.decode_map(plaintext, max_size=MAX_ENVELOPE)
+    except CryptoError:
+        raise RejectedError("the content does not decrypt under the epoch key") from None
+    except DecodeError as exc:
+        raise RejectedError(f"malformed content: {exc}") from None
+    if fields.get(1) != bytes(header.author):
+        raise RejectedError("the content names another author than the signer")
+    if not set(fields) <= set(range(1, 9)):
+        raise RejectedError("unknown content fields")
+    try:
+        kind = Kind(field_of(fields, 2, int, "kind"))
+    except ValueError:
+        raise RejectedError("unknown kind of moment") from None
+    blobs = fields.get(8, [])
+    if type(blobs) is not list or not all(type(b) is dict for b in blobs):
+        raise RejectedError("malformed blob list")
+    refs = []
+    for raw in blobs:
+        try:
+            refs.append(decode_ref(raw))
+        except DecodeError as exc:
+            raise RejectedError(f"malformed photo or file reference: {exc}") from None
+    content = Content(
+        kind=kind,
+        text=_opt(fields, 3, str, ""),
+        reply_to=_opt(fields, 4, bytes, None),
+        emoji=_opt(fields, 5, str, ""),
+        target=_opt(fields, 6, bytes, None),
+        expires=_opt(fields, 7, int, None),
+        blobs=tuple(refs),
+    )
+    _check_content(content)
+    if kind is Kind.POST and not manifest.may_post(header.author):
+        raise RejectedError("only the owner may post in this circle")
+    return Moment(
+        id=moment_id(envelope),
+        circle_id=header.circle_id,
+        epoch=header.epoch,
+        author=header.author,
+        seq=header.seq,
+        time=header.time,
+        content=content,
+        envelope=envelope,
+    )
+
+
+def _opt(fields: dict[int, Any], key: int, kind: type, default: Any) -> Any:
+    if key not in fields:
+        return default
+    if type(fields[key]) is not kind:
+        raise RejectedError(f"malformed content field {key}")
+    return fields[key]
