@@ -1,0 +1,158 @@
+"""The connection: opening, migrating, transactions, and what every table set shares."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
+
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.core.moment import Kind
+from p2pmoments.store import schema
+from p2pmoments.store.records import Counts, FriendState
+
+__all__ = ["Database", "StoreError"]
+
+
+class StoreError(P2PMomentsError):
+    """The database cannot be opened or used."""
+
+
+class Database:
+    """Synchronous access to the database; one thread only."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> Self:
+        """Open (creating if needed) and migrate the database at `path`."""
+        try:
+            if not path.exists():
+                # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        return store
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version, newest = self.schema_version(), schema.SCHEMA_VERSION
+        if version > newest:
+            raise StoreError(
+                f"the database is at schema version {version}, newer than this p2pmoments "
+                f"understands ({newest}); upgrade p2pmoments"
+            )
+        for target in range(version + 1, newest + 1):
+            with self._transaction() as conn:
+                for statement in schema.MIGRATIONS[target - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={target}")
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """Checkpoint and close; safe to call twice."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.ProgrammingError:
+            return  # already closed
+        self._conn.close()
+
+    def integrity_check(self) -> str:
+        """SQLite's own verdict on the file: 'ok' when sound."""
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the meta table."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value in the meta table, durably."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def get_name(self) -> str:
+        """Our display name."""
+        return self.get_meta("name") or ""
+
+    def set_name(self, name: str) -> None:
+        """Change our display name, durably."""
+        self.set_meta("name", name)
+
+    def initialise(self, name: str) -> None:
+        """Record our name and when this home was made, unless it has a name."""
+        if not self.get_name():
+            self.set_name(name)
+            self.set_meta("created", str(int(time.time())))
+
+    def counts(self) -> Counts:
+        """How many friends, circles and posts are stored."""
+        row = self._conn.execute(
+            "SELECT (SELECT count(*) FROM friends WHERE state = ?),"
+            " (SELECT count(*) FROM circles),"
+            " (SELECT count(*) FROM moments WHERE kind = ? AND retracted = 0)",
+            (FriendState.FRIEND.value, Kind.POST),
+        ).fetchone()
+        return Counts(friends=row[0], circles=row[1], moments=row[2])
+
+    # --- shared by the table sets -------------------------------------------------
+
+    @staticmethod
+    def _delete_moments(conn: sqlite3.Connection, moment_ids: Sequence[bytes]) -> list[bytes]:
+        """Delete moments and their chunk records; returns chunks nothing else uses."""
+        freed: set[bytes] = set()
+        for moment_id in moment_ids:
+            freed.update(
+                r[0]
+                for r in conn.execute(
+                    "SELECT address FROM moment_chunks WHERE moment_id = ?", (moment_id,)
+                )
+            )
+            conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
+            conn.execute("DELETE FROM moments WHERE moment_id = ?", (moment_id,))
+        return Database._unused_chunks(conn, freed)
+
+    @staticmethod
+    def _unused_chunks(conn: sqlite3.Connection, addresses: Iterable[bytes]) -> list[bytes]:
+        """Those of these chunks that no moment uses any more."""
+        return [
+            a
+            for a in addresses
+            if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
+            is None
+        ]
+
+
+def in_batches(values: Sequence[bytes], size: int = 500) -> Iterator[tuple[list[bytes], str]]:
+    """Values in batches small enough for one `IN (...)`, with their placeholders."""
+    for start in range(0, len(values), size):
+        part = list(values[start : start + size])
+        yield part, ",".join("?" * len(part))

@@ -1,0 +1,269 @@
+"""Moments, the blob chunks they use, and what we refused."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from p2pmoments.core.moment import Kind
+from p2pmoments.store.database import Database, in_batches
+from p2pmoments.store.records import NewMoment, StoredMoment, columns, record
+
+__all__ = ["MomentTables"]
+
+_MOMENT_COLUMNS = columns(StoredMoment)
+
+
+class MomentTables(Database):
+    """The tables about moments."""
+
+    def add_moments(self, moments: Sequence[NewMoment]) -> list[bool]:
+        """Store verified moments and the blob chunks they use, in one transaction.
+
+        Returns, for each, whether it was new (False if already there)."""
+        added: list[bool] = []
+        with self._transaction() as conn:
+            for m in moments:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
+                    " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        m.moment_id,
+                        m.circle_id,
+                        m.author,
+                        m.seq,
+                        m.created,
+                        m.kind,
+                        m.reply_to,
+                        m.expires,
+                        m.envelope,
+                        m.epoch,
+                    ),
+                )
+                added.append(cursor.rowcount == 1)
+                if added[-1] and m.chunks:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
+                        [(m.moment_id, a) for a in m.chunks],
+                    )
+        return added
+
+    def next_seq(self, circle_id: bytes, author: bytes) -> int:
+        """The next sequence number of `author` in a circle."""
+        row = self._conn.execute(
+            "SELECT coalesce(max(seq), 0) FROM moments WHERE circle_id = ? AND author = ?",
+            (circle_id, author),
+        ).fetchone()
+        return int(row[0]) + 1
+
+    def moment_owners(self, moment_ids: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
+        """(circle, author) of those of these moments that we hold."""
+        out: dict[bytes, tuple[bytes, bytes]] = {}
+        for part, marks in in_batches(sorted(set(moment_ids))):
+            rows = self._conn.execute(
+                f"SELECT moment_id, circle_id, author FROM moments WHERE moment_id IN ({marks})",  # noqa: S608
+                part,
+            )
+            out.update({r[0]: (r[1], r[2]) for r in rows})
+        return out
+
+    def holdings(self) -> list[tuple[bytes, bytes, int, int]]:
+        """(circle, author, epoch, highest seq) of everything held: the sync vectors."""
+        return list(
+            self._conn.execute(
+                "SELECT circle_id, author, epoch, max(seq) FROM moments"
+                " GROUP BY circle_id, author, epoch"
+            )
+        )
+
+    def envelopes(
+        self, circle_id: bytes, author: bytes, epoch: int, first: int, last: int, now: int
+    ) -> list[bytes]:
+        """The envelopes of a range, in order; retracted and expired ones left out."""
+        rows = self._conn.execute(
+            "SELECT envelope FROM moments WHERE circle_id = ? AND author = ? AND epoch = ?"
+            " AND seq BETWEEN ? AND ? AND retracted = 0 AND (expires IS NULL OR expires > ?)"
+            " ORDER BY seq",
+            (circle_id, author, epoch, first, last, now),
+        )
+        return [r[0] for r in rows]
+
+    def retracted_among(self, moment_ids: Sequence[bytes]) -> set[bytes]:
+        """Those of these moments whose retraction we hold (it may arrive before them)."""
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(moment_ids)):
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT reply_to FROM moments WHERE kind = ? AND reply_to IN ({marks})",  # noqa: S608
+                    (Kind.RETRACTION, *part),
+                )
+            )
+        return found
+
+    # --- reading -----------------------------------------------------------------------
+
+    def posts(
+        self,
+        *,
+        now: int,
+        circle_id: bytes | None = None,
+        before: int | None = None,
+        after: tuple[int, bytes] | None = None,
+        limit: int = 50,
+    ) -> list[StoredMoment]:
+        """Posts, newest first, never expired ones. The order is (created descending, id):
+        `after`, a (created, id) pair, starts just past that post, whatever its time."""
+        where, args = ["(expires IS NULL OR expires > ?)", "kind = ?"], [now, Kind.POST]
+        if circle_id is not None:
+            where.append("circle_id = ?")
+            args.append(circle_id)
+        if before is not None:
+            where.append("created < ?")
+            args.append(before)
+        if after is not None:
+            where.append("(created < ? OR (created = ? AND moment_id > ?))")
+            args += [after[0], after[0], after[1]]
+        return self._select(" AND ".join(where), args, "created DESC, moment_id", limit)
+
+    def moment(self, moment_id: bytes, now: int) -> StoredMoment | None:
+        """One moment we hold (retracted ones too), unless it expired."""
+        found = self._select(
+            "moment_id = ? AND (expires IS NULL OR expires > ?)", [moment_id, now], "created", 1
+        )
+        return found[0] if found else None
+
+    def replies_to(self, moment_ids: Sequence[bytes], now: int) -> list[StoredMoment]:
+        """The comments and reactions of these moments, oldest first: one query a page."""
+        out: list[StoredMoment] = []
+        for part, marks in in_batches(list(moment_ids)):
+            out += self._select(
+                f"reply_to IN ({marks}) AND kind IN (?, ?) AND retracted = 0"
+                " AND (expires IS NULL OR expires > ?)",
+                [*part, Kind.COMMENT, Kind.REACTION, now],
+                "created, moment_id",
+                1000 * len(part),
+            )
+        return out
+
+    def moment_ids(self, now: int, limit: int) -> list[bytes]:
+        """The ids of moments we hold (to find one by a prefix of its id)."""
+        rows = self._conn.execute(
+            "SELECT moment_id FROM moments WHERE expires IS NULL OR expires > ? LIMIT ?",
+            (now, limit),
+        )
+        return [r[0] for r in rows]
+
+    def _select(
+        self, conditions: str, args: Sequence[Any], order: str, limit: int
+    ) -> list[StoredMoment]:
+        # `conditions` and `order` are fixed fragments written in this module.
+        sql = (
+            f"SELECT {_MOMENT_COLUMNS} FROM moments WHERE {conditions}"  # noqa: S608
+            f" ORDER BY {order} LIMIT ?"
+        )
+        return [record(StoredMoment, row) for row in self._conn.execute(sql, (*args, limit))]
+
+    # --- chunks ------------------------------------------------------------------------
+
+    def chunks_of_circles(
+        self, circle_ids: Sequence[bytes]
+    ) -> list[tuple[bytes, bytes, int, bytes]]:
+        """(moment, circle, epoch, chunk address) of every chunk that moments of these
+        circles use."""
+        out: list[tuple[bytes, bytes, int, bytes]] = []
+        for circle_id in circle_ids:
+            out += self._conn.execute(
+                "SELECT c.moment_id, m.circle_id, m.epoch, c.address FROM moment_chunks c"
+                " JOIN moments m ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
+                (circle_id,),
+            ).fetchall()
+        return out
+
+    def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
+        """Those of these chunks that some moment uses."""
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(addresses)):
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
+    def chunks_circles(self, addresses: Sequence[bytes]) -> dict[bytes, list[tuple[bytes, int]]]:
+        """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
+        out: dict[bytes, list[tuple[bytes, int]]] = {}
+        for part, marks in in_batches(list(addresses)):
+            rows = self._conn.execute(
+                "SELECT c.address, m.circle_id, m.epoch FROM moment_chunks c JOIN moments m"
+                f" ON m.moment_id = c.moment_id WHERE c.address IN ({marks})",
+                part,
+            )
+            for address, circle_id, epoch in rows:
+                out.setdefault(address, []).append((circle_id, epoch))
+        return out
+
+    # --- deleting ------------------------------------------------------------------------
+
+    def retract(self, moment_id: bytes) -> list[bytes]:
+        """Delete a moment's content, keep a retracted marker; its comments go too.
+
+        Returns the blob chunks nothing uses any more, for the caller to delete."""
+        with self._transaction() as conn:
+            # Its comments and reactions go; the retraction itself stays, to travel on.
+            replies = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT moment_id FROM moments WHERE reply_to = ? AND kind != ?",
+                    (moment_id, Kind.RETRACTION),
+                )
+            ]
+            freed = self._delete_moments(conn, replies)
+            chunks = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT address FROM moment_chunks WHERE moment_id = ?", (moment_id,)
+                )
+            ]
+            conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
+            conn.execute(
+                "UPDATE moments SET retracted = 1, envelope = x'' WHERE moment_id = ?",
+                (moment_id,),
+            )
+            freed += self._unused_chunks(conn, chunks)
+        return freed
+
+    def delete_expired(self, now: int) -> tuple[int, list[bytes]]:
+        """Delete every moment whose expiry has passed, and what answers it.
+
+        Returns how many went, and the blob chunks nothing uses any more."""
+        with self._transaction() as conn:
+            gone = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT moment_id FROM moments WHERE expires IS NOT NULL AND expires <= ?",
+                    (now,),
+                )
+            ]
+            replies = [
+                r[0]
+                for g in gone
+                for r in conn.execute("SELECT moment_id FROM moments WHERE reply_to = ?", (g,))
+            ]
+            freed = self._delete_moments(conn, gone + replies)
+        return len(gone), freed
+
+    def record_rejections(
+        self, now: int, rejections: Sequence[tuple[str, int]], sender: bytes | None
+    ) -> None:
+        """Remember why things a peer sent were not stored, as (reason, size), in one
+        transaction (bounded to the last 1000)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO rejected (time, reason, size, sender) VALUES (?, ?, ?, ?)",
+                [(now, reason, size, sender) for reason, size in rejections[-1000:]],
+            )
+            conn.execute("DELETE FROM rejected WHERE id <= (SELECT max(id) - 1000 FROM rejected)")

@@ -1,0 +1,141 @@
+"""What the store holds, as named types: rows are dataclasses, states are enums."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeVar
+
+from p2pmoments.core.moment import Kind
+from p2pmoments.core.pairing import Direction, PairingState
+
+__all__ = [
+    "Counts",
+    "FriendRecord",
+    "FriendState",
+    "NewMoment",
+    "PairingRecord",
+    "StoredMoment",
+    "TokenRecord",
+    "record",
+]
+
+R = TypeVar("R")
+
+
+class FriendState(enum.Enum):
+    """A friend, or one we blocked (every link refused)."""
+
+    FRIEND = "friend"
+    BLOCKED = "blocked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Counts:
+    """How many of each thing the store holds."""
+
+    friends: int
+    circles: int
+    moments: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FriendRecord:
+    """A friend (or a blocked one) as stored."""
+
+    verify_key: bytes
+    link_key: bytes
+    link_signature: bytes
+    name: str  # what we call them (they may rename; we keep our label)
+    their_name: str  # what they call themselves
+    state: FriendState
+    since: int
+    last_seen: int | None
+    host: str | None
+    port: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenRecord:
+    """A pairing token we issued."""
+
+    token: bytes
+    created: int
+    expires: int
+    claimed_by: bytes | None  # the link key that used it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PairingRecord:
+    """One pairing attempt, ours (OUT: we scanned) or theirs (IN: they scanned ours)."""
+
+    id: int
+    direction: Direction
+    identity: bytes | None
+    link_key: bytes
+    name: str
+    token: bytes
+    expires: int
+    host: str | None
+    port: int | None
+    state: PairingState
+    reason: str
+    created: int
+    updated: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMoment:
+    """A verified moment to store, and the blob chunks it uses."""
+
+    moment_id: bytes
+    circle_id: bytes
+    author: bytes
+    seq: int
+    epoch: int
+    created: int
+    kind: Kind
+    reply_to: bytes | None  # comments and reactions: what they answer; retractions: target
+    expires: int | None
+    envelope: bytes
+    chunks: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredMoment:
+    """A moment as stored: enough to list and expire it without opening the envelope."""
+
+    moment_id: bytes
+    circle_id: bytes
+    author: bytes
+    seq: int
+    epoch: int
+    created: int
+    kind: Kind
+    reply_to: bytes | None
+    expires: int | None
+    retracted: bool
+    envelope: bytes  # empty once retracted
+
+
+_CONVERT = {
+    "state": {FriendRecord: FriendState, PairingRecord: PairingState},
+    "direction": {PairingRecord: Direction},
+    "kind": {StoredMoment: Kind},
+    "retracted": {StoredMoment: bool},
+}
+
+
+def record(cls: type[R], row: tuple[object, ...]) -> R:
+    """A row, its columns selected in the order of the dataclass's fields, as `cls`."""
+    values = dict(zip(cls.__dataclass_fields__, row, strict=True))  # type: ignore[attr-defined]
+    for name, by_class in _CONVERT.items():
+        kind = by_class.get(cls)  # type: ignore[call-overload]
+        if kind is not None:
+            values[name] = kind(values[name])
+    return cls(**values)
+
+
+def columns(cls: type) -> str:
+    """The column list of a record type, in field order (constant SQL)."""
+    return ", ".join(cls.__dataclass_fields__)  # type: ignore[attr-defined]

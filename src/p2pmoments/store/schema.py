@@ -1,0 +1,114 @@
+"""The database schema, as forward migrations (spec/store.md section 2)."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+# Each entry moves the schema from version i to i + 1. Never edit one that has
+# shipped: append a new one (spec/store.md section 2).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE friends (
+        verify_key     BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        link_key       BLOB NOT NULL UNIQUE CHECK (length(link_key) = 32),
+        link_signature BLOB NOT NULL CHECK (length(link_signature) = 64),
+        name           TEXT NOT NULL,
+        their_name     TEXT NOT NULL,
+        state          TEXT NOT NULL DEFAULT 'friend' CHECK (state IN ('friend', 'blocked')),
+        since          INTEGER NOT NULL,
+        last_seen      INTEGER,
+        host           TEXT,
+        port           INTEGER
+    ) STRICT;
+    CREATE TABLE pair_tokens (
+        token      BLOB PRIMARY KEY CHECK (length(token) = 16),
+        created    INTEGER NOT NULL,
+        expires    INTEGER NOT NULL,
+        claimed_by BLOB
+    ) STRICT;
+    CREATE TABLE pairings (
+        id         INTEGER PRIMARY KEY,
+        direction  TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+        identity   BLOB,
+        link_key   BLOB NOT NULL,
+        name       TEXT NOT NULL,
+        token      BLOB NOT NULL,
+        expires    INTEGER NOT NULL,
+        host       TEXT,
+        port       INTEGER,
+        state      TEXT NOT NULL CHECK (state IN ('pending', 'confirmed', 'expired', 'refused')),
+        reason     TEXT NOT NULL DEFAULT '',
+        created    INTEGER NOT NULL,
+        updated    INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE circles (
+        circle_id BLOB PRIMARY KEY CHECK (length(circle_id) = 32),
+        owner     BLOB NOT NULL CHECK (length(owner) = 32),
+        name      TEXT NOT NULL,
+        epoch     INTEGER NOT NULL,
+        manifest  BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE manifests (
+        circle_id BLOB NOT NULL,
+        epoch     INTEGER NOT NULL,
+        manifest  BLOB NOT NULL,
+        PRIMARY KEY (circle_id, epoch)
+    ) STRICT;
+    CREATE TABLE moments (
+        moment_id BLOB PRIMARY KEY CHECK (length(moment_id) = 32),
+        circle_id BLOB NOT NULL,
+        author    BLOB NOT NULL,
+        seq       INTEGER NOT NULL,
+        epoch     INTEGER NOT NULL DEFAULT 0,
+        created   INTEGER NOT NULL,
+        kind      INTEGER NOT NULL,
+        reply_to  BLOB,
+        expires   INTEGER,
+        retracted INTEGER NOT NULL DEFAULT 0,
+        envelope  BLOB NOT NULL,
+        UNIQUE (circle_id, author, seq)
+    ) STRICT;
+    CREATE TABLE moment_chunks (
+        moment_id BLOB NOT NULL,
+        address   BLOB NOT NULL CHECK (length(address) = 32),
+        PRIMARY KEY (moment_id, address)
+    ) STRICT;
+    CREATE INDEX chunks_by_address ON moment_chunks (address);
+    CREATE INDEX moments_by_circle ON moments (circle_id, created);
+    CREATE INDEX moments_by_reply ON moments (reply_to);
+    CREATE TABLE rejected (
+        id       INTEGER PRIMARY KEY,
+        time     INTEGER NOT NULL,
+        reason   TEXT NOT NULL,
+        size     INTEGER NOT NULL,
+        sender   BLOB
+    ) STRICT;
+    """,
+    # 2: what people we link with call themselves (their hello), so co-members who are
+    # not our friends are shown by name after a restart too (issue 10, item 17).
+    """
+    CREATE TABLE people (
+        verify_key BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        name       TEXT NOT NULL,
+        seen       INTEGER NOT NULL
+    ) STRICT;
+    """,
+    # 3: removal notices (spec/moments.md section 8): the owner keeps each to hand to the
+    # member it names; a removed member records that it was removed, and when.
+    """
+    ALTER TABLE circles ADD COLUMN removed_epoch INTEGER;
+    ALTER TABLE circles ADD COLUMN removed_at INTEGER;
+    CREATE TABLE removals (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        member    BLOB NOT NULL CHECK (length(member) = 32),
+        epoch     INTEGER NOT NULL,
+        notice    BLOB NOT NULL,
+        PRIMARY KEY (circle_id, member)
+    ) STRICT;
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
