@@ -10,6 +10,7 @@ from p2pmoments.core.errors import P2PMomentsError
 
 __all__ = [
     "QrDecodeError",
+    "QrUnavailableError",
     "decode_image",
     "render_png",
     "render_svg",
@@ -22,10 +23,15 @@ __all__ = [
 ERROR = "m"
 PNG_SCALE = 8
 BORDER = 4
+MAX_PIXELS = 50_000_000  # a photo of a code; more is a decompression bomb
 
 
 class QrDecodeError(P2PMomentsError):
     """No pairing code could be read from an image."""
+
+
+class QrUnavailableError(QrDecodeError):
+    """The libraries that read codes from images are not installed."""
 
 
 def _make(text: str) -> segno.QRCode:
@@ -77,14 +83,16 @@ def decode_image(data: bytes) -> list[str]:
         import zxingcpp
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise QrDecodeError(
+        raise QrUnavailableError(
             "reading a QR code from an image needs zxing-cpp and Pillow: "
             "pip install 'p2pmoments[qr-image]'"
         ) from None
     try:
         image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:  # checked before decoding a pixel
+            raise QrDecodeError(f"this image is too large ({image.width}×{image.height})")
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
         raise QrDecodeError(f"this is not an image that can be read: {exc}") from None
     results = zxingcpp.read_barcodes(image)
     return [r.text for r in results if r.format == zxingcpp.BarcodeFormat.QRCode]
