@@ -57,7 +57,6 @@ export function feedView(root, [circleId]) {
   }
 
   function add(moment, atTop) {
-    if (moment.retracted && cards.has(moment.id)) return;
     const existing = cards.get(moment.id);
     const el = momentCard(moment, { refresh });
     if (existing) {

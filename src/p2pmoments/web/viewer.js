@@ -3,6 +3,7 @@
 
 import * as api from './api.js';
 import { h, icon, person } from './dom.js';
+import { on } from './live.js';
 
 export function openViewer(moment, start) {
   const photos = moment.photos;
@@ -29,8 +30,15 @@ export function openViewer(moment, start) {
     download.download = `photo-${index + 1}`;
     prev.hidden = index === 0;
     next.hidden = index === photos.length - 1;
+    img.dataset.full = 'no';
+    loadFull();
+  }
+
+  // The photo itself may still be arriving: try again as its pieces come in.
+  let attempt = 0;
+  function loadFull() {
     const wanted = index;
-    if (photo.chunks_held < photo.chunks) return; // only the thumbnail is here
+    const photo = photos[index];
     const full = new Image();
     full.addEventListener('load', () => {
       if (wanted !== index) return;
@@ -38,9 +46,14 @@ export function openViewer(moment, start) {
       img.classList.remove('preview');
       img.dataset.full = 'yes';
     });
-    img.dataset.full = 'no';
-    full.src = api.urls.photo(moment.id, photo.n);
+    attempt += 1;
+    full.src = api.urls.photo(moment.id, photo.n) + (attempt > 1 ? `?try=${attempt}` : '');
   }
+  const retry = () => { if (img.dataset.full === 'no') loadFull(); };
+  const offs = [
+    on('transfer.done', (data) => { if (data.moment === moment.id) retry(); }),
+    on('transfer.chunk', (data) => { if (data.moment === moment.id && data.held === data.total) retry(); }),
+  ];
 
   function go(step) {
     const to = index + step;
@@ -62,7 +75,10 @@ export function openViewer(moment, start) {
     if (Math.abs(dx) > 40) go(dx < 0 ? 1 : -1);
   });
   dialog.addEventListener('click', (e) => { if (e.target === dialog) dialog.close(); });
-  dialog.addEventListener('close', () => dialog.remove());
+  dialog.addEventListener('close', () => {
+    for (const off of offs) off();
+    dialog.remove();
+  });
   document.body.append(dialog);
   dialog.showModal();
   show();
