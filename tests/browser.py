@@ -91,8 +91,10 @@ def screenshots(page: Any, folder: Path, name: str) -> list[Path]:
     """The page at phone and desktop size."""
     saved = []
     before = page.viewport_size
+    page.evaluate("document.querySelectorAll('.toast').forEach(t => t.remove())")
     for label, size in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(size)
+        page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(300)  # let the layout settle: a picture, not a condition
         path = folder / f"{name}-{label}.png"
         page.screenshot(path=str(path))

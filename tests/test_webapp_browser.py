@@ -372,3 +372,124 @@ def test_a_failed_post_says_why_and_keeps_what_was_typed(
         card(page, "my words stay").wait_for()
         assert page.evaluate("localStorage.getItem('p2pm.lastCircle')") is not None
         browser.close()
+
+
+def scenery(path: Path, seed: int, size: tuple[int, int] = (1200, 900)) -> Path:
+    """A pleasant made-up photo: a sky, hills, a sun; `seed` picks the palette."""
+    skies = [
+        ((255, 196, 150), (214, 120, 140)),
+        ((150, 200, 240), (245, 235, 220)),
+        ((250, 220, 170), (240, 150, 100)),
+        ((120, 170, 210), (250, 200, 170)),
+        ((200, 225, 200), (250, 240, 210)),
+    ]
+    hills = [(70, 110, 90), (110, 90, 70), (60, 90, 120), (90, 120, 70), (120, 80, 90)]
+    top, bottom = skies[seed % len(skies)]
+    width, height = size
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        t = y / height
+        draw.line(
+            [(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom))
+        )
+    draw.ellipse((width * 0.6, height * 0.18, width * 0.78, height * 0.42), fill=(255, 240, 200))
+    hill = hills[seed % len(hills)]
+    for k in range(3):
+        shade = tuple(max(0, c - 25 * k) for c in hill)
+        y0 = height * (0.55 + 0.12 * k)
+        draw.ellipse((-width * 0.3 + k * 200, y0, width * 1.1 - k * 90, height * 1.6), fill=shade)
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=85)
+    path.write_bytes(out.getvalue())
+    return path
+
+
+@pytest.mark.timeout(300)
+def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon]) -> None:
+    alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    alice_daemon = start(daemons, alice_home, "Alice")
+    start(daemons, bob_home, "Bob")
+    assert cli(bob_home, "pair", cli(alice_home, "qr", "--link").stdout.strip()).returncode == 0
+    made = cli(alice_home, "circle", "create", "family", "--member", "Bob", "--members-can-post")
+    assert made.returncode == 0, made.stderr
+    for i in range(45):  # older moments, to scroll through
+        alice_daemon.api("POST", "/moments", {"circle": "family", "text": f"older moment {i}"})
+    wait_for(
+        lambda: "family" in cli(bob_home, "circles").stdout, timeout=20, what="Bob's circle"
+    )
+    notes = tmp_path / "recipe.pdf"
+    notes.write_bytes(b"%PDF-1.4 grandma's pancakes\n")
+    bob_post = cli(
+        bob_home, "post", "--circle", "family", "--file", str(notes),
+        "Grandma's pancake recipe, as promised",
+    )  # fmt: skip
+    assert bob_post.returncode == 0, bob_post.stderr
+    photos = [str(scenery(tmp_path / f"hike-{i}.jpg", i)) for i in range(5)]
+    posted = cli(
+        alice_home, "post", "--circle", "family", "--expires", "7d",
+        *[arg for photo in photos for arg in ("--photo", photo)],
+        "Saturday hike above the lake. Worth every step!",
+    )  # fmt: skip
+    assert posted.returncode == 0, posted.stderr
+    moment = posted.stdout.strip()
+    wait_for(
+        lambda: any(m["id"] == moment for m in json.loads(cli(bob_home, "feed", "--json").stdout)),
+        timeout=20,
+        what="Bob to receive the hike",
+    )
+    assert cli(bob_home, "comment", moment[:10], "That view! Next time I'm coming").returncode == 0
+    assert cli(bob_home, "react", moment[:10], "😍").returncode == 0
+    wait_for(
+        lambda: json.loads(cli(alice_home, "moment", moment, "--json").stdout)["comments"],
+        timeout=20,
+        what="Bob's comment to reach Alice",
+    )
+
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, alice_home)
+        hike = card(page, "Saturday hike")
+        hike.wait_for()
+        assert hike.locator(".photo").count() == 4
+        assert hike.locator(".more-photos").inner_text() == "+1"
+        assert "gone in 7 days" in hike.locator(".expires").inner_text()
+        hike.get_by_role("button", name="😍 from Bob").wait_for()
+        hike.get_by_text("That view! Next time I'm coming").wait_for()
+        recipe = card(page, "Grandma's pancake recipe")
+        link = recipe.get_by_role("link", name="recipe.pdf")
+        assert link.get_attribute("download") == "recipe.pdf"
+        for tile in hike.locator(".photo img").all():
+            wait_for(lambda t=tile: t.evaluate("i => i.naturalWidth > 0"), timeout=20, what="tiles")
+        screenshots(page, artifacts(tmp_path), "feed-rich")
+        page.emulate_media(color_scheme="dark")
+        dark = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+        assert dark == "rgb(22, 19, 17)"
+        screenshots(page, artifacts(tmp_path), "feed-rich-dark")
+        page.emulate_media(color_scheme="light")
+
+        # The photos open full size; the keyboard moves between them.
+        hike.get_by_role("button", name="Open photo 1 of 5 from alice").click()
+        viewer = page.locator("dialog.viewer")
+        assert viewer.locator(".counter").inner_text() == "1 / 5"
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        assert viewer.locator(".counter").inner_text() == "3 / 5"
+        page.keyboard.press("ArrowLeft")
+        assert viewer.locator(".counter").inner_text() == "2 / 5"
+        page.keyboard.press("Escape")
+        viewer.wait_for(state="detached")
+
+        # Older moments page in as the feed scrolls, down to the very first.
+        assert page.locator(".moment").count() < 47
+        for _ in range(40):
+            if page.get_by_text("That is everything.").count():
+                break
+            page.mouse.wheel(0, 4000)
+            page.wait_for_timeout(200)  # scrolling as a person does: a pace, not a wait
+        page.get_by_text("That is everything.").wait_for()
+        page.get_by_text("older moment 0", exact=True).wait_for()
+        ids = page.eval_on_selector_all(".moment", "els => els.map(e => e.dataset.id)")
+        assert len(ids) == len(set(ids)) == 47
+        assert page.errors == []
+        browser.close()

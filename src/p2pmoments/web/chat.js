@@ -6,7 +6,7 @@ import { attachments, send } from './compose.js';
 import {
   avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
 } from './dom.js';
-import { nextQuery } from './feed.js';
+import { Pager } from './feed.js';
 import { on } from './live.js';
 import {
   circleById, conversationTitle, isConversation, isMe, loadCircles, onChange, others, state,
@@ -95,7 +95,7 @@ export function chatView(root, [id]) {
   const files = attachments();
   const error = h('p', { class: 'form-error', role: 'alert' });
   const sendButton = h('button', { type: 'submit', class: 'send', 'aria-label': 'Send' }, icon('send'));
-  let next = '';
+  let pager = new Pager(`circle=${api.q(id)}`, (m) => shown.has(m));
 
   const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
@@ -116,12 +116,10 @@ export function chatView(root, [id]) {
   }
 
   async function loadOlder(first) {
-    if (next === null) return;
+    if (pager.done) return;
     const height = scroller.scrollHeight;
-    const page = await api.get(`/moments?limit=30&circle=${api.q(id)}${next ? `&${next}` : ''}`);
-    for (const m of page.moments) place(m);
-    next = nextQuery(page);
-    older.hidden = next === null;
+    for (const m of await pager.next()) place(m);
+    older.hidden = pager.done;
     if (first) toBottom();
     else scroller.scrollTop += scroller.scrollHeight - height;
   }
@@ -184,7 +182,7 @@ export function chatView(root, [id]) {
     on('gap', () => {
       shown.clear();
       thread.replaceChildren();
-      next = '';
+      pager = new Pager(pager.filter, pager.known);
       loadOlder(true).catch(() => {});
     }),
     onChange((what) => {

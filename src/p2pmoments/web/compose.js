@@ -9,7 +9,7 @@ import { canPost, state } from './state.js';
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
 const LAST_CIRCLE = 'p2pm.lastCircle';
 const EXPIRY = [
-  ['', 'Keep'],
+  ['', 'Keep it'],
   [String(3600), '1 hour'],
   [String(86400), '1 day'],
   [String(7 * 86400), '1 week'],
@@ -178,7 +178,6 @@ export function composer({ circleId, onPosted }) {
   h('div', { class: 'composer-bar' },
     ...files.buttons,
     h('label', { class: 'inline-select', title: 'Delete it everywhere after' }, icon('clock'), expiry),
-    h('span', { class: 'spacer' }),
     h('label', { class: 'inline-select to' }, h('span', {}, 'to'), select),
     submit));
   select.addEventListener('change', () => localStorage.setItem(LAST_CIRCLE, select.value));

@@ -79,17 +79,20 @@ export function person(p) {
   return { identity: '', name: String(p ?? '?'), friend: undefined };
 }
 
-function hue(text) {
-  let x = 0;
-  for (const ch of text) x = (x * 31 + ch.codePointAt(0)) % 360;
-  return x;
+// Muted, warm tones, each dark enough for white initials (contrast 4.5:1 or more).
+const TONES = ['#8f3b2e', '#2f6f5e', '#5b4b8a', '#3b6a9a', '#8a5a1f', '#8e3b63', '#4f6b2a', '#2d5f7a'];
+
+function tone(text) {
+  let x = 7;
+  for (const ch of text) x = (x * 31 + ch.codePointAt(0)) >>> 0;
+  return TONES[x % TONES.length];
 }
 
 export function avatar(p, size = 'm') {
   const who = person(p);
   const initial = [...who.name.trim()][0]?.toUpperCase() ?? '?';
   const el = h('span', { class: `avatar avatar-${size}`, 'aria-hidden': 'true' }, initial);
-  el.style.setProperty('--hue', String(hue(who.identity || who.name)));
+  el.style.setProperty('--tone', tone(who.identity || who.name));
   return el;
 }
 

@@ -10,12 +10,47 @@ import { canPost, circleById, isMe, onChange, state } from './state.js';
 import { openViewer } from './viewer.js';
 
 const PAGE = 20;
+const MAX_PAGE = 200;
 export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
 
-/** The query for the page after `page`: the cursor if the daemon gives one, else the time. */
-export function nextQuery(page) {
-  if ('next_cursor' in page) return page.next_cursor ? `cursor=${api.q(page.next_cursor)}` : null;
-  return page.next_before != null ? `before=${page.next_before}` : null;
+/**
+ * Reads a feed a page at a time, oldest last. With the daemon's `next_cursor` it follows
+ * the cursor. Without one it has only `next_before`, a time to the second: it asks again
+ * from that second (moments already shown are skipped), with a larger page if a page
+ * brought nothing new, so that moments sharing a second are not lost.
+ */
+export class Pager {
+  constructor(filter, known) {
+    this.filter = filter; // e.g. 'circle=…' or ''
+    this.known = known; // id -> already shown?
+    this.after = '';
+    this.limit = PAGE;
+  }
+
+  get done() {
+    return this.after === null;
+  }
+
+  async next() {
+    const query = [`limit=${this.limit}`, this.filter, this.after].filter(Boolean).join('&');
+    const page = await api.get(`/moments?${query}`);
+    const fresh = page.moments.filter((m) => !this.known(m.id));
+    if ('next_cursor' in page) {
+      this.after = page.next_cursor ? `cursor=${api.q(page.next_cursor)}` : null;
+    } else if (page.next_before == null) {
+      this.after = null;
+    } else if (fresh.length) {
+      this.limit = PAGE;
+      this.after = `before=${page.next_before + 1}`;
+    } else if (this.limit < MAX_PAGE) {
+      this.limit = Math.min(MAX_PAGE, this.limit * 4);
+      this.after = `before=${page.next_before + 1}`;
+    } else {
+      this.limit = PAGE;
+      this.after = `before=${page.next_before}`;
+    }
+    return fresh;
+  }
 }
 
 export function feedView(root, [circleId]) {
@@ -25,9 +60,8 @@ export function feedView(root, [circleId]) {
   const status = h('p', { class: 'feed-status', role: 'status' });
   const chips = h('nav', { class: 'chips', 'aria-label': 'Circles' });
   const top = h('div', { class: 'feed-top' });
-  let next = '';
+  let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
-  let generation = 0;
 
   root.append(h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel);
 
@@ -91,18 +125,15 @@ export function feedView(root, [circleId]) {
   }
 
   async function loadMore() {
-    if (loading || next === null) return;
+    if (loading || pager.done) return;
     loading = true;
-    const mine = generation;
+    const mine = pager;
     status.textContent = 'Loading…';
-    const query = [`limit=${PAGE}`, circleId && `circle=${api.q(circleId)}`, next].filter(Boolean);
     try {
-      const page = await api.get(`/moments?${query.join('&')}`);
-      if (mine !== generation) return;
-      for (const moment of page.moments) if (!cards.has(moment.id)) add(moment, false);
-      next = nextQuery(page);
-      status.textContent = next === null && cards.size
-        ? 'That is everything.' : '';
+      const fresh = await mine.next();
+      if (mine !== pager) return;
+      for (const moment of fresh) if (!cards.has(moment.id)) add(moment, false);
+      status.textContent = pager.done && cards.size ? 'That is everything.' : '';
       if (!cards.size) status.textContent = circleId ? 'Nothing in this circle yet.' : 'No moments yet.';
       if (!window.p2pmFirstFeed) {
         window.p2pmFirstFeed = performance.now();
@@ -114,15 +145,14 @@ export function feedView(root, [circleId]) {
       loading = false;
     }
     // Still room on the screen: fetch the next page now rather than wait for a scroll.
-    if (next !== null && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
+    if (!pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
   }
 
   function reload() {
-    generation += 1;
+    pager = new Pager(pager.filter, pager.known);
     loading = false;
     cards.clear();
     list.replaceChildren();
-    next = '';
     loadMore();
   }
 
