@@ -391,7 +391,8 @@ def scenery(path: Path, seed: int, size: tuple[int, int] = (1200, 900)) -> Path:
     for y in range(height):
         t = y / height
         draw.line(
-            [(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom))
+            [(0, y), (width, y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
         )
     draw.ellipse((width * 0.6, height * 0.18, width * 0.78, height * 0.42), fill=(255, 240, 200))
     hill = hills[seed % len(hills)]
@@ -415,9 +416,7 @@ def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon
     assert made.returncode == 0, made.stderr
     for i in range(45):  # older moments, to scroll through
         alice_daemon.api("POST", "/moments", {"circle": "family", "text": f"older moment {i}"})
-    wait_for(
-        lambda: "family" in cli(bob_home, "circles").stdout, timeout=20, what="Bob's circle"
-    )
+    wait_for(lambda: "family" in cli(bob_home, "circles").stdout, timeout=20, what="Bob's circle")
     notes = tmp_path / "recipe.pdf"
     notes.write_bytes(b"%PDF-1.4 grandma's pancakes\n")
     bob_post = cli(
