@@ -39,11 +39,12 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
 	$(BIN)/python benchmarks/links.py --json bench-results/links.json
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
+	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -68,12 +68,22 @@ async def csrf(client: Client, page: dict[str, str]) -> dict[str, str]:
 # --- pages and files ----------------------------------------------------------
 
 
+async def app_path(client: Client, name: str) -> str:
+    """Where the page says a file of the app is: /app/VERSION/NAME."""
+    text = await (await client.get("/")).text()
+    found = re.search(r'"/app/([0-9a-f]{12})/main\.js"', text)
+    assert found is not None
+    return f"/app/{found[1]}/{name}"
+
+
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(client: Client) -> None:
     page = await client.get("/")
     assert page.status == 200
     assert page.content_type == "text/html"
+    assert page.headers["Cache-Control"] == "no-cache"
     text = await page.text()
-    assert '<script type="module" src="/app/main.js"></script>' in text
+    main = await app_path(client, "main.js")
+    assert f'<script type="module" src="{main}"></script>' in text
     csp = page.headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp
     assert "default-src 'none'" in csp
@@ -84,11 +94,14 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(client: Cl
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.headers["Cross-Origin-Resource-Policy"] == "same-origin"
     assert page.headers["Referrer-Policy"] == "no-referrer"
-    script = await client.get("/app/main.js", headers={"Sec-Fetch-Site": "same-origin"})
+    script = await client.get(main, headers={"Sec-Fetch-Site": "same-origin"})
     assert script.status == 200
     assert script.content_type == "text/javascript"
-    again = await client.get("/app/main.js", headers={"If-None-Match": script.headers["ETag"]})
+    assert "immutable" in script.headers["Cache-Control"]  # the version is in its path
+    again = await client.get(main, headers={"If-None-Match": script.headers["ETag"]})
     assert again.status == 304
+    old = await client.get("/app/000000000000/main.js")
+    assert old.status == 404
 
 
 async def test_no_inline_script_or_style_and_no_other_origin_in_the_files() -> None:
@@ -106,7 +119,7 @@ async def test_no_inline_script_or_style_and_no_other_origin_in_the_files() -> N
         assert "insertAdjacentHTML" not in text, name
 
 
-@pytest.mark.parametrize("path", ["/", "/app/main.js", "/app/style.css", "/login?token=x"])
+@pytest.mark.parametrize("path", ["/", "/app/0/main.js", "/app/0/style.css", "/login?token=x"])
 async def test_a_foreign_host_gets_no_page_either(client: Client, path: str) -> None:
     response = await client.get(path, headers={"Host": "evil.example:80"})
     assert response.status == 403
@@ -114,7 +127,8 @@ async def test_a_foreign_host_gets_no_page_either(client: Client, path: str) -> 
 
 
 async def test_unknown_files_are_not_served(client: Client) -> None:
-    for path in ("/app/nothing.js", "/app/index.html", "/app/webapp.py", "/app/"):
+    for name in ("nothing.js", "index.html", "webapp.py"):
+        path = await app_path(client, name)
         response = await client.get(path, headers={"Sec-Fetch-Site": "same-origin"})
         assert response.status == 404, path
     elsewhere = await client.get("/secret.txt")
@@ -122,7 +136,8 @@ async def test_unknown_files_are_not_served(client: Client) -> None:
 
 
 async def test_another_origin_cannot_load_the_files(client: Client) -> None:
-    response = await client.get("/app/main.js", headers={"Sec-Fetch-Site": "same-site"})
+    main = await app_path(client, "main.js")
+    response = await client.get(main, headers={"Sec-Fetch-Site": "same-site"})
     assert response.status == 403
     # The page itself may be opened from anywhere (a link, the login redirect file).
     page = await client.get("/", headers={"Sec-Fetch-Site": "cross-site"})

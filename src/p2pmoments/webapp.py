@@ -227,7 +227,18 @@ class Sessions:
 
 
 SESSIONS = web.AppKey("sessions", Sessions)
-_FILES = web.AppKey("web_files", dict)  # name -> (body, media type, etag)
+
+
+@dataclass(slots=True)
+class _Assets:
+    """The app's files, read once at start-up, and their version (a hash of them all):
+    they are served under /app/VERSION/, so a browser caches them until they change."""
+
+    files: dict[str, tuple[bytes, str, str]]  # name -> (body, media type, etag)
+    version: str = ""
+
+
+_ASSETS = web.AppKey("web_assets", _Assets)
 _BOOT = web.AppKey("boot", str)
 _STREAMS = web.AppKey("streams", set)
 _CLOSING = web.AppKey("closing", asyncio.Event)
@@ -288,9 +299,9 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 routes = web.RouteTableDef()
 
 
-def _file_response(request: web.Request, name: str) -> web.Response:
-    body, media_type, etag = request.app[_FILES][name]
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+def _file_response(request: web.Request, name: str, cache: str) -> web.Response:
+    body, media_type, etag = request.app[_ASSETS].files[name]
+    headers = {"ETag": etag, "Cache-Control": cache}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers={**headers, "Content-Type": media_type})
@@ -299,24 +310,28 @@ def _file_response(request: web.Request, name: str) -> web.Response:
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     """The app's page; everything it shows comes from the API after login."""
-    return _file_response(request, "index.html")
+    return _file_response(request, "index.html", "no-cache")
 
 
-@routes.get("/app/{name}")
+@routes.get("/app/{version}/{name}")
 async def asset(request: web.Request) -> web.Response:
-    """One of the app's scripts, styles or images."""
+    """One of the app's scripts, styles or images, of this version of the app."""
+    assets = request.app[_ASSETS]
     name = request.match_info["name"]
-    if name == "index.html" or name not in request.app[_FILES]:
+    if request.match_info["version"] != assets.version or name not in assets.files:
+        raise ApiError(404, "not_found", "no such file (reload the page for the app's new version)")
+    if name == "index.html":
         raise ApiError(404, "not_found", "no such file")
-    return _file_response(request, name)
+    return _file_response(request, name, "private, max-age=31536000, immutable")
 
 
-def _message_page(status: int, title: str, text: str) -> web.Response:
+def _message_page(request: web.Request, status: int, title: str, text: str) -> web.Response:
+    style = f"/app/{request.app[_ASSETS].version}/style.css"
     body = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        '<link rel="stylesheet" href="/app/style.css">'
+        f'<link rel="stylesheet" href="{style}">'
         f'<main class="message-page"><h1>{html.escape(title)}</h1>'
         f"<p>{html.escape(text)}</p></main></html>"
     )
@@ -330,6 +345,7 @@ async def login(request: web.Request) -> web.Response:
     redeemed = await request.app[SESSIONS].redeem(token) if token else None
     if redeemed is None:
         return _message_page(
+            request,
             403,
             "This link has expired",
             "A login link works once, for two minutes. "
@@ -494,18 +510,26 @@ async def decode_code(request: web.Request) -> web.Response:
     return web.json_response({"links": links, "codes": len(texts)})
 
 
-def _read_assets() -> dict[str, tuple[bytes, str, str]]:
+def _read_assets(assets: _Assets) -> None:
     folder = importlib.resources.files("p2pmoments").joinpath("web")
-    out = {}
+    everything = hashlib.sha256()
+    bodies = {}
     for name in ASSETS:
-        body = folder.joinpath(name).read_bytes()
+        bodies[name] = folder.joinpath(name).read_bytes()
+        everything.update(name.encode() + b"\0" + bodies[name])
+    assets.version = everything.hexdigest()[:12]
+    # The page names its files under /app/ and the server puts the version in: relative
+    # imports between the modules then stay within that version.
+    bodies["index.html"] = bodies["index.html"].replace(
+        b'"/app/', f'"/app/{assets.version}/'.encode()
+    )
+    for name, body in bodies.items():
         media_type = MEDIA_TYPES[name[name.rindex(".") :]]
-        out[name] = (body, media_type, f'"{hashlib.sha256(body).hexdigest()[:16]}"')
-    return out
+        assets.files[name] = (body, media_type, f'"{hashlib.sha256(body).hexdigest()[:16]}"')
 
 
 async def _web_context(app: web.Application) -> AsyncIterator[None]:
-    app[_FILES].update(await asyncio.to_thread(_read_assets))
+    await asyncio.to_thread(_read_assets, app[_ASSETS])
     await asyncio.to_thread(app[SESSIONS].load)
     yield
 
@@ -519,7 +543,7 @@ def setup(app: web.Application) -> None:
     node = app[NODE]
     app[WEB_GATE] = _Gate()
     app[SESSIONS] = Sessions(node.paths.web_sessions_file)
-    app[_FILES] = {}
+    app[_ASSETS] = _Assets(files={})
     app[_BOOT] = secrets.token_hex(4)
     app[_STREAMS] = set()
     app[_CLOSING] = asyncio.Event()

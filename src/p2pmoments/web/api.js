@@ -52,7 +52,20 @@ export async function request(method, path, body) {
   return response.json();
 }
 
-export const get = (path) => request('GET', path);
+const early = new Map(); // path -> the answer to a read started before its view asked
+
+/** Start a read now (while the page is still setting up); the next get(path) takes it. */
+export function prefetch(path) {
+  const answer = request('GET', path);
+  answer.catch(() => {}); // whoever takes it handles its failure
+  early.set(path, answer);
+}
+
+export function get(path) {
+  const answer = early.get(path);
+  early.delete(path);
+  return answer ?? request('GET', path);
+}
 export const post = (path, body) => request('POST', path, body ?? {});
 export const patch = (path, body) => request('PATCH', path, body);
 export const del = (path) => request('DELETE', path);

@@ -6,10 +6,11 @@ import { attachments, send } from './compose.js';
 import {
   avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
 } from './dom.js';
-import { Pager } from './feed.js';
+import { Pager, incomplete } from './feed.js';
 import { on } from './live.js';
 import {
-  circleById, conversationTitle, isConversation, isMe, loadCircles, onChange, others, state,
+  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, onChange, others,
+  state,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -113,6 +114,7 @@ export function chatView(root, [id]) {
       else thread.append(el);
     }
     shown.set(m.id, el);
+    if (incomplete(m) && hasArrived(m.id)) refresh(m.id); // it came while being fetched
   }
 
   async function loadOlder(first) {

@@ -6,10 +6,12 @@ import {
   avatar, clear, confirmDialog, empty, errorText, h, icon, person, size, timeEl, toast, untilTime,
 } from './dom.js';
 import { on } from './live.js';
-import { canPost, circleById, isMe, onChange, state } from './state.js';
+import {
+  canPost, circleById, hasArrived, isMe, onChange, state,
+} from './state.js';
 import { openViewer } from './viewer.js';
 
-const PAGE = 20;
+export const PAGE = 20;
 const MAX_PAGE = 200;
 export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
 
@@ -108,6 +110,8 @@ export function feedView(root, [circleId]) {
     }
     cards.set(moment.id, { el, moment });
     status.textContent = '';
+    // Its last pieces may have come while it was being fetched: look again.
+    if (incomplete(moment) && hasArrived(moment.id)) refresh(moment.id);
   }
 
   async function refresh(id) {
@@ -215,6 +219,10 @@ export function feedView(root, [circleId]) {
     for (const off of offs) off();
     for (const timer of chunkRefresh.values()) clearTimeout(timer);
   };
+}
+
+export function incomplete(moment) {
+  return [...moment.photos, ...moment.files].some((b) => b.chunks_held < b.chunks);
 }
 
 function arrivalText(held, total) {

@@ -1,10 +1,10 @@
 // The app: log in check, shared state, live events, and a hash router over the views.
 
-import { startSession } from './api.js';
+import { prefetch, startSession } from './api.js';
 import { chatView, chatsView } from './chat.js';
 import { circleView, circlesView } from './circles.js';
 import { clear, empty, h, refreshTimes } from './dom.js';
-import { feedView } from './feed.js';
+import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
 import { connect, on } from './live.js';
 import { pairView } from './pair.js';
@@ -59,7 +59,7 @@ function showLoggedOut() {
   current = '';
   document.body.dataset.view = 'logged-out';
   clear(main, h('div', { class: 'message-page' },
-    h('img', { src: '/app/icon.svg', alt: '', width: 64, height: 64 }),
+    h('img', { src: new URL('./icon.svg', import.meta.url).href, alt: '', width: 64, height: 64 }),
     h('h1', {}, 'Open Moments from your computer'),
     h('p', {}, 'This browser is not logged in to your daemon (or its session ended).'),
     h('p', {}, 'In a terminal, run ', h('code', {}, 'p2pmoments open'),
@@ -77,7 +77,9 @@ function badge() {
 async function start() {
   window.addEventListener('p2pm:logged-out', showLoggedOut);
   try {
-    await startSession();
+    // Reads need no CSRF token: ask for everything at once, the feed's first page too.
+    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}`);
+    await Promise.all([startSession(), loadAll()]);
   } catch (error) {
     if (error.status === 401) {
       showLoggedOut();
@@ -93,7 +95,6 @@ async function start() {
   on('offline', () => { banner.hidden = false; });
   on('online', () => { banner.hidden = true; });
   on('gap', () => startSession().catch(() => {}));
-  await loadAll();
   onChange((what) => { if (what === 'friends') badge(); });
   badge();
   window.addEventListener('hashchange', () => show());

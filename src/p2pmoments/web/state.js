@@ -10,7 +10,13 @@ export const state = {
   friends: [],
   pairings: [],
   transfers: new Map(), // moment id -> {held, total}
+  arrived: new Set(), // moments whose photos and files all arrived while this page was open
 };
+
+/** True if a moment's photos and files arrived (a card drawn just before may not know). */
+export function hasArrived(id) {
+  return state.arrived.has(id);
+}
 
 const watchers = new Set();
 
@@ -98,6 +104,8 @@ export function follow() {
   });
   on('transfer.done', (data) => {
     state.transfers.delete(data.moment);
+    state.arrived.add(data.moment);
+    if (state.arrived.size > 1000) state.arrived.delete(state.arrived.values().next().value);
     changed('transfers');
   });
   on('gap', () => {
