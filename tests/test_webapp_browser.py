@@ -136,7 +136,7 @@ def test_the_story_of_issue_11(tmp_path: Path, daemons: list[Daemon]) -> None:
         alice.goto(alice.url.split("#")[0] + "#/feed")
         composer = alice.get_by_role("form", name="Share a moment")
         composer.get_by_label("What to say").fill("Sunset at the lake, the first warm evening")
-        composer.locator("input[type=file][accept='image/*']").set_input_files(
+        composer.locator("input[type=file][accept='image/*']:not([capture])").set_input_files(
             str(a_photo(tmp_path / "sunset.jpg"))
         )
         composer.get_by_role("img", name="Photo to post: sunset.jpg").wait_for()
@@ -359,14 +359,16 @@ def test_a_failed_post_says_why_and_keeps_what_was_typed(
         composer.get_by_label("What to say").fill("my words stay")
         broken = tmp_path / "broken.jpg"
         broken.write_bytes(b"\xff\xd8 not really a photo")
-        composer.locator("input[type=file][accept='image/*']").set_input_files(str(broken))
+        composer.locator("input[type=file][accept='image/*']:not([capture])").set_input_files(
+            str(broken)
+        )
         composer.get_by_role("button", name="Share").click()
         composer.get_by_role("alert").get_by_text("Not shared:").wait_for()
         assert composer.get_by_label("What to say").input_value() == "my words stay"
         assert composer.get_by_role("img", name="Photo to post: broken.jpg").count() == 1
         # The circle chooser remembers the last circle used.
         assert page.evaluate("localStorage.getItem('p2pm.lastCircle')") is None
-        composer.locator("input[type=file][accept='image/*']").set_input_files([])
+        composer.locator("input[type=file][accept='image/*']:not([capture])").set_input_files([])
         composer.get_by_role("button", name="Remove broken.jpg").click()
         composer.get_by_role("button", name="Share").click()
         card(page, "my words stay").wait_for()
@@ -491,4 +493,90 @@ def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon
         ids = page.eval_on_selector_all(".moment", "els => els.map(e => e.dataset.id)")
         assert len(ids) == len(set(ids)) == 47
         assert page.errors == []
+        browser.close()
+
+
+@pytest.mark.timeout(300)
+def test_friends_circles_and_my_name_are_managed_in_the_app(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice_home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    start(daemons, alice_home, "Alice")
+    bob_daemon = start(daemons, bob_home, "Bob")
+    code = tmp_path / "alice-code.png"
+    assert cli(alice_home, "qr", "--png", str(code)).returncode == 0
+    with playwright() as p:
+        browser = launch(p)
+        alice = open_app(browser, alice_home)
+        alice.goto(alice.url + "#/friends")
+        alice.get_by_text("No friends yet").wait_for()
+
+        # Bob picks a photo of Alice's code; Alice's list shows him, online, live.
+        bob = open_app(browser, bob_home, viewport=PHONE)
+        bob.goto(bob.url + "#/pair")
+        bob.locator(".scan input[type=file]").set_input_files(str(code))
+        bob.get_by_text("You and Alice are now friends").wait_for()
+        row = alice.locator(".friend", has_text="Bob")
+        row.get_by_text("Online now").wait_for()
+
+        # Rename, as Alice calls him.
+        row.get_by_role("button", name="Rename").click()
+        alice.get_by_label("What you call them").fill("Bobby")
+        alice.get_by_role("button", name="Save").click()
+        row = alice.locator(".friend", has_text="Bobby")
+        row.get_by_text("calls themselves Bob").wait_for()
+
+        # A circle: who may post, its name, and removing someone says what they keep.
+        alice.goto(alice.url.split("#")[0] + "#/circles")
+        alice.get_by_label("Name").fill("pub")
+        alice.get_by_role("checkbox", name="Bobby").check()
+        alice.get_by_role("button", name="Make the circle").click()
+        alice.get_by_text("Members (2)").wait_for()
+        alice.get_by_role("checkbox", name="Everyone in it may post").check()
+        wait_for(
+            lambda: json.loads(cli(alice_home, "circles", "--json").stdout)[0]["members_can_post"],
+            timeout=10,
+            what="the circle to let everyone post",
+        )
+        alice.get_by_role("button", name="Rename").click()
+        alice.get_by_role("dialog").get_by_label("Name", exact=True).fill("the pub")
+        alice.get_by_role("button", name="Save").click()
+        alice.get_by_role("heading", name="the pub").wait_for()
+        alice.locator(".row", has_text="Bobby").get_by_role("button", name="Remove").click()
+        dialog = alice.get_by_role("dialog")
+        dialog.get_by_text(
+            "Bobby keeps what they already received from this circle, and gets nothing new"
+        ).wait_for()
+        dialog.get_by_role("button", name="Remove Bobby").click()
+        alice.get_by_text("Members (1)").wait_for()
+        assert [
+            m["name"] for m in json.loads(cli(alice_home, "circles", "--json").stdout)[0]["members"]
+        ] == ["Alice"]
+
+        # Block and unblock; when Bob's daemon stops, Alice's page says so by itself.
+        alice.goto(alice.url.split("#")[0] + "#/friends")
+        row.get_by_role("button", name="Block").click()
+        alice.get_by_role("dialog").get_by_role("button", name="Block").click()
+        row.get_by_text("Blocked").wait_for()
+        row.get_by_role("button", name="Unblock").click()
+        row.get_by_role("button", name="Block").wait_for()
+        row.get_by_text("Online now").wait_for(timeout=30_000)  # he comes back
+        bob_daemon.stop()
+        row.get_by_text("Last seen").wait_for(timeout=30_000)
+        row.get_by_role("button", name="Remove").click()
+        alice.get_by_role("dialog").get_by_role("button", name="Remove").click()
+        alice.get_by_text("No friends yet").wait_for()
+
+        # My name.
+        alice.goto(alice.url.split("#")[0] + "#/me")
+        alice.get_by_label("Your name").fill("Alice B.")
+        alice.get_by_role("button", name="Save").click()
+        wait_for(
+            lambda: "Alice B." in cli(alice_home, "profile").stdout, timeout=10, what="the name"
+        )
+        identity = json.loads(cli(alice_home, "profile", "--json").stdout)["identity"]
+        shown = alice.locator("[data-identity]").get_attribute("data-identity")
+        assert shown == identity
+        assert alice.errors == []
+        assert never_reloaded(alice)
         browser.close()

@@ -62,10 +62,17 @@ export function attachments() {
     type: 'file', multiple: true, class: 'visually-hidden', tabIndex: -1,
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
+  // On a phone the photo picker offers the camera too; this button goes straight to it.
+  const cameraInput = h('input', {
+    type: 'file', accept: 'image/*', capture: 'environment', class: 'visually-hidden', tabIndex: -1,
+    onchange: (e) => { add(e.target.files); e.target.value = ''; },
+  });
   const buttons = [
     h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Add photos', title: 'Add photos', onclick: () => photoInput.click() }, icon('photo')),
     h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Add files', title: 'Add files', onclick: () => fileInput.click() }, icon('file')),
     photoInput, fileInput,
+    h('button', { type: 'button', class: 'icon-button touch-only', 'aria-label': 'Take a photo', title: 'Take a photo', onclick: () => cameraInput.click() }, icon('camera')),
+    cameraInput,
   ];
 
   /** Accept drops on `zone` and pasted files in `field`. */
