@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.browser import (
+    DESKTOP,
     PHONE,
     artifacts,
     launch,
@@ -132,7 +133,7 @@ def test_the_story_of_issue_11(tmp_path: Path, daemons: list[Daemon]) -> None:
 
         # Bob's page is open on his feed; Alice posts a photo.
         bob.goto(bob.url.split("#")[0] + "#/feed")
-        bob.get_by_role("link", name="family").wait_for()  # the circle reached Bob
+        bob.get_by_role("link", name="family", exact=True).wait_for()  # the circle reached Bob
         alice.goto(alice.url.split("#")[0] + "#/feed")
         composer = alice.get_by_role("form", name="Share a moment")
         composer.get_by_label("What to say").fill("Sunset at the lake, the first warm evening")
@@ -463,6 +464,10 @@ def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon
         for tile in hike.locator(".photo img").all():
             wait_for(lambda t=tile: t.evaluate("i => i.naturalWidth > 0"), timeout=20, what="tiles")
         screenshots(page, artifacts(tmp_path), "feed-rich")
+        page.set_viewport_size({"width": 1280, "height": 1180})  # the README's picture
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(artifacts(tmp_path) / "feed-overview-desktop.png"))
+        page.set_viewport_size(DESKTOP)
         page.emulate_media(color_scheme="dark")
         dark = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
         assert dark == "rgb(22, 19, 17)"

@@ -676,7 +676,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image",
         metavar="FILE",
-        help="read the code from a photo or screenshot (needs the qr-image extra)",
+        help="read the code from a photo or screenshot",
     )
     p.add_argument("--no-wait", action="store_true", help="return at once, even if pending")
     p.add_argument(

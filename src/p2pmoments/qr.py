@@ -78,14 +78,14 @@ def render_terminal(text: str) -> str:
 
 
 def decode_image(data: bytes) -> list[str]:
-    """The texts of every QR code in an image (needs the qr-image extra)."""
+    """The texts of every QR code in an image (zxing-cpp and Pillow)."""
     try:
         import zxingcpp
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise QrUnavailableError(
-            "reading a QR code from an image needs zxing-cpp and Pillow: "
-            "pip install 'p2pmoments[qr-image]'"
+            "reading a QR code from an image needs zxing-cpp and Pillow, which install "
+            "with p2pmoments: pip install zxing-cpp pillow"
         ) from None
     try:
         image = Image.open(io.BytesIO(data))

@@ -2,12 +2,14 @@
 
 import * as api from './api.js';
 import { composer } from './compose.js';
+import { startChat } from './chat.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, person, size, timeEl, toast, untilTime,
+  avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
+  untilTime,
 } from './dom.js';
 import { on } from './live.js';
 import {
-  canPost, circleById, hasArrived, isMe, onChange, state,
+  canPost, circleById, hasArrived, isMe, onChange, personOf, state,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -65,7 +67,40 @@ export function feedView(root, [circleId]) {
   let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
 
-  root.append(h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel);
+  const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
+  root.append(h('div', { class: 'feed-layout' },
+    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel),
+    rail));
+
+  // Wide screens: who is online (one click to chat) and the circles, beside the feed.
+  function drawRail() {
+    const friends = state.friends.filter((f) => f.state === 'friend')
+      .sort((a, b) => Number(b.connected) - Number(a.connected) || a.name.localeCompare(b.name));
+    clear(rail,
+      h('section', { class: 'card rail-card' },
+        h('h2', {}, 'Friends'),
+        friends.length ? h('ul', { class: 'rail-list' }, friends.slice(0, 12).map((f) => h('li', {},
+          h('a', {
+            href: '#/chats',
+            class: 'rail-person',
+            'aria-label': `Chat with ${f.name}${f.connected ? ', online' : ''}`,
+            onclick: (e) => { e.preventDefault(); startChat(f); },
+          },
+            h('span', { class: 'avatar-wrap' }, avatar(f, 's'), f.connected ? h('span', { class: 'dot online' }) : null),
+            h('span', {}, f.name),
+            h('small', {}, f.connected ? 'online' : (f.last_seen ? relativeTime(f.last_seen) : ''))))))
+          : h('p', { class: 'muted' }, h('a', { href: '#/pair' }, 'Add a friend'), ' to share with.')),
+      h('section', { class: 'card rail-card' },
+        h('h2', {}, 'Circles'),
+        state.circles.length ? h('ul', { class: 'rail-list' }, state.circles.map((c) => h('li', {},
+          h('a', {
+            href: `#/feed/${encodeURIComponent(c.id)}`,
+            class: 'rail-circle',
+            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`,
+          },
+            h('span', {}, c.name), h('small', {}, `${c.members.length}`)))))
+          : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
+  }
 
   function drawChips() {
     clear(chips,
@@ -207,12 +242,14 @@ export function feedView(root, [circleId]) {
         drawTop();
       }
       if (what === 'friends') drawTop();
+      if (what === 'circles' || what === 'friends') drawRail();
     }),
   ];
 
   if (circleId && !circleById(circleId)) status.textContent = 'This circle is gone.';
   drawChips();
   drawTop();
+  drawRail();
   loadMore();
   return () => {
     observer.disconnect();
@@ -378,9 +415,9 @@ async function react(m, emoji, refresh) {
 
 function comments(m, refresh) {
   const list = h('ul', { class: 'comments', 'aria-label': 'Comments' }, m.comments.map((c) => {
-    const who = person(c.author);
+    const who = person(personOf(c.author));
     return h('li', { class: 'comment' },
-      avatar(c.author, 's'),
+      avatar(personOf(c.author), 's'),
       h('div', { class: 'bubble' },
         h('span', { class: 'author' }, who.name), ' ',
         h('span', { class: 'comment-text' }, c.text), ' ',

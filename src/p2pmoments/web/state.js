@@ -56,6 +56,16 @@ export function canPost(circle) {
   return circle.mine || circle.members_can_post;
 }
 
+/**
+ * A person as {identity, name}. Some answers still name people by their name alone
+ * (a comment's author): find who that is among me and my friends, for their avatar.
+ */
+export function personOf(p) {
+  if (p && typeof p === 'object') return p;
+  if (state.me && p === state.me.name) return state.me;
+  return state.friends.find((f) => f.name === p) ?? { identity: '', name: String(p ?? '?') };
+}
+
 export function isMe(p) {
   return Boolean(state.me && p && typeof p === 'object' && p.identity === state.me.identity);
 }
