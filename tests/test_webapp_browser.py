@@ -585,3 +585,116 @@ def test_friends_circles_and_my_name_are_managed_in_the_app(
         assert alice.errors == []
         assert never_reloaded(alice)
         browser.close()
+
+
+def _sse(*events: tuple[str | None, str, dict[str, Any]]) -> str:
+    out = "retry: 60000\n\n"
+    for kind, ident, data in events:
+        out += (f"event: {kind}\n" if kind else "") + f"id: {ident}\ndata: {json.dumps(data)}\n\n"
+    return out
+
+
+@pytest.mark.timeout(200)
+def test_a_photo_still_arriving_shows_its_progress_as_pieces_come(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """The page against its real daemon, but the feed and the event stream answered by the
+    test: a photo with 2 of its 10 pieces here, then transfer.chunk events."""
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "family").returncode == 0
+    circle = json.loads(cli(home, "circles", "--json").stdout)[0]
+    me = json.loads(cli(home, "profile", "--json").stdout)
+    moment_id = "a" * 56
+    moment = {
+        "id": moment_id,
+        "circle": {"id": circle["id"], "name": "family"},
+        "author": {"identity": me["identity"], "name": "Alice"},
+        "time": 1_700_000_000,
+        "expires": None,
+        "retracted": False,
+        "text": "a big photo on its way",
+        "comments": [],
+        "reactions": {},
+        "photos": [
+            {"n": 1, "type": "image/jpeg", "width": 4000, "height": 3000, "size": 2_500_000,
+             "chunks": 10, "chunks_held": 2},
+        ],
+        "files": [],
+    }  # fmt: skip
+    quiet = _sse(("hello", "b-0", {"last_id": 0, "boot": "b"})).replace("60000", "100")
+    events = _sse(
+        (None, "b-1", {"id": 1, "kind": "transfer.chunk", "time": 0,
+                       "data": {"moment": moment_id, "held": 5, "total": 10, "size": 1}}),
+        (None, "b-2", {"id": 2, "kind": "transfer.chunk", "time": 0,
+                       "data": {"moment": moment_id, "held": 7, "total": 10, "size": 1}}),
+    )  # fmt: skip
+    later = {**moment, "photos": [{**moment["photos"][0], "chunks_held": 7}]}
+    with playwright() as p:
+        browser = launch(p)
+        context = browser.new_context()
+        arriving = {"now": False}
+
+        def stream(route: Any) -> None:
+            # Each answer ends at once; the browser reconnects after 100 ms (retry: 100)
+            # and, once the test says so, the pieces arrive on the next one.
+            body = events if arriving["now"] else quiet
+            route.fulfill(body=body, headers={"Content-Type": "text/event-stream"})
+
+        context.route(
+            "**/api/v1/moments?limit=20",
+            lambda route: route.fulfill(json={"moments": [moment], "next_before": None}),
+        )
+        context.route("**/api/v1/moments/" + moment_id, lambda route: route.fulfill(json=later))
+        context.route("**/api/v1/events/stream", stream)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(login_url(home))
+        bar = card(page, "a big photo on its way").locator(".arrival progress")
+        bar.wait_for()
+        assert bar.evaluate("b => [b.value, b.max]") == [2, 10]
+        assert card(page, "a big photo on its way").get_by_text("20%").count() == 1
+        arriving["now"] = True
+        wait_for(
+            lambda: bar.evaluate("b => b.value") == 7, timeout=10, what="the bar to move to 7/10"
+        )
+        card(page, "a big photo on its way").get_by_text("70%").wait_for()
+        browser.close()
+
+
+@pytest.mark.timeout(200)
+def test_photos_come_by_drag_and_drop_and_by_paste(tmp_path: Path, daemons: list[Daemon]) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 80)).save(png, format="PNG")
+    data = list(png.getvalue())
+    give = """([kind, bytes]) => {
+      const file = new File([new Uint8Array(bytes)], kind + '.png', {type: 'image/png'});
+      const transfer = new DataTransfer();
+      transfer.items.add(file);
+      const form = document.querySelector('.composer');
+      const how = {bubbles: true, cancelable: true};
+      if (kind === 'dropped') {
+        form.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, ...how}));
+        form.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, ...how}));
+      } else {
+        const paste = new ClipboardEvent('paste', {clipboardData: transfer, ...how});
+        form.querySelector('textarea').dispatchEvent(paste);
+      }
+    }"""
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        composer = page.get_by_role("form", name="Share a moment")
+        page.evaluate(give, ["dropped", data])
+        composer.get_by_role("img", name="Photo to post: dropped.png").wait_for()
+        page.evaluate(give, ["pasted", data])
+        composer.get_by_role("img", name="Photo to post: pasted.png").wait_for()
+        composer.get_by_role("button", name="Share").click()
+        posted = card(page, "Alice")
+        posted.get_by_role("img", name="Photo 2 of 2 from Alice").wait_for()
+        photos = json.loads(cli(home, "feed", "--json").stdout)[0]["photos"]
+        assert [(ph["width"], ph["height"]) for ph in photos] == [(64, 48), (64, 48)]
+        browser.close()
