@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from p2pmoments import webapp
+from p2pmoments import qr, webapp
 from p2pmoments.api import API_PREFIX
 from p2pmoments.node import Node
 from tests.test_api import AUTH, SPEC_PATH, TOKEN, client, error_of, spec_check
@@ -489,3 +489,10 @@ def test_secrets_stay_out_of_reprs(tmp_path: Path) -> None:
     sessions = webapp.Sessions(tmp_path / "s.json")
     token, _ = sessions.new_login()
     assert token not in repr(sessions)
+
+
+async def test_a_code_to_show_comes_with_its_own_picture(client: Client) -> None:
+    response = await client.get(f"{API_PREFIX}/pairing/code", headers=AUTH)
+    assert response.status == 200
+    code = await response.json()
+    assert code["svg"].encode() == qr.render_svg(code["link"])  # the picture is that link

@@ -1,7 +1,7 @@
 """The web app's server side: its pages, login as Jupyter does it, sessions, live events.
 
 The daemon serves the app at `/` on the control API's own port (same origin as
-/api/v1). Getting in (spec/openapi.yaml, "Sessions"):
+/api/v1). Getting in (spec/openapi.yaml, "The web app and its sessions"):
 
 1. `p2pmoments open` asks, with the bearer token, for a login link: a
    single-use token valid LOGIN_TTL seconds, kept only in memory.
@@ -484,6 +484,15 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     finally:
         app[_STREAMS].discard(task)
     return response
+
+
+@routes.get(f"{API_PREFIX}/pairing/code")
+async def pairing_code(request: web.Request) -> web.Response:
+    """A code to show: its link and its QR code together, so both are the same code
+    (separate calls to /pairing/link and /pairing/qr.svg may each make a new one)."""
+    link, expires = await request.app[NODE].pairing_link()
+    svg = await asyncio.to_thread(qr.render_svg, link)
+    return web.json_response({"link": link, "expires_at": expires, "svg": svg.decode()})
 
 
 @routes.post(f"{API_PREFIX}/pairing/decode")

@@ -128,6 +128,5 @@ export const urls = {
   thumbnail: (id, n) => `${API}/moments/${q(id)}/photos/${n}/thumbnail`,
   photo: (id, n) => `${API}/moments/${q(id)}/photos/${n}`,
   file: (id, n) => `${API}/moments/${q(id)}/files/${n}`,
-  qr: (stamp) => `${API}/pairing/qr.svg?v=${q(stamp)}`,
 };
 export { q };

@@ -29,7 +29,9 @@ function myCode() {
     },
   }, icon('link'), 'Copy link');
   let timer = null;
+  let ticker = null;
   let expires = 0;
+  let picture = null;
 
   function countdown() {
     const left = Math.max(0, Math.round((expires - Date.now() / 1000) / 60));
@@ -39,22 +41,25 @@ function myCode() {
   async function refresh() {
     clearTimeout(timer);
     try {
-      const answer = await api.get('/pairing/link');
+      // The link and its picture come together: they are always the same code.
+      const answer = await api.get('/pairing/code');
       expires = answer.expires_at;
       link.value = answer.link;
-      img.src = api.urls.qr(`${answer.expires_at}-${answer.link.length}-${Date.now()}`);
+      if (picture) URL.revokeObjectURL(picture);
+      picture = URL.createObjectURL(new Blob([answer.svg], { type: 'image/svg+xml' }));
+      img.src = picture;
       copy.textContent = 'Copy link';
       copy.prepend(icon('link'));
       countdown();
-      // A new code a little before this one expires, and a minute's countdown between.
-      const refreshIn = Math.max(5, expires - Date.now() / 1000 - 30) * 1000;
-      timer = setTimeout(refresh, Math.min(refreshIn, 60000));
+      // A new code shortly before this one expires (each is good for one friend).
+      timer = setTimeout(refresh, Math.max(5, expires - Date.now() / 1000 - 30) * 1000);
     } catch (error) {
       when.textContent = errorText(error);
       timer = setTimeout(refresh, 5000);
     }
   }
 
+  ticker = setInterval(countdown, 30000);
   const offs = [
     // Our code was used: show a fresh one for the next friend.
     on('pairing.confirmed', (data) => { if (data.direction === 'in') refresh(); }),
@@ -67,7 +72,13 @@ function myCode() {
     h('div', { class: 'qr-frame' }, img),
     when,
     h('div', { class: 'link-row' }, link, copy));
-  return { el, stop: () => { clearTimeout(timer); for (const off of offs) off(); } };
+  const stop = () => {
+    clearTimeout(timer);
+    clearInterval(ticker);
+    if (picture) URL.revokeObjectURL(picture);
+    for (const off of offs) off();
+  };
+  return { el, stop };
 }
 
 function scanner(report) {
