@@ -4,11 +4,13 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Extra arguments for `p2pmoments run`, e.g. make run ARGS="--api 127.0.0.1:0 --no-mdns"
 ARGS   ?=
+# Your display name on first run, e.g. make run NAME=Alice (otherwise you are asked)
+NAME   ?=
 
 .PHONY: run test lint typecheck bench clean help
 
 help:
-	@echo "make run    create .venv, install, create an identity if none, start the daemon"
+	@echo "make run    create .venv, install, create an identity if none (NAME=Alice), start the daemon"
 	@echo "make test   create .venv with the test extras, run lint and the whole suite"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make bench  benchmarks, each beside a baseline from the same run"
@@ -28,7 +30,8 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 	@touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/p2pmoments init --exist-ok
+	$(BIN)/p2pmoments init --exist-ok $(if $(NAME),--name "$(NAME)")
+	@echo "The commands are in $(BIN): run them as $(BIN)/p2pmoments, or 'source $(BIN)/activate' first."
 	exec $(BIN)/p2pmoments run $(ARGS)
 
 lint: $(VENV)/.installed-test
@@ -45,6 +48,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
 	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
+	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -1,4 +1,5 @@
-"""Start-up time until /api/v1/health answers, and idle resident memory.
+"""Start-up time until /api/v1/health answers, idle resident memory, and how long a CLI
+command takes against a running daemon (`p2pmoments status`, target 150 ms).
 
 Baselines from the same run: the time for the bare interpreter to start
 (`python -c pass`) and to import aiohttp, and the resident memory of a bare
@@ -28,7 +29,7 @@ IDLE_SECONDS = 3.0
 
 def timed_command(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(args, check=True, timeout=60)
+    subprocess.run(args, check=True, timeout=60, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -60,12 +61,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         p2pm(home, "init", "--name", "Bench")
-        starts, rss = [], []
+        starts, rss, status = [], [], []
+        cli = [sys.executable, "-m", "p2pmoments", "--home", str(home), "status"]
         for _ in range(args.runs):
             proc, seconds = start_daemon(home)
             starts.append(seconds)
             time.sleep(IDLE_SECONDS)  # measuring idle memory: idling is the point here
             rss.append(rss_kib(proc.pid))
+            status.append(timed_command([*cli]))
             stop(proc)
 
         bare = [timed_command([sys.executable, "-c", "pass"]) for _ in range(args.runs)]
@@ -81,6 +84,12 @@ def main() -> None:
         idle.wait()
 
     rows = [
+        (
+            "p2pmoments status (median, ms; target 150)",
+            statistics.median(status) * 1000,
+            "python -c pass",
+            statistics.median(bare) * 1000,
+        ),
         (
             "start until /health answers (median, ms)",
             statistics.median(starts) * 1000,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from hypothesis import HealthCheck, settings
 
 from p2pmoments.config import Address, Config
 from p2pmoments.core.identity import Identity
@@ -16,6 +17,17 @@ from p2pmoments.home import init_home, load_identity
 from p2pmoments.node import Node
 from p2pmoments.paths import Paths, resolve_paths
 from tests.daemons import Daemon
+
+# Hypothesis must not flake on a slow or busy machine (a cold CI run failed the too_slow
+# health check once): no per-example deadline, no health check on generation speed. Each
+# test still sets its own number of examples, so a run stays bounded.
+settings.register_profile(
+    "p2pmoments",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.load_profile("p2pmoments")
 
 LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),

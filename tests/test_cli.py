@@ -58,7 +58,9 @@ def test_client_commands_need_the_daemon_not_the_database(
     home = str(tmp_path / "h")
     assert main(["--home", home, "init", "--name", "A"]) == 0
     assert main(["--home", home, "status"]) == 1
-    assert "no daemon is running" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no daemon is running" in err
+    assert f"p2pmoments --home {home} run" in err  # the hint works as printed
 
 
 def test_a_bad_flag_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,3 +145,67 @@ def test_service_install_print_shows_the_unit(
     out = capsys.readouterr().out
     assert out.startswith("[Unit]")
     assert f"--home {tmp_path} run" in out
+
+
+def test_a_home_that_is_a_file_is_a_clear_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    for command in (["init", "--name", "A"], ["status"], ["run"]):
+        assert main(["--home", str(a_file), *command]) == 2
+        err = capsys.readouterr().err
+        assert "is a file, not a folder" in err
+        assert "Traceback" not in err
+    assert a_file.read_text() == "not a folder"
+
+
+def test_text_over_16_kib_is_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    home = str(tmp_path / "h")  # no daemon at all: the CLI refuses first
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"x" * (16 * 1024 + 1))))
+    assert main(["--home", home, "post", "--circle", "family", "-"]) == 1
+    assert "at most 16 KiB" in capsys.readouterr().err
+    long_file = tmp_path / "long.txt"
+    long_file.write_text("é" * 9000)  # 18,000 bytes of UTF-8
+    assert main(["--home", home, "post", "--circle", "f", "--text-file", str(long_file)]) == 1
+    assert "at most 16 KiB" in capsys.readouterr().err
+
+
+def test_an_expiry_over_ten_years_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["post", "--circle", "family", "--expires", "4000d", "hi"])
+    assert exit_info.value.code == 2
+    assert "at most 10 years" in capsys.readouterr().err
+
+
+def test_every_help_tells_the_limits_and_the_events(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, needle in (("post", "16 KiB"), ("comment", "16 KiB"), ("events", "transfer.*")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert needle in capsys.readouterr().out
+
+
+def test_init_at_a_terminal_asks_for_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("x" * 40 + "\nGrandma Jo\n"))
+    home = tmp_path / "h"
+    assert main(["--home", str(home), "init"]) == 0
+    assert "At most 32 bytes" in capsys.readouterr().err
+    from p2pmoments.store import Store
+
+    db = Store.open(home / "data" / "p2pmoments.db")
+    try:
+        assert db.get_name() == "Grandma Jo"
+    finally:
+        db.close()

@@ -12,7 +12,7 @@ import pytest
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import MODE_IK, Link
 from p2pmoments.node import MAX_HANDSHAKING, Node
-from tests.multinode import eventually, make_home, running
+from tests.multinode import befriend, eventually, make_home, running
 
 
 @pytest.fixture(autouse=True)
@@ -99,15 +99,48 @@ async def test_a_replayed_handshake_from_a_friend_gets_no_session(
     assert still_linked(alice, bob)
 
 
-async def test_a_flood_of_half_open_connections_is_bounded(friends: tuple[Node, Node]) -> None:
-    alice, bob = friends
+async def flood(node: Node, count: int, hosts: int = 8) -> list[asyncio.StreamWriter]:
+    """`count` idle connections to `node` from `hosts` loopback addresses, never a byte sent."""
     held = []
+    for i in range(count):
+        local = f"127.0.0.{2 + i % hosts}"
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", node.listen_port, local_addr=(local, 0)
+            )
+            held.append(writer)
+    return held
+
+
+def still_open(writers: list[asyncio.StreamWriter]) -> int:
+    return sum(1 for w in writers if not w.is_closing() and not w.transport.is_closing())
+
+
+async def test_a_flood_of_half_open_connections_is_bounded(
+    friends: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounds themselves, not a timeout, hold the flood: with the deadlines long, at most
+    MAX_HANDSHAKING connections are held at once, and the extra ones are closed at once."""
+    monkeypatch.setattr("p2pmoments.core.link.HANDSHAKE_TIMEOUT", 60.0)
+    monkeypatch.setattr("p2pmoments.core.link.FIRST_MESSAGE_TIMEOUT", 60.0)
+    alice, bob = friends
+    extra = 40
+    held = await flood(alice, MAX_HANDSHAKING + extra)
     try:
-        for _ in range(MAX_HANDSHAKING + 40):
-            held.append(await connect(alice))
-        # Alice holds at most MAX_HANDSHAKING of them; the rest were closed at once.
-        await eventually(lambda: len(alice._handshaking) <= MAX_HANDSHAKING, what="the bound")
-        assert len(alice._handshaking) <= MAX_HANDSHAKING
+        stats = alice.statistics()
+        assert stats["handshaking"] <= MAX_HANDSHAKING
+        assert stats["evicted"] >= extra  # the oldest idle ones made room for the newest
+
+        async def closed_by_alice(writer: asyncio.StreamWriter) -> bool:
+            reader = writer.transport.get_protocol()._stream_reader  # type: ignore[attr-defined]
+            try:
+                async with asyncio.timeout(2):
+                    return await reader.read(1) == b""
+            except (TimeoutError, ConnectionError):
+                return isinstance(reader.exception(), ConnectionError)
+
+        closed = sum([await closed_by_alice(w) for w in held[:extra]])
+        assert closed == extra  # evicted without a byte
         assert still_linked(alice, bob)
         # The friend link still carries messages while the flood is held open.
         got: list[dict[int, object]] = []
@@ -116,8 +149,54 @@ async def test_a_flood_of_half_open_connections_is_bounded(friends: tuple[Node, 
         await eventually(lambda: got, what="a message through the flood")
         assert got == [{0: 99, 1: "still here"}]
     finally:
-        for _, writer in held:
+        for writer in held:
             writer.close()
+
+
+async def test_a_friend_gets_in_while_a_flood_holds_every_handshake_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Idle connections from many addresses, reopened as fast as they are dropped, cannot
+    keep a friend's daemon or a new pairing out (spec/transport.md section 9)."""
+    monkeypatch.setattr("p2pmoments.core.link.HANDSHAKE_TIMEOUT", 60.0)
+    monkeypatch.setattr("p2pmoments.core.link.FIRST_MESSAGE_TIMEOUT", 60.0)
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as carol:
+        await befriend(alice, bob)
+        held = await flood(alice, MAX_HANDSHAKING)
+        stop = asyncio.Event()
+
+        async def keep_flooding() -> None:
+            # Every slot Alice frees is taken again at once: the table stays full.
+            while not stop.is_set():  # ends with the test; each round bounded
+                gone = [w for w in held if w.transport.is_closing()]
+                for writer in gone:
+                    held.remove(writer)
+                    writer.close()
+                held.extend(await flood(alice, MAX_HANDSHAKING - len(held)))
+                await asyncio.sleep(0.02)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(keep_flooding())
+                try:
+                    # A new friend pairs, and an old one links again, through the flood.
+                    await befriend(alice, carol)
+                    await bob.aclose()
+                    async with running(homes[1]) as bob_again:
+                        await eventually(
+                            lambda: (
+                                bytes(alice.identity.public.verify_key) in bob_again.linked_peers()
+                            ),
+                            timeout=20,
+                            what="Bob to link again through the flood",
+                        )
+                finally:
+                    stop.set()
+            assert alice.statistics()["evicted"] > 0
+        finally:
+            for writer in held:
+                writer.close()
 
 
 async def test_a_stranger_with_a_real_key_gets_silence(friends: tuple[Node, Node]) -> None:

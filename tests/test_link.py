@@ -6,13 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pmoments.core import wire
 from p2pmoments.core.errors import LocalProtocolError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import (
     DEAD_AFTER,
+    FIRST_MESSAGE_TIMEOUT,
     HANDSHAKE_TIMEOUT,
     KEEPALIVE_INTERVAL,
     MAX_APP_MESSAGE,
+    MODE_IK,
+    PROLOGUE,
     AcceptRequest,
     CloseCode,
     Closed,
@@ -157,10 +161,126 @@ def test_keepalive_and_dead_link_detection() -> None:
 
 
 def test_a_stalled_handshake_times_out() -> None:
+    """A dialler waiting for message 2 gives up after HANDSHAKE_TIMEOUT; so does a
+    responder that read message 1 but never got a hello."""
     pair = Pair()
+    assert pair.a.tick(HANDSHAKE_TIMEOUT - 1) == []
+    (closed,) = pair.a.tick(HANDSHAKE_TIMEOUT)
+    assert closed.code is CloseCode.TIMEOUT
+    pair = Pair()
+    pair.b.receive_data(pair.a.data_to_send(), 0.0)
+    pair.b.accept()
     assert pair.b.tick(HANDSHAKE_TIMEOUT - 1) == []
     (closed,) = pair.b.tick(HANDSHAKE_TIMEOUT)
     assert closed.code is CloseCode.TIMEOUT
+
+
+def test_a_connection_that_never_sends_message_1_is_dropped_sooner_and_silently() -> None:
+    pair = Pair()
+    assert pair.b.awaiting_first_message
+    assert pair.b.next_deadline() == FIRST_MESSAGE_TIMEOUT
+    assert pair.b.tick(FIRST_MESSAGE_TIMEOUT - 0.1) == []
+    (closed,) = pair.b.tick(FIRST_MESSAGE_TIMEOUT)
+    assert closed.code is CloseCode.TIMEOUT
+    assert pair.b.data_to_send() == b""
+    pair = Pair()
+    pair.b.receive_data(pair.a.data_to_send()[:50], 0.0)  # half a message 1 is not one
+    assert pair.b.awaiting_first_message
+    pair.b.receive_data(pair.a.data_to_send(), 0.0)
+
+
+@pytest.mark.parametrize(
+    ("setup", "code"),
+    [
+        ("ping before hello", CloseCode.PROTOCOL_ERROR),
+        ("unknown type", CloseCode.PROTOCOL_ERROR),
+        ("bad cbor", CloseCode.PROTOCOL_ERROR),
+        ("too large", CloseCode.TOO_LARGE),
+        ("dead", CloseCode.TIMEOUT),
+        ("hello timeout", CloseCode.TIMEOUT),
+    ],
+)
+def test_errors_after_the_handshake_end_with_a_close_carrying_the_code(
+    setup: str, code: CloseCode
+) -> None:
+    """spec/transport.md section 6: once the handshake is done, the side that ends a link
+    says why; the other side reads the code instead of a bare end of stream."""
+    pair = Pair()
+    if setup in ("ping before hello", "hello timeout"):
+        pair.b.receive_data(pair.a.data_to_send(), 0.0)
+        pair.b.accept()
+        pair.a.receive_data(pair.b.data_to_send(), 0.0)
+        pair.a.data_to_send()  # A's hello, never delivered
+        if setup == "hello timeout":
+            pair.b.tick(HANDSHAKE_TIMEOUT)
+        else:
+            assert pair.a._send is not None
+            message = wire.encode_map({0: 2})
+            plain = len(message).to_bytes(4, "big") + message
+            frame = pair.a._send.encrypt_with_ad(b"", plain)
+            pair.b.receive_data(len(frame).to_bytes(2, "big") + frame, 0.0)
+    else:
+        pair.pump()
+        assert pair.a._send is not None
+        if setup == "dead":
+            pair.b.tick(DEAD_AFTER)
+        else:
+            plain = {
+                "unknown type": _message({0: 7}),
+                "bad cbor": b"\x00\x00\x00\x02\xff\xff",
+                "too large": (MAX_APP_MESSAGE + 1).to_bytes(4, "big"),
+            }[setup]
+            frame = pair.a._send.encrypt_with_ad(b"", plain)
+            pair.b.receive_data(len(frame).to_bytes(2, "big") + frame, 1.0)
+    assert pair.b.state is LinkState.CLOSED
+    said = pair.b.data_to_send()
+    assert said, "the link ended with a bare end of stream"
+    events = pair.a.receive_data(said, 1.0)
+    closed = [e for e in events if isinstance(e, Closed)]
+    assert closed
+    assert (closed[-1].code, closed[-1].by_peer) == (code, True)
+
+
+def _message(body: dict[int, object]) -> bytes:
+    data = wire.encode_map(body)
+    return len(data).to_bytes(4, "big") + data
+
+
+@pytest.mark.parametrize("payload", [b"x", b"\x00" * 64])
+def test_message_1_with_a_payload_is_refused_in_silence(payload: bytes) -> None:
+    from p2pmoments.core.noise import HandshakeState, Pattern
+
+    hs = HandshakeState(
+        Pattern.IK,
+        initiator=True,
+        prologue=PROLOGUE + bytes([MODE_IK]),
+        static=ALICE.link_secret,
+        remote_static=bytes(BOB.public.link_key),
+    )
+    body = bytes([MODE_IK]) + hs.write_message(payload)
+    responder = Link(identity=BOB, name="Bob", initiator=False, now=0.0)
+    events = responder.receive_data(len(body).to_bytes(2, "big") + body, 0.0)
+    assert responder.state is LinkState.CLOSED
+    assert not any(isinstance(e, AcceptRequest) for e in events)
+    assert responder.data_to_send() == b""
+
+
+def test_a_scanner_holding_a_used_code_is_told_so_and_nobody_else_is() -> None:
+    pair = Pair(token=TOKEN, tokens=(TOKEN,))
+    (request,) = pair.b.receive_data(pair.a.data_to_send(), 0.0)
+    assert isinstance(request, AcceptRequest)
+    assert request.pairing_token == TOKEN
+    pair.b.refuse_pairing("this code was already used by another device")
+    events = pair.a.receive_data(pair.b.data_to_send(), 1.0)
+    (closed,) = [e for e in events if isinstance(e, Closed)]
+    assert closed.code is CloseCode.PAIRING_REFUSED
+    assert closed.reason == "this code was already used by another device"
+    assert not any(isinstance(e, Established) for e in events)
+    # A friend's plain IK handshake cannot be answered that way: it proved no code.
+    plain = Pair()
+    plain.b.receive_data(plain.a.data_to_send(), 0.0)
+    with pytest.raises(LocalProtocolError):
+        plain.b.refuse_pairing("no")
 
 
 def test_close_is_seen_by_the_peer_with_its_code() -> None:

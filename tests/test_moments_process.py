@@ -74,6 +74,10 @@ def test_bad_input_to_moment_commands(tmp_path: Path, daemons: list[Daemon]) -> 
     no_friend = cli(home, "circle", "create", "family", "--member", "Zed")
     assert no_friend.returncode == 1
     assert "no friend is called" in no_friend.stderr
+    empty = cli(home, "friends", "rename", "", "Zed")
+    assert empty.returncode == 1
+    assert "name the friend" in empty.stderr
+    assert "Not Found" not in empty.stderr
 
 
 def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon]) -> None:
@@ -141,6 +145,57 @@ def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon])
     assert missing.returncode == 1
 
 
+def test_text_from_standard_input_or_a_file_and_clear_errors_for_bad_outputs(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    import subprocess
+    import sys
+
+    home = tmp_path / "alice"
+    assert cli(home, "init", "--name", "Alice").returncode == 0
+    daemons.append(Daemon(home))
+    daemons[-1].wait_ready()
+    assert cli(home, "circle", "create", "family").returncode == 0
+    letter = "Dear all,\n" + "news " * 2000  # about 10 KB: too long for an argument list?
+    piped = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "p2pmoments",
+            "--home",
+            str(home),
+            "post",
+            "--circle",
+            "family",
+            "-",
+        ],
+        input=letter,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("from a file")
+    posted = cli(home, "post", "--circle", "family", "--text-file", str(notes), "--photo", "")
+    assert posted.returncode == 1  # an empty photo path is a clear error, not a traceback
+    assert "Traceback" not in posted.stderr
+    from_file = cli(home, "post", "--circle", "family", "--text-file", str(notes))
+    assert from_file.returncode == 0, from_file.stderr
+    texts = [m["text"] for m in json.loads(cli(home, "feed", "--json").stdout)["moments"]]
+    assert texts == ["from a file", letter]
+    moment_id = from_file.stdout.strip()
+    for output, message in (
+        (tmp_path / "no" / "such" / "folder" / "x.jpg", "does not exist"),
+        (tmp_path, "is a folder"),
+    ):
+        bad = cli(home, "photo", moment_id, "-o", str(output))
+        assert bad.returncode == 1
+        assert message in bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
 def test_a_post_reaches_a_member_and_not_a_friend_outside_the_circle(
     tmp_path: Path, daemons: list[Daemon]
 ) -> None:
@@ -185,7 +240,7 @@ def test_a_post_reaches_a_member_and_not_a_friend_outside_the_circle(
     assert posted.returncode == 0, posted.stderr
 
     def photo_at_bob() -> bool:
-        feed = json.loads(cli(homes["bob"], "feed", "--json").stdout)
+        feed = json.loads(cli(homes["bob"], "feed", "--json").stdout)["moments"]
         shown = [m for m in feed if m["text"] == "beach"]
         return (
             bool(shown) and shown[0]["photos"][0]["chunks_held"] == shown[0]["photos"][0]["chunks"]
@@ -216,7 +271,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _texts(home: Path) -> set[str]:
-    return {m["text"] for m in json.loads(cli(home, "feed", "--json").stdout)}
+    return {m["text"] for m in json.loads(cli(home, "feed", "--json").stdout)["moments"]}
 
 
 def test_a_partition_heals_and_every_member_ends_with_every_moment(

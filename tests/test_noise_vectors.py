@@ -1,4 +1,4 @@
-"""Every vector in shared/vectors (cacophony and snow, two independent implementations).
+"""Every vector in tests/vectors (cacophony and snow, two independent implementations).
 
 Both sides are driven with the vector's keys, ephemerals, prologue and PSKs;
 every handshake message, every transport message and, where given, the final
@@ -16,7 +16,7 @@ import pytest
 from p2pmoments.core.crypto import LinkSecretKey
 from p2pmoments.core.noise import HandshakeState, Pattern
 
-VECTORS = Path(__file__).parent.parent.parent / "shared" / "vectors"
+VECTORS = Path(__file__).parent / "vectors"
 FILES = ("cacophony.txt", "snow.txt")
 
 
@@ -35,7 +35,7 @@ CASES = load()
 
 
 def test_the_vectors_are_present() -> None:
-    """CI has shared/ beside the project; without it these tests would silently vanish."""
+    """The vectors ship with the tests; without them these tests would silently vanish."""
     assert len(CASES) >= 11, f"expected the published vectors in {VECTORS}"
     names = {c.values[0]["protocol_name"] for c in CASES}
     assert "Noise_IK_25519_ChaChaPoly_BLAKE2b" in names

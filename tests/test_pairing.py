@@ -58,8 +58,47 @@ async def test_a_used_code_is_refused_for_another_daemon_and_the_owner_sees_it(
         refused = [p for p in await alice.pairings() if p.state == "refused"]
         assert refused[0].reason == "this code was already used by another device"
         assert "Carol" not in friends_of(alice)
-        assert await pairing_state(carol, second.id) == "pending"  # Carol got no answer at all
+        # Carol proved she saw the code, so she is told why at once, not left pending.
+        answer = await carol.wait_pairing(second.id, 5)
+        assert answer is not None
+        assert (answer.state, answer.reason) == (
+            "refused",
+            "this code was already used by another device",
+        )
         assert carol.peers_json() == []
+        assert "Alice" not in friends_of(carol)
+
+
+async def test_each_showing_is_a_code_of_its_own_for_the_friend_it_is_shown_to(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as carol:
+        for_bob, _ = await alice.pairing_link()
+        for_carol, _ = await alice.pairing_link()
+        assert for_bob != for_carol
+        for scanner, link in ((carol, for_carol), (bob, for_bob)):  # in any order
+            record = await scanner.wait_pairing((await scanner.pair(link)).id, 10)
+            assert record is not None
+            assert record.state == "confirmed"
+        await eventually(lambda: friends_of(alice) == {"Bob", "Carol"}, what="both friends")
+
+
+async def test_only_the_newest_unused_codes_stay_valid(tmp_path: Path) -> None:
+    from p2pmoments.node import MAX_LIVE_CODES
+
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        oldest, _ = await alice.pairing_link()
+        for _ in range(MAX_LIVE_CODES):
+            await alice.pairing_link()
+        tokens = await alice.store.run(Store.tokens, int(time.time()))
+        assert len(tokens) == MAX_LIVE_CODES
+        assert decode_link(oldest).token not in {t.token for t in tokens}
+        record = await bob.pair(oldest)
+        await eventually(lambda: bob.statistics()["failed_dials"] >= 1, what="Bob to try")
+        assert await pairing_state(bob, record.id) == "pending"  # Alice stays silent
+        assert "Bob" not in friends_of(alice)
 
 
 async def test_the_same_daemon_may_retry_its_code(tmp_path: Path) -> None:
@@ -136,7 +175,9 @@ async def test_an_expired_token_is_refused_by_the_owner(tmp_path: Path) -> None:
         )
         record = await bob.pair(link)
         await eventually(lambda: any(e.kind == "pairing.refused" for e in alice.events.after(0)[0]))
-        assert await pairing_state(bob, record.id) == "pending"
+        answer = await bob.wait_pairing(record.id, 5)  # Bob is told, he does not wait it out
+        assert answer is not None
+        assert (answer.state, answer.reason) == ("refused", "this code has expired")
         assert not alice.friends()
 
 
@@ -244,17 +285,17 @@ async def test_a_static_peer_is_dialled_at_its_configured_address(tmp_path: Path
             assert alice.peers_json()[0]["found_via"] == "static"
 
 
-async def test_a_refused_daemon_retrying_is_recorded_once(tmp_path: Path) -> None:
+async def test_a_refused_daemon_stops_retrying_and_is_recorded_once(tmp_path: Path) -> None:
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
     async with running(homes[0]) as alice, running(homes[1]) as bob, running(homes[2]) as carol:
         link, _ = await alice.pairing_link()
         await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
-        await carol.pair(link)
+        record = await carol.pair(link)
+        answer = await carol.wait_pairing(record.id, 5)
+        assert answer is not None
+        assert answer.state == "refused"
         owner = bytes(alice.identity.public.verify_key)
-        await eventually(
-            lambda: carol._targets[owner].failures >= 3,
-            timeout=20,
-            what="Carol to retry a few times",
-        )
+        assert owner not in carol.linked_peers()
+        assert not [t for t in await carol.pairings() if t.state == "pending"]  # none stale
         refused = [p for p in await alice.pairings() if p.state == "refused"]
         assert len(refused) == 1

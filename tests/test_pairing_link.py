@@ -140,6 +140,43 @@ def test_well_sealed_but_malformed_fields_are_refused(index: int, value: str, me
         decode_link(_resealed(fields))
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "P2PM:1/É/A/A/A/A/A/A",
+        "P2PM:1/Ä" + "A" * 51 + "/A/A/A/A/A/A",
+        "Ｐ2PM:1/A/A/A/A/A/A/A",  # a fullwidth P
+    ],
+)
+def test_links_with_characters_no_link_has_are_refused_with_a_message(text: str) -> None:
+    with pytest.raises(DecodeError, match="only the letters A-Z"):
+        decode_link(text)
+
+
+@pytest.mark.parametrize(("plain", "look_alike"), [("S", "ſ"), ("I", "ı"), ("K", "\u212a")])
+def test_a_look_alike_that_upper_cases_to_a_link_letter_is_refused(
+    plain: str, look_alike: str
+) -> None:
+    """Long s upper-cases to S: a link spelt with look-alikes must not pass for the real one."""
+    link = encode_link(make())
+    head, tail = link[:5], link[5:]
+    assert plain in tail
+    with pytest.raises(DecodeError, match="only the letters A-Z"):
+        decode_link(head + tail.replace(plain, look_alike, 1))
+
+
+@settings(max_examples=200)
+@given(
+    position=st.integers(0, 250),
+    char=st.characters(min_codepoint=128).filter(lambda c: not c.isspace()),  # spaces: ignored
+)
+def test_any_non_ascii_character_in_a_valid_link_is_refused(position: int, char: str) -> None:
+    link = encode_link(make())
+    at = position % (len(link) + 1)
+    with pytest.raises(DecodeError):
+        decode_link(link[:at] + char + link[at:])
+
+
 @settings(max_examples=300)
 @given(text=st.text(max_size=400))
 def test_hostile_text_never_crashes(text: str) -> None:

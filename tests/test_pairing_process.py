@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,12 @@ def test_two_daemons_pair_with_one_scan(tmp_path: Path, daemons: list[Daemon]) -
     reused = cli(init(tmp_path, "Carol"), "--help")  # Carol exists but is not running yet
     assert reused.returncode == 0
     carol_daemon = start_daemon(daemons, tmp_path / "carol")
-    again = cli(carol_daemon.home, "pair", "--timeout", "3", link)
-    assert again.returncode == 0  # pending: Alice never answers a used code
-    assert "Pending" in again.stdout
+    started = time.monotonic()
+    again = cli(carol_daemon.home, "pair", "--timeout", "20", link)
+    assert again.returncode == 1  # Carol proved she saw the code: she is told at once
+    assert "already used by another device" in again.stdout
+    assert "fresh code" in again.stdout
+    assert time.monotonic() - started < 10  # not the whole wait
     wait_for(
         lambda: "refused" in cli(alice, "friends").stdout,
         timeout=15,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2pmoments.config import Address
 from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
+from p2pmoments.errors import NotOwnerError
 from p2pmoments.node import Node
 from tests.multinode import befriend, eventually, make_home, running, until
 from tests.photos import photo_with_location, pixels
@@ -85,6 +89,49 @@ async def test_an_offline_member_catches_up_and_a_removed_member_gets_nothing_ne
             async with running(homes[1]) as bob:
                 await wait_texts(bob, ["while you were out", "after Carol left"])
             assert sorted(await texts(carol)) == ["while you were out"]
+
+
+async def test_a_removed_member_is_told_keeps_what_she_had_and_stops_dialling(
+    tmp_path: Path,
+) -> None:
+    """Bob and Carol are not friends; Alice removes Carol. Carol learns it (and when), keeps
+    her moments, cannot post there, and stops dialling Bob; added back, she is a member again."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(h, mdns=True)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, carol)
+        bob_key = bytes(bob.identity.public.verify_key)
+        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.moments.post("family", "before")
+        await wait_texts(carol, ["before"])
+        await eventually(
+            lambda: bob_key in carol.linked_peers(), timeout=20, what="Carol to link to Bob"
+        )
+        assert carol.statistics()["dial_targets"] == 2  # Alice, and Bob for the circle
+        await alice.moments.change_circle("family", remove=["Carol"])
+
+        def removal() -> list[object]:
+            return [e for e in carol.events.after(0)[0] if e.kind == "circle.removed"]
+
+        await eventually(removal, what="Carol to be told")
+        (shown,) = [carol.moments.circle_json(m) for m in carol.moments.circles()]
+        assert shown["removed"] is not None
+        assert shown["removed"]["epoch"] == 1
+        assert abs(shown["removed"]["at"] - time.time()) < 60
+        assert await texts(carol) == ["before"]  # she keeps what she had
+        with pytest.raises(NotOwnerError, match="removed"):
+            await carol.moments.post("family", "may I?")
+        await eventually(lambda: bob_key not in carol.linked_peers(), what="Carol to drop Bob")
+        assert carol.statistics()["dial_targets"] == 1  # Alice only
+        await alice.moments.post("family", "after")
+        await wait_texts(bob, ["before", "after"])
+        assert await texts(carol) == ["before"]
+        # Back in: the next epoch names her, and she is a member like any other.
+        await alice.moments.change_circle("family", add=["Carol"])
+        await alice.moments.post("family", "welcome back")
+        await wait_texts(carol, ["before", "welcome back"])
+        assert carol.moments.circle_json(carol.moments.circles()[0])["removed"] is None
 
 
 async def test_the_author_leaves_and_a_member_relays(tmp_path: Path) -> None:
@@ -359,3 +406,83 @@ async def test_a_member_cannot_smuggle_another_circles_moment_under_its_own(
         await mallory.moments.post("pub", "after")  # pushed to Bob on the same link
         await wait_texts(bob, ["after"])
         assert "smuggled" not in await texts(bob)
+
+
+async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its_link(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Sequence numbers, times and expiries of 2^63 and more cannot be stored: a moment
+    carrying one is refused at decoding (spec/encoding.md), the rest goes on."""
+    from p2pmoments.core import wire
+    from p2pmoments.core.circles import Content, Kind, seal_moment
+
+    names = ("Alice", "Bob", "Mallory")
+    homes = [await make_home(tmp_path, n) for n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, mallory = [await stack.enter_async_context(running(h)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, mallory)
+        await befriend(bob, mallory)
+        pub = await alice.moments.create_circle("pub", ["Bob", "Mallory"], members_can_post=True)
+        await eventually(lambda: mallory.moments.circles(), what="Mallory's circle")
+        await eventually(lambda: bob.moments.circles(), what="Bob's circle")
+        key = mallory.moments.key_for(pub)
+        forged = []
+        with monkeypatch.context() as patch:
+            patch.setattr(wire, "INT_MAX", 2**64 - 1)  # only Mallory's encoder is lax
+            for seq, when, expires in ((2**63, 1, None), (1, 2**63 + 5, None), (1, 1, 2**64 - 1)):
+                content = Content(kind=Kind.POST, text=f"big {seq}", expires=expires)
+                forged.append(
+                    seal_moment(mallory.identity, pub, key, seq=seq, time=when, content=content)
+                )
+        bob_key = bytes(bob.identity.public.verify_key)
+        mallory_key = bytes(mallory.identity.public.verify_key)
+        assert mallory.send(
+            bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [f.envelope for f in forged]}
+        )
+        await mallory.moments.post("pub", "after")
+        await wait_texts(bob, ["after"])
+        assert not any(t.startswith("big") for t in await texts(bob))
+        assert mallory_key in bob.linked_peers()  # three bad moments are not worth a drop
+
+
+async def test_a_circle_handed_over_by_two_members_at_once_is_joined_once(tmp_path: Path) -> None:
+    """Two members pass Carol the same new manifest at the same moment: one circle.joined."""
+    import asyncio
+
+    from p2pmoments.core.circles import Member, create_manifest, new_circle_id, new_epoch_key
+
+    names = ("Alice", "Bob", "Carol")
+    homes = [await make_home(tmp_path, n) for n in names]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(h)) for h in homes]
+        for a, b in ((alice, bob), (alice, carol), (bob, carol)):
+            await befriend(a, b)
+        keys = {n.name: bytes(n.identity.public.verify_key) for n in (alice, bob, carol)}
+        await eventually(lambda: len(carol.linked_peers()) == 2, what="Carol linked to both")
+        members = [
+            Member(verify_key=n.identity.public.verify_key, link_key=n.identity.public.link_key)
+            for n in (bob, carol)
+        ]
+        manifest = create_manifest(
+            alice.identity,
+            circle_id=new_circle_id(),
+            epoch=0,
+            name="family",
+            members=members,
+            members_can_post=True,
+            created=1,
+            key=new_epoch_key(),
+        )
+        body = {0: T_MANIFESTS, 1: [manifest.raw]}
+        before = carol.statistics()["sync_messages"]
+        await asyncio.gather(
+            carol.replication.on_message(keys["Alice"], body),
+            carol.replication.on_message(keys["Bob"], body),
+        )
+        await eventually(
+            lambda: carol.statistics()["sync_messages"] >= before + 2,
+            what="both handovers handled",
+        )
+        joined = [e for e in carol.events.after(0)[0] if e.kind == "circle.joined"]
+        assert len(joined) == 1

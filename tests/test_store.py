@@ -106,3 +106,26 @@ async def test_async_store_runs_off_the_event_loop(tmp_path: Path) -> None:
         await db.close()
     with pytest.raises(StoreError, match="not open"):
         await db.run(Store.get_name)
+
+
+def test_a_version_1_store_opens_at_version_2_with_its_circles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removal notices came with version 2: an older store keeps its circles, and we are
+    still a member of each."""
+    path = tmp_path / "db"
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        patch.setattr(store_module, "SCHEMA_VERSION", 1)
+        old = Store.open(path)
+        assert old.save_manifest(b"c" * 32, 0, b"o" * 32, "family", b"manifest-0")
+        old.close()
+    new = Store.open(path)
+    try:
+        assert new.schema_version() == SCHEMA_VERSION >= 2
+        assert new.current_manifests() == [b"manifest-0"]
+        assert new.removed_from() == {}
+        new.set_removed(b"c" * 32, 1, 1_800_000_000)
+        assert new.removed_from() == {b"c" * 32: (1, 1_800_000_000)}
+    finally:
+        new.close()

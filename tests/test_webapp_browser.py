@@ -436,7 +436,9 @@ def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon
     assert posted.returncode == 0, posted.stderr
     moment = posted.stdout.strip()
     wait_for(
-        lambda: any(m["id"] == moment for m in json.loads(cli(bob_home, "feed", "--json").stdout)),
+        lambda: any(
+            m["id"] == moment for m in json.loads(cli(bob_home, "feed", "--json").stdout)["moments"]
+        ),
         timeout=20,
         what="Bob to receive the hike",
     )
@@ -695,6 +697,6 @@ def test_photos_come_by_drag_and_drop_and_by_paste(tmp_path: Path, daemons: list
         composer.get_by_role("button", name="Share").click()
         posted = card(page, "Alice")
         posted.get_by_role("img", name="Photo 2 of 2 from Alice").wait_for()
-        photos = json.loads(cli(home, "feed", "--json").stdout)[0]["photos"]
+        photos = json.loads(cli(home, "feed", "--json").stdout)["moments"][0]["photos"]
         assert [(ph["width"], ph["height"]) for ph in photos] == [(64, 48), (64, 48)]
         browser.close()

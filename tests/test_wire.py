@@ -14,7 +14,7 @@ from p2pmoments.core.errors import DecodeError
 values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
+    | st.integers(-(2**63), 2**63 - 1)
     | st.binary(max_size=40)
     | st.text(max_size=20),
     lambda inner: (
@@ -51,6 +51,28 @@ def test_keys_are_ordered_as_rfc8949_says() -> None:
 def test_non_deterministic_or_foreign_forms_are_refused(hexdata: str, reason: str) -> None:
     with pytest.raises(DecodeError, match=reason):
         wire.decode_map(bytes.fromhex(hexdata), max_size=100)
+
+
+@pytest.mark.parametrize(
+    "hexdata",
+    [
+        "a101c249010000000000000000",  # 2^64 as a bignum (tag 2)
+        "a101c349010000000000000000",  # -(2^64) - 1 as a negative bignum (tag 3)
+        "a1011bffffffffffffffff",  # 2^64 - 1: over the signed range
+        "a1011b8000000000000000",  # 2^63
+        "a1013b8000000000000000",  # -(2^63) - 1
+        "a10181c249010000000000000000",  # a bignum inside a list
+    ],
+)
+def test_integers_outside_signed_64_bits_are_refused(hexdata: str) -> None:
+    with pytest.raises(DecodeError, match="64-bit"):
+        wire.decode_map(bytes.fromhex(hexdata), max_size=100)
+
+
+def test_the_signed_64_bit_bounds_themselves_are_kept() -> None:
+    for value in (wire.INT_MIN, wire.INT_MAX):
+        data = wire.encode_map({1: value})
+        assert wire.decode_map(data, max_size=100) == {1: value}
 
 
 def test_size_limit_is_checked_before_parsing() -> None:

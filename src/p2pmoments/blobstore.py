@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from p2pmoments.core.blobs import CHUNK_SIZE, chunk_address
-from p2pmoments.home import write_file_atomically
+from p2pmoments.files import write_file_atomically
 
 __all__ = ["BlobStore"]
 

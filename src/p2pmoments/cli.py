@@ -53,6 +53,23 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
+def _ask_name() -> str:
+    """The display name to start with: asked for at a terminal, else the login's."""
+    default = _default_name()
+    if not sys.stdin.isatty():
+        return default
+    while True:
+        try:
+            given = input(f"Your name, as your friends will see it [{default}]: ").strip()
+        except EOFError:
+            return default
+        if not given:
+            return default
+        if len(given.encode("utf-8")) <= 32:
+            return given
+        print("At most 32 bytes, please (a short name or a first name).", file=sys.stderr)
+
+
 def _default_name() -> str:
     try:
         return getpass.getuser().capitalize()[:32] or "Me"
@@ -66,7 +83,7 @@ def cmd_init(args: argparse.Namespace, paths: Paths) -> int:
     if args.exist_ok and is_initialised(paths):
         print(f"an identity already exists in {paths.data_dir}; keeping it")
         return EXIT_OK
-    identity = init_home(paths, args.name or _default_name())
+    identity = init_home(paths, args.name or _ask_name())
     print(
         f"created identity {identity.public.text}\n"
         f"  config: {paths.config_file}\n"
@@ -161,7 +178,7 @@ def _redirect_page(url: str) -> bytes:
 def cmd_open(args: argparse.Namespace, paths: Paths) -> int:
     import webbrowser
 
-    from p2pmoments.home import write_file_atomically
+    from p2pmoments.files import write_file_atomically
 
     link = ApiClient(paths).call("POST", "/login-links")
     if args.print:
@@ -185,7 +202,7 @@ def cmd_open(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
-    from p2pmoments.home import write_file_atomically
+    from p2pmoments.files import write_file_atomically
 
     answer = ApiClient(paths).call("GET", "/pairing/link")
     link, expires = answer["link"], answer["expires_at"]
@@ -236,6 +253,11 @@ def cmd_pair(args: argparse.Namespace, paths: Paths) -> int:
             f"Pending: {name} could not be reached yet. Pairing completes by itself when "
             f"you meet, until the code expires at {_when(pairing['expires_at'])}."
         )
+    elif state == "refused":
+        print(
+            f"{name}'s daemon refused this code: {pairing['reason'] or 'no reason given'}. "
+            f"Ask {name} to show you a fresh code."
+        )
     else:
         print(f"Pairing with {name}: {state} {pairing['reason']}".rstrip())
     return EXIT_OK if state in ("confirmed", "pending") else EXIT_ERROR
@@ -272,8 +294,7 @@ def cmd_friends(args: argparse.Namespace, paths: Paths) -> int:
 
 def _friend_action(method: str, suffix: str, verb: str) -> Command:
     def run(args: argparse.Namespace, paths: Paths) -> int:
-        ref = urllib.parse.quote(args.friend, safe="")
-        answer = ApiClient(paths).call(method, f"/friends/{ref}{suffix}")
+        answer = ApiClient(paths).call(method, f"/friends/{_q(args.friend, 'friend')}{suffix}")
         friend = answer.get("removed", answer)
         print(f"{verb} {friend['name']} ({friend['identity'][:12]})")
         return EXIT_OK
@@ -282,7 +303,7 @@ def _friend_action(method: str, suffix: str, verb: str) -> Command:
 
 
 def cmd_friends_rename(args: argparse.Namespace, paths: Paths) -> int:
-    ref = urllib.parse.quote(args.friend, safe="")
+    ref = _q(args.friend, "friend")
     friend = ApiClient(paths).call("PATCH", f"/friends/{ref}", {"name": args.name})
     print(f"renamed {friend['identity'][:12]} to {friend['name']}")
     return EXIT_OK
@@ -323,16 +344,26 @@ def cmd_events(args: argparse.Namespace, paths: Paths) -> int:
             return EXIT_OK
 
 
+MAX_EXPIRY = 10 * 365 * 86400  # the API's limit on expires_in
+
+
 def _duration(text: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     text = text.strip().lower()
     number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
     if not number.isdigit() or int(number) == 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 10m, 2h or 7d")
-    return int(number) * units[unit]
+    seconds = int(number) * units[unit]
+    if seconds > MAX_EXPIRY:
+        raise argparse.ArgumentTypeError(f"{text!r} is too long: at most 10 years (3650d)")
+    return seconds
 
 
-def _q(ref: str) -> str:
+def _q(ref: str, what: str = "") -> str:
+    """A friend, circle or moment reference for a URL path; an empty one is refused here
+    (the API would only see a path that names nothing)."""
+    if not ref.strip():
+        raise P2PMomentsError(f"name the {what or 'thing'}: an empty name matches nothing")
     return urllib.parse.quote(ref, safe="")
 
 
@@ -340,6 +371,12 @@ def _print_circle(c: dict[str, Any]) -> None:
     owner = "yours" if c["mine"] else f"owned by {c['owner']['name']}"
     posting = "everyone posts" if c["members_can_post"] else "only the owner posts"
     names = ", ".join(m["name"] for m in c["members"])
+    if c.get("removed"):
+        print(
+            f"{c['name']}  ({owner}; you were removed on {_when(c['removed']['at'])}: "
+            "you keep what you had and get nothing new)"
+        )
+        return
     print(f"{c['name']}  ({owner}; {posting}; {len(c['members'])} members: {names})")
 
 
@@ -371,7 +408,9 @@ def cmd_circle_create(args: argparse.Namespace, paths: Paths) -> int:
 def _circle_change(field: str) -> Command:
     def run(args: argparse.Namespace, paths: Paths) -> int:
         value: Any = args.friends if field in ("add", "remove") else args.new_name
-        circle = ApiClient(paths).call("PATCH", f"/circles/{_q(args.circle)}", {field: value})
+        circle = ApiClient(paths).call(
+            "PATCH", f"/circles/{_q(args.circle, 'circle')}", {field: value}
+        )
         _print_circle(circle)
         return EXIT_OK
 
@@ -379,7 +418,7 @@ def _circle_change(field: str) -> Command:
 
 
 def cmd_circle_delete(args: argparse.Namespace, paths: Paths) -> int:
-    gone = ApiClient(paths).call("DELETE", f"/circles/{_q(args.circle)}")["deleted"]
+    gone = ApiClient(paths).call("DELETE", f"/circles/{_q(args.circle, 'circle')}")["deleted"]
     print(f"deleted the circle {gone['name']} and its moments from this device")
     return EXIT_OK
 
@@ -437,17 +476,57 @@ def _read_upload(path: str) -> bytes:
         raise P2PMomentsError(f"cannot read {path}: {exc.strerror}") from None
 
 
+MAX_TEXT = 16 * 1024  # bytes of UTF-8 in a moment or comment (spec/moments.md)
+
+
+def _text_of(args: argparse.Namespace) -> str:
+    """The text argument, or standard input for `-`, or the --text-file; checked for size."""
+    text_file = getattr(args, "text_file", None)
+    if text_file is not None and args.text:
+        raise P2PMomentsError("give the text as an argument or with --text-file, not both")
+    if text_file is not None or args.text == "-":
+        from_stdin = text_file in (None, "-")
+        source = "standard input" if from_stdin else str(text_file)
+        try:
+            if from_stdin:
+                raw = sys.stdin.buffer.read(MAX_TEXT + 1)
+            else:
+                with open(source, "rb") as f:
+                    raw = f.read(MAX_TEXT + 1)
+        except OSError as exc:
+            raise P2PMomentsError(f"cannot read {source}: {exc.strerror}") from None
+        if len(raw) > MAX_TEXT:
+            raise P2PMomentsError(_too_long())
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise P2PMomentsError(f"the text from {source} is not UTF-8") from None
+    else:
+        text = args.text or ""
+    if len(text.encode("utf-8")) > MAX_TEXT:
+        raise P2PMomentsError(_too_long())
+    return text
+
+
+def _too_long() -> str:
+    return (
+        f"the text is too long: at most {MAX_TEXT // 1024} KiB ({MAX_TEXT} bytes of UTF-8); "
+        "put a long text in a file and post it with --file"
+    )
+
+
 def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
     import mimetypes
 
+    text = _text_of(args)
     client = ApiClient(paths)
     if not args.photo and not args.file:
-        body: dict[str, Any] = {"circle": args.circle, "text": args.text or ""}
+        body: dict[str, Any] = {"circle": args.circle, "text": text}
         if args.expires:
             body["expires_in"] = args.expires
         moment = client.call("POST", "/moments", body)
     else:
-        fields = {"circle": args.circle, "text": args.text or ""}
+        fields = {"circle": args.circle, "text": text}
         if args.expires:
             fields["expires_in"] = str(args.expires)
         uploads = [
@@ -470,22 +549,36 @@ def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
 
 def _download(kind: str) -> Command:
     def run(args: argparse.Namespace, paths: Paths) -> int:
-        from p2pmoments.home import write_file_atomically
+        from p2pmoments.files import write_file_atomically
 
         suffix = "/thumbnail" if getattr(args, "thumbnail", False) else ""
-        data = ApiClient(paths).download(f"/moments/{_q(args.id)}/{kind}/{args.n}{suffix}")
-        write_file_atomically(Path(args.output), data, mode=0o600)
-        print(f"wrote {args.output} ({len(data)} bytes)")
+        output = Path(args.output)
+        if output.is_dir():
+            raise P2PMomentsError(
+                f"{output} is a folder: give the file to write, e.g. -o {output / 'photo.jpg'}"
+            )
+        if not output.parent.is_dir():
+            raise P2PMomentsError(
+                f"cannot write {output}: the folder {output.parent} does not exist"
+            )
+        data = ApiClient(paths).download(
+            f"/moments/{_q(args.id, 'moment')}/{kind}/{args.n}{suffix}"
+        )
+        try:
+            write_file_atomically(output, data, mode=0o600)
+        except OSError as exc:
+            raise P2PMomentsError(f"cannot write {output}: {exc.strerror}") from None
+        print(f"wrote {output} ({_size(len(data))})")
         return EXIT_OK
 
     return run
 
 
 def cmd_feed(args: argparse.Namespace, paths: Paths) -> int:
-    query = f"?limit={args.limit}" + (f"&circle={_q(args.circle)}" if args.circle else "")
+    query = f"?limit={args.limit}" + (f"&circle={_q(args.circle, 'circle')}" if args.circle else "")
     page = ApiClient(paths).call("GET", "/moments" + query)
     if args.json:
-        _print_json(page["moments"])
+        _print_json(page)  # the API's own shape: the moments and where the next page starts
         return EXIT_OK
     if not page["moments"]:
         print("Nothing here yet.")
@@ -496,7 +589,7 @@ def cmd_feed(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_moment(args: argparse.Namespace, paths: Paths) -> int:
-    moment = ApiClient(paths).call("GET", f"/moments/{_q(args.id)}")
+    moment = ApiClient(paths).call("GET", f"/moments/{_q(args.id, 'moment')}")
     if args.json:
         _print_json(moment)
     else:
@@ -505,21 +598,24 @@ def cmd_moment(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_comment(args: argparse.Namespace, paths: Paths) -> int:
+    text = _text_of(args)
     _print_moment(
-        ApiClient(paths).call("POST", f"/moments/{_q(args.id)}/comments", {"text": args.text})
+        ApiClient(paths).call("POST", f"/moments/{_q(args.id, 'moment')}/comments", {"text": text})
     )
     return EXIT_OK
 
 
 def cmd_react(args: argparse.Namespace, paths: Paths) -> int:
     _print_moment(
-        ApiClient(paths).call("POST", f"/moments/{_q(args.id)}/reactions", {"emoji": args.emoji})
+        ApiClient(paths).call(
+            "POST", f"/moments/{_q(args.id, 'moment')}/reactions", {"emoji": args.emoji}
+        )
     )
     return EXIT_OK
 
 
 def cmd_retract(args: argparse.Namespace, paths: Paths) -> int:
-    gone = ApiClient(paths).call("DELETE", f"/moments/{_q(args.id)}")["retracted"]
+    gone = ApiClient(paths).call("DELETE", f"/moments/{_q(args.id, 'moment')}")["retracted"]
     print(f"retracted {gone}")
     return EXIT_OK
 
@@ -584,7 +680,10 @@ def _parser() -> argparse.ArgumentParser:
         "Create your identity (keys), API token, config and database.",
         "p2pmoments init --name Alice",
     )
-    p.add_argument("--name", help="your display name, at most 32 bytes (default: your login)")
+    p.add_argument(
+        "--name",
+        help="your display name, at most 32 bytes (default: asked for, or your login's name)",
+    )
     p.add_argument(
         "--exist-ok",
         action="store_true",
@@ -676,7 +775,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--image",
         metavar="FILE",
-        help="read the code from a photo or screenshot",
+        help="read the code from a photo or screenshot (PNG, JPEG, …)",
     )
     p.add_argument("--no-wait", action="store_true", help="return at once, even if pending")
     p.add_argument(
@@ -725,7 +824,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add(
         "events",
         cmd_events,
-        "Print the daemon's events (friends, peers, pairing).",
+        "Print the daemon's events: friend.*, pairing.*, peer.*, circle.*, moment.*, "
+        "transfer.* (spec/openapi.yaml lists each kind).",
         "p2pmoments events --follow",
     )
     p.add_argument("--after", type=int, default=0, metavar="ID", help="only events after ID")
@@ -814,7 +914,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="delete it everywhere after this long: 90s, 10m, 2h, 7d, 2w",
     )
-    p.add_argument("text", nargs="?", default="", help="what to say")
+    p.add_argument(
+        "text",
+        nargs="?",
+        default="",
+        help="what to say, at most 16 KiB of text; - reads it from standard input",
+    )
+    p.add_argument("--text-file", metavar="FILE", help="read the text from FILE (at most 16 KiB)")
 
     p = add(
         "photo",
@@ -853,7 +959,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = add("comment", cmd_comment, "Comment on a moment.", "p2pmoments comment 3fq2k7 'so sweet'")
     p.add_argument("id", help="the moment's id, or its first characters")
-    p.add_argument("text", help="the comment")
+    p.add_argument(
+        "text", help="the comment, at most 16 KiB of text; - reads it from standard input"
+    )
 
     p = add("react", cmd_react, "React to a moment with an emoji.", "p2pmoments react 3fq2k7 🎉")
     p.add_argument("id", help="the moment's id, or its first characters")
@@ -900,6 +1008,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     paths = resolve_paths(args.home)
+    if paths.home is not None and paths.home.exists() and not paths.home.is_dir():
+        print(
+            f"p2pmoments: --home {paths.home} is a file, not a folder: name a folder "
+            "(it is created if it does not exist)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         result: int = args.func(args, paths)
     except ConfigError as exc:
@@ -914,4 +1029,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`p2pmoments qr | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        # A file we could not read or write: say which and why, not a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"p2pmoments: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_ERROR
     return result

@@ -13,8 +13,8 @@ import urllib.request
 from typing import Any
 
 from p2pmoments.core.errors import P2PMomentsError
-from p2pmoments.daemon import read_daemon_info
 from p2pmoments.paths import Paths
+from p2pmoments.runinfo import read_daemon_info
 
 __all__ = ["ApiCallError", "ApiClient", "DaemonNotRunningError"]
 
@@ -40,8 +40,9 @@ class ApiClient:
     def __init__(self, paths: Paths) -> None:
         info = read_daemon_info(paths)
         if info is None:
+            home = f" --home {paths.home}" if paths.home is not None else ""
             raise DaemonNotRunningError(
-                f"no daemon is running on {paths.data_dir}; start one with `p2pmoments run`"
+                f"no daemon is running on {paths.data_dir}; start one with `p2pmoments{home} run`"
             )
         self.base_url = info.api_url
         self.pid = info.pid

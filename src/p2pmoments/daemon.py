@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -25,9 +23,10 @@ from aiohttp import web
 from p2pmoments.api import API_PREFIX, create_app
 from p2pmoments.config import Address, Config
 from p2pmoments.core.errors import P2PMomentsError
-from p2pmoments.home import load_identity, load_or_create_token, write_file_atomically
+from p2pmoments.home import load_identity, load_or_create_token
 from p2pmoments.node import Node, Profile, describe_bind_error
 from p2pmoments.paths import Paths
+from p2pmoments.runinfo import DaemonInfo, read_daemon_info, write_daemon_info
 
 __all__ = ["AlreadyRunningError", "DaemonInfo", "read_daemon_info", "run_daemon", "serve"]
 
@@ -36,28 +35,6 @@ log = logging.getLogger(__name__)
 
 class AlreadyRunningError(P2PMomentsError):
     """Another daemon holds this home."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DaemonInfo:
-    """What a running daemon publishes in daemon.json for its clients."""
-
-    pid: int
-    api_url: str
-    listen: list[str]
-
-
-def read_daemon_info(paths: Paths) -> DaemonInfo | None:
-    """The running daemon's daemon.json, or None if there is none or it is unreadable."""
-    try:
-        data = json.loads(paths.daemon_file.read_text(encoding="utf-8"))
-        return DaemonInfo(
-            pid=int(data["pid"]),
-            api_url=str(data["api_url"]),
-            listen=[str(a) for a in data["listen"]],
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @contextlib.contextmanager
@@ -100,10 +77,7 @@ async def serve(
             host, port = runner.addresses[0][:2]
             node.api_url = f"http://{Address(host=host, port=port)}{API_PREFIX}"
             info = DaemonInfo(pid=os.getpid(), api_url=node.api_url, listen=node.listen_addresses)
-            payload = json.dumps({"pid": info.pid, "api_url": info.api_url, "listen": info.listen})
-            await asyncio.to_thread(
-                write_file_atomically, paths.daemon_file, payload.encode(), mode=0o600
-            )
+            await asyncio.to_thread(write_daemon_info, paths, info)
             try:
                 on_ready(info, await node.profile())
                 await stop.wait()

@@ -6,8 +6,6 @@ inside a 0700 directory, so a crash never leaves half a key behind.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from p2pmoments.config import default_config_text
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity, decode_key_file, encode_key_file
 from p2pmoments.core.profile import check_display_name
+from p2pmoments.files import write_file_atomically
 from p2pmoments.paths import Paths
 
 __all__ = [
@@ -25,7 +24,6 @@ __all__ = [
     "is_initialised",
     "load_identity",
     "load_or_create_token",
-    "write_file_atomically",
 ]
 
 
@@ -35,33 +33,6 @@ class NotInitialisedError(P2PMomentsError):
 
 class AlreadyInitialisedError(P2PMomentsError):
     """The home already has an identity, which is never overwritten."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(path: Path, data: bytes, *, mode: int, replace: bool = True) -> None:
-    """Write `data` to `path` whole or not at all; with replace=False never overwrite."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails with FileExistsError rather than overwrite
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _make_private_dir(path: Path) -> None:

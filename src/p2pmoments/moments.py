@@ -26,7 +26,9 @@ from p2pmoments.core.circles import (
     Member,
     Moment,
     RejectedError,
+    Removal,
     create_manifest,
+    create_removal,
     decode_manifest,
     epoch_key,
     new_circle_id,
@@ -83,6 +85,7 @@ class Moments:
         self._manifests: dict[tuple[bytes, int], Manifest] = {}
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
+        self._removed: dict[bytes, tuple[int, int]] = {}  # circle -> (epoch, when)
         self.blobs = BlobStore(node.paths.blob_dir)
 
     async def load(self) -> None:
@@ -92,6 +95,7 @@ class Moments:
         for raw in await self.node.store.run(Store.current_manifests):
             manifest = decode_manifest(raw)
             self._current[manifest.circle_id] = manifest
+        self._removed = await self.node.store.run(Store.removed_from)
 
     def _remember(self, manifest: Manifest) -> None:
         self._manifests[(manifest.circle_id, manifest.epoch)] = manifest
@@ -158,9 +162,10 @@ class Moments:
             )
         return members
 
-    async def save(self, manifest: Manifest, kind: str) -> Manifest:
-        """Keep a manifest (ours or received), and publish `kind`."""
-        await self.node.store.run(
+    async def save(self, manifest: Manifest, kind: str) -> bool:
+        """Keep a manifest (ours or received) and publish `kind`; False (and no event) if
+        it was kept already: two members may hand the same one over at once."""
+        new = await self.node.store.run(
             Store.save_manifest,
             manifest.circle_id,
             manifest.epoch,
@@ -168,10 +173,21 @@ class Moments:
             manifest.name,
             manifest.raw,
         )
+        if not new:
+            return False
         self._remember(manifest)
+        removed = self._removed.get(manifest.circle_id)
+        if (
+            removed is not None
+            and manifest.epoch >= removed[0]
+            and manifest.is_member(self.node.identity.public.verify_key)
+        ):
+            # Added again: a member like any other from this epoch on.
+            await self.node.store.run(Store.set_removed, manifest.circle_id, None, None)
+            del self._removed[manifest.circle_id]
         self.node.refresh_co_members()
         self.node.events.publish(kind, **self.circle_json(manifest))
-        return manifest
+        return True
 
     async def create_circle(
         self, name: str, member_refs: Sequence[str], members_can_post: bool
@@ -237,8 +253,63 @@ class Moments:
             key=new_epoch_key(),
         )
         await self.save(manifest, "circle.changed")
+        now = int(time.time())
+        for member in gone:
+            notice = create_removal(
+                self.node.identity,
+                circle_id=manifest.circle_id,
+                epoch=manifest.epoch,
+                member=VerifyKey(member),
+                time=now,
+            )
+            await self.node.store.run(
+                Store.save_removal, manifest.circle_id, member, manifest.epoch, notice.raw
+            )
+        back = [bytes(m.verify_key) for m in manifest.members]
+        await self.node.store.run(Store.drop_removals, manifest.circle_id, back)
         await self.node.replication.circle_changed(manifest)
+        for member in gone:
+            await self.node.replication.tell_removed(member)
         return manifest
+
+    def removed(self, circle_id: bytes) -> tuple[int, int] | None:
+        """(first epoch without us, when) if the owner removed us from this circle."""
+        return self._removed.get(circle_id)
+
+    def member_of(self, circle_id: bytes) -> bool:
+        """True if we are in the circle now, as far as we know."""
+        current = self._current.get(circle_id)
+        return (
+            current is not None
+            and circle_id not in self._removed
+            and current.is_member(self.node.identity.public.verify_key)
+        )
+
+    async def accept_removal(self, removal: Removal) -> bool:
+        """The owner's word that we are out of a circle: we keep what we have, show that
+        we were removed, and stop syncing it. False if it does not apply (not our circle,
+        not its owner, not us, or a newer manifest names us again)."""
+        current = self._current.get(removal.circle_id)
+        me = self.node.identity.public.verify_key
+        if (
+            current is None
+            or removal.owner != current.owner
+            or removal.member != me
+            or removal.circle_id in self._removed
+            or (current.epoch >= removal.epoch and current.is_member(me))
+        ):
+            return False
+        await self.node.store.run(Store.set_removed, removal.circle_id, removal.epoch, removal.time)
+        self._removed[removal.circle_id] = (removal.epoch, removal.time)
+        self.node.refresh_co_members()
+        self.node.events.publish(
+            "circle.removed",
+            id=circle_text(removal.circle_id),
+            name=current.name,
+            epoch=removal.epoch,
+            at=removal.time,
+        )
+        return True
 
     async def delete_circle(self, ref: str) -> Manifest:
         """Forget a circle and all its moments on this daemon."""
@@ -273,6 +344,9 @@ class Moments:
                 "name": self._name_of(m.owner),
             },
             "mine": m.owner == me,
+            "removed": None
+            if m.circle_id not in self._removed
+            else {"epoch": self._removed[m.circle_id][0], "at": self._removed[m.circle_id][1]},
             "members_can_post": m.members_can_post,
             "members": [
                 {
@@ -286,6 +360,11 @@ class Moments:
     # --- moments --------------------------------------------------------------
 
     async def _publish(self, manifest: Manifest, content: Content) -> Moment:
+        if manifest.circle_id in self._removed:
+            raise NotOwnerError(
+                f"you were removed from {manifest.name!r}: you keep what you had, "
+                "but cannot post, comment or react there"
+            )
         me = bytes(self.node.identity.public.verify_key)
         seq = await self.node.store.run(Store.next_seq, manifest.circle_id, me)
         moment = seal_moment(

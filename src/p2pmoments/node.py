@@ -78,6 +78,7 @@ BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 0.2
 DIALLER_IDLE = 30.0
 MAX_SIGHTINGS = 1024
+MAX_LIVE_CODES = 32  # unused pairing codes valid at once (each showing makes one)
 
 
 class ListenError(P2PMomentsError):
@@ -165,6 +166,8 @@ class Node:
         self._peers: dict[bytes, _PeerInfo] = {}
         self._handshaking: dict[LinkRunner, str] = {}
         self._cooling: dict[bytes, float] = {}  # link key -> until when it may not link
+        self._evicted = 0  # idle half-open connections closed to make room
+        self._failed_dials = 0  # dials that ended without a link
         self._targets: dict[bytes, _Target] = {}
         self._dialling: set[bytes] = set()
         self._wake = asyncio.Event()
@@ -281,7 +284,7 @@ class Node:
         """The identity of a co-member (same current circle as us) with this link key."""
         me = self.identity.public.verify_key
         for manifest in self.moments.circles():
-            if not manifest.is_member(me):
+            if not self.moments.member_of(manifest.circle_id):
                 continue
             for member in manifest.members:
                 if bytes(member.link_key) == link_key and member.verify_key != me:
@@ -289,24 +292,42 @@ class Node:
         return None
 
     def refresh_co_members(self) -> None:
-        """Co-members become dial targets (found by mDNS; never friends by this)."""
+        """Co-members become dial targets (found by mDNS; never friends by this); former
+        co-members we no longer share a circle with stop being dialled."""
         me = self.identity.public.verify_key
+        co_members: dict[bytes, bytes] = {}
         for manifest in self.moments.circles():
-            if not manifest.is_member(me):
+            if not self.moments.member_of(manifest.circle_id):
                 continue
             for member in manifest.members:
-                key = bytes(member.verify_key)
-                if member.verify_key == me or key in self._targets:
-                    continue
-                friend = self._friends.get(key)
-                if friend is not None and friend.state == "blocked":
-                    continue
-                self._targets[key] = _Target(verify_key=key, link_key=bytes(member.link_key))
+                if member.verify_key != me:
+                    co_members[bytes(member.verify_key)] = bytes(member.link_key)
+        for key, target in list(self._targets.items()):
+            if key not in co_members and key not in self._friends and target.pairing_id is None:
+                del self._targets[key]
+                self._drop_peer(key, "no longer in a circle together")
+        for key, link_key in co_members.items():
+            friend = self._friends.get(key)
+            if key in self._targets or (friend is not None and friend.state == "blocked"):
+                continue
+            self._targets[key] = _Target(verify_key=key, link_key=link_key)
         self._match_sightings()
 
     def linked_peers(self) -> list[bytes]:
         """Identities we have an open link with."""
         return list(self._peers)
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot of the node's counters (also in GET /status)."""
+        return {
+            "links": len(self._peers),
+            "handshaking": len(self._handshaking),
+            "evicted": self._evicted,
+            "failed_dials": self._failed_dials,
+            "pairing_codes": len(self._tokens),
+            "dial_targets": len(self._targets),
+            "sync_messages": self.replication.handled,
+        }
 
     def _friend_by_link_key(self, link_key: bytes) -> FriendRecord | None:
         for friend in self._friends.values():
@@ -347,6 +368,7 @@ class Node:
             "friends": counts.friends,
             "circles": counts.circles,
             "moments": counts.moments,
+            "statistics": self.statistics(),
         }
 
     # --- friends --------------------------------------------------------------
@@ -459,16 +481,13 @@ class Node:
     # --- pairing: our code ------------------------------------------------------
 
     async def pairing_link(self) -> tuple[str, int]:
-        """Our pairing link and its expiry: the newest unused token, or a new one."""
+        """A fresh pairing link and its expiry: each showing is a code of its own, so a
+        code shown to two friends in turn works for both (spec/pairing.md section 2).
+        At most MAX_LIVE_CODES unused codes stay valid; older ones stop working."""
         now = _now()
-        tokens = await self.store.run(Store.tokens, now)
-        fresh = [t for t in tokens if t.claimed_by is None and t.expires - now >= 60]
-        if fresh:
-            token, expires = fresh[0].token, fresh[0].expires
-        else:
-            token, expires = secrets.token_bytes(16), now + self.config.pairing_ttl
-            await self.store.run(Store.add_token, token, now, expires)
-        self._tokens[token_psk(token)] = token
+        token, expires = secrets.token_bytes(16), now + self.config.pairing_ttl
+        await self.store.run(Store.add_token, token, now, expires, keep=MAX_LIVE_CODES)
+        await self._load_tokens()
         host, port = self._link_address()
         link = PairingLink(
             identity=self.identity.public.verify_key,
@@ -734,10 +753,24 @@ class Node:
                 runner.found_via = target.found_via
                 runner.pairing_id = target.pairing_id
                 await self._run(runner)
+                closed = runner.closed
+                if (
+                    closed is not None
+                    and closed.by_peer
+                    and closed.code is CloseCode.PAIRING_REFUSED
+                    and target.pairing_id is not None
+                ):
+                    # The owner says the code cannot be used: no point trying again.
+                    await self._set_pairing(target.pairing_id, "refused", closed.reason)
+                    target.pairing_id = target.pairing_token = target.expires = None
+                    if target.verify_key not in self._friends:
+                        self._targets.pop(target.verify_key, None)
+                    return
                 if link.peer is not None:
                     target.failures = 0
                     target.next_attempt = self._clock() + BACKOFF_FIRST
                     return
+            self._failed_dials += 1
             self._backoff(target)
         finally:
             self._dialling.discard(target.verify_key)
@@ -750,14 +783,7 @@ class Node:
     ) -> None:
         peer = writer.get_extra_info("peername")
         host = peer[0] if peer else "?"
-        per_host = sum(1 for h in self._handshaking.values() if h == host)
-        if (
-            self._closing
-            or self._tg is None
-            or len(self._handshaking) >= MAX_HANDSHAKING
-            or per_host >= MAX_HANDSHAKING_PER_HOST
-            or len(self._peers) + len(self._handshaking) >= MAX_LINKS
-        ):
+        if self._closing or self._tg is None or not self._make_room(host):
             writer.transport.abort()  # say nothing, hold nothing
             return
         link = Link(
@@ -774,6 +800,25 @@ class Node:
         self._handshaking[runner] = host
         assert self._tg is not None
         self._tg.create_task(self._run(runner), name=f"link-in-{host}")
+
+    def _make_room(self, host: str) -> bool:
+        """Whether a new connection from `host` may start a handshake. At a handshake
+        bound, the oldest connection that has not even sent message 1 is closed to make
+        room: idle connections cannot keep a friend out (spec/transport.md section 9)."""
+        for bound, crowd in (
+            (MAX_HANDSHAKING_PER_HOST, [r for r, h in self._handshaking.items() if h == host]),
+            (MAX_HANDSHAKING, list(self._handshaking)),
+        ):
+            if len(crowd) < bound:
+                continue
+            idle = [r for r in crowd if r.link.awaiting_first_message]
+            if not idle:
+                return False
+            oldest = min(idle, key=lambda r: r.opened)
+            del self._handshaking[oldest]
+            oldest.abort()
+            self._evicted += 1
+        return len(self._peers) + len(self._handshaking) < MAX_LINKS
 
     async def _run(self, runner: LinkRunner) -> None:
         self._handshaking[runner] = runner.remote_host or "?"
@@ -836,12 +881,16 @@ class Node:
         accept = await self._should_accept(runner, request)
         if runner.link.state is not LinkState.AWAIT_ACCEPT:
             return  # timed out or shut down while we looked things up
-        if accept:
+        if accept is True:
             runner.link.accept()
-        else:
+        elif accept is False:
             runner.link.refuse()
+        else:
+            runner.link.refuse_pairing(accept)  # a holder of our code learns why
 
-    async def _should_accept(self, runner: LinkRunner, request: AcceptRequest) -> bool:
+    async def _should_accept(self, runner: LinkRunner, request: AcceptRequest) -> bool | str:
+        """True to accept, False to refuse in silence, or why a pairing code was refused
+        (said only to one who proved it holds the code)."""
         if request.pairing_token is not None:
             token = self._tokens.get(request.pairing_token)
             known = self._friend_by_link_key(request.link_key)
@@ -861,7 +910,7 @@ class Node:
                     "full": f"at the friend limit ({self.config.max_friends})",
                 }[verdict]
                 await self._record_incoming(request.link_key, token, "refused", reason)
-                return False
+                return reason
             runner.pairing_token = token
             return True
         if self._cooling.get(request.link_key, 0.0) > self._clock():

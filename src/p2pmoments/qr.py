@@ -10,7 +10,6 @@ from p2pmoments.core.errors import P2PMomentsError
 
 __all__ = [
     "QrDecodeError",
-    "QrUnavailableError",
     "decode_image",
     "render_png",
     "render_svg",
@@ -28,10 +27,6 @@ MAX_PIXELS = 50_000_000  # a photo of a code; more is a decompression bomb
 
 class QrDecodeError(P2PMomentsError):
     """No pairing code could be read from an image."""
-
-
-class QrUnavailableError(QrDecodeError):
-    """The libraries that read codes from images are not installed."""
 
 
 def _make(text: str) -> segno.QRCode:
@@ -78,21 +73,18 @@ def render_terminal(text: str) -> str:
 
 
 def decode_image(data: bytes) -> list[str]:
-    """The texts of every QR code in an image (zxing-cpp and Pillow)."""
-    try:
-        import zxingcpp
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise QrUnavailableError(
-            "reading a QR code from an image needs zxing-cpp and Pillow, which install "
-            "with p2pmoments: pip install zxing-cpp pillow"
-        ) from None
+    """The texts of every QR code in an image."""
+    import zxingcpp
+    from PIL import Image, UnidentifiedImageError
+
     try:
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > MAX_PIXELS:  # checked before decoding a pixel
             raise QrDecodeError(f"this image is too large ({image.width}×{image.height})")
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
-        raise QrDecodeError(f"this is not an image that can be read: {exc}") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
+        raise QrDecodeError(
+            "this is not an image that can be read (a photo or screenshot: PNG, JPEG, …)"
+        ) from None
     results = zxingcpp.read_barcodes(image)
     return [r.text for r in results if r.format == zxingcpp.BarcodeFormat.QRCode]

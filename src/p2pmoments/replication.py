@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from p2pmoments.core.budget import JunkScore, TokenBucket
-from p2pmoments.core.circles import Manifest, RejectedError, decode_manifest, epoch_key
+from p2pmoments.core.circles import (
+    Manifest,
+    RejectedError,
+    decode_manifest,
+    decode_removal,
+    epoch_key,
+)
 from p2pmoments.core.sync import (
     T_CHUNK,
     T_HAVE,
@@ -54,6 +60,8 @@ VERIFY_BURST = 20_000
 JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
 JUNK_DECAY = 4.0  # units forgiven a second
 MAX_INBOX = 8  # messages of one peer waiting to be handled (then its link is read later)
+T_REMOVED = 21  # removal notices (spec/sync.md section 3)
+MAX_REMOVALS = 64  # notices read from one message
 
 
 @dataclass(slots=True)
@@ -93,6 +101,7 @@ class Replication:
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
         self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers asked that lacked it
         self._asked: dict[bytes, bytes] = {}  # chunk -> the peer it is asked of
+        self.handled = 0  # messages from peers handled so far (statistics)
 
     @property
     def _moments(self) -> Moments:
@@ -113,6 +122,8 @@ class Replication:
     async def load(self) -> None:
         """Tell the sync core what we hold, at start-up."""
         for manifest in self._moments.circles():
+            if self._moments.removed(manifest.circle_id) is not None:
+                continue  # we are out of it: nothing to sync
             membership = self.membership(manifest.circle_id)
             if membership is not None:
                 self.sync.set_circle(manifest.circle_id, membership)
@@ -125,11 +136,33 @@ class Replication:
         """Tell the peer what we hold of every circle it is in (its answer says which
         manifests it lacks: they go first), and resume transfers a cut left unfinished."""
         self._peers[peer] = _Peer()
+        await self.tell_removed(peer)
         await self._perform(self.sync.link_up(peer))
         missing = await self._moments.missing_in(list(self.sync.circles_of(peer)))
         for moment_id, (total, lacking) in missing.items():
             self._track(moment_id, total, lacking)
         self._want(peer, [a for _, lacking in missing.values() for a in lacking])
+
+    async def tell_removed(self, peer: bytes) -> None:
+        """Hand a linked peer the owner's notices that it was removed from our circles."""
+        if peer not in self._peers:
+            return
+        notices = await self.node.store.run(Store.removals_for, peer)
+        for start in range(0, len(notices), MAX_REMOVALS):
+            self.node.send(peer, {0: T_REMOVED, 1: notices[start : start + MAX_REMOVALS]})
+
+    async def _on_removed(self, peer: bytes, raws: object) -> None:
+        if type(raws) is not list:
+            self._junk(peer, 1, "a malformed removal message")
+            return
+        for raw in raws[:MAX_REMOVALS]:
+            try:
+                removal = decode_removal(raw if type(raw) is bytes else b"")
+            except RejectedError as exc:
+                self._junk(peer, 1, f"a removal notice: {exc.reason}")
+                continue
+            if await self._moments.accept_removal(removal):
+                self.sync.forget_circle(removal.circle_id)
 
     def link_down(self, peer: bytes) -> None:
         """The link to a peer is gone."""
@@ -252,6 +285,8 @@ class Replication:
                     log.exception("handling a message from %s failed", peer.hex()[:12])
                     self.node.drop_misbehaving(peer, "internal error")
                     return
+                finally:
+                    self.handled += 1
         finally:
             state.working = False
             state.handling = None
@@ -279,6 +314,8 @@ class Replication:
             await self._on_moments(peer, body.get(1), opening)
         elif kind == T_WANT_CHUNKS:
             self._on_want_chunks(peer, body.get(1))
+        elif kind == T_REMOVED:
+            await self._on_removed(peer, body.get(1))
 
     async def _on_manifests(self, peer: bytes, raws: object) -> None:
         if type(raws) is not list:
@@ -297,10 +334,10 @@ class Replication:
             current = self._moments.current(manifest.circle_id)
             if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
                 continue
-            await self._moments.save(
+            if await self._moments.save(
                 manifest, "circle.joined" if current is None else "circle.changed"
-            )
-            await self.circle_changed(manifest)  # pass it on: manifests travel first
+            ):
+                await self.circle_changed(manifest)  # pass it on: manifests travel first
 
     async def _on_moments(
         self, peer: bytes, circle: object, opening: asyncio.Future[Opened] | None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from p2pmoments.core.errors import P2PMomentsError
-from p2pmoments.home import write_file_atomically
+from p2pmoments.files import write_file_atomically
 from p2pmoments.paths import Paths
 
 __all__ = ["ServiceError", "has_systemd", "install", "uninstall", "unit_name", "unit_text"]

@@ -120,6 +120,19 @@ MIGRATIONS: tuple[str, ...] = (
         sender   BLOB
     ) STRICT;
     """,
+    # 2: removal notices (spec/moments.md section 8): the owner keeps each to hand to the
+    # member it names; a removed member records that it was removed, and when.
+    """
+    ALTER TABLE circles ADD COLUMN removed_epoch INTEGER;
+    ALTER TABLE circles ADD COLUMN removed_at INTEGER;
+    CREATE TABLE removals (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        member    BLOB NOT NULL CHECK (length(member) = 32),
+        epoch     INTEGER NOT NULL,
+        notice    BLOB NOT NULL,
+        PRIMARY KEY (circle_id, member)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -383,12 +396,19 @@ class Store:
 
     # --- pairing tokens and attempts ----------------------------------------
 
-    def add_token(self, token: bytes, created: int, expires: int) -> None:
-        """Record a token we issued."""
+    def add_token(self, token: bytes, created: int, expires: int, *, keep: int = 32) -> None:
+        """Record a token we issued; of the unclaimed ones, only the newest `keep` stay
+        valid (codes shown and never scanned do not pile up)."""
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO pair_tokens (token, created, expires) VALUES (?, ?, ?)",
                 (token, created, expires),
+            )
+            conn.execute(
+                "DELETE FROM pair_tokens WHERE claimed_by IS NULL AND rowid NOT IN"
+                " (SELECT rowid FROM pair_tokens WHERE claimed_by IS NULL"
+                " ORDER BY created DESC, rowid DESC LIMIT ?)",
+                (keep,),
             )
 
     def tokens(self, now: int) -> list[TokenRecord]:
@@ -458,17 +478,21 @@ class Store:
     def save_manifest(
         self, circle_id: bytes, epoch: int, owner: bytes, name: str, raw: bytes
     ) -> bool:
-        """Keep a manifest; it becomes the circle's current one if its epoch is newer."""
+        """Keep a manifest; it becomes the circle's current one if its epoch is newer.
+
+        Returns False if it was already kept (two members may hand it over at once)."""
         with self._transaction() as conn:
-            conn.execute(
+            cursor = conn.execute(
                 "INSERT OR IGNORE INTO manifests (circle_id, epoch, manifest) VALUES (?, ?, ?)",
                 (circle_id, epoch, raw),
             )
+            if cursor.rowcount != 1:
+                return False
             row = conn.execute(
                 "SELECT epoch FROM circles WHERE circle_id = ?", (circle_id,)
             ).fetchone()
             if row is not None and row[0] >= epoch:
-                return False
+                return True
             conn.execute(
                 "INSERT INTO circles (circle_id, owner, name, epoch, manifest) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (circle_id) DO UPDATE SET name = excluded.name,"
@@ -476,6 +500,45 @@ class Store:
                 (circle_id, owner, name, epoch, raw),
             )
         return True
+
+    def save_removal(self, circle_id: bytes, member: bytes, epoch: int, notice: bytes) -> None:
+        """Keep the newest removal notice for a member of a circle we own."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO removals (circle_id, member, epoch, notice) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (circle_id, member) DO UPDATE SET epoch = excluded.epoch,"
+                " notice = excluded.notice",
+                (circle_id, member, epoch, notice),
+            )
+
+    def drop_removals(self, circle_id: bytes, members: Sequence[bytes]) -> None:
+        """Forget removal notices of members who are back in the circle."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "DELETE FROM removals WHERE circle_id = ? AND member = ?",
+                [(circle_id, m) for m in members],
+            )
+
+    def removals_for(self, member: bytes) -> list[bytes]:
+        """The removal notices we hold for `member`."""
+        rows = self._conn.execute("SELECT notice FROM removals WHERE member = ?", (member,))
+        return [r[0] for r in rows]
+
+    def set_removed(self, circle_id: bytes, epoch: int | None, at: int | None) -> None:
+        """Record that we were removed from a circle from `epoch` on (None: we are in it)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE circles SET removed_epoch = ?, removed_at = ? WHERE circle_id = ?",
+                (epoch, at, circle_id),
+            )
+
+    def removed_from(self) -> dict[bytes, tuple[int, int]]:
+        """The circles we were removed from: circle -> (first epoch without us, when)."""
+        rows = self._conn.execute(
+            "SELECT circle_id, removed_epoch, removed_at FROM circles"
+            " WHERE removed_epoch IS NOT NULL"
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     def manifests(self) -> list[tuple[bytes, int, bytes]]:
         """Every manifest kept: (circle id, epoch, raw)."""
@@ -497,6 +560,7 @@ class Store:
             freed = self._delete_moments(conn, ids)
             conn.execute("DELETE FROM manifests WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM removals WHERE circle_id = ?", (circle_id,))
         return freed
 
     def add_moments(self, moments: Sequence[MomentRow]) -> list[bool]:

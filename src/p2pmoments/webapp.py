@@ -41,7 +41,7 @@ from aiohttp import web
 from p2pmoments import qr
 from p2pmoments.api import API_PREFIX, NODE, WEB_GATE, ApiError, WebGate, has_bearer
 from p2pmoments.events import Event
-from p2pmoments.home import write_file_atomically
+from p2pmoments.files import write_file_atomically
 
 __all__ = [
     "ASSETS",
@@ -511,8 +511,6 @@ async def decode_code(request: web.Request) -> web.Response:
     async with request.app[_DECODING]:  # one at a time: a page cannot hog the machine
         try:
             texts = await asyncio.to_thread(qr.decode_image, data)
-        except qr.QrUnavailableError as exc:
-            raise ApiError(501, "qr_unavailable", str(exc)) from None
         except qr.QrDecodeError as exc:
             raise ApiError(400, "not_an_image", str(exc)) from None
     links = [t for t in texts if t.upper().startswith("P2PM:")]

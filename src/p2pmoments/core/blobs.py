@@ -73,6 +73,10 @@ class BlobRef:
             out[9] = self.thumbnail.as_map()
         return out
 
+    def addresses(self) -> list[bytes]:
+        """Every chunk address of the blob, its thumbnail's included."""
+        return [*self.chunks, *(self.thumbnail.addresses() if self.thumbnail else [])]
+
     def __repr__(self) -> str:
         return f"BlobRef({self.kind.name}, {self.media_type}, {self.size} bytes)"
 

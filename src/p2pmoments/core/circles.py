@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pmoments.core import wire
-from p2pmoments.core.blobs import decode_ref
+from p2pmoments.core.blobs import BlobRef, decode_ref
 from p2pmoments.core.crypto import (
     BadSignatureError,
     CryptoError,
@@ -45,8 +45,11 @@ __all__ = [
     "Member",
     "Moment",
     "RejectedError",
+    "Removal",
     "create_manifest",
+    "create_removal",
     "decode_manifest",
+    "decode_removal",
     "epoch_key",
     "moment_id",
     "open_moment",
@@ -56,6 +59,8 @@ __all__ = [
 VERSION = 1
 MANIFEST_CONTEXT = b"p2pmoments/manifest/1\x00"
 MOMENT_CONTEXT = b"p2pmoments/moment/1\x00"
+REMOVAL_CONTEXT = b"p2pmoments/removal/1\x00"
+MAX_REMOVAL = 512
 MAX_MEMBERS = 151  # the owner and up to 150 friends
 MAX_MANIFEST = 64 * 1024
 MAX_ENVELOPE = 64 * 1024
@@ -134,6 +139,11 @@ class Content:
     target: bytes | None = None  # retractions: the moment retracted
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[dict[int, Any], ...] = ()  # photo and file references (spec/moments.md §4)
+    refs: tuple[BlobRef, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The blob references, decoded once (open_moment has checked them).
+        object.__setattr__(self, "refs", tuple(decode_ref(raw) for raw in self.blobs))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -496,3 +506,67 @@ def new_circle_id() -> bytes:
 def new_epoch_key() -> bytes:
     """A fresh random epoch key."""
     return random_bytes(KEY_LEN)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removal:
+    """The owner's signed word to a member that it is no longer in a circle, from an
+    epoch on (spec/moments.md section 8)."""
+
+    circle_id: bytes
+    epoch: int  # the first epoch without the member
+    member: VerifyKey
+    owner: VerifyKey
+    time: int
+    raw: bytes
+
+
+def create_removal(
+    owner: Identity, *, circle_id: bytes, epoch: int, member: VerifyKey, time: int
+) -> Removal:
+    """Sign a removal notice for `member`, who is not in `circle_id` from `epoch` on."""
+    body = wire.encode_map(
+        {
+            1: VERSION,
+            2: circle_id,
+            3: epoch,
+            4: bytes(member),
+            5: bytes(owner.public.verify_key),
+            6: time,
+        }
+    )
+    signature = owner.signing_key.sign(REMOVAL_CONTEXT + body)
+    return decode_removal(wire.encode_map({1: body, 2: signature}))
+
+
+def decode_removal(data: bytes) -> Removal:
+    """A verified removal notice; RejectedError if malformed or not signed by its owner."""
+    try:
+        outer = wire.decode_map(data, max_size=MAX_REMOVAL)
+        body, signature = outer.get(1), outer.get(2)
+        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+            raise RejectedError("malformed removal notice")
+        fields = wire.decode_map(body, max_size=MAX_REMOVAL)
+    except RejectedError:
+        raise
+    except DecodeError as exc:
+        raise RejectedError(f"malformed removal notice: {exc}") from None
+    if fields.get(1) != VERSION or set(fields) != set(range(1, 7)):
+        raise RejectedError("unknown removal notice version or fields")
+    circle_id, epoch = _field(fields, 2, bytes, "circle id"), _field(fields, 3, int, "epoch")
+    member, owner = _field(fields, 4, bytes, "member"), _field(fields, 5, bytes, "owner")
+    time = _field(fields, 6, int, "time")
+    if len(circle_id) != 32 or len(member) != 32 or len(owner) != 32 or epoch < 1 or time < 0:
+        raise RejectedError("malformed removal notice fields")
+    try:
+        VerifyKey(owner).verify(REMOVAL_CONTEXT + body, signature)
+    except BadSignatureError:
+        raise RejectedError("the removal notice is not signed by its owner") from None
+    return Removal(
+        circle_id=circle_id,
+        epoch=epoch,
+        member=VerifyKey(member),
+        owner=VerifyKey(owner),
+        time=time,
+        raw=data,
+    )

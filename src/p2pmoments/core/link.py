@@ -11,6 +11,7 @@ Any error moves it to CLOSED with a close code; the shell then drops the socket.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from p2pmoments.core.profile import check_display_name
 
 __all__ = [
     "DEAD_AFTER",
+    "FIRST_MESSAGE_TIMEOUT",
     "HANDSHAKE_TIMEOUT",
     "KEEPALIVE_INTERVAL",
     "MAX_APP_MESSAGE",
@@ -44,6 +46,10 @@ MAX_FRAME = 65535
 MAX_APP_MESSAGE = 1 << 20  # 1 MiB, bounds the receive buffer
 MAX_PLAINTEXT = MAX_FRAME - 16
 HANDSHAKE_TIMEOUT = 10.0
+# A responder waits this long for message 1: a friend's daemon sends it the moment its
+# connection opens, so only a connection holding a handshake slot idle waits longer
+# (spec/transport.md section 9).
+FIRST_MESSAGE_TIMEOUT = 3.0
 KEEPALIVE_INTERVAL = 15.0
 DEAD_AFTER = 45.0
 
@@ -68,6 +74,7 @@ class CloseCode(enum.IntEnum):
     TOO_LARGE = 6
     OVERLOAD = 7
     WRONG_IDENTITY = 8
+    PAIRING_REFUSED = 9
 
 
 class LinkState(enum.Enum):
@@ -214,6 +221,19 @@ class Link:
         """Responder: turn the initiator away without sending anything."""
         self._fail(CloseCode.NOT_ACCEPTED, "not accepted", by_peer=False, notify=False)
 
+    def refuse_pairing(self, reason: str) -> None:
+        """Responder: tell a scanner who proved it holds one of our codes (IKpsk1 with a
+        matching token) that the code cannot be used, and end the link: message 2, then
+        a close with PAIRING_REFUSED instead of a hello (spec/pairing.md section 2). It
+        saw the code, so the answer tells it nothing it did not know."""
+        if self.used_token is None:
+            raise LocalProtocolError("only a scanner holding a valid code is told why")
+        self._transition("accept")
+        assert self._hs is not None
+        self._write_frame(self._hs.write_message(b""))
+        self._send, self._recv = self._hs.split()
+        self._fail(CloseCode.PAIRING_REFUSED, reason, by_peer=False, notify=False)
+
     def send(self, body: dict[int, Any]) -> None:
         """Queue an application message (key 0: its type, FIRST_APP_TYPE or above)."""
         if self.state is not LinkState.OPEN:
@@ -223,10 +243,14 @@ class Link:
         self._send_message(body)
 
     def close(self, code: CloseCode = CloseCode.NORMAL, reason: str = "") -> None:
-        """Say goodbye (if the link is open) and end the link."""
-        if self.state is LinkState.OPEN:
-            self._send_message({0: T_CLOSE, 1: int(code), 2: reason[:200]})
+        """Say goodbye (once the handshake is done) and end the link."""
         self._fail(code, reason or code.name.lower(), by_peer=False)
+
+    @property
+    def awaiting_first_message(self) -> bool:
+        """A responder that has not yet read a whole message 1: it holds a handshake slot
+        and has proved nothing (the first to be evicted under a flood)."""
+        return not self.initiator and self.state is LinkState.HANDSHAKE
 
     def data_to_send(self) -> bytes:
         """Bytes for the socket, in order."""
@@ -236,7 +260,9 @@ class Link:
 
     def tick(self, now: float) -> list[Event]:
         """Enforce the handshake timeout, keepalive and dead-link detection."""
-        if self.state in (LinkState.HANDSHAKE, LinkState.AWAIT_ACCEPT, LinkState.HELLO):
+        if self.awaiting_first_message and now - self._started >= FIRST_MESSAGE_TIMEOUT:
+            self._fail(CloseCode.TIMEOUT, "no handshake", by_peer=False)
+        elif self.state in (LinkState.HANDSHAKE, LinkState.AWAIT_ACCEPT, LinkState.HELLO):
             if now - self._started >= HANDSHAKE_TIMEOUT:
                 self._fail(CloseCode.TIMEOUT, "handshake timed out", by_peer=False)
         elif self.state is LinkState.OPEN:
@@ -251,6 +277,8 @@ class Link:
         """When tick() must next be called, or None once closed."""
         if self.state is LinkState.CLOSED:
             return None
+        if self.awaiting_first_message:
+            return self._started + min(FIRST_MESSAGE_TIMEOUT, HANDSHAKE_TIMEOUT)
         if self.state is not LinkState.OPEN:
             return self._started + HANDSHAKE_TIMEOUT
         return min(self._last_received + DEAD_AFTER, self._last_sent + KEEPALIVE_INTERVAL)
@@ -274,6 +302,11 @@ class Link:
     def _fail(self, code: CloseCode, reason: str, *, by_peer: bool, notify: bool = True) -> None:
         if self.state is LinkState.CLOSED:
             return
+        if not by_peer and self._send is not None:
+            # Once the handshake is done every end is said, with its code (spec/transport.md
+            # section 6); before it, nothing is sent: a stranger learns nothing.
+            with contextlib.suppress(LocalProtocolError):
+                self._send_message({0: T_CLOSE, 1: int(code), 2: reason[:200]})
         self.state = LinkState.CLOSED
         self._in.clear()
         self._plain.clear()
@@ -320,7 +353,8 @@ class Link:
         try:
             if self.initiator:
                 assert self._hs is not None
-                self._hs.read_message(body)
+                if self._hs.read_message(body):
+                    raise _Close(CloseCode.PROTOCOL_ERROR, "message 2 must have no payload")
                 self._after_handshake()
                 self._transition("handshake_done")
                 return
@@ -335,7 +369,10 @@ class Link:
                 prologue=PROLOGUE + bytes([mode]),
                 static=self._identity.link_secret,
             )
-            self._hs.read_message(body[1:], psk_candidates=self._pairing_tokens)
+            if self._hs.read_message(body[1:], psk_candidates=self._pairing_tokens):
+                # Empty by spec: IK's message-1 payload has no forward secrecy and can be
+                # replayed (spec/transport.md section 1).
+                raise _Close(CloseCode.PROTOCOL_ERROR, "message 1 must have no payload")
         except NoiseError as exc:
             raise _Close(CloseCode.PROTOCOL_ERROR, f"handshake failed: {exc}") from None
         self.used_token = self._hs.used_psk
@@ -398,7 +435,7 @@ class Link:
 
     def _on_message(self, body: dict[int, Any]) -> None:
         kind = body.get(0)
-        if self.state is LinkState.HELLO:
+        if self.state is LinkState.HELLO and kind != T_CLOSE:
             if kind != T_HELLO:
                 raise _Close(CloseCode.PROTOCOL_ERROR, "the first message must be a hello")
             self._on_hello(body)

@@ -3,7 +3,7 @@
 Sans-I/O: `HandshakeState.write_message(payload) -> bytes` and
 `read_message(bytes) -> payload`, then `split()` gives the two transport
 `CipherState`s. We use IK between friends and IKpsk1 for the first contact
-after a QR scan; the other patterns of shared/vectors are here so that every
+after a QR scan; the other patterns of tests/vectors are here so that every
 published vector can check the shared machinery.
 
 The responder of IK/IKpsk1 learns the initiator's static key from message 1

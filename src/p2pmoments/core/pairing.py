@@ -111,6 +111,14 @@ def decode_link(text: str) -> PairingLink:
     text = "".join(text.split())
     if len(text) > MAX_LINK_LEN:
         raise DecodeError(f"this is too long to be a pairing link ({len(text)} characters)")
+    if not text.isascii():
+        # Checked before changing case: "\u017f".upper() is "S" and "\u0131".upper() is "I", so a
+        # link with such look-alikes would otherwise pass as another (spec/pairing.md).
+        odd = next(c for c in text if not c.isascii())
+        raise DecodeError(
+            f"this is not a pairing link: it has the character {odd!r}, and a link has "
+            "only the letters A-Z, the digits 2-7, ':' and '/'"
+        )
     if not text.upper().startswith(SCHEME):
         raise DecodeError("this is not a p2pmoments pairing link (it should start with P2PM:)")
     text = text.upper()

@@ -272,7 +272,8 @@ class Sync:
                 first = known.get((author, epoch), 0) + 1
                 out.append(Want(peer, circle, author, first, seq, frozenset({epoch})))
                 known[(author, epoch)] = seq
-        if any(seq > ours.get(slot, 0) for slot, seq in theirs.items()):
+        readable = membership.epochs_of(self.me)
+        if any(seq > ours.get((a, e), 0) for (a, e), seq in theirs.items() if e in readable):
             # They are ahead: our have is a request, so it goes even if unchanged. No
             # loop: the side that is ahead answers with moments, not with a have.
             out.append(self._tell(peer, circle, force=True))

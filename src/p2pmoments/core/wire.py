@@ -13,9 +13,20 @@ import cbor2
 
 from p2pmoments.core.errors import DecodeError
 
-__all__ = ["MAX_DEPTH", "decode_map", "encode_map", "without_last_bytes_entry"]
+__all__ = [
+    "INT_MAX",
+    "INT_MIN",
+    "MAX_DEPTH",
+    "decode_map",
+    "encode_map",
+    "without_last_bytes_entry",
+]
 
 MAX_DEPTH = 8
+# Integers are signed 64-bit (spec/encoding.md): what SQLite stores and what every other
+# language reads without a big-number type. CBOR bignums (tags 2 and 3) decode to Python
+# ints, so the range is checked on the value, not on the encoding.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 _SCALARS = frozenset({bool, int, bytes, str, type(None)})
@@ -23,6 +34,10 @@ _SCALARS = frozenset({bool, int, bytes, str, type(None)})
 
 def _check_value(value: Any, depth: int) -> None:
     kind = type(value)
+    if kind is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise DecodeError("an integer is outside the signed 64-bit range")
+        return
     if kind in _SCALARS:
         return
     if depth >= MAX_DEPTH:
@@ -31,11 +46,11 @@ def _check_value(value: Any, depth: int) -> None:
         for key, item in value.items():
             if type(key) is not int or not 0 <= key < 2**16:
                 raise DecodeError("map keys must be small unsigned integers")
-            if type(item) not in _SCALARS:
+            if type(item) not in _SCALARS or type(item) is int:
                 _check_value(item, depth + 1)
     elif kind is list:
         for item in value:
-            if type(item) not in _SCALARS:
+            if type(item) not in _SCALARS or type(item) is int:
                 _check_value(item, depth + 1)
     else:
         raise DecodeError(f"unsupported CBOR value of type {kind.__name__}")

@@ -50,6 +50,7 @@ class LinkRunner:
         self.remote_host: str | None = peer[0] if peer else None
         self.remote_port: int | None = peer[1] if peer else None
         self.closed: Closed | None = None
+        self.opened = clock()
         # What the node knows of why this link exists.
         self.found_via = "incoming"
         self.pairing_id: int | None = None  # we dialled to complete this pairing
@@ -74,7 +75,22 @@ class LinkRunner:
             self.link.close(code, reason)
             self._write_pending()
             self.closed = Closed(code=code, reason=reason, by_peer=False)
-        self._reader.feed_eof()
+        self._wake_reader()
+
+    def abort(self) -> None:
+        """End the link at once without a word (a connection that proved nothing)."""
+        self.closed = self.closed or Closed(
+            code=CloseCode.OVERLOAD, reason="evicted", by_peer=False
+        )
+        self._writer.transport.abort()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        # Wake the run loop's pending read with an error rather than feed_eof(): data may
+        # still arrive on the socket, and feeding data after EOF trips asyncio's assertion
+        # ("feed_data after feed_eof"), logged at every busy shutdown.
+        if self._reader.exception() is None:
+            self._reader.set_exception(ConnectionAbortedError("link closed"))
 
     def _write_pending(self) -> None:
         data = self.link.data_to_send()

@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, toast,
+  avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
 } from './dom.js';
 import { canPost, circleById, isConversation, onChange, others, state } from './state.js';
 
@@ -64,7 +64,8 @@ function circleRow(c) {
         h('strong', {}, c.name),
         h('small', {}, `${c.members.length} ${c.members.length === 1 ? 'member' : 'members'} · `,
           c.mine ? 'yours' : `${c.owner.name}'s`,
-          c.members_can_post ? ' · everyone posts' : '')),
+          c.members_can_post ? ' · everyone posts' : '',
+          c.removed ? ' · you were removed' : '')),
       icon('right')));
 }
 
@@ -147,6 +148,9 @@ export function circleView(root, [id]) {
         }, 'Rename') : null),
       h('p', { class: 'muted' }, c.mine ? 'Your circle.' : `${c.owner.name}'s circle.`,
         ' Only its members can read what is posted to it.'),
+      c.removed ? h('p', { class: 'notice', role: 'note' },
+        `${c.owner.name} removed you from this circle ${relativeTime(c.removed.at)}. `,
+        'You keep what you received; nothing new reaches you, and you cannot post here.') : null,
       h('div', { class: 'button-row' },
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
         canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null),

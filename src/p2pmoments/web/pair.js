@@ -121,10 +121,6 @@ function scanner(report) {
           status.textContent = found.codes ? 'That code is not a Moments code.' : 'Looking for a code… hold it inside the frame.';
         } catch (error) {
           status.textContent = errorText(error);
-          if (error.code === 'qr_unavailable') {
-            stop();
-            return;
-          }
         }
       }
       await new Promise((r) => setTimeout(r, Math.max(0, FRAME_MS - (performance.now() - started))));

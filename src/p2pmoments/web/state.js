@@ -53,7 +53,7 @@ export function circleById(id) {
 }
 
 export function canPost(circle) {
-  return circle.mine || circle.members_can_post;
+  return !circle.removed && (circle.mine || circle.members_can_post);
 }
 
 /**
@@ -77,7 +77,7 @@ export function others(circle) {
 
 /** A circle shown as a conversation: everyone may post, and it is small. */
 export function isConversation(circle) {
-  return circle.members_can_post && circle.members.length <= 8;
+  return circle.members_can_post && circle.members.length <= 8 && !circle.removed;
 }
 
 /** What to call a conversation: the other people in it, unless it has its own name. */
@@ -98,7 +98,8 @@ function soon(key, fn, ms = 200) {
 }
 
 export function follow() {
-  for (const kind of ['circle.created', 'circle.joined', 'circle.changed', 'circle.deleted']) {
+  for (const kind of ['circle.created', 'circle.joined', 'circle.changed', 'circle.deleted',
+    'circle.removed']) {
     on(kind, () => soon('circles', loadCircles));
   }
   for (const kind of ['friend.added', 'friend.removed', 'friend.renamed', 'friend.blocked',

@@ -1,0 +1,201 @@
+"""Which linked peer is asked for which chunk (spec/sync.md section 4, point 6).
+
+A chunk is asked of one linked peer at a time, at most MAX_IN_FLIGHT per peer,
+topped up as chunks arrive; a peer that says it lacks a chunk, or whose link
+goes, sends the chunk to another linked peer who may read a moment that uses
+it. The scheduler also follows each moment's chunks to report progress.
+Pure: the shell writes chunks and tells it what was kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from p2pmoments.core.replication.messages import MAX_WANTS, WantChunks
+from p2pmoments.core.replication.vectors import Send
+
+__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Progress"]
+
+MAX_IN_FLIGHT = MAX_WANTS  # chunks asked of one peer at once
+
+MayRead = Callable[[bytes, bytes, int], bool]  # (peer, circle, epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A chunk of a moment's photos or files arrived: `held` of `total` are here."""
+
+    moment: bytes
+    held: int
+    total: int
+    size: int
+
+    @property
+    def done(self) -> bool:
+        return self.held >= self.total
+
+
+@dataclass(slots=True)
+class _Asking:
+    wanted: list[bytes] = field(default_factory=list)  # still to ask it for, in order
+    in_flight: set[bytes] = field(default_factory=set)  # asked, not yet come
+
+
+class ChunkScheduler:
+    """Chunks to fetch, from whom, and how far each moment has come."""
+
+    def __init__(self, may_read: MayRead) -> None:
+        self._may_read = may_read
+        self._peers: dict[bytes, _Asking] = {}
+        self._asked: dict[bytes, bytes] = {}  # chunk -> the peer it is asked of
+        self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers that said they lack it
+        self._readers: dict[bytes, set[tuple[bytes, int]]] = {}  # chunk -> (circle, epoch)
+        self._remaining: dict[bytes, set[bytes]] = {}  # moment -> chunks not here yet
+        self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
+        self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
+
+    # --- links -----------------------------------------------------------------
+
+    def link_up(self, peer: bytes) -> None:
+        """A peer linked: chunks may be asked of it."""
+        self._peers.setdefault(peer, _Asking())
+
+    def link_down(self, peer: bytes) -> list[Send]:
+        """A peer's link went: what was asked of it is asked of another linked reader."""
+        state = self._peers.pop(peer, None)
+        if state is None:
+            return []
+        orphans = [a for a in (*state.in_flight, *state.wanted) if self._asked.get(a) == peer]
+        for address in orphans:
+            del self._asked[address]
+        return self._ask_elsewhere(peer, orphans, lacked=False)
+
+    # --- what needs fetching ----------------------------------------------------
+
+    def need(
+        self,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        total: int,
+        missing: Sequence[bytes],
+        source: bytes | None,
+    ) -> list[Send]:
+        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here:
+        follow them, and ask `source` (the peer that sent the moment) or, without one,
+        any linked peer who may read them."""
+        if not missing:
+            return []
+        self._totals[moment] = total
+        self._remaining.setdefault(moment, set()).update(missing)
+        for address in missing:
+            self._users.setdefault(address, set()).add(moment)
+            self._readers.setdefault(address, set()).add((circle, epoch))
+        if source is not None and source in self._peers:
+            return self.want(source, missing)
+        return self._ask_elsewhere(None, list(missing), lacked=False)
+
+    def want(self, peer: bytes, addresses: Iterable[bytes]) -> list[Send]:
+        """Queue chunks to ask `peer` for (not those asked of another linked peer), and
+        top up what is in flight with it."""
+        state = self._peers.get(peer)
+        if state is None:
+            return []
+        queued = set(state.wanted)
+        for address in addresses:
+            holder = self._asked.get(address)
+            if holder is not None and holder != peer and holder in self._peers:
+                continue
+            if address not in state.in_flight and address not in queued:
+                state.wanted.append(address)
+                queued.add(address)
+                self._asked[address] = peer
+        return self._top_up(peer, state)
+
+    def asked_of(self, peer: bytes, address: bytes) -> bool:
+        """True if we asked `peer` for this chunk and it has not come yet."""
+        state = self._peers.get(peer)
+        return state is not None and address in state.in_flight
+
+    # --- what came -------------------------------------------------------------
+
+    def lacked(self, peer: bytes, addresses: Sequence[bytes]) -> list[Send]:
+        """`peer` says it does not hold these (which we asked of it): ask another."""
+        state = self._peers.get(peer)
+        if state is not None:
+            state.in_flight.difference_update(addresses)
+        out = self._ask_elsewhere(peer, list(addresses), lacked=True)
+        if state is not None:
+            out += self._top_up(peer, state)
+        return out
+
+    def arrived(self, peer: bytes, addresses: Sequence[bytes]) -> list[Send]:
+        """Chunks we asked `peer` for came (not yet checked): ask for the next ones, so
+        they travel while these are written."""
+        state = self._peers.get(peer)
+        if state is None:
+            return []
+        state.in_flight.difference_update(addresses)
+        for address in addresses:
+            if self._asked.get(address) == peer:
+                del self._asked[address]
+        return self._top_up(peer, state)
+
+    def kept(self, sizes: Sequence[tuple[bytes, int]]) -> list[Progress]:
+        """These chunks are now on disk: how far each moment using them has come."""
+        out = []
+        for address, size in sizes:
+            self._lacking.pop(address, None)
+            self._readers.pop(address, None)
+            for moment in sorted(self._users.pop(address, set())):
+                remaining = self._remaining.get(moment)
+                if remaining is None:
+                    continue
+                remaining.discard(address)
+                total = self._totals[moment]
+                out.append(Progress(moment, total - len(remaining), total, size))
+                if not remaining:
+                    del self._remaining[moment], self._totals[moment]
+        return out
+
+    def statistics(self) -> dict[str, int]:
+        """How much is being fetched."""
+        return {
+            "chunks_wanted": len(self._users),
+            "chunks_in_flight": sum(len(s.in_flight) for s in self._peers.values()),
+            "transfers": len(self._remaining),
+        }
+
+    # --- internals ----------------------------------------------------------------
+
+    def _top_up(self, peer: bytes, state: _Asking) -> list[Send]:
+        ask = []
+        while state.wanted and len(state.in_flight) < MAX_IN_FLIGHT:
+            address = state.wanted.pop(0)
+            state.in_flight.add(address)
+            ask.append(address)
+        return [Send(peer, WantChunks(addresses=tuple(ask)))] if ask else []
+
+    def _ask_elsewhere(
+        self, peer: bytes | None, addresses: list[bytes], *, lacked: bool
+    ) -> list[Send]:
+        """Ask another linked peer who may read each chunk (each peer at most once per
+        chunk it lacked; the next link-up tries again)."""
+        out: list[Send] = []
+        for address in addresses:
+            if peer is not None and self._asked.get(address) == peer:
+                del self._asked[address]
+            tried = self._lacking.setdefault(address, set())
+            if lacked and peer is not None:
+                tried.add(peer)
+            readers = self._readers.get(address, set())
+            for other in self._peers:
+                if (
+                    other != peer
+                    and other not in tried
+                    and any(self._may_read(other, c, e) for c, e in readers)
+                ):
+                    out += self.want(other, [address])
+                    break
+        return out

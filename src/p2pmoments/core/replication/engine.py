@@ -1,0 +1,499 @@
+"""Replication between the members of a circle, sans-I/O (spec/sync.md).
+
+`Replicator` takes what happens (a link came up or went, a message arrived, we
+stored moments, chunks were written) with the time, and returns actions for the
+shell to carry out in order: messages to send, ranges to read and send,
+manifests to keep, envelopes to open, chunks to serve or write, peers to drop.
+Everything that decides lives here; the shell (p2pmoments.replication) reads
+and writes the store and the disk, checks signatures on worker threads, paces
+peers, and calls back with the results.
+
+    messages.decode ─► Replicator.receive(peer, message, now) ─► actions
+                       Replicator.opened(...)  (the envelopes it asked to open)
+                       Replicator.stored(...)  (what the shell stored)
+                       Replicator.chunks_written(...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from p2pmoments.core.budget import JunkScore
+from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.replication import rules
+from p2pmoments.core.replication.chunks import ChunkScheduler, Progress
+from p2pmoments.core.replication.messages import (
+    MAX_MANIFESTS,
+    Chunk,
+    Have,
+    Manifests,
+    Message,
+    Moments,
+    Removed,
+    WantChunks,
+)
+from p2pmoments.core.replication.rules import Entry
+from p2pmoments.core.replication.vectors import (
+    Membership,
+    Send,
+    SendManifests,
+    SendRange,
+    VectorSync,
+)
+
+__all__ = [
+    "JUNK_DECAY",
+    "JUNK_LIMIT",
+    "MAX_BATCH",
+    "Action",
+    "Drop",
+    "KeepManifest",
+    "KnownManifest",
+    "KnownRemoval",
+    "LeaveCircle",
+    "Open",
+    "Progress",
+    "Reject",
+    "Replicator",
+    "Send",
+    "SendRange",
+    "Serve",
+    "WriteChunks",
+]
+
+JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
+JUNK_DECAY = 4.0  # units forgiven a second
+MAX_BATCH = 900 * 1024  # bytes of envelopes in one moments message (a link message: 1 MiB)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnownManifest:
+    """A verified manifest of a circle we are in, as the engine needs it."""
+
+    circle: bytes
+    epoch: int
+    owner: bytes
+    members: frozenset[bytes]
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnownRemoval:
+    """A verified removal notice (spec/moments.md section 8)."""
+
+    circle: bytes
+    epoch: int
+    member: bytes
+    owner: bytes
+    time: int
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeepManifest:
+    """Keep a manifest a peer sent (store it, tell the user); `joined` if it is the first
+    of its circle we hold. Comes before anything it lets us send."""
+
+    manifest: KnownManifest
+    joined: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Verify and decrypt these envelopes of `circle` from `peer` (on worker threads),
+    then call `opened`."""
+
+    peer: bytes
+    circle: bytes
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Serve:
+    """`peer` asks for these chunks: send those it may read (see `may_read`) at its pace;
+    for those we do not hold, say so."""
+
+    peer: bytes
+    addresses: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteChunks:
+    """Chunks we asked `peer` for: check each against its address, write it, then call
+    `chunks_written`."""
+
+    peer: bytes
+    chunks: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Record why these things a peer sent were refused, as (reason, size)."""
+
+    peer: bytes | None
+    reasons: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """End the link to a peer for abuse; neither side links again for a while."""
+
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCircle:
+    """The owner removed us from a circle: record it; we keep what we had."""
+
+    removal: KnownRemoval
+
+
+Action = (
+    Send
+    | SendRange
+    | KeepManifest
+    | Open
+    | Serve
+    | WriteChunks
+    | Reject
+    | Drop
+    | LeaveCircle
+    | Progress
+)
+
+VerifyManifest = Callable[[bytes], KnownManifest]  # raises DecodeError; only circles we are in
+VerifyRemoval = Callable[[bytes], KnownRemoval]  # raises DecodeError
+
+
+@dataclass(slots=True)
+class _Peer:
+    junk: JunkScore = field(default_factory=lambda: JunkScore(JUNK_LIMIT, JUNK_DECAY))
+    dropped: bool = False
+
+
+class Replicator:
+    """Every replication decision of one daemon."""
+
+    def __init__(
+        self,
+        me: bytes,
+        *,
+        verify_manifest: VerifyManifest,
+        verify_removal: VerifyRemoval,
+    ) -> None:
+        self.me = me
+        self._verify_manifest = verify_manifest
+        self._verify_removal = verify_removal
+        self._vectors = VectorSync(me)
+        self._chunks = ChunkScheduler(self.may_read)
+        self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
+        self._left: set[bytes] = set()  # circles the owner removed us from
+        self._peers: dict[bytes, _Peer] = {}
+
+    # --- what we hold ------------------------------------------------------------
+
+    def load(
+        self,
+        manifests: Iterable[KnownManifest],
+        holdings: Iterable[tuple[bytes, bytes, int, int]],
+        left: Iterable[bytes] = (),
+    ) -> None:
+        """At start-up: the manifests we hold, (circle, author, epoch, highest seq) of the
+        moments we hold, and the circles we were removed from."""
+        self._left = set(left)
+        for manifest in manifests:
+            self._manifests.setdefault(manifest.circle, {})[manifest.epoch] = manifest
+        for circle in self._manifests:
+            if circle not in self._left:
+                self._vectors.set_circle(circle, self._membership(circle))
+        for circle, author, epoch, seq in holdings:
+            self._vectors.seed(circle, author, epoch, seq)
+
+    def add_manifest(self, manifest: KnownManifest) -> list[Action]:
+        """A manifest we made or kept: the linked peers it names (in the latest epoch)
+        get it, and every linked member learns which manifests we hold."""
+        epochs = self._manifests.setdefault(manifest.circle, {})
+        if manifest.epoch in epochs:
+            return []
+        epochs[manifest.epoch] = manifest
+        if manifest.members and self.me in manifest.members and manifest.epoch >= max(epochs):
+            self._left.discard(manifest.circle)  # added (back): a member again
+        if manifest.circle in self._left:
+            return []
+        membership = self._membership(manifest.circle)
+        out: list[Action] = [
+            Send(peer, Manifests(manifests=(manifest.raw,)))
+            for peer in self._vectors.linked()
+            # Only to those it names: an old epoch's membership is not for later members.
+            if membership.in_latest(peer) and peer in manifest.members
+        ]
+        out += self._expand(self._vectors.set_circle(manifest.circle, membership))
+        return out
+
+    def forget_circle(self, circle: bytes) -> None:
+        """We deleted a circle and all we held of it."""
+        self._manifests.pop(circle, None)
+        self._left.discard(circle)
+        self._vectors.forget_circle(circle)
+
+    def membership(self, circle: bytes) -> Membership | None:
+        """Who is in a circle, per epoch, from the manifests we hold."""
+        return self._membership(circle) if circle in self._manifests else None
+
+    def manifest(self, circle: bytes, epoch: int) -> KnownManifest | None:
+        """A manifest we hold."""
+        return self._manifests.get(circle, {}).get(epoch)
+
+    def may_read(self, peer: bytes, circle: bytes, epoch: int) -> bool:
+        """True if `peer` may receive what belongs to `circle` at `epoch` (a moment, or
+        a chunk of one): it is in the latest manifest and in that epoch."""
+        if circle in self._left or circle not in self._manifests:
+            return False
+        return self._membership(circle).may_read(peer, epoch)
+
+    def circles_of(self, peer: bytes) -> list[bytes]:
+        """The circles whose traffic may go to `peer`."""
+        return self._vectors.circles_of(peer)
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot of what replication is doing."""
+        return {"linked": len(self._peers), **self._chunks.statistics()}
+
+    # --- links ---------------------------------------------------------------------
+
+    def link_up(self, peer: bytes) -> list[Action]:
+        """A link is open: tell the peer what we hold of every circle it is in."""
+        self._peers[peer] = _Peer()
+        self._chunks.link_up(peer)
+        return self._expand(self._vectors.link_up(peer))
+
+    def link_down(self, peer: bytes) -> list[Action]:
+        """A link went: chunks asked of the peer are asked of someone else."""
+        self._peers.pop(peer, None)
+        self._vectors.link_down(peer)
+        return list(self._chunks.link_down(peer))
+
+    # --- messages --------------------------------------------------------------------
+
+    def receive(self, peer: bytes, message: Message, now: float) -> list[Action]:
+        """A message from a linked peer."""
+        if peer not in self._peers:
+            return []
+        if isinstance(message, Manifests):
+            return self._on_manifests(peer, message, now)
+        if isinstance(message, Have):
+            return self._expand(self._vectors.received_have(peer, message))
+        if isinstance(message, Moments):
+            membership = self.membership(message.circle)
+            if membership is None or not membership.in_latest(peer) or message.circle in self._left:
+                return []  # only the circle's current members exchange its moments
+            return [Open(peer, message.circle, message.envelopes)] if message.envelopes else []
+        if isinstance(message, WantChunks):
+            return [Serve(peer, message.addresses)] if message.addresses else []
+        if isinstance(message, Chunk):
+            return self.receive_chunks(peer, [message], now)
+        return self._on_removed(peer, message, now)
+
+    def receive_chunks(self, peer: bytes, chunks: Sequence[Chunk], now: float) -> list[Action]:
+        """Chunk messages from one peer, handled together (written in one go)."""
+        out: list[Action] = []
+        got: list[tuple[bytes, bytes]] = []
+        lacking: list[bytes] = []
+        for chunk in chunks:
+            if not self._chunks.asked_of(peer, chunk.address):
+                out += self.junk(peer, 4, "a chunk we did not ask for", now)
+            elif chunk.data is None:
+                lacking.append(chunk.address)  # it does not hold it: ask someone else
+            else:
+                got.append((chunk.address, chunk.data))
+        if lacking:
+            out += self._chunks.lacked(peer, lacking)
+        if got:
+            # Ask for the next ones first, so they travel while these are written.
+            out += self._chunks.arrived(peer, [a for a, _ in got])
+            out.append(WriteChunks(peer, tuple(got)))
+        return out
+
+    def junk(self, peer: bytes, units: float, what: str, now: float) -> list[Action]:
+        """Count junk from a peer (malformed, forged, unasked for); past the limit, drop."""
+        state = self._peers.get(peer)
+        if state is None or state.dropped or not state.junk.add(units, now):
+            return []
+        state.dropped = True
+        return [Drop(peer, f"too much junk (last: {what})")]
+
+    # --- what the shell did ---------------------------------------------------------
+
+    def opened(
+        self,
+        peer: bytes,
+        circle: bytes,
+        entries: Sequence[Entry],
+        rejected: Sequence[tuple[str, int]],
+        owners: Mapping[bytes, tuple[bytes, bytes]],
+        now: float,
+    ) -> tuple[list[Entry], list[Action]]:
+        """Envelopes of an `Open` were verified: `entries` opened, `rejected` did not
+        (reason, size). `owners` gives (circle, author) of the stored moments they answer
+        or retract. Returns what to store, and actions (rejections recorded, junk)."""
+        verdicts = rules.judge(
+            entries,
+            rules.Context(
+                sender=peer, circle=circle, membership=self.membership(circle), owners=owners
+            ),
+        )
+        refused = [*rejected, *verdicts.rejected]
+        out: list[Action] = []
+        if refused:
+            out.append(Reject(peer, tuple(refused)))
+            out += self.junk(peer, len(refused), "moments that failed verification", now)
+        return verdicts.accepted, out
+
+    def stored(
+        self,
+        circle: bytes,
+        entries: Sequence[Entry],
+        source: bytes | None,
+        missing: Mapping[bytes, tuple[int, Sequence[bytes]]] = {},
+        envelopes: Mapping[bytes, bytes] = {},
+    ) -> list[Action]:
+        """These moments of `circle` are newly stored: ours if `source` is None, else from
+        that peer. `missing` gives, for moments with photos or files, how many chunks
+        each uses and which are not here; `envelopes` may give the envelopes of the
+        entries (ours, just sealed), sent as they are instead of read back."""
+        out = self._expand(
+            self._vectors.stored(circle, [(e.author, e.seq, e.epoch) for e in entries], source),
+            fresh={(e.author, e.seq): envelopes[e.id] for e in entries if e.id in envelopes},
+        )
+        for entry in entries:
+            if entry.id in missing:
+                total, lacking = missing[entry.id]
+                out += self._chunks.need(
+                    entry.id, entry.circle, entry.epoch, total, lacking, source
+                )
+        return out
+
+    def resume(
+        self, peer: bytes, missing: Iterable[tuple[bytes, bytes, int, int, Sequence[bytes]]]
+    ) -> list[Action]:
+        """At link-up: (moment, circle, epoch, chunks used, chunks missing) of transfers a
+        cut left unfinished, in circles `peer` is in: ask it."""
+        out: list[Action] = []
+        for moment, circle, epoch, total, lacking in missing:
+            if self.may_read(peer, circle, epoch):
+                out += self._chunks.need(moment, circle, epoch, total, lacking, peer)
+        return out
+
+    def chunks_written(
+        self, peer: bytes, kept: Sequence[tuple[bytes, int]], bad: int, now: float
+    ) -> list[Action]:
+        """Chunks from a `WriteChunks`: `kept` (address, size) are on disk; `bad` of them
+        were not what their address names."""
+        out: list[Action] = list(self._chunks.kept(kept))
+        if bad:
+            out += self.junk(peer, 16 * bad, "chunks not what their address names", now)
+        return out
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _membership(self, circle: bytes) -> Membership:
+        epochs = self._manifests[circle]
+        return Membership(latest=max(epochs), members={e: m.members for e, m in epochs.items()})
+
+    def _on_manifests(self, peer: bytes, message: Manifests, now: float) -> list[Action]:
+        out: list[Action] = []
+        for raw in message.manifests[:MAX_MANIFESTS]:
+            try:
+                manifest = self._verify_manifest(raw)  # only circles we are in
+            except DecodeError as exc:
+                out += self.junk(peer, 1, f"a manifest: {exc}", now)
+                continue
+            if self.manifest(manifest.circle, manifest.epoch) is not None:
+                continue
+            joined = manifest.circle not in self._manifests
+            out.append(KeepManifest(manifest, joined))
+            out += self.add_manifest(manifest)  # pass it on: manifests travel first
+        return out
+
+    def _on_removed(self, peer: bytes, message: Removed, now: float) -> list[Action]:
+        out: list[Action] = []
+        for raw in message.notices:
+            try:
+                removal = self._verify_removal(raw)
+            except DecodeError as exc:
+                out += self.junk(peer, 1, f"a removal notice: {exc}", now)
+                continue
+            epochs = self._manifests.get(removal.circle)
+            if (
+                epochs is None
+                or removal.member != self.me
+                or removal.circle in self._left
+                or epochs[max(epochs)].owner != removal.owner
+                or (max(epochs) >= removal.epoch and self.me in epochs[max(epochs)].members)
+            ):
+                continue  # not ours, not its owner, or a newer manifest names us again
+            self._left.add(removal.circle)
+            self._vectors.leave_circle(removal.circle)
+            out.append(LeaveCircle(removal))
+        return out
+
+    def _expand(
+        self,
+        actions: Sequence[Send | SendManifests | SendRange],
+        fresh: Mapping[tuple[bytes, int], bytes] = {},
+    ) -> list[Action]:
+        """Turn the vector decisions into messages where the engine has what they need:
+        manifests it holds, and our own moments just stored."""
+        out: list[Action] = []
+        for action in actions:
+            if isinstance(action, SendManifests):
+                out += self._send_manifests(action)
+            elif isinstance(action, SendRange) and all(
+                (action.author, s) in fresh for s in range(action.first, action.last + 1)
+            ):
+                envelopes = tuple(
+                    fresh[(action.author, s)] for s in range(action.first, action.last + 1)
+                )
+                out += _batches(action.peer, action.circle, envelopes)
+            else:
+                out.append(action)
+        return out
+
+    def _send_manifests(self, action: SendManifests) -> list[Action]:
+        membership = self.membership(action.circle)
+        if membership is None or not membership.in_latest(action.peer):
+            return []  # checked again at the point of sending
+        raws = [
+            self._manifests[action.circle][e].raw
+            for e in sorted(action.epochs)
+            if e in self._manifests[action.circle]
+            and (e == membership.latest or membership.may_read(action.peer, e))
+        ]
+        return [
+            Send(action.peer, Manifests(manifests=tuple(raws[i : i + MAX_MANIFESTS])))
+            for i in range(0, len(raws), MAX_MANIFESTS)
+        ]
+
+
+def _batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Action]:
+    """Moments messages of at most MAX_BATCH bytes of envelopes each."""
+    out: list[Action] = []
+    batch: list[bytes] = []
+    size = 0
+    for envelope in envelopes:
+        if size + len(envelope) > MAX_BATCH and batch:
+            out.append(Send(peer, Moments(circle=circle, envelopes=tuple(batch))))
+            batch, size = [], 0
+        batch.append(envelope)
+        size += len(envelope)
+    if batch:
+        out.append(Send(peer, Moments(circle=circle, envelopes=tuple(batch))))
+    return out
+
+
+def batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Send]:
+    """Moments messages of at most MAX_BATCH bytes of envelopes each (for ranges the shell
+    reads from its store)."""
+    return [a for a in _batches(peer, circle, envelopes) if isinstance(a, Send)]

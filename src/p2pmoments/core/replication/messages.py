@@ -1,0 +1,204 @@
+"""The replication messages (spec/sync.md section 3) as frozen dataclasses.
+
+`decode(body)` turns a link message (a CBOR map, key 0 its type) into one of
+them or raises `BadMessage`, the peer's fault, with how much junk it counts for
+(spec/sync.md section 5); `encode(message)` gives the map back. Every field is
+checked exactly: types, lengths, counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from p2pmoments.core.errors import RemoteProtocolError
+
+__all__ = [
+    "MAX_ENVELOPES",
+    "MAX_EPOCHS",
+    "MAX_MANIFESTS",
+    "MAX_REMOVALS",
+    "MAX_VECTOR",
+    "MAX_WANTS",
+    "T_CHUNK",
+    "T_HAVE",
+    "T_MANIFESTS",
+    "T_MOMENTS",
+    "T_REMOVED",
+    "T_WANT_CHUNKS",
+    "BadMessage",
+    "Chunk",
+    "Have",
+    "Manifests",
+    "Message",
+    "Moments",
+    "Removed",
+    "Slot",
+    "WantChunks",
+    "decode",
+    "encode",
+]
+
+T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK, T_REMOVED = 16, 17, 18, 19, 20, 21
+TYPES = frozenset({T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK, T_REMOVED})
+MAX_MANIFESTS = 64  # manifests read from one message
+MAX_ENVELOPES = 4096  # envelopes read from one message
+MAX_WANTS = 16  # chunks asked of a peer in one message (and in flight)
+MAX_REMOVALS = 64
+MAX_VECTOR = 151 * 64  # (author, epoch) entries in one have
+MAX_EPOCHS = 4096  # manifest epochs named in one have
+MAX_U32 = (1 << 32) - 1
+MAX_SEQ = (1 << 63) - 1
+
+Slot = tuple[bytes, int]  # (author, epoch)
+
+
+class BadMessage(RemoteProtocolError):
+    """A malformed replication message; `junk` is what it counts for (spec/sync.md §5)."""
+
+    def __init__(self, message: str, *, junk: float = 1) -> None:
+        super().__init__(message)
+        self.junk = junk
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifests:
+    """Signed manifests (spec/moments.md section 1), unverified."""
+
+    manifests: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Have:
+    """What the sender holds of one circle: the highest sequence per (author, epoch), and
+    the manifest epochs it holds (none: a plea for manifests)."""
+
+    circle: bytes
+    vector: Mapping[Slot, int]
+    epochs: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Moments:
+    """Envelopes of one circle, in ascending sequence order, unverified."""
+
+    circle: bytes
+    envelopes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WantChunks:
+    """Send me these chunks."""
+
+    addresses: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunk:
+    """A chunk asked for; without `data`: "I do not hold it"."""
+
+    address: bytes
+    data: bytes | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removed:
+    """Removal notices (spec/moments.md section 8), unverified."""
+
+    notices: tuple[bytes, ...]
+
+
+Message = Manifests | Have | Moments | WantChunks | Chunk | Removed
+
+
+def _bytes_list(value: object, what: str, limit: int) -> tuple[bytes, ...]:
+    if type(value) is not list or not all(type(x) is bytes for x in value):
+        raise BadMessage(f"malformed {what}")
+    return tuple(value[:limit])
+
+
+def _id(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != 32:
+        raise BadMessage(f"malformed {what}")
+    return value
+
+
+def _have(body: Mapping[int, Any]) -> Have:
+    circle = _id(body.get(1), "have")
+    entries, epochs = body.get(2), body.get(3, [])
+    if type(entries) is not list or len(entries) > MAX_VECTOR:
+        raise BadMessage("malformed have")
+    if type(epochs) is not list or len(epochs) > MAX_EPOCHS:
+        raise BadMessage("malformed have")
+    if not all(type(e) is int and 0 <= e <= MAX_U32 for e in epochs):
+        raise BadMessage("malformed have")
+    vector: dict[Slot, int] = {}
+    for entry in entries:
+        if (
+            type(entry) is not list
+            or len(entry) != 3
+            or type(entry[0]) is not bytes
+            or len(entry[0]) != 32
+            or type(entry[1]) is not int
+            or not 0 <= entry[1] <= MAX_U32
+            or type(entry[2]) is not int
+            or not 0 <= entry[2] <= MAX_SEQ
+        ):
+            raise BadMessage("malformed have")
+        vector[(entry[0], entry[1])] = entry[2]
+    return Have(circle=circle, vector=vector, epochs=frozenset(epochs))
+
+
+def decode(body: Mapping[int, Any]) -> Message:
+    """The message in a link message's body; BadMessage if it is not one of ours or is
+    malformed."""
+    kind = body.get(0)
+    if kind == T_MANIFESTS:
+        return Manifests(manifests=_bytes_list(body.get(1), "manifest message", MAX_MANIFESTS))
+    if kind == T_HAVE:
+        return _have(body)
+    if kind == T_MOMENTS:
+        circle = _id(body.get(1), "moments message")
+        return Moments(
+            circle=circle, envelopes=_bytes_list(body.get(2), "moments message", MAX_ENVELOPES)
+        )
+    if kind == T_WANT_CHUNKS:
+        addresses = body.get(1)
+        if type(addresses) is not list or len(addresses) > MAX_WANTS:
+            raise BadMessage("a malformed or oversized chunk request")
+        return WantChunks(addresses=tuple(_id(a, "chunk address") for a in addresses))
+    if kind == T_CHUNK:
+        address, data = body.get(1), body.get(2)
+        if type(address) is not bytes or len(address) != 32:
+            raise BadMessage("a malformed chunk", junk=4)
+        if data is not None and type(data) is not bytes:
+            raise BadMessage("a malformed chunk", junk=4)
+        return Chunk(address=address, data=data)
+    if kind == T_REMOVED:
+        return Removed(notices=_bytes_list(body.get(1), "removal message", MAX_REMOVALS))
+    raise BadMessage(f"unknown message type {kind!r}")
+
+
+def encode(message: Message) -> dict[int, Any]:
+    """The link message for `message`."""
+    if isinstance(message, Manifests):
+        return {0: T_MANIFESTS, 1: list(message.manifests)}
+    if isinstance(message, Have):
+        return {
+            0: T_HAVE,
+            1: message.circle,
+            2: [[a, e, s] for (a, e), s in sorted(message.vector.items())],
+            3: sorted(message.epochs),
+        }
+    if isinstance(message, Moments):
+        return {0: T_MOMENTS, 1: message.circle, 2: list(message.envelopes)}
+    if isinstance(message, WantChunks):
+        return {0: T_WANT_CHUNKS, 1: list(message.addresses)}
+    if isinstance(message, Chunk):
+        return (
+            {0: T_CHUNK, 1: message.address}
+            if message.data is None
+            else {0: T_CHUNK, 1: message.address, 2: message.data}
+        )
+    return {0: T_REMOVED, 1: list(message.notices)}

@@ -1,0 +1,126 @@
+"""What a daemon keeps of the moments a peer sends: one table (spec/moments.md §5, sync.md §1).
+
+The envelope's own checks (structure, signature, membership of its epoch, who
+may post, the content) happen when it is opened (core.circles.open_moment);
+this table holds the rules that need more than the envelope: the message it
+came in, who sent it, and the moments it answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from p2pmoments.core.circles import Kind, Moment
+from p2pmoments.core.replication.vectors import Membership
+
+__all__ = ["RULES", "Entry", "Rule", "Verdicts", "judge"]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What replication needs to know of a verified moment."""
+
+    id: bytes
+    circle: bytes
+    author: bytes
+    seq: int
+    epoch: int
+    kind: Kind
+    reply_to: bytes | None
+    target: bytes | None
+    chunks: tuple[bytes, ...]  # every chunk its photos and files use (thumbnails too)
+    size: int  # of the envelope
+
+    @classmethod
+    def of(cls, moment: Moment) -> Entry:
+        """The entry of an opened moment."""
+        content = moment.content
+        return cls(
+            id=moment.id,
+            circle=moment.circle_id,
+            author=bytes(moment.author),
+            seq=moment.seq,
+            epoch=moment.epoch,
+            kind=content.kind,
+            reply_to=content.reply_to,
+            target=content.target,
+            chunks=tuple(a for ref in content.refs for a in ref.addresses()),
+            size=len(moment.envelope),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Where a batch of moments came from."""
+
+    sender: bytes
+    circle: bytes  # the circle its message names
+    membership: Membership | None
+    owners: Mapping[
+        bytes, tuple[bytes, bytes]
+    ]  # moment id -> (circle, author), held or in the batch
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rule a received moment must pass; `reason` is recorded when it does not."""
+
+    name: str
+    holds: Callable[[Entry, Context], bool]
+    reason: str
+
+
+def _answered(entry: Entry, ctx: Context) -> list[tuple[bytes, bytes] | None]:
+    return [ctx.owners.get(r) for r in (entry.reply_to, entry.target) if r is not None]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "scope",
+        lambda e, ctx: ctx.membership is not None and ctx.membership.in_latest(ctx.sender),
+        "its sender is not in the circle's latest manifest",
+    ),
+    Rule(
+        "one circle per message",
+        lambda e, ctx: e.circle == ctx.circle,
+        "a moment of another circle than its message",
+    ),
+    Rule(
+        "answers its own circle",
+        lambda e, ctx: all(o is None or o[0] == e.circle for o in _answered(e, ctx)),
+        "it answers a moment of another circle",
+    ),
+    Rule(
+        "only the author retracts",
+        lambda e, ctx: (
+            e.kind is not Kind.RETRACTION
+            or e.target is None
+            or e.target not in ctx.owners
+            or ctx.owners[e.target][1] == e.author
+        ),
+        "only its author can retract a moment",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """A batch judged: what to keep, and why the rest was refused (reason, size)."""
+
+    accepted: list[Entry]
+    rejected: list[tuple[str, int]]
+
+
+def judge(entries: Sequence[Entry], ctx: Context) -> Verdicts:
+    """Apply RULES to each entry, in order; the first rule broken is the reason."""
+    owners = {**ctx.owners, **{e.id: (e.circle, e.author) for e in entries}}
+    ctx = Context(sender=ctx.sender, circle=ctx.circle, membership=ctx.membership, owners=owners)
+    accepted, rejected = [], []
+    for entry in entries:
+        broken = next((r for r in RULES if not r.holds(entry, ctx)), None)
+        if broken is None:
+            accepted.append(entry)
+        else:
+            rejected.append((broken.reason, entry.size))
+    return Verdicts(accepted, rejected)

@@ -1,0 +1,251 @@
+"""Per-circle sequence vectors: who holds what, and which ranges to send (spec/sync.md §2, §4).
+
+Holdings are summarised per circle as a vector {(author, epoch): highest
+sequence held}. Every transfer is an ascending range that starts right after
+what the receiver holds, so holdings stay gap-free per (author, epoch) and the
+maximum says everything; per epoch, because a member of epochs 0 and 2 but not
+1 rightly lacks epoch 1 (tests/test_sync_model.py found the per-author form
+unsound). Nothing about a circle goes to a peer outside its latest manifest,
+and no moment to a peer outside its epoch: the checks sit here, where the
+actions are made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from p2pmoments.core.replication.messages import Have, Message, Slot
+
+__all__ = ["Membership", "Send", "SendManifests", "SendRange", "VectorSync"]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who is in a circle: per epoch, and the latest epoch."""
+
+    latest: int
+    members: Mapping[int, frozenset[bytes]]  # epoch -> identity keys
+
+    def in_latest(self, peer: bytes) -> bool:
+        return peer in self.members.get(self.latest, frozenset())
+
+    def epochs_of(self, peer: bytes) -> frozenset[int]:
+        return frozenset(e for e, who in self.members.items() if peer in who)
+
+    def may_read(self, peer: bytes, epoch: int) -> bool:
+        """True if `peer` is in the latest manifest and in `epoch` (holds its key)."""
+        return self.in_latest(peer) and peer in self.members.get(epoch, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `message` to `peer`."""
+
+    peer: bytes
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SendManifests:
+    """Send `peer` our signed manifests of `circle` for these epochs, before anything
+    else about the circle."""
+
+    peer: bytes
+    circle: bytes
+    epochs: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class SendRange:
+    """Send `peer` our moments of `author` in `circle` with first <= seq <= last, of the
+    given epochs only, in order (the shell reads them from its store, or has them)."""
+
+    peer: bytes
+    circle: bytes
+    author: bytes
+    first: int
+    last: int
+    epochs: frozenset[int]
+
+
+Action = Send | SendManifests | SendRange
+
+
+@dataclass(slots=True)
+class _PeerView:
+    # What we know the peer holds, per circle and (author, epoch) (its haves, our sends).
+    has: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
+    # The last vector and manifest epochs we told it, per circle: we do not repeat ourselves.
+    told: dict[bytes, tuple[dict[Slot, int], frozenset[int]]] = field(default_factory=dict)
+    # The manifest epochs it holds, per circle (its haves): it can open only those.
+    epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
+
+
+class VectorSync:
+    """Replication decisions by sequence vectors, for one daemon."""
+
+    def __init__(self, me: bytes) -> None:
+        self.me = me
+        self._circles: dict[bytes, Membership] = {}
+        self._held: dict[bytes, dict[Slot, int]] = {}
+        self._peers: dict[bytes, _PeerView] = {}
+
+    # --- what the shell tells us ---------------------------------------------
+
+    def set_circle(self, circle: bytes, membership: Membership) -> list[Action]:
+        """A circle we are in, or its new manifest: haves for the linked members (they
+        learn which manifests we hold; newly allowed peers, what we hold)."""
+        before = self._circles.get(circle)
+        self._circles[circle] = membership
+        self._held.setdefault(circle, {})
+        out: list[Action] = []
+        for peer in self._peers:
+            if membership.in_latest(peer):
+                was = before is not None and before.in_latest(peer)
+                out += self._tell(peer, circle, force=not was)
+        return out
+
+    def membership(self, circle: bytes) -> Membership | None:
+        """Who is in a circle, as far as we know."""
+        return self._circles.get(circle)
+
+    def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
+        """What the store already holds, at start-up (no messages)."""
+        vector = self._held.setdefault(circle, {})
+        vector[(author, epoch)] = max(seq, vector.get((author, epoch), 0))
+
+    def leave_circle(self, circle: bytes) -> None:
+        """We are out of a circle (removed, or it was deleted): nothing more about it."""
+        self._circles.pop(circle, None)
+        for view in self._peers.values():
+            view.has.pop(circle, None)
+            view.told.pop(circle, None)
+            view.epochs.pop(circle, None)
+
+    def forget_circle(self, circle: bytes) -> None:
+        """We deleted a circle and what we held of it."""
+        self.leave_circle(circle)
+        self._held.pop(circle, None)
+
+    def stored(
+        self, circle: bytes, moments: Iterable[tuple[bytes, int, int]], source: bytes | None
+    ) -> list[Action]:
+        """We now hold these (author, seq, epoch) of one circle: ours if `source` is None,
+        else received from `source`. Ours are pushed at once to every linked member of
+        their epoch that holds its manifest (others could not open them: they get a
+        have); others' are announced with at most one have per peer."""
+        top: dict[Slot, int] = {}
+        for author, seq, epoch in moments:
+            top[(author, epoch)] = max(seq, top.get((author, epoch), 0))
+        ranges: list[Action] = []
+        haves: dict[bytes, list[Action]] = {}
+        for (author, epoch), seq in top.items():
+            for action in self._stored_one(circle, author, seq, epoch, source):
+                if isinstance(action, Send):
+                    haves[action.peer] = [action]  # a later have says all an earlier one did
+                else:
+                    ranges.append(action)
+        return [*ranges, *(a for actions in haves.values() for a in actions)]
+
+    def link_up(self, peer: bytes) -> list[Action]:
+        """A link to `peer` is open: tell it what we hold of every circle it is in."""
+        self._peers[peer] = _PeerView()
+        return [
+            a
+            for c, m in self._circles.items()
+            if m.in_latest(peer)
+            for a in self._tell(peer, c, force=True)
+        ]
+
+    def link_down(self, peer: bytes) -> None:
+        """The link to `peer` is gone."""
+        self._peers.pop(peer, None)
+
+    def received_have(self, peer: bytes, have: Have) -> list[Action]:
+        """A peer told us what it holds: send what it lacks; ask for what we lack."""
+        view = self._peers.get(peer)
+        if view is None:
+            return []
+        circle, theirs = have.circle, have.vector
+        membership = self._circles.get(circle)
+        if membership is None:
+            # A circle we hold no manifest of: say so, and a member's manifests follow.
+            # Never in answer to such a plea, so two daemons cannot ping-pong.
+            plea = Have(circle=circle, vector={}, epochs=frozenset())
+            return [Send(peer, plea)] if have.epochs else []
+        if not membership.in_latest(peer):
+            return []  # not for them to know
+        view.epochs[circle] = have.epochs
+        out: list[Action] = []
+        lacking = (membership.epochs_of(peer) | {membership.latest}) - have.epochs
+        if lacking:
+            out.append(SendManifests(peer, circle, frozenset(lacking)))
+        known = view.has.setdefault(circle, {})
+        for slot, seq in theirs.items():
+            known[slot] = max(known.get(slot, 0), seq)
+        ours = self._held.get(circle, {})
+        epochs = membership.epochs_of(peer)
+        for (author, epoch), seq in ours.items():
+            if epoch in epochs and seq > known.get((author, epoch), 0):
+                first = known.get((author, epoch), 0) + 1
+                out.append(SendRange(peer, circle, author, first, seq, frozenset({epoch})))
+                known[(author, epoch)] = seq
+        readable = membership.epochs_of(self.me)
+        if any(seq > ours.get((a, e), 0) for (a, e), seq in theirs.items() if e in readable):
+            # They are ahead where we may read: our have is a request, so it goes even if
+            # unchanged. No loop: the side that is ahead answers with moments, not with a
+            # have; and an epoch we are not in is not asked for (two members each holding
+            # an epoch the other was never in asked each other for ever: the model found it).
+            out += self._tell(peer, circle, force=True)
+        return out
+
+    def circles_of(self, peer: bytes) -> list[bytes]:
+        """The circles whose traffic may go to `peer`."""
+        return [c for c, m in self._circles.items() if m.in_latest(peer)]
+
+    def linked(self) -> list[bytes]:
+        """The peers we are linked to, as we were told."""
+        return list(self._peers)
+
+    # --- internals -------------------------------------------------------------
+
+    def _stored_one(
+        self, circle: bytes, author: bytes, seq: int, epoch: int, source: bytes | None
+    ) -> list[Action]:
+        slot = (author, epoch)
+        vector = self._held.setdefault(circle, {})
+        if seq <= vector.get(slot, 0):
+            return []
+        vector[slot] = seq
+        if source is not None and source in self._peers:
+            known = self._peers[source].has.setdefault(circle, {})
+            known[slot] = max(seq, known.get(slot, 0))
+        membership = self._circles.get(circle)
+        if membership is None:
+            return []
+        out: list[Action] = []
+        for peer, view in self._peers.items():
+            if peer == source or not membership.may_read(peer, epoch):
+                continue
+            known = view.has.setdefault(circle, {})
+            if source is None and epoch in view.epochs.get(circle, ()):
+                # Everything they lack of this slot, not just the new one: a range
+                # that starts right after what they hold keeps their holdings gap-free.
+                out.append(
+                    SendRange(peer, circle, author, known.get(slot, 0) + 1, seq, frozenset({epoch}))
+                )
+                known[slot] = seq
+            elif known.get(slot, 0) < seq:
+                out += self._tell(peer, circle)
+        return out
+
+    def _tell(self, peer: bytes, circle: bytes, *, force: bool = False) -> list[Action]:
+        vector = dict(self._held.get(circle, {}))
+        membership = self._circles.get(circle)
+        epochs = frozenset(membership.members) if membership else frozenset()
+        view = self._peers[peer]
+        if not force and view.told.get(circle) == (vector, epochs):
+            return []  # nothing new to say
+        view.told[circle] = (vector, epochs)
+        return [Send(peer, Have(circle=circle, vector=vector, epochs=epochs))]

@@ -1,0 +1,106 @@
+"""Admission decisions in the pure core: who gets an answer, who makes room, which link stays."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pmoments.core.admission import (
+    Claim,
+    Half,
+    Known,
+    Verdict,
+    admit,
+    keep_new_link,
+    make_room,
+)
+
+
+@pytest.mark.parametrize(
+    ("known", "verdict", "reason"),
+    [
+        (Known(friend=True), Verdict.ACCEPT, ""),
+        (Known(co_member=True), Verdict.ACCEPT, ""),
+        (Known(), Verdict.REFUSE, ""),
+        (Known(blocked=True), Verdict.REFUSE, ""),
+        (Known(friend=True, cooling=True), Verdict.REFUSE, ""),
+        (Known(claim=Claim.OK), Verdict.ACCEPT, ""),
+        (Known(claim=Claim.OK, blocked=True), Verdict.ACCEPT, ""),  # re-pairing unblocks
+        (Known(claim=Claim.USED), Verdict.REFUSE_PAIRING, "already used by another device"),
+        (Known(claim=Claim.EXPIRED), Verdict.REFUSE_PAIRING, "expired"),
+        (Known(claim=Claim.OK, friends=3, max_friends=3), Verdict.REFUSE_PAIRING, "limit (3)"),
+        (Known(claim=Claim.OK, friend=True, friends=3, max_friends=3), Verdict.ACCEPT, ""),
+    ],
+)
+def test_who_gets_an_answer(known: Known, verdict: Verdict, reason: str) -> None:
+    admission = admit(known)
+    assert admission.verdict is verdict
+    assert reason in admission.reason
+
+
+def half(n: int, host: str = "h", *, idle: bool = True) -> Half[int]:
+    return Half(conn=n, host=host, opened=float(n), awaiting_first_message=idle)
+
+
+def room(handshakes: list[Half[int]], host: str = "new") -> tuple[bool, list[int]]:
+    return make_room(handshakes, host, links=0, max_links=256, max_handshakes=4, max_per_host=2)
+
+
+def test_below_the_bounds_nothing_is_evicted() -> None:
+    assert room([half(1, "a"), half(2, "b")]) == (True, [])
+
+
+def test_at_the_bound_the_oldest_idle_connection_makes_room() -> None:
+    busy = [half(1, "a", idle=False), half(2, "b"), half(3, "c"), half(4, "d")]
+    assert room(busy) == (True, [2])
+
+
+def test_a_host_at_its_own_bound_loses_its_oldest_idle_one() -> None:
+    assert room([half(1, "a"), half(2, "a")], "a") == (True, [1])
+
+
+def test_when_every_one_in_the_way_has_proved_something_the_new_one_waits() -> None:
+    busy = [half(i, h, idle=False) for i, h in enumerate("abcd")]
+    assert room(busy) == (False, [])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=4), st.sampled_from("abc")
+)
+def test_after_making_room_the_bounds_hold(entries: list[tuple[str, bool]], host: str) -> None:
+    handshakes = [half(i, h, idle=idle) for i, (h, idle) in enumerate(entries)]
+    if any(sum(1 for h in handshakes if h.host == x) > 2 for x in "abc"):
+        return  # not a state the bounds allow
+    ok, evicted = room(handshakes, host)
+    left = [h for h in handshakes if h.conn not in evicted]
+    assert all(h.awaiting_first_message for h in handshakes if h.conn in evicted)
+    if ok:  # with the new connection added, both bounds still hold
+        assert len(left) + 1 <= 4
+        assert sum(1 for h in left if h.host == host) + 1 <= 2
+    else:
+        assert evicted == []
+        assert all(not h.awaiting_first_message for h in handshakes if h.host == host) or all(
+            not h.awaiting_first_message for h in handshakes
+        )
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+    st.booleans(),
+    st.booleans(),
+)
+def test_both_sides_keep_the_same_link(
+    me: bytes, peer: bytes, old_mine: bool, new_mine: bool
+) -> None:
+    if me == peer or old_mine == new_mine:
+        return
+    mine = keep_new_link(me, peer, old_dialled_by_us=old_mine, new_dialled_by_us=new_mine)
+    theirs = keep_new_link(peer, me, old_dialled_by_us=not old_mine, new_dialled_by_us=not new_mine)
+    assert mine == theirs
+
+
+def test_a_redial_by_the_same_side_replaces_the_old_link() -> None:
+    assert keep_new_link(b"a", b"b", old_dialled_by_us=True, new_dialled_by_us=True)
+    assert keep_new_link(b"a", b"b", old_dialled_by_us=False, new_dialled_by_us=False)
