@@ -17,6 +17,7 @@ from p2pmoments.home import init_home, load_identity
 from p2pmoments.node import Node
 from p2pmoments.paths import Paths, resolve_paths
 from tests.daemons import Daemon
+from tests.tornet import TorNetwork, tor_binaries
 
 # Hypothesis must not flake on a slow or busy machine (a cold CI run failed the too_slow
 # health check once): no per-example deadline, no health check on generation speed. Each
@@ -89,3 +90,18 @@ def daemons() -> Iterator[list[Daemon]]:
     yield started
     for daemon in started:
         daemon.close()
+
+
+@pytest.fixture(scope="session")
+def tor_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TorNetwork]:
+    """A private Tor network on loopback for the whole session (tests/tornet.py);
+    skipped with the reason where tor or tor-gencert is missing."""
+    found = tor_binaries()
+    if found is None:
+        pytest.skip("tor and tor-gencert are not installed (apt install tor)")
+    network = TorNetwork(tmp_path_factory.mktemp("tornet"), tor=found[0], gencert=found[1])
+    network.start()
+    try:
+        yield network
+    finally:
+        network.stop()

@@ -52,6 +52,16 @@ class Paths:
         return self.data_dir / "blobs"
 
     @property
+    def tor_dir(self) -> Path:
+        """The DataDirectory of the daemon's own tor (spec/tor.md)."""
+        return self.data_dir / "tor"
+
+    @property
+    def tor_key_file(self) -> Path:
+        """Our onion service key and client-auth key (mode 0600, spec/tor.md)."""
+        return self.data_dir / "tor.key"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: its pid and addresses, for clients to find it."""
         return self.data_dir / "daemon.json"

@@ -24,6 +24,7 @@ __all__ = [
     "VerifyKey",
     "aead_decrypt",
     "aead_encrypt",
+    "is_ed25519_point",
     "open_sealed",
     "random_bytes",
     "seal",
@@ -124,6 +125,12 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(public={self.verify_key!r})"
+
+
+def is_ed25519_point(raw: bytes) -> bool:
+    """Whether `raw` encodes an Ed25519 point of the prime-order subgroup (no torsion,
+    not of small order): what Tor asks of an onion address's key."""
+    return len(raw) == KEY_LEN and bool(nacl.bindings.crypto_core_ed25519_is_valid_point(raw))
 
 
 class LinkPublicKey(_PublicBytes):
