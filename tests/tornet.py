@@ -16,8 +16,7 @@ schedule is shifted (`TestingV3AuthVotingStartOffset`, as chutney's scripts do)
 so the first consensus falls a fixed time after launch instead of at the next
 multiple of the voting interval on the wall clock; clients are started only
 once that consensus can be fetched (chutney's launch phases), so they never
-back off on 404s. See ../shared/research/tor-private-network.md for the figures
-that chose these options.
+back off on 404s. spec/tor.md gives the figures measured with these options.
 
 Run it alone to see the timings: `python -m tests.tornet`.
 """

@@ -52,7 +52,7 @@ from p2pmoments.core.onion import (
     socks_reply_length,
     stalled_rend_circuits,
 )
-from p2pmoments.home import write_file_atomically
+from p2pmoments.files import write_file_atomically
 
 __all__ = [
     "BOOTSTRAP_TIMEOUT",
