@@ -4,7 +4,9 @@
 
 Moments posted per second through the API of a real daemon process (text only,
 and with a 3 MB photo), beside what PyNaCl alone takes for the same
-cryptographic work (sign, encrypt, hash), so the ratio shows what the daemon adds.
+cryptographic work (sign, encrypt, hash), so the ratio shows what the daemon adds;
+and text moments posted by several clients at once, beside one client alone, with
+how many of them were stored (issue 10: all of them, and faster than one client).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from p2pmoments.core.crypto import SigningKey, random_bytes, xaead_encrypt
 
 TEXT_POSTS = 300
 PHOTO_POSTS = 15
+CONCURRENT_POSTS = 2000
+POSTERS = 4
 
 
 def photo_of_about(size: int) -> bytes:
@@ -61,6 +65,29 @@ async def post_many(api: str, token: str, n: int, photo: bytes | None) -> float:
                 async with session.post(f"{api}/moments", data=form) as r:
                     assert r.status == 201, await r.text()
         return n / (time.perf_counter() - start)
+
+
+async def post_concurrently(api: str, token: str, n: int, posters: int) -> tuple[float, int]:
+    """`posters` clients posting `n` text moments between them at once: the rate, and how
+    many more moments the daemon holds afterwards."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"{api}/status") as r:
+            before = (await r.json())["moments"]
+
+        async def poster(first: int) -> None:
+            for i in range(first, n, posters):
+                async with session.post(
+                    f"{api}/moments", json={"circle": "bench", "text": f"together {i}"}
+                ) as r:
+                    await r.read()  # an error is counted below: fewer moments stored
+
+        start = time.perf_counter()
+        await asyncio.gather(*(poster(k) for k in range(posters)))
+        rate = n / (time.perf_counter() - start)
+        async with session.get(f"{api}/status") as r:
+            after = (await r.json())["moments"]
+    return rate, after - before
 
 
 def raw_text_rate(n: int = 3000) -> float:
@@ -98,6 +125,8 @@ def main() -> None:
             p2pm(home, "circle", "create", "bench")
             text = asyncio.run(post_many(api, token, TEXT_POSTS, None))
             photos = asyncio.run(post_many(api, token, PHOTO_POSTS, photo))
+            alone, _ = asyncio.run(post_concurrently(api, token, CONCURRENT_POSTS, 1))
+            together, stored = asyncio.run(post_concurrently(api, token, CONCURRENT_POSTS, POSTERS))
         finally:
             stop(proc)
     rows = [
@@ -113,9 +142,21 @@ def main() -> None:
             "raw crypto (blob+thumb+sign)/s",
             raw_photo_rate(photo),
         ),
+        (
+            f"text moments posted/s by {POSTERS} clients at once",
+            together,
+            "by one client alone",
+            alone,
+        ),
+        (
+            f"of {CONCURRENT_POSTS} moments posted by {POSTERS} clients at once, stored",
+            stored,
+            "posted",
+            CONCURRENT_POSTS,
+        ),
     ]
     report(rows, args.json)
-    for name, value, _, base in rows:
+    for name, value, _, base in rows[:2]:
         print(f"  {name}: the raw crypto is {base / value:.1f}x faster than the whole post")
 
 

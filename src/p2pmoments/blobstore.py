@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -19,6 +20,8 @@ __all__ = ["BlobStore"]
 
 MAX_CHUNK_FILE = CHUNK_SIZE + 16
 MAX_CHECKED = 1 << 16  # chunks remembered as checked (16 GiB of data; about 6 MiB of memory)
+
+_CHUNK_NAME = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,24 @@ class BlobStore:
         if len(self._checked) >= MAX_CHECKED:
             self._checked.clear()  # bounded: those forgotten are hashed once more
         self._checked.add(address)
+
+    def old_chunks(self, before: float) -> list[bytes]:
+        """Addresses of the chunk files last written before `before` (a Unix time); stray
+        temporary files that old (a crash mid-write) are deleted on the way."""
+        found = []
+        for folder in self.root.glob("[0-9a-f][0-9a-f]"):
+            for entry in os.scandir(folder):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime >= before:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if _CHUNK_NAME.fullmatch(entry.name) and entry.name.startswith(folder.name):
+                    found.append(bytes.fromhex(entry.name))
+                elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+        return found
 
     def delete(self, addresses: list[bytes]) -> None:
         """Remove chunks nothing uses any more."""

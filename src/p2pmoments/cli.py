@@ -7,6 +7,7 @@ import argparse
 import getpass
 import json
 import os
+import shlex
 import sys
 import time
 import urllib.parse
@@ -367,10 +368,15 @@ def _q(ref: str, what: str = "") -> str:
     return urllib.parse.quote(ref, safe="")
 
 
+def _who(person: dict[str, Any]) -> str:
+    """A person's name, marked if they are not our friend (a co-member we never paired with)."""
+    return person["name"] if person.get("friend", True) else f"{person['name']} (not a friend)"
+
+
 def _print_circle(c: dict[str, Any]) -> None:
-    owner = "yours" if c["mine"] else f"owned by {c['owner']['name']}"
+    owner = "yours" if c["mine"] else f"owned by {_who(c['owner'])}"
     posting = "everyone posts" if c["members_can_post"] else "only the owner posts"
-    names = ", ".join(m["name"] for m in c["members"])
+    names = ", ".join(_who(m) for m in c["members"])
     if c.get("removed"):
         print(
             f"{c['name']}  ({owner}; you were removed on {_when(c['removed']['at'])}: "
@@ -446,14 +452,12 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
     when = _when(m["time"])
     if m["retracted"]:
         print(
-            f"{indent}[retracted]  {m['author']['name']} in {m['circle']['name']}, {when}  "
+            f"{indent}[retracted]  {_who(m['author'])} in {m['circle']['name']}, {when}  "
             f"{m['id'][:10]}"
         )
         return
     expires = f", expires {_when(m['expires'])}" if m["expires"] else ""
-    print(
-        f"{indent}{m['author']['name']} in {m['circle']['name']}, {when}{expires}  {m['id'][:10]}"
-    )
+    print(f"{indent}{_who(m['author'])} in {m['circle']['name']}, {when}{expires}  {m['id'][:10]}")
     for line in m["text"].splitlines() or [""]:
         print(f"{indent}  {line}")
     for photo in m["photos"]:
@@ -466,7 +470,7 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
     if m["reactions"]:
         print(indent + "  " + "  ".join(f"{e} {len(who)}" for e, who in m["reactions"].items()))
     for c in m["comments"]:
-        print(f"{indent}  ↳ {c['author']}: {c['text']}")
+        print(f"{indent}  ↳ {_who(c['author'])}: {c['text']}")
 
 
 def _read_upload(path: str) -> bytes:
@@ -575,16 +579,28 @@ def _download(kind: str) -> Command:
 
 
 def cmd_feed(args: argparse.Namespace, paths: Paths) -> int:
-    query = f"?limit={args.limit}" + (f"&circle={_q(args.circle, 'circle')}" if args.circle else "")
-    page = ApiClient(paths).call("GET", "/moments" + query)
-    if args.json:
-        _print_json(page)  # the API's own shape: the moments and where the next page starts
+    client = ApiClient(paths)
+    query = {"limit": str(args.limit)} | ({"circle": args.circle} if args.circle else {})
+    cursor: str | None = args.cursor
+    moments: list[dict[str, Any]] = []
+    while True:  # one page, or with --all every page: each starts past the last
+        page_query = query | ({"cursor": cursor} if cursor else {})
+        page = client.call("GET", "/moments?" + urllib.parse.urlencode(page_query))
+        moments += page["moments"]
+        cursor, before = page["next_cursor"], page["next_before"]
+        if not args.all or cursor is None or not page["moments"]:
+            break
+    if args.json:  # the API's shape: a page, here of every moment read
+        _print_json({"moments": moments, "next_cursor": cursor, "next_before": before})
         return EXIT_OK
-    if not page["moments"]:
-        print("Nothing here yet.")
-    for m in page["moments"]:
+    if not moments:
+        print("Nothing here yet." if args.cursor is None else "Nothing older.")
+    for m in moments:
         _print_moment(m)
         print()
+    if cursor is not None:
+        circle = f" --circle {shlex.quote(args.circle)}" if args.circle else ""
+        print(f"More: p2pmoments{_home_flag(paths)} feed{circle} --cursor {cursor}  (or --all)")
     return EXIT_OK
 
 
@@ -950,8 +966,16 @@ def _parser() -> argparse.ArgumentParser:
         "p2pmoments feed --circle family",
     )
     p.add_argument("--circle", help="only this circle")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 200)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--limit", type=int, default=20, help="how many a page (default 20, at most 200)"
+    )
+    p.add_argument("--cursor", help="start past this point (what the last page said: --cursor X)")
+    p.add_argument("--all", action="store_true", help="every page, to the oldest moment")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print a page as the API does: {"moments": [...], "next_cursor": ...}',
+    )
 
     p = add("moment", cmd_moment, "Show one moment.", "p2pmoments moment 3fq2k7")
     p.add_argument("id", help="the moment's id, or its first characters")

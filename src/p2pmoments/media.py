@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from p2pmoments.core.errors import DecodeError
 
@@ -18,9 +18,24 @@ __all__ = ["THUMBNAIL_SIZE", "Photo", "prepare_photo"]
 THUMBNAIL_SIZE = 320  # the longer side, in pixels
 THUMBNAIL_QUALITY = 80
 GPS_IFD = 0x8825
+ORIENTATION = 0x0112
+# EXIF orientation -> what makes the image upright (as PIL.ImageOps.exif_transpose does).
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+PRE_THUMBNAIL = 4 * THUMBNAIL_SIZE
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 MAX_PIXELS = 80_000_000  # refuse decompression bombs
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# Pillow's own check warns from its limit and refuses only from twice it (issue 10): the
+# check in prepare_photo refuses from MAX_PIXELS, read from the header before any pixel
+# is decoded, so Pillow's is off and its warning stays out of the daemon's log.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,35 +75,65 @@ def _strip_jpeg_gps(data: bytes) -> bytes:
     return bytes(out)
 
 
-def prepare_photo(data: bytes, *, keep_location: bool = False) -> Photo:
-    """Check an image, strip its location unless asked not to, and make a thumbnail."""
+def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") -> Photo:
+    """Check an image, strip its location unless asked not to, and make a thumbnail.
+
+    Its size is checked from its header before a pixel is decoded; a JPEG is decoded at
+    the smallest scale the thumbnail allows (every byte is still read and checked), so
+    at most one full-size image (4 bytes a pixel, MAX_PIXELS) is held, for other formats.
+    `label` names the photo in errors ("photo 2")."""
+    unreadable = (
+        f"{label} is not an image Pillow can read (JPEG, PNG, WebP or GIF)"
+        if label
+        else "this is not a photo Pillow can read (JPEG, PNG, WebP or GIF)"
+    )
+    label = label or "this photo"
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DecodeError(f"this is not a photo that can be read: {exc}") from None
-    media_type = MEDIA_TYPES.get(image.format or "")
+        image: Image.Image = Image.open(io.BytesIO(data))
+        media_type = MEDIA_TYPES.get(image.format or "")
+        width, height = image.size
+    except Exception:  # whatever Pillow makes of hostile bytes
+        raise DecodeError(unreadable) from None
     if media_type is None:
-        raise DecodeError(f"{image.format} images are not supported; send it as a file")
-    if not keep_location:
+        raise DecodeError(f"{label} is a {image.format} image, not supported: send it as a file")
+    if width * height > MAX_PIXELS:
+        raise DecodeError(
+            f"{label} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels), more "
+            f"than the {MAX_PIXELS // 1_000_000} megapixels a photo may have: send it as a file"
+        )
+    try:
         if image.format == "JPEG":
-            data = _strip_jpeg_gps(data)
-        elif GPS_IFD in image.getexif():
-            exif = image.getexif()
+            image.draft("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+        image.load()
+        exif = image.getexif()
+        if not keep_location and image.format != "JPEG" and GPS_IFD in exif:
             del exif[GPS_IFD]
             out = io.BytesIO()
             image.save(out, format=image.format, exif=exif.tobytes())  # lossless formats
             data = out.getvalue()
-    upright = ImageOps.exif_transpose(image)
-    thumb = upright.convert("RGB")
-    thumb.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    out = io.BytesIO()
-    thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)  # no EXIF at all
+        orientation = exif.get(ORIENTATION, 1)
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        if image.mode in ("RGBA", "LA") and max(image.size) > PRE_THUMBNAIL:
+            # Pillow resizes these through a full-size copy with premultiplied alpha:
+            # a nearest-neighbour step to a few times the thumbnail's size comes first.
+            scale = PRE_THUMBNAIL / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.NEAREST)  # the full size is freed
+        image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))  # in place: the full size is freed
+        thumb = image.convert("RGB")
+        if orientation in TRANSPOSE:
+            thumb = thumb.transpose(TRANSPOSE[orientation])
+        out = io.BytesIO()
+        thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)  # no EXIF at all
+    except Exception:  # a decoder error on hostile bytes is the sender's
+        raise DecodeError(unreadable) from None
+    if not keep_location and media_type == "image/jpeg":
+        data = _strip_jpeg_gps(data)
     return Photo(
         data=data,
         media_type=media_type,
-        width=upright.width,
-        height=upright.height,
+        width=upright[0],
+        height=upright[1],
         thumbnail=out.getvalue(),
         thumb_width=thumb.width,
         thumb_height=thumb.height,

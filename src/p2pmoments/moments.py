@@ -12,7 +12,9 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref, decrypt_chunk, encrypt_blob
 from p2pmoments.core.circles import (
+    MAX_BLOBS,
+    MAX_TEXT,
     Content,
     Kind,
     Manifest,
@@ -37,23 +41,39 @@ from p2pmoments.core.circles import (
     seal_moment,
 )
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
 from p2pmoments.media import prepare_photo
+from p2pmoments.reactions import check_emoji
 from p2pmoments.store import MomentRow, Store
 
 if TYPE_CHECKING:
     from p2pmoments.node import Node
 
-__all__ = ["EXPIRY_SWEEP", "Moments", "NotOwnerError"]
+__all__ = [
+    "CHUNK_SWEEP",
+    "EXPIRY_SWEEP",
+    "MAX_DECODES",
+    "FeedPage",
+    "Moments",
+    "NotOwnerError",
+    "decode_cursor",
+    "encode_cursor",
+]
 
 log = logging.getLogger(__name__)
 
 VERIFY_THREADS = min(4, os.cpu_count() or 1)  # worker threads checking one batch of moments
 
 EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
+CHUNK_SWEEP = 3600.0  # seconds between sweeps for chunks no moment uses (and one at start)
+SWEEP_GRACE = 3600.0  # a chunk file younger than this is never swept: its moment may be coming
+MAX_DECODES = 1  # photos decoded at once (each may take 4 bytes a pixel: media.MAX_PIXELS)
 MAX_FEED = 200
+MAX_FILE_NAME = 255  # bytes of UTF-8 (spec/moments.md section 4)
+MAX_MEDIA_TYPE = 100
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +84,44 @@ class Opened:
     moments: list[Moment]
     rejected: list[tuple[str, int]]
     seconds: float
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A moment waiting to be sealed and stored by the next commit."""
+
+    manifest: Manifest
+    content: Content
+    done: asyncio.Future[Moment]
+
+
+class PostingError(P2PMomentsError):
+    """A post could not be stored (the database failed, or the daemon is stopping)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedPage:
+    """A page of the feed and where the next one starts (None: this is the last)."""
+
+    moments: list[dict[str, Any]]
+    next_cursor: str | None
+    next_before: int | None
+
+
+_CURSOR = re.compile(r"(-?[0-9]{1,19})\.([a-z2-7]{56})", re.ASCII)
+
+
+def encode_cursor(created: int, moment_id: bytes) -> str:
+    """Where a feed page ends: the last post's time and id (opaque to clients)."""
+    return f"{created}.{moment_text(moment_id)}"
+
+
+def decode_cursor(text: str) -> tuple[int, bytes]:
+    """(time, id) from a cursor; DecodeError if it is not one encode_cursor makes."""
+    match = _CURSOR.fullmatch(text)
+    if match is None or not -(2**63) <= int(match[1]) < 2**63:
+        raise DecodeError("this cursor is not one the feed gave (use next_cursor as it is)")
+    return int(match[1]), decode_id(match[2], IdKind.MOMENT)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -86,10 +144,19 @@ class Moments:
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
         self._removed: dict[bytes, tuple[int, int]] = {}  # circle -> (epoch, when)
+        self._people: dict[bytes, str] = {}  # what people we linked with call themselves
         self.blobs = BlobStore(node.paths.blob_dir)
+        # Our moments wait here for a commit: one at a time takes all that wait, gives
+        # each the next sequence number of its circle and stores them in one transaction.
+        self._waiting: list[_Pending] = []
+        self._committing = asyncio.Lock()
+        self._decoding = asyncio.Semaphore(MAX_DECODES)
+        # Chunks of posts in progress: on disk, not yet used by a stored moment.
+        self.writing: Counter[bytes] = Counter()
 
     async def load(self) -> None:
-        """Read every manifest from the store."""
+        """Read every manifest, and the names of people we have linked with, from the store."""
+        self._people = await self.node.store.run(Store.people)
         for _circle_id, _epoch, raw in await self.node.store.run(Store.manifests):
             self._remember(decode_manifest(raw))
         for raw in await self.node.store.run(Store.current_manifests):
@@ -325,12 +392,26 @@ class Moments:
         )
         return manifest
 
-    def _name_of(self, key: VerifyKey) -> str:
+    def person(self, key: bytes | VerifyKey) -> dict[str, Any]:
+        """Someone as the API shows them: {"identity", "name", "friend"}.
+
+        The name is ours for them if we know them (ourselves, a friend), else what they
+        call themselves, from their hello (kept in the store); `friend` is false for a
+        co-member who is not our friend (or one we blocked)."""
         raw = bytes(key)
+        text = encode_id(raw, IdKind.IDENTITY)
         if raw == bytes(self.node.identity.public.verify_key):
-            return self.node.name
+            return {"identity": text, "name": self.node.name, "friend": True}
         friend = self.node.friend(raw)
-        return friend.name if friend else encode_id(raw, IdKind.IDENTITY)[:8]
+        if friend is not None:
+            return {"identity": text, "name": friend.name, "friend": friend.state == "friend"}
+        return {"identity": text, "name": self._people.get(raw) or text[:8], "friend": False}
+
+    async def remember_name(self, key: bytes, name: str) -> None:
+        """Keep the name someone we linked with gave in their hello (if it changed)."""
+        if self._people.get(key) != name:
+            await self.node.store.run(Store.remember_person, key, name, int(time.time()))
+            self._people[key] = name
 
     def circle_json(self, m: Manifest) -> dict[str, Any]:
         """A circle as the API shows it."""
@@ -339,45 +420,78 @@ class Moments:
             "id": circle_text(m.circle_id),
             "name": m.name,
             "epoch": m.epoch,
-            "owner": {
-                "identity": encode_id(bytes(m.owner), IdKind.IDENTITY),
-                "name": self._name_of(m.owner),
-            },
+            "owner": self.person(m.owner),
             "mine": m.owner == me,
             "removed": None
             if m.circle_id not in self._removed
             else {"epoch": self._removed[m.circle_id][0], "at": self._removed[m.circle_id][1]},
             "members_can_post": m.members_can_post,
-            "members": [
-                {
-                    "identity": encode_id(bytes(x.verify_key), IdKind.IDENTITY),
-                    "name": self._name_of(x.verify_key),
-                }
-                for x in m.members
-            ],
+            "members": [self.person(x.verify_key) for x in m.members],
         }
 
     # --- moments --------------------------------------------------------------
 
     async def _publish(self, manifest: Manifest, content: Content) -> Moment:
+        """Seal and store one of our moments; concurrent calls share one commit.
+
+        Sequence numbers are given at the commit, in the order the calls were made, so
+        every accepted moment is stored and none takes another's number (issue 10)."""
         if manifest.circle_id in self._removed:
             raise NotOwnerError(
                 f"you were removed from {manifest.name!r}: you keep what you had, "
                 "but cannot post, comment or react there"
             )
-        me = bytes(self.node.identity.public.verify_key)
-        seq = await self.node.store.run(Store.next_seq, manifest.circle_id, me)
-        moment = seal_moment(
-            self.node.identity,
-            manifest,
-            self.key_for(manifest),
-            seq=seq,
-            time=int(time.time()),
-            content=content,
-        )
-        await self._store(moment)
-        await self.node.replication.stored(moment, None)
-        return moment
+        pending = _Pending(manifest, content, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        async with self._committing:
+            if not pending.done.done():
+                batch, self._waiting = self._waiting, []
+                await self._commit(batch)
+        return pending.done.result()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        """Seal and store a batch of our moments; every one's future is resolved."""
+        try:
+            me = bytes(self.node.identity.public.verify_key)
+            seqs: dict[bytes, int] = {}
+            for circle_id in {p.manifest.circle_id for p in batch}:
+                seqs[circle_id] = await self.node.store.run(Store.next_seq, circle_id, me)
+            sealed: list[tuple[_Pending, Moment]] = []
+            now = int(time.time())
+            for pending in batch:
+                circle_id = pending.manifest.circle_id
+                try:
+                    moment = seal_moment(
+                        self.node.identity,
+                        pending.manifest,
+                        self.key_for(pending.manifest),
+                        seq=seqs[circle_id],
+                        time=now,
+                        content=pending.content,
+                    )
+                except DecodeError as exc:
+                    pending.done.set_exception(exc)
+                    continue
+                seqs[circle_id] += 1
+                sealed.append((pending, moment))
+            added = (
+                {m.id for m in await self._store_many([m for _, m in sealed])} if sealed else set()
+            )
+        except BaseException as exc:
+            failure = exc if isinstance(exc, P2PMomentsError) else PostingError(f"{exc!r}")
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the others are told, this one stops
+            return
+        for pending, moment in sealed:
+            if moment.id in added:
+                pending.done.set_result(moment)
+            else:  # a bug: our own sequence number taken
+                pending.done.set_exception(PostingError("the moment could not be stored"))
+        for moment in [m for _, m in sealed if m.id in added]:
+            await self.node.replication.stored(moment, None)
 
     async def _store(self, moment: Moment) -> bool:
         return bool(await self._store_many([moment]))
@@ -438,51 +552,98 @@ class Moments:
         photos: Sequence[bytes] = (),
         files: Sequence[tuple[str, bytes, str]] = (),
     ) -> Moment:
-        """Post text, photos and files (name, data, media type) to a circle."""
+        """Post text, photos and files (name, data, media type) to a circle.
+
+        Everything is checked before anything is stored: a refused post leaves nothing
+        on disk (issue 10)."""
         if not text.strip() and not photos and not files:
             raise DecodeError("a moment needs some text, a photo or a file")
+        _check_text(text)
+        if len(photos) + len(files) > MAX_BLOBS:
+            raise DecodeError(f"a moment has at most {MAX_BLOBS} photos and files")
         manifest = self.resolve_circle(circle_ref)
+        self._check_may_post(manifest)
         expires = int(time.time()) + expires_in if expires_in else None
-        refs = await asyncio.to_thread(self._make_blobs, photos, files)
-        return await self._publish(
-            manifest,
-            Content(
-                kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
-            ),
+        refs, chunks = await self._make_blobs(photos, files)
+        content = Content(
+            kind=Kind.POST, text=text, expires=expires, blobs=tuple(r.as_map() for r in refs)
         )
+        if not chunks:
+            return await self._publish(manifest, content)
+        # Sealed once as a check (the envelope's size, every rule) before a chunk is written.
+        seal_moment(
+            self.node.identity,
+            manifest,
+            self.key_for(manifest),
+            seq=1,
+            time=int(time.time()),
+            content=content,
+        )
+        addresses = Counter(a for a, _ in chunks)
+        self.writing += addresses
+        stored = False
+        try:
+            await asyncio.to_thread(self.blobs.put_many, chunks)
+            moment = await self._publish(manifest, content)
+            stored = True
+            return moment
+        finally:
+            self.writing -= addresses
+            if not stored:
+                await asyncio.to_thread(self.blobs.delete, list(addresses))
 
-    def _make_blobs(
+    def _check_may_post(self, manifest: Manifest) -> None:
+        me = self.node.identity.public.verify_key
+        if not manifest.is_member(me):
+            raise DecodeError(f"you are no longer a member of the circle {manifest.name!r}")
+        if not manifest.may_post(me):
+            raise DecodeError("only the owner may post in this circle")
+
+    async def _make_blobs(
         self, photos: Sequence[bytes], files: Sequence[tuple[str, bytes, str]]
-    ) -> list[BlobRef]:
-        """Prepare, encrypt and store the blobs of a new moment (blocking: run off-loop)."""
-        refs = []
+    ) -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
+        """The references and encrypted chunks of a new moment's photos and files, in
+        memory: nothing is written. Photos are decoded MAX_DECODES at a time."""
         keep = self.node.config.keep_location
-        for data in photos:
-            photo = prepare_photo(data, keep_location=keep)
-            thumb, thumb_chunks = encrypt_blob(
-                photo.thumbnail,
-                kind=BlobKind.PHOTO,
-                media_type="image/jpeg",
-                width=photo.thumb_width,
-                height=photo.thumb_height,
-            )
-            full, full_chunks = encrypt_blob(
-                photo.data,
-                kind=BlobKind.PHOTO,
-                media_type=photo.media_type,
-                width=photo.width,
-                height=photo.height,
-                thumbnail=thumb,
-            )
-            self.blobs.put_many(thumb_chunks + full_chunks)
-            refs.append(full)
-        for name, data, media_type in files:
-            ref, chunks = encrypt_blob(
-                data, kind=BlobKind.FILE, media_type=media_type, name=name[:255]
-            )
-            self.blobs.put_many(chunks)
-            refs.append(ref)
-        return refs
+        prepared = []
+        for n, data in enumerate(photos, 1):
+            async with self._decoding:
+                prepared.append(
+                    await asyncio.to_thread(
+                        prepare_photo, data, keep_location=keep, label=f"photo {n}"
+                    )
+                )
+        named = [(_file_name(name), data, _media_type(kind)) for name, data, kind in files]
+
+        def encrypt() -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
+            refs, chunks = [], []
+            for photo in prepared:
+                thumb, thumb_chunks = encrypt_blob(
+                    photo.thumbnail,
+                    kind=BlobKind.PHOTO,
+                    media_type="image/jpeg",
+                    width=photo.thumb_width,
+                    height=photo.thumb_height,
+                )
+                full, full_chunks = encrypt_blob(
+                    photo.data,
+                    kind=BlobKind.PHOTO,
+                    media_type=photo.media_type,
+                    width=photo.width,
+                    height=photo.height,
+                    thumbnail=thumb,
+                )
+                chunks += thumb_chunks + full_chunks
+                refs.append(full)
+            for name, data, media_type in named:
+                ref, file_chunks = encrypt_blob(
+                    data, kind=BlobKind.FILE, media_type=media_type, name=name
+                )
+                chunks += file_chunks
+                refs.append(ref)
+            return refs, chunks
+
+        return await asyncio.to_thread(encrypt)
 
     async def blob(self, ref: str, kind: BlobKind, n: int, thumbnail: bool) -> BlobRef:
         """The n-th (from 1) photo or file of a moment, or its thumbnail."""
@@ -551,15 +712,17 @@ class Moments:
         target, manifest = await self._target(ref)
         if not text.strip():
             raise DecodeError("a comment needs some text")
+        _check_text(text)
         return await self._publish(
             manifest, Content(kind=Kind.COMMENT, text=text, reply_to=target.id)
         )
 
     async def react(self, ref: str, emoji: str) -> Moment:
         """React to a moment with one emoji."""
+        emoji = check_emoji(emoji)
         target, manifest = await self._target(ref)
         return await self._publish(
-            manifest, Content(kind=Kind.REACTION, emoji=emoji.strip(), reply_to=target.id)
+            manifest, Content(kind=Kind.REACTION, emoji=emoji, reply_to=target.id)
         )
 
     async def retract(self, ref: str) -> bytes:
@@ -659,10 +822,29 @@ class Moments:
             self.node.events.publish("moment.expired", count=count)
         return int(count)
 
+    async def sweep_chunks(self) -> int:
+        """Delete chunk files that no moment uses (left by a crash, or by a moment gone
+        while its chunks were arriving); returns how many. Chunks of posts in progress
+        and files younger than SWEEP_GRACE are left alone. A received moment's row is
+        stored before its chunks are asked for, so those it still awaits are in use."""
+        found = await asyncio.to_thread(self.blobs.old_chunks, time.time() - SWEEP_GRACE)
+        if not found:
+            return 0
+        used = await self.node.store.run(Store.chunks_in_use, found)
+        unused = [a for a in found if a not in used and a not in self.writing]
+        if unused:
+            await asyncio.to_thread(self.blobs.delete, unused)
+            log.info("swept %d chunk(s) no moment uses", len(unused))
+        return len(unused)
+
     async def expiry_loop(self) -> None:
-        """Sweep expired moments until cancelled."""
+        """Sweep expired moments, and now and then unused chunks, until cancelled."""
+        next_chunk_sweep = 0.0
         while True:
             await self.expire()
+            if time.monotonic() >= next_chunk_sweep:
+                await self.sweep_chunks()
+                next_chunk_sweep = time.monotonic() + CHUNK_SWEEP
             await asyncio.sleep(EXPIRY_SWEEP)
 
     # --- reading ----------------------------------------------------------------
@@ -684,31 +866,25 @@ class Moments:
     def _open_row(self, row: tuple[Any, ...]) -> Moment:
         return open_moment(row[9], self.manifest_for, self.key_for)
 
-    async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        """A post with its comments and reactions, as the API shows it."""
+    def _json(self, row: tuple[Any, ...]) -> dict[str, Any]:
         manifest = self._current.get(row[1])
-        base: dict[str, Any] = {
+        return {
             "id": moment_text(row[0]),
             "circle": {"id": circle_text(row[1]), "name": manifest.name if manifest else ""},
-            "author": {
-                "identity": encode_id(row[2], IdKind.IDENTITY),
-                "name": self._name_of(VerifyKey(row[2])),
-            },
+            "author": self.person(row[2]),
             "time": row[4],
             "expires": row[7],
             "retracted": bool(row[8]),
             "text": "",
             "comments": [],
             "reactions": {},
+            "reactions_by": {},
             "photos": [],
             "files": [],
         }
-        if row[8]:
-            return base
-        moment = self._open_row(row)
-        base["text"] = moment.content.text
-        refs = _refs(moment.content)
-        held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
+
+    @staticmethod
+    def _add_blobs(base: dict[str, Any], refs: list[BlobRef], held: list[int]) -> None:
         for ref, here in zip(refs, held, strict=True):
             # Transfer progress: how many of its chunks (thumbnail's included) are here.
             progress = {"chunks": len(_addresses(ref)), "chunks_held": here}
@@ -733,6 +909,28 @@ class Moments:
                         **progress,
                     }
                 )
+
+    def new_post_json(self, moment: Moment) -> dict[str, Any]:
+        """A post we have just stored, as moment_json shows it, without reading it back:
+        no comments yet, every chunk here."""
+        c = moment.content
+        row = (moment.id, moment.circle_id, bytes(moment.author), moment.seq, moment.time)
+        base = self._json((*row, int(c.kind), c.reply_to, c.expires, 0))
+        base["text"] = c.text
+        refs = _refs(c)
+        self._add_blobs(base, refs, [len(_addresses(r)) for r in refs])
+        return base
+
+    async def moment_json(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A post with its comments and reactions, as the API shows it."""
+        base = self._json(row)
+        if row[8]:
+            return base
+        moment = self._open_row(row)
+        base["text"] = moment.content.text
+        refs = _refs(moment.content)
+        held = await asyncio.to_thread(lambda: [self.chunks_held(r) for r in refs]) if refs else []
+        self._add_blobs(base, refs, held)
         replies = await self.node.store.run(
             Store.moment_rows, reply_to=row[0], limit=1000, now=int(time.time())
         )
@@ -740,7 +938,7 @@ class Moments:
             if reply[8] or reply[5] not in (Kind.COMMENT, Kind.REACTION):
                 continue
             answer = self._open_row(reply)
-            who = self._name_of(answer.author)
+            who = self.person(answer.author)
             if answer.content.kind is Kind.COMMENT:
                 base["comments"].append(
                     {
@@ -751,22 +949,44 @@ class Moments:
                     }
                 )
             else:
-                base["reactions"].setdefault(answer.content.emoji, []).append(who)
+                emoji = answer.content.emoji
+                base["reactions"].setdefault(emoji, []).append(who["name"])
+                base["reactions_by"].setdefault(emoji, []).append(who)
         return base
 
     async def feed(
         self, circle_ref: str | None, before: int | None, limit: int
     ) -> list[dict[str, Any]]:
         """Posts, newest first, with their comments and reactions."""
+        return (await self.feed_page(circle_ref, limit, before=before)).moments
+
+    async def feed_page(
+        self,
+        circle_ref: str | None,
+        limit: int,
+        *,
+        before: int | None = None,
+        cursor: str | None = None,
+    ) -> FeedPage:
+        """A page of posts, newest first: those older than `before` (a Unix time), or
+        just past `cursor` (the last page's next_cursor, stable and unique: no post is
+        skipped or repeated, however many share a second)."""
         circle_id = self.resolve_circle(circle_ref).circle_id if circle_ref else None
+        limit = min(limit, MAX_FEED)
         rows = await self.node.store.run(
             Store.moment_rows,
             circle_id=circle_id,
             before=before,
-            limit=min(limit, MAX_FEED),
+            after=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,  # one more: is there a next page?
             now=int(time.time()),
         )
-        return [await self.moment_json(r) for r in rows]
+        more, rows = len(rows) > limit, rows[:limit]
+        return FeedPage(
+            moments=[await self.moment_json(r) for r in rows],
+            next_cursor=encode_cursor(rows[-1][4], rows[-1][0]) if more else None,
+            next_before=rows[-1][4] if more else None,
+        )
 
     async def get(self, ref: str) -> dict[str, Any]:
         """One moment by id or id prefix."""
@@ -785,3 +1005,26 @@ def _refs(content: Content) -> list[BlobRef]:
 def _addresses(ref: BlobRef) -> list[bytes]:
     """Every chunk address of a blob, its thumbnail's included."""
     return [*ref.chunks, *(_addresses(ref.thumbnail) if ref.thumbnail else [])]
+
+
+def _check_text(text: str) -> None:
+    size = len(text.encode("utf-8"))
+    if size > MAX_TEXT:
+        raise DecodeError(
+            f"a moment's text is at most {MAX_TEXT >> 10} KiB ({MAX_TEXT:,} bytes of UTF-8); "
+            f"this one is {size:,} bytes"
+        )
+
+
+def _file_name(name: str) -> str:
+    """A file's name as a moment carries it: at most MAX_FILE_NAME bytes of UTF-8."""
+    clipped = name.strip().encode("utf-8")[:MAX_FILE_NAME].decode("utf-8", errors="ignore")
+    return clipped or "file"
+
+
+def _media_type(given: str) -> str:
+    """type/subtype, lower case, without parameters; anything else is octet-stream."""
+    kind = given.partition(";")[0].strip().lower()
+    if len(kind) <= MAX_MEDIA_TYPE and _MEDIA_TYPE.fullmatch(kind):
+        return kind
+    return "application/octet-stream"

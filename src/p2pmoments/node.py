@@ -1031,6 +1031,7 @@ class Node:
                 )
                 await self._load_friends()
                 self._add_friend_target(self._friends[key])
+        await self.moments.remember_name(key, event.name)
         self._register(runner, key, event.name)
         info = self._peers.get(key)
         if info is not None and info.runner is runner:

@@ -120,7 +120,16 @@ MIGRATIONS: tuple[str, ...] = (
         sender   BLOB
     ) STRICT;
     """,
-    # 2: removal notices (spec/moments.md section 8): the owner keeps each to hand to the
+    # 2: what people we link with call themselves (their hello), so co-members who are
+    # not our friends are shown by name after a restart too (issue 10, item 17).
+    """
+    CREATE TABLE people (
+        verify_key BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        name       TEXT NOT NULL,
+        seen       INTEGER NOT NULL
+    ) STRICT;
+    """,
+    # 3: removal notices (spec/moments.md section 8): the owner keeps each to hand to the
     # member it names; a removed member records that it was removed, and when.
     """
     ALTER TABLE circles ADD COLUMN removed_epoch INTEGER;
@@ -393,6 +402,21 @@ class Store:
         with self._transaction() as conn:
             cursor = conn.execute("DELETE FROM friends WHERE verify_key = ?", (verify_key,))
         return cursor.rowcount == 1
+
+    # --- people we have linked with --------------------------------------------
+
+    def people(self) -> dict[bytes, str]:
+        """What each identity we have linked with calls itself."""
+        return {r[0]: r[1] for r in self._conn.execute("SELECT verify_key, name FROM people")}
+
+    def remember_person(self, verify_key: bytes, name: str, now: int) -> None:
+        """Keep the name an identity gave in its hello."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO people (verify_key, name, seen) VALUES (?, ?, ?) ON CONFLICT"
+                " (verify_key) DO UPDATE SET name = excluded.name, seen = excluded.seen",
+                (verify_key, name, now),
+            )
 
     # --- pairing tokens and attempts ----------------------------------------
 
@@ -679,6 +703,21 @@ class Store:
             ).fetchall()
         return out
 
+    def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
+        """Those of these chunks that some moment uses."""
+        found: set[bytes] = set()
+        for start in range(0, len(addresses), 500):
+            part = list(addresses[start : start + 500])
+            marks = ",".join("?" * len(part))  # only placeholders
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
     def chunks_circles(self, addresses: Sequence[bytes]) -> dict[bytes, list[tuple[bytes, int]]]:
         """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
         out: dict[bytes, list[tuple[bytes, int]]] = {}
@@ -705,13 +744,15 @@ class Store:
         *,
         circle_id: bytes | None = None,
         before: int | None = None,
+        after: tuple[int, bytes] | None = None,
         limit: int = 50,
         reply_to: bytes | None = None,
         moment_id: bytes | None = None,
         now: int,
     ) -> list[tuple[Any, ...]]:
         """Moments as (id, circle, author, seq, created, kind, reply_to, expires, retracted,
-        envelope), newest first, never expired ones."""
+        envelope), newest first, never expired ones. The order is (created descending, id):
+        `after`, a (created, id) pair, starts just past that moment, whatever its time."""
         where = ["(expires IS NULL OR expires > ?)"]
         args: list[Any] = [now]
         if moment_id is not None:
@@ -728,6 +769,9 @@ class Store:
         if before is not None:
             where.append("created < ?")
             args.append(before)
+        if after is not None:
+            where.append("(created < ? OR (created = ? AND moment_id > ?))")
+            args += [after[0], after[0], after[1]]
         columns = "moment_id, circle_id, author, seq, created, kind, reply_to, expires, retracted"
         conditions = " AND ".join(where)  # only the fixed fragments above
         sql = f"SELECT {columns}, envelope FROM moments WHERE {conditions}"  # noqa: S608

@@ -1,0 +1,97 @@
+"""Reading the feed a page at a time (issue 10, item 5): a cursor of (time, id) never skips
+or repeats a post, however many share a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from p2pmoments.api import API_PREFIX, create_app
+from p2pmoments.node import Node
+from tests.test_api import AUTH, TOKEN, error_of, spec_check
+
+Client = TestClient[Any, Any]
+SECOND = 1_800_000_000  # every post of this test is made in this one second
+
+
+@pytest.fixture
+def one_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The moments module's clock stands still (time.monotonic and the rest go on)."""
+    frozen = types.SimpleNamespace(
+        time=lambda: SECOND + 0.5, monotonic=time.monotonic, perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr("p2pmoments.moments.time", frozen)
+
+
+@pytest.fixture
+async def api(node: Node, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
+    app = create_app(node, TOKEN)
+    app.middlewares.insert(0, spec_check)
+    return await aiohttp_client(app)
+
+
+async def page(api: Client, query: str) -> dict[str, Any]:
+    response = await api.get(f"{API_PREFIX}/moments?{query}", headers=AUTH)
+    assert response.status == 200, await response.text()
+    return dict(await response.json())
+
+
+async def test_260_posts_in_one_second_read_200_at_a_time_all_come_back_once(
+    api: Client, node: Node, one_second: None
+) -> None:
+    await node.moments.create_circle("family", [], members_can_post=False)
+    posted = await asyncio.gather(*(node.moments.post("family", f"n{i}") for i in range(260)))
+    assert {m.time for m in posted} == {SECOND}
+    first = await page(api, "limit=200")
+    assert len(first["moments"]) == 200
+    assert first["next_cursor"] is not None
+    second = await page(api, f"limit=200&cursor={first['next_cursor']}")
+    assert len(second["moments"]) == 60
+    assert second["next_cursor"] is None
+    assert second["next_before"] is None
+    seen = [m["id"] for m in first["moments"] + second["moments"]]
+    assert len(seen) == len(set(seen)) == 260
+    # The cursor stays good for the circle's own feed too.
+    circle = await page(api, f"circle=family&limit=200&cursor={first['next_cursor']}")
+    assert [m["id"] for m in circle["moments"]] == [m["id"] for m in second["moments"]]
+
+
+async def test_pages_follow_time_then_id_and_end_with_a_null_cursor(
+    api: Client, node: Node
+) -> None:
+    await node.moments.create_circle("family", [], members_can_post=False)
+    for i in range(7):
+        await node.moments.post("family", f"n{i}")
+    ids, cursor, pages = [], "", 0
+    while True:
+        got = await page(api, "limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        ids += [m["id"] for m in got["moments"]]
+        pages += 1
+        if got["next_cursor"] is None:
+            break
+        cursor = got["next_cursor"]
+    assert pages == 3
+    everything = await page(api, "limit=50")
+    assert ids == [m["id"] for m in everything["moments"]]
+    assert everything["next_cursor"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=nonsense",
+        "cursor=1." + "a" * 56,
+        "cursor=" + "9" * 20 + "." + "a" * 56,
+        "cursor=1.x&before=5",
+    ],
+)
+async def test_a_cursor_the_feed_did_not_give_is_refused(api: Client, query: str) -> None:
+    response = await api.get(f"{API_PREFIX}/moments?{query}", headers=AUTH)
+    assert response.status == 400
+    await error_of(response)
