@@ -42,12 +42,13 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
 	$(BIN)/python benchmarks/links.py --json bench-results/links.json
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
 	$(BIN)/python benchmarks/memory.py --json bench-results/memory.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
+	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 
 clean:

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_core import OpenAPI
 from openapi_core.contrib.aiohttp import AIOHTTPOpenAPIWebRequest, AIOHTTPOpenAPIWebResponse
+from openapi_core.validation.request.exceptions import SecurityValidationError
 from openapi_schema_validator import validate
 
 from p2pmoments.api import API_PREFIX, create_app
@@ -51,7 +52,13 @@ async def spec_check(
         # After the handler, read() returns the body it consumed (aiohttp caches it).
         body = await request.read() if response.status < 400 else None
         if response.status < 400:
-            SPEC.validate_request(AIOHTTPOpenAPIWebRequest(request, body=body))
+            try:
+                SPEC.validate_request(AIOHTTPOpenAPIWebRequest(request, body=body))
+            except SecurityValidationError:
+                # The session cookie is named after the port, which OpenAPI cannot say;
+                # tests/test_webapp.py checks how sessions get in.
+                if not any(name.startswith("p2pm_session_") for name in request.cookies):
+                    raise
         SPEC.validate_response(
             AIOHTTPOpenAPIWebRequest(request, body=body), AIOHTTPOpenAPIWebResponse(response)
         )
@@ -275,9 +282,8 @@ def test_served_operations_and_spec_operations_are_the_same(node: Node) -> None:
         if route.method != "HEAD" and route.resource is not None
     }
     spec = yaml.safe_load(SPEC_PATH.read_text())
-    prefix = spec["servers"][0]["url"]
     documented = {
-        (method, prefix + path)
+        (method, item.get("servers", spec["servers"])[0]["url"].rstrip("/") + path)
         for path, item in spec["paths"].items()
         for method in item
         if method in {"get", "put", "post", "patch", "delete"}

@@ -2,9 +2,10 @@
 
 Every request passes four checks, outermost first: errors become JSON; the Host
 header must name a loopback host (against DNS rebinding); a browser request
-must come from our own origin (against CSRF); and all but /health need the token.
-Requests so malformed that aiohttp's HTTP parser answers them itself get the same
-JSON error body: serve the app with `ApiRunner`.
+must come from our own origin (against CSRF); and all but /health need the token,
+or the web app's session cookie (webapp.py), with which a change also needs the
+session's CSRF token. Requests so malformed that aiohttp's HTTP parser answers them
+itself get the same JSON error body: serve the app with `ApiRunner`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
@@ -34,7 +35,17 @@ from p2pmoments.errors import AmbiguousError, FriendLimitError, NotFoundError, N
 from p2pmoments.moments import MAX_FEED, moment_text
 from p2pmoments.node import Node
 
-__all__ = ["API_PREFIX", "NODE", "TOKEN", "ApiRunner", "create_app", "loopback_authority"]
+__all__ = [
+    "API_PREFIX",
+    "NODE",
+    "TOKEN",
+    "WEB_GATE",
+    "ApiRunner",
+    "WebGate",
+    "create_app",
+    "has_bearer",
+    "loopback_authority",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +64,23 @@ MAX_UPLOADS = 2  # multipart posts read and processed at once; others wait their
 PUBLIC_PATHS = frozenset({f"{API_PREFIX}/health"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebGate(Protocol):
+    """What the middlewares ask of the web app (webapp.py), which serves pages here too."""
+
+    def is_public(self, request: web.Request) -> bool:
+        """A page or file of the app: no data in it, so no token needed."""
+
+    def is_entry(self, request: web.Request) -> bool:
+        """A page a browser may open from anywhere (a link, a bookmark): no origin check."""
+
+    def session(self, request: web.Request) -> str | None:
+        """The request's valid session cookie, or None; raises ApiError if it would
+        change something without the session's CSRF defence."""
+
+
+WEB_GATE = web.AppKey("web_gate", WebGate)
 
 
 def error_body(code: str, message: str) -> str:
@@ -144,6 +172,8 @@ async def host_middleware(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse browser requests made by pages of any other origin (CSRF)."""
+    if request.app[WEB_GATE].is_entry(request):
+        return await handler(request)
     origin = request.headers.get("Origin")
     if origin is not None:
         # Compared parsed, default port filled in: the Host passed host_middleware.
@@ -164,20 +194,30 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Demand the bearer token everywhere but /health."""
-    if request.path not in PUBLIC_PATHS:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        token = request.app[TOKEN]
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "a bearer token is needed: Authorization: Bearer <contents of the token file>",
-                headers={"WWW-Authenticate": 'Bearer realm="p2pmoments"'},
-            )
+    """Demand the bearer token (or a web app session) everywhere but /health and the app's files."""
+    gate = request.app[WEB_GATE]
+    if (
+        request.path not in PUBLIC_PATHS
+        and not gate.is_public(request)
+        and not has_bearer(request)
+        and gate.session(request) is None
+    ):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a bearer token is needed: Authorization: Bearer <contents of the token file>; "
+            "or open the web app with `p2pmoments open`",
+            headers={"WWW-Authenticate": 'Bearer realm="p2pmoments"'},
+        )
     return await handler(request)
+
+
+def has_bearer(request: web.Request) -> bool:
+    """True if the request carries the bearer token."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), request.app[TOKEN].encode()
+    )
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -805,4 +845,7 @@ def create_app(node: Node, token: str) -> web.Application:
     app[TOKEN] = token
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS)
     app.add_routes(routes)
+    from p2pmoments import webapp  # it builds on this module
+
+    webapp.setup(app)
     return app

@@ -162,6 +162,45 @@ def _when(seconds: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
 
 
+def _redirect_page(url: str) -> bytes:
+    """A page that sends the browser on to `url` (as Jupyter's jpserver-*-open.html)."""
+    import html
+
+    safe = html.escape(url, quote=True)
+    return (
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv="refresh" content="0;url={safe}">'
+        '<meta name="referrer" content="no-referrer"><title>Opening Moments</title></head>'
+        f'<body><p>Opening Moments… If nothing happens, <a href="{safe}">click here</a>.</p>'
+        "</body></html>\n"
+    ).encode()
+
+
+def cmd_open(args: argparse.Namespace, paths: Paths) -> int:
+    import webbrowser
+
+    from p2pmoments.files import write_file_atomically
+
+    link = ApiClient(paths).call("POST", "/login-links")
+    if args.print:
+        print(link["url"])
+        print(
+            f"Open it in your browser: it logs you in once, until {_when(link['expires_at'])}.",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    # The browser gets the path of a 0600 file, not the link: the token stays out of the
+    # browser's argv, where other users of this machine could read it.
+    write_file_atomically(paths.open_file, _redirect_page(link["url"]), mode=0o600)
+    if not webbrowser.open(paths.open_file.as_uri()):
+        raise P2PMomentsError(
+            f"no browser could be started; run `p2pmoments{_home_flag(paths)} open --print` "
+            "and open the link it prints"
+        )
+    print(f"Opened Moments in your browser ({link['url'].split('/login', 1)[0]}/).")
+    return EXIT_OK
+
+
 def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
     from p2pmoments.files import write_file_atomically
@@ -719,6 +758,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--name", help="the new display name, at most 32 bytes")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add(
+        "open",
+        cmd_open,
+        "Open the web app in your browser, logged in (the daemon must be running).",
+        "p2pmoments open        or   p2pmoments open --print",
+    )
+    p.add_argument(
+        "--print",
+        action="store_true",
+        help="only print a single-use login link (valid 2 minutes) to open yourself",
+    )
 
     p = add(
         "qr",

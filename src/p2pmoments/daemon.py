@@ -107,6 +107,7 @@ def _print_banner(out: TextIO, paths: Paths, profile: Profile, info: DaemonInfo)
         f"  peers:        {', '.join(info.listen)}\n"
         f"  control API:  {info.api_url}\n"
         f"  token file:   {paths.token_file}\n"
+        f"  web app:      {command_name()}{home} open    (--print for a login link)\n"
         f"  try:          {command_name()}{home} status\n"
         "Press Ctrl-C to stop.",
         file=out,

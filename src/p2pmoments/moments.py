@@ -533,11 +533,14 @@ class Moments:
                 await asyncio.to_thread(self.blobs.delete, freed)
                 self.node.events.publish("moment.retracted", id=moment_text(c.target))
             else:
+                # A comment or reaction names its moment, so a page can refresh just that one.
+                replying = {} if c.reply_to is None else {"reply_to": moment_text(c.reply_to)}
                 self.node.events.publish(
                     "moment.added",
                     id=moment_text(moment.id),
                     circle=circle_text(moment.circle_id),
                     kind=c.kind.name.lower(),
+                    **replying,
                 )
         return added
 

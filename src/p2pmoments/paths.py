@@ -67,6 +67,16 @@ class Paths:
         return self.data_dir / "daemon.json"
 
     @property
+    def web_sessions_file(self) -> Path:
+        """The web app's sessions, hashed (mode 0600)."""
+        return self.data_dir / "web-sessions.json"
+
+    @property
+    def open_file(self) -> Path:
+        """`p2pmoments open` writes the login redirect page here (mode 0600)."""
+        return self.data_dir / "open.html"
+
+    @property
     def lock_file(self) -> Path:
         """Held by the running daemon, so two cannot share one home."""
         return self.data_dir / "daemon.lock"

@@ -22,6 +22,7 @@ __all__ = [
 ERROR = "m"
 PNG_SCALE = 8
 BORDER = 4
+MAX_PIXELS = 50_000_000  # a photo of a code; more is a decompression bomb
 
 
 class QrDecodeError(P2PMomentsError):
@@ -78,8 +79,10 @@ def decode_image(data: bytes) -> list[str]:
 
     try:
         image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:  # checked before decoding a pixel
+            raise QrDecodeError(f"this image is too large ({image.width}×{image.height})")
         image.load()
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
         raise QrDecodeError(
             "this is not an image that can be read (a photo or screenshot: PNG, JPEG, …)"
         ) from None

@@ -1,0 +1,132 @@
+// The one module that talks to the daemon's API (spec/openapi.yaml). The session
+// cookie travels by itself; changes also carry the session's CSRF token.
+
+export const API = '/api/v1';
+let csrfToken = null;
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function loggedOut() {
+  window.dispatchEvent(new CustomEvent('p2pm:logged-out'));
+}
+
+async function errorOf(response) {
+  let code = 'http';
+  let message = `The daemon answered ${response.status}.`;
+  try {
+    const body = await response.json();
+    code = body.error.code;
+    message = body.error.message;
+  } catch {
+    // not our JSON: keep the generic message
+  }
+  if (response.status === 401) loggedOut();
+  return new ApiError(response.status, code, message);
+}
+
+function headers(method, extra = {}) {
+  const out = { ...extra };
+  if (method !== 'GET' && method !== 'HEAD' && csrfToken) out['X-CSRF-Token'] = csrfToken;
+  return out;
+}
+
+export async function request(method, path, body) {
+  const init = { method, credentials: 'same-origin', cache: 'no-store', headers: headers(method) };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(API + path, init);
+  } catch {
+    throw new ApiError(0, 'offline', 'Your daemon does not answer. Is p2pmoments still running?');
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+const early = new Map(); // path -> the answer to a read started before its view asked
+
+/** Start a read now (while the page is still setting up); the next get(path) takes it. */
+export function prefetch(path) {
+  const answer = request('GET', path);
+  answer.catch(() => {}); // whoever takes it handles its failure
+  early.set(path, answer);
+}
+
+export function get(path) {
+  const answer = early.get(path);
+  early.delete(path);
+  return answer ?? request('GET', path);
+}
+export const post = (path, body) => request('POST', path, body ?? {});
+export const patch = (path, body) => request('PATCH', path, body);
+export const del = (path) => request('DELETE', path);
+
+/** Who we are to the daemon; remembers the CSRF token for later changes. */
+export async function startSession() {
+  const session = await get('/session');
+  csrfToken = session.csrf_token;
+  return session;
+}
+
+/** POST an image (a camera frame, a photo of a code) as the body itself. */
+export async function postImage(path, blob) {
+  let response;
+  try {
+    response = await fetch(API + path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: headers('POST', { 'Content-Type': blob.type || 'image/jpeg' }),
+      body: blob,
+    });
+  } catch {
+    throw new ApiError(0, 'offline', 'Your daemon does not answer.');
+  }
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+/** POST multipart form data with upload progress (fetch cannot report it). */
+export function upload(path, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', API + path);
+    for (const [name, value] of Object.entries(headers('POST'))) xhr.setRequestHeader(name, value);
+    xhr.responseType = 'json';
+    xhr.upload.addEventListener('progress', (e) => {
+      if (e.lengthComputable) onProgress(e.loaded / e.total);
+    });
+    xhr.addEventListener('load', () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve(xhr.response);
+        return;
+      }
+      const error = xhr.response?.error;
+      if (xhr.status === 401) loggedOut();
+      const message = error?.message
+        ?? (xhr.status === 413 ? 'This is too large: a post is at most 100 MiB in all.'
+          : `The daemon answered ${xhr.status}.`);
+      reject(new ApiError(xhr.status, error?.code ?? 'http', message));
+    });
+    xhr.addEventListener('error', () => reject(new ApiError(0, 'offline',
+      'The upload was cut off: your daemon stopped answering.')));
+    xhr.addEventListener('abort', () => reject(new ApiError(0, 'aborted', 'The upload was cancelled.')));
+    xhr.send(form);
+  });
+}
+
+const q = encodeURIComponent;
+export const urls = {
+  thumbnail: (id, n) => `${API}/moments/${q(id)}/photos/${n}/thumbnail`,
+  photo: (id, n) => `${API}/moments/${q(id)}/photos/${n}`,
+  file: (id, n) => `${API}/moments/${q(id)}/files/${n}`,
+};
+export { q };

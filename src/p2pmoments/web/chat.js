@@ -1,0 +1,199 @@
+// Conversations: a small circle where everyone may post, shown as a chat thread
+// (newest at the bottom, live, a text box at the bottom), as WhatsApp and Line do.
+
+import * as api from './api.js';
+import { attachments, send } from './compose.js';
+import {
+  avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
+} from './dom.js';
+import { Pager, incomplete } from './feed.js';
+import { on } from './live.js';
+import {
+  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, onChange, others,
+  state,
+} from './state.js';
+import { openViewer } from './viewer.js';
+
+/** Open the conversation with a friend, making its circle on first use. */
+export async function startChat(friend) {
+  const existing = state.circles.find((c) => c.mine && c.members_can_post
+    && others(c).length === 1 && others(c)[0].identity === friend.identity);
+  if (existing) {
+    location.hash = `#/chat/${encodeURIComponent(existing.id)}`;
+    return;
+  }
+  const base = `${state.me.name} & ${friend.name}`;
+  let name = base;
+  while (new TextEncoder().encode(name).length > 32) name = [...name].slice(0, -1).join('');
+  const taken = new Set(state.circles.filter((c) => c.mine).map((c) => c.name.toLowerCase()));
+  for (let n = 2; taken.has(name.toLowerCase()) && n < 100; n += 1) name = `chat ${friend.name.slice(0, 20)} ${n}`;
+  try {
+    const circle = await api.post('/circles', { name, members: [friend.identity], members_can_post: true });
+    await loadCircles();
+    location.hash = `#/chat/${encodeURIComponent(circle.id)}`;
+  } catch (error) {
+    toast(errorText(error), 'error');
+  }
+}
+
+export function chatsView(root) {
+  const list = h('ul', { class: 'rows card', 'aria-label': 'Conversations' });
+  const friends = h('div', { class: 'card start-chat' });
+  const draw = () => {
+    const chats = state.circles.filter(isConversation);
+    clear(list, chats.map((c) => h('li', {},
+      h('a', { class: 'row-link', href: `#/chat/${encodeURIComponent(c.id)}` },
+        h('span', { class: 'stack' }, others(c).slice(0, 3).map((m) => avatar(m, 's'))),
+        h('span', { class: 'row-main' }, h('strong', {}, conversationTitle(c)),
+          h('small', {}, others(c).map((m) => m.name).join(', ') || 'Only you so far')),
+        icon('right')))));
+    list.hidden = !chats.length;
+    const people = state.friends.filter((f) => f.state === 'friend');
+    clear(friends, h('h2', {}, 'Start a chat'),
+      people.length ? h('ul', { class: 'people' }, people.map((f) => h('li', {},
+        h('button', { type: 'button', class: 'person-button', onclick: () => startChat(f), 'aria-label': `Chat with ${f.name}` },
+          avatar(f), h('span', {}, f.name), f.connected ? h('span', { class: 'dot online', 'aria-hidden': 'true' }) : null))))
+        : h('p', { class: 'muted' }, 'Add a friend first: ', h('a', { href: '#/pair' }, 'show or scan a code'), '.'));
+  };
+  root.append(h('h1', { class: 'view-title' }, 'Chats'), list, friends);
+  draw();
+  return onChange((what) => { if (what === 'circles' || what === 'friends') draw(); });
+}
+
+function bubble(m) {
+  const mine = isMe(m.author);
+  const who = person(m.author);
+  if (m.retracted) {
+    return h('li', { class: `message retracted${mine ? ' mine' : ''}`, dataset: { id: m.id } },
+      h('p', { class: 'bubble' }, 'Message retracted'));
+  }
+  const photos = m.photos.map((p, i) => h('button', {
+    type: 'button',
+    class: 'chat-photo',
+    'aria-label': `Open photo ${i + 1} from ${who.name}`,
+    onclick: () => openViewer(m, i),
+  }, h('img', { src: api.urls.thumbnail(m.id, p.n) + (p.chunks_held < p.chunks ? `?try=${p.chunks_held}` : ''), alt: `Photo ${i + 1} from ${who.name}`, loading: 'lazy' })));
+  return h('li', { class: `message${mine ? ' mine' : ''}`, dataset: { id: m.id } },
+    mine ? null : avatar(m.author, 's'),
+    h('div', { class: 'bubble' },
+      mine ? null : h('span', { class: 'author' }, who.name),
+      photos.length ? h('div', { class: 'chat-photos' }, photos) : null,
+      m.text ? h('p', { class: 'text' }, m.text) : null,
+      h('time', { datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, clockTime(m.time))));
+}
+
+export function chatView(root, [id]) {
+  const circle = circleById(id);
+  if (!circle) {
+    root.append(empty('This conversation is gone', 'It was deleted, or you were removed from it.', h('a', { class: 'button', href: '#/chats' }, 'All chats')));
+    return null;
+  }
+  const shown = new Map(); // id -> element
+  const thread = h('ol', { class: 'thread', 'aria-label': `Messages with ${conversationTitle(circle)}`, 'aria-live': 'polite' });
+  const older = h('button', { type: 'button', class: 'button quiet small older', hidden: true }, 'Earlier messages');
+  const scroller = h('div', { class: 'thread-scroll' }, older, thread);
+  const text = h('textarea', { rows: 1, name: 'text', placeholder: 'Message', 'aria-label': 'Message', autocomplete: 'off' });
+  const files = attachments();
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const sendButton = h('button', { type: 'submit', class: 'send', 'aria-label': 'Send' }, icon('send'));
+  let pager = new Pager(`circle=${api.q(id)}`, (m) => shown.has(m));
+
+  const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+  const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+
+  function place(m) {
+    const el = bubble(m);
+    el.dataset.time = String(m.time);
+    const old = shown.get(m.id);
+    if (old) {
+      old.replaceWith(el);
+    } else {
+      // Keep the thread in time order whatever order messages arrive in.
+      const after = [...thread.children].find((e) => Number(e.dataset.time) > m.time);
+      if (after) after.before(el);
+      else thread.append(el);
+    }
+    shown.set(m.id, el);
+    if (incomplete(m) && hasArrived(m.id)) refresh(m.id); // it came while being fetched
+  }
+
+  async function loadOlder(first) {
+    if (pager.done) return;
+    const height = scroller.scrollHeight;
+    for (const m of await pager.next()) place(m);
+    older.hidden = pager.done;
+    if (first) toBottom();
+    else scroller.scrollTop += scroller.scrollHeight - height;
+  }
+
+  const form = h('form', {
+    class: 'chat-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const words = text.value.trim();
+      if (!words && !files.items.length) return;
+      error.textContent = '';
+      sendButton.disabled = true;
+      try {
+        const m = await send({ circle: id, text: words, expires: '', items: files.items }, () => {});
+        text.value = '';
+        files.reset();
+        place(m);
+        toBottom();
+      } catch (failure) {
+        error.textContent = `Not sent: ${errorText(failure)}`;
+      } finally {
+        sendButton.disabled = false;
+        text.focus();
+      }
+    },
+  }, files.strip, error, h('div', { class: 'chat-bar' }, ...files.buttons.slice(0, 1), files.buttons[2], text, sendButton));
+  text.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  files.listen(form, text);
+  older.addEventListener('click', () => loadOlder(false).catch((err) => toast(errorText(err), 'error')));
+
+  const title = h('h1', { class: 'chat-title' }, conversationTitle(circle));
+  root.append(h('div', { class: 'chat' },
+    h('header', { class: 'chat-head' },
+      h('a', { href: '#/chats', class: 'icon-button', 'aria-label': 'All chats' }, icon('back')),
+      h('span', { class: 'stack' }, others(circle).slice(0, 3).map((m) => avatar(m, 's'))),
+      title,
+      h('a', { href: `#/circle/${encodeURIComponent(id)}`, class: 'button quiet small' }, 'Details')),
+    scroller, form));
+
+  async function refresh(momentId) {
+    try {
+      const m = await api.get(`/moments/${api.q(momentId)}`);
+      const stick = nearBottom();
+      place(m);
+      if (stick) toBottom();
+    } catch { /* gone */ }
+  }
+
+  const offs = [
+    on('moment.added', (data) => {
+      if (data.circle === id && data.kind === 'post' && !shown.has(data.id)) refresh(data.id);
+    }),
+    on('moment.retracted', (data) => { if (shown.has(data.id)) refresh(data.id); }),
+    on('transfer.done', (data) => { if (shown.has(data.moment)) refresh(data.moment); }),
+    on('gap', () => {
+      shown.clear();
+      thread.replaceChildren();
+      pager = new Pager(pager.filter, pager.known);
+      loadOlder(true).catch(() => {});
+    }),
+    onChange((what) => {
+      if (what !== 'circles') return;
+      const c = circleById(id);
+      if (c) title.textContent = conversationTitle(c);
+    }),
+  ];
+  loadOlder(true).catch((err) => { error.textContent = errorText(err); });
+  text.focus();
+  return () => { for (const off of offs) off(); };
+}

@@ -1,0 +1,454 @@
+// The feed: moments newest first, all circles or one, paged in as you scroll, live.
+
+import * as api from './api.js';
+import { composer } from './compose.js';
+import { startChat } from './chat.js';
+import {
+  avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
+  untilTime,
+} from './dom.js';
+import { on } from './live.js';
+import {
+  canPost, circleById, hasArrived, isMe, onChange, personOf, state,
+} from './state.js';
+import { openViewer } from './viewer.js';
+
+export const PAGE = 20;
+const MAX_PAGE = 200;
+export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
+
+/**
+ * Reads a feed a page at a time, oldest last. With the daemon's `next_cursor` it follows
+ * the cursor. Without one it has only `next_before`, a time to the second: it asks again
+ * from that second (moments already shown are skipped), with a larger page if a page
+ * brought nothing new, so that moments sharing a second are not lost.
+ */
+export class Pager {
+  constructor(filter, known) {
+    this.filter = filter; // e.g. 'circle=…' or ''
+    this.known = known; // id -> already shown?
+    this.after = '';
+    this.limit = PAGE;
+  }
+
+  get done() {
+    return this.after === null;
+  }
+
+  async next() {
+    const query = [`limit=${this.limit}`, this.filter, this.after].filter(Boolean).join('&');
+    const page = await api.get(`/moments?${query}`);
+    const fresh = page.moments.filter((m) => !this.known(m.id));
+    if ('next_cursor' in page) {
+      this.after = page.next_cursor ? `cursor=${api.q(page.next_cursor)}` : null;
+    } else if (page.next_before == null) {
+      this.after = null;
+    } else if (fresh.length) {
+      this.limit = PAGE;
+      this.after = `before=${page.next_before + 1}`;
+    } else if (this.limit < MAX_PAGE) {
+      this.limit = Math.min(MAX_PAGE, this.limit * 4);
+      this.after = `before=${page.next_before + 1}`;
+    } else {
+      this.limit = PAGE;
+      this.after = `before=${page.next_before}`;
+    }
+    return fresh;
+  }
+}
+
+export function feedView(root, [circleId]) {
+  const cards = new Map(); // moment id -> {el, moment}
+  const list = h('ol', { class: 'moments', 'aria-label': 'Moments', 'aria-live': 'off' });
+  const sentinel = h('div', { class: 'sentinel', 'aria-hidden': 'true' });
+  const status = h('p', { class: 'feed-status', role: 'status' });
+  const chips = h('nav', { class: 'chips', 'aria-label': 'Circles' });
+  const top = h('div', { class: 'feed-top' });
+  let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
+  let loading = false;
+
+  const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
+  root.append(h('div', { class: 'feed-layout' },
+    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel),
+    rail));
+
+  // Wide screens: who is online (one click to chat) and the circles, beside the feed.
+  function drawRail() {
+    const friends = state.friends.filter((f) => f.state === 'friend')
+      .sort((a, b) => Number(b.connected) - Number(a.connected) || a.name.localeCompare(b.name));
+    clear(rail,
+      h('section', { class: 'card rail-card' },
+        h('h2', {}, 'Friends'),
+        friends.length ? h('ul', { class: 'rail-list' }, friends.slice(0, 12).map((f) => h('li', {},
+          h('a', {
+            href: '#/chats',
+            class: 'rail-person',
+            'aria-label': `Chat with ${f.name}${f.connected ? ', online' : ''}`,
+            onclick: (e) => { e.preventDefault(); startChat(f); },
+          },
+            h('span', { class: 'avatar-wrap' }, avatar(f, 's'), f.connected ? h('span', { class: 'dot online' }) : null),
+            h('span', {}, f.name),
+            h('small', {}, f.connected ? 'online' : (f.last_seen ? relativeTime(f.last_seen) : ''))))))
+          : h('p', { class: 'muted' }, h('a', { href: '#/pair' }, 'Add a friend'), ' to share with.')),
+      h('section', { class: 'card rail-card' },
+        h('h2', {}, 'Circles'),
+        state.circles.length ? h('ul', { class: 'rail-list' }, state.circles.map((c) => h('li', {},
+          h('a', {
+            href: `#/feed/${encodeURIComponent(c.id)}`,
+            class: 'rail-circle',
+            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`,
+          },
+            h('span', {}, c.name), h('small', {}, `${c.members.length}`)))))
+          : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
+  }
+
+  function drawChips() {
+    clear(chips,
+      h('a', { href: '#/feed', class: 'chip', 'aria-current': circleId ? undefined : 'page' }, 'All'),
+      state.circles.map((c) => h('a', {
+        href: `#/feed/${encodeURIComponent(c.id)}`,
+        class: 'chip',
+        'aria-current': c.id === circleId ? 'page' : undefined,
+      }, c.name)));
+  }
+
+  function drawTop() {
+    const postable = state.circles.filter(canPost);
+    if (!state.friends.length && !state.circles.length) {
+      clear(top, empty('Welcome to Moments',
+        'Share photos and words with exactly the right people, with no server in between. Start by adding a friend: scan their code, or let them scan yours.',
+        h('a', { class: 'button primary', href: '#/pair' }, 'Add a friend')));
+    } else if (!postable.length) {
+      clear(top, empty('Make a circle to share in',
+        'A circle is a few friends — the family, the pub — who see what you post to it.',
+        h('a', { class: 'button primary', href: '#/circles' }, 'Make a circle')));
+    } else if (!top.querySelector('.composer')) {
+      clear(top, composer({ circleId, onPosted: (m) => add(m, true) }));
+    }
+  }
+
+  function add(moment, atTop) {
+    const existing = cards.get(moment.id);
+    const el = momentCard(moment, { refresh });
+    if (existing) {
+      // Keep a comment being typed when the card is drawn again.
+      const typing = existing.el.querySelector('.comment-form input');
+      const input = el.querySelector('.comment-form input');
+      if (typing && input && typing.value) input.value = typing.value;
+      const focused = typing && document.activeElement === typing;
+      existing.el.replaceWith(el);
+      if (focused && input) input.focus();
+    } else if (atTop) {
+      list.prepend(el);
+    } else {
+      list.append(el);
+    }
+    cards.set(moment.id, { el, moment });
+    status.textContent = '';
+    // Its last pieces may have come while it was being fetched: look again.
+    if (incomplete(moment) && hasArrived(moment.id)) refresh(moment.id);
+  }
+
+  async function refresh(id) {
+    if (!cards.has(id)) return;
+    try {
+      add(await api.get(`/moments/${api.q(id)}`), false);
+    } catch (error) {
+      if (error.status === 404) remove(id);
+    }
+  }
+
+  function remove(id) {
+    cards.get(id)?.el.remove();
+    cards.delete(id);
+  }
+
+  async function loadMore() {
+    if (loading || pager.done) return;
+    loading = true;
+    const mine = pager;
+    status.textContent = 'Loading…';
+    try {
+      const fresh = await mine.next();
+      if (mine !== pager) return;
+      for (const moment of fresh) if (!cards.has(moment.id)) add(moment, false);
+      status.textContent = pager.done && cards.size ? 'That is everything.' : '';
+      if (!cards.size) status.textContent = circleId ? 'Nothing in this circle yet.' : 'No moments yet.';
+      if (!window.p2pmFirstFeed) {
+        window.p2pmFirstFeed = performance.now();
+        performance.mark('p2pm-feed-rendered');
+      }
+    } catch (error) {
+      status.textContent = errorText(error);
+    } finally {
+      loading = false;
+    }
+    // Still room on the screen: fetch the next page now rather than wait for a scroll.
+    if (!pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
+  }
+
+  function reload() {
+    pager = new Pager(pager.filter, pager.known);
+    loading = false;
+    cards.clear();
+    list.replaceChildren();
+    loadMore();
+  }
+
+  const observer = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadMore();
+  }, { rootMargin: '800px 0px' });
+  observer.observe(sentinel);
+
+  const chunkRefresh = new Map();
+  const offs = [
+    on('moment.added', async (data) => {
+      if (data.kind === 'post' && (!circleId || data.circle === circleId) && !cards.has(data.id)) {
+        try {
+          add(await api.get(`/moments/${api.q(data.id)}`), true);
+        } catch { /* expired or retracted meanwhile */ }
+      } else if (data.reply_to) refresh(data.reply_to);
+    }),
+    on('moment.retracted', (data) => {
+      const card = cards.get(data.id);
+      if (card) add({ ...card.moment, retracted: true, text: '', photos: [], files: [], comments: [], reactions: {} }, false);
+    }),
+    on('moment.expired', () => {
+      const now = Date.now() / 1000;
+      for (const [id, card] of cards) if (card.moment.expires && card.moment.expires <= now) remove(id);
+    }),
+    on('transfer.chunk', (data) => {
+      const card = cards.get(data.moment);
+      if (!card) return;
+      const bar = card.el.querySelector('.arrival progress');
+      if (bar) {
+        bar.max = data.total;
+        bar.value = data.held;
+        card.el.querySelector('.arrival-text').textContent = arrivalText(data.held, data.total);
+      }
+      // Fetch the moment again now and then: each photo's thumbnail shows once it is here.
+      if (!chunkRefresh.has(data.moment)) {
+        chunkRefresh.set(data.moment, setTimeout(() => {
+          chunkRefresh.delete(data.moment);
+          refresh(data.moment);
+        }, 300));
+      }
+    }),
+    on('transfer.done', (data) => refresh(data.moment)),
+    on('gap', reload),
+    onChange((what) => {
+      if (what === 'circles') {
+        drawChips();
+        drawTop();
+      }
+      if (what === 'friends') drawTop();
+      if (what === 'circles' || what === 'friends') drawRail();
+    }),
+  ];
+
+  if (circleId && !circleById(circleId)) status.textContent = 'This circle is gone.';
+  drawChips();
+  drawTop();
+  drawRail();
+  loadMore();
+  return () => {
+    observer.disconnect();
+    for (const off of offs) off();
+    for (const timer of chunkRefresh.values()) clearTimeout(timer);
+  };
+}
+
+export function incomplete(moment) {
+  return [...moment.photos, ...moment.files].some((b) => b.chunks_held < b.chunks);
+}
+
+function arrivalText(held, total) {
+  return `Arriving from your circle… ${Math.floor((100 * held) / Math.max(total, 1))}%`;
+}
+
+/** One moment as a card. `refresh(id)` re-reads it after a change. */
+export function momentCard(m, { refresh }) {
+  const author = person(m.author);
+  const mine = isMe(m.author);
+  if (m.retracted) {
+    return h('li', { class: 'moment retracted', dataset: { id: m.id } },
+      h('p', {}, icon('trash'), `${mine ? 'You' : author.name} retracted a moment in ${m.circle.name} · `, timeEl(m.time)));
+  }
+  const headId = `m-${m.id.slice(0, 12)}`;
+  const head = h('header', { class: 'moment-head' },
+    avatar(m.author),
+    h('div', { class: 'who' },
+      h('span', { class: 'author', id: headId }, mine ? `${author.name} (you)` : author.name),
+      h('span', { class: 'where' },
+        h('a', { href: `#/feed/${encodeURIComponent(m.circle.id)}` }, m.circle.name),
+        ' · ', timeEl(m.time),
+        m.expires ? h('span', { class: 'expires', title: 'It will be deleted on every device' },
+          ' · ', icon('clock'), ` gone ${untilTime(m.expires)}`) : null)),
+    mine ? h('button', {
+      type: 'button',
+      class: 'icon-button',
+      'aria-label': 'Retract this moment',
+      title: 'Retract',
+      onclick: async () => {
+        const yes = await confirmDialog({
+          title: 'Retract this moment?',
+          text: 'It is deleted from every device in the circle that honours retractions; a small marker stays in its place.',
+          ok: 'Retract',
+          danger: true,
+        });
+        if (!yes) return;
+        try {
+          await api.del(`/moments/${api.q(m.id)}`);
+          refresh(m.id);
+        } catch (error) {
+          toast(errorText(error), 'error');
+        }
+      },
+    }, icon('trash')) : null);
+
+  const body = [];
+  if (m.text) body.push(h('p', { class: 'text' }, m.text));
+  if (m.photos.length) body.push(photoGrid(m));
+  const arriving = [...m.photos, ...m.files].filter((b) => b.chunks_held < b.chunks);
+  if (arriving.length) {
+    const held = arriving.reduce((n, b) => n + b.chunks_held, 0);
+    const total = arriving.reduce((n, b) => n + b.chunks, 0);
+    body.push(h('div', { class: 'arrival' },
+      h('progress', { max: total, value: held, 'aria-label': 'Photos and files arriving' }),
+      h('span', { class: 'arrival-text' }, arrivalText(held, total))));
+  }
+  if (m.files.length) {
+    body.push(h('ul', { class: 'files' }, m.files.map((f) => {
+      const here = f.chunks_held >= f.chunks;
+      return h('li', {},
+        here ? h('a', { href: api.urls.file(m.id, f.n), download: f.name }, icon('file'), h('span', {}, f.name))
+          : h('span', { class: 'waiting' }, icon('file'), h('span', {}, f.name)),
+        h('small', {}, here ? size(f.size) : `${size(f.size)} · arriving`));
+    })));
+  }
+
+  return h('li', { class: 'moment', dataset: { id: m.id } },
+    h('article', { 'aria-labelledby': headId },
+      head, ...body, reactionsBar(m, refresh), comments(m, refresh)));
+}
+
+export function photoGrid(m) {
+  const count = m.photos.length;
+  const grid = h('div', { class: `photos photos-${Math.min(count, 4)}` });
+  const shown = m.photos.slice(0, 4);
+  shown.forEach((photo, i) => {
+    const here = photo.chunks_held >= photo.chunks;
+    const label = `Photo ${i + 1} of ${count} from ${person(m.author).name}`;
+    const img = h('img', { alt: label, loading: 'lazy', decoding: 'async', width: photo.width, height: photo.height });
+    const tile = h('button', {
+      type: 'button',
+      class: 'photo loading',
+      'aria-label': `Open ${label.toLowerCase()}`,
+      onclick: () => openViewer(m, i),
+    }, img);
+    if (count === 1) tile.style.aspectRatio = `${Math.max(photo.width, 1)} / ${Math.max(photo.height, 1)}`;
+    img.addEventListener('load', () => tile.classList.remove('loading'));
+    img.addEventListener('error', () => tile.classList.add('waiting'));
+    // The thumbnail travels with the photo; until its pieces are here it cannot be shown.
+    img.src = api.urls.thumbnail(m.id, photo.n) + (here ? '' : `?try=${photo.chunks_held}`);
+    if (i === 3 && count > 4) tile.append(h('span', { class: 'more-photos' }, `+${count - 4}`));
+    grid.append(tile);
+  });
+  return grid;
+}
+
+function reactionsBar(m, refresh) {
+  const bar = h('div', { class: 'reactions' });
+  const mineName = state.me?.name;
+  const byEmoji = m.reactions_by ?? null;
+  for (const [emoji, names] of Object.entries(m.reactions)) {
+    const people = byEmoji?.[emoji]?.map((p) => person(p).name) ?? names.map((p) => person(p).name);
+    const reacted = byEmoji?.[emoji] ? byEmoji[emoji].some(isMe) : people.includes(mineName);
+    bar.append(h('button', {
+      type: 'button',
+      class: `reaction${reacted ? ' mine' : ''}`,
+      title: people.join(', '),
+      'aria-label': `${emoji} from ${people.join(', ')}`,
+      'aria-pressed': reacted ? 'true' : 'false',
+      onclick: () => { if (!reacted) react(m, emoji, refresh); },
+    }, h('span', { class: 'emoji' }, emoji), h('span', {}, String(people.length))));
+  }
+  const picker = h('div', { class: 'picker', hidden: true, role: 'group', 'aria-label': 'Reactions' },
+    REACTIONS.map((emoji) => h('button', {
+      type: 'button',
+      class: 'emoji-button',
+      'aria-label': `React with ${emoji}`,
+      onclick: () => {
+        picker.hidden = true;
+        react(m, emoji, refresh);
+      },
+    }, emoji)));
+  bar.append(h('div', { class: 'react-wrap' },
+    h('button', {
+      type: 'button',
+      class: 'icon-button react-open',
+      'aria-label': 'React',
+      'aria-expanded': 'false',
+      onclick: (e) => {
+        picker.hidden = !picker.hidden;
+        e.currentTarget.setAttribute('aria-expanded', String(!picker.hidden));
+        if (!picker.hidden) picker.querySelector('button').focus();
+      },
+    }, icon('smile')), picker));
+  picker.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      picker.hidden = true;
+      bar.querySelector('.react-open').focus();
+    }
+  });
+  return bar;
+}
+
+async function react(m, emoji, refresh) {
+  try {
+    await api.post(`/moments/${api.q(m.id)}/reactions`, { emoji });
+    refresh(m.id);
+  } catch (error) {
+    toast(errorText(error), 'error');
+  }
+}
+
+function comments(m, refresh) {
+  const list = h('ul', { class: 'comments', 'aria-label': 'Comments' }, m.comments.map((c) => {
+    const who = person(personOf(c.author));
+    return h('li', { class: 'comment' },
+      avatar(personOf(c.author), 's'),
+      h('div', { class: 'bubble' },
+        h('span', { class: 'author' }, who.name), ' ',
+        h('span', { class: 'comment-text' }, c.text), ' ',
+        timeEl(c.time)));
+  }));
+  const input = h('input', {
+    type: 'text',
+    name: 'comment',
+    placeholder: 'Write a comment…',
+    autocomplete: 'off',
+    'aria-label': `Comment on ${person(m.author).name}'s moment`,
+    required: true,
+  });
+  const form = h('form', {
+    class: 'comment-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      const text = input.value.trim();
+      if (!text) return;
+      input.disabled = true;
+      try {
+        await api.post(`/moments/${api.q(m.id)}/comments`, { text });
+        input.value = '';
+        refresh(m.id);
+      } catch (error) {
+        toast(errorText(error), 'error');
+      } finally {
+        input.disabled = false;
+      }
+    },
+  }, avatar(state.me, 's'), input,
+  h('button', { type: 'submit', class: 'icon-button', 'aria-label': 'Send comment' }, icon('send')));
+  return h('section', { class: 'discussion' }, m.comments.length ? list : null, form);
+}

@@ -1,0 +1,105 @@
+// The app: log in check, shared state, live events, and a hash router over the views.
+
+import { prefetch, startSession } from './api.js';
+import { chatView, chatsView } from './chat.js';
+import { circleView, circlesView } from './circles.js';
+import { clear, empty, h, refreshTimes } from './dom.js';
+import { PAGE, feedView } from './feed.js';
+import { friendsView } from './friends.js';
+import { connect, on } from './live.js';
+import { pairView } from './pair.js';
+import { follow, loadAll, onChange, state } from './state.js';
+import { statusView } from './status.js';
+
+const main = document.getElementById('main');
+const routes = {
+  feed: feedView,
+  chats: chatsView,
+  chat: chatView,
+  circles: circlesView,
+  circle: circleView,
+  friends: friendsView,
+  pair: pairView,
+  me: statusView,
+};
+const titles = {
+  feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle',
+  friends: 'Friends', pair: 'Add a friend', me: 'Me',
+};
+let cleanup = null;
+let current = '';
+
+function parse() {
+  const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
+  return { name: routes[name] ? name : 'feed', args: rest.map(decodeURIComponent) };
+}
+
+function show(force = false) {
+  const { name, args } = parse();
+  const key = `${name}/${args.join('/')}`;
+  if (key === current && !force) return;
+  current = key;
+  if (cleanup) cleanup();
+  cleanup = null;
+  clear(main);
+  document.body.dataset.view = name;
+  document.title = `${titles[name]} · Moments`;
+  for (const link of document.querySelectorAll('[data-nav]')) {
+    const here = link.dataset.nav === name || (name === 'chat' && link.dataset.nav === 'chats')
+      || (name === 'circle' && link.dataset.nav === 'circles');
+    if (here) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  cleanup = routes[name](main, args) ?? null;
+}
+
+function showLoggedOut() {
+  if (cleanup) cleanup();
+  cleanup = null;
+  current = '';
+  document.body.dataset.view = 'logged-out';
+  clear(main, h('div', { class: 'message-page' },
+    h('img', { src: new URL('./icon.svg', import.meta.url).href, alt: '', width: 64, height: 64 }),
+    h('h1', {}, 'Open Moments from your computer'),
+    h('p', {}, 'This browser is not logged in to your daemon (or its session ended).'),
+    h('p', {}, 'In a terminal, run ', h('code', {}, 'p2pmoments open'),
+      ' and this page opens logged in.')));
+}
+
+function badge() {
+  const pending = state.pairings.filter((p) => p.state === 'pending').length;
+  const el = document.querySelector('[data-pending]');
+  el.hidden = pending === 0;
+  el.textContent = pending ? String(pending) : '';
+  el.setAttribute('aria-label', `${pending} pending`);
+}
+
+async function start() {
+  window.addEventListener('p2pm:logged-out', showLoggedOut);
+  try {
+    // Reads need no CSRF token: ask for everything at once, the feed's first page too.
+    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}`);
+    await Promise.all([startSession(), loadAll()]);
+  } catch (error) {
+    if (error.status === 401) {
+      showLoggedOut();
+      return;
+    }
+    clear(main, empty('Your daemon does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
+    setTimeout(start, 3000);
+    return;
+  }
+  follow();
+  connect();
+  const banner = document.querySelector('[data-connection]');
+  on('offline', () => { banner.hidden = false; });
+  on('online', () => { banner.hidden = true; });
+  on('gap', () => startSession().catch(() => {}));
+  onChange((what) => { if (what === 'friends') badge(); });
+  badge();
+  window.addEventListener('hashchange', () => show());
+  show(true);
+  setInterval(() => refreshTimes(main), 30000);
+}
+
+start();

@@ -1,0 +1,126 @@
+// What several views share: who I am, my circles, my friends, transfers in progress.
+// Kept fresh by live events; views subscribe with onChange.
+
+import { get } from './api.js';
+import { on } from './live.js';
+
+export const state = {
+  me: null, // {name, identity}
+  circles: [],
+  friends: [],
+  pairings: [],
+  transfers: new Map(), // moment id -> {held, total}
+  arrived: new Set(), // moments whose photos and files all arrived while this page was open
+};
+
+/** True if a moment's photos and files arrived (a card drawn just before may not know). */
+export function hasArrived(id) {
+  return state.arrived.has(id);
+}
+
+const watchers = new Set();
+
+export function onChange(fn) {
+  watchers.add(fn);
+  return () => watchers.delete(fn);
+}
+
+function changed(what) {
+  for (const fn of watchers) fn(what);
+}
+
+export async function loadMe() {
+  state.me = await get('/profile');
+  changed('me');
+}
+
+export async function loadCircles() {
+  state.circles = (await get('/circles')).circles;
+  changed('circles');
+}
+
+export async function loadFriends() {
+  const answer = await get('/friends');
+  state.friends = answer.friends;
+  state.pairings = answer.pairings;
+  changed('friends');
+}
+
+export const loadAll = () => Promise.all([loadMe(), loadCircles(), loadFriends()]);
+
+export function circleById(id) {
+  return state.circles.find((c) => c.id === id);
+}
+
+export function canPost(circle) {
+  return !circle.removed && (circle.mine || circle.members_can_post);
+}
+
+/**
+ * A person as {identity, name}. Some answers still name people by their name alone
+ * (a comment's author): find who that is among me and my friends, for their avatar.
+ */
+export function personOf(p) {
+  if (p && typeof p === 'object') return p;
+  if (state.me && p === state.me.name) return state.me;
+  return state.friends.find((f) => f.name === p) ?? { identity: '', name: String(p ?? '?') };
+}
+
+export function isMe(p) {
+  return Boolean(state.me && p && typeof p === 'object' && p.identity === state.me.identity);
+}
+
+/** Members of a circle other than me. */
+export function others(circle) {
+  return circle.members.filter((m) => m.identity !== state.me?.identity);
+}
+
+/** A circle shown as a conversation: everyone may post, and it is small. */
+export function isConversation(circle) {
+  return circle.members_can_post && circle.members.length <= 8 && !circle.removed;
+}
+
+/** What to call a conversation: the other people in it, unless it has its own name. */
+export function conversationTitle(circle) {
+  const names = others(circle).map((m) => m.name);
+  if (!names.length) return circle.name;
+  if (circle.name.includes(' & ') || circle.name.startsWith('chat ')) return names.join(', ');
+  return circle.name;
+}
+
+let throttled = new Map();
+function soon(key, fn, ms = 200) {
+  if (throttled.has(key)) return;
+  throttled.set(key, setTimeout(() => {
+    throttled.delete(key);
+    fn().catch(() => {});
+  }, ms));
+}
+
+export function follow() {
+  for (const kind of ['circle.created', 'circle.joined', 'circle.changed', 'circle.deleted',
+    'circle.removed']) {
+    on(kind, () => soon('circles', loadCircles));
+  }
+  for (const kind of ['friend.added', 'friend.removed', 'friend.renamed', 'friend.blocked',
+    'friend.unblocked', 'peer.connected', 'peer.disconnected', 'pairing.pending',
+    'pairing.confirmed', 'pairing.refused', 'pairing.expired']) {
+    on(kind, () => soon('friends', loadFriends));
+  }
+  // A friend renamed changes names shown in circles too.
+  on('friend.renamed', () => soon('circles', loadCircles));
+  on('transfer.chunk', (data) => {
+    state.transfers.set(data.moment, { held: data.held, total: data.total });
+    changed('transfers');
+  });
+  on('transfer.done', (data) => {
+    state.transfers.delete(data.moment);
+    state.arrived.add(data.moment);
+    if (state.arrived.size > 1000) state.arrived.delete(state.arrived.values().next().value);
+    changed('transfers');
+  });
+  on('gap', () => {
+    throttled = new Map();
+    loadAll().catch(() => {});
+  });
+}

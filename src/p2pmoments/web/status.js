@@ -1,0 +1,112 @@
+// Me: my name (editable), my identity, who is connected, transfers in progress,
+// and logging out.
+
+import * as api from './api.js';
+import {
+  avatar, clear, errorText, h, icon, relativeTime, size, toast,
+} from './dom.js';
+import { on } from './live.js';
+import { loadMe, onChange, state } from './state.js';
+
+function grouped(identity) {
+  return identity.match(/.{1,4}/g).join(' ');
+}
+
+export function statusView(root) {
+  const profile = h('section', { class: 'card profile', 'aria-label': 'You' });
+  const peers = h('section', { class: 'card', 'aria-labelledby': 'peers-title' });
+  const transfers = h('section', { class: 'card', 'aria-labelledby': 'transfers-title' });
+  const daemon = h('section', { class: 'card', 'aria-labelledby': 'daemon-title' });
+
+  function drawProfile() {
+    const name = h('input', { type: 'text', value: state.me.name, maxLength: 32, required: true, 'aria-label': 'Your name', autocomplete: 'off' });
+    const error = h('p', { class: 'form-error', role: 'alert' });
+    clear(profile,
+      h('div', { class: 'profile-head' }, avatar(state.me, 'l'),
+        h('form', {
+          class: 'name-form',
+          onsubmit: async (e) => {
+            e.preventDefault();
+            error.textContent = '';
+            try {
+              await api.patch('/profile', { name: name.value.trim() });
+              await loadMe();
+              toast('Your name is changed. Friends see it when they next connect.');
+            } catch (failure) {
+              error.textContent = errorText(failure);
+            }
+          },
+        }, h('label', { class: 'field' }, h('span', {}, 'Your name, as friends first see it'),
+          h('div', { class: 'input-row' }, name, h('button', { type: 'submit', class: 'button' }, 'Save'))), error)),
+      h('h2', {}, 'Your identity'),
+      h('p', { class: 'muted' }, 'Friends can compare it with what their app shows for you. Its last characters are a check.'),
+      h('code', { class: 'identity', dataset: { identity: state.me.identity } }, grouped(state.me.identity)));
+  }
+
+  async function drawPeers() {
+    try {
+      const answer = await api.get('/peers');
+      clear(peers, h('h2', { id: 'peers-title' }, 'Connected now'),
+        answer.peers.length ? h('ul', { class: 'rows' }, answer.peers.map((p) => h('li', { class: 'row' },
+          avatar(p, 's'),
+          h('span', { class: 'row-main' }, h('strong', {}, p.name),
+            h('small', {}, `${p.address ?? 'unknown address'} · found by ${p.found_via} · since ${relativeTime(p.since)} · ↓ ${size(p.bytes_in)} ↑ ${size(p.bytes_out)}`)))))
+          : h('p', { class: 'muted' }, 'No one right now. Friends connect when their devices are on the same network, or reachable at a known address.'));
+    } catch (error) {
+      clear(peers, h('h2', { id: 'peers-title' }, 'Connected now'), h('p', {}, errorText(error)));
+    }
+  }
+
+  function drawTransfers() {
+    const rows = [...state.transfers.entries()];
+    clear(transfers, h('h2', { id: 'transfers-title' }, 'Arriving'),
+      rows.length ? h('ul', { class: 'rows' }, rows.map(([id, t]) => h('li', { class: 'row' },
+        icon('download'),
+        h('span', { class: 'row-main' }, h('strong', {}, `Photos and files of moment ${id.slice(0, 8)}`),
+          h('progress', { max: t.total, value: t.held, 'aria-label': 'Progress' }),
+          h('small', {}, `${t.held} of ${t.total} pieces`)))))
+        : h('p', { class: 'muted' }, 'Nothing is arriving right now.'));
+  }
+
+  async function drawDaemon() {
+    try {
+      const s = await api.get('/status');
+      clear(daemon, h('h2', { id: 'daemon-title' }, 'This device'),
+        h('dl', { class: 'facts' },
+          h('dt', {}, 'Friends'), h('dd', {}, String(s.friends)),
+          h('dt', {}, 'Circles'), h('dd', {}, String(s.circles)),
+          h('dt', {}, 'Moments'), h('dd', {}, String(s.moments)),
+          h('dt', {}, 'Running since'), h('dd', {}, relativeTime(s.started_at)),
+          h('dt', {}, 'Peers connect to'), h('dd', {}, s.listen.join(', ')),
+          h('dt', {}, 'Version'), h('dd', {}, s.version)),
+        h('button', {
+          type: 'button',
+          class: 'button quiet',
+          onclick: async () => {
+            try {
+              await api.del('/session');
+            } catch { /* already gone */ }
+            window.dispatchEvent(new CustomEvent('p2pm:logged-out'));
+          },
+        }, 'Log out of this browser'));
+    } catch (error) {
+      clear(daemon, h('p', {}, errorText(error)));
+    }
+  }
+
+  root.append(h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
+  drawProfile();
+  drawPeers();
+  drawTransfers();
+  drawDaemon();
+  const offs = [
+    onChange((what) => {
+      if (what === 'me') drawProfile();
+      if (what === 'transfers') drawTransfers();
+    }),
+    on('peer.connected', drawPeers),
+    on('peer.disconnected', drawPeers),
+    on('gap', () => { drawPeers(); drawDaemon(); }),
+  ];
+  return () => { for (const off of offs) off(); };
+}
