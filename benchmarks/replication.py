@@ -38,10 +38,10 @@ from tests.multinode import befriend, eventually, make_home, running, until
 
 from p2pmoments.client import ApiClient
 from p2pmoments.core.moment import Content, Kind, moment_id, open_moment, seal_moment
-from p2pmoments.core.sync import T_HAVE, T_MOMENTS
-from p2pmoments.moments import circle_text, moment_text
+from p2pmoments.core.replication.messages import T_HAVE, T_MOMENTS
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
+from p2pmoments.views import circle_text, moment_text
 
 MB = 1_000_000
 CATCH_UP = 10_000
@@ -55,10 +55,10 @@ def hook(node: Node, on: Callable[[bytes, dict[int, Any]], None]) -> None:
 
 
 def link_bytes(node: Node, peer: Node) -> int:
-    key = peer.identity.public.text
-    for p in node.peers_json():
-        if p["identity"] == key:
-            return int(p["bytes_in"]) + int(p["bytes_out"])
+    key = bytes(peer.identity.public.verify_key)
+    for p in node.links.peers():
+        if p.key == key:
+            return p.bytes_in + p.bytes_out
     raise RuntimeError("not linked")
 
 
@@ -70,10 +70,10 @@ async def catch_up(root: Path) -> list[Row]:
     async with running(alice_home) as alice:
         async with running(bob_home) as bob:
             await befriend(alice, bob)
-            circle = await alice.moments.create_circle("big", ["Bob"], members_can_post=False)
-            await eventually(lambda: bob.moments.circles(), what="the manifest")
+            circle = await alice.circles.create("big", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.circles.all(), what="the manifest")
         # Bob is away while Alice's circle fills with 10,000 moments.
-        key = alice.moments.key_for(circle)
+        key = alice.circles.key_for(circle)
         envelopes = [
             seal_moment(
                 alice.identity,
@@ -86,7 +86,7 @@ async def catch_up(root: Path) -> list[Row]:
             for i in range(1, CATCH_UP + 1)
         ]
         for start_at in range(0, CATCH_UP, 1000):
-            await alice.moments.receive_many(envelopes[start_at : start_at + 1000], None)
+            await alice.replication.receive(envelopes[start_at : start_at + 1000])
         port = alice.listen_port
     size = sum(len(e) for e in envelopes)
 
@@ -144,15 +144,15 @@ async def idle_resync(root: Path, circles: int = 5, posts: int = 20) -> list[Row
             await befriend(alice, bob)
             await befriend(alice, carol)  # a friend who shares no circle: the baseline
             for c in range(circles):
-                await alice.moments.create_circle(f"c{c}", ["Bob"], members_can_post=True)
+                await alice.circles.create(f"c{c}", ["Bob"], members_can_post=True)
                 for i in range(posts):
-                    await alice.moments.post(f"c{c}", f"{i} {TEXT}")
-                    await bob.moments.post(f"c{c}", f"{i} {TEXT}")
+                    await alice.posting.post(f"c{c}", f"{i} {TEXT}")
+                    await bob.posting.post(f"c{c}", f"{i} {TEXT}")
 
             async def in_step() -> bool:
                 return (await bob.store.run(lambda s: s.counts())).moments == 2 * circles * posts
 
-            await eventually(lambda: len(bob.moments.circles()) == circles)
+            await eventually(lambda: len(bob.circles.all()) == circles)
             await until(bob, in_step, timeout=30, what="Bob to hold every moment")
         # Both come back, already in step.
         haves = {"Alice": 0, "Bob": 0}
@@ -176,14 +176,14 @@ async def idle_resync(root: Path, circles: int = 5, posts: int = 20) -> list[Row
             try:
                 await eventually(
                     lambda: (
-                        {bob_key, carol_key} <= set(alice.linked_peers())
+                        {bob_key, carol_key} <= set(alice.links.linked())
                         and haves["Alice"] >= circles
                         and haves["Bob"] >= circles
                     ),
                     timeout=30,
                 )
             except AssertionError:
-                linked = [k in alice.linked_peers() for k in (bob_key, carol_key)]
+                linked = [k in alice.links.linked() for k in (bob_key, carol_key)]
                 raise RuntimeError(f"no resync: linked {linked}, haves {haves}") from None
             await asyncio.sleep(1.0)  # a quiet second: anything more would show
             with_circles = link_bytes(alice, bob)
@@ -224,11 +224,11 @@ async def fan_out(root: Path) -> list[Row]:
                 told.add((peer, body[1]))
 
         hook(alice, have)
-        await alice.moments.create_circle("two", [members[0].name], members_can_post=False)
-        await alice.moments.create_circle("all", [m.name for m in members], members_can_post=True)
+        await alice.circles.create("two", [members[0].name], members_can_post=False)
+        await alice.circles.create("all", [m.name for m in members], members_can_post=True)
         # Alice knows every member holds the manifests: she will push, not announce.
         await eventually(lambda: len(told) == len(members) + 1, timeout=60, what="the haves")
-        circle_ids = {c.name: c.circle_id for c in alice.moments.circles()}
+        circle_ids = {c.name: c.circle_id for c in alice.circles.all()}
 
         async def deliver(circle: str, to: list[Node]) -> tuple[float, float]:
             receptions = 0
@@ -249,7 +249,7 @@ async def fan_out(root: Path) -> list[Row]:
             for m in to:
                 hook(m, seen)
             began = time.time()  # the clock events are stamped with
-            await alice.moments.post(circle, f"hello {circle}")
+            await alice.posting.post(circle, f"hello {circle}")
             await eventually(lambda: all(stored_at(m) for m in to), timeout=30, what="every member")
             latest = max(stored_at(m) or 0.0 for m in to) - began
             await asyncio.sleep(1.0)  # relays that would send it again have had their chance

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from p2pmoments.config import Address, Config
 from p2pmoments.home import init_home
@@ -72,11 +72,28 @@ async def until(
 
 async def befriend(owner: Node, other: Node) -> None:
     """Pair `other` with `owner` through owner's pairing code, and wait for both sides."""
-    link, _ = await owner.pairing_link()
-    record = await other.wait_pairing((await other.pair(link)).id, timeout=15)
+    link, _ = await owner.pairings.new_code()
+    record = await other.pairings.wait((await other.pairings.pair(link)).id, timeout=15)
     assert record is not None
     assert record.state == "confirmed", f"pairing {record.state}: {record.reason}"
     await eventually(
-        lambda: owner.friend(bytes(other.identity.public.verify_key)),
+        lambda: owner.friends.get(bytes(other.identity.public.verify_key)),
         what="the owner to record the friend",
     )
+
+
+async def read_feed(
+    node: Node, limit: int = 100, circle: str | None = None
+) -> list[dict[str, Any]]:
+    """The node's feed as the API shows it (newest first)."""
+    from p2pmoments.views import moment_json
+
+    page = await node.moments.feed_page(circle, limit)
+    return [moment_json(v, node.friends.person) for v in page.moments]
+
+
+async def get_moment(node: Node, ref: str) -> dict[str, Any]:
+    """One moment as the API shows it."""
+    from p2pmoments.views import moment_json
+
+    return moment_json(await node.moments.get(ref), node.friends.person)

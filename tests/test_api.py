@@ -127,7 +127,7 @@ async def test_status_with_the_token(client: TestClient[Any, Any], node: Node) -
     assert status["name"] == "Alice"
     assert status["identity"] == node.identity.public.text
     assert status["token_file"] == str(node.paths.token_file)
-    assert status["listen"] == node.listen_addresses
+    assert status["listen"] == node.links.listen_addresses
     assert (status["friends"], status["circles"], status["moments"]) == (0, 0, 0)
 
 

@@ -49,7 +49,7 @@ async def test_pair_through_the_api_and_see_each_other(
     assert answer["pairing"]["state"] == "confirmed"
     assert answer["pairing"]["name"] == "Alice"
 
-    await eventually(lambda: pair_of_nodes[0].friends(), what="Alice's side to finish")
+    await eventually(lambda: pair_of_nodes[0].friends.all(), what="Alice's side to finish")
     friends = (await call(alice, "GET", "/friends"))["friends"]
     assert [f["name"] for f in friends] == ["Bob"]
     new_code = await call(alice, "GET", "/pairing/link")

@@ -43,7 +43,7 @@ async def client(
 
 @pytest.fixture
 async def family(node: Node) -> Node:
-    await node.moments.create_circle("family", [], members_can_post=False)
+    await node.circles.create("family", [], members_can_post=False)
     return node
 
 

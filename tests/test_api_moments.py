@@ -20,9 +20,9 @@ async def alice(
     pair_of_nodes: tuple[Node, Node], aiohttp_client: Callable[..., Awaitable[Client]]
 ) -> Client:
     node, bob = pair_of_nodes
-    link, _ = await node.pairing_link()
-    await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
-    await eventually(lambda: node.friends(), what="Alice to know Bob")
+    link, _ = await node.pairings.new_code()
+    await bob.pairings.wait((await bob.pairings.pair(link)).id, timeout=10)
+    await eventually(lambda: node.friends.all(), what="Alice to know Bob")
     app = create_app(node, TOKEN)
     app.middlewares.insert(0, spec_check)
     return await aiohttp_client(app)

@@ -21,6 +21,7 @@ from p2pmoments.core.blobs import (
     encrypt_blob,
 )
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.errors import UserInputError
 from p2pmoments.media import THUMBNAIL_SIZE, prepare_photo
 from tests.photos import has_location, photo_with_location, pixels
 
@@ -87,7 +88,7 @@ def test_png_location_is_removed_losslessly() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\xff\xd8\xff" + b"\x00" * 50])
 def test_things_that_are_not_photos_are_refused(data: bytes) -> None:
-    with pytest.raises(DecodeError, match="not a photo"):
+    with pytest.raises(UserInputError, match="not a photo"):
         prepare_photo(data)
 
 

@@ -49,23 +49,25 @@ def without_address(link: str) -> str:
 async def test_pairing_finds_the_owner_by_mdns_alone(tmp_path: Path) -> None:
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home, mdns=True) as alice, running(bob_home, mdns=True) as bob:
-        link, _ = await alice.pairing_link()
-        record = await bob.pair(without_address(link))
-        done = await bob.wait_pairing(record.id, timeout=30)
+        link, _ = await alice.pairings.new_code()
+        record = await bob.pairings.pair(without_address(link))
+        done = await bob.pairings.wait(record.id, timeout=30)
         assert done is not None
         assert done.state == "confirmed"
-        await eventually(lambda: bob.peers_json(), what="a link")
-        assert bob.peers_json()[0]["found_via"] == "mdns"
+        await eventually(lambda: bob.links.peers(), what="a link")
+        assert bob.links.peers()[0].found_via == "mdns"
 
 
 async def test_a_code_scanned_after_its_owner_was_sighted_still_pairs(tmp_path: Path) -> None:
     """The owner's record is announced once; the scan comes later. Sightings are kept."""
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home, mdns=True) as alice, running(bob_home, mdns=True) as bob:
-        await eventually(lambda: bob._sightings, timeout=20, what="Bob to sight Alice's record")
-        link, _ = await alice.pairing_link()
-        record = await bob.pair(without_address(link))
-        done = await bob.wait_pairing(record.id, timeout=20)
+        await eventually(
+            lambda: bob.statistics()["sightings"], timeout=20, what="Bob to sight Alice's record"
+        )
+        link, _ = await alice.pairings.new_code()
+        record = await bob.pairings.pair(without_address(link))
+        done = await bob.pairings.wait(record.id, timeout=20)
         assert done is not None
         assert done.state == "confirmed"
 
@@ -75,15 +77,15 @@ async def test_friends_find_each_other_again_after_a_move(tmp_path: Path) -> Non
     alice_home, bob_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(alice_home, mdns=True) as alice:
         async with running(bob_home, mdns=True) as bob:
-            link, _ = await alice.pairing_link()
-            await bob.wait_pairing((await bob.pair(link)).id, timeout=30)
-            await eventually(lambda: alice.peers_json(), what="first link")
+            link, _ = await alice.pairings.new_code()
+            await bob.pairings.wait((await bob.pairings.pair(link)).id, timeout=30)
+            await eventually(lambda: alice.links.peers(), what="first link")
             old_port = bob.listen_port
-        await eventually(lambda: not alice.peers_json(), what="Alice to see Bob go")
+        await eventually(lambda: not alice.links.peers(), what="Alice to see Bob go")
         async with running(bob_home, mdns=True, listen=Address(host="127.0.0.1", port=0)) as bob:
             assert bob.listen_port != old_port
             await eventually(
-                lambda: alice.peers_json() and bob.peers_json(),
+                lambda: alice.links.peers() and bob.links.peers(),
                 timeout=30,
                 what="reconnection through mDNS",
             )

@@ -22,11 +22,13 @@ SECOND = 1_800_000_000  # every post of this test is made in this one second
 
 @pytest.fixture
 def one_second(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The moments module's clock stands still (time.monotonic and the rest go on)."""
+    """The clock of posting and of the feed stands still (time.monotonic and the rest go
+    on)."""
     frozen = types.SimpleNamespace(
         time=lambda: SECOND + 0.5, monotonic=time.monotonic, perf_counter=time.perf_counter
     )
     monkeypatch.setattr("p2pmoments.moments.time", frozen)
+    monkeypatch.setattr("p2pmoments.posting.time", frozen)
 
 
 @pytest.fixture
@@ -45,8 +47,8 @@ async def page(api: Client, query: str) -> dict[str, Any]:
 async def test_260_posts_in_one_second_read_200_at_a_time_all_come_back_once(
     api: Client, node: Node, one_second: None
 ) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
-    posted = await asyncio.gather(*(node.moments.post("family", f"n{i}") for i in range(260)))
+    await node.circles.create("family", [], members_can_post=False)
+    posted = await asyncio.gather(*(node.posting.post("family", f"n{i}") for i in range(260)))
     assert {m.time for m in posted} == {SECOND}
     first = await page(api, "limit=200")
     assert len(first["moments"]) == 200
@@ -65,9 +67,9 @@ async def test_260_posts_in_one_second_read_200_at_a_time_all_come_back_once(
 async def test_pages_follow_time_then_id_and_end_with_a_null_cursor(
     api: Client, node: Node
 ) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
+    await node.circles.create("family", [], members_can_post=False)
     for i in range(7):
-        await node.moments.post("family", f"n{i}")
+        await node.posting.post("family", f"n{i}")
     ids, cursor, pages = [], "", 0
     while True:
         got = await page(api, "limit=3" + (f"&cursor={cursor}" if cursor else ""))

@@ -11,7 +11,8 @@ import pytest
 
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import MODE_IK, Link
-from p2pmoments.node import MAX_HANDSHAKING, Node
+from p2pmoments.net.links import MAX_HANDSHAKING
+from p2pmoments.node import Node
 from tests.multinode import befriend, eventually, make_home, running
 
 
@@ -25,9 +26,9 @@ def quick_timing(monkeypatch: pytest.MonkeyPatch) -> None:
 async def friends(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
     a_home, b_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(a_home) as alice, running(b_home) as bob:
-        link, _ = await alice.pairing_link()
-        await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
-        await eventually(lambda: alice.peers_json() and bob.peers_json(), what="friends linked")
+        link, _ = await alice.pairings.new_code()
+        await bob.pairings.wait((await bob.pairings.pair(link)).id, timeout=10)
+        await eventually(lambda: alice.links.peers() and bob.links.peers(), what="friends linked")
         yield alice, bob
 
 
@@ -50,7 +51,7 @@ async def reply_to(node: Node, data: bytes) -> bytes:
 
 
 def still_linked(alice: Node, bob: Node) -> bool:
-    return len(alice.peers_json()) == 1 and len(bob.peers_json()) == 1
+    return len(alice.links.peers()) == 1 and len(bob.links.peers()) == 1
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ async def test_a_flood_of_half_open_connections_is_bounded(
         # The friend link still carries messages while the flood is held open.
         got: list[dict[int, object]] = []
         alice.on_message = lambda key, body: got.append(body)
-        assert bob.send(bytes(alice.identity.public.verify_key), {0: 99, 1: "still here"})
+        assert bob.links.send(bytes(alice.identity.public.verify_key), {0: 99, 1: "still here"})
         await eventually(lambda: got, what="a message through the flood")
         assert got == [{0: 99, 1: "still here"}]
     finally:
@@ -186,7 +187,7 @@ async def test_a_friend_gets_in_while_a_flood_holds_every_handshake_slot(
                     async with running(homes[1]) as bob_again:
                         await eventually(
                             lambda: (
-                                bytes(alice.identity.public.verify_key) in bob_again.linked_peers()
+                                bytes(alice.identity.public.verify_key) in bob_again.links.linked()
                             ),
                             timeout=20,
                             what="Bob to link again through the flood",
@@ -218,7 +219,7 @@ async def test_a_friend_that_stops_reading_is_dropped_not_buffered(
     alice, bob = friends
     bob_key = bytes(bob.identity.public.verify_key)
     await bob.aclose()  # from here on we play Bob by hand, with his keys
-    await eventually(lambda: not alice.peers_json(), what="Alice to see Bob go")
+    await eventually(lambda: not alice.links.peers(), what="Alice to see Bob go")
     link = Link(
         identity=bob.identity,
         name="Bob",
@@ -233,18 +234,23 @@ async def test_a_friend_that_stops_reading_is_dropped_not_buffered(
         while link.peer is None:
             link.receive_data(await reader.read(65536), 0.0)
     writer.write(link.data_to_send())  # our hello
-    await eventually(lambda: alice.peers_json(), what="Alice to accept the hand-driven Bob")
-    runner = alice._peers[bob_key].runner
+    await eventually(lambda: alice.links.peers(), what="Alice to accept the hand-driven Bob")
     # Now never read again. Alice keeps sending; she must drop us, not buffer without end.
+    before = alice.events.last_id
     sent = 0
     for _ in range(200):  # at most 200 MB offered
-        if not alice.send(bob_key, {0: 99, 1: b"x" * 1_000_000}):
+        if not alice.links.send(bob_key, {0: 99, 1: b"x" * 1_000_000}):
             break
         sent += 1
         await asyncio.sleep(0)
-    await eventually(lambda: runner.closed is not None, what="the slow reader to be dropped")
-    assert runner.closed is not None
-    assert runner.closed.reason == "peer is not reading"
+
+    def dropped() -> list[str]:
+        return [
+            e.data["reason"] for e in alice.events.after(before)[0] if e.kind == "peer.disconnected"
+        ]
+
+    await eventually(dropped, what="the slow reader to be dropped")
+    assert dropped() == ["peer is not reading"]
     assert sent < 50  # dropped after a few MB, not after everything was queued
     writer.close()
 
@@ -254,7 +260,7 @@ async def test_more_friends_on_one_host_than_the_handshake_bound_all_link(
 ) -> None:
     """The per-host bound is on handshakes in progress, not on links: twenty daemons on
     one machine (one address) all stay linked to the same friend."""
-    from p2pmoments.node import MAX_HANDSHAKING_PER_HOST
+    from p2pmoments.net.links import MAX_HANDSHAKING_PER_HOST
     from tests.multinode import befriend
 
     count = MAX_HANDSHAKING_PER_HOST + 4
@@ -263,4 +269,4 @@ async def test_more_friends_on_one_host_than_the_handshake_bound_all_link(
         hub, *others = [await stack.enter_async_context(running(h)) for h in homes]
         for other in others:
             await befriend(hub, other)
-        await eventually(lambda: len(hub.linked_peers()) == count, what="every friend linked")
+        await eventually(lambda: len(hub.links.linked()) == count, what="every friend linked")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.errors import RejectedError
 from p2pmoments.core.moment import Content, Kind, seal_moment
-from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError
+from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError, UserInputError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
-from tests.multinode import eventually, make_home, running
+from tests.multinode import eventually, get_moment, make_home, read_feed, running
 
 
 @pytest.fixture
@@ -21,21 +21,21 @@ async def pair(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
     """Alice and her friend Bob."""
     a_home, b_home = await make_home(tmp_path, "Alice"), await make_home(tmp_path, "Bob")
     async with running(a_home) as alice, running(b_home) as bob:
-        link, _ = await alice.pairing_link()
-        await bob.wait_pairing((await bob.pair(link)).id, timeout=10)
-        await eventually(lambda: alice.friends(), what="Alice to know Bob")
+        link, _ = await alice.pairings.new_code()
+        await bob.pairings.wait((await bob.pairings.pair(link)).id, timeout=10)
+        await eventually(lambda: alice.friends.all(), what="Alice to know Bob")
         yield alice, bob
 
 
 async def test_post_comment_react_and_read_the_feed(pair: tuple[Node, Node]) -> None:
     alice, _ = pair
-    family = await alice.moments.create_circle("family", ["Bob"], members_can_post=True)
-    assert [m.name for m in alice.moments.circles()] == ["family"]
+    family = await alice.circles.create("family", ["Bob"], members_can_post=True)
+    assert [m.name for m in alice.circles.all()] == ["family"]
     assert family.is_member(pair[1].identity.public.verify_key)
-    moment = await alice.moments.post("Family", "the two-year-old with the ice cream")
-    await alice.moments.comment(_text(moment.id), "so sweet")
-    await alice.moments.react(_text(moment.id), "❤️")
-    feed = await alice.moments.feed(None, None, 50)
+    moment = await alice.posting.post("Family", "the two-year-old with the ice cream")
+    await alice.posting.comment(_text(moment.id), "so sweet")
+    await alice.posting.react(_text(moment.id), "❤️")
+    feed = await read_feed(alice, 50)
     assert len(feed) == 1
     item = feed[0]
     assert item["text"] == "the two-year-old with the ice cream"
@@ -47,63 +47,62 @@ async def test_post_comment_react_and_read_the_feed(pair: tuple[Node, Node]) -> 
 
 
 def _text(raw: bytes) -> str:
-    from p2pmoments.moments import moment_text
+    from p2pmoments.views import moment_text
 
     return moment_text(raw)
 
 
 async def test_a_moment_can_be_found_by_a_prefix_of_its_id(pair: tuple[Node, Node]) -> None:
     alice, _ = pair
-    await alice.moments.create_circle("family", [], members_can_post=False)
-    moment = await alice.moments.post("family", "hello")
-    found = await alice.moments.get(_text(moment.id)[:10])
+    await alice.circles.create("family", [], members_can_post=False)
+    moment = await alice.posting.post("family", "hello")
+    found = await get_moment(alice, _text(moment.id)[:10])
     assert found["text"] == "hello"
     with pytest.raises(NotFoundError):
-        await alice.moments.get("zzzzzzzz")
+        await get_moment(alice, "zzzzzzzz")
 
 
 async def test_retraction_deletes_the_content_and_leaves_a_marker(pair: tuple[Node, Node]) -> None:
     alice, _ = pair
-    await alice.moments.create_circle("work", [], members_can_post=False)
-    moment = await alice.moments.post("work", "launch at 9")
-    await alice.moments.comment(_text(moment.id), "typo")
-    await alice.moments.retract(_text(moment.id))
-    item = await alice.moments.get(_text(moment.id))
+    await alice.circles.create("work", [], members_can_post=False)
+    moment = await alice.posting.post("work", "launch at 9")
+    await alice.posting.comment(_text(moment.id), "typo")
+    await alice.posting.retract(_text(moment.id))
+    item = await get_moment(alice, _text(moment.id))
     assert item["retracted"] is True
     assert item["text"] == ""
     assert item["comments"] == []
-    rows = await alice.store.run(Store.moment_rows, moment_id=moment.id, now=0)
-    assert rows[0][9] == b""  # the envelope itself is gone from disk
+    row = await alice.store.run(Store.moment, moment.id, 0)
+    assert row is not None
+    assert row.envelope == b""  # the envelope itself is gone from disk
     with pytest.raises(NotFoundError, match="retracted"):
-        await alice.moments.comment(_text(moment.id), "too late")
+        await alice.posting.comment(_text(moment.id), "too late")
 
 
 async def test_an_expired_moment_is_deleted_and_never_shown(pair: tuple[Node, Node]) -> None:
     alice, _ = pair
-    await alice.moments.create_circle("pub", [], members_can_post=False)
-    moment = await alice.moments.post("pub", "tonight only", expires_in=1)
-    assert len(await alice.moments.feed("pub", None, 10)) == 1
+    await alice.circles.create("pub", [], members_can_post=False)
+    moment = await alice.posting.post("pub", "tonight only", expires_in=1)
+    assert len(await read_feed(alice, 10, "pub")) == 1
     await eventually(lambda: time.time() > moment.content.expires, timeout=5)  # type: ignore[operator]
-    assert await alice.moments.feed("pub", None, 10) == []
+    assert await read_feed(alice, 10, "pub") == []
     assert await alice.moments.expire() == 1
-    assert await alice.store.run(Store.moment_rows, moment_id=moment.id, now=0) == []
+    assert await alice.store.run(Store.moment, moment.id, 0) is None
 
 
 async def test_changing_a_circle_starts_a_new_epoch_without_the_removed(
     pair: tuple[Node, Node],
 ) -> None:
     alice, bob = pair
-    circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=True)
-    changed = await alice.moments.change_circle("family", remove=["Bob"])
+    circle = await alice.circles.create("family", ["Bob"], members_can_post=True)
+    changed = await alice.circles.change("family", remove=["Bob"])
     assert changed.epoch == circle.epoch + 1
     assert not changed.is_member(bob.identity.public.verify_key)
     from p2pmoments.core.manifest import epoch_key
 
     with pytest.raises(RejectedError):
         epoch_key(changed, bob.identity)
-    renamed = await alice.moments.change_circle(
-        "family", name="family & co", members_can_post=False
-    )
+    renamed = await alice.circles.change("family", name="family & co", members_can_post=False)
     assert (renamed.name, renamed.members_can_post, renamed.epoch) == ("family & co", False, 2)
 
 
@@ -111,10 +110,10 @@ async def test_receiving_keeps_good_moments_and_records_why_bad_ones_are_dropped
     pair: tuple[Node, Node],
 ) -> None:
     alice, bob = pair
-    circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
-    key = alice.moments.key_for(circle)
+    circle = await alice.circles.create("family", ["Bob"], members_can_post=False)
+    key = alice.circles.key_for(circle)
     # Bob (a member) comments on Alice's post: accepted.
-    post = await alice.moments.post("family", "hi")
+    post = await alice.posting.post("family", "hi")
     comment = seal_moment(
         bob.identity,
         circle,
@@ -123,7 +122,7 @@ async def test_receiving_keeps_good_moments_and_records_why_bad_ones_are_dropped
         time=int(time.time()),
         content=Content(kind=Kind.COMMENT, text="hey", reply_to=post.id),
     )
-    assert await alice.moments.receive(comment.envelope, None) is not None
+    assert await alice.replication.receive([comment.envelope])
     # Bob's post in an owner-only circle: refused with the reason on record.
     import dataclasses
 
@@ -131,8 +130,8 @@ async def test_receiving_keeps_good_moments_and_records_why_bad_ones_are_dropped
     bad = seal_moment(
         bob.identity, posting, key, seq=2, time=1, content=Content(kind=Kind.POST, text="mine")
     )
-    assert await alice.moments.receive(bad.envelope, None) is None
-    assert await alice.moments.receive(b"junk", None) is None
+    assert await alice.replication.receive([bad.envelope]) == []
+    assert await alice.replication.receive([b"junk"]) == []
     reasons = [
         r[0]
         for r in await alice.store.run(
@@ -145,38 +144,38 @@ async def test_receiving_keeps_good_moments_and_records_why_bad_ones_are_dropped
 
 async def test_names_and_rules(pair: tuple[Node, Node]) -> None:
     alice, _ = pair
-    await alice.moments.create_circle("family", [], members_can_post=False)
-    with pytest.raises(DecodeError, match="already have a circle"):
-        await alice.moments.create_circle("Family", [], members_can_post=False)
+    await alice.circles.create("family", [], members_can_post=False)
+    with pytest.raises(UserInputError, match="already have a circle"):
+        await alice.circles.create("Family", [], members_can_post=False)
     with pytest.raises(NotFoundError):
-        await alice.moments.post("nope", "x")
+        await alice.posting.post("nope", "x")
     with pytest.raises(NotFoundError):
-        await alice.moments.create_circle("other", ["Nobody"], members_can_post=False)
-    with pytest.raises(DecodeError, match="needs some text"):
-        await alice.moments.post("family", "   ")
+        await alice.circles.create("other", ["Nobody"], members_can_post=False)
+    with pytest.raises(UserInputError, match="needs some text"):
+        await alice.posting.post("family", "   ")
 
 
 async def test_only_the_owner_changes_a_circle_and_only_the_author_retracts(
     pair: tuple[Node, Node],
 ) -> None:
     alice, bob = pair
-    circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=True)
+    circle = await alice.circles.create("family", ["Bob"], members_can_post=True)
     # Bob learns the manifest (as sync will bring it) and holds the circle too.
-    await bob.moments.save(circle, "circle.created")
+    await bob.circles.keep(circle, "circle.created")
     with pytest.raises(NotOwnerError, match="only its owner"):
-        await bob.moments.change_circle("family", name="mine now")
-    mine = await alice.moments.post("family", "from Alice")
+        await bob.circles.change("family", name="mine now")
+    mine = await alice.posting.post("family", "from Alice")
     # Their link may have brought it already (then receive says it is not new).
-    await bob.moments.receive(mine.envelope, None)
-    assert (await bob.moments.get(_text(mine.id)))["text"] == "from Alice"
+    await bob.replication.receive([mine.envelope])
+    assert (await get_moment(bob, _text(mine.id)))["text"] == "from Alice"
     with pytest.raises(NotOwnerError, match="only its author"):
-        await bob.moments.retract(_text(mine.id))
+        await bob.posting.retract(_text(mine.id))
 
 
 async def test_an_ambiguous_circle_name_lists_the_candidates(pair: tuple[Node, Node]) -> None:
     alice, bob = pair
-    await alice.moments.create_circle("family", [], members_can_post=False)
-    theirs = await bob.moments.create_circle("family", ["Alice"], members_can_post=False)
-    await alice.moments.save(theirs, "circle.created")
+    await alice.circles.create("family", [], members_can_post=False)
+    theirs = await bob.circles.create("family", ["Alice"], members_can_post=False)
+    await alice.circles.keep(theirs, "circle.created")
     with pytest.raises(AmbiguousError, match="could be any of"):
-        alice.moments.resolve_circle("family")
+        alice.circles.resolve("family")

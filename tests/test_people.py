@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from p2pmoments.api import create_app
 from p2pmoments.cli import _print_circle, _print_moment
 from p2pmoments.node import Node
-from tests.multinode import befriend, eventually, make_home, running, until
+from tests.multinode import befriend, eventually, make_home, read_feed, running, until
 from tests.test_api import TOKEN, spec_check
 from tests.test_api_friends import call
 
@@ -33,16 +33,16 @@ async def test_a_co_member_is_named_and_marked_not_a_friend_after_a_restart_too(
         alice, bob, carol = [await stack.enter_async_context(running(h)) for h in homes]
         await befriend(alice, bob)
         await befriend(alice, carol)
-        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
-        await eventually(lambda: bob.moments.circles() and carol.moments.circles())
+        await alice.circles.create("family", ["Bob", "Carol"], members_can_post=True)
+        await eventually(lambda: bob.circles.all() and carol.circles.all())
         # Bob and Carol are not friends; discovery finds Carol for Bob (a co-member).
         assert carol.listen_port is not None
-        bob.peer_seen(key(carol), "127.0.0.1", carol.listen_port, "mdns")
-        await eventually(lambda: key(carol) in bob.linked_peers(), what="Bob to link Carol")
-        post = await alice.moments.post("family", "ice cream!")
+        bob.links.seen(key(carol), "127.0.0.1", carol.listen_port, "mdns")
+        await eventually(lambda: key(carol) in bob.links.linked(), what="Bob to link Carol")
+        post = await alice.posting.post("family", "ice cream!")
         await until(carol, lambda: _has(carol, post.id), what="the post to reach Carol")
-        await carol.moments.comment(_text(post.id), "yum")
-        await carol.moments.react(_text(post.id), "🎉")
+        await carol.posting.comment(_text(post.id), "yum")
+        await carol.posting.react(_text(post.id), "🎉")
         await until(bob, lambda: _answered(bob, post.id), what="Carol's answers to reach Bob")
 
     # Bob alone, restarted: he still knows what Carol calls herself.
@@ -70,18 +70,18 @@ async def test_a_co_member_is_named_and_marked_not_a_friend_after_a_restart_too(
 
 
 def _text(raw: bytes) -> str:
-    from p2pmoments.moments import moment_text
+    from p2pmoments.views import moment_text
 
     return moment_text(raw)
 
 
 async def _has(node: Node, moment_id: bytes) -> bool:
-    feed = await node.moments.feed(None, None, 10)
+    feed = await read_feed(node, 10)
     return any(m["id"] == _text(moment_id) for m in feed)
 
 
 async def _answered(node: Node, moment_id: bytes) -> bool:
-    feed = await node.moments.feed(None, None, 10)
+    feed = await read_feed(node, 10)
     item = next((m for m in feed if m["id"] == _text(moment_id)), None)
     return bool(item and item["comments"] and item["reactions"])
 

@@ -20,15 +20,15 @@ from PIL import Image
 from p2pmoments.api import API_PREFIX, create_app
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BlobKind, encrypt_blob
-from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.identity import Identity
+from p2pmoments.errors import UserInputError
 from p2pmoments.media import MAX_PIXELS, prepare_photo
-from p2pmoments.moments import moment_text
 from p2pmoments.node import Node
 from p2pmoments.paths import Paths
 from p2pmoments.store import Store
+from p2pmoments.views import moment_text
 from tests.conftest import LOOPBACK
-from tests.multinode import eventually
+from tests.multinode import eventually, get_moment
 from tests.test_api import AUTH, TOKEN, error_of, spec_check
 
 Client = TestClient[Any, Any]
@@ -37,7 +37,7 @@ Client = TestClient[Any, Any]
 @pytest.fixture
 async def api(node: Node, aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
     for name in ("family", "work", "pub", "club"):
-        await node.moments.create_circle(name, [], members_can_post=False)
+        await node.circles.create(name, [], members_can_post=False)
     app = create_app(node, TOKEN)
     app.middlewares.insert(0, spec_check)
     return await aiohttp_client(app)
@@ -48,7 +48,7 @@ def chunk_files(node: Node) -> list[str]:
 
 
 async def own_seqs(node: Node, circle: str) -> list[int]:
-    circle_id = node.moments.resolve_circle(circle).circle_id
+    circle_id = node.circles.resolve(circle).circle_id
     rows = await node.store.run(
         lambda s: list(
             s._conn.execute(
@@ -88,24 +88,24 @@ async def test_every_concurrent_post_is_stored_in_order(
 
 
 async def test_posts_answered_one_after_another_keep_that_order(node: Node) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
-    first = await node.moments.post("family", "first")
-    others = await asyncio.gather(*(node.moments.post("family", f"then {i}") for i in range(20)))
-    last = await node.moments.post("family", "last")
+    await node.circles.create("family", [], members_can_post=False)
+    first = await node.posting.post("family", "first")
+    others = await asyncio.gather(*(node.posting.post("family", f"then {i}") for i in range(20)))
+    last = await node.posting.post("family", "last")
     assert first.seq == 1
     assert sorted(m.seq for m in others) == list(range(2, 22))
     assert last.seq == 22
 
 
 async def test_a_refused_post_among_concurrent_ones_costs_no_sequence_number(node: Node) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
+    await node.circles.create("family", [], members_can_post=False)
     results = await asyncio.gather(
-        *(node.moments.post("family", "x" * (20_000 if i % 3 == 0 else 10)) for i in range(30)),
+        *(node.posting.post("family", "x" * (20_000 if i % 3 == 0 else 10)) for i in range(30)),
         return_exceptions=True,
     )
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(refused) == 10
-    assert all(isinstance(r, DecodeError) for r in refused)
+    assert all(isinstance(r, UserInputError) for r in refused)
     assert await own_seqs(node, "family") == list(range(1, 21))
 
 
@@ -193,8 +193,8 @@ async def test_a_text_too_long_says_what_the_limit_is(api: Client) -> None:
 
 
 async def test_chunks_no_moment_uses_are_swept_and_others_kept(node: Node) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
-    kept = await node.moments.post("family", "kept", files=[("a.bin", os.urandom(600_000), "x/y")])
+    await node.circles.create("family", [], members_can_post=False)
+    kept = await node.posting.post("family", "kept", files=[("a.bin", os.urandom(600_000), "x/y")])
     used = set(chunk_files(node))
     assert len(used) == 3
     # What a crash between writing chunks and storing their moment leaves behind.
@@ -219,7 +219,7 @@ async def test_chunks_no_moment_uses_are_swept_and_others_kept(node: Node) -> No
     assert {a.hex() for a, _ in in_flight} <= left
     assert {a.hex() for a, _ in fresh} <= left
     assert not {a.hex() for a, _ in orphans} & left
-    item = await node.moments.get(moment_text(kept.id))
+    item = await get_moment(node, moment_text(kept.id))
     assert item["files"][0]["chunks_held"] == item["files"][0]["chunks"]
 
 
@@ -235,8 +235,8 @@ async def test_a_daemon_sweeps_at_start_what_a_crash_left(home: Paths, identity:
 
 async def test_chunks_of_a_moment_still_arriving_are_kept(node: Node) -> None:
     """A received moment's chunks are referenced by its row before they all arrive."""
-    await node.moments.create_circle("family", [], members_can_post=False)
-    post = await node.moments.post("family", "big", files=[("a", os.urandom(600_000), "x/y")])
+    await node.circles.create("family", [], members_can_post=False)
+    post = await node.posting.post("family", "big", files=[("a", os.urandom(600_000), "x/y")])
     addresses = sorted(chunk_files(node))
     os.unlink(next(node.paths.blob_dir.rglob(addresses[0])))  # one not here yet
     old = time.time() - 2 * 3600
@@ -245,7 +245,7 @@ async def test_chunks_of_a_moment_still_arriving_are_kept(node: Node) -> None:
             os.utime(path, (old, old))
     assert await node.moments.sweep_chunks() == 0
     assert sorted(chunk_files(node)) == addresses[1:]
-    assert (await node.moments.get(moment_text(post.id)))["files"][0]["chunks_held"] == 2
+    assert (await get_moment(node, moment_text(post.id)))["files"][0]["chunks_held"] == 2
 
 
 # --- item 3: images too large to decode ----------------------------------------------------
@@ -273,7 +273,7 @@ def test_a_photo_over_the_pixel_limit_is_refused_before_decoding() -> None:
     data = png_header_only(side, side)
     assert len(data) < 2_000_000
     began = time.perf_counter()
-    with pytest.raises(DecodeError, match="megapixels"):
+    with pytest.raises(UserInputError, match="megapixels"):
         prepare_photo(data)
     assert time.perf_counter() - began < 0.5  # refused from its header, never decoded
 
@@ -305,7 +305,7 @@ def test_a_turned_photo_is_shown_upright(fmt: str, mode: str) -> None:
 
 
 def test_what_pillow_cannot_read_is_named_for_a_person() -> None:
-    with pytest.raises(DecodeError) as caught:
+    with pytest.raises(UserInputError) as caught:
         prepare_photo(b"GIF89a but not really")
     assert "BytesIO" not in str(caught.value)
     assert "JPEG" in str(caught.value)
@@ -314,7 +314,7 @@ def test_what_pillow_cannot_read_is_named_for_a_person() -> None:
 async def test_photos_are_decoded_one_at_a_time(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
+    await node.circles.create("family", [], members_can_post=False)
     busy = peak = 0
     real = prepare_photo
 
@@ -328,9 +328,9 @@ async def test_photos_are_decoded_one_at_a_time(
         finally:
             busy -= 1
 
-    monkeypatch.setattr("p2pmoments.moments.prepare_photo", counting)
+    monkeypatch.setattr("p2pmoments.posting.prepare_photo", counting)
     await asyncio.gather(
-        *(node.moments.post("family", f"{i}", photos=[small_png()] * 2) for i in range(4))
+        *(node.posting.post("family", f"{i}", photos=[small_png()] * 2) for i in range(4))
     )
     assert peak == 1
 

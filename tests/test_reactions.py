@@ -9,10 +9,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from p2pmoments.api import API_PREFIX, create_app
-from p2pmoments.core.errors import DecodeError
-from p2pmoments.moments import moment_text
+from p2pmoments.errors import UserInputError
 from p2pmoments.node import Node
 from p2pmoments.reactions import check_emoji
+from p2pmoments.views import moment_text
 from tests.test_api import AUTH, TOKEN, error_of, spec_check
 
 ONE = [
@@ -37,15 +37,15 @@ def test_one_emoji_is_a_reaction(emoji: str) -> None:
 
 @pytest.mark.parametrize("text", NOT_ONE)
 def test_words_and_several_emoji_are_not(text: str) -> None:
-    with pytest.raises(DecodeError, match="one emoji"):
+    with pytest.raises(UserInputError, match="one emoji"):
         check_emoji(text)
 
 
 async def test_the_api_takes_one_emoji_and_refuses_the_rest(
     node: Node, aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]]
 ) -> None:
-    await node.moments.create_circle("family", [], members_can_post=False)
-    post = moment_text((await node.moments.post("family", "hi")).id)
+    await node.circles.create("family", [], members_can_post=False)
+    post = moment_text((await node.posting.post("family", "hi")).id)
     app = create_app(node, TOKEN)
     app.middlewares.insert(0, spec_check)
     client = await aiohttp_client(app)

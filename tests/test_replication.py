@@ -11,17 +11,23 @@ from typing import Any
 import pytest
 
 from p2pmoments.config import Address
-from p2pmoments.core.sync import T_CHUNK, T_HAVE, T_MANIFESTS, T_MOMENTS, T_WANT_CHUNKS
+from p2pmoments.core.replication.messages import (
+    T_CHUNK,
+    T_HAVE,
+    T_MANIFESTS,
+    T_MOMENTS,
+    T_WANT_CHUNKS,
+)
 from p2pmoments.errors import NotOwnerError
 from p2pmoments.node import Node
-from tests.multinode import befriend, eventually, make_home, running, until
+from tests.multinode import befriend, eventually, get_moment, make_home, read_feed, running, until
 from tests.photos import photo_with_location, pixels
 
 SYNC_TYPES = {T_MANIFESTS, T_HAVE, T_MOMENTS, T_WANT_CHUNKS, T_CHUNK}
 
 
 async def texts(node: Node) -> list[str]:
-    return [m["text"] for m in await node.moments.feed(None, None, 100)]
+    return [m["text"] for m in await read_feed(node, 100)]
 
 
 async def wait_texts(node: Node, expected: list[str], timeout: float = 20) -> None:
@@ -46,21 +52,21 @@ async def test_members_receive_and_a_friend_outside_the_circle_receives_nothing(
         for other in (bob, carol, dave):
             await befriend(alice, other)
         dave_saw = spy(dave)
-        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
-        await alice.moments.post("family", "ice cream!")
+        await alice.circles.create("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.posting.post("family", "ice cream!")
         await wait_texts(bob, ["ice cream!"])
         await wait_texts(carol, ["ice cream!"])
-        assert [m.name for m in bob.moments.circles()] == ["family"]
+        assert [m.name for m in bob.circles.all()] == ["family"]
         # Bob comments; Carol gets the comment too (through Alice: they are not friends).
-        post_id = (await bob.moments.feed(None, None, 10))[0]["id"]
-        await bob.moments.comment(post_id, "yum")
+        post_id = (await read_feed(bob, 10))[0]["id"]
+        await bob.posting.comment(post_id, "yum")
 
         async def commented() -> bool:
-            return bool((await carol.moments.feed(None, None, 10))[0]["comments"])
+            return bool((await read_feed(carol, 10))[0]["comments"])
 
         await until(carol, commented, what="Bob's comment to reach Carol")
         assert not (set(dave_saw) & SYNC_TYPES)  # not one circle message reached Dave
-        assert dave.moments.circles() == []
+        assert dave.circles.all() == []
         assert await texts(dave) == []
 
 
@@ -72,20 +78,20 @@ async def test_an_offline_member_catches_up_and_a_removed_member_gets_nothing_ne
         async with running(homes[1]) as bob, running(homes[2]) as carol:
             await befriend(alice, bob)
             await befriend(alice, carol)
-            await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=False)
+            await alice.circles.create("family", ["Bob", "Carol"], members_can_post=False)
             await wait_texts(bob, [])
-            await eventually(lambda: carol.moments.circles(), what="Carol to get the manifest")
+            await eventually(lambda: carol.circles.all(), what="Carol to get the manifest")
             carol_port = carol.listen_port
         # Bob and Carol are offline: Alice posts.
-        await alice.moments.post("family", "while you were out")
+        await alice.posting.post("family", "while you were out")
         async with running(
             homes[2], listen=Address(host="127.0.0.1", port=carol_port or 0)
         ) as carol:
             await wait_texts(carol, ["while you were out"])
-            await alice.moments.change_circle("family", remove=["Carol"])
+            await alice.circles.change("family", remove=["Carol"])
             # Scope is the latest manifest: the new one goes to members only, so Carol
             # is not even told; she simply receives nothing new.
-            await alice.moments.post("family", "after Carol left")
+            await alice.posting.post("family", "after Carol left")
             async with running(homes[1]) as bob:
                 await wait_texts(bob, ["while you were out", "after Carol left"])
             assert sorted(await texts(carol)) == ["while you were out"]
@@ -102,36 +108,36 @@ async def test_a_removed_member_is_told_keeps_what_she_had_and_stops_dialling(
         await befriend(alice, bob)
         await befriend(alice, carol)
         bob_key = bytes(bob.identity.public.verify_key)
-        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
-        await alice.moments.post("family", "before")
+        await alice.circles.create("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.posting.post("family", "before")
         await wait_texts(carol, ["before"])
         await eventually(
-            lambda: bob_key in carol.linked_peers(), timeout=20, what="Carol to link to Bob"
+            lambda: bob_key in carol.links.linked(), timeout=20, what="Carol to link to Bob"
         )
         assert carol.statistics()["dial_targets"] == 2  # Alice, and Bob for the circle
-        await alice.moments.change_circle("family", remove=["Carol"])
+        await alice.circles.change("family", remove=["Carol"])
 
         def removal() -> list[object]:
             return [e for e in carol.events.after(0)[0] if e.kind == "circle.removed"]
 
         await eventually(removal, what="Carol to be told")
-        (shown,) = [carol.moments.circle_json(m) for m in carol.moments.circles()]
+        (shown,) = [carol.circles.json(m) for m in carol.circles.all()]
         assert shown["removed"] is not None
         assert shown["removed"]["epoch"] == 1
         assert abs(shown["removed"]["at"] - time.time()) < 60
         assert await texts(carol) == ["before"]  # she keeps what she had
         with pytest.raises(NotOwnerError, match="removed"):
-            await carol.moments.post("family", "may I?")
-        await eventually(lambda: bob_key not in carol.linked_peers(), what="Carol to drop Bob")
+            await carol.posting.post("family", "may I?")
+        await eventually(lambda: bob_key not in carol.links.linked(), what="Carol to drop Bob")
         assert carol.statistics()["dial_targets"] == 1  # Alice only
-        await alice.moments.post("family", "after")
+        await alice.posting.post("family", "after")
         await wait_texts(bob, ["before", "after"])
         assert await texts(carol) == ["before"]
         # Back in: the next epoch names her, and she is a member like any other.
-        await alice.moments.change_circle("family", add=["Carol"])
-        await alice.moments.post("family", "welcome back")
+        await alice.circles.change("family", add=["Carol"])
+        await alice.posting.post("family", "welcome back")
         await wait_texts(carol, ["before", "welcome back"])
-        assert carol.moments.circle_json(carol.moments.circles()[0])["removed"] is None
+        assert carol.circles.json(carol.circles.all()[0])["removed"] is None
 
 
 async def test_the_author_leaves_and_a_member_relays(tmp_path: Path) -> None:
@@ -142,26 +148,26 @@ async def test_the_author_leaves_and_a_member_relays(tmp_path: Path) -> None:
             async with running(homes[2], mdns=True) as carol:
                 await befriend(alice, bob)
                 await befriend(alice, carol)
-                await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
-                await eventually(lambda: carol.moments.circles(), timeout=20)
-            await alice.moments.post("family", "relay me")  # Carol is away
+                await alice.circles.create("family", ["Bob", "Carol"], members_can_post=True)
+                await eventually(lambda: carol.circles.all(), timeout=20)
+            await alice.posting.post("family", "relay me")  # Carol is away
             await wait_texts(bob, ["relay me"])
         # Alice has gone too. Carol comes back and only Bob can give it to her.
         async with running(homes[2], mdns=True) as carol:
             await wait_texts(carol, ["relay me"], timeout=30)
-            assert bob.friend(bytes(carol.identity.public.verify_key)) is None  # not friends
+            assert bob.friends.get(bytes(carol.identity.public.verify_key)) is None  # not friends
 
 
 async def test_photos_follow_their_moments(tmp_path: Path) -> None:
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
     async with running(homes[0]) as alice, running(homes[1]) as bob:
         await befriend(alice, bob)
-        await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+        await alice.circles.create("family", ["Bob"], members_can_post=False)
         original = photo_with_location(900, 600)
-        moment = await alice.moments.post("family", "beach", photos=[original])
+        moment = await alice.posting.post("family", "beach", photos=[original])
         await wait_texts(bob, ["beach"])
         from p2pmoments.core.blobs import BlobKind
-        from p2pmoments.moments import moment_text
+        from p2pmoments.views import moment_text
 
         ref = await bob.moments.blob(moment_text(moment.id), BlobKind.PHOTO, 1, False)
 
@@ -184,11 +190,11 @@ async def test_a_retraction_that_arrives_before_its_target_still_retracts_it(
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
     async with running(homes[0]) as alice, running(homes[1]) as bob:
         await befriend(alice, bob)
-        circle = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
-        await eventually(lambda: bob.moments.circles(), what="Bob to get the manifest")
+        circle = await alice.circles.create("family", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
         from p2pmoments.core.moment import Content, Kind, seal_moment
 
-        key = alice.moments.key_for(circle)
+        key = alice.circles.key_for(circle)
         target = seal_moment(
             alice.identity,
             circle,
@@ -205,11 +211,11 @@ async def test_a_retraction_that_arrives_before_its_target_still_retracts_it(
             time=2,
             content=Content(kind=Kind.RETRACTION, target=target.id),
         )
-        assert await bob.moments.receive(tombstone.envelope, None) is not None
-        assert await bob.moments.receive(target.envelope, None) is not None
-        from p2pmoments.moments import moment_text
+        assert await bob.replication.receive([tombstone.envelope])
+        assert await bob.replication.receive([target.envelope])
+        from p2pmoments.views import moment_text
 
-        shown = await bob.moments.get(moment_text(target.id))
+        shown = await get_moment(bob, moment_text(target.id))
         assert shown["retracted"] is True
         assert shown["text"] == ""
 
@@ -218,12 +224,12 @@ async def test_a_file_of_many_chunks_arrives_whole(tmp_path: Path) -> None:
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
     async with running(homes[0]) as alice, running(homes[1]) as bob:
         await befriend(alice, bob)
-        await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
+        await alice.circles.create("family", ["Bob"], members_can_post=False)
         data = bytes(range(256)) * (5 * 4096 + 7)  # about 5 MiB: 21 chunks, over 16 in flight
-        moment = await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+        moment = await alice.posting.post("family", "", files=[("big.bin", data, "x/y")])
         await wait_texts(bob, [""])
         from p2pmoments.core.blobs import BlobKind
-        from p2pmoments.moments import moment_text
+        from p2pmoments.views import moment_text
 
         ref = await bob.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
         assert len(ref.chunks) > 16
@@ -247,15 +253,15 @@ async def test_a_transfer_resumes_when_its_holder_returns_and_shows_its_progress
     async with running(homes[0]) as alice:
         async with running(homes[1]) as bob:
             await befriend(alice, bob)
-            await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
-            await eventually(lambda: bob.moments.circles(), what="Bob to get the manifest")
+            await alice.circles.create("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
         alice_port = alice.listen_port
         data = bytes(range(256)) * (5 * 4096 + 7)  # 21 chunks
-        moment = await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+        moment = await alice.posting.post("family", "", files=[("big.bin", data, "x/y")])
     # Bob has the moment (from some other member, say) but not one chunk of its file.
     async with running(homes[1]) as bob:
-        assert await bob.moments.receive(moment.envelope, None) is not None
-        (shown,) = await bob.moments.feed(None, None, 10)
+        assert await bob.replication.receive([moment.envelope])
+        (shown,) = await read_feed(bob, 10)
         assert shown["files"][0]["chunks"] == 21
         assert shown["files"][0]["chunks_held"] == 0
         # Alice comes back: the transfer resumes, chunk by chunk, in events.
@@ -266,14 +272,14 @@ async def test_a_transfer_resumes_when_its_holder_returns_and_shows_its_progress
 
             await eventually(done, timeout=30, what="transfer.done")
         events = [e for e in bob.events.after(0)[0] if e.kind.startswith("transfer.")]
-        from p2pmoments.moments import moment_text
+        from p2pmoments.views import moment_text
 
         assert {e.data["moment"] for e in events} == {moment_text(moment.id)}
         held = [e.data["held"] for e in events if e.kind == "transfer.chunk"]
         assert held == list(range(1, 22))  # every chunk once, progress counting up
         assert {e.data["total"] for e in events if e.kind == "transfer.chunk"} == {21}
         assert events[-1].kind == "transfer.done"
-        (shown,) = await bob.moments.feed(None, None, 10)
+        (shown,) = await read_feed(bob, 10)
         assert shown["files"][0]["chunks_held"] == 21
 
 
@@ -283,15 +289,15 @@ async def test_a_member_flooding_junk_is_dropped_and_the_others_carry_on(tmp_pat
         alice, bob, mallory = [await stack.enter_async_context(running(h)) for h in homes]
         await befriend(alice, bob)
         await befriend(alice, mallory)
-        await alice.moments.create_circle("family", ["Bob", "Mallory"], members_can_post=True)
-        await eventually(lambda: mallory.moments.circles(), what="Mallory to get the manifest")
-        circle = alice.moments.circles()[0].circle_id
+        await alice.circles.create("family", ["Bob", "Mallory"], members_can_post=True)
+        await eventually(lambda: mallory.circles.all(), what="Mallory to get the manifest")
+        circle = alice.circles.all()[0].circle_id
         alice_key = bytes(alice.identity.public.verify_key)
         mallory_key = bytes(mallory.identity.public.verify_key)
         # Forged moments by the thousand, then chunks nobody asked for.
-        assert mallory.send(alice_key, {0: T_MOMENTS, 1: circle, 2: [b"\x00" * 200] * 300})
+        assert mallory.links.send(alice_key, {0: T_MOMENTS, 1: circle, 2: [b"\x00" * 200] * 300})
         for _ in range(100):
-            if not mallory.send(alice_key, {0: T_CHUNK, 1: b"\x01" * 32, 2: b"junk"}):
+            if not mallory.links.send(alice_key, {0: T_CHUNK, 1: b"\x01" * 32, 2: b"junk"}):
                 break
 
         def dropped() -> bool:
@@ -301,9 +307,9 @@ async def test_a_member_flooding_junk_is_dropped_and_the_others_carry_on(tmp_pat
             )
 
         await eventually(dropped, what="Alice to drop Mallory")
-        assert mallory_key not in alice.linked_peers()
+        assert mallory_key not in alice.links.linked()
         # Bob's link is untouched and carries the next moment.
-        await alice.moments.post("family", "still here")
+        await alice.posting.post("family", "still here")
         await wait_texts(bob, ["still here"])
         assert await texts(alice) == ["still here"]  # nothing forged was kept
 
@@ -333,9 +339,9 @@ async def test_each_chunk_is_fetched_once_and_a_member_lacking_it_sends_the_aske
         for a, b in ((alice, bob), (alice, carol), (bob, carol)):
             await befriend(a, b)
         ports = {n.name: int(n.listen_port or 0) for n in (alice, bob, carol)}
-        await alice.moments.create_circle("family", ["Bob", "Carol"], members_can_post=True)
+        await alice.circles.create("family", ["Bob", "Carol"], members_can_post=True)
         data = bytes(range(256)) * (5 * 4096 + 7)  # 21 chunks
-        await alice.moments.post("family", "", files=[("big.bin", data, "x/y")])
+        await alice.posting.post("family", "", files=[("big.bin", data, "x/y")])
         await eventually(lambda: done(bob) and done(carol), timeout=30, what="both to have it")
 
     # Carol lost her copy; Alice and Bob both hold every chunk: each comes once.
@@ -386,24 +392,22 @@ async def test_a_member_cannot_smuggle_another_circles_moment_under_its_own(
             await befriend(alice, bob)
             await befriend(alice, mallory)
             await befriend(bob, mallory)
-            pub = await alice.moments.create_circle(
-                "pub", ["Bob", "Mallory"], members_can_post=True
-            )
-            family = await alice.moments.create_circle("family", ["Bob"], members_can_post=False)
-            await eventually(lambda: len(bob.moments.circles()) == 2, what="Bob's circles")
-            await eventually(lambda: mallory.moments.circles(), what="Mallory's circle")
+            pub = await alice.circles.create("pub", ["Bob", "Mallory"], members_can_post=True)
+            family = await alice.circles.create("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: len(bob.circles.all()) == 2, what="Bob's circles")
+            await eventually(lambda: mallory.circles.all(), what="Mallory's circle")
             forged = seal_moment(
                 alice.identity,
                 family,
-                alice.moments.key_for(family),
+                alice.circles.key_for(family),
                 seq=99,
                 time=1,
                 content=Content(kind=Kind.POST, text="smuggled"),
             )
         # Alice is gone: only Mallory's link reaches Bob, and it keeps order.
         bob_key = bytes(bob.identity.public.verify_key)
-        assert mallory.send(bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [forged.envelope]})
-        await mallory.moments.post("pub", "after")  # pushed to Bob on the same link
+        assert mallory.links.send(bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [forged.envelope]})
+        await mallory.posting.post("pub", "after")  # pushed to Bob on the same link
         await wait_texts(bob, ["after"])
         assert "smuggled" not in await texts(bob)
 
@@ -423,10 +427,10 @@ async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its
         await befriend(alice, bob)
         await befriend(alice, mallory)
         await befriend(bob, mallory)
-        pub = await alice.moments.create_circle("pub", ["Bob", "Mallory"], members_can_post=True)
-        await eventually(lambda: mallory.moments.circles(), what="Mallory's circle")
-        await eventually(lambda: bob.moments.circles(), what="Bob's circle")
-        key = mallory.moments.key_for(pub)
+        pub = await alice.circles.create("pub", ["Bob", "Mallory"], members_can_post=True)
+        await eventually(lambda: mallory.circles.all(), what="Mallory's circle")
+        await eventually(lambda: bob.circles.all(), what="Bob's circle")
+        key = mallory.circles.key_for(pub)
         forged = []
         with monkeypatch.context() as patch:
             patch.setattr(wire, "INT_MAX", 2**64 - 1)  # only Mallory's encoder is lax
@@ -437,13 +441,13 @@ async def test_a_member_sending_integers_beyond_64_bits_is_refused_and_keeps_its
                 )
         bob_key = bytes(bob.identity.public.verify_key)
         mallory_key = bytes(mallory.identity.public.verify_key)
-        assert mallory.send(
+        assert mallory.links.send(
             bob_key, {0: T_MOMENTS, 1: pub.circle_id, 2: [f.envelope for f in forged]}
         )
-        await mallory.moments.post("pub", "after")
+        await mallory.posting.post("pub", "after")
         await wait_texts(bob, ["after"])
         assert not any(t.startswith("big") for t in await texts(bob))
-        assert mallory_key in bob.linked_peers()  # three bad moments are not worth a drop
+        assert mallory_key in bob.links.linked()  # three bad moments are not worth a drop
 
 
 async def test_a_circle_handed_over_by_two_members_at_once_is_joined_once(tmp_path: Path) -> None:
@@ -459,7 +463,7 @@ async def test_a_circle_handed_over_by_two_members_at_once_is_joined_once(tmp_pa
         for a, b in ((alice, bob), (alice, carol), (bob, carol)):
             await befriend(a, b)
         keys = {n.name: bytes(n.identity.public.verify_key) for n in (alice, bob, carol)}
-        await eventually(lambda: len(carol.linked_peers()) == 2, what="Carol linked to both")
+        await eventually(lambda: len(carol.links.linked()) == 2, what="Carol linked to both")
         members = [
             Member(verify_key=n.identity.public.verify_key, link_key=n.identity.public.link_key)
             for n in (bob, carol)

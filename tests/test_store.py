@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pmoments import store as store_module
 from p2pmoments.store import SCHEMA_VERSION, AsyncStore, Store, StoreError
+from p2pmoments.store import schema as schema_module
 
 
 def test_new_database_is_wal_at_current_version_and_private(tmp_path: Path) -> None:
@@ -40,14 +40,14 @@ def test_forward_migration_from_an_older_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db"
-    monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 1)
     old = Store.open(path)
     old.set_name("Alice")
     old.close()
     extra = "CREATE TABLE later (x INTEGER) STRICT"
-    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, extra))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (*schema_module.MIGRATIONS, extra))
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
     new = Store.open(path)
     try:
         assert new.schema_version() == 2
@@ -63,8 +63,8 @@ def test_a_failed_migration_leaves_the_old_version(
     path = tmp_path / "db"
     Store.open(path).close()
     bad = "CREATE TABLE ok_table (x INTEGER); THIS IS NOT SQL"
-    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, bad))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", (*schema_module.MIGRATIONS, bad))
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError):
         Store.open(path)
     conn = sqlite3.connect(path)
@@ -115,15 +115,15 @@ def test_a_version_1_store_opens_at_version_2_with_its_circles(
     still a member of each."""
     path = tmp_path / "db"
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-        patch.setattr(store_module, "SCHEMA_VERSION", 1)
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+        patch.setattr(schema_module, "SCHEMA_VERSION", 1)
         old = Store.open(path)
         assert old.save_manifest(b"c" * 32, 0, b"o" * 32, "family", b"manifest-0")
         old.close()
     new = Store.open(path)
     try:
         assert new.schema_version() == SCHEMA_VERSION >= 2
-        assert new.current_manifests() == [b"manifest-0"]
+        assert new.manifests() == [b"manifest-0"]
         assert new.removed_from() == {}
         new.set_removed(b"c" * 32, 1, 1_800_000_000)
         assert new.removed_from() == {b"c" * 32: (1, 1_800_000_000)}

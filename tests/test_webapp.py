@@ -394,9 +394,9 @@ async def test_the_stream_refuses_a_bad_after(client: Client) -> None:
 
 
 async def test_a_comment_event_names_its_moment(node: Node) -> None:
-    await node.moments.create_circle("us", [], True)
-    post = await node.moments.post("us", "hello", None)
-    comment = await node.moments.comment(_text(post.id), "hi")
+    await node.circles.create("us", [], True)
+    post = await node.posting.post("us", "hello", None)
+    comment = await node.posting.comment(_text(post.id), "hi")
     events, _ = node.events.after(0)
     added = [e.data for e in events if e.kind == "moment.added"]
     assert added[-1] == {
@@ -409,7 +409,7 @@ async def test_a_comment_event_names_its_moment(node: Node) -> None:
 
 
 def _text(moment_id: bytes) -> str:
-    from p2pmoments.moments import moment_text
+    from p2pmoments.views import moment_text
 
     return moment_text(moment_id)
 
@@ -429,7 +429,7 @@ def _code_png(text: str, fmt: str = "PNG") -> bytes:
 
 
 async def test_a_photo_of_a_code_is_read_by_the_daemon(client: Client, node: Node) -> None:
-    link, _ = await node.pairing_link()
+    link, _ = await node.pairings.new_code()
     for fmt, media_type in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
         response = await client.post(
             f"{API_PREFIX}/pairing/decode",

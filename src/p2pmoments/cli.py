@@ -1,5 +1,10 @@
 """The `p2pmoments` command. Every command but init, run and service is a client
-of the running daemon's control API, never of its database."""
+of the running daemon's control API, never of its database.
+
+Why so long: it declares every command with its help and example, and prints each
+answer for people; each command is a few lines, and keeping them in one module keeps
+the CLI's import, and so its start-up, small (tests/test_cli_thin.py).
+"""
 
 from __future__ import annotations
 

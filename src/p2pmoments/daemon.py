@@ -24,7 +24,8 @@ from p2pmoments.api import API_PREFIX, ApiRunner, create_app
 from p2pmoments.config import Address, Config
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.home import load_identity, load_or_create_token
-from p2pmoments.node import Node, Profile, describe_bind_error
+from p2pmoments.net.links import describe_bind_error
+from p2pmoments.node import Node, Profile
 from p2pmoments.paths import Paths
 from p2pmoments.runinfo import DaemonInfo, read_daemon_info, write_daemon_info
 
@@ -76,7 +77,9 @@ async def serve(
                 raise describe_bind_error("for the control API", config.api_listen, exc) from None
             host, port = runner.addresses[0][:2]
             node.api_url = f"http://{Address(host=host, port=port)}{API_PREFIX}"
-            info = DaemonInfo(pid=os.getpid(), api_url=node.api_url, listen=node.listen_addresses)
+            info = DaemonInfo(
+                pid=os.getpid(), api_url=node.api_url, listen=node.links.listen_addresses
+            )
             await asyncio.to_thread(write_daemon_info, paths, info)
             try:
                 on_ready(info, await node.profile())

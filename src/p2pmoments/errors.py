@@ -1,10 +1,27 @@
-"""Errors the node raises about what a user asked for (the API maps them to codes)."""
+"""Errors about what a user asked for; the API maps each to a status and a code
+(api.py, ERRORS). A peer's malformed input raises core.errors.DecodeError instead,
+and never reaches a user as such."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 
-__all__ = ["AmbiguousError", "FriendLimitError", "NotFoundError", "NotOwnerError"]
+__all__ = [
+    "AmbiguousError",
+    "FriendLimitError",
+    "NotFoundError",
+    "NotOwnerError",
+    "PostingError",
+    "UserInputError",
+    "user_input",
+]
+
+
+class UserInputError(P2PMomentsError, ValueError):
+    """What the user gave cannot be used (a name too long, an empty post...)."""
 
 
 class NotFoundError(P2PMomentsError):
@@ -19,5 +36,20 @@ class FriendLimitError(P2PMomentsError):
     """At the friend cap."""
 
 
-class NotOwnerError(DecodeError):
-    """Only a circle's owner may change it; only a moment's author may retract it."""
+class NotOwnerError(P2PMomentsError):
+    """Only a circle's owner may change it; only a moment's author may retract it; a
+    removed member may not post."""
+
+
+class PostingError(P2PMomentsError):
+    """A post could not be stored (the database failed, or the daemon is stopping)."""
+
+
+@contextlib.contextmanager
+def user_input() -> Iterator[None]:
+    """Where the core checks what a user typed (a name, a pairing link), its DecodeError
+    is the user's input error."""
+    try:
+        yield
+    except DecodeError as exc:
+        raise UserInputError(str(exc)) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.errors import UserInputError
 
 __all__ = ["THUMBNAIL_SIZE", "Photo", "prepare_photo"]
 
@@ -93,11 +93,11 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
         media_type = MEDIA_TYPES.get(image.format or "")
         width, height = image.size
     except Exception:  # whatever Pillow makes of hostile bytes
-        raise DecodeError(unreadable) from None
+        raise UserInputError(unreadable) from None
     if media_type is None:
-        raise DecodeError(f"{label} is a {image.format} image, not supported: send it as a file")
+        raise UserInputError(f"{label} is a {image.format} image, not supported: send it as a file")
     if width * height > MAX_PIXELS:
-        raise DecodeError(
+        raise UserInputError(
             f"{label} is {width}×{height} pixels ({width * height / 1e6:.0f} megapixels), more "
             f"than the {MAX_PIXELS // 1_000_000} megapixels a photo may have: send it as a file"
         )
@@ -126,7 +126,7 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
         out = io.BytesIO()
         thumb.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)  # no EXIF at all
     except Exception:  # a decoder error on hostile bytes is the sender's
-        raise DecodeError(unreadable) from None
+        raise UserInputError(unreadable) from None
     if not keep_location and media_type == "image/jpeg":
         data = _strip_jpeg_gps(data)
     return Photo(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import regex
 
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.errors import UserInputError
 
 __all__ = ["check_emoji"]
 
@@ -29,8 +29,8 @@ _ONE_GRAPHEME = regex.compile(r"\X")
 
 
 def check_emoji(text: str) -> str:
-    """`text` without outer spaces if it is exactly one emoji; DecodeError otherwise."""
+    """`text` without outer spaces if it is exactly one emoji; UserInputError otherwise."""
     emoji = text.strip()
     if _ONE_GRAPHEME.fullmatch(emoji) is None or _EMOJI.fullmatch(emoji) is None:
-        raise DecodeError(f"a reaction is one emoji, like 🎉 or 👍🏽 (not {text!r})")
+        raise UserInputError(f"a reaction is one emoji, like 🎉 or 👍🏽 (not {text!r})")
     return emoji

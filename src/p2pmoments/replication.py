@@ -1,9 +1,10 @@
-"""Replication between the members of a circle, over links (spec/sync.md).
+"""Replication's runner: carries out what core.replication decides (spec/sync.md).
 
-The shell around core.sync: it feeds the sync core what happens and carries out
-what it decides, reading and writing the store. Every send is checked again at
-the point of sending: a circle's manifests, moments and chunks go only to peers
-in the circle's latest manifest, and a moment only to members of its epoch.
+Per linked peer it keeps an inbox (messages handled in order by the peer's own worker,
+at most MAX_INBOX waiting; beyond that its link is read later), a token bucket on the
+moments it makes us verify, and a queue of chunks it asked for, served at the pace it
+reads them. Envelopes are opened on worker threads while the batch before is stored;
+everything else (what to send whom, what to keep, whom to drop) is the engine's.
 """
 
 from __future__ import annotations
@@ -12,546 +13,427 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from p2pmoments.core.budget import JunkScore, TokenBucket
-from p2pmoments.core.errors import RejectedError
-from p2pmoments.core.manifest import Manifest, decode_manifest, decode_removal, epoch_key
-from p2pmoments.core.sync import (
-    T_CHUNK,
-    T_HAVE,
-    T_MANIFESTS,
-    T_MOMENTS,
-    T_WANT_CHUNKS,
+from p2pmoments.circles import Circles
+from p2pmoments.core.budget import TokenBucket
+from p2pmoments.core.manifest import Manifest, Removal, decode_removal
+from p2pmoments.core.moment import Moment
+from p2pmoments.core.replication import messages
+from p2pmoments.core.replication.chunks import Progress
+from p2pmoments.core.replication.engine import (
     Action,
-    Membership,
+    Drop,
+    KeepManifest,
+    KnownManifest,
+    KnownRemoval,
+    LeaveCircle,
+    Open,
+    Reject,
+    Replicator,
     Send,
-    SendManifests,
-    Sync,
-    Want,
-    decode_have,
+    SendRange,
+    Serve,
+    WriteChunks,
+    batches,
 )
-from p2pmoments.moments import Opened, moment_text
-from p2pmoments.store import Store
+from p2pmoments.core.replication.messages import BadMessage, Chunk, Message
+from p2pmoments.core.replication.rules import Entry
+from p2pmoments.events import EventBus
+from p2pmoments.moments import Moments, Opened
+from p2pmoments.net.links import Links
+from p2pmoments.store import AsyncStore, Store
+from p2pmoments.views import moment_text
 
-if TYPE_CHECKING:
-    from p2pmoments.core.moment import Moment
-    from p2pmoments.moments import Moments
-    from p2pmoments.node import Node
-
-__all__ = ["MAX_BATCH", "Replication"]
+__all__ = ["MAX_INBOX", "Replication"]
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 900 * 1024  # bytes of envelopes in one message (the link's limit is 1 MiB)
-MAX_CHUNK_WANTS = 16  # chunks asked of one peer at once
-MAX_ENVELOPES = 4096  # envelopes read from one message
-MAX_MANIFESTS = 64  # manifests read from one message
-MAX_SERVE_QUEUE = 4 * MAX_CHUNK_WANTS  # chunk requests of one peer waiting to be served
+MAX_SERVE_QUEUE = 64  # chunk requests of one peer waiting to be served
+SERVE_BATCH = 8  # chunks read from disk together
 VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we read it later)
 VERIFY_BURST = 20_000
-JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
-JUNK_DECAY = 4.0  # units forgiven a second
 MAX_INBOX = 8  # messages of one peer waiting to be handled (then its link is read later)
-T_REMOVED = 21  # removal notices (spec/sync.md section 3)
-MAX_REMOVALS = 64  # notices read from one message
+
+
+def known_manifest(manifest: Manifest) -> KnownManifest:
+    """What the engine needs of a verified manifest."""
+    return KnownManifest(
+        circle=manifest.circle_id,
+        epoch=manifest.epoch,
+        owner=bytes(manifest.owner),
+        members=frozenset(bytes(m.verify_key) for m in manifest.members),
+        raw=manifest.raw,
+        source=manifest,
+    )
+
+
+def known_removal(raw: bytes) -> KnownRemoval:
+    """A removal notice, verified (DecodeError if it is not one)."""
+    removal = decode_removal(raw)
+    return KnownRemoval(
+        circle=removal.circle_id,
+        epoch=removal.epoch,
+        member=bytes(removal.member),
+        owner=bytes(removal.owner),
+        time=removal.time,
+        raw=raw,
+        source=removal,
+    )
 
 
 @dataclass(slots=True)
-class _Peer:
-    """What replication keeps about one linked peer; its bounds."""
+class _Inbox:
+    """One linked peer's queue and bounds."""
 
-    wanted: list[bytes] = field(default_factory=list)  # chunks still to ask it for
-    in_flight: set[bytes] = field(default_factory=set)  # asked, not yet come
-    serve: deque[bytes] = field(default_factory=deque)  # it asked, not yet sent
-    serving: bool = False
     verify: TokenBucket = field(default_factory=lambda: TokenBucket(VERIFY_RATE, VERIFY_BURST))
-    junk: JunkScore = field(default_factory=lambda: JunkScore(JUNK_LIMIT, JUNK_DECAY))
-    # Messages waiting to be handled, in order; moments are being verified meanwhile.
-    inbox: deque[tuple[dict[int, Any], asyncio.Future[Opened] | None]] = field(
-        default_factory=deque
-    )
+    # Messages waiting to be handled, in order; moments are being opened meanwhile.
+    queue: deque[tuple[Message, asyncio.Future[Opened] | None]] = field(default_factory=deque)
     working: bool = False
-    handling: object = None  # the type of the message being handled
+    handling: type | None = None  # the kind of message being handled
     room: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def _envelopes(body: dict[int, Any]) -> list[bytes]:
-    """The envelopes of a moments message, as many as we read of one."""
-    return [e for e in body[2][:MAX_ENVELOPES] if type(e) is bytes]
+    serve: deque[bytes] = field(default_factory=deque)  # chunks it asked, not yet sent
+    serving: bool = False
 
 
 class Replication:
-    """Keeps the circles of one node in sync with its linked co-members."""
+    """Keeps the circles of one daemon in step with its linked co-members."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.sync = Sync(node.me)
-        self._peers: dict[bytes, _Peer] = {}
-        # Transfers under way: moment -> chunks not here yet, and how many it uses.
-        self._remaining: dict[bytes, set[bytes]] = {}
-        self._totals: dict[bytes, int] = {}
-        self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
-        self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers asked that lacked it
-        self._asked: dict[bytes, bytes] = {}  # chunk -> the peer it is asked of
+    def __init__(
+        self,
+        engine: Replicator,
+        *,
+        store: AsyncStore,
+        moments: Moments,
+        circles: Circles,
+        links: Links,
+        events: EventBus,
+        spawn: Callable[[Coroutine[Any, Any, None], str], None],
+    ) -> None:
+        self.engine = engine
+        self._store = store
+        self._moments = moments
+        self._circles = circles
+        self._links = links
+        self._events = events
+        self._spawn = spawn
+        self._peers: dict[bytes, _Inbox] = {}
         self.handled = 0  # messages from peers handled so far (statistics)
 
-    @property
-    def _moments(self) -> Moments:
-        return self.node.moments
-
-    def membership(self, circle: bytes) -> Membership | None:
-        """Who is in a circle, per epoch, from the manifests we hold."""
-        epochs = self._moments.epochs(circle)
-        if not epochs:
-            return None
-        return Membership(
-            latest=max(epochs),
-            members={
-                e: frozenset(bytes(x.verify_key) for x in m.members) for e, m in epochs.items()
-            },
+    async def load(self) -> None:
+        """Tell the engine what we hold, at start-up."""
+        holdings = await self._store.run(Store.holdings)
+        left = [m.circle_id for m in self._circles.all() if self._circles.removed(m.circle_id)]
+        self.engine.load(
+            [known_manifest(m) for m in self._circles.every_manifest()], holdings, left
         )
 
-    async def load(self) -> None:
-        """Tell the sync core what we hold, at start-up."""
-        for manifest in self._moments.circles():
-            if self._moments.removed(manifest.circle_id) is not None:
-                continue  # we are out of it: nothing to sync
-            membership = self.membership(manifest.circle_id)
-            if membership is not None:
-                self.sync.set_circle(manifest.circle_id, membership)
-        for circle, author, epoch, seq in await self.node.store.run(Store.holdings):
-            self.sync.seed(circle, author, epoch, seq)
-
-    # --- link events -------------------------------------------------------------
+    # --- what the daemon tells us ---------------------------------------------------------
 
     async def link_up(self, peer: bytes) -> None:
-        """Tell the peer what we hold of every circle it is in (its answer says which
-        manifests it lacks: they go first), and resume transfers a cut left unfinished."""
-        self._peers[peer] = _Peer()
-        await self.tell_removed(peer)
-        await self._perform(self.sync.link_up(peer))
-        missing = await self._moments.missing_in(list(self.sync.circles_of(peer)))
-        for moment_id, (total, lacking) in missing.items():
-            self._track(moment_id, total, lacking)
-        self._want(peer, [a for _, lacking in missing.values() for a in lacking])
+        """A peer linked: removal notices for it, haves, and transfers to resume."""
+        self._peers[peer] = _Inbox()
+        await self._send_notices(peer)
+        await self._perform(self.engine.link_up(peer))
+        missing = await self._moments.missing_in(self.engine.circles_of(peer))
+        await self._perform(self.engine.resume(peer, missing))
 
-    async def tell_removed(self, peer: bytes) -> None:
-        """Hand a linked peer the owner's notices that it was removed from our circles."""
-        if peer not in self._peers:
-            return
-        notices = await self.node.store.run(Store.removals_for, peer)
-        for start in range(0, len(notices), MAX_REMOVALS):
-            self.node.send(peer, {0: T_REMOVED, 1: notices[start : start + MAX_REMOVALS]})
-
-    async def _on_removed(self, peer: bytes, raws: object) -> None:
-        if type(raws) is not list:
-            self._junk(peer, 1, "a malformed removal message")
-            return
-        for raw in raws[:MAX_REMOVALS]:
-            try:
-                removal = decode_removal(raw if type(raw) is bytes else b"")
-            except RejectedError as exc:
-                self._junk(peer, 1, f"a removal notice: {exc.reason}")
-                continue
-            if await self._moments.accept_removal(removal):
-                self.sync.forget_circle(removal.circle_id)
-
-    def link_down(self, peer: bytes) -> None:
-        """The link to a peer is gone."""
-        self.sync.link_down(peer)
-        state = self._peers.pop(peer, None)
-        if state is not None:
-            state.room.set()  # release a reader waiting for room
-            orphans = [a for a in (*state.wanted, *state.in_flight) if self._asked.get(a) == peer]
-            for address in orphans:
-                del self._asked[address]
-            if orphans and self._peers:  # someone else linked may hold them
-                self.node.spawn(self._ask_elsewhere(peer, orphans, lacked=False), "re-ask")
-
-    def _junk(self, peer: bytes, units: float, what: str) -> None:
-        """Count junk from a peer; past the limit, drop it."""
-        state = self._peers.get(peer)
-        if state is not None and state.junk.add(units, time.monotonic()):
-            self.node.drop_misbehaving(peer, f"too much junk (last: {what})")
-
-    def _want(self, peer: bytes, addresses: Sequence[bytes]) -> None:
-        """Queue chunks to ask `peer` for; at most MAX_CHUNK_WANTS are in flight. A chunk
-        already asked of another linked peer is not asked twice."""
-        state = self._peers.get(peer)
-        if state is None:
-            return
-        queued = set(state.wanted)
-        for a in addresses:
-            holder = self._asked.get(a)
-            if holder is not None and holder != peer and holder in self._peers:
-                continue
-            if a not in state.in_flight and a not in queued:
-                state.wanted.append(a)
-                queued.add(a)
-                self._asked[a] = peer
-        ask = []
-        while state.wanted and len(state.in_flight) < MAX_CHUNK_WANTS:
-            address = state.wanted.pop(0)
-            state.in_flight.add(address)
-            ask.append(address)
-        if ask:
-            self.node.send(peer, {0: T_WANT_CHUNKS, 1: ask})
-
-    def _track(self, moment_id: bytes, total: int, missing: Sequence[bytes]) -> None:
-        """Follow a moment's chunks as they arrive (transfer events)."""
-        if not missing:
-            return
-        self._totals[moment_id] = total
-        self._remaining.setdefault(moment_id, set()).update(missing)
-        for address in missing:
-            self._users.setdefault(address, set()).add(moment_id)
+    async def link_down(self, peer: bytes) -> None:
+        """A peer's link went."""
+        inbox = self._peers.pop(peer, None)
+        if inbox is not None:
+            inbox.room.set()  # release a reader waiting for room
+        await self._perform(self.engine.link_down(peer))
 
     async def circle_changed(self, manifest: Manifest) -> None:
-        """We made or changed a circle: its members hear of it first."""
-        membership = self.membership(manifest.circle_id)
-        if membership is None:
-            return
-        named = membership.members.get(manifest.epoch, frozenset())
-        for peer in self.node.linked_peers():
-            # Only to those it names: an old epoch's membership is not for later members.
-            if membership.in_latest(peer) and peer in named:
-                self.node.send(peer, {0: T_MANIFESTS, 1: [manifest.raw]})
-        await self._perform(self.sync.set_circle(manifest.circle_id, membership))
+        """We made or kept a manifest: members hear of it first."""
+        await self._perform(self.engine.add_manifest(known_manifest(manifest)))
 
-    async def stored(self, moment: Moment, source: bytes | None) -> None:
-        """A moment was stored: push ours, announce others'."""
-        await self._perform(
-            self.sync.stored(
-                moment.circle_id, bytes(moment.author), moment.seq, moment.epoch, source
+    def circle_deleted(self, circle: bytes) -> None:
+        """We deleted a circle (leaving one the owner removed us from is the engine's own
+        decision, made when the notice came)."""
+        self.engine.forget_circle(circle)
+
+    async def tell_removed(self, peers: Sequence[bytes]) -> None:
+        """Members we just removed, if linked, get their notices at once."""
+        for peer in peers:
+            if peer in self._peers:
+                await self._send_notices(peer)
+
+    async def _send_notices(self, peer: bytes) -> None:
+        notices = await self._circles.notices_for(peer)
+        for start in range(0, len(notices), messages.MAX_REMOVALS):
+            part = tuple(notices[start : start + messages.MAX_REMOVALS])
+            self._send(peer, messages.Removed(notices=part))
+
+    async def posted(self, moments: Sequence[Moment]) -> None:
+        """Our own moments were stored: push them to members as they are."""
+        by_circle: dict[bytes, list[Moment]] = {}
+        for moment in moments:
+            by_circle.setdefault(moment.circle_id, []).append(moment)
+        for circle, own in by_circle.items():
+            await self._perform(
+                self.engine.stored(
+                    circle,
+                    [Entry.of(m) for m in own],
+                    None,
+                    envelopes={m.id: m.envelope for m in own},
+                )
             )
-        )
 
-    # --- messages from peers -----------------------------------------------------------
+    # --- messages from peers ------------------------------------------------------------
 
     async def on_message(self, peer: bytes, body: dict[int, Any]) -> None:
         """A replication message from a linked peer: queued, and handled in order by the
-        peer's own worker. Moments start verifying at once, on worker threads, so one
-        batch is checked while the one before is stored. At most MAX_INBOX messages
-        wait; beyond that this waits, and the peer's link is read later."""
-        state = self._peers.get(peer)
-        if state is None:
+        peer's own worker. Moments start opening at once, on worker threads, so one batch
+        is checked while the one before is stored. At most MAX_INBOX messages wait;
+        beyond that this waits, and the peer's link is read later."""
+        inbox = self._peers.get(peer)
+        if inbox is None:
             return
-        while len(state.inbox) >= MAX_INBOX and self._peers.get(peer) is state:
-            state.room.clear()
-            await state.room.wait()
+        try:
+            message = messages.decode(body)
+        except BadMessage as exc:
+            await self._perform(self.engine.junk(peer, exc.junk, str(exc), time.monotonic()))
+            return
+        while len(inbox.queue) >= MAX_INBOX and self._peers.get(peer) is inbox:
+            inbox.room.clear()
+            await inbox.room.wait()
         opening: asyncio.Future[Opened] | None = None
-        if body.get(0) == T_MOMENTS and type(body.get(2)) is list:
-            # A peer may make us verify only so much a second; beyond that, its link
-            # is read later (this waits in its link's task alone).
-            delay = state.verify.take(min(len(body[2]), MAX_ENVELOPES), time.monotonic())
+        if isinstance(message, messages.Moments):
+            # A peer may make us verify only so much a second; beyond that, its link is
+            # read later (this waits in its link's task alone).
+            delay = inbox.verify.take(len(message.envelopes), time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)
-            ahead = [state.handling, *(queued.get(0) for queued, _ in state.inbox)]
-            if T_MANIFESTS not in ahead:
-                # Nothing queued can change which keys open them: verify now.
-                opening = asyncio.ensure_future(self._moments.open_many(_envelopes(body)))
-        state.inbox.append((body, opening))
-        if not state.working:
-            state.working = True
-            self.node.spawn(self._work(peer, state), name="replication-inbox")
+            ahead = [inbox.handling, *(type(queued) for queued, _ in inbox.queue)]
+            if messages.Manifests not in ahead and self._may_open(peer, message):
+                # Nothing queued can change which keys open them: open them now.
+                opening = asyncio.ensure_future(self._moments.open_many(message.envelopes))
+        inbox.queue.append((message, opening))
+        if not inbox.working:
+            inbox.working = True
+            self._spawn(self._work(peer, inbox), "replication-inbox")
 
-    async def _work(self, peer: bytes, state: _Peer) -> None:
+    def _may_open(self, peer: bytes, message: messages.Moments) -> bool:
+        membership = self.engine.membership(message.circle)
+        return membership is not None and membership.in_latest(peer)
+
+    async def _work(self, peer: bytes, inbox: _Inbox) -> None:
         """Handle a peer's messages in order, until its inbox is empty or it is gone."""
         try:
-            while state.inbox and self._peers.get(peer) is state:
-                body, opening = state.inbox.popleft()
-                state.handling = body.get(0)
+            while inbox.queue and self._peers.get(peer) is inbox:
+                message, opening = inbox.queue.popleft()
+                inbox.handling = type(message)
                 try:
-                    if body.get(0) == T_CHUNK:
+                    if isinstance(message, Chunk):
                         # Chunks queued together are checked and written together.
-                        chunks = [body]
-                        while state.inbox and state.inbox[0][0].get(0) == T_CHUNK:
-                            chunks.append(state.inbox.popleft()[0])
-                        state.room.set()
-                        await self._on_chunks(peer, chunks)
+                        chunks = [message]
+                        while inbox.queue and isinstance(inbox.queue[0][0], Chunk):
+                            queued = inbox.queue.popleft()[0]
+                            assert isinstance(queued, Chunk)
+                            chunks.append(queued)
+                        inbox.room.set()
+                        await self._perform(
+                            self.engine.receive_chunks(peer, chunks, time.monotonic()), opening
+                        )
                     else:
-                        state.room.set()
-                        await self._handle(peer, body, opening)
+                        inbox.room.set()
+                        actions = self.engine.receive(peer, message, time.monotonic())
+                        await self._perform(actions, opening)
                 except Exception:
                     # A bug in handling one message costs that peer's link only.
-                    log.exception("handling a message from %s failed", peer.hex()[:12])
-                    self.node.drop_misbehaving(peer, "internal error")
+                    log.exception("handling a message from a peer failed")
+                    self._links.drop_misbehaving(peer, "internal error")
                     return
                 finally:
                     self.handled += 1
         finally:
-            state.working = False
-            state.handling = None
-            for _, opening in state.inbox:
+            inbox.working = False
+            inbox.handling = None
+            for _, opening in inbox.queue:
                 if opening is not None:
                     opening.cancel()
-            if self._peers.get(peer) is not state:
-                state.inbox.clear()
-            state.room.set()
+            if self._peers.get(peer) is not inbox:
+                inbox.queue.clear()
+            inbox.room.set()
 
-    async def _handle(
-        self, peer: bytes, body: dict[int, Any], opening: asyncio.Future[Opened] | None
+    # --- carrying out the engine's actions ------------------------------------------------
+
+    async def _perform(
+        self, actions: Sequence[Action], opening: asyncio.Future[Opened] | None = None
     ) -> None:
-        kind = body.get(0)
-        if kind == T_MANIFESTS:
-            await self._on_manifests(peer, body.get(1))
-        elif kind == T_HAVE:
-            if decode_have(body) is None:
-                self._junk(peer, 1, "a malformed have")
-                return
-            await self._perform(self.sync.received_have(peer, body))
-        elif kind == T_MOMENTS:
-            if opening is None and type(body.get(2)) is list:
-                opening = asyncio.ensure_future(self._moments.open_many(_envelopes(body)))
-            await self._on_moments(peer, body.get(1), opening)
-        elif kind == T_WANT_CHUNKS:
-            self._on_want_chunks(peer, body.get(1))
-        elif kind == T_REMOVED:
-            await self._on_removed(peer, body.get(1))
-
-    async def _on_manifests(self, peer: bytes, raws: object) -> None:
-        if type(raws) is not list:
-            self._junk(peer, 1, "a malformed manifest message")
-            return
-        for raw in raws[:MAX_MANIFESTS]:
-            if type(raw) is not bytes:
-                self._junk(peer, 1, "a malformed manifest")
-                continue
-            try:
-                manifest = decode_manifest(raw)
-                epoch_key(manifest, self.node.identity)  # only circles we are in
-            except RejectedError as exc:
-                self._junk(peer, 1, f"a manifest: {exc.reason}")
-                continue
-            current = self._moments.current(manifest.circle_id)
-            if self._moments.manifest_for(manifest.circle_id, manifest.epoch) is not None:
-                continue
-            if await self._moments.save(
-                manifest, "circle.joined" if current is None else "circle.changed"
-            ):
-                await self.circle_changed(manifest)  # pass it on: manifests travel first
-
-    async def _on_moments(
-        self, peer: bytes, circle: object, opening: asyncio.Future[Opened] | None
-    ) -> None:
-        if type(circle) is not bytes or opening is None:
-            self._junk(peer, 1, "a malformed moments message")
-            return
-        opened = await opening
-        membership = self.membership(circle)
-        if membership is None or not membership.in_latest(peer):
-            return  # only the circle's current members exchange its moments
-        # Only moments of the circle the message names: the peer's membership was
-        # checked for that circle alone.
-        elsewhere = [m for m in opened.moments if m.circle_id != circle]
-        if elsewhere:
-            opened = Opened(
-                [m for m in opened.moments if m.circle_id == circle],
-                [
-                    *opened.rejected,
-                    *(
-                        ("a moment of another circle than its message", len(m.envelope))
-                        for m in elsewhere
-                    ),
-                ],
-                opened.seconds,
-            )
-        added, rejected = await self._moments.accept(opened, peer)
-        if rejected:
-            self._junk(peer, rejected, "moments that failed verification")
-        if not added:
-            return
-        await self._perform(
-            self.sync.stored_many(circle, [(bytes(m.author), m.seq, m.epoch) for m in added], peer)
-        )
-        with_blobs = [m for m in added if m.content.blobs]
-        if with_blobs:
-            needs = await asyncio.to_thread(
-                lambda: [(m.id, *self._moments.missing_chunks(m)) for m in with_blobs]
-            )
-            for moment_id, total, missing in needs:
-                self._track(moment_id, total, missing)
-            self._want(peer, [a for _, _, missing in needs for a in missing])
-
-    def _on_want_chunks(self, peer: bytes, addresses: object) -> None:
-        state = self._peers.get(peer)
-        if state is None:
-            return
-        if type(addresses) is not list or len(addresses) > MAX_CHUNK_WANTS:
-            self._junk(peer, 1, "a malformed or oversized chunk request")
-            return
-        for address in addresses:
-            if type(address) is not bytes or len(address) != 32:
-                self._junk(peer, 1, "a malformed chunk address")
-            elif len(state.serve) >= MAX_SERVE_QUEUE:
-                self._junk(peer, 1, "more chunk requests than allowed in flight")
+        for action in actions:
+            if isinstance(action, Send):
+                self._send(action.peer, action.message)
+            elif isinstance(action, SendRange):
+                await self._send_range(action)
+            elif isinstance(action, KeepManifest):
+                manifest = action.manifest.source
+                assert isinstance(manifest, Manifest)
+                await self._circles.keep(
+                    manifest, "circle.joined" if action.joined else "circle.changed"
+                )
+            elif isinstance(action, Open):
+                await self._open(action, opening)
+                opening = None
+            elif isinstance(action, Serve):
+                self._queue_serving(action)
+            elif isinstance(action, WriteChunks):
+                await self._write_chunks(action)
+            elif isinstance(action, Reject):
+                await self._moments.reject(action.reasons, action.peer)
+            elif isinstance(action, Drop):
+                self._links.drop_misbehaving(action.peer, action.reason)
+            elif isinstance(action, LeaveCircle):
+                await self._leave(action.removal)
             else:
-                state.serve.append(address)
-        if state.serve and not state.serving:
-            state.serving = True
-            self.node.spawn(self._serve_chunks(peer, state), name="serve-chunks")
+                self._progress(action)
 
-    async def _serve_chunks(self, peer: bytes, state: _Peer) -> None:
+    def _send(self, peer: bytes, message: Message) -> None:
+        self._links.send(peer, messages.encode(message))
+
+    async def _send_range(self, action: SendRange) -> None:
+        now = int(time.time())
+        for epoch in sorted(action.epochs):
+            envelopes = await self._store.run(
+                Store.envelopes, action.circle, action.author, epoch, action.first, action.last, now
+            )
+            for send in batches(action.peer, action.circle, envelopes):
+                self._send(send.peer, send.message)
+
+    async def _open(self, action: Open, opening: asyncio.Future[Opened] | None) -> None:
+        opened = await (opening or self._moments.open_many(action.envelopes))
+        await self._keep(action.peer, action.circle, opened)
+
+    async def _keep(self, peer: bytes | None, circle: bytes, opened: Opened) -> list[Moment]:
+        """Judge opened moments by the rules, store those kept, and act on what is new."""
+        owners = await self._moments.owners(opened.moments)
+        accepted, actions = self.engine.opened(
+            peer,
+            circle,
+            [Entry.of(m) for m in opened.moments],
+            opened.rejected,
+            owners,
+            time.monotonic(),
+        )
+        await self._perform(actions)
+        keep = {e.id for e in accepted}
+        added = await self._moments.store_many([m for m in opened.moments if m.id in keep])
+        if added:
+            missing = await asyncio.to_thread(self._moments.missing, added)
+            entries = [Entry.of(m) for m in added]
+            await self._perform(self.engine.stored(circle, entries, peer, missing))
+        return added
+
+    async def receive(self, envelopes: Sequence[bytes]) -> list[Moment]:
+        """Moments that reached us other than from a linked peer (an import, a test): they
+        are opened and judged as any, stored, and announced; returns those that were new."""
+        opened = await self._moments.open_many(envelopes)
+        if opened.rejected:
+            await self._moments.reject(opened.rejected, None)
+        added: list[Moment] = []
+        for circle in dict.fromkeys(m.circle_id for m in opened.moments):
+            mine = Opened([m for m in opened.moments if m.circle_id == circle], [], 0.0)
+            added += await self._keep(None, circle, mine)
+        return added
+
+    async def _leave(self, removal: KnownRemoval) -> None:
+        notice = removal.source
+        assert isinstance(notice, Removal)
+        await self._circles.left(notice)
+
+    def _progress(self, progress: Progress) -> None:
+        self._events.publish(
+            "transfer.chunk",
+            moment=moment_text(progress.moment),
+            held=progress.held,
+            total=progress.total,
+            size=progress.size,
+        )
+        if progress.done:
+            self._events.publish("transfer.done", moment=moment_text(progress.moment))
+
+    # --- chunks -------------------------------------------------------------------------
+
+    def _queue_serving(self, action: Serve) -> None:
+        inbox = self._peers.get(action.peer)
+        if inbox is None:
+            return
+        overflow = 0
+        for address in action.addresses:
+            if len(inbox.serve) >= MAX_SERVE_QUEUE:
+                overflow += 1
+            else:
+                inbox.serve.append(address)
+        if overflow:
+            drop = self.engine.junk(
+                action.peer,
+                overflow,
+                "more chunk requests than allowed in flight",
+                time.monotonic(),
+            )
+            self._spawn(self._perform(drop), "junk")
+        if inbox.serve and not inbox.serving:
+            inbox.serving = True
+            self._spawn(self._serve(action.peer, inbox), "serve-chunks")
+
+    async def _serve(self, peer: bytes, inbox: _Inbox) -> None:
         """Send the chunks a peer asked for, at the pace it reads them."""
         try:
-            while state.serve and self._peers.get(peer) is state:
-                asked = [state.serve.popleft() for _ in range(min(8, len(state.serve)))]
-                uses = await self.node.store.run(Store.chunks_circles, asked)
+            while inbox.serve and self._peers.get(peer) is inbox:
+                asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
+                uses = await self._store.run(Store.chunks_circles, asked)
                 allowed = [  # never a chunk of a moment the peer may not read
-                    a for a in asked if any(self._may_have(peer, c, e) for c, e in uses.get(a, []))
+                    a
+                    for a in asked
+                    if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
                 ]
                 chunks = await asyncio.to_thread(self._moments.blobs.get_many, allowed)
                 held = {address for address, _ in chunks}
                 for address in allowed:
                     if address not in held:  # say so: it asks someone else
-                        self.node.send(peer, {0: T_CHUNK, 1: address})
+                        self._send(peer, Chunk(address=address, data=None))
                 for address, data in chunks:
-                    if not await self.node.send_paced(peer, {0: T_CHUNK, 1: address, 2: data}):
+                    body = messages.encode(Chunk(address=address, data=data))
+                    if not await self._links.send_paced(peer, body):
                         return
         finally:
-            state.serving = False
+            inbox.serving = False
 
-    async def _on_chunks(self, peer: bytes, bodies: list[dict[int, Any]]) -> None:
-        state = self._peers.get(peer)
-        if state is None:
-            return
-        got: list[tuple[bytes, bytes]] = []
-        lacking: list[bytes] = []
-        for body in bodies:
-            address, data = body.get(1), body.get(2, None)
-            if type(address) is not bytes or (data is not None and type(data) is not bytes):
-                self._junk(peer, 4, "a malformed chunk")
-            elif address not in state.in_flight:
-                self._junk(peer, 4, "a chunk we did not ask for")
-            else:
-                state.in_flight.discard(address)
-                if data is None:
-                    lacking.append(address)  # it does not hold it
-                else:
-                    got.append((address, data))
-        if lacking:
-            await self._ask_elsewhere(peer, lacking)
-        for address, _ in got:
-            self._asked.pop(address, None)
-        if not got:
-            self._want(peer, [])
-            return
-        self._want(peer, [])  # top up: the next ones travel while these are written
+    async def _write_chunks(self, action: WriteChunks) -> None:
         began = time.perf_counter()
-        used = await self.node.store.run(Store.chunks_circles, [a for a, _ in got])
-        wanted = [(a, d) for a, d in got if a in used]  # others: retracted or expired meanwhile
+        used = await self._store.run(Store.chunks_circles, [a for a, _ in action.chunks])
+        # Others were retracted or expired meanwhile.
+        wanted = [(a, d) for a, d in action.chunks if a in used]
         looked = time.perf_counter()
-        # Hashing and writing off the loop; a chunk that is not what its address names
-        # is not kept.
+        # Hashing and writing off the loop; a chunk that is not what its address names is
+        # not kept.
         kept = set(await asyncio.to_thread(self._moments.blobs.put_received, wanted))
         log.debug(
             "%d chunks: looked up in %.1f ms, checked and written in %.1f ms",
-            len(got),
+            len(action.chunks),
             1000 * (looked - began),
             1000 * (time.perf_counter() - looked),
         )
-        if len(kept) < len(wanted):
-            self._junk(peer, 16 * (len(wanted) - len(kept)), "chunks not what their address names")
-        for address, data in got:
-            if address in kept:
-                self._chunk_arrived(address, len(data))
-
-    async def _ask_elsewhere(
-        self, peer: bytes, addresses: list[bytes], *, lacked: bool = True
-    ) -> None:
-        """Chunks a peer said it does not hold (or could not send: its link went): ask
-        another linked member who may read them (each peer at most once per chunk it
-        lacked; the next link-up tries again)."""
-        uses = await self.node.store.run(Store.chunks_circles, addresses)
-        for address in addresses:
-            if self._asked.get(address) == peer:
-                del self._asked[address]
-            tried = self._lacking.setdefault(address, set())
-            if lacked:
-                tried.add(peer)
-            for other in self._peers:
-                if other not in tried and any(
-                    self._may_have(other, c, e) for c, e in uses.get(address, [])
-                ):
-                    self._want(other, [address])
-                    break
-
-    def _chunk_arrived(self, address: bytes, size: int) -> None:
-        self._lacking.pop(address, None)
-        for moment_id in self._users.pop(address, set()):
-            remaining = self._remaining.get(moment_id)
-            if remaining is None:
-                continue
-            remaining.discard(address)
-            total = self._totals[moment_id]
-            self.node.events.publish(
-                "transfer.chunk",
-                moment=moment_text(moment_id),
-                held=total - len(remaining),
-                total=total,
-                size=size,
+        sizes = [(a, len(d)) for a, d in wanted if a in kept]
+        await self._perform(
+            self.engine.chunks_written(
+                action.peer, sizes, len(wanted) - len(kept), time.monotonic()
             )
-            if not remaining:
-                del self._remaining[moment_id], self._totals[moment_id]
-                self.node.events.publish("transfer.done", moment=moment_text(moment_id))
-
-    def _may_have(self, peer: bytes, circle: bytes, epoch: int) -> bool:
-        membership = self.membership(circle)
-        return (
-            membership is not None
-            and membership.in_latest(peer)
-            and epoch in membership.epochs_of(peer)
         )
 
-    # --- carrying out decisions -----------------------------------------------------
+    def statistics(self) -> dict[str, int]:
+        """What replication is doing."""
+        return {"sync_messages": self.handled, **self.engine.statistics()}
 
-    async def _perform(self, actions: Sequence[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Send):
-                if action.body:
-                    self.node.send(action.peer, action.body)
-            elif isinstance(action, SendManifests):
-                self._send_manifests(action)
-            else:
-                await self._send_range(action)
 
-    def _send_manifests(self, action: SendManifests) -> None:
-        membership = self.membership(action.circle)
-        if membership is None or not membership.in_latest(action.peer):
-            return  # checked again at the point of sending
-        raws = []
-        for epoch in sorted(action.epochs):
-            kept = self._moments.manifest_for(action.circle, epoch)
-            if kept is not None and (
-                epoch == membership.latest or self._may_have(action.peer, action.circle, epoch)
-            ):
-                raws.append(kept.raw)
-        for start in range(0, len(raws), MAX_MANIFESTS):
-            self.node.send(action.peer, {0: T_MANIFESTS, 1: raws[start : start + MAX_MANIFESTS]})
+def verify_manifest(circles: Circles) -> Callable[[bytes], KnownManifest]:
+    """The engine's manifest check: signed by its owner, of a circle we are in."""
 
-    async def _send_range(self, want: Want) -> None:
-        for epoch in sorted(want.epochs):
-            if not self._may_have(want.peer, want.circle, epoch):
-                continue  # checked again at the point of sending
-            rows = await self.node.store.run(
-                Store.envelopes,
-                want.circle,
-                want.author,
-                epoch,
-                want.first,
-                want.last,
-                int(time.time()),
-            )
-            batch: list[bytes] = []
-            size = 0
-            for _seq, envelope in rows:
-                if size + len(envelope) > MAX_BATCH and batch:
-                    self.node.send(want.peer, {0: T_MOMENTS, 1: want.circle, 2: batch})
-                    batch, size = [], 0
-                batch.append(envelope)
-                size += len(envelope)
-            if batch:
-                self.node.send(want.peer, {0: T_MOMENTS, 1: want.circle, 2: batch})
+    def verify(raw: bytes) -> KnownManifest:
+        return known_manifest(circles.verify(raw))
+
+    return verify

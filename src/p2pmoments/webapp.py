@@ -18,6 +18,9 @@ Sessions outlive a daemon restart: their ids are kept hashed (SHA-256) in a
 Pages carry a strict Content-Security-Policy (no inline script, nothing from
 another origin, Trusted Types so no string can become HTML) and every response
 carries the usual headers against sniffing, framing and cross-origin reads.
+
+Why so long: the web app's whole server side is here (pages, login, sessions, CSRF,
+the event stream, reading codes from images), apart from the API it builds on.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from p2pmoments import qr
-from p2pmoments.api import API_PREFIX, NODE, WEB_GATE, ApiError, WebGate, has_bearer
+from p2pmoments.api.base import API_PREFIX, NODE, WEB_GATE, ApiError, WebGate, has_bearer
 from p2pmoments.events import Event
 from p2pmoments.files import write_file_atomically
 
@@ -490,7 +493,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
 async def pairing_code(request: web.Request) -> web.Response:
     """A code to show: its link and its QR code together, so both are the same code
     (separate calls to /pairing/link and /pairing/qr.svg may each make a new one)."""
-    link, expires = await request.app[NODE].pairing_link()
+    link, expires = await request.app[NODE].pairings.new_code()
     svg = await asyncio.to_thread(qr.render_svg, link)
     return web.json_response({"link": link, "expires_at": expires, "svg": svg.decode()})
 

@@ -177,14 +177,14 @@ def check_not_self(code: PairingCode, me: VerifyKey) -> None:
         raise DecodeError("this is your own pairing code: show it to a friend instead")
 
 
-class Direction(enum.Enum):
+class Direction(enum.StrEnum):
     """Whose code a pairing attempt used."""
 
     OUT = "out"  # we scanned theirs
     IN = "in"  # they scanned ours
 
 
-class PairingState(enum.Enum):
+class PairingState(enum.StrEnum):
     """Where a pairing attempt is (spec/pairing.md section 4)."""
 
     PENDING = "pending"

@@ -12,6 +12,10 @@ thread and its event callbacks only hand events to the loop (style.md, rule 5).
 Decisions (addresses, SOCKS replies, backoff) live in core/onion.py. Secrets
 (the onion key, client-auth keys, the control cookie) never reach a log: stem's
 own logger, which can trace every command it sends, is kept at WARNING.
+
+Why so long: launching or attaching to tor, publishing the onion service with client
+authorisation, and SOCKS streams are each short, but all hold the one control
+connection, whose thread and events they share.
 """
 
 from __future__ import annotations

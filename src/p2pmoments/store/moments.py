@@ -114,7 +114,8 @@ class MomentTables(Database):
     ) -> list[StoredMoment]:
         """Posts, newest first, never expired ones. The order is (created descending, id):
         `after`, a (created, id) pair, starts just past that post, whatever its time."""
-        where, args = ["(expires IS NULL OR expires > ?)", "kind = ?"], [now, Kind.POST]
+        where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
+        args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
             where.append("circle_id = ?")
             args.append(circle_id)
@@ -197,11 +198,11 @@ class MomentTables(Database):
         """(circle, epoch) of every moment that uses each of these chunks (none: absent)."""
         out: dict[bytes, list[tuple[bytes, int]]] = {}
         for part, marks in in_batches(list(addresses)):
-            rows = self._conn.execute(
-                "SELECT c.address, m.circle_id, m.epoch FROM moment_chunks c JOIN moments m"
-                f" ON m.moment_id = c.moment_id WHERE c.address IN ({marks})",
-                part,
+            sql = (  # only placeholders are formatted in
+                "SELECT c.address, m.circle_id, m.epoch FROM moment_chunks c JOIN moments m"  # noqa: S608
+                f" ON m.moment_id = c.moment_id WHERE c.address IN ({marks})"
             )
+            rows = self._conn.execute(sql, part)
             for address, circle_id, epoch in rows:
                 out.setdefault(address, []).append((circle_id, epoch))
         return out

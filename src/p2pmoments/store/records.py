@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from p2pmoments.core.moment import Kind
 from p2pmoments.core.pairing import Direction, PairingState
@@ -23,7 +24,7 @@ __all__ = [
 R = TypeVar("R")
 
 
-class FriendState(enum.Enum):
+class FriendState(enum.StrEnum):
     """A friend, or one we blocked (every link refused)."""
 
     FRIEND = "friend"
@@ -118,21 +119,19 @@ class StoredMoment:
     envelope: bytes  # empty once retracted
 
 
-_CONVERT = {
-    "state": {FriendRecord: FriendState, PairingRecord: PairingState},
-    "direction": {PairingRecord: Direction},
-    "kind": {StoredMoment: Kind},
-    "retracted": {StoredMoment: bool},
+# Columns stored as their values, read back as these types.
+_CONVERT: dict[type, dict[str, Callable[[Any], Any]]] = {
+    FriendRecord: {"state": FriendState},
+    PairingRecord: {"state": PairingState, "direction": Direction},
+    StoredMoment: {"kind": Kind, "retracted": bool},
 }
 
 
 def record(cls: type[R], row: tuple[object, ...]) -> R:
     """A row, its columns selected in the order of the dataclass's fields, as `cls`."""
     values = dict(zip(cls.__dataclass_fields__, row, strict=True))  # type: ignore[attr-defined]
-    for name, by_class in _CONVERT.items():
-        kind = by_class.get(cls)  # type: ignore[call-overload]
-        if kind is not None:
-            values[name] = kind(values[name])
+    for name, convert in _CONVERT.get(cls, {}).items():
+        values[name] = convert(values[name])
     return cls(**values)
 
 

@@ -12,6 +12,9 @@ peers, and calls back with the results.
                        Replicator.opened(...)  (the envelopes it asked to open)
                        Replicator.stored(...)  (what the shell stored)
                        Replicator.chunks_written(...)
+
+Why so long: its actions are small dataclasses documented one by one, and every
+entry point the shell calls back is here, so the decisions stay in one place.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class KnownManifest:
     owner: bytes
     members: frozenset[bytes]
     raw: bytes
+    source: object = field(default=None, compare=False)  # the shell's own decoded form
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +92,7 @@ class KnownRemoval:
     owner: bytes
     time: int
     raw: bytes
+    source: object = field(default=None, compare=False)  # the shell's own decoded form
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,7 +333,7 @@ class Replicator:
 
     def opened(
         self,
-        peer: bytes,
+        peer: bytes | None,
         circle: bytes,
         entries: Sequence[Entry],
         rejected: Sequence[tuple[str, int]],
@@ -348,7 +353,8 @@ class Replicator:
         out: list[Action] = []
         if refused:
             out.append(Reject(peer, tuple(refused)))
-            out += self.junk(peer, len(refused), "moments that failed verification", now)
+            if peer is not None:
+                out += self.junk(peer, len(refused), "moments that failed verification", now)
         return verdicts.accepted, out
 
     def stored(

@@ -54,7 +54,7 @@ class Entry:
 class Context:
     """Where a batch of moments came from."""
 
-    sender: bytes
+    sender: bytes | None  # None: not from a peer (imported by the daemon itself)
     circle: bytes  # the circle its message names
     membership: Membership | None
     owners: Mapping[
@@ -78,7 +78,10 @@ def _answered(entry: Entry, ctx: Context) -> list[tuple[bytes, bytes] | None]:
 RULES: tuple[Rule, ...] = (
     Rule(
         "scope",
-        lambda e, ctx: ctx.membership is not None and ctx.membership.in_latest(ctx.sender),
+        lambda e, ctx: (
+            ctx.membership is not None
+            and (ctx.sender is None or ctx.membership.in_latest(ctx.sender))
+        ),
         "its sender is not in the circle's latest manifest",
     ),
     Rule(

@@ -1,0 +1,55 @@
+"""The control API (spec/openapi.yaml): aiohttp, loopback only, bearer token or a web
+app session.
+
+- `base`: keys, limits, the JSON error, the error table, checks of what comes in;
+- `guards`: the middlewares (errors, Host, Origin, auth) and `ApiRunner`;
+- `uploads`: multipart posts; `routes`: the endpoints; the web app is webapp.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from p2pmoments import webapp
+from p2pmoments.api.base import (
+    API_PREFIX,
+    MAX_UPLOAD,
+    MAX_UPLOADS,
+    NODE,
+    TOKEN,
+    UPLOADS,
+    WEB_GATE,
+    ApiError,
+    WebGate,
+    has_bearer,
+    loopback_authority,
+)
+from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
+from p2pmoments.api.routes import routes
+from p2pmoments.node import Node
+
+__all__ = [
+    "API_PREFIX",
+    "NODE",
+    "TOKEN",
+    "WEB_GATE",
+    "ApiError",
+    "ApiRunner",
+    "WebGate",
+    "create_app",
+    "has_bearer",
+    "loopback_authority",
+]
+
+
+def create_app(node: Node, token: str) -> web.Application:
+    """The control API application for `node`, guarded by `token`."""
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=MAX_UPLOAD)
+    app[NODE] = node
+    app[TOKEN] = token
+    app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS)
+    app.add_routes(routes)
+    webapp.setup(app)
+    return app

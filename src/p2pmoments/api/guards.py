@@ -1,0 +1,151 @@
+"""The four checks every request passes, outermost first: errors become JSON; the Host
+header must name a loopback host (against DNS rebinding); a browser request must come
+from our own origin (against CSRF); and all but /health need the token, or the web
+app's session cookie (webapp.py), with which a change also needs the session's CSRF
+token. Requests so malformed that aiohttp's HTTP parser answers them itself get the
+same JSON error body: serve the app with `ApiRunner`."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+
+from p2pmoments.api.base import (
+    ORIGIN,
+    PUBLIC_PATHS,
+    STATUS_CODES,
+    WEB_GATE,
+    ApiError,
+    Handler,
+    error_body,
+    has_bearer,
+    loopback_authority,
+)
+
+__all__ = ["MIDDLEWARES", "ApiRunner"]
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into {"error": {"code", "message"}} with the right status."""
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = STATUS_CODES.get(exc.status, "error")
+        message = exc.reason if exc.text in (None, "", f"{exc.status}: {exc.reason}") else exc.text
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        raise ApiError(exc.status, code, message or exc.reason, headers=headers) from None
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        raise ApiError(500, "internal", "internal error; see the daemon's log") from None
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse any Host that is not loopback, on every endpoint (DNS rebinding)."""
+    host = request.headers.get("Host", "")
+    if loopback_authority(host) is None:
+        raise ApiError(403, "forbidden_host", f"Host {host!r} is not a loopback name or address")
+    return await handler(request)
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse browser requests made by pages of any other origin (CSRF)."""
+    if request.app[WEB_GATE].is_entry(request):
+        return await handler(request)
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        # Compared parsed, default port filled in: the Host passed host_middleware.
+        match = ORIGIN.fullmatch(origin)
+        theirs = loopback_authority(match["authority"]) if match else None
+        ours = loopback_authority(request.headers.get("Host", ""))
+        if (
+            theirs is None
+            or ours is None
+            or (theirs[0], theirs[1] or 80) != (ours[0], ours[1] or 80)
+        ):
+            raise ApiError(403, "forbidden_origin", f"requests from {origin!r} are not allowed")
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        raise ApiError(403, "forbidden_origin", f"{fetch_site} requests are not allowed")
+    return await handler(request)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Demand the bearer token (or a web app session) everywhere but /health and the app's files."""
+    gate = request.app[WEB_GATE]
+    if (
+        request.path not in PUBLIC_PATHS
+        and not gate.is_public(request)
+        and not has_bearer(request)
+        and gate.session(request) is None
+    ):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a bearer token is needed: Authorization: Bearer <contents of the token file>; "
+            "or open the web app with `p2pmoments open`",
+            headers={"WWW-Authenticate": 'Bearer realm="p2pmoments"'},
+        )
+    return await handler(request)
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering what its HTTP parser refuses (no Host, a
+    line over 8190 bytes, garbage) with our JSON error body instead of text/plain. Those
+    errors come before any middleware (aiohttp issue 3287), so only this can shape them."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("internal error serving %s", request.path, exc_info=exc)
+            body = error_body("internal", "internal error; see the daemon's log")
+        else:
+            reason = exc.message if isinstance(exc, HttpProcessingError) else message
+            reason = (reason or "malformed request")[:200]  # it may quote the request
+            log.debug("refused a malformed request: %s", reason)
+            phrase = next((s.phrase for s in HTTPStatus if s == status), "Error")
+            body = error_body(STATUS_CODES.get(status, "bad_request"), f"{phrase}: {reason}")
+        if request.writer.output_size > 0:  # an answer is under way: only closing is left
+            raise ConnectionError("cannot answer with an error after the answer began")
+        response = web.Response(status=status, text=body, content_type="application/json")
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        # As web.Server.__call__, with our handler class (no public way to choose it).
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """An AppRunner whose connections answer even unparseable requests in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # the same object, made by the app as usual
+        return server
+
+
+MIDDLEWARES = (errors_middleware, host_middleware, origin_middleware, auth_middleware)
