@@ -167,7 +167,7 @@ async def test_a_refused_post_leaves_nothing_on_disk(
 async def test_a_post_over_the_upload_limit_is_a_documented_413(
     api: Client, node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("p2pmoments.api.MAX_UPLOAD", 1 << 20)
+    monkeypatch.setattr("p2pmoments.api.uploads.MAX_UPLOAD", 1 << 20)
     response = await post_form(
         api, {"circle": "family"}, [("file", os.urandom(600_000)), ("file", os.urandom(600_000))]
     )
