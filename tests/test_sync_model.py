@@ -72,6 +72,23 @@ def chunks_of(circle: bytes, author: bytes, seq: int) -> tuple[bytes, ...]:
     return tuple(base + bytes([i]) * 28 for i in range(2))
 
 
+def entry_of(data: bytes) -> Entry:
+    """What the engine learns of a stand-in envelope once a node opened it."""
+    circle, author, seq, epoch = parse_envelope(data)
+    return Entry(
+        id=data,
+        circle=circle,
+        author=author,
+        seq=seq,
+        epoch=epoch,
+        kind=Kind.POST,
+        reply_to=None,
+        target=None,
+        chunks=chunks_of(circle, author, seq),
+        size=len(data),
+    )
+
+
 @dataclass
 class Node:
     key: bytes
@@ -142,25 +159,12 @@ class World:
         node = self.nodes[at]
         entries = []
         for data in action.envelopes:
-            circle, author, seq, epoch = parse_envelope(data)
+            circle, _, _, epoch = parse_envelope(data)
             if at not in self.members[circle][epoch]:
                 self.violations.append(f"an epoch {epoch} moment reached a non-member")
             if epoch not in node.manifests.get(circle, set()):
                 continue
-            entries.append(
-                Entry(
-                    id=data,
-                    circle=circle,
-                    author=author,
-                    seq=seq,
-                    epoch=epoch,
-                    kind=Kind.POST,
-                    reply_to=None,
-                    target=None,
-                    chunks=chunks_of(circle, author, seq),
-                    size=len(data),
-                )
-            )
+            entries.append(entry_of(data))
         # A moment of an epoch whose manifest the node lacks cannot be opened, so it is
         # not kept (the shell records why); the engine does not count that as junk here.
         accepted, actions = node.engine.opened(action.peer, action.circle, entries, [], {}, 0.0)
@@ -226,19 +230,7 @@ class World:
         held[(author, seq)] = epoch
         data = envelope(circle, author, seq, epoch)
         node.chunks.update(chunks_of(circle, author, seq))  # our own photo: on our disk
-        entry = Entry(
-            id=data,
-            circle=circle,
-            author=author,
-            seq=seq,
-            epoch=epoch,
-            kind=Kind.POST,
-            reply_to=None,
-            target=None,
-            chunks=chunks_of(circle, author, seq),
-            size=len(data),
-        )
-        self.apply(author, node.engine.stored(circle, [entry], None, {}, {data: data}))
+        self.apply(author, node.engine.stored(circle, [entry_of(data)], None, {}, {data: data}))
 
     def link(self, a: bytes, b: bytes) -> None:
         if a == b or frozenset((a, b)) in self.links:

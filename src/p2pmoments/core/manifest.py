@@ -40,6 +40,7 @@ __all__ = [
     "field_of",
     "new_circle_id",
     "new_epoch_key",
+    "signed_fields",
 ]
 
 VERSION = 1
@@ -140,21 +141,30 @@ def field_of(fields: dict[int, Any], key: int, kind: type, what: str) -> Any:
     return value
 
 
+def signed_fields(
+    data: bytes, *, max_size: int, what: str, keys: int
+) -> tuple[bytes, bytes, dict[int, Any]]:
+    """(body, signature, body fields) of a signed structure {1: body, 2: signature} whose
+    body is a version-1 map with keys 1..`keys`; RejectedError naming `what` otherwise.
+    The signature is the caller's to check (each has its own context and signer)."""
+    try:
+        outer = wire.decode_map(data, max_size=max_size)
+        body, signature = outer.get(1), outer.get(2)
+        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+            raise RejectedError(f"malformed {what}")
+        fields = wire.decode_map(body, max_size=max_size)
+    except RejectedError:
+        raise
+    except DecodeError as exc:
+        raise RejectedError(f"too large or malformed {what}: {exc}") from None
+    if fields.get(1) != VERSION or set(fields) != set(range(1, keys + 1)):
+        raise RejectedError(f"unknown {what} version or fields")
+    return body, signature, fields
+
+
 def decode_manifest(data: bytes) -> Manifest:
     """A verified manifest; RejectedError if malformed, oversized or not signed by its owner."""
-    try:
-        outer = wire.decode_map(data, max_size=MAX_MANIFEST)
-    except DecodeError as exc:
-        raise RejectedError(f"too large or malformed manifest: {exc}") from None
-    body, signature = outer.get(1), outer.get(2)
-    if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
-        raise RejectedError("malformed manifest")
-    try:
-        fields = wire.decode_map(body, max_size=MAX_MANIFEST)
-    except DecodeError as exc:
-        raise RejectedError(f"malformed manifest body: {exc}") from None
-    if fields.get(1) != VERSION or set(fields) != set(range(1, 10)):
-        raise RejectedError("unknown manifest version or fields")
+    body, signature, fields = signed_fields(data, max_size=MAX_MANIFEST, what="manifest", keys=9)
     circle_id = field_of(fields, 2, bytes, "circle id")
     epoch = field_of(fields, 3, int, "epoch")
     owner_raw = field_of(fields, 5, bytes, "owner")
@@ -261,18 +271,9 @@ def create_removal(
 
 def decode_removal(data: bytes) -> Removal:
     """A verified removal notice; RejectedError if malformed or not signed by its owner."""
-    try:
-        outer = wire.decode_map(data, max_size=MAX_REMOVAL)
-        body, signature = outer.get(1), outer.get(2)
-        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
-            raise RejectedError("malformed removal notice")
-        fields = wire.decode_map(body, max_size=MAX_REMOVAL)
-    except RejectedError:
-        raise
-    except DecodeError as exc:
-        raise RejectedError(f"malformed removal notice: {exc}") from None
-    if fields.get(1) != VERSION or set(fields) != set(range(1, 7)):
-        raise RejectedError("unknown removal notice version or fields")
+    body, signature, fields = signed_fields(
+        data, max_size=MAX_REMOVAL, what="removal notice", keys=6
+    )
     circle_id, epoch = field_of(fields, 2, bytes, "circle id"), field_of(fields, 3, int, "epoch")
     member, owner = field_of(fields, 4, bytes, "member"), field_of(fields, 5, bytes, "owner")
     time = field_of(fields, 6, int, "time")

@@ -25,7 +25,7 @@ from p2pmoments.core.crypto import (
 )
 from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
-from p2pmoments.core.manifest import Manifest, field_of
+from p2pmoments.core.manifest import Manifest, field_of, signed_fields
 
 __all__ = [
     "MAX_BLOBS",
@@ -191,18 +191,9 @@ ManifestLookup = Callable[[bytes, int], Manifest | None]
 
 def verify_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Header:
     """Check structure, membership and signature (not the content); RejectedError says why."""
-    try:
-        outer = wire.decode_map(envelope, max_size=MAX_ENVELOPE)
-        body, signature = outer.get(1), outer.get(2)
-        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
-            raise RejectedError("malformed envelope")
-        fields = wire.decode_map(body, max_size=MAX_ENVELOPE)
-    except RejectedError:
-        raise
-    except DecodeError as exc:
-        raise RejectedError(f"too large or malformed envelope: {exc}") from None
-    if fields.get(1) != VERSION or set(fields) != set(range(1, 9)):
-        raise RejectedError("unknown envelope version or fields")
+    body, signature, fields = signed_fields(
+        envelope, max_size=MAX_ENVELOPE, what="envelope", keys=8
+    )
     circle_id, epoch = field_of(fields, 2, bytes, "circle id"), field_of(fields, 3, int, "epoch")
     author_raw, seq = field_of(fields, 4, bytes, "author"), field_of(fields, 5, int, "sequence")
     time, nonce = field_of(fields, 6, int, "time"), field_of(fields, 7, bytes, "nonce")
