@@ -309,7 +309,7 @@ def big_file(root: Path, rounds: int = 3) -> list[Row]:
                 raise RuntimeError("the file did not arrive")
             path.unlink()
             seconds.append(done - added)
-        moved = json.loads(p2pm(bob, "feed", "--json").stdout)
+        moved = json.loads(p2pm(bob, "feed", "--json").stdout)["moments"]
         assert all(m["files"][0]["chunks_held"] == m["files"][0]["chunks"] for m in moved)
     finally:
         for proc in procs:
