@@ -18,13 +18,16 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from p2pmoments import __version__
 from p2pmoments.client import ApiClient
-from p2pmoments.config import Config, load_config, parse_address
 from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.errors import ConfigError
 from p2pmoments.paths import HOME_ENV, Paths, resolve_paths
+
+if TYPE_CHECKING:
+    from p2pmoments.config import Config
 
 __all__ = ["main"]
 
@@ -34,6 +37,8 @@ Command = Callable[[argparse.Namespace, Paths], int]
 
 
 def _address(text: str) -> Any:
+    from p2pmoments.config import parse_address
+
     try:
         return parse_address(text)
     except ValueError as exc:
@@ -104,6 +109,8 @@ def _home_flag(paths: Paths) -> str:
 
 
 def _load_config(args: argparse.Namespace, paths: Paths) -> Config:
+    from p2pmoments.config import load_config
+
     config = load_config(paths.config_file)
     return config.with_overrides(
         listen=args.listen,
@@ -1032,8 +1039,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from p2pmoments.config import ConfigError
-
     parser = _parser()
     args = parser.parse_args(argv)
     paths = resolve_paths(args.home)

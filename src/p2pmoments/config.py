@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.errors import ConfigError
 
 __all__ = [
     "DEFAULT_API_PORT",
@@ -29,10 +29,6 @@ __all__ = [
 DEFAULT_PEER_PORT = 47470
 DEFAULT_API_PORT = 47471
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(P2PMomentsError):
-    """The configuration is unusable; the message names the key and the file."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from p2pmoments.core.errors import DecodeError, P2PMomentsError
 
 __all__ = [
     "AmbiguousError",
+    "ConfigError",
     "FriendLimitError",
     "NotFoundError",
     "NotOwnerError",
@@ -18,6 +19,10 @@ __all__ = [
     "UserInputError",
     "user_input",
 ]
+
+
+class ConfigError(P2PMomentsError):
+    """The configuration is unusable; the message names the key and the file."""
 
 
 class UserInputError(P2PMomentsError, ValueError):
