@@ -1,7 +1,16 @@
-"""Blob chunks on disk: data/blobs/<first 2 hex>/<address hex>, written whole.
+"""Blob chunks on disk (spec/store.md section 1): our own in packs, those from peers loose.
 
-Chunks are stored as they travel, encrypted (core.blobs). All methods block:
-call them off the event loop.
+Chunks are stored as they travel, encrypted (core.blobs).
+
+- A **pack** holds every chunk of one of our posts, back to back, in one file:
+  data/blobs/packs/<first 2 hex>/<pack id hex>. It is written as the upload arrives
+  and synced to disk once, before the post is acknowledged; the database says where
+  each chunk lies in it (table `packed`, committed with the post).
+- A chunk received from a peer is a file of its own, data/blobs/<first 2 hex>/<address
+  hex>, written whole and not synced: it exists elsewhere, and one a crash tore is
+  found (it does not hash to its name), deleted and fetched again.
+
+All methods block: call them off the event loop.
 """
 
 from __future__ import annotations
@@ -11,67 +20,187 @@ import logging
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
-from p2pmoments.core.blobs import CHUNK_SIZE, chunk_address
-from p2pmoments.files import write_file_atomically
+from p2pmoments.core.blobs import MAX_CHUNK, chunk_address
+from p2pmoments.files import fsync_dir
 
-__all__ = ["BlobStore"]
+__all__ = ["BlobStore", "Location", "PackWriter"]
 
-MAX_CHUNK_FILE = CHUNK_SIZE + 16
-MAX_CHECKED = 1 << 16  # chunks remembered as checked (16 GiB of data; about 6 MiB of memory)
+MAX_CHUNK_FILE = MAX_CHUNK
+MAX_CHECKED = 1 << 16  # chunks remembered as checked (32 GiB of data; about 6 MiB of memory)
+PACK_ID = 16  # bytes of a pack's random id
 
 _CHUNK_NAME = re.compile(r"[0-9a-f]{64}", re.ASCII)
+_PACK_NAME = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a chunk of ours lies: in which pack, from which byte, how long."""
+
+    pack: bytes
+    offset: int
+    length: int
+
+
+class PackWriter:
+    """One pack being written: chunks appended in order, then synced once (blocking)."""
+
+    def __init__(self, path: Path, pack: bytes) -> None:
+        self.pack = pack
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._offset = 0
+        self.placed: list[tuple[bytes, Location]] = []  # (address, where), in order
+
+    def append(self, chunks: list[tuple[bytes, bytes]]) -> None:
+        """Add encrypted chunks (address, ciphertext) at the end of the pack."""
+        assert self._fd is not None, "the pack is closed"
+        for address, ciphertext in chunks:
+            view = memoryview(ciphertext)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            self.placed.append((address, Location(self.pack, self._offset, len(ciphertext))))
+            self._offset += len(ciphertext)
+
+    def finish(self) -> list[tuple[bytes, Location]]:
+        """Sync the pack and its folder to disk; returns where each chunk lies."""
+        assert self._fd is not None, "the pack is closed"
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        fsync_dir(self.path.parent)
+        return self.placed
+
+    def abort(self) -> None:
+        """Close and delete the pack (a refused or failed post leaves nothing behind)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
 class BlobStore:
-    """Encrypted chunks, by address."""
+    """Encrypted chunks: ours in packs, received ones by address."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.packs = root / "packs"
         # Chunks this process wrote or has checked: only a crash tears a chunk, and a
         # crash ends the process, so these need no hashing again when read or served.
         self._checked: set[bytes] = set()
-        self._folders: set[Path] = set()  # the 256 folders, once made
+        self._folders: set[Path] = set()  # folders made already
+
+    # --- packs: our own posts -----------------------------------------------------------
+
+    def _pack_path(self, pack: bytes) -> Path:
+        text = pack.hex()
+        return self.packs / text[:2] / text
+
+    def new_pack(self) -> PackWriter:
+        """A new, empty pack for the chunks of one post."""
+        pack = secrets.token_bytes(PACK_ID)
+        path = self._pack_path(pack)
+        self._folder(path.parent)
+        return PackWriter(path, pack)
+
+    def read_packed(self, location: Location) -> bytes | None:
+        """A chunk of ours from its pack; None if the pack is gone or too short."""
+        try:
+            fd = os.open(self._pack_path(location.pack), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            data = os.pread(fd, location.length, location.offset)
+        finally:
+            os.close(fd)
+        return data if len(data) == location.length else None
+
+    def read_many_packed(self, wanted: list[tuple[bytes, Location]]) -> list[tuple[bytes, bytes]]:
+        """(address, chunk) of those of these chunks of ours that could be read."""
+        out: list[tuple[bytes, bytes]] = []
+        fds: dict[bytes, int] = {}
+        try:
+            for address, where in wanted:
+                fd = fds.get(where.pack)
+                if fd is None:
+                    try:
+                        fd = fds[where.pack] = os.open(self._pack_path(where.pack), os.O_RDONLY)
+                    except FileNotFoundError:
+                        continue
+                data = os.pread(fd, where.length, where.offset)
+                if len(data) == where.length:
+                    out.append((address, data))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        return out
+
+    def delete_packs(self, packs: list[bytes]) -> None:
+        """Remove packs none of whose chunks is used any more."""
+        for pack in packs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._pack_path(pack))
+
+    def old_packs(self, before: float) -> list[bytes]:
+        """Ids of the packs last written before `before` (a Unix time)."""
+        found = []
+        for folder in self.packs.glob("[0-9a-f][0-9a-f]"):
+            for entry in os.scandir(folder):
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime >= before:
+                        continue
+                except FileNotFoundError:
+                    continue
+                if _PACK_NAME.fullmatch(entry.name):
+                    found.append(bytes.fromhex(entry.name))
+        return found
+
+    # --- loose chunks: received from peers (and all of a store before schema 4) --------
 
     def _path(self, address: bytes) -> Path:
         text = address.hex()
         return self.root / text[:2] / text
 
-    def put(self, address: bytes, ciphertext: bytes, *, received: bool = False) -> None:
-        """Keep a chunk; its address must be its hash (checked).
+    def _folder(self, folder: Path) -> None:
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._folders.add(folder)
 
-        Our own chunks are kept as durably as the database: they may exist nowhere
-        else yet. A chunk `received` from a peer is written without waiting for the
-        disk: a crash may lose it or leave it torn, `get` then finds it does not match
-        its address and deletes it, and it is asked for again like any missing chunk
-        (spec/store.md)."""
+    def put(self, address: bytes, ciphertext: bytes) -> None:
+        """Keep a chunk from a peer; its address must be its hash (checked).
+
+        Written without waiting for the disk: a crash may lose it or leave it torn, `get`
+        then finds it does not match its address and deletes it, and it is asked for
+        again like any missing chunk (spec/store.md)."""
         if chunk_address(ciphertext) != address:
             raise ValueError("a chunk's address is the hash of its bytes")
         path = self._path(address)
-        if not received and path.exists():
-            return  # ours again (a file in two posts): already kept
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._folders.add(path.parent)
-        if not received:
-            write_file_atomically(path, ciphertext, mode=0o600)
-        else:
-            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        self._folder(path.parent)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
             try:
-                try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                except FileNotFoundError:  # its folder went since we made it
-                    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(ciphertext)
-                os.replace(tmp, path)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:  # its folder went since we made it
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                view = memoryview(ciphertext)
+                while view:
+                    view = view[os.write(fd, view) :]
             finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
+                os.close(fd)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         self._remember(address)
 
     def put_received(self, chunks: list[tuple[bytes, bytes]]) -> list[bytes]:
@@ -80,14 +209,14 @@ class BlobStore:
         kept = []
         for address, ciphertext in chunks:
             try:
-                self.put(address, ciphertext, received=True)
+                self.put(address, ciphertext)
             except ValueError:
                 continue
             kept.append(address)
         return kept
 
     def get_many(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
-        """(address, chunk) of those of these chunks we hold."""
+        """(address, chunk) of those of these loose chunks we hold."""
         out = []
         for address in addresses:
             data = self.get(address)
@@ -95,17 +224,12 @@ class BlobStore:
                 out.append((address, data))
         return out
 
-    def put_many(self, chunks: list[tuple[bytes, bytes]]) -> None:
-        """Keep several chunks."""
-        for address, ciphertext in chunks:
-            self.put(address, ciphertext)
-
     def has(self, address: bytes) -> bool:
-        """True if we hold the chunk."""
+        """True if we hold the chunk loose (ours are in packs: the database knows)."""
         return self._path(address).is_file()
 
     def get(self, address: bytes) -> bytes | None:
-        """A chunk, or None if we do not hold it. A chunk that does not match its
+        """A loose chunk, or None if we do not hold it. A chunk that does not match its
         address (torn by a crash) is deleted, so that it is asked for again."""
         try:
             data = self._path(address).read_bytes()
@@ -127,8 +251,8 @@ class BlobStore:
         self._checked.add(address)
 
     def old_chunks(self, before: float) -> list[bytes]:
-        """Addresses of the chunk files last written before `before` (a Unix time); stray
-        temporary files that old (a crash mid-write) are deleted on the way."""
+        """Addresses of the loose chunk files last written before `before` (a Unix time);
+        stray temporary files that old (a crash mid-write) are deleted on the way."""
         found = []
         for folder in self.root.glob("[0-9a-f][0-9a-f]"):
             for entry in os.scandir(folder):
@@ -145,7 +269,7 @@ class BlobStore:
         return found
 
     def delete(self, addresses: list[bytes]) -> None:
-        """Remove chunks nothing uses any more."""
+        """Remove loose chunks nothing uses any more."""
         for address in addresses:
             self._checked.discard(address)
             with contextlib.suppress(FileNotFoundError):

@@ -15,6 +15,7 @@ __all__ = [
     "NotFoundError",
     "NotOwnerError",
     "PostingError",
+    "TooLargeError",
     "UserInputError",
     "user_input",
 ]
@@ -22,6 +23,10 @@ __all__ = [
 
 class UserInputError(P2PMomentsError, ValueError):
     """What the user gave cannot be used (a name too long, an empty post...)."""
+
+
+class TooLargeError(UserInputError):
+    """Over a size limit (a photo or file over what the format allows)."""
 
 
 class NotFoundError(P2PMomentsError):

@@ -17,12 +17,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pmoments.blobstore import Location
 from p2pmoments.circles import Circles
+from p2pmoments.core.blobs import open_index_piece
 from p2pmoments.core.budget import TokenBucket
+from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.manifest import Manifest, Removal, decode_removal
 from p2pmoments.core.moment import Moment
 from p2pmoments.core.replication import messages
-from p2pmoments.core.replication.chunks import Progress
+from p2pmoments.core.replication.chunks import Lacking, Progress
 from p2pmoments.core.replication.engine import (
     Action,
     Drop,
@@ -42,7 +45,7 @@ from p2pmoments.core.replication.engine import (
 from p2pmoments.core.replication.messages import BadMessage, Chunk, Message
 from p2pmoments.core.replication.rules import Entry
 from p2pmoments.events import EventBus
-from p2pmoments.moments import Moments, Opened
+from p2pmoments.moments import IndexPiece, Moments, Opened
 from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.views import moment_text
@@ -323,7 +326,12 @@ class Replication:
         keep = {e.id for e in accepted}
         added = await self._moments.store_many([m for m in opened.moments if m.id in keep])
         if added:
-            missing = await asyncio.to_thread(self._moments.missing, added)
+            missing: dict[bytes, Lacking] = {}
+            with_blobs = [m for m in added if m.content.blobs]
+            if with_blobs:
+                missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
+                if uses:  # chunks that indexes already here name
+                    await self._store.run(Store.add_chunks, uses)
             entries = [Entry.of(m) for m in added]
             await self._perform(self.engine.stored(circle, entries, peer, missing))
         return added
@@ -391,7 +399,7 @@ class Replication:
                     for a in asked
                     if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
                 ]
-                chunks = await asyncio.to_thread(self._moments.blobs.get_many, allowed)
+                chunks = await self._read_chunks(allowed)
                 held = {address for address, _ in chunks}
                 for address in allowed:
                     if address not in held:  # say so: it asks someone else
@@ -403,15 +411,49 @@ class Replication:
         finally:
             inbox.serving = False
 
+    async def _read_chunks(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """(address, chunk) of those of these we hold: ours from their packs, others'
+        loose (checked against their address)."""
+        if not addresses:
+            return []
+        located = await self._store.run(Store.packed_at, addresses)
+        blobs = self._moments.blobs
+        packed = [(a, Location(*located[a])) for a in addresses if a in located]
+        loose = [a for a in addresses if a not in located]
+
+        def read() -> list[tuple[bytes, bytes]]:
+            return blobs.read_many_packed(packed) + blobs.get_many(loose)
+
+        return await asyncio.to_thread(read)
+
     async def _write_chunks(self, action: WriteChunks) -> None:
         began = time.perf_counter()
         used = await self._store.run(Store.chunks_circles, [a for a, _ in action.chunks])
         # Others were retracted or expired meanwhile.
         wanted = [(a, d) for a, d in action.chunks if a in used]
+        waiting = self._moments.pieces
+        pieces = [(a, d, waiting[a]) for a, d in wanted if a in waiting]
+        named: list[tuple[bytes, IndexPiece, list[bytes]]] = []
+        if pieces:
+            # A chunk index's piece: the chunks it names are recorded as used before the
+            # piece is kept, so that they are wanted (and a crash leaves no gap).
+            named = await asyncio.to_thread(_open_pieces, pieces)
+            unopened = {a for a, _, _ in pieces} - {a for a, _, _ in named}
+            wanted = [(a, d) for a, d in wanted if a not in unopened]
+            uses = [(p.moment, c) for _, p, chunks in named for c in chunks]
+            if uses:
+                await self._store.run(Store.add_chunks, uses)
         looked = time.perf_counter()
-        # Hashing and writing off the loop; a chunk that is not what its address names is
-        # not kept.
-        kept = set(await asyncio.to_thread(self._moments.blobs.put_received, wanted))
+        blobs = self._moments.blobs
+
+        def write() -> tuple[set[bytes], list[list[bytes]]]:
+            # Hashing and writing off the loop; a chunk that is not what its address
+            # names is not kept.
+            kept = set(blobs.put_received(wanted))
+            lacking = [[c for c in chunks if not blobs.has(c)] for _, _, chunks in named]
+            return kept, lacking
+
+        kept, lacking = await asyncio.to_thread(write)
         log.debug(
             "%d chunks: looked up in %.1f ms, checked and written in %.1f ms",
             len(action.chunks),
@@ -424,10 +466,34 @@ class Replication:
                 action.peer, sizes, len(wanted) - len(kept), time.monotonic()
             )
         )
+        for (address, piece, chunks), missing in zip(named, lacking, strict=True):
+            if address not in kept:
+                continue
+            waiting.pop(address, None)
+            await self._perform(
+                self.engine.named(
+                    action.peer, piece.moment, piece.circle, piece.epoch, len(chunks), missing
+                )
+            )
 
     def statistics(self) -> dict[str, int]:
         """What replication is doing."""
         return {"sync_messages": self.handled, **self.engine.statistics()}
+
+
+def _open_pieces(
+    pieces: list[tuple[bytes, bytes, list[IndexPiece]]],
+) -> list[tuple[bytes, IndexPiece, list[bytes]]]:
+    """(address, piece, chunks it names) of the index pieces that open (one a moment's
+    author made wrong is left out: it names nothing)."""
+    out = []
+    for address, data, waiting in pieces:
+        for piece in waiting:
+            try:
+                out.append((address, piece, open_index_piece(piece.ref, piece.piece, data)))
+            except DecodeError:
+                log.warning("an index piece that does not open under its blob key: dropped")
+    return out
 
 
 def verify_manifest(circles: Circles) -> Callable[[bytes], KnownManifest]:

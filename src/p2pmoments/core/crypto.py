@@ -23,7 +23,9 @@ __all__ = [
     "SigningKey",
     "VerifyKey",
     "aead_decrypt",
+    "aead_decrypt_raw",
     "aead_encrypt",
+    "aead_encrypt_raw",
     "is_ed25519_point",
     "open_sealed",
     "random_bytes",
@@ -190,18 +192,24 @@ def _nonce(counter: int) -> bytes:
 
 def aead_encrypt(key: bytes, counter: int, ad: bytes, plaintext: bytes) -> bytes:
     """ChaCha20-Poly1305 (IETF) with the Noise nonce for `counter`."""
-    return bytes(
-        nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, _nonce(counter), key)
-    )
+    return aead_encrypt_raw(key, _nonce(counter), ad, plaintext)
 
 
 def aead_decrypt(key: bytes, counter: int, ad: bytes, ciphertext: bytes) -> bytes:
     """Inverse of aead_encrypt; CryptoError if the tag does not verify."""
+    return aead_decrypt_raw(key, _nonce(counter), ad, ciphertext)
+
+
+def aead_encrypt_raw(key: bytes, nonce: bytes, ad: bytes, plaintext: bytes) -> bytes:
+    """ChaCha20-Poly1305 (IETF) with a 12-byte nonce the caller makes (never twice per key)."""
+    return bytes(nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, ad, nonce, key))
+
+
+def aead_decrypt_raw(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes) -> bytes:
+    """Inverse of aead_encrypt_raw; CryptoError if the tag does not verify."""
     try:
         return bytes(
-            nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(
-                ciphertext, ad, _nonce(counter), key
-            )
+            nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
         )
     except nacl.exceptions.CryptoError:
         raise CryptoError(

@@ -7,7 +7,7 @@ from typing import Any
 
 from p2pmoments.core.moment import Kind
 from p2pmoments.store.database import Database, in_batches
-from p2pmoments.store.records import NewMoment, StoredMoment, columns, record
+from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, record
 
 __all__ = ["MomentTables"]
 
@@ -17,12 +17,21 @@ _MOMENT_COLUMNS = columns(StoredMoment)
 class MomentTables(Database):
     """The tables about moments."""
 
-    def add_moments(self, moments: Sequence[NewMoment]) -> list[bool]:
-        """Store verified moments and the blob chunks they use, in one transaction.
+    def add_moments(
+        self,
+        moments: Sequence[NewMoment],
+        packed: Sequence[tuple[bytes, bytes, int, int]] = (),
+    ) -> list[bool]:
+        """Store verified moments and the blob chunks they use, in one transaction, with
+        where our own chunks lie in their pack: (address, pack, start, length).
 
         Returns, for each, whether it was new (False if already there)."""
         added: list[bool] = []
         with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO packed (address, pack, start, length) VALUES (?,?,?,?)",
+                packed,
+            )
             for m in moments:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
@@ -171,14 +180,44 @@ class MomentTables(Database):
         self, circle_ids: Sequence[bytes]
     ) -> list[tuple[bytes, bytes, int, bytes]]:
         """(moment, circle, epoch, chunk address) of every chunk that moments of these
-        circles use."""
+        circles use, but our own (in packs: they are all here)."""
         out: list[tuple[bytes, bytes, int, bytes]] = []
         for circle_id in circle_ids:
             out += self._conn.execute(
                 "SELECT c.moment_id, m.circle_id, m.epoch, c.address FROM moment_chunks c"
-                " JOIN moments m ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
+                " JOIN moments m ON m.moment_id = c.moment_id"
+                " LEFT JOIN packed p ON p.address = c.address"
+                " WHERE m.circle_id = ? AND p.address IS NULL",
                 (circle_id,),
             ).fetchall()
+        return out
+
+    def add_chunks(self, uses: Sequence[tuple[bytes, bytes]]) -> None:
+        """Record more chunks that moments use, as (moment, address): those a chunk index
+        names, once it is here (spec/moments.md section 4)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO moment_chunks (moment_id, address)"
+                " SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM moments WHERE moment_id = ?1)",
+                uses,
+            )
+
+    def packed_at(self, addresses: Sequence[bytes]) -> dict[bytes, tuple[bytes, int, int]]:
+        """Where those of these chunks that are ours lie: address -> (pack, start, length)."""
+        out: dict[bytes, tuple[bytes, int, int]] = {}
+        for part, marks in in_batches(list(addresses)):
+            rows = self._conn.execute(
+                f"SELECT address, pack, start, length FROM packed WHERE address IN ({marks})",  # noqa: S608
+                part,
+            )
+            out.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return out
+
+    def moments_by_id(self, moment_ids: Sequence[bytes]) -> list[StoredMoment]:
+        """The moments we hold among these (retracted ones too, expired ones not)."""
+        out: list[StoredMoment] = []
+        for part, marks in in_batches(list(moment_ids)):
+            out += self._select(f"moment_id IN ({marks})", part, "created", len(part))
         return out
 
     def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
@@ -189,6 +228,19 @@ class MomentTables(Database):
                 r[0]
                 for r in self._conn.execute(
                     f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
+    def packs_in_use(self, packs: Sequence[bytes]) -> set[bytes]:
+        """Those of these packs that hold a chunk of ours (a stored post)."""
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(packs)):
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT DISTINCT pack FROM packed WHERE pack IN ({marks})",  # noqa: S608
                     part,
                 )
             )
@@ -209,10 +261,10 @@ class MomentTables(Database):
 
     # --- deleting ------------------------------------------------------------------------
 
-    def retract(self, moment_id: bytes) -> list[bytes]:
+    def retract(self, moment_id: bytes) -> Freed:
         """Delete a moment's content, keep a retracted marker; its comments go too.
 
-        Returns the blob chunks nothing uses any more, for the caller to delete."""
+        Returns the blob chunks and packs nothing uses any more, for the caller to delete."""
         with self._transaction() as conn:
             # Its comments and reactions go; the retraction itself stays, to travel on.
             replies = [
@@ -237,10 +289,10 @@ class MomentTables(Database):
             freed += self._unused_chunks(conn, chunks)
         return freed
 
-    def delete_expired(self, now: int) -> tuple[int, list[bytes]]:
+    def delete_expired(self, now: int) -> tuple[int, Freed]:
         """Delete every moment whose expiry has passed, and what answers it.
 
-        Returns how many went, and the blob chunks nothing uses any more."""
+        Returns how many went, and the blob chunks and packs nothing uses any more."""
         with self._transaction() as conn:
             gone = [
                 r[0]

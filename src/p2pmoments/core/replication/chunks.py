@@ -3,8 +3,10 @@
 A chunk is asked of one linked peer at a time, at most MAX_IN_FLIGHT per peer,
 topped up as chunks arrive; a peer that says it lacks a chunk, or whose link
 goes, sends the chunk to another linked peer who may read a moment that uses
-it. The scheduler also follows each moment's chunks to report progress.
-Pure: the shell writes chunks and tells it what was kept.
+it. The scheduler also follows each moment's chunks to report progress: some
+are not named yet (those a chunk index lists, until its piece is here,
+spec/moments.md section 4), and a moment is done only once every one is here.
+Pure: the shell writes chunks, reads indexes, and tells it what was kept and named.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from p2pmoments.core.replication.messages import MAX_WANTS, WantChunks
 from p2pmoments.core.replication.vectors import Send
 
-__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Progress"]
+__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress"]
 
 MAX_IN_FLIGHT = MAX_WANTS  # chunks asked of one peer at once
 
@@ -36,6 +38,16 @@ class Progress:
         return self.held >= self.total
 
 
+@dataclass(frozen=True, slots=True)
+class Lacking:
+    """What a moment's photos and files lack: `total` chunks in all, `missing` named and
+    not here, `unnamed` not named yet (a chunk index that is not here names them)."""
+
+    total: int
+    missing: tuple[bytes, ...]
+    unnamed: int = 0
+
+
 @dataclass(slots=True)
 class _Asking:
     wanted: list[bytes] = field(default_factory=list)  # still to ask it for, in order
@@ -52,6 +64,7 @@ class ChunkScheduler:
         self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers that said they lack it
         self._readers: dict[bytes, set[tuple[bytes, int]]] = {}  # chunk -> (circle, epoch)
         self._remaining: dict[bytes, set[bytes]] = {}  # moment -> chunks not here yet
+        self._unnamed: dict[bytes, int] = {}  # moment -> chunks its indexes will name
         self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
 
@@ -81,20 +94,67 @@ class ChunkScheduler:
         total: int,
         missing: Sequence[bytes],
         source: bytes | None,
+        unnamed: int = 0,
     ) -> list[Send]:
-        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here:
-        follow them, and ask `source` (the peer that sent the moment) or, without one,
-        any linked peer who may read them."""
-        if not missing:
+        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here
+        and `unnamed` not yet known (their index is missing): follow them, and ask
+        `source` (the peer that sent the moment) or, without one, any linked peer who may
+        read them."""
+        if not missing and not unnamed:
             return []
         self._totals[moment] = total
-        self._remaining.setdefault(moment, set()).update(missing)
+        self._unnamed[moment] = unnamed
+        self._remaining.setdefault(moment, set())
+        return self._follow(moment, circle, epoch, missing, source)
+
+    def named(
+        self,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        count: int,
+        missing: Sequence[bytes],
+        source: bytes | None,
+    ) -> tuple[list[Send], list[Progress]]:
+        """A piece of a chunk index of `moment` arrived and named `count` of its chunks,
+        `missing` of them not here: follow and ask for those (of `source` first)."""
+        if moment not in self._totals:
+            return [], []
+        self._unnamed[moment] = max(0, self._unnamed.get(moment, 0) - count)
+        asks = self._follow(moment, circle, epoch, missing, source)
+        progress = []
+        if count > len(missing) or self._finished(moment):  # some were here already
+            progress.append(self._progress(moment, 0))
+        return asks, progress
+
+    def _follow(
+        self,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        missing: Sequence[bytes],
+        source: bytes | None,
+    ) -> list[Send]:
+        self._remaining[moment].update(missing)
         for address in missing:
             self._users.setdefault(address, set()).add(moment)
             self._readers.setdefault(address, set()).add((circle, epoch))
+        if not missing:
+            return []
         if source is not None and source in self._peers:
             return self.want(source, missing)
         return self._ask_elsewhere(None, list(missing), lacked=False)
+
+    def _finished(self, moment: bytes) -> bool:
+        return not self._remaining.get(moment) and not self._unnamed.get(moment)
+
+    def _progress(self, moment: bytes, size: int) -> Progress:
+        total = self._totals[moment]
+        held = total - len(self._remaining[moment]) - self._unnamed.get(moment, 0)
+        if self._finished(moment):
+            del self._remaining[moment], self._totals[moment]
+            self._unnamed.pop(moment, None)
+        return Progress(moment, held, total, size)
 
     def want(self, peer: bytes, addresses: Iterable[bytes]) -> list[Send]:
         """Queue chunks to ask `peer` for (not those asked of another linked peer), and
@@ -153,10 +213,7 @@ class ChunkScheduler:
                 if remaining is None:
                     continue
                 remaining.discard(address)
-                total = self._totals[moment]
-                out.append(Progress(moment, total - len(remaining), total, size))
-                if not remaining:
-                    del self._remaining[moment], self._totals[moment]
+                out.append(self._progress(moment, size))
         return out
 
     def statistics(self) -> dict[str, int]:
