@@ -6,11 +6,12 @@ all from this run.
 
 - file: a file of N MB (random bytes, made once) between two daemon processes, and
   between two Syncthing instances (benchmarks/baseline_syncthing.py), in interleaved
-  rounds (ours, theirs, ours, theirs, ...), median of each. Ours is timed from launching
-  `p2pmoments post --file` (the upload's start; the CLI's start-up is counted against
-  us) to the member's transfer.done, and the transfer alone from the member's
-  moment.added; theirs from the sender's scan to the receiver in sync, and its transfer
-  alone. Peak resident memory of each side's sender and receiver during a round, too.
+  rounds (ours, theirs, ours, theirs, ...), median of each. Ours is timed from the first
+  byte of the upload (the CLI's own streaming upload, `ApiClient.post_multipart`, as
+  `p2pmoments post --file` sends it) to the member's transfer.done, and the transfer
+  alone from the member's moment.added; theirs from the sender's scan to the receiver in
+  sync, and its transfer alone. Peak resident memory of each side's sender and receiver
+  during a round, too.
 - catch-up: ssb-server 16.0.1 catching up 10,000 messages by EBT (benchmarks/
   baseline_ssb.py), median of its rounds; ours is the catch-up figure that
   benchmarks/replication.py wrote earlier in the same `make bench` (--replication).
@@ -47,7 +48,7 @@ from baseline_syncthing import SyncthingPair, Transfer
 from common import daemon_info, p2pm, start, stop, wait
 from limits import limits
 
-from p2pmoments.client import ApiClient
+from p2pmoments.client import ApiCallError, ApiClient
 from p2pmoments.paths import resolve_paths
 
 
@@ -75,7 +76,7 @@ class Skip(Exception):
 @dataclass
 class Sent:
     bytes: int
-    seconds: float  # launching `p2pmoments post --file` until the member's transfer.done
+    seconds: float  # the upload's first byte until the member's transfer.done
     transfer_seconds: float  # the member's moment.added until its transfer.done
     sender_peak_rss_kib: int
     receiver_peak_rss_kib: int
@@ -120,19 +121,17 @@ class OursFile:
         for proc in self.procs:
             with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
                 f.write("5")  # VmHWM from now on
+        alice = ApiClient(resolve_paths(self.alice))
         began = time.time()  # the clock the daemon stamps its events with
-        posted = subprocess.run(
-            [
-                *(sys.executable, "-m", "p2pmoments", "--home", str(self.alice), "post"),
-                *("--circle", "files", "--file", str(path), path.name),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if posted.returncode != 0:
-            raise Skip(f"post --file refused: {posted.stderr.strip().splitlines()[-1:]}")
-        moment = posted.stdout.strip()
+        try:  # the CLI's own upload (p2pmoments post --file), from its first byte
+            posted = alice.post_multipart(
+                "/moments",
+                {"circle": "files", "text": path.name},
+                [("file", path.name, path, "application/octet-stream")],
+            )
+        except ApiCallError as exc:
+            raise Skip(f"the post was refused: {exc}") from None
+        moment = posted["id"]
         client = ApiClient(resolve_paths(self.bob))
         added = done = None
         deadline = time.monotonic() + timeout

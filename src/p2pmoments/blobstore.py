@@ -23,7 +23,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pmoments.core.blobs import MAX_CHUNK, chunk_address
+from p2pmoments.core.blobs import MAX_CHUNK, chunk_matches
 from p2pmoments.files import fsync_dir
 
 __all__ = ["BlobStore", "Location", "PackWriter"]
@@ -180,7 +180,7 @@ class BlobStore:
         Written without waiting for the disk: a crash may lose it or leave it torn, `get`
         then finds it does not match its address and deletes it, and it is asked for
         again like any missing chunk (spec/store.md)."""
-        if chunk_address(ciphertext) != address:
+        if not chunk_matches(address, ciphertext):
             raise ValueError("a chunk's address is the hash of its bytes")
         path = self._path(address)
         self._folder(path.parent)
@@ -237,7 +237,7 @@ class BlobStore:
             return None
         if address in self._checked:
             return data
-        if len(data) > MAX_CHUNK_FILE or chunk_address(data) != address:
+        if len(data) > MAX_CHUNK_FILE or not chunk_matches(address, data):
             log.warning("chunk %s is damaged: deleted, to be fetched again", address.hex()[:16])
             with contextlib.suppress(FileNotFoundError):
                 self._path(address).unlink()
