@@ -110,9 +110,9 @@ class CipherState:
     def has_key(self) -> bool:
         return self._key is not None
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
         if self._key is None:
-            return plaintext
+            return bytes(plaintext)
         if self._n >= MAX_NONCE:
             raise LocalProtocolError("nonce exhausted: the link must be re-established")
         assert self._aead is not None
@@ -120,9 +120,9 @@ class CipherState:
         self._n += 1
         return ciphertext
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         if self._key is None:
-            return ciphertext
+            return bytes(ciphertext)
         if self._n >= MAX_NONCE:
             raise NoiseError("nonce exhausted")
         try:

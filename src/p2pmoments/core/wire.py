@@ -19,6 +19,7 @@ __all__ = [
     "MAX_DEPTH",
     "decode_map",
     "encode_map",
+    "encode_map_parts",
     "without_last_bytes_entry",
 ]
 
@@ -64,6 +65,50 @@ def encode_map(value: dict[int, Any]) -> bytes:
     return bytes(cbor2.dumps(value, canonical=True))
 
 
+LONG_BYTES = 4096  # a last entry this long is handled apart (a chunk: 512 KiB), not copied
+
+
+def _head(major: int, size: int) -> bytes:
+    """A CBOR head in its shortest form (RFC 8949 section 4.2.1)."""
+    if size < 24:
+        return bytes([major << 5 | size])
+    if size < 1 << 8:
+        return bytes([major << 5 | 24, size])
+    if size < 1 << 16:
+        return bytes([major << 5 | 25]) + size.to_bytes(2, "big")
+    if size < 1 << 32:
+        return bytes([major << 5 | 26]) + size.to_bytes(4, "big")
+    return bytes([major << 5 | 27]) + size.to_bytes(8, "big")
+
+
+def _long_tail(value: dict[int, Any]) -> tuple[int, bytes] | None:
+    """The last entry of a small map if it is a long byte string: (key, value)."""
+    if not 0 < len(value) < 24:
+        return None
+    last = max(value)  # small unsigned keys: deterministic order is numeric order
+    tail = value[last]
+    return (last, tail) if type(tail) is bytes and len(tail) >= LONG_BYTES else None
+
+
+def _prefix(value: dict[int, Any], last: int, size: int) -> bytes:
+    """The encoding of `value` up to the bytes of its last entry (a byte string of
+    `size` bytes under key `last`)."""
+    rest = bytes(cbor2.dumps({k: v for k, v in value.items() if k != last}, canonical=True))
+    return bytes([0xA0 + len(value)]) + rest[1:] + _head(0, last) + _head(2, size)
+
+
+def encode_map_parts(value: dict[int, Any]) -> list[bytes]:
+    """encode_map's bytes as parts whose concatenation is the encoding: a last entry that
+    is a long byte string is a part of its own, never copied (a chunk on its way)."""
+    if type(value) is not dict:
+        raise DecodeError("expected a map")
+    _check_value(value, 0)
+    long = _long_tail(value)
+    if long is None:
+        return [bytes(cbor2.dumps(value, canonical=True))]
+    return [_prefix(value, long[0], len(long[1])), long[1]]
+
+
 def decode_map(data: bytes, *, max_size: int) -> dict[int, Any]:
     """Decode bytes that must be exactly one deterministic map within `max_size`."""
     if len(data) > max_size:
@@ -75,8 +120,14 @@ def decode_map(data: bytes, *, max_size: int) -> dict[int, Any]:
     if type(value) is not dict:
         raise DecodeError("expected a CBOR map")
     _check_value(value, 0)
-    # Deterministic form: encoding what we decoded gives back the very same bytes.
-    if cbor2.dumps(value, canonical=True) != data:
+    # Deterministic form: encoding what we decoded gives back the very same bytes. A long
+    # byte string at the end is not encoded again: the rest is, and the lengths add up.
+    long = _long_tail(value)
+    if long is not None:
+        prefix = _prefix(value, long[0], len(long[1]))
+        if len(prefix) + len(long[1]) != len(data) or not data.startswith(prefix):
+            raise DecodeError("CBOR is not in deterministic form")
+    elif cbor2.dumps(value, canonical=True) != data:
         raise DecodeError("CBOR is not in deterministic form")
     return value
 

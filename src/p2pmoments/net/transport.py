@@ -21,7 +21,7 @@ __all__ = ["READ_SIZE", "WRITE_TIMEOUT", "LinkRunner"]
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 65536
+READ_SIZE = 256 * 1024  # several frames a read: each is decrypted where it lies
 WRITE_TIMEOUT = 30.0
 MAX_WRITE_BUFFER = 4 << 20  # a peer this far behind is not reading
 
