@@ -268,9 +268,17 @@ class Posting:
             return await self._publish(manifest, content)
         # Sealed once as a check (the envelope's size, every rule) before the pack is synced.
         self._seal(manifest, content, seq=1, now=int(time.time()))
+        began = time.perf_counter()
         placed = await upload._finish()
+        synced = time.perf_counter()
         moment = await self._publish(manifest, content, uses=tuple(upload.addresses), packed=placed)
         upload.posted = True
+        log.debug(
+            "a post of %d chunks: synced in %.1f ms, stored in %.1f ms",
+            len(placed),
+            1000 * (synced - began),
+            1000 * (time.perf_counter() - synced),
+        )
         return moment
 
     async def comment(self, ref: str, text: str) -> Moment:
