@@ -59,6 +59,9 @@ SERVE_BATCH = 8  # chunks read from disk together
 VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we read it later)
 VERIFY_BURST = 20_000
 MAX_INBOX = 8  # messages of one peer waiting to be handled (then its link is read later)
+# Batches of one peer's chunks written at once, while its next messages are read: one
+# on a worker thread is enough to keep both cores busy (more only contend for them).
+MAX_WRITES = 1
 
 
 def known_manifest(manifest: Manifest) -> KnownManifest:
@@ -99,6 +102,8 @@ class _Inbox:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     serve: deque[bytes] = field(default_factory=deque)  # chunks it asked, not yet sent
     serving: bool = False
+    # Batches of its chunks being checked and written while its next ones are read.
+    writing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_WRITES))
 
 
 class Replication:
@@ -285,7 +290,7 @@ class Replication:
             elif isinstance(action, Serve):
                 self._queue_serving(action)
             elif isinstance(action, WriteChunks):
-                await self._write_chunks(action)
+                await self._start_writing(action)
             elif isinstance(action, Reject):
                 await self._moments.reject(action.reasons, action.peer)
             elif isinstance(action, Drop):
@@ -425,6 +430,27 @@ class Replication:
             return blobs.read_many_packed(packed) + blobs.get_many(loose)
 
         return await asyncio.to_thread(read)
+
+    async def _start_writing(self, action: WriteChunks) -> None:
+        """Check and write a batch of chunks while the peer's next messages are handled:
+        at most MAX_WRITES batches at once (beyond that this waits, and so does the
+        peer's inbox)."""
+        inbox = self._peers.get(action.peer)
+        if inbox is None:
+            return
+        await inbox.writing.acquire()
+
+        async def write() -> None:
+            try:
+                await self._write_chunks(action)
+            except Exception:
+                # A bug in handling one message costs that peer's link only.
+                log.exception("writing a peer's chunks failed")
+                self._links.drop_misbehaving(action.peer, "internal error")
+            finally:
+                inbox.writing.release()
+
+        self._spawn(write(), "write-chunks")
 
     async def _write_chunks(self, action: WriteChunks) -> None:
         began = time.perf_counter()

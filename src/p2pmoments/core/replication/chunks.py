@@ -20,13 +20,15 @@ from p2pmoments.core.replication.vectors import Send
 __all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress"]
 
 MAX_IN_FLIGHT = MAX_WANTS  # chunks asked of one peer at once
+REPORT_STEPS = 100  # a transfer's progress is reported at most once a 1 %
 
 MayRead = Callable[[bytes, bytes, int], bool]  # (peer, circle, epoch)
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A chunk of a moment's photos or files arrived: `held` of `total` are here."""
+    """Chunks of a moment's photos or files arrived: `held` of `total` are here, `size`
+    bytes since the last report."""
 
     moment: bytes
     held: int
@@ -66,6 +68,7 @@ class ChunkScheduler:
         self._remaining: dict[bytes, set[bytes]] = {}  # moment -> chunks not here yet
         self._unnamed: dict[bytes, int] = {}  # moment -> chunks its indexes will name
         self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
+        self._reported: dict[bytes, tuple[int, int]] = {}  # moment -> (step, bytes since)
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
 
     # --- links -----------------------------------------------------------------
@@ -124,7 +127,7 @@ class ChunkScheduler:
         asks = self._follow(moment, circle, epoch, missing, source)
         progress = []
         if count > len(missing) or self._finished(moment):  # some were here already
-            progress.append(self._progress(moment, 0))
+            progress = [p for p in [self._progress(moment, 0)] if p is not None]
         return asks, progress
 
     def _follow(
@@ -148,13 +151,25 @@ class ChunkScheduler:
     def _finished(self, moment: bytes) -> bool:
         return not self._remaining.get(moment) and not self._unnamed.get(moment)
 
-    def _progress(self, moment: bytes, size: int) -> Progress:
+    def _progress(self, moment: bytes, size: int) -> Progress | None:
+        """How far `moment` has come, once per REPORT_STEP of its chunks at most (and when
+        it is done): a 4 GB file makes a hundred events, not eight thousand. `size` is
+        what arrived since the last report."""
         total = self._totals[moment]
         held = total - len(self._remaining[moment]) - self._unnamed.get(moment, 0)
+        step, since = self._reported.get(moment, (-1, 0))
+        since += size
         if self._finished(moment):
             del self._remaining[moment], self._totals[moment]
             self._unnamed.pop(moment, None)
-        return Progress(moment, held, total, size)
+            self._reported.pop(moment, None)
+            return Progress(moment, held, total, since)
+        now = held * REPORT_STEPS // total
+        if now <= step:
+            self._reported[moment] = (step, since)
+            return None
+        self._reported[moment] = (now, 0)
+        return Progress(moment, held, total, since)
 
     def want(self, peer: bytes, addresses: Iterable[bytes]) -> list[Send]:
         """Queue chunks to ask `peer` for (not those asked of another linked peer), and
@@ -213,7 +228,9 @@ class ChunkScheduler:
                 if remaining is None:
                     continue
                 remaining.discard(address)
-                out.append(self._progress(moment, size))
+                progress = self._progress(moment, size)
+                if progress is not None:
+                    out.append(progress)
         return out
 
     def statistics(self) -> dict[str, int]:
