@@ -99,6 +99,7 @@ class _Inbox:
     queue: deque[tuple[Message, asyncio.Future[Opened] | None]] = field(default_factory=deque)
     working: bool = False
     handling: type | None = None  # the kind of message being handled
+    opening: asyncio.Future[Opened] | None = None  # its last batch of moments being opened
     room: asyncio.Event = field(default_factory=asyncio.Event)
     serve: deque[bytes] = field(default_factory=deque)  # chunks it asked, not yet sent
     serving: bool = False
@@ -218,12 +219,22 @@ class Replication:
                 await asyncio.sleep(delay)
             ahead = [inbox.handling, *(type(queued) for queued, _ in inbox.queue)]
             if messages.Manifests not in ahead and self._may_open(peer, message):
-                # Nothing queued can change which keys open them: open them now.
-                opening = asyncio.ensure_future(self._moments.open_many(message.envelopes))
+                # Nothing queued can change which keys open them: open them as soon as
+                # the batch before is open (each batch takes every verifying thread: the
+                # first is stored while the next opens, rather than all at the end).
+                opening = asyncio.ensure_future(self._open_after(inbox.opening, message.envelopes))
+                inbox.opening = opening
         inbox.queue.append((message, opening))
         if not inbox.working:
             inbox.working = True
             self._spawn(self._work(peer, inbox), "replication-inbox")
+
+    async def _open_after(
+        self, ahead: asyncio.Future[Opened] | None, envelopes: Sequence[bytes]
+    ) -> Opened:
+        if ahead is not None and not ahead.done():
+            await asyncio.wait([ahead])
+        return await self._moments.open_many(envelopes)
 
     def _may_open(self, peer: bytes, message: messages.Moments) -> bool:
         membership = self.engine.membership(message.circle)
@@ -319,13 +330,9 @@ class Replication:
     async def _keep(self, peer: bytes | None, circle: bytes, opened: Opened) -> list[Moment]:
         """Judge opened moments by the rules, store those kept, and act on what is new."""
         owners = await self._moments.owners(opened.moments)
+        entries = {m.id: Entry.of(m) for m in opened.moments}
         accepted, actions = self.engine.opened(
-            peer,
-            circle,
-            [Entry.of(m) for m in opened.moments],
-            opened.rejected,
-            owners,
-            time.monotonic(),
+            peer, circle, list(entries.values()), opened.rejected, owners, time.monotonic()
         )
         await self._perform(actions)
         keep = {e.id for e in accepted}
@@ -337,8 +344,9 @@ class Replication:
                 missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
                 if uses:  # chunks that indexes already here name
                     await self._store.run(Store.add_chunks, uses)
-            entries = [Entry.of(m) for m in added]
-            await self._perform(self.engine.stored(circle, entries, peer, missing))
+            await self._perform(
+                self.engine.stored(circle, [entries[m.id] for m in added], peer, missing)
+            )
         return added
 
     async def receive(self, envelopes: Sequence[bytes]) -> list[Moment]:

@@ -19,6 +19,8 @@ import nacl.signing
 import nacl.utils
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
 from p2pmoments.core.errors import P2PMomentsError
 
@@ -268,12 +270,20 @@ def xaead_decrypt(key: bytes, nonce: bytes, ad: bytes, ciphertext: bytes) -> byt
     """Inverse of xaead_encrypt; CryptoError if anything was altered or the key is wrong."""
     _check_len("a key", key, KEY_LEN)
     _check_len("a nonce", nonce, XNONCE_LEN)
-    try:
-        return bytes(
-            nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, key)
-        )
-    except nacl.exceptions.CryptoError:
-        raise CryptoError("decryption failed: altered, or not for this key") from None
+    if type(ciphertext) is not bytes or type(ad) is not bytes:
+        raise TypeError("ciphertext and associated data are bytes")
+    if len(ciphertext) < AEAD_TAG_LEN:
+        raise CryptoError("decryption failed: too short")
+    # libsodium itself, as PyNaCl's binding calls it but without its checks (which build
+    # their error messages on every call): a catch-up opens 10,000 moments; the lengths
+    # and types are checked above.
+    plain = _ffi.new("unsigned char[]", max(1, len(ciphertext) - AEAD_TAG_LEN))
+    size = _ffi.new("unsigned long long *")
+    if _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        plain, size, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad), nonce, key
+    ):
+        raise CryptoError("decryption failed: altered, or not for this key")
+    return bytes(_ffi.buffer(plain, size[0]))
 
 
 def seal(recipient: LinkPublicKey, plaintext: bytes) -> bytes:

@@ -33,7 +33,10 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _SCALARS = frozenset({bool, int, bytes, str, type(None)})
 
 
-def _check_value(value: Any, depth: int) -> None:
+def _check_value(value: Any, depth: int, *, ordered: bool = True) -> None:
+    """Every value is one we allow; with `ordered`, every map's keys are in ascending
+    order too (as decoded: with the shortest heads cbor2 always writes, that makes
+    encoding what was decoded, in its own order, the deterministic form)."""
     kind = type(value)
     if kind is int:
         if not INT_MIN <= value <= INT_MAX:
@@ -44,15 +47,19 @@ def _check_value(value: Any, depth: int) -> None:
     if depth >= MAX_DEPTH:
         raise DecodeError("structure nested too deeply")
     if kind is dict:
+        previous = -1
         for key, item in value.items():
             if type(key) is not int or not 0 <= key < 2**16:
                 raise DecodeError("map keys must be small unsigned integers")
+            if ordered and key <= previous:
+                raise DecodeError("map keys out of order")
+            previous = key
             if type(item) not in _SCALARS or type(item) is int:
-                _check_value(item, depth + 1)
+                _check_value(item, depth + 1, ordered=ordered)
     elif kind is list:
         for item in value:
             if type(item) not in _SCALARS or type(item) is int:
-                _check_value(item, depth + 1)
+                _check_value(item, depth + 1, ordered=ordered)
     else:
         raise DecodeError(f"unsupported CBOR value of type {kind.__name__}")
 
@@ -61,7 +68,7 @@ def encode_map(value: dict[int, Any]) -> bytes:
     """Encode a map with integer keys in RFC 8949 deterministic form."""
     if type(value) is not dict:
         raise DecodeError("expected a map")
-    _check_value(value, 0)
+    _check_value(value, 0, ordered=False)
     return bytes(cbor2.dumps(value, canonical=True))
 
 
@@ -102,7 +109,7 @@ def encode_map_parts(value: dict[int, Any]) -> list[bytes]:
     is a long byte string is a part of its own, never copied (a chunk on its way)."""
     if type(value) is not dict:
         raise DecodeError("expected a map")
-    _check_value(value, 0)
+    _check_value(value, 0, ordered=False)
     long = _long_tail(value)
     if long is None:
         return [bytes(cbor2.dumps(value, canonical=True))]
@@ -119,15 +126,17 @@ def decode_map(data: bytes, *, max_size: int) -> dict[int, Any]:
         raise DecodeError(f"not valid CBOR: {exc}") from None
     if type(value) is not dict:
         raise DecodeError("expected a CBOR map")
+    # Deterministic form: every map's keys ascending, and encoding what we decoded (in
+    # its own order: cbor2 always writes the shortest heads) gives back the very same
+    # bytes. A long byte string at the end is not encoded again: the rest is, and the
+    # lengths add up.
     _check_value(value, 0)
-    # Deterministic form: encoding what we decoded gives back the very same bytes. A long
-    # byte string at the end is not encoded again: the rest is, and the lengths add up.
     long = _long_tail(value)
     if long is not None:
         prefix = _prefix(value, long[0], len(long[1]))
         if len(prefix) + len(long[1]) != len(data) or not data.startswith(prefix):
             raise DecodeError("CBOR is not in deterministic form")
-    elif cbor2.dumps(value, canonical=True) != data:
+    elif cbor2.dumps(value) != data:
         raise DecodeError("CBOR is not in deterministic form")
     return value
 

@@ -26,16 +26,20 @@ class MomentTables(Database):
         where our own chunks lie in their pack: (address, pack, start, length).
 
         Returns, for each, whether it was new (False if already there)."""
-        added: list[bool] = []
         with self._transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO packed (address, pack, start, length) VALUES (?,?,?,?)",
                 packed,
             )
-            for m in moments:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
-                    " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            # One statement for the batch (a catch-up stores thousands at once): those
+            # already held, by id or by (circle, author, seq), are left as they are; the
+            # ids found before and after tell which were new.
+            ids = [m.moment_id for m in moments]
+            before = self._held_ids(conn, ids)
+            conn.executemany(
+                "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
+                " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
                     (
                         m.moment_id,
                         m.circle_id,
@@ -47,15 +51,39 @@ class MomentTables(Database):
                         m.expires,
                         m.envelope,
                         m.epoch,
-                    ),
-                )
-                added.append(cursor.rowcount == 1)
-                if added[-1] and m.chunks:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
-                        [(m.moment_id, a) for a in m.chunks],
                     )
+                    for m in moments
+                    if m.moment_id not in before
+                ],
+            )
+            after = self._held_ids(conn, ids)
+            added = []
+            for m in moments:
+                added.append(m.moment_id in after and m.moment_id not in before)
+                before.add(m.moment_id)  # the same moment twice in a batch: new once
+            uses = [
+                (m.moment_id, a)
+                for m, new in zip(moments, added, strict=True)
+                if new
+                for a in m.chunks
+            ]
+            conn.executemany(
+                "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)", uses
+            )
         return added
+
+    @staticmethod
+    def _held_ids(conn: Any, ids: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(ids)):
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT moment_id FROM moments WHERE moment_id IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""
