@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 import shutil
@@ -144,6 +145,19 @@ def return_large_buffers() -> bool:
     )
 
 
+GC_THRESHOLDS = (20_000, 20, 20)  # allocations before a young collection, and so on
+
+
+def settle_garbage_collector() -> None:
+    """Once the daemon is up: what start-up made (modules, the app, the parts) is moved
+    out of the collector's sight (gc.freeze), and collections come less often. A
+    catch-up makes tens of thousands of short-lived objects; with Python's defaults the
+    collector scanned everything start-up left on every full collection (3 % of the
+    receiving daemon's time)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_daemon(paths: Paths, config: Config, *, out: TextIO = sys.stdout) -> None:
     """Run in the foreground until SIGINT or SIGTERM; raises P2PMomentsError on failure."""
     load_identity(paths)  # fail early and clearly if not initialised
@@ -157,6 +171,7 @@ def run_daemon(paths: Paths, config: Config, *, out: TextIO = sys.stdout) -> Non
                 loop.add_signal_handler(sig, stop.set)
 
             def ready(info: DaemonInfo, profile: Profile) -> None:
+                settle_garbage_collector()
                 log.info("ready: API %s, peers %s", info.api_url, ", ".join(info.listen))
                 _print_banner(out, paths, profile, info)
 

@@ -61,6 +61,9 @@ class Opened:
     seconds: float
 
 
+_KIND_NAMES = {k: k.name.lower() for k in Kind}
+
+
 @dataclass(frozen=True, slots=True)
 class IndexPiece:
     """A piece of a chunk index we wait for: which moment's blob it names chunks of."""
@@ -182,16 +185,15 @@ class Moments:
             )
             for m in moments
         ]
-        flags = await self._store.run(
-            Store.add_moments,
+        # Stored with, in the same visit to the store, the new ones whose retraction came
+        # before them (relays deliver in any order).
+        flags, early = await self._store.run(
+            Store.add_moments_and_find_retracted,
             rows,
             [(a, w.pack, w.offset, w.length) for a, w in packed],
         )
         added = [m for m, new in zip(moments, flags, strict=True) if new]
-        # A retraction that came before its target (relays deliver in any order).
-        early = await self._store.run(
-            Store.retracted_among, [m.id for m in added if m.content.kind is not Kind.RETRACTION]
-        )
+        circles: dict[bytes, str] = {}
         for moment in added:
             c = moment.content
             if moment.id in early:
@@ -200,13 +202,16 @@ class Moments:
                 await self._retract(c.target)
                 self._events.publish("moment.retracted", id=moment_text(c.target))
             else:
+                circle = circles.get(moment.circle_id) or circles.setdefault(
+                    moment.circle_id, circle_text(moment.circle_id)
+                )
                 # A comment or reaction names its moment, so a page can refresh just that one.
                 replying = {} if c.reply_to is None else {"reply_to": moment_text(c.reply_to)}
                 self._events.publish(
                     "moment.added",
                     id=moment_text(moment.id),
-                    circle=circle_text(moment.circle_id),
-                    kind=c.kind.name.lower(),
+                    circle=circle,
+                    kind=_KIND_NAMES[c.kind],
                     **replying,
                 )
         return added

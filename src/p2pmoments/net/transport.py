@@ -49,6 +49,8 @@ class LinkRunner:
         peer = writer.get_extra_info("peername")
         self.remote_host: str | None = peer[0] if peer else None
         self.remote_port: int | None = peer[1] if peer else None
+        if link.initiator:  # the wall-clock time: benchmarks time a catch-up from the dial
+            log.debug("dialled %s:%s at %.6f", self.remote_host, self.remote_port, time.time())
         self.closed: Closed | None = None
         self.opened = clock()
         # What the node knows of why this link exists.

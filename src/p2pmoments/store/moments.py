@@ -85,6 +85,17 @@ class MomentTables(Database):
             )
         return found
 
+    def add_moments_and_find_retracted(
+        self,
+        moments: Sequence[NewMoment],
+        packed: Sequence[tuple[bytes, bytes, int, int]] = (),
+    ) -> tuple[list[bool], set[bytes]]:
+        """add_moments, then retracted_among for those new that are not retractions."""
+        added = self.add_moments(moments, packed)
+        new = [m.moment_id for m, a in zip(moments, added, strict=True) if a]
+        kinds = {m.moment_id: m.kind for m in moments}
+        return added, self.retracted_among([i for i in new if kinds[i] is not Kind.RETRACTION])
+
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""
         row = self._conn.execute(
