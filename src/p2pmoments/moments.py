@@ -2,6 +2,11 @@
 reading the feed, and deleting what expired (spec/moments.md sections 2-6).
 
 Posting lives in posting.py; replication in replication.py; JSON in views.py.
+
+Why so long: the moments a daemon holds and the blobs they use are one holding: what
+is here, what a stored moment still lacks (chunk indexes included, spec/moments.md
+section 4), reading a blob back, and sweeping what nothing uses share the store, the
+blob store and the circles' keys.
 """
 
 from __future__ import annotations

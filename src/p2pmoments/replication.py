@@ -5,6 +5,10 @@ at most MAX_INBOX waiting; beyond that its link is read later), a token bucket o
 moments it makes us verify, and a queue of chunks it asked for, served at the pace it
 reads them. Envelopes are opened on worker threads while the batch before is stored;
 everything else (what to send whom, what to keep, whom to drop) is the engine's.
+
+Why so long: each of the engine's actions is carried out here, with the bounds that keep
+one peer from costing others (inboxes, paced serving, chunks written while the next are
+read, chunk indexes read as they arrive).
 """
 
 from __future__ import annotations

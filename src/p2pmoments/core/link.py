@@ -7,6 +7,10 @@ touches a socket or a clock.
 Life of a link, all transitions in `_TRANSITIONS`:
 HANDSHAKE -> (responder: AWAIT_ACCEPT ->) HELLO -> OPEN -> CLOSED.
 Any error moves it to CLOSED with a close code; the shell then drops the socket.
+
+Why so long: the handshake, the frames and the stream of messages of one link are one
+state machine; frames are read and written without copying what they carry (a chunk
+travels at hundreds of MB/s), which takes a few more lines than slicing.
 """
 
 from __future__ import annotations
