@@ -26,11 +26,19 @@ from p2pmoments.circles import Circles
 from p2pmoments.core.blobs import BlobKind, BlobRef, decrypt_chunk, open_index_piece
 from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.ids import IdKind, decode_id
-from p2pmoments.core.moment import Kind, Moment, open_moment
+from p2pmoments.core.moment import (
+    Kind,
+    Moment,
+    Unsigned,
+    open_content,
+    open_moment,
+    read_envelope,
+)
 from p2pmoments.core.replication.chunks import Lacking
 from p2pmoments.errors import AmbiguousError, NotFoundError, UserInputError
 from p2pmoments.events import EventBus
 from p2pmoments.store import AsyncStore, Freed, NewMoment, Store, StoredMoment
+from p2pmoments.verifying import PROCESS_BATCH, Verifier
 from p2pmoments.views import MomentView, circle_text, moment_text
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VERIFY_THREADS = min(4, os.cpu_count() or 1)  # worker threads checking one batch of moments
+OPEN_PIECE = 512  # envelopes of a big batch read, checked and decrypted together
 EXPIRY_SWEEP = 30.0  # seconds between sweeps for expired moments
 CHUNK_SWEEP = 3600.0  # seconds between sweeps for chunks no moment uses (and one at start)
 SWEEP_GRACE = 3600.0  # a chunk file younger than this is never swept: its moment may be coming
@@ -156,6 +165,7 @@ class Moments:
         self.writing: Counter[bytes] = Counter()
         # Pieces of chunk indexes we wait for (spec/moments.md section 4), by address.
         self.pieces: dict[bytes, list[IndexPiece]] = {}
+        self.verifier = Verifier()
 
     # --- storing ----------------------------------------------------------------------
 
@@ -234,10 +244,14 @@ class Moments:
     # --- receiving --------------------------------------------------------------------
 
     async def open_many(self, envelopes: Sequence[bytes]) -> Opened:
-        """Verify and decrypt moments on worker threads (signature checks release the
-        GIL, so a big batch is split over the cores); nothing is stored yet."""
+        """Verify and decrypt moments; nothing is stored yet. A big batch is read and
+        decrypted on a thread while its signatures are checked in a worker process
+        (verifying.py), a piece at a time; a small one on worker threads (signature
+        checks release the GIL)."""
         if not envelopes:
             return Opened([], [], 0.0)
+        if len(envelopes) >= PROCESS_BATCH:
+            return await self._open_big(envelopes)
         began = time.perf_counter()
         parts = max(1, min(VERIFY_THREADS, len(envelopes) // 64))
         size = -(-len(envelopes) // parts)
@@ -252,6 +266,59 @@ class Moments:
             [r for _, part in results for r in part],
             time.perf_counter() - began,
         )
+
+    async def _open_big(self, envelopes: Sequence[bytes]) -> Opened:
+        began = time.perf_counter()
+        pieces = []
+        for start in range(0, len(envelopes), OPEN_PIECE):
+            part = envelopes[start : start + OPEN_PIECE]
+            read = await asyncio.to_thread(self._read_all, part)
+            checks = [r.signature_check() for r in read if isinstance(r, Unsigned)]
+            # Checked in the worker process while this piece is decrypted and the next read.
+            verdicts = asyncio.ensure_future(self.verifier.verify(checks))
+            pieces.append((part, read, verdicts, asyncio.to_thread(self._open_contents, read)))
+        moments: list[Moment] = []
+        rejected: list[tuple[str, int]] = []
+        for part, read, verdicts, contents in pieces:
+            opened = await contents
+            good = iter(await verdicts)
+            for envelope, first, then in zip(part, read, opened, strict=True):
+                # The reasons in open_moment's order: the envelope, its signature, then
+                # its content.
+                if not isinstance(first, Unsigned):
+                    rejected.append((first, len(envelope)))
+                elif not next(good):
+                    rejected.append(("bad signature", len(envelope)))
+                elif isinstance(then, Moment):
+                    moments.append(then)
+                else:
+                    rejected.append((then or "malformed envelope", len(envelope)))
+        return Opened(moments, rejected, time.perf_counter() - began)
+
+    def _read_all(self, envelopes: Sequence[bytes]) -> list[Unsigned | str]:
+        out: list[Unsigned | str] = []
+        for envelope in envelopes:
+            try:
+                out.append(read_envelope(envelope, self._circles.manifest_for))
+            except RejectedError as exc:
+                out.append(exc.reason)
+        return out
+
+    def _open_contents(self, read: Sequence[Unsigned | str]) -> list[Moment | str | None]:
+        out: list[Moment | str | None] = []
+        for unsigned in read:
+            if not isinstance(unsigned, Unsigned):
+                out.append(None)
+                continue
+            try:
+                out.append(open_content(unsigned, self._circles.key_for))
+            except RejectedError as exc:
+                out.append(exc.reason)
+        return out
+
+    async def close(self) -> None:
+        """Stop what opening moments started (the signature-checking process)."""
+        await self.verifier.close()
 
     def _open_all(self, envelopes: Sequence[bytes]) -> tuple[list[Moment], list[tuple[str, int]]]:
         opened: list[Moment] = []
