@@ -406,17 +406,17 @@ class Replication:
             self._spawn(self._serve(action.peer, inbox), "serve-chunks")
 
     async def _serve(self, peer: bytes, inbox: _Inbox) -> None:
-        """Send the chunks a peer asked for, at the pace it reads them."""
+        """Send the chunks a peer asked for, at the pace it reads them; the next batch is
+        read from disk while this one goes out."""
+        ahead: asyncio.Future[tuple[list[bytes], list[tuple[bytes, bytes]]]] | None = None
         try:
-            while inbox.serve and self._peers.get(peer) is inbox:
-                asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
-                uses = await self._store.run(Store.chunks_circles, asked)
-                allowed = [  # never a chunk of a moment the peer may not read
-                    a
-                    for a in asked
-                    if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
-                ]
-                chunks = await self._read_chunks(allowed)
+            while self._peers.get(peer) is inbox:
+                if ahead is None:
+                    if not inbox.serve:
+                        break
+                    ahead = asyncio.ensure_future(self._fetch(peer, inbox))
+                allowed, chunks = await ahead
+                ahead = asyncio.ensure_future(self._fetch(peer, inbox)) if inbox.serve else None
                 held = {address for address, _ in chunks}
                 for address in allowed:
                     if address not in held:  # say so: it asks someone else
@@ -426,7 +426,21 @@ class Replication:
                     if not await self._links.send_paced(peer, body):
                         return
         finally:
+            if ahead is not None:
+                ahead.cancel()
             inbox.serving = False
+
+    async def _fetch(
+        self, peer: bytes, inbox: _Inbox
+    ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+        """The next SERVE_BATCH chunks the peer asked for: those it may read, and those of
+        them we hold, read."""
+        asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
+        uses = await self._store.run(Store.chunks_circles, asked)
+        allowed = [  # never a chunk of a moment the peer may not read
+            a for a in asked if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
+        ]
+        return allowed, await self._read_chunks(allowed)
 
     async def _read_chunks(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
         """(address, chunk) of those of these we hold: ours from their packs, others'
