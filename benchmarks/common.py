@@ -26,8 +26,9 @@ def p2pm(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     )
 
 
-def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """A daemon on loopback, quiet, without mDNS; `extra` may set --listen."""
+def start(home: Path, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A daemon on loopback, quiet, without mDNS; `extra` may set --listen (and a second
+    --log-level); `log`: where its output goes (else P2PM_LOG_DIR, else nowhere)."""
     listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
     profile = os.environ.get("P2PM_PROFILE_DIR")  # cProfile each daemon into this folder
     wrap = ["-m", "cProfile", "-o", f"{profile}/{home.name}.prof"] if profile else []
@@ -48,7 +49,9 @@ def start(home: Path, *extra: str) -> subprocess.Popen[bytes]:
             os.environ.get("P2PM_LOG_LEVEL", "warning"),
             *extra,
         ],
-        stdout=open(os.environ["P2PM_LOG_DIR"] + f"/{home.name}.log", "w")
+        stdout=log.open("w")
+        if log is not None
+        else open(os.environ["P2PM_LOG_DIR"] + f"/{home.name}.log", "w")
         if os.environ.get("P2PM_LOG_DIR")
         else subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

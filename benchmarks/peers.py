@@ -6,14 +6,17 @@ all from this run.
 
 - file: a file of N MB (random bytes, made once) between two daemon processes, and
   between two Syncthing instances (benchmarks/baseline_syncthing.py), in interleaved
-  rounds (ours, theirs, ours, theirs, ...), median of each. Ours is timed from launching
-  `p2pmoments post --file` (the upload's start; the CLI's start-up is counted against
-  us) to the member's transfer.done, and the transfer alone from the member's
-  moment.added; theirs from the sender's scan to the receiver in sync, and its transfer
-  alone. Peak resident memory of each side's sender and receiver during a round, too.
+  rounds (ours, theirs, ours, theirs, ...), median of each. Ours is timed from the first
+  byte of the upload (the CLI's own streaming upload, `ApiClient.post_multipart`, as
+  `p2pmoments post --file` sends it) to the member's transfer.done, and the transfer
+  alone from the member's moment.added; theirs from the sender's scan to the receiver in
+  sync, and its transfer alone. Peak resident memory of each side's sender and receiver
+  during a round, too.
 - catch-up: ssb-server 16.0.1 catching up 10,000 messages by EBT (benchmarks/
-  baseline_ssb.py), median of its rounds; ours is the catch-up figure that
-  benchmarks/replication.py wrote earlier in the same `make bench` (--replication).
+  baseline_ssb.py) and ours catching up 10,000 moments (benchmarks/replication.py's
+  CatchUp), in interleaved rounds, each timed from the receiver's dial (connect and
+  handshake included) to the last one stored; median of each. --replication (the JSON
+  replication.py wrote) is only a fallback for ours.
 - limits: benchmarks/limits.py, and each of our figures as a share of its ceiling.
 
 A baseline that cannot run here is skipped, and the reason printed. Ratios are ours
@@ -46,8 +49,9 @@ from baseline_ssb import SsbCatchUp
 from baseline_syncthing import SyncthingPair, Transfer
 from common import daemon_info, p2pm, start, stop, wait
 from limits import limits
+from replication import CATCH_UP, CatchUp
 
-from p2pmoments.client import ApiClient
+from p2pmoments.client import ApiCallError, ApiClient
 from p2pmoments.paths import resolve_paths
 
 
@@ -75,7 +79,7 @@ class Skip(Exception):
 @dataclass
 class Sent:
     bytes: int
-    seconds: float  # launching `p2pmoments post --file` until the member's transfer.done
+    seconds: float  # the upload's first byte until the member's transfer.done
     transfer_seconds: float  # the member's moment.added until its transfer.done
     sender_peak_rss_kib: int
     receiver_peak_rss_kib: int
@@ -120,19 +124,17 @@ class OursFile:
         for proc in self.procs:
             with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
                 f.write("5")  # VmHWM from now on
+        alice = ApiClient(resolve_paths(self.alice))
         began = time.time()  # the clock the daemon stamps its events with
-        posted = subprocess.run(
-            [
-                *(sys.executable, "-m", "p2pmoments", "--home", str(self.alice), "post"),
-                *("--circle", "files", "--file", str(path), path.name),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if posted.returncode != 0:
-            raise Skip(f"post --file refused: {posted.stderr.strip().splitlines()[-1:]}")
-        moment = posted.stdout.strip()
+        try:  # the CLI's own upload (p2pmoments post --file), from its first byte
+            posted = alice.post_multipart(
+                "/moments",
+                {"circle": "files", "text": path.name},
+                [("file", path.name, path, "application/octet-stream")],
+            )
+        except ApiCallError as exc:
+            raise Skip(f"the post was refused: {exc}") from None
+        moment = posted["id"]
         client = ApiClient(resolve_paths(self.bob))
         added = done = None
         deadline = time.monotonic() + timeout
@@ -243,27 +245,36 @@ def _file_table(
     return rows
 
 
-def catch_up_rows(ours_per_s: float | None, rounds: int) -> tuple[list[Row], dict[str, Any]]:
-    """ssb-server's catch-up of 10,000 beside ours (moments/s), if given."""
+def catch_up_rows(
+    rounds: int, root: Path, ours_fallback: float | None = None
+) -> tuple[list[Row], dict[str, Any]]:
+    """ssb-server's catch-up of 10,000 beside ours (moments/s), in interleaved rounds (ours,
+    theirs, ours, theirs, ...), each timed from the receiver's dial to its last message
+    held; median of each."""
     try:
-        with SsbCatchUp(10_000) as ssb:
-            done = [ssb.round() for _ in range(rounds)]
-            about = ssb.about
+        ssb = SsbCatchUp(10_000)
+        ssb.__enter__()
     except Unavailable as why:
         print(f"skipped, Scuttlebutt: {why}")
         return [], {}
+    try:
+        with CatchUp(root / "catch-up") as ours:
+            mine, done = [], []
+            for _ in range(rounds):
+                mine.append(ours.round())
+                done.append(ssb.round())
+        about = ssb.about
+    finally:
+        ssb.__exit__(None, None, None)
     print(f"ssb-server {about['ssb_server']} (ssb-ebt {about['ebt']}) on node {about['node']}")
     held = statistics.median(r["held_seconds"] for r in done)
     indexed = statistics.median(r["indexed_seconds"] for r in done)
     theirs = about["messages"] / held
-    note = (
-        "ours: replication.py's figure, link up to last stored (--replication)"
-        if ours_per_s
-        else "ours not measured (no --replication JSON)"
-    )
+    ours_per_s = CATCH_UP / statistics.median(mine) if mine else ours_fallback
+    note = f"median of {len(mine)} interleaved rounds, each from the receiver's dial"
     return [
         Row(
-            "catch-up of 10,000, moments/s",
+            "catch-up of 10,000, moments/s, dial to last stored",
             ours_per_s,
             f"ssb-server {about['ssb_server']} EBT, dial to last held",
             theirs,
@@ -271,14 +282,14 @@ def catch_up_rows(ours_per_s: float | None, rounds: int) -> tuple[list[Row], dic
             note,
         ),
         Row(
-            "catch-up of 10,000, moments/s",
+            "catch-up of 10,000, moments/s, dial to last stored",
             ours_per_s,
             "ssb-server, dial to last indexed",
             about["messages"] / indexed,
             _ratio(ours_per_s, about["messages"] / indexed),
             note,
         ),
-    ], {"about": about, "rounds": done}
+    ], {"about": about, "rounds": done, "ours_seconds": mine}
 
 
 def limit_rows(
@@ -349,8 +360,9 @@ def main() -> None:
                 (r.value for r in got if r.figure.startswith("100 MB file, post")), None
             )
         if "catch-up" in chosen:
-            got, raw["catch-up"] = catch_up_rows(ours_catch_up, args.rounds)
+            got, raw["catch-up"] = catch_up_rows(args.rounds, Path(tmp), ours_catch_up)
             rows += got
+            ours_catch_up = next((r.value for r in got), ours_catch_up)
     if "limits" in chosen:
         raw["limits"] = limits()
         rows += limit_rows(raw["limits"], ours_file, ours_catch_up)

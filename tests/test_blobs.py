@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -12,13 +14,18 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from p2pmoments.core.blobs import (
+    BIG_CHUNK_SIZE,
     CHUNK_SIZE,
+    INLINE_BYTES,
+    MAX_BLOB,
     BlobKind,
     chunk_address,
+    chunk_matches,
     decode_ref,
     decrypt_blob,
     decrypt_chunk,
     encrypt_blob,
+    open_index_piece,
 )
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.errors import UserInputError
@@ -111,3 +118,126 @@ def test_a_received_chunk_torn_by_a_crash_is_found_deleted_and_then_missing(
     after_restart = BlobStore(tmp_path)  # ...and a crash ends the daemon
     assert after_restart.get(address) is None
     assert not after_restart.has(address)  # so the next link asks for it again
+
+
+# --- issue 13: blobs of any size --------------------------------------------------------
+
+
+def test_a_blob_fed_in_any_pieces_is_the_same_blob() -> None:
+    """The encoder cuts chunks where the plaintext says, not where the pieces end."""
+    from p2pmoments.core.blobs import BlobEncoder
+
+    data = os.urandom(BIG_CHUNK_SIZE * 3 + INLINE_BYTES // 3)
+    whole = BlobEncoder(bytes(32))
+    expected = whole.feed(data)
+    ref, last = whole.finish(kind=BlobKind.FILE, media_type="x/y")
+    pieces = BlobEncoder(bytes(32))
+    got = []
+    for start, size in zip(range(0, len(data), 77_777), itertools.repeat(77_777), strict=False):
+        got += pieces.feed(data[start : start + size])
+    again, tail = pieces.finish(kind=BlobKind.FILE, media_type="x/y")
+    assert got + tail == expected + last
+    assert again == ref
+
+
+@pytest.mark.parametrize(
+    ("size", "version", "chunks"),
+    [
+        (0, 1, 1),
+        (INLINE_BYTES, 1, 16),  # the first form up to 4 MiB: every daemon reads it
+        (INLINE_BYTES + 1, 2, 9),  # then chunks of 512 KiB named by an index
+        (9 * BIG_CHUNK_SIZE, 2, 9),
+    ],
+)
+def test_the_form_of_a_blob_follows_its_size(size: int, version: int, chunks: int) -> None:
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    ref, out = encrypt_blob(data, kind=BlobKind.FILE, media_type="x/y", name="n")
+    assert ref.version == version
+    assert ref.chunk_count == chunks
+    assert decode_ref(ref.as_map()) == ref
+    assert len(out) == ref.total() == chunks + len(ref.index)
+    if version == 1:
+        assert b"".join(decrypt_blob(ref, [c for _, c in out])) == data
+        return
+    # The index pieces come last; they name the chunks, in order.
+    named = [a for p, (_, c) in enumerate(out[chunks:]) for a in open_index_piece(ref, p, c)]
+    assert named == [a for a, _ in out[:chunks]]
+    assert b"".join(decrypt_blob(ref, [c for _, c in out[:chunks]], named)) == data
+
+
+def test_an_index_of_several_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("p2pmoments.core.blobs.INDEX_PIECE", 4)
+    data = os.urandom(9 * BIG_CHUNK_SIZE + 5)
+    ref, out = encrypt_blob(data, kind=BlobKind.FILE, media_type="x/y")
+    assert ref.chunk_count == 10
+    assert len(ref.index) == 3  # 4 + 4 + 2 addresses
+    named = [a for p, (_, c) in enumerate(out[10:]) for a in open_index_piece(ref, p, c)]
+    assert named == [a for a, _ in out[:10]]
+    with pytest.raises(DecodeError):
+        open_index_piece(ref, 1, out[10][1])  # a piece in another's place
+    assert decode_ref(ref.as_map()) == ref
+
+
+def test_a_chunk_matches_its_address_by_either_hash_and_nothing_else() -> None:
+    small, small_chunks = encrypt_blob(b"x" * 1000, kind=BlobKind.FILE, media_type="x/y")
+    big, big_chunks = encrypt_blob(
+        os.urandom(INLINE_BYTES + 1), kind=BlobKind.FILE, media_type="x/y"
+    )
+    for address, chunk in small_chunks + big_chunks:
+        assert chunk_matches(address, chunk)
+        assert not chunk_matches(address, chunk[:-1])
+    assert chunk_address(small_chunks[0][1], 1) == small.chunks[0]  # BLAKE2b: the first form
+    assert chunk_address(big_chunks[-1][1], 2) == big.index[0]  # SHA-256: the second
+    with pytest.raises(DecodeError):  # the right bytes in the wrong place
+        decrypt_chunk(big, 1, big_chunks[0][1], big_chunks[0][0])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {10: 1000},  # a chunk size that is not a power of two
+        {10: 1 << 20},  # over what a chunk message carries
+        {11: []},  # no index
+        {5: []},  # both a list and an index
+        {3: MAX_BLOB + 1},
+    ],
+)
+def test_a_malformed_reference_of_the_second_form_is_refused(change: dict[int, object]) -> None:
+    ref, _ = encrypt_blob(os.urandom(INLINE_BYTES + 1), kind=BlobKind.FILE, media_type="x/y")
+    fields = ref.as_map() | change
+    with pytest.raises(DecodeError):
+        decode_ref(fields)
+
+
+def test_packs_keep_chunks_on_block_boundaries_with_and_without_direct_io(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pmoments import blobstore
+    from p2pmoments.blobstore import ALIGN, BlobStore
+
+    for direct in (True, False):
+        if not direct:  # a file system that refuses O_DIRECT (tmpfs), or another system
+            monkeypatch.setattr(blobstore, "_DIRECT", 0)
+        store = BlobStore(tmp_path / f"direct-{direct}")
+        _, chunks = encrypt_blob(os.urandom(3 * INLINE_BYTES), kind=BlobKind.FILE, media_type="x")
+        _, small = encrypt_blob(b"tiny", kind=BlobKind.FILE, media_type="x")
+        pack = store.new_pack()
+        pack.append(small)
+        pack.append(chunks)
+        placed = dict(pack.finish())
+        assert all(where.offset % ALIGN == 0 for where in placed.values())
+        wanted = list(reversed(list(placed.items())))
+        got = store.read_many_packed(wanted)
+        assert got == [(a, c) for a, c in reversed(small + chunks)]
+        assert store.read_packed(placed[small[0][0]]) == small[0][1]
+        # A received chunk is a file of its own, written whole either way.
+        address, chunk = chunks[3]
+        store.put(address, chunk)
+        assert store.get(address) == chunk
+        assert (tmp_path / f"direct-{direct}").joinpath(
+            address.hex()[:2], address.hex()
+        ).stat().st_size == len(chunk)
+        gone = store.new_pack()
+        gone.append(chunks[:2])
+        gone.abort()
+        assert not gone.path.exists()

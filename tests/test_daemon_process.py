@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import signal
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from p2pmoments.client import ApiClient
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.paths import resolve_paths
 from p2pmoments.store import Store
 from tests.daemons import Daemon, cli, start_daemon, wait_for
 
@@ -190,3 +194,67 @@ def test_sigkill_loses_nothing_acknowledged(home: Path, daemons: list[Daemon]) -
     # The home still works: a stale daemon.json does not stop a new daemon.
     daemon = start_daemon(daemons, home)
     assert daemon.api("GET", "/profile")["name"] == stored
+
+
+class FilePoster(threading.Thread):
+    """Posts files again and again through the API (some of the first form of blob, some
+    of the second, chunks in packs), recording each acknowledged post and its file."""
+
+    def __init__(self, daemon: Daemon, seed: int) -> None:
+        super().__init__()
+        self.client = ApiClient(resolve_paths(daemon.home))
+        self.rng = random.Random(seed)
+        self.acked: dict[str, bytes] = {}  # moment id -> sha256 of its file
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        for i in range(1000):  # bounded; the kill ends it far sooner
+            if self.halt.is_set():
+                return
+            size = self.rng.choice([300_000, 3_000_000, 5_000_000, 9_000_000])
+            data = self.rng.randbytes(size)
+            try:
+                moment = self.client.post_multipart(
+                    "/moments", {"circle": "files"}, [("file", f"f{i}", data, "x/y")]
+                )
+            except P2PMomentsError:  # the daemon died mid-request
+                return
+            self.acked[moment["id"]] = hashlib.sha256(data).digest()
+
+
+def test_sigkill_loses_no_acknowledged_file(home: Path, daemons: list[Daemon]) -> None:
+    """Kill -9 the daemon while it takes in files: every post it acknowledged is there
+    after a restart, its file whole (its pack was synced before the answer)."""
+    rng = random.Random(13)
+    acked: dict[str, bytes] = {}
+    for round_ in range(2):
+        daemon = start_daemon(daemons, home)
+        if round_ == 0:
+            assert cli(home, "circle", "create", "files").returncode == 0
+        poster = FilePoster(daemon, round_)
+        poster.start()
+        kill_after = rng.randint(3, 8)
+        try:
+            wait_for(
+                lambda p=poster, n=kill_after: len(p.acked) >= n,
+                timeout=120,
+                what="acknowledged posts",
+            )
+            daemon.stop(signal.SIGKILL)
+        finally:
+            poster.halt.set()
+            poster.join(timeout=60)
+        acked |= poster.acked
+    daemon = start_daemon(daemons, home)
+    client = ApiClient(resolve_paths(home))
+    shown = {m["id"]: m for m in client.call("GET", "/moments?limit=200")["moments"]}
+    for moment, sha in acked.items():
+        (file,) = shown[moment]["files"]
+        assert file["chunks_held"] == file["chunks"]
+        assert hashlib.sha256(client.download(f"/moments/{moment}/files/1")).digest() == sha
+    daemon.stop()
+    db = Store.open(home / "data" / "p2pmoments.db")
+    try:
+        assert db.integrity_check() == "ok"
+    finally:
+        db.close()

@@ -13,6 +13,7 @@ from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.errors import AmbiguousError, NotFoundError, NotOwnerError, UserInputError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
+from p2pmoments.verifying import PROCESS_BATCH
 from tests.multinode import eventually, get_moment, make_home, read_feed, running
 
 
@@ -140,6 +141,44 @@ async def test_receiving_keeps_good_moments_and_records_why_bad_ones_are_dropped
     ]
     assert reasons[0] == "only the owner may post in this circle"
     assert reasons[1].startswith("too large or malformed envelope")
+
+
+async def test_a_big_batch_is_checked_in_a_worker_process_with_the_same_verdicts(
+    pair: tuple[Node, Node],
+) -> None:
+    """A catch-up's batch has its signatures checked in a process of its own
+    (verifying.py): what is kept, and why the rest is refused, is as for one moment."""
+    alice, bob = pair
+    circle = await alice.circles.create("family", ["Bob"], members_can_post=True)
+    key = alice.circles.key_for(circle)
+    n = PROCESS_BATCH + 44
+    envelopes = [
+        seal_moment(
+            bob.identity, circle, key, seq=i, time=i, content=Content(kind=Kind.POST, text=f"{i}")
+        ).envelope
+        for i in range(1, n + 1)
+    ]
+    forged = bytearray(envelopes[10])
+    forged[-5] ^= 1  # inside the signature
+    envelopes[10] = bytes(forged)
+    wrong_key = seal_moment(
+        bob.identity, circle, b"k" * 32, seq=11, time=11, content=Content(kind=Kind.POST)
+    )
+    envelopes[11] = wrong_key.envelope  # signed, but its content does not open
+    envelopes[12] = b"junk"
+    kept = await alice.replication.receive(envelopes)
+    assert len(kept) == n - 3
+    assert alice.moments.verifier.batches >= 1  # the worker process checked them
+    reasons = [
+        r[0]
+        for r in await alice.store.run(
+            lambda s: list(s._conn.execute("SELECT reason FROM rejected ORDER BY id"))
+        )
+    ]
+    assert reasons[:2] == ["bad signature", "the content does not decrypt under the epoch key"]
+    assert reasons[2].startswith("too large or malformed envelope")
+    await alice.moments.verifier.close()
+    await alice.moments.verifier.close()  # twice: nothing left to stop
 
 
 async def test_names_and_rules(pair: tuple[Node, Node]) -> None:

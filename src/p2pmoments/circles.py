@@ -241,7 +241,8 @@ class Circles:
         """Forget a circle and all its moments on this daemon."""
         manifest = self.resolve(ref)
         freed = await self._store.run(Store.delete_circle, manifest.circle_id)
-        await asyncio.to_thread(self._blobs.delete, freed)
+        await asyncio.to_thread(self._blobs.delete, list(freed.chunks))
+        await asyncio.to_thread(self._blobs.delete_packs, list(freed.packs))
         self._current.pop(manifest.circle_id, None)
         self._removed.pop(manifest.circle_id, None)
         for slot in [s for s in self._manifests if s[0] == manifest.circle_id]:

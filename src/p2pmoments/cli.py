@@ -485,11 +485,16 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
         print(f"{indent}  ↳ {_who(c['author'])}: {c['text']}")
 
 
-def _read_upload(path: str) -> bytes:
+def _readable(path: str) -> Path:
+    """A file to upload, checked readable now (it is read as it is sent)."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb"):
+            pass
     except OSError as exc:
         raise P2PMomentsError(f"cannot read {path}: {exc.strerror}") from None
+    if Path(path).is_dir():
+        raise P2PMomentsError(f"cannot read {path}: it is a folder")
+    return Path(path)
 
 
 MAX_TEXT = 16 * 1024  # bytes of UTF-8 in a moment or comment (spec/moments.md)
@@ -545,15 +550,16 @@ def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
         fields = {"circle": args.circle, "text": text}
         if args.expires:
             fields["expires_in"] = str(args.expires)
-        uploads = [
-            ("photo", Path(p).name, _read_upload(p), "application/octet-stream")
+        # Photos and files are streamed from disk as they are sent, never read whole.
+        uploads: list[tuple[str, str, bytes | Path, str]] = [
+            ("photo", Path(p).name, _readable(p), "application/octet-stream")
             for p in args.photo or []
         ]
         uploads += [
             (
                 "file",
                 Path(f).name,
-                _read_upload(f),
+                _readable(f),
                 mimetypes.guess_type(f)[0] or "application/octet-stream",
             )
             for f in args.file or []
@@ -565,8 +571,6 @@ def cmd_post(args: argparse.Namespace, paths: Paths) -> int:
 
 def _download(kind: str) -> Command:
     def run(args: argparse.Namespace, paths: Paths) -> int:
-        from p2pmoments.files import write_file_atomically
-
         suffix = "/thumbnail" if getattr(args, "thumbnail", False) else ""
         output = Path(args.output)
         if output.is_dir():
@@ -577,14 +581,13 @@ def _download(kind: str) -> Command:
             raise P2PMomentsError(
                 f"cannot write {output}: the folder {output.parent} does not exist"
             )
-        data = ApiClient(paths).download(
-            f"/moments/{_q(args.id, 'moment')}/{kind}/{args.n}{suffix}"
-        )
-        try:
-            write_file_atomically(output, data, mode=0o600)
+        try:  # a piece at a time, written whole or not at all
+            size = ApiClient(paths).download_to(
+                f"/moments/{_q(args.id, 'moment')}/{kind}/{args.n}{suffix}", output
+            )
         except OSError as exc:
             raise P2PMomentsError(f"cannot write {output}: {exc.strerror}") from None
-        print(f"wrote {output} ({_size(len(data))})")
+        print(f"wrote {output} ({_size(size)})")
         return EXIT_OK
 
     return run

@@ -16,6 +16,7 @@ __all__ = [
     "NotFoundError",
     "NotOwnerError",
     "PostingError",
+    "TooLargeError",
     "UserInputError",
     "user_input",
 ]
@@ -27,6 +28,10 @@ class ConfigError(P2PMomentsError):
 
 class UserInputError(P2PMomentsError, ValueError):
     """What the user gave cannot be used (a name too long, an empty post...)."""
+
+
+class TooLargeError(UserInputError):
+    """Over a size limit (a photo or file over what the format allows)."""
 
 
 class NotFoundError(P2PMomentsError):

@@ -39,8 +39,10 @@ class EventBus:
     def __init__(self, history: int = HISTORY) -> None:
         self._events: collections.deque[Event] = collections.deque(maxlen=history)
         self._next_id = 1
-        # Set (and replaced) on every publish: waiters hold the one current when they began.
-        self._published = asyncio.Event()
+        # Made when a client waits, set and let go on the next publish: waiters hold the
+        # one current when they began (a catch-up publishes 10,000 events; most have no
+        # waiter to wake).
+        self._published: asyncio.Event | None = None
 
     @property
     def last_id(self) -> int:
@@ -52,8 +54,9 @@ class EventBus:
         event = Event(id=self._next_id, kind=kind, time=time.time(), data=data)
         self._next_id += 1
         self._events.append(event)
-        self._published.set()
-        self._published = asyncio.Event()
+        if self._published is not None:
+            self._published.set()
+            self._published = None
         return event
 
     def after(self, last_id: int) -> tuple[list[Event], bool]:
@@ -73,7 +76,10 @@ class EventBus:
         events, gap = self.after(last_id)
         if events or timeout <= 0:
             return events, gap
+        if self._published is None:
+            self._published = asyncio.Event()
+        published = self._published
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._published.wait()
+                await published.wait()
         return self.after(last_id)

@@ -147,6 +147,7 @@ class Node:
         async with AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
+            stack.push_async_callback(self.moments.close)
             await self.friends.load()
             pending = await self.pairings.load()
             await self.circles.load()

@@ -1,6 +1,9 @@
 """Our own moments: posts with their photos and files, comments, reactions, retractions.
 
-Everything a post needs is checked before anything is stored, so a refused post leaves
+A post's photos and files are an `Upload`: encrypted and hashed as they arrive, a piece
+at a time on a worker thread, and appended to one pack (blobstore.py), never held whole
+in memory; the pack is synced to disk once, then the moment is stored with where each
+chunk lies, and only then acknowledged. A refused post deletes its pack: it leaves
 nothing on disk. Concurrent posts share one commit: each gets the next sequence number
 of its circle in the order the calls were made, and all are stored in one transaction.
 """
@@ -11,27 +14,29 @@ import asyncio
 import logging
 import re
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
 
+from p2pmoments.blobstore import Location, PackWriter
 from p2pmoments.circles import Circles
-from p2pmoments.core.blobs import BlobKind, BlobRef, encrypt_blob
-from p2pmoments.core.errors import P2PMomentsError, RejectedError
+from p2pmoments.core.blobs import BlobEncoder, BlobKind, BlobRef
+from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.manifest import Manifest
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT, Content, Kind, Moment, seal_moment
-from p2pmoments.errors import NotOwnerError, PostingError, UserInputError
+from p2pmoments.errors import NotOwnerError, PostingError, TooLargeError, UserInputError
 from p2pmoments.media import prepare_photo
 from p2pmoments.moments import Moments
 from p2pmoments.reactions import check_emoji
 from p2pmoments.store import AsyncStore, Store
 
-__all__ = ["MAX_DECODES", "Posting"]
+__all__ = ["FEED_SIZE", "MAX_DECODES", "Posting", "Upload"]
 
 log = logging.getLogger(__name__)
 
 MAX_DECODES = 1  # photos decoded at once (each may take 4 bytes a pixel: media.MAX_PIXELS)
+FEED_SIZE = 1 << 20  # plaintext handed to the worker thread at once
 MAX_FILE_NAME = 255  # bytes of UTF-8 (spec/moments.md section 4)
 MAX_MEDIA_TYPE = 100
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
@@ -50,6 +55,149 @@ class _Pending:
     manifest: Manifest
     content: Content
     done: asyncio.Future[Moment]
+    uses: tuple[bytes, ...] = ()  # every chunk it uses (ours: its indexes' too)
+    packed: list[tuple[bytes, Location]] = field(default_factory=list)
+
+
+class Upload:
+    """The photos and files of one post as they arrive: each encrypted and hashed a piece
+    at a time on a worker thread (while the next piece arrives) and appended to the
+    post's pack. Use as `async with posting.upload() as upload:`; leaving it without
+    having posted deletes the pack."""
+
+    def __init__(self, posting: Posting) -> None:
+        self._posting = posting
+        self._pack: PackWriter | None = None
+        self.refs: list[BlobRef] = []
+        self.addresses: list[bytes] = []  # every chunk written, in order
+        self.posted = False
+
+    async def __aenter__(self) -> Upload:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Delete the pack unless the post was stored (safe to call twice)."""
+        pack, self._pack = self._pack, None
+        if pack is None:
+            return
+        try:
+            if not self.posted:
+                await asyncio.to_thread(pack.abort)
+        finally:
+            self._posting._moments.writing[pack.pack] -= 1
+            if self._posting._moments.writing[pack.pack] <= 0:
+                del self._posting._moments.writing[pack.pack]
+
+    async def _writer(self) -> PackWriter:
+        if self._pack is None:
+            self._pack = await asyncio.to_thread(self._posting._moments.blobs.new_pack)
+            self._posting._moments.writing[self._pack.pack] += 1
+        return self._pack
+
+    def _check_count(self) -> None:
+        if len(self.refs) >= MAX_BLOBS:
+            raise UserInputError(f"a moment has at most {MAX_BLOBS} photos and files")
+
+    async def add_photo(self, data: bytes, label: str = "") -> None:
+        """A photo, whole (it is decoded to strip its location and make its thumbnail)."""
+        self._check_count()
+        posting = self._posting
+        async with posting._decoding:
+            photo = await asyncio.to_thread(
+                prepare_photo,
+                data,
+                keep_location=posting._keep_location,
+                label=label or f"photo {len(self.refs) + 1}",
+            )
+        pack = await self._writer()
+
+        def encrypt() -> BlobRef:
+            thumb = self._encrypt_whole(
+                pack,
+                photo.thumbnail,
+                kind=BlobKind.PHOTO,
+                media_type="image/jpeg",
+                width=photo.thumb_width,
+                height=photo.thumb_height,
+            )
+            return self._encrypt_whole(
+                pack,
+                photo.data,
+                kind=BlobKind.PHOTO,
+                media_type=photo.media_type,
+                width=photo.width,
+                height=photo.height,
+                thumbnail=thumb,
+            )
+
+        self.refs.append(await asyncio.to_thread(encrypt))
+
+    def _encrypt_whole(self, pack: PackWriter, data: bytes, **meta: object) -> BlobRef:
+        encoder = BlobEncoder()
+        chunks = encoder.feed(data)
+        ref, last = encoder.finish(**meta)
+        self._append(pack, chunks + last)
+        return ref
+
+    def _append(self, pack: PackWriter, chunks: list[tuple[bytes, bytes]]) -> None:
+        pack.append(chunks)
+        self.addresses += [a for a, _ in chunks]
+
+    async def add_file(self, name: str, media_type: str, pieces: AsyncIterable[bytes]) -> None:
+        """A file, read from `pieces` as they come: never held whole."""
+        self._check_count()
+        pack = await self._writer()
+        encoder = BlobEncoder()
+        loop = asyncio.get_running_loop()
+
+        def feed(data: bytes) -> None:
+            self._append(pack, encoder.feed(data))
+
+        working: asyncio.Future[None] | None = None
+        gathered: list[bytes] = []
+        size = 0
+        try:
+            async for piece in pieces:
+                gathered.append(piece)
+                size += len(piece)
+                if size >= FEED_SIZE:
+                    if working is not None:
+                        await working  # one piece in the worker's hands at a time
+                    data = b"".join(gathered)
+                    gathered, size = [], 0
+                    working = loop.run_in_executor(None, feed, data)
+            if working is not None:
+                await working
+                working = None
+            await asyncio.to_thread(feed, b"".join(gathered))
+        except DecodeError as exc:
+            raise TooLargeError(str(exc)) from None
+        finally:
+            if working is not None:
+                # Never leave the worker writing while the pack is deleted.
+                await asyncio.wait([working])
+
+        def finish() -> BlobRef:
+            ref, last = encoder.finish(
+                kind=BlobKind.FILE, media_type=_media_type(media_type), name=_file_name(name)
+            )
+            self._append(pack, last)
+            return ref
+
+        self.refs.append(await asyncio.to_thread(finish))
+
+    async def _finish(self) -> list[tuple[bytes, Location]]:
+        """Sync the pack to disk: where each chunk lies."""
+        assert self._pack is not None
+        return await asyncio.to_thread(self._pack.finish)
 
 
 class Posting:
@@ -76,6 +224,16 @@ class Posting:
         self._committing = asyncio.Lock()
         self._decoding = asyncio.Semaphore(MAX_DECODES)
 
+    def upload(self) -> Upload:
+        """The photos and files of a post to come (`async with`)."""
+        return Upload(self)
+
+    def check(self, circle_ref: str, text: str = "") -> None:
+        """UserInputError or NotFoundError now if a post with this text to this circle
+        would be refused (so an upload can be refused before it is read)."""
+        _check_text(text)
+        self._check_may_post(self._circles.resolve(circle_ref))
+
     async def post(
         self,
         circle_ref: str,
@@ -84,34 +242,44 @@ class Posting:
         *,
         photos: Sequence[bytes] = (),
         files: Sequence[tuple[str, bytes, str]] = (),
+        upload: Upload | None = None,
     ) -> Moment:
-        """Post text, photos and files (name, data, media type) to a circle."""
-        if not text.strip() and not photos and not files:
+        """Post text, and photos and files: given whole (files as (name, data, media
+        type)), or as an `upload` that has read them already."""
+        if upload is None and (photos or files):
+            if len(photos) + len(files) > MAX_BLOBS:
+                raise UserInputError(f"a moment has at most {MAX_BLOBS} photos and files")
+            self.check(circle_ref, text)
+            async with self.upload() as made:
+                for n, data in enumerate(photos, 1):
+                    await made.add_photo(data, f"photo {n}")
+                for name, data, kind in files:
+                    await made.add_file(name, kind, _once(data))
+                return await self.post(circle_ref, text, expires_in, upload=made)
+        refs = tuple(upload.refs) if upload is not None else ()
+        if not text.strip() and not refs:
             raise UserInputError("a moment needs some text, a photo or a file")
         _check_text(text)
-        if len(photos) + len(files) > MAX_BLOBS:
-            raise UserInputError(f"a moment has at most {MAX_BLOBS} photos and files")
         manifest = self._circles.resolve(circle_ref)
         self._check_may_post(manifest)
         expires = int(time.time()) + expires_in if expires_in else None
-        refs, chunks = await self._make_blobs(photos, files)
-        content = Content(kind=Kind.POST, text=text, expires=expires, blobs=tuple(refs))
-        if not chunks:
+        content = Content(kind=Kind.POST, text=text, expires=expires, blobs=refs)
+        if upload is None or not refs:
             return await self._publish(manifest, content)
-        # Sealed once as a check (the envelope's size, every rule) before a chunk is written.
+        # Sealed once as a check (the envelope's size, every rule) before the pack is synced.
         self._seal(manifest, content, seq=1, now=int(time.time()))
-        addresses = Counter(a for a, _ in chunks)
-        self._moments.writing += addresses
-        stored = False
-        try:
-            await asyncio.to_thread(self._moments.blobs.put_many, chunks)
-            moment = await self._publish(manifest, content)
-            stored = True
-            return moment
-        finally:
-            self._moments.writing -= addresses
-            if not stored:
-                await asyncio.to_thread(self._moments.blobs.delete, list(addresses))
+        began = time.perf_counter()
+        placed = await upload._finish()
+        synced = time.perf_counter()
+        moment = await self._publish(manifest, content, uses=tuple(upload.addresses), packed=placed)
+        upload.posted = True
+        log.debug(
+            "a post of %d chunks: synced in %.1f ms, stored in %.1f ms",
+            len(placed),
+            1000 * (synced - began),
+            1000 * (time.perf_counter() - synced),
+        )
+        return moment
 
     async def comment(self, ref: str, text: str) -> Moment:
         """Comment on a moment, in its circle."""
@@ -167,14 +335,23 @@ class Posting:
         except RejectedError as exc:  # too big, or a rule our own input broke
             raise UserInputError(exc.reason) from None
 
-    async def _publish(self, manifest: Manifest, content: Content) -> Moment:
+    async def _publish(
+        self,
+        manifest: Manifest,
+        content: Content,
+        *,
+        uses: tuple[bytes, ...] = (),
+        packed: list[tuple[bytes, Location]] | None = None,
+    ) -> Moment:
         """Seal and store one of our moments; concurrent calls share one commit."""
         if self._circles.removed(manifest.circle_id) is not None:
             raise NotOwnerError(
                 f"you were removed from {manifest.name!r}: you keep what you had, "
                 "but cannot post, comment or react there"
             )
-        pending = _Pending(manifest, content, asyncio.get_running_loop().create_future())
+        pending = _Pending(
+            manifest, content, asyncio.get_running_loop().create_future(), uses, packed or []
+        )
         self._waiting.append(pending)
         async with self._committing:
             if not pending.done.done():
@@ -202,7 +379,14 @@ class Posting:
                 seqs[circle_id] += 1
                 sealed.append((pending, moment))
             added = (
-                {m.id for m in await self._moments.store_many([m for _, m in sealed])}
+                {
+                    m.id
+                    for m in await self._moments.store_many(
+                        [m for _, m in sealed],
+                        uses={m.id: p.uses for p, m in sealed if p.uses},
+                        packed=[placed for p, _ in sealed for placed in p.packed],
+                    )
+                }
                 if sealed
                 else set()
             )
@@ -221,50 +405,9 @@ class Posting:
                 pending.done.set_exception(PostingError("the moment could not be stored"))
         await self.on_posted([m for _, m in sealed if m.id in added])
 
-    async def _make_blobs(
-        self, photos: Sequence[bytes], files: Sequence[tuple[str, bytes, str]]
-    ) -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
-        """The references and encrypted chunks of a new moment's photos and files, in
-        memory: nothing is written. Photos are decoded MAX_DECODES at a time."""
-        prepared = []
-        for n, data in enumerate(photos, 1):
-            async with self._decoding:
-                prepared.append(
-                    await asyncio.to_thread(
-                        prepare_photo, data, keep_location=self._keep_location, label=f"photo {n}"
-                    )
-                )
-        named = [(_file_name(name), data, _media_type(kind)) for name, data, kind in files]
 
-        def encrypt() -> tuple[list[BlobRef], list[tuple[bytes, bytes]]]:
-            refs, chunks = [], []
-            for photo in prepared:
-                thumb, thumb_chunks = encrypt_blob(
-                    photo.thumbnail,
-                    kind=BlobKind.PHOTO,
-                    media_type="image/jpeg",
-                    width=photo.thumb_width,
-                    height=photo.thumb_height,
-                )
-                full, full_chunks = encrypt_blob(
-                    photo.data,
-                    kind=BlobKind.PHOTO,
-                    media_type=photo.media_type,
-                    width=photo.width,
-                    height=photo.height,
-                    thumbnail=thumb,
-                )
-                chunks += thumb_chunks + full_chunks
-                refs.append(full)
-            for name, data, media_type in named:
-                ref, file_chunks = encrypt_blob(
-                    data, kind=BlobKind.FILE, media_type=media_type, name=name
-                )
-                chunks += file_chunks
-                refs.append(ref)
-            return refs, chunks
-
-        return await asyncio.to_thread(encrypt)
+async def _once(data: bytes) -> AsyncIterable[bytes]:
+    yield data
 
 
 def _check_text(text: str) -> None:

@@ -5,6 +5,10 @@ at most MAX_INBOX waiting; beyond that its link is read later), a token bucket o
 moments it makes us verify, and a queue of chunks it asked for, served at the pace it
 reads them. Envelopes are opened on worker threads while the batch before is stored;
 everything else (what to send whom, what to keep, whom to drop) is the engine's.
+
+Why so long: each of the engine's actions is carried out here, with the bounds that keep
+one peer from costing others (inboxes, paced serving, chunks written while the next are
+read, chunk indexes read as they arrive).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from p2pmoments.blobstore import Location
 from p2pmoments.circles import Circles
+from p2pmoments.core.blobs import open_index_piece
 from p2pmoments.core.budget import TokenBucket
+from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.manifest import Manifest, Removal, decode_removal
 from p2pmoments.core.moment import Moment
 from p2pmoments.core.replication import messages
-from p2pmoments.core.replication.chunks import Progress
+from p2pmoments.core.replication.chunks import Lacking, Progress
 from p2pmoments.core.replication.engine import (
     Action,
     Drop,
@@ -42,7 +49,7 @@ from p2pmoments.core.replication.engine import (
 from p2pmoments.core.replication.messages import BadMessage, Chunk, Message
 from p2pmoments.core.replication.rules import Entry
 from p2pmoments.events import EventBus
-from p2pmoments.moments import Moments, Opened
+from p2pmoments.moments import IndexPiece, Moments, Opened
 from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.views import moment_text
@@ -56,6 +63,9 @@ SERVE_BATCH = 8  # chunks read from disk together
 VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we read it later)
 VERIFY_BURST = 20_000
 MAX_INBOX = 8  # messages of one peer waiting to be handled (then its link is read later)
+# Batches of one peer's chunks written at once, while its next messages are read: one
+# on a worker thread is enough to keep both cores busy (more only contend for them).
+MAX_WRITES = 1
 
 
 def known_manifest(manifest: Manifest) -> KnownManifest:
@@ -93,9 +103,12 @@ class _Inbox:
     queue: deque[tuple[Message, asyncio.Future[Opened] | None]] = field(default_factory=deque)
     working: bool = False
     handling: type | None = None  # the kind of message being handled
+    opening: asyncio.Future[Opened] | None = None  # its last batch of moments being opened
     room: asyncio.Event = field(default_factory=asyncio.Event)
     serve: deque[bytes] = field(default_factory=deque)  # chunks it asked, not yet sent
     serving: bool = False
+    # Batches of its chunks being checked and written while its next ones are read.
+    writing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_WRITES))
 
 
 class Replication:
@@ -210,12 +223,22 @@ class Replication:
                 await asyncio.sleep(delay)
             ahead = [inbox.handling, *(type(queued) for queued, _ in inbox.queue)]
             if messages.Manifests not in ahead and self._may_open(peer, message):
-                # Nothing queued can change which keys open them: open them now.
-                opening = asyncio.ensure_future(self._moments.open_many(message.envelopes))
+                # Nothing queued can change which keys open them: open them as soon as
+                # the batch before is open (each batch takes every verifying thread: the
+                # first is stored while the next opens, rather than all at the end).
+                opening = asyncio.ensure_future(self._open_after(inbox.opening, message.envelopes))
+                inbox.opening = opening
         inbox.queue.append((message, opening))
         if not inbox.working:
             inbox.working = True
             self._spawn(self._work(peer, inbox), "replication-inbox")
+
+    async def _open_after(
+        self, ahead: asyncio.Future[Opened] | None, envelopes: Sequence[bytes]
+    ) -> Opened:
+        if ahead is not None and not ahead.done():
+            await asyncio.wait([ahead])
+        return await self._moments.open_many(envelopes)
 
     def _may_open(self, peer: bytes, message: messages.Moments) -> bool:
         membership = self.engine.membership(message.circle)
@@ -282,7 +305,7 @@ class Replication:
             elif isinstance(action, Serve):
                 self._queue_serving(action)
             elif isinstance(action, WriteChunks):
-                await self._write_chunks(action)
+                await self._start_writing(action)
             elif isinstance(action, Reject):
                 await self._moments.reject(action.reasons, action.peer)
             elif isinstance(action, Drop):
@@ -311,21 +334,23 @@ class Replication:
     async def _keep(self, peer: bytes | None, circle: bytes, opened: Opened) -> list[Moment]:
         """Judge opened moments by the rules, store those kept, and act on what is new."""
         owners = await self._moments.owners(opened.moments)
+        entries = {m.id: Entry.of(m) for m in opened.moments}
         accepted, actions = self.engine.opened(
-            peer,
-            circle,
-            [Entry.of(m) for m in opened.moments],
-            opened.rejected,
-            owners,
-            time.monotonic(),
+            peer, circle, list(entries.values()), opened.rejected, owners, time.monotonic()
         )
         await self._perform(actions)
         keep = {e.id for e in accepted}
         added = await self._moments.store_many([m for m in opened.moments if m.id in keep])
         if added:
-            missing = await asyncio.to_thread(self._moments.missing, added)
-            entries = [Entry.of(m) for m in added]
-            await self._perform(self.engine.stored(circle, entries, peer, missing))
+            missing: dict[bytes, Lacking] = {}
+            with_blobs = [m for m in added if m.content.blobs]
+            if with_blobs:
+                missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
+                if uses:  # chunks that indexes already here name
+                    await self._store.run(Store.add_chunks, uses)
+            await self._perform(
+                self.engine.stored(circle, [entries[m.id] for m in added], peer, missing)
+            )
         return added
 
     async def receive(self, envelopes: Sequence[bytes]) -> list[Moment]:
@@ -381,17 +406,17 @@ class Replication:
             self._spawn(self._serve(action.peer, inbox), "serve-chunks")
 
     async def _serve(self, peer: bytes, inbox: _Inbox) -> None:
-        """Send the chunks a peer asked for, at the pace it reads them."""
+        """Send the chunks a peer asked for, at the pace it reads them; the next batch is
+        read from disk while this one goes out."""
+        ahead: asyncio.Future[tuple[list[bytes], list[tuple[bytes, bytes]]]] | None = None
         try:
-            while inbox.serve and self._peers.get(peer) is inbox:
-                asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
-                uses = await self._store.run(Store.chunks_circles, asked)
-                allowed = [  # never a chunk of a moment the peer may not read
-                    a
-                    for a in asked
-                    if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
-                ]
-                chunks = await asyncio.to_thread(self._moments.blobs.get_many, allowed)
+            while self._peers.get(peer) is inbox:
+                if ahead is None:
+                    if not inbox.serve:
+                        break
+                    ahead = asyncio.ensure_future(self._fetch(peer, inbox))
+                allowed, chunks = await ahead
+                ahead = asyncio.ensure_future(self._fetch(peer, inbox)) if inbox.serve else None
                 held = {address for address, _ in chunks}
                 for address in allowed:
                     if address not in held:  # say so: it asks someone else
@@ -401,17 +426,86 @@ class Replication:
                     if not await self._links.send_paced(peer, body):
                         return
         finally:
+            if ahead is not None:
+                ahead.cancel()
             inbox.serving = False
+
+    async def _fetch(
+        self, peer: bytes, inbox: _Inbox
+    ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
+        """The next SERVE_BATCH chunks the peer asked for: those it may read, and those of
+        them we hold, read."""
+        asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
+        uses = await self._store.run(Store.chunks_circles, asked)
+        allowed = [  # never a chunk of a moment the peer may not read
+            a for a in asked if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
+        ]
+        return allowed, await self._read_chunks(allowed)
+
+    async def _read_chunks(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
+        """(address, chunk) of those of these we hold: ours from their packs, others'
+        loose (checked against their address)."""
+        if not addresses:
+            return []
+        located = await self._store.run(Store.packed_at, addresses)
+        blobs = self._moments.blobs
+        packed = [(a, Location(*located[a])) for a in addresses if a in located]
+        loose = [a for a in addresses if a not in located]
+
+        def read() -> list[tuple[bytes, bytes]]:
+            return blobs.read_many_packed(packed) + blobs.get_many(loose)
+
+        return await asyncio.to_thread(read)
+
+    async def _start_writing(self, action: WriteChunks) -> None:
+        """Check and write a batch of chunks while the peer's next messages are handled:
+        at most MAX_WRITES batches at once (beyond that this waits, and so does the
+        peer's inbox)."""
+        inbox = self._peers.get(action.peer)
+        if inbox is None:
+            return
+        await inbox.writing.acquire()
+
+        async def write() -> None:
+            try:
+                await self._write_chunks(action)
+            except Exception:
+                # A bug in handling one message costs that peer's link only.
+                log.exception("writing a peer's chunks failed")
+                self._links.drop_misbehaving(action.peer, "internal error")
+            finally:
+                inbox.writing.release()
+
+        self._spawn(write(), "write-chunks")
 
     async def _write_chunks(self, action: WriteChunks) -> None:
         began = time.perf_counter()
         used = await self._store.run(Store.chunks_circles, [a for a, _ in action.chunks])
         # Others were retracted or expired meanwhile.
         wanted = [(a, d) for a, d in action.chunks if a in used]
+        waiting = self._moments.pieces
+        pieces = [(a, d, waiting[a]) for a, d in wanted if a in waiting]
+        named: list[tuple[bytes, IndexPiece, list[bytes]]] = []
+        if pieces:
+            # A chunk index's piece: the chunks it names are recorded as used before the
+            # piece is kept, so that they are wanted (and a crash leaves no gap).
+            named = await asyncio.to_thread(_open_pieces, pieces)
+            unopened = {a for a, _, _ in pieces} - {a for a, _, _ in named}
+            wanted = [(a, d) for a, d in wanted if a not in unopened]
+            uses = [(p.moment, c) for _, p, chunks in named for c in chunks]
+            if uses:
+                await self._store.run(Store.add_chunks, uses)
         looked = time.perf_counter()
-        # Hashing and writing off the loop; a chunk that is not what its address names is
-        # not kept.
-        kept = set(await asyncio.to_thread(self._moments.blobs.put_received, wanted))
+        blobs = self._moments.blobs
+
+        def write() -> tuple[set[bytes], list[list[bytes]]]:
+            # Hashing and writing off the loop; a chunk that is not what its address
+            # names is not kept.
+            kept = set(blobs.put_received(wanted))
+            lacking = [[c for c in chunks if not blobs.has(c)] for _, _, chunks in named]
+            return kept, lacking
+
+        kept, lacking = await asyncio.to_thread(write)
         log.debug(
             "%d chunks: looked up in %.1f ms, checked and written in %.1f ms",
             len(action.chunks),
@@ -424,10 +518,34 @@ class Replication:
                 action.peer, sizes, len(wanted) - len(kept), time.monotonic()
             )
         )
+        for (address, piece, chunks), missing in zip(named, lacking, strict=True):
+            if address not in kept:
+                continue
+            waiting.pop(address, None)
+            await self._perform(
+                self.engine.named(
+                    action.peer, piece.moment, piece.circle, piece.epoch, len(chunks), missing
+                )
+            )
 
     def statistics(self) -> dict[str, int]:
         """What replication is doing."""
         return {"sync_messages": self.handled, **self.engine.statistics()}
+
+
+def _open_pieces(
+    pieces: list[tuple[bytes, bytes, list[IndexPiece]]],
+) -> list[tuple[bytes, IndexPiece, list[bytes]]]:
+    """(address, piece, chunks it names) of the index pieces that open (one a moment's
+    author made wrong is left out: it names nothing)."""
+    out = []
+    for address, data, waiting in pieces:
+        for piece in waiting:
+            try:
+                out.append((address, piece, open_index_piece(piece.ref, piece.piece, data)))
+            except DecodeError:
+                log.warning("an index piece that does not open under its blob key: dropped")
+    return out
 
 
 def verify_manifest(circles: Circles) -> Callable[[bytes], KnownManifest]:

@@ -172,7 +172,7 @@ def moment_json(view: MomentView, people: People) -> dict[str, Any]:
 def _add_blobs(base: dict[str, Any], refs: Sequence[BlobRef], held: Sequence[int]) -> None:
     for ref, here in zip(refs, held, strict=True):
         # Transfer progress: how many of its chunks (thumbnail's included) are here.
-        progress = {"chunks": len(ref.addresses()), "chunks_held": here}
+        progress = {"chunks": ref.total(), "chunks_held": here}
         if ref.kind is BlobKind.PHOTO:
             base["photos"].append(
                 {

@@ -15,7 +15,7 @@ from aiohttp import web
 from p2pmoments import webapp
 from p2pmoments.api.base import (
     API_PREFIX,
-    MAX_UPLOAD,
+    MAX_PHOTO,
     MAX_UPLOADS,
     NODE,
     TOKEN,
@@ -46,7 +46,7 @@ __all__ = [
 
 def create_app(node: Node, token: str) -> web.Application:
     """The control API application for `node`, guarded by `token`."""
-    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=MAX_UPLOAD)
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=MAX_PHOTO)
     app[NODE] = node
     app[TOKEN] = token
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS)

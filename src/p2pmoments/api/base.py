@@ -21,6 +21,7 @@ from p2pmoments.errors import (
     FriendLimitError,
     NotFoundError,
     NotOwnerError,
+    TooLargeError,
     UserInputError,
 )
 from p2pmoments.node import Node
@@ -60,9 +61,9 @@ UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
 MAX_BODY = 64 * 1024  # JSON bodies
 
 
-# A post with its photos and files, read into memory whole (until uploads are streamed;
-# the format itself allows a photo or file of up to core.blobs.MAX_BLOB).
-MAX_UPLOAD = 100 * 1024 * 1024
+# A photo is read into memory whole (to strip its location and make its thumbnail); a
+# file is streamed, up to core.blobs.MAX_BLOB.
+MAX_PHOTO = 100 * 1024 * 1024
 
 
 MAX_FIELD = 64 * 1024  # a form field other than a photo or file
@@ -74,7 +75,7 @@ READ_CHUNK = 1 << 20
 MAX_EXPIRY = 10 * 365 * 86400
 
 
-MAX_UPLOADS = 2  # multipart posts read and processed at once; others wait their turn
+MAX_UPLOADS = 2  # multipart posts read at once (a photo is held whole); others wait their turn
 
 
 MAX_WAIT = 60.0
@@ -134,6 +135,7 @@ ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (NotOwnerError, 403, "not_owner"),
     (FriendLimitError, 409, "friend_limit"),
+    (TooLargeError, 413, "too_large"),
     (UserInputError, 400, "invalid"),
 )
 

@@ -31,9 +31,12 @@ from p2pmoments.core.blobs import BlobKind
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
 from p2pmoments.core.pairing import PairingState
 from p2pmoments.moments import MAX_FEED
+from p2pmoments.posting import Upload
 from p2pmoments.store import StoredMoment
 
 __all__ = ["routes"]
+
+DOWNLOAD_BATCH = 4 << 20  # plaintext read and decrypted off the loop at once
 
 routes = web.RouteTableDef()
 
@@ -308,24 +311,25 @@ async def feed(request: web.Request) -> web.Response:
 async def post_moment(request: web.Request) -> web.Response:
     """Post to a circle: JSON for text, or multipart/form-data with photos and files."""
     if request.content_type == "multipart/form-data":
-        # Uploads are read into memory whole: a few at a time keeps memory bounded.
-        async with request.app[UPLOADS]:
-            body, photos, files = await multipart(request)
-            return await _post(request, body, ("circle",), photos, files)
+        # Files are streamed into the post's pack as they arrive; a photo is held whole
+        # while it is read: a few uploads at a time keeps memory bounded.
+        posting = request.app[NODE].posting
+        async with request.app[UPLOADS], posting.upload() as upload:
+            body = await multipart(request, posting, upload)
+            return await _post(request, body, ("circle",), upload)
     body = await json_body(
         request,
         too_large=f"this post is over {MAX_BODY >> 10} KiB: a moment's text is at most "
         f"{MAX_TEXT >> 10} KiB; send photos and files as multipart/form-data",
     )
-    return await _post(request, body, ("circle", "text"), [], [])
+    return await _post(request, body, ("circle", "text"), None)
 
 
 async def _post(
     request: web.Request,
     body: dict[str, Any],
     required: tuple[str, ...],
-    photos: list[bytes],
-    files: list[tuple[str, bytes, str]],
+    upload: Upload | None,
 ) -> web.Response:
     fields(body, {"circle": str, "text": str, "expires_in": int}, required)
     if "expires_in" in body and not 0 < body["expires_in"] <= MAX_EXPIRY:
@@ -333,7 +337,7 @@ async def _post(
     node = request.app[NODE]
     with node_errors():
         moment = await node.posting.post(
-            body["circle"], body.get("text", ""), body.get("expires_in"), photos=photos, files=files
+            body["circle"], body.get("text", ""), body.get("expires_in"), upload=upload
         )
     circle = node.circles.current(moment.circle_id)
     # The post as it was just made (not read back): no comments yet, every chunk here.
@@ -354,7 +358,7 @@ async def _post(
         moment=moment,
         circle_name=circle.name if circle else "",
         replies=[],
-        held=[len(ref.addresses()) for ref in moment.content.blobs],
+        held=[ref.total() for ref in moment.content.blobs],
     )
     return web.json_response(views.moment_json(view, node.friends.person), status=201)
 
@@ -366,7 +370,7 @@ async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> w
         raise ApiError(400, "bad_request", f"photos and files are numbered from 1 to {MAX_BLOBS}")
     with node_errors():
         ref = await moments.blob(request.match_info["id"], kind, int(n_text), thumbnail)
-        await asyncio.to_thread(moments.check_chunks, ref)  # errors stay JSON until here
+        reader = await moments.open_blob(ref)  # errors stay JSON until here
     response = web.StreamResponse(
         headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
     )
@@ -375,8 +379,10 @@ async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> w
     if kind is BlobKind.FILE:
         response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(ref.name)}"
     await response.prepare(request)
-    for index in range(len(ref.chunks)):
-        await response.write(await asyncio.to_thread(moments.read_chunk, ref, index))
+    step = max(1, DOWNLOAD_BATCH // ref.chunk_size)  # chunks read and decrypted at once
+    for first in range(0, len(reader.addresses), step):
+        for plain in await asyncio.to_thread(reader.read_many, first, step):
+            await response.write(plain)
     await response.write_eof()
     return response
 

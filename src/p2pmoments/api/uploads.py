@@ -1,16 +1,19 @@
-"""Reading a multipart post: fields, photos and files, each part bounded as it arrives."""
+"""Reading a multipart post: fields, photos and files, each part bounded or streamed as it
+arrives (a file is handed to the post's Upload piece by piece, never held whole)."""
 
 from __future__ import annotations
 
 import io
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from p2pmoments.api.base import MAX_FIELD, MAX_UPLOAD, READ_CHUNK, ApiError
+from p2pmoments.api.base import MAX_FIELD, MAX_PHOTO, READ_CHUNK, ApiError, node_errors
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
+from p2pmoments.posting import Posting, Upload
 
 __all__ = ["multipart"]
 
@@ -25,21 +28,21 @@ async def _read_part(part: BodyPartReader, limit: int, too_large: ApiError) -> b
     return data.getvalue()
 
 
+async def _pieces(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(READ_CHUNK):
+        yield chunk
+
+
 _EXPIRY_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
-async def multipart(
-    request: web.Request,
-) -> tuple[dict[str, Any], list[bytes], list[tuple[str, bytes, str]]]:
+async def multipart(request: web.Request, posting: Posting, upload: Upload) -> dict[str, Any]:
     """Fields circle, text, expires_in (once each); parts named photo and file (repeatable,
-    at most MAX_BLOBS in all). Stops reading as soon as anything is wrong."""
+    at most MAX_BLOBS in all), read into `upload` as they arrive. Stops reading as soon
+    as anything is wrong: a post to a circle it may not post in is refused before its
+    photos and files are read, when the circle comes first (as the CLI sends it)."""
     body: dict[str, Any] = {}
-    photos: list[bytes] = []
-    files: list[tuple[str, bytes, str]] = []
-    total = 0
-    too_large = ApiError(
-        413, "too_large", f"a post is at most {MAX_UPLOAD >> 20} MiB with its photos and files"
-    )
+    count = 0
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -47,17 +50,22 @@ async def multipart(
                 raise ApiError(400, "bad_request", "nested multipart is not accepted")
             name = part.name
             if name in ("photo", "file"):
-                if len(photos) + len(files) >= MAX_BLOBS:
+                if count >= MAX_BLOBS:
                     raise ApiError(
                         400, "bad_request", f"a moment has at most {MAX_BLOBS} photos and files"
                     )
-                data = await _read_part(part, MAX_UPLOAD - total, too_large)
-                total += len(data)
+                count += 1
                 if name == "photo":
-                    photos.append(data)
+                    too_large = ApiError(
+                        413, "too_large", f"a photo is at most {MAX_PHOTO >> 20} MiB"
+                    )
+                    data = await _read_part(part, MAX_PHOTO, too_large)
+                    with node_errors():
+                        await upload.add_photo(data)
                 else:
                     media_type = part.headers.get("Content-Type", "application/octet-stream")
-                    files.append((part.filename or "file", data, media_type))
+                    with node_errors():
+                        await upload.add_file(part.filename or "file", media_type, _pieces(part))
             elif name in ("circle", "text", "expires_in"):
                 if name in body:
                     raise ApiError(400, "bad_request", f"the {name} field is given twice")
@@ -69,7 +77,6 @@ async def multipart(
                     if name == "text"
                     else ApiError(400, "bad_request", f"the {name} field is too long"),
                 )
-                total += len(data)
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError:
@@ -82,12 +89,13 @@ async def multipart(
                     raise ApiError(400, "bad_request", "expires_in is a whole number of seconds")
                 else:
                     body[name] = int(text)
+                if name == "circle" and not count:
+                    with node_errors():
+                        posting.check(text)
             else:
                 raise ApiError(400, "bad_request", f"unknown part {name!r}")
-            if total > MAX_UPLOAD:
-                raise too_large
     except HttpProcessingError as exc:  # a malformed part header
         raise ApiError(400, "bad_request", f"the form is malformed: {exc.message}") from None
     except ValueError as exc:  # no boundary, a truncated body
         raise ApiError(400, "bad_request", f"the form is malformed: {exc}") from None
-    return body, photos, files
+    return body

@@ -1,11 +1,24 @@
 """Blobs: photos and files, encrypted with their own key, in verifiable chunks (spec/moments.md §4).
 
-A blob's plaintext is split into chunks of CHUNK_SIZE bytes. Chunk i is
-encrypted with ChaCha20-Poly1305 under the blob's own random key, nonce i (the
-key is never reused, so neither is a nonce), with the blob's total size as
-associated data. A chunk is addressed by the BLAKE2b-256 hash of its
-ciphertext: anyone can check a chunk against its address on arrival, only
-holders of the blob key (carried in the encrypted moment) can read it.
+A blob's plaintext is split into chunks. Chunk i is encrypted with ChaCha20-Poly1305
+under the blob's own random key, nonce i (the key is never reused, so neither is a
+nonce). A chunk is addressed by the BLAKE2b-256 hash of its ciphertext: anyone can
+check a chunk against its address on arrival, only holders of the blob key (carried in
+the encrypted moment) can read it.
+
+A reference takes one of two forms. The first (version 1) lists every chunk address
+inline, chunks of 256 KiB, the blob's size as associated data, addresses by BLAKE2b: it
+suits small blobs, and is what every daemon reads. The second (version 2) is for blobs
+of any size: chunks of 512 KiB, addresses by SHA-256 (which this kind of machine hashes
+more than twice as fast, with its SHA extensions), and instead of the list, the
+addresses of a *chunk index*: the list of chunk addresses, encrypted in pieces under the
+blob key and stored and fetched like any chunk, so a reference stays small however big
+the blob (an envelope is at most 64 KiB). A chunk matches an address if either hash of
+it is that address.
+
+`BlobEncoder` encrypts a blob as it arrives, piece by piece, without knowing its size
+in advance: it holds the first INLINE_BYTES back, and a blob that ends within them takes
+the first form. Pure: the shell writes the chunks it returns.
 """
 
 from __future__ import annotations
@@ -13,26 +26,45 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from p2pmoments.core.crypto import CryptoError, aead_decrypt, aead_encrypt, random_bytes
+from p2pmoments.core.crypto import Aead, CryptoError, random_bytes
 from p2pmoments.core.errors import DecodeError
 
 __all__ = [
+    "BIG_CHUNK_SIZE",
     "CHUNK_SIZE",
+    "INDEX_PIECE",
+    "INLINE_BYTES",
     "MAX_BLOB",
+    "MAX_CHUNK",
+    "MAX_INDEX_PIECES",
+    "BlobEncoder",
     "BlobKind",
     "BlobRef",
     "chunk_address",
+    "chunk_matches",
     "decode_ref",
     "decrypt_chunk",
     "encrypt_blob",
+    "open_index_piece",
 ]
 
-CHUNK_SIZE = 256 * 1024
-MAX_BLOB = 512 * 1024 * 1024
+CHUNK_SIZE = 256 * 1024  # version 1: every blob; ours now only those up to INLINE_BYTES
+BIG_CHUNK_SIZE = 512 * 1024  # version 2: what we post (a chunk message must stay under 1 MiB)
+MIN_CHUNK_SIZE = 64 * 1024
+MAX_CHUNK = BIG_CHUNK_SIZE + 16  # the largest encrypted chunk or index piece
+INLINE_CHUNKS = 16  # at most this many addresses inline (version 1)
+INLINE_BYTES = INLINE_CHUNKS * CHUNK_SIZE  # a blob up to 4 MiB takes the first form
+MAX_BLOB_V1 = 512 * 1024 * 1024
+INDEX_PIECE = 16384  # addresses in one piece of a chunk index (512 KiB: one chunk message)
+MAX_INDEX_PIECES = 128
+MAX_BLOB = MAX_INDEX_PIECES * INDEX_PIECE * BIG_CHUNK_SIZE  # 1 TiB
+ADDRESS = 32
 _PERSON = b"p2pm-chunk"
+_SHA256 = hashlib.sha256(b"p2pm-chunk-2\x00")  # version 2's addresses: SHA-256 of this || chunk
+_INDEX_DOMAIN = b"\x01\x00\x00\x00"  # an index piece's nonce starts so; a chunk's with zeros
 
 
 class BlobKind(enum.IntEnum):
@@ -44,27 +76,41 @@ class BlobKind(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlobRef:
-    """What a moment says about one of its blobs (inside its encrypted content)."""
+    """What a moment says about one of its blobs (inside its encrypted content).
+
+    Version 1 lists its `chunks`; version 2 names its chunk `index` instead (the chunk
+    addresses are then read from the index: `chunks` is empty)."""
 
     kind: BlobKind
     media_type: str
     size: int
-    key: bytes
-    chunks: tuple[bytes, ...]
+    key: bytes = field(repr=False)
+    chunks: tuple[bytes, ...] = ()
+    chunk_size: int = CHUNK_SIZE
+    index: tuple[bytes, ...] = ()  # version 2: the chunk index's pieces, in order
     name: str = ""  # a file's name
     width: int = 0  # photos
     height: int = 0
     thumbnail: BlobRef | None = None  # photos: a small JPEG
 
+    @property
+    def version(self) -> int:
+        """1: the chunks are listed; 2: they are in a chunk index."""
+        return 2 if self.index else 1
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks its plaintext is cut into (at least 1)."""
+        return max(1, -(-self.size // self.chunk_size))
+
     def as_map(self) -> dict[int, Any]:
         """The CBOR form (spec/moments.md §4)."""
-        out: dict[int, Any] = {
-            1: int(self.kind),
-            2: self.media_type,
-            3: self.size,
-            4: self.key,
-            5: list(self.chunks),
-        }
+        out: dict[int, Any] = {1: int(self.kind), 2: self.media_type, 3: self.size, 4: self.key}
+        if self.index:
+            out[10] = self.chunk_size
+            out[11] = list(self.index)
+        else:
+            out[5] = list(self.chunks)
         if self.name:
             out[6] = self.name
         if self.width or self.height:
@@ -74,59 +120,190 @@ class BlobRef:
         return out
 
     def addresses(self) -> list[bytes]:
-        """Every chunk address of the blob, its thumbnail's included."""
-        return [*self.chunks, *(self.thumbnail.addresses() if self.thumbnail else [])]
+        """Every address the reference itself names, its thumbnail's included: the chunks
+        of version 1, the index pieces of version 2 (its chunks are in the index)."""
+        own = self.index or self.chunks
+        return [*own, *(self.thumbnail.addresses() if self.thumbnail else [])]
+
+    def total(self) -> int:
+        """How many chunks travel for it, index pieces and thumbnail included."""
+        own = len(self.index) + self.chunk_count if self.index else len(self.chunks)
+        return own + (self.thumbnail.total() if self.thumbnail else 0)
+
+    def index_piece_length(self, piece: int) -> int:
+        """How many chunk addresses piece `piece` of the index lists."""
+        return min(INDEX_PIECE, self.chunk_count - piece * INDEX_PIECE)
 
     def __repr__(self) -> str:
-        return f"BlobRef({self.kind.name}, {self.media_type}, {self.size} bytes)"
+        return f"BlobRef({self.kind.name}, {self.media_type}, {self.size} bytes, v{self.version})"
 
 
-def chunk_address(ciphertext: bytes) -> bytes:
-    """The address of an encrypted chunk."""
-    return hashlib.blake2b(ciphertext, digest_size=32, person=_PERSON).digest()
+def chunk_address(ciphertext: bytes | memoryview, version: int = 1) -> bytes:
+    """The address of an encrypted chunk of a blob of the first or second form."""
+    if version == 1:
+        return hashlib.blake2b(ciphertext, digest_size=32, person=_PERSON).digest()
+    h = _SHA256.copy()
+    h.update(ciphertext)
+    return h.digest()
 
 
-def _chunk_count(size: int) -> int:
-    return max(1, -(-size // CHUNK_SIZE))
+def chunk_matches(address: bytes, ciphertext: bytes | memoryview) -> bool:
+    """True if the chunk is the one `address` names, whichever form its blob takes (the
+    second form's hash first: it carries most bytes)."""
+    return chunk_address(ciphertext, 2) == address or chunk_address(ciphertext, 1) == address
+
+
+def _size_ad(size: int) -> bytes:
+    return size.to_bytes(8, "big")
+
+
+def _index_nonce(piece: int) -> bytes:
+    return _INDEX_DOMAIN + piece.to_bytes(8, "little")
+
+
+class BlobEncoder:
+    """Encrypts one blob as its plaintext arrives: `feed` pieces of any size, then
+    `finish`; each returns the (address, ciphertext) chunks that are ready, in order.
+
+    Holds at most INLINE_BYTES plus one chunk of plaintext: the first INLINE_BYTES are
+    kept back until it is known whether the blob ends within them (then it is encrypted
+    in the first form, which needs its size up front)."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = random_bytes(32) if key is None else key
+        self._aead = Aead(self._key)
+        self._held = bytearray()
+        self._big = False  # the second form: past INLINE_BYTES
+        self._addresses: list[bytes] = []
+        self._size = 0
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        """Bytes fed so far."""
+        return self._size
+
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """Take more plaintext; returns the chunks now ready."""
+        if self._done:
+            raise ValueError("this blob is finished")
+        self._size += len(data)
+        if self._size > MAX_BLOB:
+            raise DecodeError(f"a photo or file is at most {MAX_BLOB >> 40} TiB")
+        self._held += data
+        if not self._big and len(self._held) <= INLINE_BYTES:
+            return []
+        self._big = True
+        out = []
+        whole = len(self._held) // BIG_CHUNK_SIZE * BIG_CHUNK_SIZE
+        view = memoryview(self._held)
+        for start in range(0, whole, BIG_CHUNK_SIZE):
+            out.append(self._chunk(view[start : start + BIG_CHUNK_SIZE], b"", 2))
+        view.release()
+        del self._held[:whole]
+        return out
+
+    def _chunk(self, plain: bytes | memoryview, ad: bytes, version: int) -> tuple[bytes, bytes]:
+        ciphertext = self._aead.encrypt_counter(len(self._addresses), ad, plain)
+        address = chunk_address(ciphertext, version)
+        self._addresses.append(address)
+        return address, ciphertext
+
+    def finish(self, **meta: Any) -> tuple[BlobRef, list[tuple[bytes, bytes]]]:
+        """The reference (with `meta`: kind, media_type, name, ...) and the last chunks:
+        those of the plaintext still held, and, in the second form, the index pieces."""
+        if self._done:
+            raise ValueError("this blob is finished")
+        self._done = True
+        held, self._held = bytes(self._held), bytearray()
+        if not self._big:
+            ad = _size_ad(self._size)
+            out = [
+                self._chunk(held[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], ad, 1)
+                for i in range(max(1, -(-len(held) // CHUNK_SIZE)))
+            ]
+            ref = BlobRef(size=self._size, key=self._key, chunks=tuple(self._addresses), **meta)
+            return ref, out
+        out = [self._chunk(held, b"", 2)] if held else []
+        index = []
+        ad = _size_ad(self._size)
+        for piece, start in enumerate(range(0, len(self._addresses), INDEX_PIECE)):
+            plain = b"".join(self._addresses[start : start + INDEX_PIECE])
+            ciphertext = self._aead.encrypt(_index_nonce(piece), ad, plain)
+            address = chunk_address(ciphertext, 2)
+            index.append(address)
+            out.append((address, ciphertext))
+        ref = BlobRef(
+            size=self._size,
+            key=self._key,
+            chunk_size=BIG_CHUNK_SIZE,
+            index=tuple(index),
+            **meta,
+        )
+        return ref, out
+
+    def chunk_addresses(self) -> list[bytes]:
+        """The addresses of the blob's chunks so far, in order (not its index pieces)."""
+        return list(self._addresses)
 
 
 def encrypt_blob(
     data: bytes, key: bytes | None = None, **meta: Any
 ) -> tuple[BlobRef, list[tuple[bytes, bytes]]]:
-    """A new blob of `data`: its reference and its (address, ciphertext) chunks.
-
-    `key` is for the worked examples of spec/moments.md only; leave it out."""
-    if len(data) > MAX_BLOB:
-        raise DecodeError(f"a photo or file is at most {MAX_BLOB // (1 << 20)} MiB")
-    key = random_bytes(32) if key is None else key
-    ad = len(data).to_bytes(8, "big")
-    chunks = []
-    for i in range(_chunk_count(len(data))):
-        ciphertext = aead_encrypt(key, i, ad, data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
-        chunks.append((chunk_address(ciphertext), ciphertext))
-    ref = BlobRef(size=len(data), key=key, chunks=tuple(a for a, _ in chunks), **meta)
-    return ref, chunks
+    """A new blob of `data`: its reference and every (address, ciphertext) chunk, index
+    pieces last. `key` is for the worked examples of spec/moments.md only; leave it out."""
+    encoder = BlobEncoder(key)
+    chunks = encoder.feed(data)
+    ref, last = encoder.finish(**meta)
+    return ref, chunks + last
 
 
-def decrypt_chunk(ref: BlobRef, index: int, ciphertext: bytes) -> bytes:
-    """Check a chunk against its address and decrypt it; DecodeError if it is not the one."""
-    if not 0 <= index < len(ref.chunks) or chunk_address(ciphertext) != ref.chunks[index]:
+def decrypt_chunk(
+    ref: BlobRef, index: int, ciphertext: bytes, address: bytes | None = None
+) -> bytes:
+    """Check a chunk against its address and decrypt it; DecodeError if it is not the one.
+
+    Version 1 names the address itself; for version 2 the caller gives the one the
+    chunk index lists (open_index_piece)."""
+    if address is None:
+        if not 0 <= index < len(ref.chunks):
+            raise DecodeError("this chunk is not the one its address names")
+        address = ref.chunks[index]
+    if not 0 <= index < ref.chunk_count or chunk_address(ciphertext, ref.version) != address:
         raise DecodeError("this chunk is not the one its address names")
+    ad = b"" if ref.index else _size_ad(ref.size)
     try:
-        plain = aead_decrypt(ref.key, index, ref.size.to_bytes(8, "big"), ciphertext)
+        plain = Aead(ref.key).decrypt_counter(index, ad, ciphertext)
     except CryptoError:
         raise DecodeError("this chunk does not decrypt under its blob key") from None
-    last = index == len(ref.chunks) - 1
-    expected = ref.size - index * CHUNK_SIZE if last else CHUNK_SIZE
+    last = index == ref.chunk_count - 1
+    expected = ref.size - index * ref.chunk_size if last else ref.chunk_size
     if len(plain) != expected:
         raise DecodeError("this chunk has the wrong length")
     return plain
 
 
-def decrypt_blob(ref: BlobRef, chunks: Sequence[bytes]) -> Iterator[bytes]:
-    """The plaintext of a blob, chunk by chunk."""
+def open_index_piece(ref: BlobRef, piece: int, ciphertext: bytes) -> list[bytes]:
+    """The chunk addresses listed by piece `piece` of a version 2 blob's index, checked
+    against its address and decrypted; DecodeError if it is not the one."""
+    if not 0 <= piece < len(ref.index) or chunk_address(ciphertext, 2) != ref.index[piece]:
+        raise DecodeError("this index piece is not the one its address names")
+    try:
+        plain = Aead(ref.key).decrypt(_index_nonce(piece), _size_ad(ref.size), ciphertext)
+    except CryptoError:
+        raise DecodeError("this index piece does not decrypt under its blob key") from None
+    if len(plain) != ADDRESS * ref.index_piece_length(piece):
+        raise DecodeError("this index piece has the wrong length")
+    return [plain[i : i + ADDRESS] for i in range(0, len(plain), ADDRESS)]
+
+
+def decrypt_blob(
+    ref: BlobRef, chunks: Sequence[bytes], addresses: Sequence[bytes] = ()
+) -> Iterator[bytes]:
+    """The plaintext of a blob, chunk by chunk (`addresses`: a version 2 blob's, from its
+    index)."""
     for i, ciphertext in enumerate(chunks):
-        yield decrypt_chunk(ref, i, ciphertext)
+        yield decrypt_chunk(ref, i, ciphertext, addresses[i] if addresses else None)
 
 
 def _text(fields: dict[int, Any], key: int, limit: int) -> str:
@@ -136,8 +313,18 @@ def _text(fields: dict[int, Any], key: int, limit: int) -> str:
     return value
 
 
+def _addresses(value: object, count: int) -> tuple[bytes, ...]:
+    if (
+        type(value) is not list
+        or len(value) != count
+        or not all(type(c) is bytes and len(c) == ADDRESS for c in value)
+    ):
+        raise DecodeError("bad chunk list")
+    return tuple(value)
+
+
 def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
-    """A BlobRef from its CBOR map; DecodeError if anything is off."""
+    """A BlobRef from its CBOR map, either form; DecodeError if anything is off."""
     if type(fields) is not dict or depth > 1:
         raise DecodeError("malformed blob reference")
     raw_kind = fields.get(1)
@@ -145,17 +332,34 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         kind = BlobKind(raw_kind if type(raw_kind) is int else -1)
     except ValueError:
         raise DecodeError("unknown kind of blob") from None
-    size, key, chunks = fields.get(3), fields.get(4), fields.get(5)
-    if type(size) is not int or not 0 <= size <= MAX_BLOB:
-        raise DecodeError("bad blob size")
+    size, key = fields.get(3), fields.get(4)
     if type(key) is not bytes or len(key) != 32:
         raise DecodeError("bad blob key")
-    if (
-        type(chunks) is not list
-        or len(chunks) != _chunk_count(size)
-        or not all(type(c) is bytes and len(c) == 32 for c in chunks)
-    ):
-        raise DecodeError("bad chunk list")
+    if (5 in fields) == (11 in fields):
+        raise DecodeError("a blob reference lists its chunks or names its index, not both")
+    chunks: tuple[bytes, ...] = ()
+    index: tuple[bytes, ...] = ()
+    if 5 in fields:  # the first form
+        if 10 in fields or type(size) is not int or not 0 <= size <= MAX_BLOB_V1:
+            raise DecodeError("bad blob size")
+        chunk_size = CHUNK_SIZE
+        chunks = _addresses(fields[5], max(1, -(-size // CHUNK_SIZE)))
+    else:
+        raw_chunk_size = fields.get(10)
+        if (
+            type(raw_chunk_size) is not int
+            or not MIN_CHUNK_SIZE <= raw_chunk_size <= BIG_CHUNK_SIZE
+            or raw_chunk_size & (raw_chunk_size - 1)
+        ):
+            raise DecodeError("bad chunk size")
+        chunk_size = raw_chunk_size
+        if type(size) is not int or not 0 <= size <= MAX_BLOB:
+            raise DecodeError("bad blob size")
+        count = max(1, -(-size // chunk_size))
+        pieces = -(-count // INDEX_PIECE)
+        if pieces > MAX_INDEX_PIECES:
+            raise DecodeError("bad blob size")
+        index = _addresses(fields[11], pieces)
     width, height = fields.get(7, 0), fields.get(8, 0)
     if type(width) is not int or type(height) is not int or width < 0 or height < 0:
         raise DecodeError("bad photo size")
@@ -165,9 +369,16 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         media_type=_text(fields, 2, 100),
         size=size,
         key=key,
-        chunks=tuple(chunks),
+        chunks=chunks,
+        chunk_size=chunk_size,
+        index=index,
         name=_text(fields, 6, 255),
         width=width,
         height=height,
         thumbnail=None if thumb is None else decode_ref(thumb, depth=depth + 1),
     )
+
+
+def with_thumbnail(ref: BlobRef, thumbnail: BlobRef) -> BlobRef:
+    """`ref` carrying `thumbnail`."""
+    return replace(ref, thumbnail=thumbnail)

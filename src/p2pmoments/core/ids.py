@@ -33,11 +33,19 @@ def _check(raw: bytes, kind: IdKind) -> bytes:
     return hashlib.blake2b(raw, digest_size=CHECK_LEN, person=kind.value).digest()
 
 
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+# Two base32 characters a table lookup: the standard library's b32encode loops in Python
+# over every 5 bytes, and a catch-up names 10,000 moments in its events.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_MASK = (1 << 10) - 1
+
+
 def encode_id(raw: bytes, kind: IdKind) -> str:
     """The 56-character text form of a 32-byte id."""
     if not isinstance(raw, bytes) or len(raw) != ID_LEN:
         raise ValueError(f"an id is {ID_LEN} bytes")
-    return base64.b32encode(raw + _check(raw, kind)).decode("ascii").lower()
+    n = int.from_bytes(raw + _check(raw, kind), "big")  # 280 bits: 28 pairs of characters
+    return "".join([_PAIRS[(n >> shift) & _MASK] for shift in range(270, -1, -10)])
 
 
 def decode_id(text: str, kind: IdKind) -> bytes:

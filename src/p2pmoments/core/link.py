@@ -7,13 +7,17 @@ touches a socket or a clock.
 Life of a link, all transitions in `_TRANSITIONS`:
 HANDSHAKE -> (responder: AWAIT_ACCEPT ->) HELLO -> OPEN -> CLOSED.
 Any error moves it to CLOSED with a close code; the shell then drops the socket.
+
+Why so long: the handshake, the frames and the stream of messages of one link are one
+state machine; frames are read and written without copying what they carry (a chunk
+travels at hundreds of MB/s), which takes a few more lines than slicing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +136,30 @@ class Closed:
 Event = AcceptRequest | Established | MessageReceived | Closed
 
 
+def _frames(parts: Sequence[bytes], size: int) -> Iterator[bytes | memoryview]:
+    """The concatenation of `parts`, `size` bytes at a time: views where a piece lies in
+    one part, joined where it spans parts."""
+    pending: list[bytes | memoryview] = []
+    have = 0
+    for part in parts:
+        view = memoryview(part)
+        pos = 0
+        while pos < len(view):
+            take = min(size - have, len(view) - pos)
+            piece = view[pos : pos + take]
+            pos += take
+            if not pending and take == size:
+                yield piece
+                continue
+            pending.append(piece)
+            have += take
+            if have == size:
+                yield b"".join(pending)
+                pending, have = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
 class _Close(Exception):
     def __init__(self, code: CloseCode, reason: str) -> None:
         super().__init__(reason)
@@ -163,9 +191,13 @@ class Link:
         self._expected_peer = expected_peer
         self._pairing_tokens = list(pairing_tokens)
         self._listen_port = listen_port
-        self._out = bytearray()
-        self._in = bytearray()
-        self._plain = bytearray()
+        self._out: list[bytes] = []  # frames to send, in order
+        self._in = bytearray()  # the start of a frame not all here yet
+        # Plaintext of a message not all here yet: its pieces, how many bytes they hold,
+        # and its length once its 4 bytes of length are here.
+        self._pieces: list[bytes | memoryview] = []
+        self._have = 0
+        self._need: int | None = None
         self._events: list[Event] = []
         self._hs: HandshakeState | None = None
         self._send: CipherState | None = None
@@ -204,8 +236,11 @@ class Link:
         try:
             if not data:
                 raise _Close(CloseCode.NORMAL, "the peer closed the connection")
-            self._in += data
-            self._process_frames()
+            if self._in:
+                self._in += data
+                self._process_frames(self._in)
+            else:  # frames wholly in `data` are read where they are, the rest kept
+                self._process_frames(data)
         except _Close as exc:
             self._fail(exc.code, exc.reason, by_peer=not data)
         return self._take_events()
@@ -254,7 +289,8 @@ class Link:
 
     def data_to_send(self) -> bytes:
         """Bytes for the socket, in order."""
-        out, self._out = bytes(self._out), bytearray()
+        out = b"".join(self._out)
+        self._out.clear()
         self.bytes_out += len(out)
         return out
 
@@ -308,19 +344,20 @@ class Link:
             with contextlib.suppress(LocalProtocolError):
                 self._send_message({0: T_CLOSE, 1: int(code), 2: reason[:200]})
         self.state = LinkState.CLOSED
-        self._in.clear()
-        self._plain.clear()
+        self._in = bytearray()
+        self._pieces.clear()
+        self._have, self._need = 0, None
         if notify:
             self._events.append(Closed(code=code, reason=reason, by_peer=by_peer))
 
     def _write_frame(self, body: bytes) -> None:
-        self._out += len(body).to_bytes(2, "big")
-        self._out += body
+        self._out.append(len(body).to_bytes(2, "big"))
+        self._out.append(body)
 
-    def _process_frames(self) -> None:
-        # Walk the buffer with an offset and drop what was consumed once at the end:
-        # deleting each frame from the front would move the rest every time.
-        buf, pos = self._in, 0
+    def _process_frames(self, buf: bytes | bytearray) -> None:
+        # Walk the buffer with an offset; frames are decrypted where they lie (no copy),
+        # and only an unfinished frame's start is kept for the next read.
+        pos = 0
         try:
             while self.state not in (LinkState.CLOSED, LinkState.AWAIT_ACCEPT):
                 if len(buf) - pos < 2:
@@ -328,24 +365,28 @@ class Link:
                 size = (buf[pos] << 8) | buf[pos + 1]
                 if len(buf) - pos < 2 + size:
                     break
-                body = bytes(buf[pos + 2 : pos + 2 + size])
-                pos += 2 + size
-                self._on_frame(body)
+                start, pos = pos + 2, pos + 2 + size
+                if self.state is LinkState.HANDSHAKE or self._recv is None:
+                    self._on_frame(bytes(buf[start:pos]))
+                    continue
+                with memoryview(buf) as view, view[start:pos] as body:
+                    try:
+                        plain = self._recv.decrypt_with_ad(b"", body)
+                    except NoiseError as exc:
+                        raise _Close(CloseCode.PROTOCOL_ERROR, str(exc)) from None
+                self._on_plaintext(plain)
         finally:
-            del buf[:pos]
+            if self.state is not LinkState.CLOSED:
+                if buf is self._in:
+                    del buf[:pos]
+                else:
+                    self._in += buf[pos:]
         if self.state is LinkState.AWAIT_ACCEPT and self._in:
             raise _Close(CloseCode.PROTOCOL_ERROR, "data before the handshake finished")
 
     def _on_frame(self, body: bytes) -> None:
         if self.state is LinkState.HANDSHAKE:
             self._on_handshake_frame(body)
-        elif self._recv is not None:
-            try:
-                plain = self._recv.decrypt_with_ad(b"", body)
-            except NoiseError as exc:
-                raise _Close(CloseCode.PROTOCOL_ERROR, str(exc)) from None
-            self._plain += plain
-            self._process_messages()
         else:  # pragma: no cover - unreachable by construction of the states
             raise _Close(CloseCode.PROTOCOL_ERROR, "unexpected frame")
 
@@ -399,32 +440,49 @@ class Link:
 
     def _send_message(self, body: dict[int, Any]) -> None:
         assert self._send is not None
-        data = wire.encode_map(body)
-        if len(data) > MAX_APP_MESSAGE:
+        # A long byte string at the end (a chunk) stays where it is: each frame's
+        # plaintext is a view of it, not a copy (wire.encode_map_parts).
+        parts = wire.encode_map_parts(body)
+        size = sum(len(p) for p in parts)
+        if size > MAX_APP_MESSAGE:
             raise LocalProtocolError("message over the size limit")
-        stream = len(data).to_bytes(4, "big") + data
-        for start in range(0, len(stream), MAX_PLAINTEXT):
-            self._write_frame(
-                self._send.encrypt_with_ad(b"", stream[start : start + MAX_PLAINTEXT])
-            )
+        parts[0] = size.to_bytes(4, "big") + parts[0]
+        for plain in _frames(parts, MAX_PLAINTEXT):
+            self._write_frame(self._send.encrypt_with_ad(b"", plain))
 
-    def _process_messages(self) -> None:
-        buf, pos = self._plain, 0
-        try:
-            while self.state is not LinkState.CLOSED and len(buf) - pos >= 4:
-                size = int.from_bytes(buf[pos : pos + 4], "big")
+    def _on_plaintext(self, plain: bytes) -> None:
+        """The stream of messages goes on with `plain` (spec/transport.md section 3)."""
+        pos, end = 0, len(plain)
+        while self.state is not LinkState.CLOSED and pos < end:
+            if self._need is None:  # a message's 4 bytes of length
+                take = min(4 - self._have, end - pos)
+                self._pieces.append(plain[pos : pos + take])
+                self._have += take
+                pos += take
+                if self._have < 4:
+                    break
+                size = int.from_bytes(b"".join(self._pieces), "big")
+                self._pieces.clear()
+                self._have = 0
                 if size > MAX_APP_MESSAGE:
                     raise _Close(
                         CloseCode.TOO_LARGE, f"a message of {size} bytes is over the limit"
                     )
-                if len(buf) - pos < 4 + size:
+                self._need = size
+            take = min(self._need - self._have, end - pos)
+            if not self._pieces and take == self._need:  # all in this frame
+                data = plain[pos : pos + take]
+            else:
+                self._pieces.append(memoryview(plain)[pos : pos + take])
+                self._have += take
+                if self._have < self._need:
                     break
-                data = bytes(buf[pos + 4 : pos + 4 + size])
-                pos += 4 + size
-                self._on_message_bytes(data)
-        finally:
-            if self.state is not LinkState.CLOSED:
-                del buf[:pos]
+                data = b"".join(self._pieces)  # the one copy of a message over frames
+                self._pieces.clear()
+                self._have = 0
+            pos += take
+            self._need = None
+            self._on_message_bytes(data)
 
     def _on_message_bytes(self, data: bytes) -> None:
         try:

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 from p2pmoments.core.crypto import (
     AEAD_TAG_LEN,
+    Aead,
     CryptoError,
     LinkSecretKey,
-    aead_decrypt,
-    aead_encrypt,
     x25519,
 )
 from p2pmoments.core.errors import LocalProtocolError, RemoteProtocolError
@@ -100,32 +99,35 @@ def _hkdf(chaining_key: bytes, ikm: bytes, outputs: int) -> tuple[bytes, ...]:
 class CipherState:
     """A key and a nonce counter (Noise section 5.1)."""
 
-    __slots__ = ("_key", "_n")
+    __slots__ = ("_aead", "_key", "_n")
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
+        self._aead = None if key is None else Aead(key)  # made once: a link sends many
         self._n = 0
 
     @property
     def has_key(self) -> bool:
         return self._key is not None
 
-    def encrypt_with_ad(self, ad: bytes, plaintext: bytes) -> bytes:
+    def encrypt_with_ad(self, ad: bytes, plaintext: bytes | memoryview) -> bytes:
         if self._key is None:
-            return plaintext
+            return bytes(plaintext)
         if self._n >= MAX_NONCE:
             raise LocalProtocolError("nonce exhausted: the link must be re-established")
-        ciphertext = aead_encrypt(self._key, self._n, ad, plaintext)
+        assert self._aead is not None
+        ciphertext = self._aead.encrypt_counter(self._n, ad, plaintext)
         self._n += 1
         return ciphertext
 
-    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         if self._key is None:
-            return ciphertext
+            return bytes(ciphertext)
         if self._n >= MAX_NONCE:
             raise NoiseError("nonce exhausted")
         try:
-            plaintext = aead_decrypt(self._key, self._n, ad, ciphertext)
+            assert self._aead is not None
+            plaintext = self._aead.decrypt_counter(self._n, ad, ciphertext)
         except CryptoError as exc:
             raise NoiseError(str(exc)) from None
         self._n += 1  # only after success, as the spec says

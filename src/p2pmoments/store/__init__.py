@@ -21,6 +21,7 @@ from p2pmoments.store.moments import MomentTables
 from p2pmoments.store.people import PeopleTables
 from p2pmoments.store.records import (
     Counts,
+    Freed,
     FriendRecord,
     FriendState,
     NewMoment,
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AsyncStore",
     "Counts",
+    "Freed",
     "FriendRecord",
     "FriendState",
     "NewMoment",

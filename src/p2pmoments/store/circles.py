@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from p2pmoments.store.database import Database
+from p2pmoments.store.records import Freed
 
 __all__ = ["CircleTables"]
 
@@ -42,8 +43,8 @@ class CircleTables(Database):
         """Every manifest kept, of every epoch."""
         return [r[0] for r in self._conn.execute("SELECT manifest FROM manifests")]
 
-    def delete_circle(self, circle_id: bytes) -> list[bytes]:
-        """Forget a circle, its manifests and every moment in it; returns freed chunks."""
+    def delete_circle(self, circle_id: bytes) -> Freed:
+        """Forget a circle, its manifests and every moment in it; returns what it freed."""
         with self._transaction() as conn:
             ids = [
                 r[0]

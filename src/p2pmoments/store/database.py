@@ -13,7 +13,7 @@ from typing import Self
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.core.moment import Kind
 from p2pmoments.store import schema
-from p2pmoments.store.records import Counts, FriendState
+from p2pmoments.store.records import Counts, Freed, FriendState
 
 __all__ = ["Database", "StoreError"]
 
@@ -126,8 +126,8 @@ class Database:
     # --- shared by the table sets -------------------------------------------------
 
     @staticmethod
-    def _delete_moments(conn: sqlite3.Connection, moment_ids: Sequence[bytes]) -> list[bytes]:
-        """Delete moments and their chunk records; returns chunks nothing else uses."""
+    def _delete_moments(conn: sqlite3.Connection, moment_ids: Sequence[bytes]) -> Freed:
+        """Delete moments and their chunk records; returns what nothing else uses."""
         freed: set[bytes] = set()
         for moment_id in moment_ids:
             freed.update(
@@ -141,14 +141,28 @@ class Database:
         return Database._unused_chunks(conn, freed)
 
     @staticmethod
-    def _unused_chunks(conn: sqlite3.Connection, addresses: Iterable[bytes]) -> list[bytes]:
-        """Those of these chunks that no moment uses any more."""
-        return [
+    def _unused_chunks(conn: sqlite3.Connection, addresses: Iterable[bytes]) -> Freed:
+        """Those of these chunks that no moment uses any more, and the packs they leave
+        empty (their rows go: the caller deletes the files once this commits)."""
+        unused = [
             a
             for a in addresses
             if conn.execute("SELECT 1 FROM moment_chunks WHERE address = ?", (a,)).fetchone()
             is None
         ]
+        packs: set[bytes] = set()
+        for address in unused:
+            row = conn.execute(
+                "DELETE FROM packed WHERE address = ? RETURNING pack", (address,)
+            ).fetchone()
+            if row is not None:
+                packs.add(row[0])
+        empty = tuple(
+            p
+            for p in sorted(packs)
+            if conn.execute("SELECT 1 FROM packed WHERE pack = ? LIMIT 1", (p,)).fetchone() is None
+        )
+        return Freed(chunks=tuple(unused), packs=empty)
 
 
 def in_batches(values: Sequence[bytes], size: int = 500) -> Iterator[tuple[list[bytes], str]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from p2pmoments.core.moment import Kind
 from p2pmoments.store.database import Database, in_batches
-from p2pmoments.store.records import NewMoment, StoredMoment, columns, record
+from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, record
 
 __all__ = ["MomentTables"]
 
@@ -17,16 +17,29 @@ _MOMENT_COLUMNS = columns(StoredMoment)
 class MomentTables(Database):
     """The tables about moments."""
 
-    def add_moments(self, moments: Sequence[NewMoment]) -> list[bool]:
-        """Store verified moments and the blob chunks they use, in one transaction.
+    def add_moments(
+        self,
+        moments: Sequence[NewMoment],
+        packed: Sequence[tuple[bytes, bytes, int, int]] = (),
+    ) -> list[bool]:
+        """Store verified moments and the blob chunks they use, in one transaction, with
+        where our own chunks lie in their pack: (address, pack, start, length).
 
         Returns, for each, whether it was new (False if already there)."""
-        added: list[bool] = []
         with self._transaction() as conn:
-            for m in moments:
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
-                    " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            conn.executemany(
+                "INSERT OR IGNORE INTO packed (address, pack, start, length) VALUES (?,?,?,?)",
+                packed,
+            )
+            # One statement for the batch (a catch-up stores thousands at once): those
+            # already held, by id or by (circle, author, seq), are left as they are; the
+            # ids found before and after tell which were new.
+            ids = [m.moment_id for m in moments]
+            before = self._held_ids(conn, ids)
+            conn.executemany(
+                "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
+                " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
                     (
                         m.moment_id,
                         m.circle_id,
@@ -38,15 +51,50 @@ class MomentTables(Database):
                         m.expires,
                         m.envelope,
                         m.epoch,
-                    ),
-                )
-                added.append(cursor.rowcount == 1)
-                if added[-1] and m.chunks:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)",
-                        [(m.moment_id, a) for a in m.chunks],
                     )
+                    for m in moments
+                    if m.moment_id not in before
+                ],
+            )
+            after = self._held_ids(conn, ids)
+            added = []
+            for m in moments:
+                added.append(m.moment_id in after and m.moment_id not in before)
+                before.add(m.moment_id)  # the same moment twice in a batch: new once
+            uses = [
+                (m.moment_id, a)
+                for m, new in zip(moments, added, strict=True)
+                if new
+                for a in m.chunks
+            ]
+            conn.executemany(
+                "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)", uses
+            )
         return added
+
+    @staticmethod
+    def _held_ids(conn: Any, ids: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(ids)):
+            found.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT moment_id FROM moments WHERE moment_id IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
+    def add_moments_and_find_retracted(
+        self,
+        moments: Sequence[NewMoment],
+        packed: Sequence[tuple[bytes, bytes, int, int]] = (),
+    ) -> tuple[list[bool], set[bytes]]:
+        """add_moments, then retracted_among for those new that are not retractions."""
+        added = self.add_moments(moments, packed)
+        new = [m.moment_id for m, a in zip(moments, added, strict=True) if a]
+        kinds = {m.moment_id: m.kind for m in moments}
+        return added, self.retracted_among([i for i in new if kinds[i] is not Kind.RETRACTION])
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
         """The next sequence number of `author` in a circle."""
@@ -171,14 +219,44 @@ class MomentTables(Database):
         self, circle_ids: Sequence[bytes]
     ) -> list[tuple[bytes, bytes, int, bytes]]:
         """(moment, circle, epoch, chunk address) of every chunk that moments of these
-        circles use."""
+        circles use, but our own (in packs: they are all here)."""
         out: list[tuple[bytes, bytes, int, bytes]] = []
         for circle_id in circle_ids:
             out += self._conn.execute(
                 "SELECT c.moment_id, m.circle_id, m.epoch, c.address FROM moment_chunks c"
-                " JOIN moments m ON m.moment_id = c.moment_id WHERE m.circle_id = ?",
+                " JOIN moments m ON m.moment_id = c.moment_id"
+                " LEFT JOIN packed p ON p.address = c.address"
+                " WHERE m.circle_id = ? AND p.address IS NULL",
                 (circle_id,),
             ).fetchall()
+        return out
+
+    def add_chunks(self, uses: Sequence[tuple[bytes, bytes]]) -> None:
+        """Record more chunks that moments use, as (moment, address): those a chunk index
+        names, once it is here (spec/moments.md section 4)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO moment_chunks (moment_id, address)"
+                " SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM moments WHERE moment_id = ?1)",
+                uses,
+            )
+
+    def packed_at(self, addresses: Sequence[bytes]) -> dict[bytes, tuple[bytes, int, int]]:
+        """Where those of these chunks that are ours lie: address -> (pack, start, length)."""
+        out: dict[bytes, tuple[bytes, int, int]] = {}
+        for part, marks in in_batches(list(addresses)):
+            rows = self._conn.execute(
+                f"SELECT address, pack, start, length FROM packed WHERE address IN ({marks})",  # noqa: S608
+                part,
+            )
+            out.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return out
+
+    def moments_by_id(self, moment_ids: Sequence[bytes]) -> list[StoredMoment]:
+        """The moments we hold among these (retracted ones too, expired ones not)."""
+        out: list[StoredMoment] = []
+        for part, marks in in_batches(list(moment_ids)):
+            out += self._select(f"moment_id IN ({marks})", part, "created", len(part))
         return out
 
     def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
@@ -189,6 +267,19 @@ class MomentTables(Database):
                 r[0]
                 for r in self._conn.execute(
                     f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
+                    part,
+                )
+            )
+        return found
+
+    def packs_in_use(self, packs: Sequence[bytes]) -> set[bytes]:
+        """Those of these packs that hold a chunk of ours (a stored post)."""
+        found: set[bytes] = set()
+        for part, marks in in_batches(list(packs)):
+            found.update(
+                r[0]
+                for r in self._conn.execute(
+                    f"SELECT DISTINCT pack FROM packed WHERE pack IN ({marks})",  # noqa: S608
                     part,
                 )
             )
@@ -209,10 +300,10 @@ class MomentTables(Database):
 
     # --- deleting ------------------------------------------------------------------------
 
-    def retract(self, moment_id: bytes) -> list[bytes]:
+    def retract(self, moment_id: bytes) -> Freed:
         """Delete a moment's content, keep a retracted marker; its comments go too.
 
-        Returns the blob chunks nothing uses any more, for the caller to delete."""
+        Returns the blob chunks and packs nothing uses any more, for the caller to delete."""
         with self._transaction() as conn:
             # Its comments and reactions go; the retraction itself stays, to travel on.
             replies = [
@@ -237,10 +328,10 @@ class MomentTables(Database):
             freed += self._unused_chunks(conn, chunks)
         return freed
 
-    def delete_expired(self, now: int) -> tuple[int, list[bytes]]:
+    def delete_expired(self, now: int) -> tuple[int, Freed]:
         """Delete every moment whose expiry has passed, and what answers it.
 
-        Returns how many went, and the blob chunks nothing uses any more."""
+        Returns how many went, and the blob chunks and packs nothing uses any more."""
         with self._transaction() as conn:
             gone = [
                 r[0]

@@ -12,6 +12,7 @@ from p2pmoments.core.pairing import Direction, PairingState
 
 __all__ = [
     "Counts",
+    "Freed",
     "FriendRecord",
     "FriendState",
     "NewMoment",
@@ -100,6 +101,18 @@ class NewMoment:
     expires: int | None
     envelope: bytes
     chunks: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Freed:
+    """What deleting moments left unused: chunk addresses, and packs none of whose chunks
+    is used any more (spec/store.md section 1)."""
+
+    chunks: tuple[bytes, ...] = ()
+    packs: tuple[bytes, ...] = ()
+
+    def __add__(self, other: Freed) -> Freed:
+        return Freed(chunks=self.chunks + other.chunks, packs=self.packs + other.packs)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -110,5 +110,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, member)
     ) STRICT;
     """,
+    # 4: our own chunks live in packs, one file per post synced once (spec/store.md
+    # section 1); where each lies. Chunks from peers stay files of their own, as before.
+    """
+    CREATE TABLE packed (
+        address BLOB PRIMARY KEY CHECK (length(address) = 32),
+        pack    BLOB NOT NULL CHECK (length(pack) = 16),
+        start   INTEGER NOT NULL CHECK (start >= 0),
+        length  INTEGER NOT NULL CHECK (length > 0)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX packed_by_pack ON packed (pack);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,8 +3,10 @@
 A chunk is asked of one linked peer at a time, at most MAX_IN_FLIGHT per peer,
 topped up as chunks arrive; a peer that says it lacks a chunk, or whose link
 goes, sends the chunk to another linked peer who may read a moment that uses
-it. The scheduler also follows each moment's chunks to report progress.
-Pure: the shell writes chunks and tells it what was kept.
+it. The scheduler also follows each moment's chunks to report progress: some
+are not named yet (those a chunk index lists, until its piece is here,
+spec/moments.md section 4), and a moment is done only once every one is here.
+Pure: the shell writes chunks, reads indexes, and tells it what was kept and named.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from dataclasses import dataclass, field
 from p2pmoments.core.replication.messages import MAX_WANTS, WantChunks
 from p2pmoments.core.replication.vectors import Send
 
-__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Progress"]
+__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress"]
 
 MAX_IN_FLIGHT = MAX_WANTS  # chunks asked of one peer at once
+REPORT_STEPS = 100  # a transfer's progress is reported at most once a 1 %
 
 MayRead = Callable[[bytes, bytes, int], bool]  # (peer, circle, epoch)
 
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A chunk of a moment's photos or files arrived: `held` of `total` are here."""
+    """Chunks of a moment's photos or files arrived: `held` of `total` are here, `size`
+    bytes since the last report."""
 
     moment: bytes
     held: int
@@ -34,6 +38,16 @@ class Progress:
     @property
     def done(self) -> bool:
         return self.held >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Lacking:
+    """What a moment's photos and files lack: `total` chunks in all, `missing` named and
+    not here, `unnamed` not named yet (a chunk index that is not here names them)."""
+
+    total: int
+    missing: tuple[bytes, ...]
+    unnamed: int = 0
 
 
 @dataclass(slots=True)
@@ -52,7 +66,9 @@ class ChunkScheduler:
         self._lacking: dict[bytes, set[bytes]] = {}  # chunk -> peers that said they lack it
         self._readers: dict[bytes, set[tuple[bytes, int]]] = {}  # chunk -> (circle, epoch)
         self._remaining: dict[bytes, set[bytes]] = {}  # moment -> chunks not here yet
+        self._unnamed: dict[bytes, int] = {}  # moment -> chunks its indexes will name
         self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
+        self._reported: dict[bytes, tuple[int, int]] = {}  # moment -> (step, bytes since)
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
 
     # --- links -----------------------------------------------------------------
@@ -81,20 +97,79 @@ class ChunkScheduler:
         total: int,
         missing: Sequence[bytes],
         source: bytes | None,
+        unnamed: int = 0,
     ) -> list[Send]:
-        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here:
-        follow them, and ask `source` (the peer that sent the moment) or, without one,
-        any linked peer who may read them."""
-        if not missing:
+        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here
+        and `unnamed` not yet known (their index is missing): follow them, and ask
+        `source` (the peer that sent the moment) or, without one, any linked peer who may
+        read them."""
+        if not missing and not unnamed:
             return []
         self._totals[moment] = total
-        self._remaining.setdefault(moment, set()).update(missing)
+        self._unnamed[moment] = unnamed
+        self._remaining.setdefault(moment, set())
+        return self._follow(moment, circle, epoch, missing, source)
+
+    def named(
+        self,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        count: int,
+        missing: Sequence[bytes],
+        source: bytes | None,
+    ) -> tuple[list[Send], list[Progress]]:
+        """A piece of a chunk index of `moment` arrived and named `count` of its chunks,
+        `missing` of them not here: follow and ask for those (of `source` first)."""
+        if moment not in self._totals:
+            return [], []
+        self._unnamed[moment] = max(0, self._unnamed.get(moment, 0) - count)
+        asks = self._follow(moment, circle, epoch, missing, source)
+        progress = []
+        if count > len(missing) or self._finished(moment):  # some were here already
+            progress = [p for p in [self._progress(moment, 0)] if p is not None]
+        return asks, progress
+
+    def _follow(
+        self,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        missing: Sequence[bytes],
+        source: bytes | None,
+    ) -> list[Send]:
+        self._remaining[moment].update(missing)
         for address in missing:
             self._users.setdefault(address, set()).add(moment)
             self._readers.setdefault(address, set()).add((circle, epoch))
+        if not missing:
+            return []
         if source is not None and source in self._peers:
             return self.want(source, missing)
         return self._ask_elsewhere(None, list(missing), lacked=False)
+
+    def _finished(self, moment: bytes) -> bool:
+        return not self._remaining.get(moment) and not self._unnamed.get(moment)
+
+    def _progress(self, moment: bytes, size: int) -> Progress | None:
+        """How far `moment` has come, once per REPORT_STEP of its chunks at most (and when
+        it is done): a 4 GB file makes a hundred events, not eight thousand. `size` is
+        what arrived since the last report."""
+        total = self._totals[moment]
+        held = total - len(self._remaining[moment]) - self._unnamed.get(moment, 0)
+        step, since = self._reported.get(moment, (-1, 0))
+        since += size
+        if self._finished(moment):
+            del self._remaining[moment], self._totals[moment]
+            self._unnamed.pop(moment, None)
+            self._reported.pop(moment, None)
+            return Progress(moment, held, total, since)
+        now = held * REPORT_STEPS // total
+        if now <= step:
+            self._reported[moment] = (step, since)
+            return None
+        self._reported[moment] = (now, 0)
+        return Progress(moment, held, total, since)
 
     def want(self, peer: bytes, addresses: Iterable[bytes]) -> list[Send]:
         """Queue chunks to ask `peer` for (not those asked of another linked peer), and
@@ -153,10 +228,9 @@ class ChunkScheduler:
                 if remaining is None:
                     continue
                 remaining.discard(address)
-                total = self._totals[moment]
-                out.append(Progress(moment, total - len(remaining), total, size))
-                if not remaining:
-                    del self._remaining[moment], self._totals[moment]
+                progress = self._progress(moment, size)
+                if progress is not None:
+                    out.append(progress)
         return out
 
     def statistics(self) -> dict[str, int]:

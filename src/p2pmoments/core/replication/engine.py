@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from p2pmoments.core.budget import JunkScore
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.replication import rules
-from p2pmoments.core.replication.chunks import ChunkScheduler, Progress
+from p2pmoments.core.replication.chunks import ChunkScheduler, Lacking, Progress
 from p2pmoments.core.replication.messages import (
     MAX_MANIFESTS,
     Chunk,
@@ -54,6 +54,7 @@ __all__ = [
     "KeepManifest",
     "KnownManifest",
     "KnownRemoval",
+    "Lacking",
     "LeaveCircle",
     "Open",
     "Progress",
@@ -362,35 +363,57 @@ class Replicator:
         circle: bytes,
         entries: Sequence[Entry],
         source: bytes | None,
-        missing: Mapping[bytes, tuple[int, Sequence[bytes]]] = {},
+        missing: Mapping[bytes, Lacking] = {},
         envelopes: Mapping[bytes, bytes] = {},
     ) -> list[Action]:
         """These moments of `circle` are newly stored: ours if `source` is None, else from
-        that peer. `missing` gives, for moments with photos or files, how many chunks
-        each uses and which are not here; `envelopes` may give the envelopes of the
-        entries (ours, just sealed), sent as they are instead of read back."""
+        that peer. `missing` gives, for moments with photos or files not all here, what
+        they lack; `envelopes` may give the envelopes of the entries (ours, just sealed),
+        sent as they are instead of read back."""
         out = self._expand(
             self._vectors.stored(circle, [(e.author, e.seq, e.epoch) for e in entries], source),
             fresh={(e.author, e.seq): envelopes[e.id] for e in entries if e.id in envelopes},
         )
         for entry in entries:
             if entry.id in missing:
-                total, lacking = missing[entry.id]
+                lack = missing[entry.id]
                 out += self._chunks.need(
-                    entry.id, entry.circle, entry.epoch, total, lacking, source
+                    entry.id,
+                    entry.circle,
+                    entry.epoch,
+                    lack.total,
+                    lack.missing,
+                    source,
+                    lack.unnamed,
                 )
         return out
 
     def resume(
-        self, peer: bytes, missing: Iterable[tuple[bytes, bytes, int, int, Sequence[bytes]]]
+        self, peer: bytes, missing: Iterable[tuple[bytes, bytes, int, Lacking]]
     ) -> list[Action]:
-        """At link-up: (moment, circle, epoch, chunks used, chunks missing) of transfers a
-        cut left unfinished, in circles `peer` is in: ask it."""
+        """At link-up: (moment, circle, epoch, what it lacks) of transfers a cut left
+        unfinished, in circles `peer` is in: ask it."""
         out: list[Action] = []
-        for moment, circle, epoch, total, lacking in missing:
+        for moment, circle, epoch, lack in missing:
             if self.may_read(peer, circle, epoch):
-                out += self._chunks.need(moment, circle, epoch, total, lacking, peer)
+                out += self._chunks.need(
+                    moment, circle, epoch, lack.total, lack.missing, peer, lack.unnamed
+                )
         return out
+
+    def named(
+        self,
+        peer: bytes | None,
+        moment: bytes,
+        circle: bytes,
+        epoch: int,
+        count: int,
+        missing: Sequence[bytes],
+    ) -> list[Action]:
+        """A piece of a chunk index of `moment` is here (from `peer`, or found on disk)
+        and names `count` of its chunks, `missing` of them not here: ask for those."""
+        asks, progress = self._chunks.named(moment, circle, epoch, count, missing, peer)
+        return [*asks, *progress]
 
     def chunks_written(
         self, peer: bytes, kept: Sequence[tuple[bytes, int]], bad: int, now: float

@@ -37,16 +37,16 @@ class Entry:
         """The entry of an opened moment."""
         content = moment.content
         return cls(
-            id=moment.id,
-            circle=moment.circle_id,
-            author=bytes(moment.author),
-            seq=moment.seq,
-            epoch=moment.epoch,
-            kind=content.kind,
-            reply_to=content.reply_to,
-            target=content.target,
-            chunks=tuple(a for ref in content.blobs for a in ref.addresses()),
-            size=len(moment.envelope),
+            moment.id,
+            moment.circle_id,
+            bytes(moment.author),
+            moment.seq,
+            moment.epoch,
+            content.kind,
+            content.reply_to,
+            content.target,
+            tuple(a for ref in content.blobs for a in ref.addresses()) if content.blobs else (),
+            len(moment.envelope),
         )
 
 

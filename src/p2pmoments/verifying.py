@@ -1,0 +1,96 @@
+"""Checking many signatures at once in a process of its own (issue 13: a catch-up).
+
+A daemon catching up receives thousands of moments a second. Checking their Ed25519
+signatures on threads works in parallel only in part: each check hands Python's lock
+back and waits for it again, while the thread storing what was checked holds it. A
+batch's checks are therefore sent to one worker process (started when the first big
+batch comes, stopped once idle for IDLE seconds), and come back as one byte each; the
+envelopes are read and decrypted meanwhile. A small batch is checked on a thread, as
+before: a process costs a round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from p2pmoments.core.crypto import verify_many
+
+__all__ = ["IDLE", "PROCESS_BATCH", "PROCESS_MIN", "Verifier"]
+
+log = logging.getLogger(__name__)
+
+PROCESS_BATCH = 256  # a batch of envelopes this big is opened with the worker process
+PROCESS_MIN = 64  # fewer checks than this are done on a thread (a process costs a round trip)
+IDLE = 60.0  # seconds without a batch before the worker process is stopped
+
+Check = tuple[bytes, bytes, bytes]  # (Ed25519 key, signature, message)
+
+
+class Verifier:
+    """Checks batches of signatures: big ones in a worker process, small ones on a
+    thread. close() stops the process; safe to call twice."""
+
+    def __init__(self) -> None:
+        self._pool: ProcessPoolExecutor | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._busy = 0
+        self._closed = False
+        self._starting = asyncio.Lock()
+        self.batches = 0  # sent to the process (statistics)
+
+    async def verify(self, checks: Sequence[Check]) -> bytes:
+        """One byte per check: 1 if the signature holds."""
+        if len(checks) < PROCESS_MIN or self._closed:
+            return await asyncio.to_thread(verify_many, checks)
+        loop = asyncio.get_running_loop()
+        async with self._starting:
+            if self._pool is None:
+                # spawn: the daemon has threads, which fork does not copy safely. Made on a
+                # thread: making its queues writes to multiprocessing's resource tracker.
+                self._pool = await asyncio.to_thread(
+                    ProcessPoolExecutor, 1, mp_context=multiprocessing.get_context("spawn")
+                )
+            pool = self._pool
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self._busy += 1
+        try:
+            # Submitting starts the process the first time, and writes to a pipe: never on
+            # the event loop.
+            done = await asyncio.to_thread(pool.submit, verify_many, list(checks))
+            result: bytes = await asyncio.wrap_future(done)
+            self.batches += 1
+            return result
+        except BrokenProcessPool:  # the worker died (killed, out of memory): on a thread
+            log.warning("the signature-checking process stopped; checking on a thread")
+            if self._pool is pool:
+                self._pool = None
+            return await asyncio.to_thread(verify_many, checks)
+        finally:
+            self._busy -= 1
+            if not self._busy and self._pool is not None and not self._closed:
+                self._idle = loop.call_later(IDLE, self._stop_idle)
+
+    def _stop_idle(self) -> None:
+        self._idle = None
+        pool, self._pool = self._pool, None
+        if pool is not None and not self._busy:
+            pool.shutdown(wait=False)  # its process exits once it has nothing to do
+        elif pool is not None:
+            self._pool = pool
+
+    async def close(self) -> None:
+        """Stop the worker process, if one runs; safe to call twice."""
+        self._closed = True
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
