@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-LOOPBACK_ARGS = ("--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-mdns")
+# No Tor unless a test asks for it (tests/test_tor_daemons.py): a tor of our own would
+# try the public network. --no-mdns last: Daemon(mdns=True) leaves it off.
+LOOPBACK_ARGS = ("--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-tor", "--no-mdns")
 START_TIMEOUT = 30.0
 
 

@@ -109,6 +109,7 @@ def _load_config(args: argparse.Namespace, paths: Paths) -> Config:
         listen=args.listen,
         api_listen=args.api,
         mdns=False if args.no_mdns else None,
+        tor=args.tor,
         log_level=args.log_level,
         peers=(*config.peers, *args.peer) if args.peer else None,
     )
@@ -733,6 +734,20 @@ def _parser() -> argparse.ArgumentParser:
         "--no-mdns",
         action="store_true",
         help="do not use mDNS on the local network (config network.mdns)",
+    )
+    tor = p.add_mutually_exclusive_group()
+    tor.add_argument(
+        "--tor",
+        action="store_const",
+        const="on",
+        help="reach friends beyond the LAN through Tor onion services (config network.tor)",
+    )
+    tor.add_argument(
+        "--no-tor",
+        dest="tor",
+        action="store_const",
+        const="off",
+        help="do not use Tor, even if it is installed (config network.tor)",
     )
     p.add_argument(
         "--peer",
