@@ -142,11 +142,29 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         f"{'' if status['mdns'] else '  (mDNS off)'}\n"
         f"API:       {status['api_url']}\n"
         f"Peers:     {status['peers_connected']} connected\n"
+        f"Tor:       {_tor_line(status['tor'])}\n"
         f"Friends:   {status['friends']}    Circles: {status['circles']}    "
         f"Moments: {status['moments']}\n"
         f"Up:        {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s (pid {status['pid']})"
     )
     return EXIT_OK
+
+
+def _tor_line(tor: dict[str, Any]) -> str:
+    state = tor["state"]
+    if state == "off":
+        return "off (network.tor)"
+    if state == "missing":
+        return f"not installed: {tor['error']}"
+    if state == "failed":
+        return f"failed, trying again: {tor['error']}"
+    if not tor["bootstrapped"]:
+        return f"bootstrapping ({tor['bootstrap']} %), onion {tor['onion']}"
+    published = "published" if tor["published"] else "publishing"
+    return (
+        f"bootstrapped, onion {tor['onion']} ({published}, "
+        f"{tor['authorized_clients']} clients admitted)"
+    )
 
 
 def cmd_profile(args: argparse.Namespace, paths: Paths) -> int:
@@ -326,7 +344,8 @@ def cmd_peers(args: argparse.Namespace, paths: Paths) -> int:
     for p in peers:
         up = int(time.time() - p["since"])
         print(
-            f"{p['name']}  {p['identity'][:12]}  {p['address']}  via {p['found_via']}  "
+            f"{p['name']}  {p['identity'][:12]}  {p['path']}  {p['address'] or '-'}  "
+            f"via {p['found_via']}  "
             f"up {up // 60}m{up % 60:02d}s  in {_size(p['bytes_in'])}  out {_size(p['bytes_out'])}"
         )
     return EXIT_OK

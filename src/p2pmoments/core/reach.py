@@ -170,6 +170,10 @@ class ReachBook:
         """Every card we hold, by identity."""
         return dict(self._cards)
 
+    def drop(self, identity: bytes) -> None:
+        """Hold no card of `identity` (ours, once Tor is off: we hand none out)."""
+        self._cards.pop(identity, None)
+
     def set_own(self, card: ReachCard) -> bool:
         """Our own card (a new one when our keys change); True if it is new."""
         if card.identity != self._me:

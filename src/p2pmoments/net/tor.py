@@ -66,6 +66,7 @@ __all__ = [
     "TorError",
     "TorNotFoundError",
     "TorStatus",
+    "find_tor",
     "load_or_create_tor_keys",
 ]
 
