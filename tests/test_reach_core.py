@@ -179,3 +179,18 @@ def test_authorised_clients_list_codes_then_friends_then_co_members_up_to_the_li
         limit=6,
     )
     assert listed == [*codes, *(c.client_auth for c in friends), others[0].client_auth]
+
+
+def test_a_card_that_overtakes_its_manifest_is_kept_once_the_circle_is_known() -> None:
+    """Alice sends Carol's card to Bob as she makes the circle; it may reach Bob before
+    the manifest that makes Carol his co-member does."""
+    book = ReachBook(B)
+    book.link_up(A)
+    carols = card_of(CAROL)
+    assert not book.offer(A, carols, known=False, circles=[{A, B}])
+    assert book.get(C) is None
+    assert book.reconsider(lambda key: False, [{A, B}]) == []  # still nobody we know
+    assert not book.offer(A, carols, known=False, circles=[{A, B}])  # held back again
+    assert book.reconsider(lambda key: key == C, [{A, B, C}]) == [carols]
+    assert book.get(C) == carols
+    assert book.reconsider(lambda key: True, [{A, B, C}]) == []  # not kept twice

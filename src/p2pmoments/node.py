@@ -479,7 +479,7 @@ class Node:
     async def _circle_changed(self, manifest: Any) -> None:
         self._want_co_members()
         await self.replication.circle_changed(manifest)
-        self.reach.share()  # new co-members learn where the others are
+        await self.reach.circles_changed()  # co-members learn where the others are
 
     async def _circle_gone(self, circle: bytes, deleted: bool) -> None:
         if deleted:

@@ -189,9 +189,15 @@ class Reach:
         self._book.link_down(peer)
         self._buckets.pop(peer, None)
 
+    async def circles_changed(self) -> None:
+        """Who is in which circle changed: cards that came before the manifest naming
+        their people are kept now, and each linked peer gets the cards it should have."""
+        for card in self._book.reconsider(self._known, self._member_sets()):
+            await self._keep(card)
+        self.share()
+
     def share(self) -> None:
-        """Who is in which circle changed, or we learned a card: each linked peer gets
-        the cards it should have and has not been sent."""
+        """Each linked peer gets the cards it should have and has not been sent."""
         for peer in self._book.linked():
             self._send(peer)
 
@@ -219,9 +225,13 @@ class Reach:
         circles = self._member_sets()
         for card in cards:
             if self._book.offer(peer, card, known=self._known(card.identity), circles=circles):
-                await self._store.run(Store.save_reach_card, card.identity, card.issued, card.raw)
-                log.debug("learned where a peer is reachable through Tor: %r", card)
-                self._learned(card)
+                await self._keep(card)
                 learned = True
         if learned:
             self.share()
+
+    async def _keep(self, card: ReachCard) -> None:
+        """A card the book took: stored, and acted on."""
+        await self._store.run(Store.save_reach_card, card.identity, card.issued, card.raw)
+        log.debug("learned where a peer is reachable through Tor: %r", card)
+        self._learned(card)

@@ -18,7 +18,7 @@ an older one of the same identity.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,10 @@ MAX_ISSUED = (1 << 40) - 1
 # Tor refuses to publish a descriptor over 50,000 bytes: about 336 clients. 300 were
 # measured to publish and connect (spec/tor.md section 4).
 MAX_CLIENTS = 300
+# Verified cards that came before we knew their people (a card can overtake the manifest
+# that makes someone a co-member): held back, in memory, and looked at again when our
+# circles change.
+MAX_WAITING = 512
 
 Circles = Iterable[Collection[bytes]]  # the member sets of the circles we are in
 
@@ -154,6 +158,7 @@ class ReachBook:
         self._me = me
         self._cards: dict[bytes, ReachCard] = {}
         self._sent: dict[bytes, dict[bytes, int]] = {}  # peer -> identity -> issued sent
+        self._waiting: dict[bytes, tuple[bytes, ReachCard]] = {}  # identity -> (sender, card)
 
     # --- what we hold -----------------------------------------------------------------
 
@@ -215,19 +220,39 @@ class ReachBook:
     def offer(self, sender: bytes, card: ReachCard, *, known: bool, circles: Circles) -> bool:
         """A verified card from a linked peer. Kept if the peer may tell us of it and it is
         newer than the one we hold; returns True if kept. `known`: the card's identity is
-        a friend or co-member of ours (we hold no card of strangers)."""
-        if card.identity == self._me or not known:
+        a friend or co-member of ours (we hold no card of strangers). A card we cannot
+        place yet waits (see `reconsider`)."""
+        if card.identity == self._me:
             return False
-        if card.identity != sender and not _share_a_circle(
-            circles, self._me, sender, card.identity
+        if not known or (
+            card.identity != sender
+            and not _share_a_circle(circles, self._me, sender, card.identity)
         ):
-            return False  # a relayed card comes from a co-member of that circle
+            # Not ours to keep now: a stranger's, or a relay from outside the circle, or a
+            # card that came before the manifest naming its person. Held back a while.
+            held = self._waiting.get(card.identity)
+            if held is None or held[1].issued < card.issued:
+                self._waiting.pop(card.identity, None)
+                self._waiting[card.identity] = (sender, card)
+                while len(self._waiting) > MAX_WAITING:
+                    del self._waiting[next(iter(self._waiting))]
+            return False
         if not self._keep(card):
             return False
         sent = self._sent.get(sender)
         if sent is not None:
             sent[card.identity] = card.issued  # it has it: no need to send it back
         return True
+
+    def reconsider(self, known: Callable[[bytes], bool], circles: Circles) -> list[ReachCard]:
+        """Our circles changed: the waiting cards that we can now place, kept."""
+        circles = list(circles)
+        kept = []
+        for identity, (sender, card) in list(self._waiting.items()):
+            del self._waiting[identity]
+            if self.offer(sender, card, known=known(identity), circles=circles):
+                kept.append(card)
+        return kept
 
     def to_send(self, peer: bytes, circles: Circles) -> list[bytes]:
         """The cards `peer` should have and was not yet sent on this link (marked sent)."""

@@ -1,0 +1,233 @@
+"""Daemons that share no network path but Tor (issue 14, spec/tor.md): they pair by a code
+carrying only an onion address, exchange circles, moments and photos through onion
+services, relay for co-members who are not friends, give strangers nothing, and move
+to the LAN when there is one. On the private Tor network of tests/tornet.py; skipped
+with the reason where tor is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from p2pmoments.config import Config
+from p2pmoments.core.beacon import beacon
+from p2pmoments.core.onion import ClientAuthKey, OnionAddress, SocksError, SocksReply
+from p2pmoments.core.pairing import decode_code, encode_code
+from p2pmoments.net.discovery import Discovery
+from p2pmoments.net.tor import Tor
+from p2pmoments.node import Node
+from tests.multinode import LOOPBACK, eventually, make_home, read_feed, running, until
+from tests.photos import photo_with_location
+from tests.tornet import TorNetwork
+
+pytestmark = [pytest.mark.tor, pytest.mark.timeout(900)]
+
+TOR_WAIT = 240.0  # onion services on 2 busy cores: seconds, sometimes a minute or two
+
+
+def tor_config(network: TorNetwork) -> Config:
+    """A daemon on loopback, no mDNS, with its own tor joined to the private network."""
+    return replace(LOOPBACK, tor="on", tor_torrc=tuple(network.torrc_lines()))
+
+
+def onion_only(link: str) -> str:
+    """The same pairing code with its LAN address left out: only the onion remains, as
+    if it had travelled as a photo to someone far away."""
+    code = decode_code(link)
+    assert code.onion is not None, "a daemon running Tor puts its onion in its codes"
+    return encode_code(replace(code, host=None, port=None))
+
+
+def path_to(node: Node, other: Node) -> str | None:
+    return node.links.path(other.me)
+
+
+async def befriend_over_tor(owner: Node, scanner: Node) -> None:
+    """`scanner` pairs with `owner` by an onion-only code; both end up friends."""
+    link, _ = await owner.pairings.new_code()
+    record = await scanner.pairings.pair(onion_only(link))
+    done = await scanner.pairings.wait(record.id, timeout=TOR_WAIT)
+    assert done is not None
+    assert done.state == "confirmed", f"pairing {done.state}: {done.reason}"
+    await eventually(
+        lambda: owner.friends.get(scanner.me), timeout=30, what="the owner to record the friend"
+    )
+
+
+@contextlib.asynccontextmanager
+async def on_tor(
+    root: Path, name: str, network: TorNetwork, **changes: object
+) -> AsyncIterator[Node]:
+    home = root / name
+    if not home.exists():
+        home = await make_home(root, name)
+    async with running(home, tor_config(network), **changes) as node:
+        yield node
+
+
+async def test_two_nodes_pair_by_an_onion_code_and_a_photo_crosses_tor(
+    tor_network: TorNetwork, tmp_path: Path
+) -> None:
+    async with (
+        on_tor(tmp_path, "Alice", tor_network) as alice,
+        on_tor(tmp_path, "Bob", tor_network) as bob,
+    ):
+        await befriend_over_tor(alice, bob)
+        await eventually(lambda: path_to(bob, alice) == "tor", timeout=TOR_WAIT, what="a link")
+        assert path_to(alice, bob) == "tor"
+        photo = photo_with_location(800, 600)
+        circle = await alice.circles.create("family", ["Bob"], False)
+        await alice.posting.post(circle.name, "over tor", photos=[photo])
+
+        async def arrived() -> bool:
+            feed = await read_feed(bob)
+            return bool(feed) and all(p["chunks_held"] == p["chunks"] for p in feed[0]["photos"])
+
+        await until(bob, arrived, timeout=TOR_WAIT, what="the photo at Bob's")
+        assert (await read_feed(bob))[0]["text"] == "over tor"
+
+
+async def published(node: Node) -> OnionAddress:
+    """The node's onion address, once its service is published."""
+    await until(
+        node,
+        async_true(lambda: node.onions.status()["published"]),
+        timeout=TOR_WAIT,
+        what="the onion service to be published",
+    )
+    assert node.onions.address is not None
+    return node.onions.address
+
+
+def async_true(condition: Callable[[], object]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(condition())
+
+    return check
+
+
+async def test_a_circle_relays_through_a_member_when_onions_are_the_only_paths(
+    tor_network: TorNetwork, tmp_path: Path
+) -> None:
+    """Bob and Carol are not friends; Alice's circle holds both. They learn each other's
+    onion from Alice (signed reach cards), link through Tor, and when Alice posts while
+    Carol is away and then leaves, Carol receives the moment through Bob."""
+    async with contextlib.AsyncExitStack() as everyone:
+        alice_up, carol_up = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
+        everyone.push_async_callback(alice_up.aclose)
+        everyone.push_async_callback(carol_up.aclose)
+        alice = await alice_up.enter_async_context(on_tor(tmp_path, "Alice", tor_network))
+        bob = await everyone.enter_async_context(on_tor(tmp_path, "Bob", tor_network))
+        carol = await carol_up.enter_async_context(on_tor(tmp_path, "Carol", tor_network))
+        await befriend_over_tor(alice, bob)
+        await befriend_over_tor(alice, carol)
+        await alice.circles.create("family", ["Bob", "Carol"], True)
+        await eventually(
+            lambda: path_to(bob, carol) == "tor" and path_to(carol, bob) == "tor",
+            timeout=TOR_WAIT,
+            what="Bob and Carol to link through their onion services",
+        )
+        assert bob.friends.get(carol.me) is None  # co-members, not friends
+        assert carol.friends.get(bob.me) is None
+
+        await carol_up.aclose()  # Carol is away when Alice posts
+        await alice.posting.post("family", "while Carol was away")
+        await until(
+            bob,
+            lambda: has_text(bob, "while Carol was away"),
+            timeout=TOR_WAIT,
+            what="the moment at Bob's",
+        )
+        await alice_up.aclose()  # then Alice leaves too
+        carol = await carol_up.enter_async_context(on_tor(tmp_path, "Carol", tor_network))
+        await until(
+            carol,
+            lambda: has_text(carol, "while Carol was away"),
+            timeout=TOR_WAIT,
+            what="the moment at Carol's, through Bob",
+        )
+        assert path_to(carol, bob) == "tor"
+        assert path_to(carol, alice) is None
+
+
+async def has_text(node: Node, text: str) -> bool:
+    return any(m["text"] == text for m in await read_feed(node))
+
+
+async def test_a_stranger_who_learns_the_onion_address_cannot_connect_at_all(
+    tor_network: TorNetwork, tmp_path: Path
+) -> None:
+    """Client authorisation: without a listed key, tor cannot even find the service."""
+    async with on_tor(tmp_path, "Alice", tor_network) as alice:
+        address = await published(alice)
+        stranger_tor = tor_network.start_client(f"stranger{len(tor_network.clients)}")
+        await asyncio.to_thread(tor_network.wait_bootstrapped, stranger_tor)
+        async with await Tor.attach(f"127.0.0.1:{stranger_tor.control_port}") as stranger:
+            with pytest.raises(SocksError) as no_key:
+                await stranger.dial(address, timeout=60)
+            assert no_key.value.reply is SocksReply.ONION_MISSING_CLIENT_AUTH
+            await stranger.add_client_auth(address, ClientAuthKey.generate())
+            with pytest.raises(SocksError) as wrong_key:
+                await stranger.dial(address, timeout=60)
+            assert wrong_key.value.reply is SocksReply.ONION_BAD_CLIENT_AUTH
+        # Nothing reached the daemon: no connection, so no handshake to refuse.
+        assert alice.statistics()["handshaking"] == 0
+        assert alice.links.peers() == []
+
+
+async def test_a_lan_link_takes_over_from_tor_and_outlives_it(
+    tor_network: TorNetwork, tmp_path: Path
+) -> None:
+    """Alice and Bob are linked through Tor; then Bob comes home (mDNS finds Alice on the
+    LAN): the LAN link takes over. Then Alice's tor dies: the LAN link carries on."""
+    async with (
+        on_tor(tmp_path, "Alice", tor_network, mdns=True) as alice,
+        on_tor(tmp_path, "Bob", tor_network) as bob,
+    ):
+        await befriend_over_tor(alice, bob)
+        await eventually(lambda: path_to(bob, alice) == "tor", timeout=TOR_WAIT, what="tor")
+        await alice.circles.create("family", ["Bob"], False)
+        await until(bob, async_true(lambda: bob.circles.all()), what="the circle at Bob's")
+
+        # Bob's mDNS starts (as the daemon runs it): he sees Alice's record on loopback.
+        assert bob.listen_port is not None
+        discovery = Discovery(
+            listen_host="127.0.0.1",
+            port=bob.listen_port,
+            own_beacon=lambda window: beacon(bob.me, window),
+            on_sighting=bob.links.sighted,
+        )
+        async with asyncio.TaskGroup() as tg:
+            mdns = tg.create_task(discovery.run())
+            await eventually(
+                lambda: path_to(bob, alice) == "lan" and path_to(alice, bob) == "lan",
+                timeout=60,
+                what="the LAN link to take over",
+            )
+            mdns.cancel()
+        assert len(bob.links.peers()) == len(alice.links.peers()) == 1
+        assert bob.statistics()["links_over_tor"] == alice.statistics()["links_over_tor"] == 0
+        since = alice.links.peers()[0].since
+
+        pid = alice.onions.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # Alice's own tor, by its pid
+        await until(
+            alice,
+            async_true(lambda: not alice.onions.ready()),
+            what="Alice's daemon to notice its tor is gone",
+        )
+        await alice.posting.post("family", "still here, on the LAN")
+        await until(
+            bob, lambda: has_text(bob, "still here, on the LAN"), what="the moment at Bob's"
+        )
+        assert alice.links.peers()[0].since == since  # the same link throughout
+        assert path_to(alice, bob) == "lan"
