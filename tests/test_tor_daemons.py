@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +27,7 @@ from p2pmoments.core.pairing import decode_code, encode_code
 from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.tor import Tor
 from p2pmoments.node import Node
+from tests.daemons import Daemon, cli, wait_for
 from tests.multinode import LOOPBACK, eventually, make_home, read_feed, running, until
 from tests.photos import photo_with_location
 from tests.tornet import TorNetwork
@@ -231,3 +235,87 @@ async def test_a_lan_link_takes_over_from_tor_and_outlives_it(
         )
         assert alice.links.peers()[0].since == since  # the same link throughout
         assert path_to(alice, bob) == "lan"
+
+
+def status_of(home: Path) -> dict[str, object]:
+    result = cli(home, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def peers_of(home: Path) -> list[dict[str, object]]:
+    result = cli(home, "peers", "--json")
+    return list(json.loads(result.stdout)) if result.returncode == 0 else []
+
+
+def mdns_records() -> list[dict[str, object]]:
+    """Every p2pmoments mDNS record seen on loopback (a browsing window of a few seconds)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.netns_browse", "127.0.0.1", "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    return list(json.loads(out.stdout))
+
+
+@pytest.mark.process
+def test_daemons_over_tor_show_their_path_and_keep_the_onion_out_of_logs_and_mdns(
+    tor_network: TorNetwork, tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Real daemons (`run --tor`, logging everything): Bob pairs by Alice's code without
+    her LAN address; `status` shows each one's onion, `peers` the path; a moment arrives;
+    and neither the logs (debug level) nor Alice's mDNS record name either onion."""
+    config = "[network]\ntor_torrc = " + json.dumps(tor_network.torrc_lines()) + "\n"
+    homes = {name: tmp_path / name for name in ("alice", "bob")}
+    for name, home in homes.items():
+        assert cli(home, "init", "--name", name.title()).returncode == 0
+        (home / "config.toml").write_text(config)
+    alice = Daemon(homes["alice"], "--tor", "--log-level", "debug", mdns=True, tor=True)
+    daemons.append(alice)
+    bob = Daemon(homes["bob"], "--tor", "--log-level", "debug", tor=True)
+    daemons.append(bob)
+    alice.wait_ready()
+    bob.wait_ready()
+
+    def tor_of(home: Path) -> dict[str, object]:
+        tor = status_of(home)["tor"]
+        assert isinstance(tor, dict)
+        return tor
+
+    wait_for(lambda: tor_of(homes["alice"])["published"], timeout=TOR_WAIT, what="published")
+    onions = {name: str(tor_of(home)["onion"]) for name, home in homes.items()}
+    assert all(o.endswith(".onion") and len(o) == 62 for o in onions.values())
+    assert (
+        "Tor:       bootstrapped, onion " + onions["alice"] in cli(homes["alice"], "status").stdout
+    )
+
+    link = cli(homes["alice"], "qr", "--link").stdout.strip()
+    assert decode_code(link).onion == OnionAddress.parse(onions["alice"])
+    paired = cli(homes["bob"], "pair", onion_only(link), "--json", timeout=300)
+    assert paired.returncode == 0, paired.stdout + paired.stderr
+    for home in homes.values():
+        wait_for(lambda h=home: peers_of(h), timeout=TOR_WAIT, what="a link")
+        [peer] = peers_of(home)
+        assert (peer["path"], peer["address"]) == ("tor", None)
+    assert " tor  -  via " in cli(homes["bob"], "peers").stdout
+
+    assert cli(homes["alice"], "circle", "create", "family", "--member", "Bob").returncode == 0
+    assert cli(homes["alice"], "post", "--circle", "family", "hello via onions").returncode == 0
+    wait_for(
+        lambda: "hello via onions" in cli(homes["bob"], "feed").stdout,
+        timeout=TOR_WAIT,
+        what="the moment at Bob's",
+    )
+
+    records = mdns_records()
+    assert records, "Alice's daemon advertises on loopback"
+    service_ids = [o.removesuffix(".onion") for o in onions.values()]
+    keys = [bytes(OnionAddress.parse(o)).hex() for o in onions.values()]
+    for secret in [*service_ids, *keys]:
+        assert secret not in json.dumps(records)
+        for daemon in (alice, bob):
+            assert secret not in daemon.output.lower()
+    assert "learned where a peer is reachable through tor" in bob.output.lower()  # it logged

@@ -276,7 +276,8 @@ def cmd_pair(args: argparse.Namespace, paths: Paths) -> int:
     elif state == "pending":
         print(
             f"Pending: {name} could not be reached yet. Pairing completes by itself when "
-            f"you meet, until the code expires at {_when(pairing['expires_at'])}."
+            f"their daemon can be reached (on the LAN, or through Tor), until the code "
+            f"expires at {_when(pairing['expires_at'])}."
         )
     elif state == "refused":
         print(
