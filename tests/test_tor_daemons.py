@@ -85,8 +85,11 @@ async def test_two_nodes_pair_by_an_onion_code_and_a_photo_crosses_tor(
         on_tor(tmp_path, "Bob", tor_network) as bob,
     ):
         await befriend_over_tor(alice, bob)
-        await eventually(lambda: path_to(bob, alice) == "tor", timeout=TOR_WAIT, what="a link")
-        assert path_to(alice, bob) == "tor"
+        await eventually(
+            lambda: path_to(bob, alice) == path_to(alice, bob) == "tor",
+            timeout=TOR_WAIT,
+            what="a link through Tor",
+        )
         photo = photo_with_location(800, 600)
         circle = await alice.circles.create("family", ["Bob"], False)
         await alice.posting.post(circle.name, "over tor", photos=[photo])
@@ -97,6 +100,16 @@ async def test_two_nodes_pair_by_an_onion_code_and_a_photo_crosses_tor(
 
         await until(bob, arrived, timeout=TOR_WAIT, what="the photo at Bob's")
         assert (await read_feed(bob))[0]["text"] == "over tor"
+
+        # Alice's service admits Bob's key and her code's (valid a few minutes more);
+        # taking Bob out of the circle and unfriending him takes his key off the list,
+        # and ends his link.
+        assert alice.onions.status()["authorized_clients"] == 2
+        await alice.circles.change("family", remove=["Bob"])
+        assert alice.onions.status()["authorized_clients"] == 2  # still a friend
+        await alice.friends.remove("Bob")
+        assert alice.onions.status()["authorized_clients"] == 1
+        await eventually(lambda: path_to(bob, alice) is None, timeout=60, what="no link")
 
 
 async def published(node: Node) -> OnionAddress:
