@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -36,9 +34,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from PIL import Image
-from tests.multinode import LOOPBACK, befriend, eventually, make_home, read_feed, running, until
-from tests.test_tor_daemons import befriend_over_tor
+from tests.multinode import (
+    LOOPBACK,
+    befriend,
+    befriend_over_tor,
+    eventually,
+    make_home,
+    random_png,
+    read_feed,
+    running,
+    until,
+)
 from tests.tornet import running_network
 
 from p2pmoments.config import Config
@@ -49,13 +55,6 @@ from p2pmoments.node import Node
 
 PHOTO_SIDE = 1830  # random pixels, 1830 x 1830 RGB: a PNG of about 10 MB (it cannot shrink)
 WAIT = 600.0
-
-
-def noise_png(side: int) -> bytes:
-    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
-    out = io.BytesIO()
-    image.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
 
 
 async def first_stream(visitor: Tor, node: Node, started: float) -> float:
@@ -151,7 +150,7 @@ async def pair_of(
 
 
 async def main_async(runs: int) -> dict[str, Any]:
-    photo = await asyncio.to_thread(noise_png, PHOTO_SIDE)
+    photo = await asyncio.to_thread(random_png, PHOTO_SIDE)
     with tempfile.TemporaryDirectory() as tmp, running_network(Path(tmp) / "net") as net:
         config = replace(LOOPBACK, tor="on", tor_torrc=tuple(net.torrc_lines()))
         figures: dict[str, Any] = {"network_consensus_s": net.timings["consensus"]}

@@ -23,18 +23,27 @@ import pytest
 from p2pmoments.config import Config
 from p2pmoments.core.beacon import beacon
 from p2pmoments.core.onion import ClientAuthKey, OnionAddress, SocksError, SocksReply
-from p2pmoments.core.pairing import decode_code, encode_code
+from p2pmoments.core.pairing import decode_code
 from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.tor import Tor
 from p2pmoments.node import Node
 from tests.daemons import Daemon, cli, wait_for
-from tests.multinode import LOOPBACK, eventually, make_home, read_feed, running, until
+from tests.multinode import (
+    LOOPBACK,
+    TOR_WAIT,
+    befriend_over_tor,
+    eventually,
+    make_home,
+    onion_only,
+    random_png,
+    read_feed,
+    running,
+    until,
+)
 from tests.photos import photo_with_location
 from tests.tornet import TorNetwork
 
 pytestmark = [pytest.mark.tor, pytest.mark.timeout(900)]
-
-TOR_WAIT = 240.0  # onion services on 2 busy cores: seconds, sometimes a minute or two
 
 
 def tor_config(network: TorNetwork) -> Config:
@@ -42,28 +51,8 @@ def tor_config(network: TorNetwork) -> Config:
     return replace(LOOPBACK, tor="on", tor_torrc=tuple(network.torrc_lines()))
 
 
-def onion_only(link: str) -> str:
-    """The same pairing code with its LAN address left out: only the onion remains, as
-    if it had travelled as a photo to someone far away."""
-    code = decode_code(link)
-    assert code.onion is not None, "a daemon running Tor puts its onion in its codes"
-    return encode_code(replace(code, host=None, port=None))
-
-
 def path_to(node: Node, other: Node) -> str | None:
     return node.links.path(other.me)
-
-
-async def befriend_over_tor(owner: Node, scanner: Node) -> None:
-    """`scanner` pairs with `owner` by an onion-only code; both end up friends."""
-    link, _ = await owner.pairings.new_code()
-    record = await scanner.pairings.pair(onion_only(link))
-    done = await scanner.pairings.wait(record.id, timeout=TOR_WAIT)
-    assert done is not None
-    assert done.state == "confirmed", f"pairing {done.state}: {done.reason}"
-    await eventually(
-        lambda: owner.friends.get(scanner.me), timeout=30, what="the owner to record the friend"
-    )
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +203,16 @@ async def test_a_lan_link_takes_over_from_tor_and_outlives_it(
         await alice.circles.create("family", ["Bob"], False)
         await until(bob, async_true(lambda: bob.circles.all()), what="the circle at Bob's")
 
-        # Bob's mDNS starts (as the daemon runs it): he sees Alice's record on loopback.
+        # A photo sets off through Tor; while it travels, Bob's mDNS starts (as the daemon
+        # runs it) and he sees Alice's record on loopback.
+        last = bob.events.last_id
+        await alice.posting.post("family", "", photos=[random_png(1200)])
+        await until(
+            bob,
+            async_true(lambda: any(e.kind == "transfer.chunk" for e in bob.events.after(last)[0])),
+            timeout=TOR_WAIT,
+            what="the photo to start arriving",
+        )
         assert bob.listen_port is not None
         discovery = Discovery(
             listen_host="127.0.0.1",
@@ -232,6 +230,13 @@ async def test_a_lan_link_takes_over_from_tor_and_outlives_it(
             mdns.cancel()
         assert len(bob.links.peers()) == len(alice.links.peers()) == 1
         assert bob.statistics()["links_over_tor"] == alice.statistics()["links_over_tor"] == 0
+        # What was asked on the Tor link is asked again on the LAN one: the photo completes.
+        await until(
+            bob,
+            async_true(lambda: any(e.kind == "transfer.done" for e in bob.events.after(last)[0])),
+            timeout=60,
+            what="the photo to complete over the LAN",
+        )
         since = alice.links.peers()[0].since
 
         pid = alice.onions.pid

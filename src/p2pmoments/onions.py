@@ -187,8 +187,9 @@ class Onions:
                 self._tor = tor
                 try:
                     await self._serve(tor, target_port)
-                    failures = 0
                 except (TorError, OSError) as exc:
+                    if self._ready:
+                        failures = 0  # it worked until now: start again soon
                     self._set_state(TorState.FAILED, str(exc))
                     log.warning("tor: %s; the daemon goes on on the LAN", exc)
                 finally:

@@ -737,6 +737,10 @@ class Links:
             except (OSError, TimeoutError, P2PMomentsError) as exc:
                 log.debug("dial %r through tor failed: %s", route, exc)
                 return None
+            except Exception:
+                # Whatever tor or its library does, it costs this dial only.
+                log.exception("dial %r through tor failed", route)
+                return None
         host, port = route
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
