@@ -45,6 +45,7 @@ def start(home: Path, *extra: str, log: Path | None = None) -> subprocess.Popen[
             "--api",
             "127.0.0.1:0",
             "--no-mdns",
+            "--no-tor",
             "--log-level",
             os.environ.get("P2PM_LOG_LEVEL", "warning"),
             *extra,

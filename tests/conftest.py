@@ -34,6 +34,7 @@ LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),
     api_listen=Address(host="127.0.0.1", port=0),
     mdns=False,
+    tor="off",  # never the public Tor network; tests/test_tor_daemons.py turns it on
 )
 
 

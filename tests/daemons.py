@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-LOOPBACK_ARGS = ("--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-mdns")
+# No Tor unless a test asks for it (Daemon(tor=True), with a private network's torrc
+# lines in the config): a tor of our own would try the public network.
+LOOPBACK_ARGS = ("--listen", "127.0.0.1:0", "--api", "127.0.0.1:0", "--no-tor", "--no-mdns")
 START_TIMEOUT = 30.0
 
 
@@ -49,7 +51,12 @@ class Daemon:
     """One `p2pmoments run` process."""
 
     def __init__(
-        self, home: Path, *extra: str, mdns: bool = False, prefix: list[str] | None = None
+        self,
+        home: Path,
+        *extra: str,
+        mdns: bool = False,
+        tor: bool = False,
+        prefix: list[str] | None = None,
     ) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
@@ -63,7 +70,11 @@ class Daemon:
                 "--home",
                 str(home),
                 "run",
-                *(LOOPBACK_ARGS if not mdns else LOOPBACK_ARGS[:-1]),  # [-1] is --no-mdns
+                *(
+                    a
+                    for a in LOOPBACK_ARGS
+                    if not (mdns and a == "--no-mdns") and not (tor and a == "--no-tor")
+                ),
                 *extra,
             ],
             stdout=self._log_file,

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from PIL import Image
+
 from p2pmoments.config import Address, Config
+from p2pmoments.core.pairing import decode_code, encode_code
 from p2pmoments.home import init_home
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
 
 T = TypeVar("T")
+TOR_WAIT = 240.0  # onion services on 2 busy cores: seconds, sometimes a minute or two
 
 LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),
     api_listen=Address(host="127.0.0.1", port=0),
     mdns=False,
+    tor="off",  # never the public Tor network; tests/test_tor_daemons.py turns it on
 )
 
 
@@ -97,3 +104,31 @@ async def get_moment(node: Node, ref: str) -> dict[str, Any]:
     from p2pmoments.views import moment_json
 
     return moment_json(await node.moments.get(ref), node.friends.person)
+
+
+def random_png(side: int) -> bytes:
+    """A photo that cannot be compressed: side x side random pixels (3 bytes each)."""
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def onion_only(link: str) -> str:
+    """The same pairing code with its LAN address left out: only the onion remains, as
+    if it had travelled as a photo to someone far away."""
+    code = decode_code(link)
+    assert code.onion is not None, "a daemon running Tor puts its onion in its codes"
+    return encode_code(replace(code, host=None, port=None))
+
+
+async def befriend_over_tor(owner: Node, scanner: Node) -> None:
+    """`scanner` pairs with `owner` by an onion-only code; both end up friends."""
+    link, _ = await owner.pairings.new_code()
+    record = await scanner.pairings.pair(onion_only(link))
+    done = await scanner.pairings.wait(record.id, timeout=TOR_WAIT)
+    assert done is not None
+    assert done.state == "confirmed", f"pairing {done.state}: {done.reason}"
+    await eventually(
+        lambda: owner.friends.get(scanner.me), timeout=30, what="the owner to record the friend"
+    )

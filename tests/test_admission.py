@@ -104,3 +104,33 @@ def test_both_sides_keep_the_same_link(
 def test_a_redial_by_the_same_side_replaces_the_old_link() -> None:
     assert keep_new_link(b"a", b"b", old_dialled_by_us=True, new_dialled_by_us=True)
     assert keep_new_link(b"a", b"b", old_dialled_by_us=False, new_dialled_by_us=False)
+
+
+@given(
+    me=st.binary(min_size=32, max_size=32),
+    peer=st.binary(min_size=32, max_size=32),
+    old_mine=st.booleans(),
+    new_mine=st.booleans(),
+    old_tor=st.booleans(),
+)
+def test_a_direct_link_beats_one_over_tor_and_both_sides_agree(
+    me: bytes, peer: bytes, old_mine: bool, new_mine: bool, old_tor: bool
+) -> None:
+    new_tor = not old_tor
+    mine = keep_new_link(
+        me,
+        peer,
+        old_dialled_by_us=old_mine,
+        new_dialled_by_us=new_mine,
+        old_over_tor=old_tor,
+        new_over_tor=new_tor,
+    )
+    theirs = keep_new_link(
+        peer,
+        me,
+        old_dialled_by_us=not old_mine,
+        new_dialled_by_us=not new_mine,
+        old_over_tor=old_tor,
+        new_over_tor=new_tor,
+    )
+    assert mine == theirs == old_tor  # the LAN link stays, whoever dialled it

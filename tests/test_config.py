@@ -48,6 +48,13 @@ def test_values_are_read(tmp_path: Path) -> None:
         ('[log]\nlevel = "loud"\n', "log.level must be one of"),
         ("network = 3\n", "network must be a table"),
         ("[network\n", "not valid TOML"),
+        ('[network]\ntor = "yes"\n', 'network.tor must be true, false or "auto"'),
+        ("[network]\ntor = 1\n", "network.tor must be"),
+        ('[network]\ntor_control = "10.0.0.2:9051"\n', "network.tor_control must be tor's"),
+        ('[network]\ntor_control = "9051"\n', "network.tor_control"),
+        ('[network]\ntor_torrc = ["a\\nb"]\n', "line break"),
+        ('[network]\ntor_torrc = "DirAuthority x"\n', "network.tor_torrc must be a list"),
+        ("[network]\ntor_path = 3\n", "network.tor_path must be a string"),
     ],
 )
 def test_bad_config_names_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
@@ -91,3 +98,36 @@ def test_addresses(text: str, expected: Address) -> None:
 def test_bad_addresses(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each has its own message
         parse_address(text)
+
+
+def test_tor_options_are_read(tmp_path: Path) -> None:
+    assert Config().tor == "auto"
+    config = parse_config("[network]\ntor = false\n", tmp_path / "c.toml")
+    assert config.tor == "off"
+    assert not config.tor_wanted
+    config = parse_config(
+        '[network]\ntor = true\ntor_path = "/opt/tor/bin/tor"\n'
+        'tor_control = "127.0.0.1:9051"\ntor_torrc = ["TestingTorNetwork 1", " "]\n',
+        tmp_path / "c.toml",
+    )
+    assert config.tor == "on"
+    assert config.tor_path == "/opt/tor/bin/tor"
+    assert config.tor_control == "127.0.0.1:9051"
+    assert config.tor_torrc == ("TestingTorNetwork 1",)
+    sock = parse_config('[network]\ntor_control = "/run/tor/control"\n', tmp_path / "c.toml")
+    assert sock.tor_control == "/run/tor/control"
+
+
+def test_the_tor_flags_override_the_file(tmp_path: Path) -> None:
+    from p2pmoments.cli import _parser
+
+    path = tmp_path / "config.toml"
+    path.write_text("[network]\ntor = false\n")
+    args = _parser().parse_args(["run", "--tor"])
+    assert load_config(path).with_overrides(tor=args.tor).tor == "on"
+    args = _parser().parse_args(["run", "--no-tor"])
+    assert Config().with_overrides(tor=args.tor).tor == "off"
+    args = _parser().parse_args(["run"])
+    assert load_config(path).with_overrides(tor=args.tor).tor == "off"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--tor", "--no-tor"])

@@ -113,7 +113,7 @@ def test_a_taken_port_is_a_clear_error(home: Path, flag: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         args = {"--api": "127.0.0.1:0", "--listen": "127.0.0.1:0", flag: f"127.0.0.1:{port}"}
-        result = cli(home, "run", "--no-mdns", *[x for kv in args.items() for x in kv])
+        result = cli(home, "run", "--no-mdns", "--no-tor", *[x for kv in args.items() for x in kv])
     assert result.returncode == 1
     assert f"127.0.0.1:{port}" in result.stderr
     assert "already in use" in result.stderr
@@ -122,7 +122,7 @@ def test_a_taken_port_is_a_clear_error(home: Path, flag: str) -> None:
 
 def test_two_daemons_cannot_share_a_home(home: Path, daemons: list[Daemon]) -> None:
     first = start_daemon(daemons, home)
-    second = cli(home, "run", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0")
+    second = cli(home, "run", "--api", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--no-tor")
     assert second.returncode == 1
     assert "already running" in second.stderr
     assert str(first.proc.pid) in second.stderr

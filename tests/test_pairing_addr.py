@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.onion import OnionAddress, OnionKey
-from p2pmoments.core.pairing import PairingCode, encode_code
+from p2pmoments.core.pairing import PairingCode, decode_code, encode_code
 from p2pmoments.core.pairing_addr import LinkAddress, decode_addr, encode_addr
 
 ONION = OnionKey(bytes(range(32))).address
@@ -81,8 +81,23 @@ def test_a_host_needs_its_port() -> None:
 
 
 def link_with(name: str, addr: LinkAddress) -> str:
-    """A whole pairing link whose ADDR is `addr` (as core/pairing.py will write it once
-    wired: same fields, same CHECK)."""
+    """A whole pairing link whose ADDR is `addr`, as core/pairing.py writes it."""
+    return encode_code(
+        PairingCode(
+            identity=ME.verify_key,
+            link_key=ME.link_key,
+            token=bytes(16),
+            expires=1_800_000_000,
+            name=name,
+            host=addr.host,
+            port=addr.port,
+            onion=addr.onion,
+        )
+    )
+
+
+def handmade_link(name: str, addr: LinkAddress) -> str:
+    """The same link put together by hand (fields, then CHECK): what spec/pairing.md says."""
     base = PairingCode(
         identity=ME.verify_key,
         link_key=ME.link_key,
@@ -94,6 +109,24 @@ def link_with(name: str, addr: LinkAddress) -> str:
     body = "/".join([*parts[:-2], encode_addr(addr)])
     check = hashlib.blake2b(body.encode(), digest_size=5, person=b"p2pm-qr").digest()
     return f"{body}/{b32(check)}"
+
+
+@pytest.mark.parametrize(
+    "addr", [LinkAddress(onion=ONION), LinkAddress(host="10.1.2.3", port=9, onion=ONION)]
+)
+def test_pairing_codes_carry_an_onion(addr: LinkAddress) -> None:
+    text = link_with("Alice", addr)
+    assert text == handmade_link("Alice", addr)
+    code = decode_code(text)
+    assert (code.host, code.port, code.onion) == (addr.host, addr.port, addr.onion)
+    assert ONION.service_id not in repr(code)
+
+
+def test_old_links_decode_as_before() -> None:
+    text = handmade_link("Alice", LinkAddress(host="192.168.1.20", port=47470))
+    code = decode_code(text)
+    assert (code.host, code.port, code.onion) == ("192.168.1.20", 47470, None)
+    assert decode_code(handmade_link("Alice", LinkAddress())).onion is None
 
 
 # spec/tor.md section 5: (name, address, characters, QR version at level M).

@@ -129,3 +129,55 @@ def test_a_version_1_store_opens_at_version_2_with_its_circles(
         assert new.removed_from() == {b"c" * 32: (1, 1_800_000_000)}
     finally:
         new.close()
+
+
+def test_a_version_4_store_keeps_its_pairings_and_holds_reach_cards_at_version_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reach cards and a scanned code's onion came with version 5 (spec/tor.md)."""
+    from p2pmoments.core.pairing import Direction, PairingState
+    from p2pmoments.store import PairingRecord
+
+    path = tmp_path / "db"
+    pairing = PairingRecord(
+        id=0,
+        direction=Direction.OUT,
+        identity=b"i" * 32,
+        link_key=b"k" * 32,
+        name="Alice",
+        token=b"t" * 16,
+        expires=1,
+        host=None,
+        port=None,
+        state=PairingState.PENDING,
+        reason="",
+        created=1,
+        updated=1,
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:4])
+        patch.setattr(schema_module, "SCHEMA_VERSION", 4)
+        old = Store.open(path)
+        old._conn.execute(
+            "INSERT INTO pairings (direction, identity, link_key, name, token, expires, state,"
+            " created, updated) VALUES ('out', ?, ?, 'Alice', ?, 1, 'pending', 1, 1)",
+            (b"i" * 32, b"k" * 32, b"t" * 16),
+        )
+        old.close()
+    new = Store.open(path)
+    try:
+        assert new.schema_version() == SCHEMA_VERSION >= 5
+        assert new.pairings()[0].onion is None
+        added = new.add_pairing(pairing.__class__(**{**_fields(pairing), "onion": b"o" * 32}))
+        assert added.onion == b"o" * 32
+        assert new.save_reach_card(b"a" * 32, 5, b"card-5")
+        assert not new.save_reach_card(b"a" * 32, 4, b"card-4")  # older: kept the newer
+        assert not new.save_reach_card(b"a" * 32, 5, b"card-5b")
+        assert new.save_reach_card(b"a" * 32, 6, b"card-6")
+        assert new.reach_cards() == [b"card-6"]
+    finally:
+        new.close()
+
+
+def _fields(record: object) -> dict[str, object]:
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}  # type: ignore[attr-defined]

@@ -1,9 +1,9 @@
-"""An old store opens and keeps its moments and blobs (spec/store.md, schema 4).
+"""An old store opens and keeps its moments and blobs (spec/store.md, schema 4 and on).
 
 tests/data/store-v3.tar.gz holds two homes as the daemon of schema 3 left them (made by
 tests/make_old_store.py with that daemon's code): Alice posted a text, a photo and a
 file, Bob received them and commented. Today's daemon opens them, moves the database to
-schema 4, shows every moment, serves every photo and file (chunks of the first form,
+the newest schema, shows every moment, serves every photo and file (chunks of the first form,
 files of their own), and goes on: a new post, packed, reaches Bob.
 """
 

@@ -7,6 +7,8 @@ import contextlib
 import time
 from typing import Any
 
+import pytest
+
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import AcceptRequest, CloseCode, Event, Link
 from p2pmoments.net.transport import LinkRunner
@@ -65,3 +67,43 @@ async def test_closing_a_link_while_bytes_still_arrive_raises_nothing_in_asyncio
         server.close()
         await server.wait_closed()
         loop.set_exception_handler(None)
+
+
+QUEUED = 2 << 20
+
+
+async def test_over_tor_bulk_waits_for_a_near_empty_queue_and_small_messages_do_not() -> None:
+    """spec/tor.md section 7: chunks (which wait in writable()) leave room for small
+    messages on a slow Tor link; on the LAN the same queue lets bulk go on."""
+    readers: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+    async def on_connection(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await readers.put(r)  # a peer that does not read, for now
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def runner(over_tor: bool) -> tuple[LinkRunner, asyncio.StreamReader]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        link = Link(identity=Identity.generate(), name="A", initiator=False, now=time.monotonic())
+        runner = LinkRunner(link, reader, writer, lambda r, e: asyncio.sleep(0))
+        if over_tor:
+            runner.over_tor()
+        return runner, await readers.get()
+
+    async with server:
+        lan, _ = await runner(over_tor=False)
+        tor, tor_peer = await runner(over_tor=True)
+        assert (tor.path, tor.remote_host) == ("tor", None)
+        for r in (lan, tor):
+            r._writer.write(bytes(QUEUED))  # chunks queued for a peer that reads slowly
+        await asyncio.wait_for(lan.writable(), 5)  # the LAN's queue holds more
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(tor.writable(), 0.5)  # the next chunk waits ...
+        tor._writer.write(b"small")  # ... a small message never does (send() writes at once)
+        got = 0
+        while got < QUEUED + 5:  # once the peer takes the queue, bulk may go on
+            got += len(await tor_peer.read(65536))
+        await asyncio.wait_for(tor.writable(), 5)
+        for r in (lan, tor):
+            r._writer.close()

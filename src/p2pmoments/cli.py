@@ -116,6 +116,7 @@ def _load_config(args: argparse.Namespace, paths: Paths) -> Config:
         listen=args.listen,
         api_listen=args.api,
         mdns=False if args.no_mdns else None,
+        tor=args.tor,
         log_level=args.log_level,
         peers=(*config.peers, *args.peer) if args.peer else None,
     )
@@ -148,11 +149,29 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         f"{'' if status['mdns'] else '  (mDNS off)'}\n"
         f"API:       {status['api_url']}\n"
         f"Peers:     {status['peers_connected']} connected\n"
+        f"Tor:       {_tor_line(status['tor'])}\n"
         f"Friends:   {status['friends']}    Circles: {status['circles']}    "
         f"Moments: {status['moments']}\n"
         f"Up:        {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s (pid {status['pid']})"
     )
     return EXIT_OK
+
+
+def _tor_line(tor: dict[str, Any]) -> str:
+    state = tor["state"]
+    if state == "off":
+        return "off (network.tor)"
+    if state == "missing":
+        return f"not installed: {tor['error']}"
+    if state == "failed":
+        return f"failed, trying again: {tor['error']}"
+    if not tor["bootstrapped"]:
+        return f"bootstrapping ({tor['bootstrap']} %), onion {tor['onion']}"
+    published = "published" if tor["published"] else "publishing"
+    return (
+        f"bootstrapped, onion {tor['onion']} ({published}, "
+        f"{tor['authorized_clients']} clients admitted)"
+    )
 
 
 def cmd_profile(args: argparse.Namespace, paths: Paths) -> int:
@@ -264,7 +283,8 @@ def cmd_pair(args: argparse.Namespace, paths: Paths) -> int:
     elif state == "pending":
         print(
             f"Pending: {name} could not be reached yet. Pairing completes by itself when "
-            f"you meet, until the code expires at {_when(pairing['expires_at'])}."
+            f"their daemon can be reached (on the LAN, or through Tor), until the code "
+            f"expires at {_when(pairing['expires_at'])}."
         )
     elif state == "refused":
         print(
@@ -332,7 +352,8 @@ def cmd_peers(args: argparse.Namespace, paths: Paths) -> int:
     for p in peers:
         up = int(time.time() - p["since"])
         print(
-            f"{p['name']}  {p['identity'][:12]}  {p['address']}  via {p['found_via']}  "
+            f"{p['name']}  {p['identity'][:12]}  {p['path']}  {p['address'] or '-'}  "
+            f"via {p['found_via']}  "
             f"up {up // 60}m{up % 60:02d}s  in {_size(p['bytes_in'])}  out {_size(p['bytes_out'])}"
         )
     return EXIT_OK
@@ -743,6 +764,20 @@ def _parser() -> argparse.ArgumentParser:
         "--no-mdns",
         action="store_true",
         help="do not use mDNS on the local network (config network.mdns)",
+    )
+    tor = p.add_mutually_exclusive_group()
+    tor.add_argument(
+        "--tor",
+        action="store_const",
+        const="on",
+        help="reach friends beyond the LAN through Tor onion services (config network.tor)",
+    )
+    tor.add_argument(
+        "--no-tor",
+        dest="tor",
+        action="store_const",
+        const="off",
+        help="do not use Tor, even if it is installed (config network.tor)",
     )
     p.add_argument(
         "--peer",

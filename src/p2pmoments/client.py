@@ -116,15 +116,17 @@ class ApiClient:
         all (a temporary file, synced, then renamed); returns its size."""
         tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.tmp")
         try:
-            with self._open("GET", path, None, None, None, TIMEOUT) as answer:
-                with open(tmp, "xb") as out:
-                    os.chmod(tmp, 0o600)
-                    size = 0
-                    for piece in answer.pieces():
-                        out.write(piece)
-                        size += len(piece)
-                    out.flush()
-                    os.fsync(out.fileno())
+            with (
+                self._open("GET", path, None, None, None, TIMEOUT) as answer,
+                open(tmp, "xb") as out,
+            ):
+                os.chmod(tmp, 0o600)
+                size = 0
+                for piece in answer.pieces():
+                    out.write(piece)
+                    size += len(piece)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(tmp, output)
         finally:
             with contextlib.suppress(FileNotFoundError):

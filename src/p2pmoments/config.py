@@ -17,6 +17,7 @@ from p2pmoments.errors import ConfigError
 __all__ = [
     "DEFAULT_API_PORT",
     "DEFAULT_PEER_PORT",
+    "TOR_MODES",
     "Address",
     "Config",
     "ConfigError",
@@ -29,6 +30,10 @@ __all__ = [
 DEFAULT_PEER_PORT = 47470
 DEFAULT_API_PORT = 47471
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# network.tor: "auto" runs Tor when a tor program is found (README, "Friends beyond the
+# LAN", says why this is the default), "on" always tries, "off" never.
+TOR_MODES = ("auto", "on", "off")
+MAX_TORRC_LINES = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +121,15 @@ class Config:
     pairing_ttl: int = 600
     keep_location: bool = False
     peers: tuple[StaticPeer, ...] = ()
+    tor: str = "auto"
+    tor_path: str | None = None  # the tor program; None: `tor` on PATH
+    tor_control: str | None = None  # a running tor's control port or socket: use it
+    tor_torrc: tuple[str, ...] = ()  # extra torrc lines for our own tor (private networks)
+
+    @property
+    def tor_wanted(self) -> bool:
+        """Whether to run Tor at all ("auto" or "on")."""
+        return self.tor != "off"
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with the given fields replaced (None means keep); values are checked."""
@@ -136,6 +150,8 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: friends.max must be between 1 and 10000")
     if not 60 <= config.pairing_ttl <= 86400:
         raise ConfigError(f"{where}: pairing.ttl must be between 60 and 86400 seconds")
+    if config.tor not in TOR_MODES:
+        raise ConfigError(f'{where}: network.tor must be true, false or "auto"')
 
 
 def _address(value: object, key: str, path: Path) -> Address:
@@ -174,11 +190,59 @@ def _peers(value: object, key: str, path: Path) -> tuple[StaticPeer, ...]:
         raise ConfigError(f"{path}: {key}: {exc}") from None
 
 
+def _tor_mode(value: object, key: str, path: Path) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if value == "auto":
+        return "auto"
+    raise ConfigError(f'{path}: {key} must be true, false or "auto"')
+
+
+def _optional_text(value: object, key: str, path: Path) -> str | None:
+    if not isinstance(value, str) or "\0" in value:
+        raise ConfigError(f"{path}: {key} must be a string")
+    return value.strip() or None
+
+
+def _tor_control(value: object, key: str, path: Path) -> str | None:
+    text = _optional_text(value, key, path)
+    if text is None or text.startswith("/"):
+        return text  # a control socket's path
+    try:
+        address = parse_address(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {key}: {exc} (or give a control socket's path)") from None
+    if not address.is_loopback or address.port == 0:
+        raise ConfigError(
+            f"{path}: {key} must be tor's control port on this device (127.0.0.1:PORT) "
+            "or the path of its control socket"
+        )
+    return str(address)
+
+
+def _torrc_lines(value: object, key: str, path: Path) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_TORRC_LINES
+        or not all(isinstance(v, str) for v in value)
+    ):
+        raise ConfigError(f"{path}: {key} must be a list of at most {MAX_TORRC_LINES} strings")
+    if any(c in line for line in value for c in "\r\n\0"):
+        raise ConfigError(f"{path}: {key}: a torrc line cannot hold a line break")
+    return tuple(line.strip() for line in value if line.strip())
+
+
 # Every key: (section, name) -> (Config field, parser).
 _KEYS = {
     ("network", "listen"): ("listen", _address),
     ("network", "mdns"): ("mdns", _bool),
     ("network", "peers"): ("peers", _peers),
+    ("network", "tor"): ("tor", _tor_mode),
+    ("network", "tor_path"): ("tor_path", _optional_text),
+    ("network", "tor_control"): ("tor_control", _tor_control),
+    ("network", "tor_torrc"): ("tor_torrc", _torrc_lines),
     ("friends", "max"): ("max_friends", _int),
     ("pairing", "ttl"): ("pairing_ttl", _int),
     ("photos", "keep_location"): ("keep_location", _bool),
@@ -230,7 +294,11 @@ def default_config_text() -> str:
         "[network]\n"
         f'# listen = "0.0.0.0:{DEFAULT_PEER_PORT}"\n'
         "# mdns = true\n"
-        "# peers = []\n\n"
+        "# peers = []\n"
+        '# tor = "auto"\n'
+        '# tor_path = ""\n'
+        '# tor_control = ""\n'
+        "# tor_torrc = []\n\n"
         "[friends]\n"
         "# max = 150\n\n"
         "[pairing]\n"

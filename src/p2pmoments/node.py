@@ -3,7 +3,7 @@ them together, runs them in one TaskGroup (style.md, rule 5), and decides nothin
 its own: who may link is core.admission's, what replicates core.replication's.
 
     friends ─┐             ┌─ links (net/links.py) ◄─ discovery (mDNS)
-    pairings ├─ node wires ┤
+    pairings ├─ node wires ┤  onions (our tor) ◄─ reach (cards: who reaches whom)
     circles ─┤             └─ replication (runner of core.replication)
     moments, posting ──────┘
 """
@@ -31,6 +31,8 @@ from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.link import CloseCode, Closed
 from p2pmoments.core.pairing import PairingCode, PairingEvent, PairingState, token_psk
+from p2pmoments.core.pairing_addr import LinkAddress
+from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
@@ -38,9 +40,11 @@ from p2pmoments.moments import Moments
 from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.links import Hello, Links
+from p2pmoments.onions import Onions
 from p2pmoments.pairings import Pairings
 from p2pmoments.paths import Paths
 from p2pmoments.posting import Posting
+from p2pmoments.reach import Reach
 from p2pmoments.replication import Replication, known_removal, verify_manifest
 from p2pmoments.store import AsyncStore, FriendRecord, FriendState, PairingRecord, Store
 
@@ -101,6 +105,7 @@ class Node:
             max_friends=config.max_friends,
             dial=self._dial_pairing,
             address=self._code_address,
+            on_codes=lambda: self.reach.refresh_clients(),
         )
         self.circles = Circles(
             self.store,
@@ -134,6 +139,19 @@ class Node:
             events=self.events,
             spawn=self.spawn,
         )
+        self.onions = Onions(
+            paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
+        )
+        self.links.use_tor(self.onions.dial, self.onions.ready)
+        self.reach = Reach(
+            self.store,
+            identity,
+            links=self.links,
+            onions=self.onions,
+            friends=self.friends,
+            circles=self.circles,
+            pairings=self.pairings,
+        )
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -152,14 +170,27 @@ class Node:
             pending = await self.pairings.load()
             await self.circles.load()
             await self.replication.load()
+            await self.onions.load()
+            await self.reach.load()
+            keys = self.onions.keys
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
-            server = await self.links.listen(self.config.listen)
-            stack.push_async_callback(server.wait_closed)
-            stack.callback(server.close)
+            for server in [
+                await self.links.listen(self.config.listen),
+                *([await self.links.listen_onion()] if keys is not None else []),
+            ]:
+                stack.push_async_callback(server.wait_closed)
+                stack.callback(server.close)
             self._want_everyone(pending)
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
+            if keys is not None and self.links.onion_port is not None:
+                # Tor starts in the background: the daemon answers on the LAN meanwhile.
+                run = self.onions.run(self.links.onion_port)
+                self._background.append(self._tg.create_task(run, name="tor"))
+                self._background.append(
+                    self._tg.create_task(self.reach.expire_codes(), name="tor-clients")
+                )
             if self.config.mdns:
                 self._background.append(self._tg.create_task(self._discover(), name="discovery"))
             self._stack = stack.pop_all()
@@ -250,6 +281,7 @@ class Node:
             "data_dir": str(self.paths.data_dir),
             "config_file": str(self.paths.config_file),
             "peers_connected": len(self.links.linked()),
+            "tor": self.onions.status(),
             "friends": counts.friends,
             "circles": counts.circles,
             "moments": counts.moments,
@@ -272,6 +304,7 @@ class Node:
         for record in pending:
             self._dial_pairing(record)
         self._want_co_members()
+        self.reach.refresh_clients()
 
     def _friend_changed(self, friend: FriendRecord | None, key: bytes) -> None:
         if friend is None:  # removed
@@ -281,7 +314,8 @@ class Node:
             self.links.forget(key, "blocked")
         else:
             address = (friend.host, friend.port) if friend.host and friend.port else None
-            self.links.want(key, friend.link_key, address=address)
+            self.links.want(key, friend.link_key, address=address, onion=self.reach.onion_of(key))
+        self.reach.refresh_clients()
 
     def _want_co_members(self) -> None:
         """Co-members become dial targets (found by mDNS; never friends by this); former
@@ -295,7 +329,8 @@ class Node:
             if key not in self.links.targets() and not (
                 friend is not None and friend.state is FriendState.BLOCKED
             ):
-                self.links.want(key, link_key)
+                self.links.want(key, link_key, onion=self.reach.onion_of(key))
+        self.reach.refresh_clients()
 
     def _dial_pairing(self, record: PairingRecord) -> None:
         assert record.identity is not None
@@ -307,15 +342,16 @@ class Node:
             psk=token_psk(record.token),
             expires=record.expires,
             address=address,
+            onion=self.reach.pairing_onion(record),
         )
 
-    def _code_address(self) -> tuple[str | None, int | None]:
-        if self.links.listen_port is None:
-            return None, None
-        host: str | None = self.config.listen.host
+    def _code_address(self) -> LinkAddress:
+        """Where our codes say we are: a LAN address, and our onion address with Tor on."""
+        host = self.config.listen.host if self.links.listen_port is not None else None
         if host in ("0.0.0.0", "::"):  # noqa: S104 - we listen everywhere: offer a LAN address
             host = lan_address()
-        return (host, self.links.listen_port) if host else (None, None)
+        port = self.links.listen_port if host else None
+        return LinkAddress(host=host or None, port=port, onion=self.onions.address)
 
     # --- what the links ask (net/links.py, LinkHandler) -------------------------------------
 
@@ -352,7 +388,7 @@ class Node:
         if (friend is None or friend.link_key != hello.link_key) and not co_member:
             return CloseCode.WRONG_IDENTITY, "neither a friend nor a co-member"
         if friend is not None and not hello.initiator and hello.listen_port and hello.host:
-            # Remember where they listen, to dial them next time.
+            # Remember where they listen, to dial them next time (not over Tor: host None).
             await self.friends.seen(
                 hello.key, host=hello.host, port=hello.listen_port, name=hello.name
             )
@@ -360,7 +396,7 @@ class Node:
 
     async def _paired(self, hello: Hello) -> None:
         host = port = None
-        if not hello.initiator:
+        if not hello.initiator and hello.host is not None:  # not over Tor
             host, port = hello.host, hello.listen_port
         elif self.friends.get(hello.key) is None:
             first = self.links.first_address(hello.key)
@@ -382,6 +418,7 @@ class Node:
         if hello.pairing_id is not None:
             await self.pairings.update(hello.pairing_id, PairingEvent.LINKED)
             self.links.pairing_done(hello.key)
+            self.reach.paired(self.links.onion_of(hello.key))
         elif hello.pairing_token is not None:
             await self.pairings.record_theirs(
                 hello.link_key,
@@ -401,18 +438,26 @@ class Node:
         if info is not None:
             await self.friends.remember_name(key, info.name)
         self.events.publish(
-            "peer.connected", identity=identity_text(key), name=info.name if info else ""
+            "peer.connected",
+            identity=identity_text(key),
+            name=info.name if info else "",
+            path=info.path if info else "lan",
         )
+        self.reach.link_up(key)  # small and first: where we are reachable through Tor
         await self.replication.link_up(key)
 
     async def message(self, key: bytes, body: dict[int, Any]) -> None:
-        """An application message: replication's."""
-        await self.replication.on_message(key, body)
+        """An application message: reach cards, else replication's."""
+        if body.get(0) == T_REACH:
+            await self.reach.on_message(key, body)
+        else:
+            await self.replication.on_message(key, body)
         if self.on_message is not None:
             self.on_message(key, body)
 
     async def unlinked(self, key: bytes, closed: Closed) -> None:
         """A link ended."""
+        self.reach.link_down(key)
         await self.replication.link_down(key)
         self.events.publish("peer.disconnected", identity=identity_text(key), reason=closed.reason)
         if self.friends.get(key) is not None:
@@ -435,6 +480,7 @@ class Node:
     async def _circle_changed(self, manifest: Any) -> None:
         self._want_co_members()
         await self.replication.circle_changed(manifest)
+        await self.reach.circles_changed()  # co-members learn where the others are
 
     async def _circle_gone(self, circle: bytes, deleted: bool) -> None:
         if deleted:

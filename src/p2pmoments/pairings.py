@@ -25,6 +25,7 @@ from p2pmoments.core.pairing import (
     next_state,
     token_psk,
 )
+from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.errors import FriendLimitError, UserInputError, user_input
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_LIVE_CODES = 32  # unused pairing codes valid at once (each showing makes one)
 
 Dial = Callable[[PairingRecord], None]  # dial the owner of a code we scanned
-Address = Callable[[], tuple[str | None, int | None]]  # where we listen, for our codes
+Address = Callable[[], LinkAddress]  # where we can be reached, for our codes
 
 
 def _now() -> int:
@@ -59,6 +60,7 @@ class Pairings:
         max_friends: int,
         dial: Dial,
         address: Address,
+        on_codes: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._events = events
@@ -68,7 +70,9 @@ class Pairings:
         self._max_friends = max_friends
         self._dial = dial
         self._address = address
+        self._on_codes = on_codes  # our set of valid codes changed
         self._tokens: dict[bytes, bytes] = {}  # psk -> token
+        self._expiry: dict[bytes, int] = {}  # token -> when it expires
 
     async def load(self) -> list[PairingRecord]:
         """Read the codes still valid; returns our pending attempts, to dial again."""
@@ -82,6 +86,7 @@ class Pairings:
     async def _load_tokens(self) -> None:
         tokens = await self._store.run(Store.tokens, _now())
         self._tokens = {token_psk(t.token): t.token for t in tokens}
+        self._expiry = {t.token: t.expires for t in tokens}
 
     # --- our codes -----------------------------------------------------------------
 
@@ -93,14 +98,16 @@ class Pairings:
         token, expires = secrets.token_bytes(16), now + self._ttl
         await self._store.run(Store.add_token, token, now, expires, keep=MAX_LIVE_CODES)
         await self._load_tokens()
-        host, port = self._address()
+        self._on_codes()
+        where = self._address()
         code = replace(
             self._me,
             token=token,
             expires=expires,
             name=self._friends.my_name,
-            host=host,
-            port=port if host else None,
+            host=where.host,
+            port=where.port,
+            onion=where.onion,
         )
         return encode_code(code), expires
 
@@ -111,6 +118,10 @@ class Pairings:
     def live_codes(self) -> int:
         """How many of our codes are valid now."""
         return len(self._tokens)
+
+    def live_tokens(self, now: float) -> list[tuple[bytes, int]]:
+        """The tokens of our codes still valid at `now`, and when each expires."""
+        return [(t, e) for t, e in self._expiry.items() if e > now]
 
     async def claim(self, psk: bytes, link_key: bytes) -> tuple[Claim, bytes | None]:
         """Claim the code behind `psk` for a device's link key (the same device may claim
@@ -188,6 +199,7 @@ class Pairings:
                 expires=code.expires,
                 host=code.host,
                 port=code.port,
+                onion=None if code.onion is None else bytes(code.onion),
                 state=PairingState.PENDING,
                 reason="",
                 created=now,

@@ -79,6 +79,7 @@ def peer_json(peer: PeerInfo, people: People) -> dict[str, Any]:
         "name": known.name if known.friend else peer.name,
         "since": peer.since,
         "found_via": peer.found_via,
+        "path": peer.path,
         "direction": "out" if peer.initiator else "in",
         "address": None if peer.host is None else str(Address(host=peer.host, port=peer.port or 0)),
         "bytes_in": peer.bytes_in,

@@ -120,11 +120,22 @@ def make_room(
 
 
 def keep_new_link(
-    me: bytes, peer: bytes, *, old_dialled_by_us: bool, new_dialled_by_us: bool
+    me: bytes,
+    peer: bytes,
+    *,
+    old_dialled_by_us: bool,
+    new_dialled_by_us: bool,
+    old_over_tor: bool = False,
+    new_over_tor: bool = False,
 ) -> bool:
     """Two links to the same peer: True to keep the new one (spec/transport.md section 8).
-    Both sides keep the link dialled by the lower identity; a redial by the same side
-    replaces the older link (probably dead, not yet detected)."""
+    A direct link (LAN or a static address) beats one over Tor: faster, and both sides
+    know which is which (the dialler dialled an onion; the other side took it on its
+    onion service's own port). Otherwise both sides keep the link dialled by the lower
+    identity; a redial by the same side replaces the older link (probably dead, not yet
+    detected)."""
+    if old_over_tor != new_over_tor:
+        return old_over_tor
     if old_dialled_by_us == new_dialled_by_us:
         return True
     new_dialler = me if new_dialled_by_us else peer

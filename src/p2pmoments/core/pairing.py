@@ -3,7 +3,8 @@
     P2PM:1/<ID>/<DH>/<TOKEN>/<EXPIRES>/<NAME>/<ADDR>/<CHECK>
 
 Every field is RFC 4648 base32, uppercase, unpadded, so the whole link stays
-in QR alphanumeric mode (A-Z, 2-7, ':' and '/').
+in QR alphanumeric mode (A-Z, 2-7, ':' and '/'). ADDR may carry an IP address and
+port, an onion address, or both (core/pairing_addr.py, spec/pairing.md section 1).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-import ipaddress
 from dataclasses import dataclass
 
 from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
 from p2pmoments.core.errors import DecodeError, LocalProtocolError
+from p2pmoments.core.onion import OnionAddress
+from p2pmoments.core.pairing_addr import LinkAddress, decode_addr, encode_addr
 from p2pmoments.core.profile import check_display_name
 
 __all__ = [
@@ -52,6 +54,7 @@ class PairingCode:
     name: str
     host: str | None = None
     port: int | None = None
+    onion: OnionAddress | None = None  # the owner's onion service (spec/tor.md)
 
     @property
     def psk(self) -> bytes:
@@ -60,7 +63,11 @@ class PairingCode:
 
     def __repr__(self) -> str:
         # The token is a secret for its lifetime: keep it out of logs.
-        return f"PairingCode(name={self.name!r}, host={self.host!r}, port={self.port!r})"
+        # The onion address's repr shows a few characters only (spec/tor.md section 6).
+        return (
+            f"PairingCode(name={self.name!r}, host={self.host!r}, port={self.port!r}, "
+            f"onion={self.onion!r})"
+        )
 
 
 def token_psk(token: bytes) -> bytes:
@@ -87,12 +94,6 @@ def _check(text: str) -> str:
     )
 
 
-def _encode_addr(host: str | None, port: int | None) -> str:
-    if host is None or port is None:
-        return ""
-    return _b32(ipaddress.ip_address(host).packed + port.to_bytes(2, "big"))
-
-
 def encode_code(code: PairingCode) -> str:
     """The code's text (its pairing link): uppercase, alphanumeric-mode safe."""
     body = "/".join(
@@ -103,7 +104,7 @@ def encode_code(code: PairingCode) -> str:
             _b32(code.token),
             _b32(code.expires.to_bytes(5, "big")),
             _b32(check_display_name(code.name).encode("utf-8")),
-            _encode_addr(code.host, code.port),
+            encode_addr(LinkAddress(host=code.host, port=code.port, onion=code.onion)),
         ]
     )
     return f"{body}/{_check(body)}"
@@ -151,23 +152,16 @@ def decode_code(text: str) -> PairingCode:
         display = check_display_name(_unb32(name, "name").decode("utf-8"))
     except UnicodeDecodeError:
         raise DecodeError("the name in this pairing link is not UTF-8") from None
-    host = port = None
-    if addr:
-        raw_addr = _unb32(addr, "address")
-        if len(raw_addr) not in (6, 18):
-            raise DecodeError("the address in this pairing link has the wrong length")
-        host = str(ipaddress.ip_address(raw_addr[:-2]))
-        port = int.from_bytes(raw_addr[-2:], "big")
-        if port == 0:
-            raise DecodeError("the address in this pairing link has port 0")
+    where = decode_addr(addr)
     return PairingCode(
         identity=VerifyKey(raw_id),
         link_key=LinkPublicKey(raw_dh),
         token=raw_token,
         expires=int.from_bytes(raw_expires, "big"),
         name=display,
-        host=host,
-        port=port,
+        host=where.host,
+        port=where.port,
+        onion=where.onion,
     )
 
 

@@ -1,7 +1,6 @@
 """The ADDR field of the pairing link, able to carry an onion address (spec/tor.md section 5).
 
-A proposal beside core/pairing.py, which the lead wires in: `encode_addr` and
-`decode_addr` replace its `_encode_addr` and the ADDR branch of `decode_code`.
+core/pairing.py encodes and decodes the field with `encode_addr` and `decode_addr`.
 ADDR stays one base32 field; its length in bytes says what it holds:
 
 | bytes | holds |

@@ -1,6 +1,13 @@
 """Links to peers: the listener, the dialler and its targets, who is linked, and the
 bounds on what strangers can make us hold (spec/transport.md sections 1, 8, 9).
 
+A link is carried over the LAN, to a static address, or through Tor (spec/tor.md
+section 7): the dialler tries a peer's IP addresses first and its onion address last,
+and while a peer is linked through Tor it keeps trying the direct ones, so a LAN link
+takes over as soon as there is one (core.admission.keep_new_link prefers it). Links
+through our onion service arrive on a listener of their own on loopback, so both
+sides know which links are over Tor.
+
 The decisions are the core's (core.admission: who gets an answer, which connection
 makes room, which of two links stays); who is who is the daemon's (a `LinkHandler`:
 friends, pairing codes, circles). This module runs the connections.
@@ -15,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
+import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +48,7 @@ from p2pmoments.core.link import (
     LinkState,
     MessageReceived,
 )
+from p2pmoments.core.onion import OnionAddress
 from p2pmoments.net.discovery import Sighting
 from p2pmoments.net.transport import LinkRunner
 
@@ -51,6 +61,7 @@ __all__ = [
     "LinkHandler",
     "Links",
     "ListenError",
+    "OnionDial",
     "PeerInfo",
     "describe_bind_error",
 ]
@@ -69,6 +80,14 @@ BACKOFF_JITTER = 0.2
 ABUSE_COOL_OFF = 60.0  # seconds a peer dropped for abuse may not link again
 DIALLER_IDLE = 30.0
 MAX_SIGHTINGS = 1024
+# While linked through Tor, the direct addresses are tried again this often at most
+# (an mDNS sighting tries at once): a LAN link should take over, a stale address cost
+# little.
+UPGRADE_BACKOFF_MAX = 300.0
+TOR_HOST = "tor"  # the handshake bounds count links through our onion service as one host
+
+# Opens a stream to an onion service's peer port (the node's tor: spec/tor.md).
+OnionDial = Callable[[OnionAddress], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 
 
 class ListenError(P2PMomentsError):
@@ -94,10 +113,11 @@ class Hello:
     link_signature: bytes
     name: str
     listen_port: int | None
-    host: str | None
+    host: str | None  # None over Tor
     initiator: bool
     pairing_id: int | None  # we dialled to complete this pairing
     pairing_token: bytes | None  # they used this code of ours
+    path: str = "lan"  # lan, static or tor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +133,7 @@ class PeerInfo:
     port: int | None
     bytes_in: int
     bytes_out: int
+    path: str = "lan"  # lan, static or tor
 
 
 class LinkHandler(Protocol):
@@ -144,11 +165,15 @@ class _Target:
     verify_key: bytes
     link_key: bytes
     addresses: list[tuple[str, int]] = field(default_factory=list)
+    onion: OnionAddress | None = None  # dialled through Tor, after the addresses
+    static: set[tuple[str, int]] = field(default_factory=set)  # configured addresses
     pairing_id: int | None = None
     pairing_psk: bytes | None = field(default=None, repr=False)  # a secret
     expires: float | None = None
     failures: int = 0
     next_attempt: float = 0.0
+    direct_failures: int = 0  # while linked through Tor: tries of the direct addresses
+    next_direct: float = 0.0
     found_via: str = "address"
 
 
@@ -158,6 +183,22 @@ class _Linked:
     name: str
     since: float
     found_via: str
+
+    @property
+    def over_tor(self) -> bool:
+        return self.runner.path == "tor"
+
+
+def path_of(host: str, *, static: bool) -> str:
+    """What carries a direct link to `host`: a configured static address, or an address
+    on this network (private, link-local or loopback: "lan"; anything else: "static")."""
+    if static:
+        return "static"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "lan"  # localhost
+    return "lan" if ip.is_private or ip.is_link_local or ip.is_loopback else "static"
 
 
 class Links:
@@ -192,8 +233,11 @@ class Links:
         self._closing = False
         self._evicted = 0
         self._failed_dials = 0
+        self._onion_dial: OnionDial | None = None
+        self._tor_ready: Callable[[], bool] = lambda: False
         self.listen_port: int | None = None
         self.listen_addresses: list[str] = []
+        self.onion_port: int | None = None  # where our onion service's streams arrive
 
     # --- the listener --------------------------------------------------------------------
 
@@ -209,6 +253,32 @@ class Links:
         self.listen_port = server.sockets[0].getsockname()[1]
         return server
 
+    async def listen_onion(self) -> asyncio.Server:
+        """Take the streams our onion service forwards on a loopback port of their own
+        (tor connects to it): links through it are known to be over Tor."""
+        address = Address(host="127.0.0.1", port=0)
+        try:
+            server = await asyncio.start_server(
+                functools.partial(self._on_connection, over_tor=True), address.host, address.port
+            )
+        except OSError as exc:
+            raise describe_bind_error("for our onion service", address, exc) from None
+        self.onion_port = server.sockets[0].getsockname()[1]
+        return server
+
+    def use_tor(self, dial: OnionDial, ready: Callable[[], bool]) -> None:
+        """Dial onion addresses with `dial` whenever `ready()` says tor can."""
+        self._onion_dial, self._tor_ready = dial, ready
+
+    def tor_changed(self) -> None:
+        """Tor came up or went: look again at whom to dial (those with an onion address
+        and no link at once: their dials failed for want of tor)."""
+        if self._tor_ready():
+            for target in self._targets.values():
+                if target.onion is not None and target.verify_key not in self._linked:
+                    target.next_attempt, target.failures = 0.0, 0
+        self._wake.set()
+
     def close_all(self) -> None:
         """Stop dialling and say goodbye on every link (shutdown)."""
         self._closing = True
@@ -217,10 +287,10 @@ class Links:
             runner.close(CloseCode.SHUTDOWN, "shutting down")
 
     async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, over_tor: bool = False
     ) -> None:
         peer = writer.get_extra_info("peername")
-        host = peer[0] if peer else "?"
+        host = TOR_HOST if over_tor else peer[0] if peer else "?"
         if self._closing or not self._make_room(host):
             writer.transport.abort()  # say nothing, hold nothing
             return
@@ -233,6 +303,10 @@ class Links:
             listen_port=self.listen_port,
         )
         runner = LinkRunner(link, reader, writer, self._on_event, clock=self._clock)
+        if over_tor:
+            runner.over_tor()
+        else:
+            runner.path = path_of(host, static=False)
         # Counted at once for the bounds, and run in the daemon's TaskGroup (not in the
         # server's own task), so shutdown waits for it before the store closes.
         self._handshaking[runner] = host
@@ -264,7 +338,7 @@ class Links:
     # --- running a link ------------------------------------------------------------------
 
     async def _run(self, runner: LinkRunner) -> None:
-        self._handshaking[runner] = runner.remote_host or "?"
+        self._handshaking[runner] = TOR_HOST if runner.path == "tor" else runner.remote_host or "?"
         try:
             closed = await runner.run()
         except Exception:
@@ -329,38 +403,54 @@ class Links:
             initiator=runner.link.initiator,
             pairing_id=runner.pairing_id,
             pairing_token=runner.pairing_token,
+            path=runner.path,
         )
-        # While the daemon looks at who this is (it may await the store), nobody dials the
-        # peer: a second link would only be dropped again by the tie-break.
+        # While the daemon looks at who this is (it may await the store) and a link it
+        # replaces is let go, nobody dials the peer: a second link would only be dropped
+        # again by the tie-break.
         self._arriving.add(key)
         try:
             refusal = await self._handler.established(hello)
+            if refusal is not None:
+                runner.close(*refusal)
+                return
+            if runner.link.initiator:
+                self._dialling.discard(key)  # the dial is over; the link lives on
+            existing = self._linked.get(key)
+            if existing is not None and existing.runner is not runner:
+                # One link per pair (spec/transport.md section 8), direct before Tor.
+                if not admission.keep_new_link(
+                    self._me,
+                    key,
+                    old_dialled_by_us=existing.runner.link.initiator,
+                    new_dialled_by_us=runner.link.initiator,
+                    old_over_tor=existing.over_tor,
+                    new_over_tor=runner.path == "tor",
+                ):
+                    runner.close(CloseCode.REPLACED, "duplicate link")
+                    return
+                reason = (
+                    f"replaced by a link over {runner.path}"
+                    if existing.runner.path != runner.path
+                    else "duplicate link"
+                )
+                existing.runner.close(CloseCode.REPLACED, reason)
+                del self._linked[key]
+                # What was under way on the old link (chunks asked on it) starts again on
+                # the new one: the daemon hears that the old one ended.
+                await self._handler.unlinked(
+                    key, Closed(code=CloseCode.REPLACED, reason=reason, by_peer=False)
+                )
+            if runner.closed is not None or runner.link.state is not LinkState.OPEN:
+                return  # it ended while we looked
+            self._linked[key] = _Linked(
+                runner=runner, name=event.name, since=time.time(), found_via=runner.found_via
+            )
+            # A link, no longer a handshake: it stops counting against the handshake bounds
+            # (before, a host could hold at most 16 links to us, of any kind).
+            self._handshaking.pop(runner, None)
         finally:
             self._arriving.discard(key)
-        if refusal is not None:
-            runner.close(*refusal)
-            return
-        if runner.link.initiator:
-            self._dialling.discard(key)  # the dial is over; the link lives on
-        existing = self._linked.get(key)
-        if existing is not None and existing.runner is not runner:
-            # One link per pair (spec/transport.md section 8).
-            if admission.keep_new_link(
-                self._me,
-                key,
-                old_dialled_by_us=existing.runner.link.initiator,
-                new_dialled_by_us=runner.link.initiator,
-            ):
-                existing.runner.close(CloseCode.REPLACED, "duplicate link")
-            else:
-                runner.close(CloseCode.REPLACED, "duplicate link")
-                return
-        self._linked[key] = _Linked(
-            runner=runner, name=event.name, since=time.time(), found_via=runner.found_via
-        )
-        # A link, no longer a handshake: it stops counting against the handshake bounds
-        # (before, a host could hold at most 16 links to us, of any kind).
-        self._handshaking.pop(runner, None)
         await self._handler.linked(key)
 
     # --- sending ------------------------------------------------------------------------
@@ -404,6 +494,7 @@ class Links:
                 port=info.runner.remote_port,
                 bytes_in=info.runner.link.bytes_in,
                 bytes_out=info.runner.link.bytes_out,
+                path=info.runner.path,
             )
             for key, info in self._linked.items()
         ]
@@ -430,10 +521,16 @@ class Links:
         """True if the holder of `link_key` was dropped for abuse a moment ago."""
         return self._cooling.get(link_key, 0.0) > self._clock()
 
+    def path(self, key: bytes) -> str | None:
+        """What carries our link to `key` (lan, static, tor), None if not linked."""
+        info = self._linked.get(key)
+        return None if info is None else info.runner.path
+
     def statistics(self) -> dict[str, int]:
         """A snapshot of the link counters."""
         return {
             "links": len(self._linked),
+            "links_over_tor": sum(1 for info in self._linked.values() if info.over_tor),
             "handshaking": len(self._handshaking),
             "evicted": self._evicted,
             "failed_dials": self._failed_dials,
@@ -451,11 +548,17 @@ class Links:
         address: tuple[str, int] | None = None,
         via: str | None = None,
         first: bool = False,
+        onion: OnionAddress | None = None,
     ) -> None:
         """Dial `key` (a friend or co-member), at `address` too if given (first in line
-        with `first`, as a configured static address is)."""
+        with `first`, as a configured static address is: `via="static"`), and at `onion`
+        through Tor when no address answers."""
         target = self._targets.get(key) or _Target(verify_key=key, link_key=link_key)
         target.link_key = link_key
+        if onion is not None:
+            target.onion = onion
+        if address is not None and via == "static":
+            target.static.add(address)
         if address is not None:
             if address in target.addresses and first:
                 target.addresses.remove(address)
@@ -475,17 +578,36 @@ class Links:
         psk: bytes,
         expires: int,
         address: tuple[str, int] | None,
+        onion: OnionAddress | None = None,
     ) -> None:
-        """Dial the owner of a code we scanned, with its token, until it expires."""
+        """Dial the owner of a code we scanned, with its token, until it expires: at the
+        code's address, then through Tor at its onion address."""
         target = self._targets.get(key) or _Target(verify_key=key, link_key=link_key)
         target.link_key = link_key
         target.pairing_id, target.pairing_psk, target.expires = pairing_id, psk, expires
         target.next_attempt, target.failures = 0.0, 0
+        if onion is not None:
+            target.onion = onion
         if address is not None and address not in target.addresses:
             target.addresses.insert(0, address)
         self._targets[key] = target
         self._match_sightings()
         self._wake.set()
+
+    def set_onion(self, key: bytes, onion: OnionAddress) -> None:
+        """We learned where `key` is reachable through Tor (its reach card)."""
+        target = self._targets.get(key)
+        if target is None or target.onion == onion:
+            return
+        target.onion = onion
+        if key not in self._linked:
+            target.next_attempt, target.failures = 0.0, 0
+            self._wake.set()
+
+    def onion_of(self, key: bytes) -> OnionAddress | None:
+        """The onion address we dial `key` at, if any."""
+        target = self._targets.get(key)
+        return None if target is None else target.onion
 
     def forget(self, key: bytes, reason: str = "") -> None:
         """Stop dialling `key`, and end its link if `reason` is given."""
@@ -546,8 +668,12 @@ class Links:
             target.addresses.remove((host, port))
         target.addresses.insert(0, (host, port))
         target.found_via = via
-        if key not in self._linked:
+        linked = self._linked.get(key)
+        if linked is None:
             target.next_attempt = 0.0
+            self._wake.set()
+        elif linked.over_tor:  # a direct link can take over: try it now
+            target.next_direct, target.direct_failures = 0.0, 0
             self._wake.set()
 
     # --- the dialler ------------------------------------------------------------------
@@ -563,42 +689,78 @@ class Links:
                     target.pairing_id = target.pairing_psk = target.expires = None
                     if pairing_id is not None:
                         await self._handler.pairing_ended(pairing_id, None)
-            # A pending pairing dials even if linked: re-pairing may bring new keys.
-            due = [
-                t
-                for t in self._targets.values()
-                if t.addresses
-                and t.next_attempt <= now
-                and (t.verify_key not in self._linked or t.pairing_psk is not None)
-                and t.verify_key not in self._dialling
-                and t.verify_key not in self._arriving
-            ]
-            for target in due[: max(0, MAX_CONCURRENT_DIALS - len(self._dialling))]:
+            tor = self._tor_ready()
+            due: list[tuple[_Target, bool]] = []  # (target, only its direct addresses)
+            pending: list[float] = []
+            for t in self._targets.values():
+                linked = self._linked.get(t.verify_key)
+                busy = t.verify_key in self._dialling or t.verify_key in self._arriving
+                # A pending pairing dials even if linked: re-pairing may bring new keys.
+                if linked is None or t.pairing_psk is not None:
+                    if t.addresses or (t.onion is not None and tor):
+                        pending.append(t.next_attempt)
+                        if t.next_attempt <= now and not busy:
+                            due.append((t, False))
+                elif linked.over_tor and t.addresses:
+                    pending.append(t.next_direct)
+                    if t.next_direct <= now and not busy:
+                        due.append((t, True))
+            for target, direct in due[: max(0, MAX_CONCURRENT_DIALS - len(self._dialling))]:
                 self._dialling.add(target.verify_key)
-                self._spawn(self._dial(target), f"dial-{target.verify_key.hex()[:8]}")
-            pending = [
-                t.next_attempt
-                for t in self._targets.values()
-                if t.addresses and t.verify_key not in self._linked
-            ]
+                self._spawn(
+                    self._dial(target, direct_only=direct),
+                    f"dial-{target.verify_key.hex()[:8]}",
+                )
             sleep = min([DIALLER_IDLE, *(max(0.0, n - now) for n in pending)])
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(sleep, 0.05)):
                     await self._wake.wait()
 
-    async def _dial(self, target: _Target) -> None:
+    def _dialled_enough(self, target: _Target, direct_only: bool) -> bool:
+        """Whether a link makes this dial pointless: any link for a plain dial, a direct
+        one for a dial that would replace a link over Tor."""
+        if target.pairing_psk is not None:
+            return False
+        linked = self._linked.get(target.verify_key)
+        return linked is not None and not (direct_only and linked.over_tor)
+
+    async def _connect(
+        self, route: tuple[str, int] | OnionAddress
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A stream to an address, or through tor to an onion; None if it cannot be had."""
+        if isinstance(route, OnionAddress):
+            if self._onion_dial is None or not self._tor_ready():
+                return None
+            try:
+                return await self._onion_dial(route)
+            except (OSError, TimeoutError, P2PMomentsError) as exc:
+                log.debug("dial %r through tor failed: %s", route, exc)
+                return None
+            except Exception:
+                # Whatever tor or its library does, it costs this dial only.
+                log.exception("dial %r through tor failed", route)
+                return None
+        host, port = route
         try:
-            for host, port in list(target.addresses):
-                linked = target.verify_key in self._linked and target.pairing_psk is None
-                if linked or self._closing:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                return await asyncio.open_connection(host, port)
+        except (OSError, TimeoutError) as exc:
+            log.debug("dial %s:%s failed: %s", host, port, exc)
+            return None
+
+    async def _dial(self, target: _Target, *, direct_only: bool = False) -> None:
+        try:
+            routes: list[tuple[str, int] | OnionAddress] = list(target.addresses)
+            if target.onion is not None and not direct_only:
+                routes.append(target.onion)  # Tor last: the LAN first, when it works
+            for route in routes:
+                if self._closing or self._dialled_enough(target, direct_only):
                     return
-                try:
-                    async with asyncio.timeout(DIAL_TIMEOUT):
-                        reader, writer = await asyncio.open_connection(host, port)
-                except (OSError, TimeoutError) as exc:
-                    log.debug("dial %s:%s failed: %s", host, port, exc)
+                streams = await self._connect(route)
+                if streams is None:
                     continue
+                reader, writer = streams
                 link = Link(
                     identity=self._identity,
                     name=self._name(),
@@ -610,7 +772,12 @@ class Links:
                     listen_port=self.listen_port,
                 )
                 runner = LinkRunner(link, reader, writer, self._on_event, clock=self._clock)
-                runner.found_via = target.found_via
+                if isinstance(route, OnionAddress):
+                    runner.over_tor()
+                    runner.found_via = "onion"
+                else:
+                    runner.path = path_of(route[0], static=route in target.static)
+                    runner.found_via = target.found_via
                 runner.pairing_id = target.pairing_id
                 await self._run(runner)
                 closed = runner.closed
@@ -628,9 +795,16 @@ class Links:
                 if link.peer is not None:
                     target.failures = 0
                     target.next_attempt = self._clock() + BACKOFF_FIRST
+                    if runner.path == "tor":
+                        self._backoff_direct(target)  # the direct addresses just failed
+                    else:
+                        target.direct_failures = 0
                     return
             self._failed_dials += 1
-            self._backoff(target)
+            if direct_only:
+                self._backoff_direct(target)
+            else:
+                self._backoff(target)
         finally:
             self._dialling.discard(target.verify_key)
             self._wake.set()
@@ -640,3 +814,9 @@ class Links:
         delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (target.failures - 1))
         jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)  # noqa: S311 - not crypto
         target.next_attempt = self._clock() + delay * jitter
+
+    def _backoff_direct(self, target: _Target) -> None:
+        target.direct_failures += 1
+        delay = min(UPGRADE_BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(target.direct_failures - 1, 16))
+        jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)  # noqa: S311 - not crypto
+        target.next_direct = self._clock() + delay * jitter

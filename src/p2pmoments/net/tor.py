@@ -66,6 +66,7 @@ __all__ = [
     "TorError",
     "TorNotFoundError",
     "TorStatus",
+    "find_tor",
     "load_or_create_tor_keys",
 ]
 
@@ -179,6 +180,7 @@ class Tor:
         self._uploads: set[str] = set()
         self._published = asyncio.Event()
         self._fetches: dict[str, asyncio.Event] = {}
+        self._gone = asyncio.Event()  # our control connection closed, or our tor exited
         self._closed = False
 
     # -- start --------------------------------------------------------------
@@ -260,11 +262,16 @@ class Tor:
         return self
 
     async def _watch(self) -> None:
-        from stem.control import EventType
+        from stem.control import EventType, State
 
         def listener(event: Any) -> None:  # stem's thread: hand over to the loop only
             with contextlib.suppress(RuntimeError):  # the loop has closed
                 self._loop.call_soon_threadsafe(self._on_event, event)
+
+        def on_state(controller: Any, state: Any, timestamp: float) -> None:  # stem's thread
+            if state == State.CLOSED:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._gone.set)
 
         await asyncio.to_thread(
             self._controller.add_event_listener,
@@ -272,6 +279,7 @@ class Tor:
             EventType.STATUS_CLIENT,
             EventType.HS_DESC,
         )
+        await asyncio.to_thread(self._controller.add_status_listener, on_state)
         self._version = (await self._get_info("version")).split(" ")[0]
         phase = await self._get_info("status/bootstrap-phase")
         self._set_bootstrap(*parse_bootstrap_phase(phase))
@@ -309,6 +317,20 @@ class Tor:
                 f"tor did not bootstrap in {timeout:.0f}s: at {self._bootstrap[0]}% "
                 f"({self._bootstrap[1] or 'no progress'})"
             ) from None
+
+    async def wait_gone(self) -> None:
+        """Return once this tor can no longer serve us: our own tor exited, or the control
+        connection to it closed (a system tor stopped or restarted)."""
+        if self._proc is None:
+            await self._gone.wait()
+            return
+        exited = asyncio.ensure_future(self._proc.wait())
+        closed = asyncio.ensure_future(self._gone.wait())
+        try:
+            await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (exited, closed):
+                waiter.cancel()
 
     async def wait_published(self, timeout: float = BOOTSTRAP_TIMEOUT) -> None:
         """Return once our onion service's descriptor reached a directory."""

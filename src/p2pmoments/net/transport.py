@@ -4,6 +4,12 @@ The runner owns the socket: it feeds the link what arrives, writes what the
 link produces with backpressure, calls tick() on time, and hands events to the
 node. A peer that stops reading is dropped after WRITE_TIMEOUT, a link never
 blocks another, and every error ends only that link.
+
+Over Tor (spec/tor.md section 7) a link carries a megabyte a second or less, so bulk
+data (photo chunks, sent through `writable()`) waits until less than TOR_BULK_QUEUE
+bytes are queued, and the socket to tor keeps a small kernel buffer: what is small
+(manifests, haves, text moments, sent at once) then waits behind at most one chunk
+and that little, not behind megabytes of photo.
 """
 
 from __future__ import annotations
@@ -11,19 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2pmoments.core.link import CloseCode, Closed, Event, Link, LinkState
 
-__all__ = ["READ_SIZE", "WRITE_TIMEOUT", "LinkRunner"]
+__all__ = ["PATHS", "READ_SIZE", "TOR_BULK_QUEUE", "WRITE_TIMEOUT", "LinkRunner"]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several frames a read: each is decrypted where it lies
 WRITE_TIMEOUT = 30.0
 MAX_WRITE_BUFFER = 4 << 20  # a peer this far behind is not reading
+WRITE_QUEUE = 1 << 20  # queued before writers wait (drain)
+TOR_BULK_QUEUE = 64 << 10  # over Tor: bulk waits until the queue is below a quarter of this
+TOR_SOCKET_BUFFER = 64 << 10  # over Tor: the kernel's send buffer (it doubles it)
+PATHS = ("lan", "static", "tor")  # what carries a link (spec/tor.md section 7)
 
 
 class LinkRunner:
@@ -45,7 +56,7 @@ class LinkRunner:
         self._clock = clock
         # Keep up to 1 MiB queued before writers wait (drain): enough to keep a fast
         # link busy, far below the MAX_WRITE_BUFFER at which a peer counts as gone.
-        writer.transport.set_write_buffer_limits(high=1 << 20)
+        writer.transport.set_write_buffer_limits(high=WRITE_QUEUE)
         peer = writer.get_extra_info("peername")
         self.remote_host: str | None = peer[0] if peer else None
         self.remote_port: int | None = peer[1] if peer else None
@@ -53,10 +64,22 @@ class LinkRunner:
             log.debug("dialled %s:%s at %.6f", self.remote_host, self.remote_port, time.time())
         self.closed: Closed | None = None
         self.opened = clock()
-        # What the node knows of why this link exists.
+        # What the node knows of why this link exists, and what carries it.
         self.found_via = "incoming"
+        self.path = "lan"
         self.pairing_id: int | None = None  # we dialled to complete this pairing
         self.pairing_token: bytes | None = None  # they used this token of ours
+
+    def over_tor(self) -> None:
+        """This link is a stream through tor: its address is tor's own (so none is
+        kept), and bulk data is paced to leave room for small messages."""
+        self.path = "tor"
+        self.remote_host = self.remote_port = None
+        self._writer.transport.set_write_buffer_limits(high=TOR_BULK_QUEUE)
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TOR_SOCKET_BUFFER)
 
     def send(self, body: dict[str, Any] | dict[int, Any]) -> None:
         """Queue an application message; drops the link if the peer is far behind."""
@@ -65,7 +88,8 @@ class LinkRunner:
 
     async def writable(self) -> None:
         """Wait until the peer has taken most of what we sent (at most WRITE_TIMEOUT);
-        ConnectionError if the link is gone."""
+        ConnectionError if the link is gone. Bulk data waits here; over Tor until less
+        than a quarter of TOR_BULK_QUEUE is queued."""
         if self.closed is not None or self._writer.is_closing():
             raise ConnectionResetError("the link is closed")
         async with asyncio.timeout(WRITE_TIMEOUT):
@@ -108,6 +132,10 @@ class LinkRunner:
 
     async def _flush(self) -> None:
         self._write_pending()
+        if self.path == "tor" and self._writer.transport.get_write_buffer_size() <= WRITE_QUEUE:
+            # Over Tor the queue's limits pace bulk data only: the reading side goes on
+            # (answering pings, taking requests) until as much is queued as on the LAN.
+            return
         async with asyncio.timeout(WRITE_TIMEOUT):
             await self._writer.drain()
 

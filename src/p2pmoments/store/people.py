@@ -114,6 +114,23 @@ class PeopleTables(Database):
                 (verify_key, name, now),
             )
 
+    # --- reach cards (spec/tor.md section 6) ---------------------------------------
+
+    def reach_cards(self) -> list[bytes]:
+        """Every reach card held (ours among them), as signed."""
+        return [r[0] for r in self._conn.execute("SELECT card FROM reach ORDER BY verify_key")]
+
+    def save_reach_card(self, verify_key: bytes, issued: int, card: bytes) -> bool:
+        """Keep a verified card unless one as new is held; True if kept."""
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO reach (verify_key, issued, card) VALUES (?, ?, ?) ON CONFLICT"
+                " (verify_key) DO UPDATE SET issued = excluded.issued, card = excluded.card"
+                " WHERE excluded.issued > reach.issued",
+                (verify_key, issued, card),
+            )
+        return cursor.rowcount == 1
+
     # --- pairing codes --------------------------------------------------------------
 
     def add_token(self, token: bytes, created: int, expires: int, *, keep: int = 32) -> None:
@@ -160,7 +177,7 @@ class PeopleTables(Database):
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO pairings (direction, identity, link_key, name, token, expires, host,"
-                " port, state, reason, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " port, state, reason, created, updated, onion) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pairing.direction.value,
                     pairing.identity,
@@ -174,6 +191,7 @@ class PeopleTables(Database):
                     pairing.reason,
                     pairing.created,
                     pairing.updated,
+                    pairing.onion,
                 ),
             )
         assert cursor.lastrowid is not None

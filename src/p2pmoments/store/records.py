@@ -84,6 +84,7 @@ class PairingRecord:
     reason: str
     created: int
     updated: int
+    onion: bytes | None = None  # the owner's onion address key, from the code (spec/tor.md)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -121,5 +121,16 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX packed_by_pack ON packed (pack);
     """,
+    # 5: reach cards (spec/tor.md section 6): where friends and co-members are reachable
+    # beyond the LAN, signed by each, kept to dial them and to pass on to co-members; and
+    # the onion address of a pairing code we scanned, to dial its owner through Tor.
+    """
+    CREATE TABLE reach (
+        verify_key  BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        issued      INTEGER NOT NULL,
+        card        BLOB NOT NULL
+    ) STRICT;
+    ALTER TABLE pairings ADD COLUMN onion BLOB CHECK (onion IS NULL OR length(onion) = 32);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,17 @@ export function statusView(root) {
       h('code', { class: 'identity', dataset: { identity: state.me.identity } }, grouped(state.me.identity)));
   }
 
+  // What carries each link (spec/tor.md section 7).
+  const PATHS = { lan: 'on this network', static: 'at a fixed address', tor: 'through Tor' };
+
+  function torText(tor) {
+    if (tor.state === 'off') return 'off';
+    if (tor.state === 'missing') return `not installed: ${tor.error}`;
+    if (tor.state === 'failed') return `not working, trying again: ${tor.error}`;
+    if (!tor.bootstrapped) return `starting (${tor.bootstrap} %)`;
+    return tor.published ? 'on: friends can reach you from anywhere' : 'on: publishing your onion service';
+  }
+
   async function drawPeers() {
     try {
       const answer = await api.get('/peers');
@@ -50,8 +61,8 @@ export function statusView(root) {
         answer.peers.length ? h('ul', { class: 'rows' }, answer.peers.map((p) => h('li', { class: 'row' },
           avatar(p, 's'),
           h('span', { class: 'row-main' }, h('strong', {}, p.name),
-            h('small', {}, `${p.address ?? 'unknown address'} · found by ${p.found_via} · since ${relativeTime(p.since)} · ↓ ${size(p.bytes_in)} ↑ ${size(p.bytes_out)}`)))))
-          : h('p', { class: 'muted' }, 'No one right now. Friends connect when their devices are on the same network, or reachable at a known address.'));
+            h('small', {}, `${PATHS[p.path] ?? p.path}${p.address ? ` (${p.address})` : ''} · found by ${p.found_via} · since ${relativeTime(p.since)} · ↓ ${size(p.bytes_in)} ↑ ${size(p.bytes_out)}`)))))
+          : h('p', { class: 'muted' }, 'No one right now. Friends connect when their devices are on the same network, reachable at a known address, or through Tor.'));
     } catch (error) {
       clear(peers, h('h2', { id: 'peers-title' }, 'Connected now'), h('p', {}, errorText(error)));
     }
@@ -78,6 +89,7 @@ export function statusView(root) {
           h('dt', {}, 'Moments'), h('dd', {}, String(s.moments)),
           h('dt', {}, 'Running since'), h('dd', {}, relativeTime(s.started_at)),
           h('dt', {}, 'Peers connect to'), h('dd', {}, s.listen.join(', ')),
+          h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor)),
           h('dt', {}, 'Version'), h('dd', {}, s.version)),
         h('button', {
           type: 'button',
