@@ -96,6 +96,7 @@ def test_hostile_bodies_raise_bad_message_and_nothing_else(body: dict[int, Any])
     [
         ({0: 19, 1: [b"x" * 32] * 17}, 1),  # more chunk requests than allowed at once
         ({0: 20, 1: b"short"}, 4),  # a malformed chunk counts more
+        ({0: 20, 1: b"a" * 32, 2: b"x" * (512 * 1024 + 17)}, 4),  # longer than any chunk
         ({0: 17, 1: CIRCLE, 2: [[ME, -1, 3]]}, 1),  # a negative epoch
         ({0: 17, 1: CIRCLE, 2: [], 3: [2**32]}, 1),  # an epoch over 32 bits
         ({0: 18, 1: CIRCLE, 2: [b"ok", 5]}, 1),  # an envelope that is not bytes

@@ -427,6 +427,16 @@ def test_a_rich_feed_pages_in_as_you_scroll(tmp_path: Path, daemons: list[Daemon
         "Grandma's pancake recipe, as promised",
     )  # fmt: skip
     assert bob_post.returncode == 0, bob_post.stderr
+    recipe_id = bob_post.stdout.strip()
+
+    def alice_holds_the_recipe() -> bool:
+        shown = cli(alice_home, "moment", recipe_id, "--json")
+        if shown.returncode != 0:
+            return False
+        files = json.loads(shown.stdout)["files"]
+        return bool(files) and all(f["chunks_held"] == f["chunks"] for f in files)
+
+    wait_for(alice_holds_the_recipe, timeout=30, what="Bob's recipe, file and all, at Alice's")
     photos = [str(scenery(tmp_path / f"hike-{i}.jpg", i)) for i in range(5)]
     posted = cli(
         alice_home, "post", "--circle", "family", "--expires", "7d",

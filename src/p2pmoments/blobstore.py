@@ -350,8 +350,8 @@ class BlobStore:
         Written without waiting for the disk: a crash may lose it or leave it torn, `get`
         then finds it does not match its address and deletes it, and it is asked for
         again like any missing chunk (spec/store.md)."""
-        if not chunk_matches(address, ciphertext):
-            raise ValueError("a chunk's address is the hash of its bytes")
+        if len(ciphertext) > MAX_CHUNK_FILE or not chunk_matches(address, ciphertext):
+            raise ValueError("a chunk's address is the hash of its bytes (and it is bounded)")
         path = self._path(address)
         self._folder(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from p2pmoments.core.blobs import MAX_CHUNK
 from p2pmoments.core.errors import RemoteProtocolError
 
 __all__ = [
@@ -172,8 +173,8 @@ def decode(body: Mapping[int, Any]) -> Message:
         address, data = body.get(1), body.get(2)
         if type(address) is not bytes or len(address) != 32:
             raise BadMessage("a malformed chunk", junk=4)
-        if data is not None and type(data) is not bytes:
-            raise BadMessage("a malformed chunk", junk=4)
+        if data is not None and (type(data) is not bytes or len(data) > MAX_CHUNK):
+            raise BadMessage("a malformed or oversized chunk", junk=4)
         return Chunk(address=address, data=data)
     if kind == T_REMOVED:
         return Removed(notices=_bytes_list(body.get(1), "removal message", MAX_REMOVALS))
