@@ -241,3 +241,34 @@ def test_packs_keep_chunks_on_block_boundaries_with_and_without_direct_io(
         gone.append(chunks[:2])
         gone.abort()
         assert not gone.path.exists()
+
+
+def test_blob_folders_are_private_and_their_entries_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user on the machine cannot list the chunks; a folder made for a pack has
+    its entry synced, so a crash cannot forget the folder holding a synced pack."""
+    from p2pmoments import blobstore
+    from p2pmoments.blobstore import BlobStore
+
+    synced: list[Path] = []
+    real = blobstore.fsync_dir
+    monkeypatch.setattr(blobstore, "fsync_dir", lambda p: (synced.append(Path(p)), real(p)))
+    root = tmp_path / "data" / "blobs"
+    (tmp_path / "data").mkdir()
+    store = BlobStore(root)
+    _, chunks = encrypt_blob(b"tiny", kind=BlobKind.FILE, media_type="x")
+    address, chunk = chunks[0]
+    umask = os.umask(0o022)
+    try:
+        pack = store.new_pack()
+        pack.append(chunks)
+        pack.finish()
+        store.put(address, chunk)
+    finally:
+        os.umask(umask)
+    made = [root, root / "packs", pack.path.parent, root / address.hex()[:2]]
+    for folder in made:
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    for folder in made[:3]:
+        assert folder.parent in synced, f"{folder}'s entry in {folder.parent} was not synced"

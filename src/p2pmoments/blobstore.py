@@ -340,9 +340,18 @@ class BlobStore:
         return self.root / text[:2] / text
 
     def _folder(self, folder: Path) -> None:
-        if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._folders.add(folder)
+        """Make `folder` (under root) and those above it, each 0700 and its entry synced
+        to disk: a pack synced in a folder whose own entry a crash loses is lost too."""
+        if folder in self._folders:
+            return
+        above = [p for p in folder.parents if p == self.root or self.root in p.parents]
+        for path in [*reversed(above), folder]:
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            fsync_dir(path.parent)
+        self._folders.add(folder)
 
     def put(self, address: bytes, ciphertext: bytes) -> None:
         """Keep a chunk from a peer; its address must be its hash (checked).
