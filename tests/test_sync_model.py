@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.moment import Kind
-from p2pmoments.core.replication.chunks import Progress
+from p2pmoments.core.replication.chunks import Lacking, Progress
 from p2pmoments.core.replication.engine import (
     Action,
     Drop,
@@ -173,7 +173,7 @@ class World:
         for e in new:
             held[(e.author, e.seq)] = e.epoch
         missing = {
-            e.id: (len(e.chunks), [c for c in e.chunks if c not in node.chunks])
+            e.id: Lacking(len(e.chunks), tuple(c for c in e.chunks if c not in node.chunks))
             for e in new
             if e.chunks
         }
@@ -245,8 +245,7 @@ class World:
                     envelope(c, au, s, e),
                     c,
                     e,
-                    2,
-                    [k for k in chunks_of(c, au, s) if k not in node.chunks],
+                    Lacking(2, tuple(k for k in chunks_of(c, au, s) if k not in node.chunks)),
                 )
                 for c, held in node.held.items()
                 for (au, s), e in held.items()
