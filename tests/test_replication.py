@@ -243,6 +243,38 @@ async def test_a_file_of_many_chunks_arrives_whole(tmp_path: Path) -> None:
         assert await whole(bob, ref) == BIG
 
 
+async def test_an_index_its_author_made_wrong_is_fetched_once_and_reads_as_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pmoments.core import blobs
+    from p2pmoments.core.blobs import BlobKind
+    from p2pmoments.views import moment_text
+
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("family", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        # Alice's daemon seals its file's chunk index under the wrong nonce: the piece
+        # hashes to its address (its author computed it) but does not open.
+        with monkeypatch.context() as patch:
+            patch.setattr(blobs, "_index_nonce", lambda piece: b"\x02" * 4 + bytes(8))
+            moment = await alice.posting.post("family", "", files=[("big.bin", BIG, "x/y")])
+        await wait_texts(bob, [""])
+        ref = await bob.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
+        assert ref.index
+        # Bob keeps the piece: nothing is left to ask anyone for, now or at a new link.
+        await until(
+            bob,
+            lambda: asyncio.to_thread(bob.moments.blobs.has, ref.index[0]),
+            what="Bob to keep the index piece",
+        )
+        assert await bob.moments.missing_in([moment.circle_id]) == []
+        # Reading the file says what is wrong with it, not "not arrived yet" forever.
+        with pytest.raises(NotFoundError, match="damaged from its author"):
+            await bob.moments.open_blob(ref)
+
+
 async def test_a_transfer_resumes_when_its_holder_returns_and_shows_its_progress(
     tmp_path: Path,
 ) -> None:

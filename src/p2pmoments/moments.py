@@ -376,15 +376,15 @@ class Moments:
         return out, uses
 
     def _read_piece(self, ref: BlobRef, piece: int) -> list[bytes] | None:
-        """The chunk addresses a piece of a blob's index names, if the piece is here."""
+        """The chunk addresses a piece of a blob's index names, if the piece is here (none
+        if it does not open: its author made it wrong, and there is nothing to fetch)."""
         data = self.blobs.get(ref.index[piece])
         if data is None:
             return None
         try:
             return open_index_piece(ref, piece, data)
         except DecodeError:  # it hashes right but is not this blob's: its author's doing
-            log.warning("an index piece that does not open under its blob key: ignored")
-            return None
+            return []
 
     async def missing_in(
         self, circle_ids: Sequence[bytes]
@@ -556,7 +556,12 @@ class Moments:
                     data = self._read_packed_or_loose(address, packed)
                     if data is None:
                         return None
-                    out += open_index_piece(ref, piece, data)
+                    try:
+                        out += open_index_piece(ref, piece, data)
+                    except DecodeError:
+                        raise NotFoundError(
+                            "this photo or file came damaged from its author: it cannot be read"
+                        ) from None
                 return out
 
             addresses = await asyncio.to_thread(named)

@@ -490,8 +490,11 @@ class Replication:
             # A chunk index's piece: the chunks it names are recorded as used before the
             # piece is kept, so that they are wanted (and a crash leaves no gap).
             named = await asyncio.to_thread(_open_pieces, pieces)
-            unopened = {a for a, _, _ in pieces} - {a for a, _, _ in named}
-            wanted = [(a, d) for a, d in wanted if a not in unopened]
+            # A piece that hashes right but does not open is what its author made: it
+            # is kept (it names nothing, so nothing more is asked for) and its blob
+            # reads as damaged; the peer that carried it is not at fault.
+            for address in {a for a, _, _ in pieces} - {a for a, _, _ in named}:
+                waiting.pop(address, None)
             uses = [(p.moment, c) for _, p, chunks in named for c in chunks]
             if uses:
                 await self._store.run(Store.add_chunks, uses)
@@ -544,7 +547,7 @@ def _open_pieces(
             try:
                 out.append((address, piece, open_index_piece(piece.ref, piece.piece, data)))
             except DecodeError:
-                log.warning("an index piece that does not open under its blob key: dropped")
+                log.warning("an index piece its author made wrong: its file is damaged")
     return out
 
 
