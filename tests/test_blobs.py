@@ -6,6 +6,7 @@ import contextlib
 import io
 import itertools
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,10 @@ def test_a_chunk_matches_its_address_by_either_hash_and_nothing_else() -> None:
     assert chunk_address(big_chunks[-1][1], 2) == big.index[0]  # SHA-256: the second
     with pytest.raises(DecodeError):  # the right bytes in the wrong place
         decrypt_chunk(big, 1, big_chunks[0][1], big_chunks[0][0])
+    # A writer that named its chunk by the other form's hash: what arrives by that
+    # address (either hash matches) is read too, not stored and then never readable.
+    other = replace(small, chunks=(chunk_address(small_chunks[0][1], 2),))
+    assert decrypt_chunk(other, 0, small_chunks[0][1]) == b"x" * 1000
 
 
 @pytest.mark.parametrize(

@@ -269,7 +269,10 @@ def decrypt_chunk(
         if not 0 <= index < len(ref.chunks):
             raise DecodeError("this chunk is not the one its address names")
         address = ref.chunks[index]
-    if not 0 <= index < ref.chunk_count or chunk_address(ciphertext, ref.version) != address:
+    if not 0 <= index < ref.chunk_count or (
+        chunk_address(ciphertext, ref.version) != address
+        and not chunk_matches(address, ciphertext)  # either hash, as when it arrived
+    ):
         raise DecodeError("this chunk is not the one its address names")
     ad = b"" if ref.index else _size_ad(ref.size)
     try:
@@ -286,7 +289,7 @@ def decrypt_chunk(
 def open_index_piece(ref: BlobRef, piece: int, ciphertext: bytes) -> list[bytes]:
     """The chunk addresses listed by piece `piece` of a version 2 blob's index, checked
     against its address and decrypted; DecodeError if it is not the one."""
-    if not 0 <= piece < len(ref.index) or chunk_address(ciphertext, 2) != ref.index[piece]:
+    if not 0 <= piece < len(ref.index) or not chunk_matches(ref.index[piece], ciphertext):
         raise DecodeError("this index piece is not the one its address names")
     try:
         plain = Aead(ref.key).decrypt(_index_nonce(piece), _size_ad(ref.size), ciphertext)
