@@ -252,7 +252,7 @@ class BlobStore:
         """A new, empty pack for the chunks of one post."""
         pack = secrets.token_bytes(PACK_ID)
         path = self._pack_path(pack)
-        self._folder(path.parent)
+        self._folder(path.parent, durable=True)
         return PackWriter(path, pack)
 
     def read_packed(self, location: Location) -> bytes | None:
@@ -339,9 +339,10 @@ class BlobStore:
         text = address.hex()
         return self.root / text[:2] / text
 
-    def _folder(self, folder: Path) -> None:
-        """Make `folder` (under root) and those above it, each 0700 and its entry synced
-        to disk: a pack synced in a folder whose own entry a crash loses is lost too."""
+    def _folder(self, folder: Path, durable: bool = False) -> None:
+        """Make `folder` (under root) and those above it, each 0700; `durable`: each new
+        one's entry synced to disk (a pack synced in a folder whose own entry a crash
+        loses is lost too; a received chunk is not synced, and is fetched again)."""
         if folder in self._folders:
             return
         above = [p for p in folder.parents if p == self.root or self.root in p.parents]
@@ -350,7 +351,8 @@ class BlobStore:
                 path.mkdir(mode=0o700)
             except FileExistsError:
                 continue
-            fsync_dir(path.parent)
+            if durable:
+                fsync_dir(path.parent)
         self._folders.add(folder)
 
     def put(self, address: bytes, ciphertext: bytes) -> None:
@@ -393,22 +395,46 @@ class BlobStore:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            raise
         self._remember(address)
 
     def put_received(self, chunks: list[tuple[bytes, bytes]]) -> list[bytes]:
         """Keep chunks from a peer; returns the addresses kept (those whose bytes match
         their address; others are dropped)."""
-        kept = []
-        for address, ciphertext in chunks:
+
+        def put(chunk: tuple[bytes, bytes]) -> bytes | None:
             try:
-                self.put(address, ciphertext)
+                self.put(*chunk)
             except ValueError:
-                continue
-            kept.append(address)
-        return kept
+                return None
+            return chunk[0]
+
+        # Two at a time (this thread and a helper, each half of the batch): each waits for
+        # the disk (direct I/O) and hashes outside Python's lock, so they overlap.
+        half = chunks[: len(chunks) // 2]
+        helped: list[bytes | None] = []
+        failed: list[BaseException] = []
+
+        def help_out() -> None:
+            try:
+                helped.extend(map(put, half))
+            except BaseException as exc:  # a disk error: raised below, as if ours
+                failed.append(exc)
+
+        helper = threading.Thread(target=help_out, name="p2pm-chunk-writer")
+        if half:
+            helper.start()
+        try:
+            mine = [put(c) for c in chunks[len(half) :]]
+        finally:
+            if half:
+                helper.join()
+        if failed:
+            raise failed[0]
+        return [a for a in [*helped, *mine] if a is not None]
 
     def get_many(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
         """(address, chunk) of those of these loose chunks we hold."""
