@@ -7,7 +7,7 @@ posts are sent at once: three PNGs of 12,600 x 12,600 pixels of one colour (unde
 each, refused from their header), three of 8,944 x 8,944 RGBA pixels (just under the
 80-megapixel limit: 320 MB each once decoded), two of those pixels with the first
 third noise (about 95 MB each: the largest photo decoded from the largest upload) and
-three files of 99 MiB (the most a post may be). The figure is the daemon's peak
+three files of 99 MiB (streamed since issue 13: they cost little). The figure is the daemon's peak
 resident memory (VmHWM), beside its resident memory at rest: README.md states the
 ceiling from it.
 """
