@@ -30,6 +30,7 @@ import queue
 import re
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,18 @@ def _open_direct(path: Path | str, flags: int, mode: int = 0o600) -> tuple[int, 
             if exc.errno != errno.EINVAL:
                 raise
     return os.open(path, flags, mode), False
+
+
+def _older_than(root: Path, before: float) -> Iterator[tuple[Path, os.DirEntry[str]]]:
+    """(folder, entry) of the files in root's two-hex-digit folders last written before
+    `before` (a Unix time)."""
+    for folder in root.glob("[0-9a-f][0-9a-f]"):
+        for entry in os.scandir(folder):
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < before:
+                    yield folder, entry
+            except FileNotFoundError:
+                continue
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -321,17 +334,11 @@ class BlobStore:
 
     def old_packs(self, before: float) -> list[bytes]:
         """Ids of the packs last written before `before` (a Unix time)."""
-        found = []
-        for folder in self.packs.glob("[0-9a-f][0-9a-f]"):
-            for entry in os.scandir(folder):
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime >= before:
-                        continue
-                except FileNotFoundError:
-                    continue
-                if _PACK_NAME.fullmatch(entry.name):
-                    found.append(bytes.fromhex(entry.name))
-        return found
+        return [
+            bytes.fromhex(entry.name)
+            for _, entry in _older_than(self.packs, before)
+            if _PACK_NAME.fullmatch(entry.name)
+        ]
 
     # --- loose chunks: received from peers (and all of a store before schema 4) --------
 
@@ -475,18 +482,12 @@ class BlobStore:
         """Addresses of the loose chunk files last written before `before` (a Unix time);
         stray temporary files that old (a crash mid-write) are deleted on the way."""
         found = []
-        for folder in self.root.glob("[0-9a-f][0-9a-f]"):
-            for entry in os.scandir(folder):
-                try:
-                    if entry.stat(follow_symlinks=False).st_mtime >= before:
-                        continue
-                except FileNotFoundError:
-                    continue
-                if _CHUNK_NAME.fullmatch(entry.name) and entry.name.startswith(folder.name):
-                    found.append(bytes.fromhex(entry.name))
-                elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+        for folder, entry in _older_than(self.root, before):
+            if _CHUNK_NAME.fullmatch(entry.name) and entry.name.startswith(folder.name):
+                found.append(bytes.fromhex(entry.name))
+            elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
         return found
 
     def delete(self, addresses: list[bytes]) -> None:

@@ -261,28 +261,18 @@ class MomentTables(Database):
 
     def chunks_in_use(self, addresses: Sequence[bytes]) -> set[bytes]:
         """Those of these chunks that some moment uses."""
-        found: set[bytes] = set()
-        for part, marks in in_batches(list(addresses)):
-            found.update(
-                r[0]
-                for r in self._conn.execute(
-                    f"SELECT DISTINCT address FROM moment_chunks WHERE address IN ({marks})",  # noqa: S608
-                    part,
-                )
-            )
-        return found
+        return self._found_among("moment_chunks", "address", addresses)
 
     def packs_in_use(self, packs: Sequence[bytes]) -> set[bytes]:
         """Those of these packs that hold a chunk of ours (a stored post)."""
+        return self._found_among("packed", "pack", packs)
+
+    def _found_among(self, table: str, column: str, values: Sequence[bytes]) -> set[bytes]:
+        """Those of `values` that `table` holds in `column` (both names of ours, not input)."""
         found: set[bytes] = set()
-        for part, marks in in_batches(list(packs)):
-            found.update(
-                r[0]
-                for r in self._conn.execute(
-                    f"SELECT DISTINCT pack FROM packed WHERE pack IN ({marks})",  # noqa: S608
-                    part,
-                )
-            )
+        for part, marks in in_batches(list(values)):
+            query = f"SELECT DISTINCT {column} FROM {table} WHERE {column} IN ({marks})"  # noqa: S608
+            found.update(r[0] for r in self._conn.execute(query, part))
         return found
 
     def chunks_circles(self, addresses: Sequence[bytes]) -> dict[bytes, list[tuple[bytes, int]]]:
