@@ -243,3 +243,19 @@ def test_stalled_rendezvous_circuits_are_found_and_joined_ones_kept() -> None:
 def test_hostile_circuit_status_never_crashes(text: str) -> None:
     for circuit in stalled_rend_circuits(text, "x"):
         assert circuit.isdigit()
+
+
+def test_a_friend_away_for_days_is_dialled_every_minute_and_never_crashes_the_dialler() -> None:
+    """The dialler's backoff after 10,000 failed dials (a laptop off for a week): still
+    about a minute, where the old exponent overflowed a float at 1,025."""
+    from p2pmoments.net.links import Links, _Target
+
+    class Clock:
+        _clock = staticmethod(lambda: 1000.0)
+
+    target = _Target(verify_key=b"v" * 32, link_key=b"k" * 32, failures=10_000)
+    Links._backoff(Clock(), target)  # type: ignore[arg-type]
+    assert 1000.0 + 0.8 * BACKOFF_MAX <= target.next_attempt <= 1000.0 + 1.2 * BACKOFF_MAX
+    target.direct_failures = 10_000
+    Links._backoff_direct(Clock(), target)  # type: ignore[arg-type]
+    assert target.next_direct <= 1000.0 + 1.2 * 300.0

@@ -456,12 +456,13 @@ BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 0.2
 
 
-def backoff_delay(attempt: int, jitter: float) -> float:
+def backoff_delay(attempt: int, jitter: float, cap: float = BACKOFF_MAX) -> float:
     """Seconds to wait before attempt `attempt + 1` (attempt counts from 0), given a
-    uniform `jitter` in [0, 1) from the shell: 1, 2, 4 ... 60 s, each ±20 %."""
+    uniform `jitter` in [0, 1) from the shell: 1, 2, 4 ... `cap` (60) s, each ±20 %,
+    however many attempts failed before."""
     if attempt < 0 or not 0.0 <= jitter < 1.0:
         raise ValueError("attempt >= 0 and 0 <= jitter < 1")
-    base = min(BACKOFF_START * 2.0 ** min(attempt, 16), BACKOFF_MAX)
+    base = min(BACKOFF_START * 2.0 ** min(attempt, 16), cap)
     return base * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * jitter)
 
 

@@ -48,7 +48,7 @@ from p2pmoments.core.link import (
     LinkState,
     MessageReceived,
 )
-from p2pmoments.core.onion import OnionAddress
+from p2pmoments.core.onion import OnionAddress, backoff_delay
 from p2pmoments.net.discovery import Sighting
 from p2pmoments.net.transport import LinkRunner
 
@@ -75,8 +75,6 @@ MAX_HANDSHAKING_PER_HOST = 16
 MAX_CONCURRENT_DIALS = 16
 DIAL_TIMEOUT = 5.0
 BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 60.0
-BACKOFF_JITTER = 0.2
 ABUSE_COOL_OFF = 60.0  # seconds a peer dropped for abuse may not link again
 DIALLER_IDLE = 30.0
 MAX_SIGHTINGS = 1024
@@ -810,13 +808,15 @@ class Links:
             self._wake.set()
 
     def _backoff(self, target: _Target) -> None:
+        """After a failed dial: 1, 2, 4 ... 60 s, however long the friend stays away (an
+        exponent left unbounded overflowed after 1,025 failures, about 17 hours)."""
         target.failures += 1
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (target.failures - 1))
-        jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)  # noqa: S311 - not crypto
-        target.next_attempt = self._clock() + delay * jitter
+        jitter = random.random()  # noqa: S311 - not crypto
+        target.next_attempt = self._clock() + backoff_delay(target.failures - 1, jitter)
 
     def _backoff_direct(self, target: _Target) -> None:
         target.direct_failures += 1
-        delay = min(UPGRADE_BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(target.direct_failures - 1, 16))
-        jitter = 1 + random.uniform(-BACKOFF_JITTER, BACKOFF_JITTER)  # noqa: S311 - not crypto
-        target.next_direct = self._clock() + delay * jitter
+        jitter = random.random()  # noqa: S311 - not crypto
+        target.next_direct = self._clock() + backoff_delay(
+            target.direct_failures - 1, jitter, UPGRADE_BACKOFF_MAX
+        )
