@@ -277,3 +277,28 @@ def test_blob_folders_are_private_and_their_entries_synced(
         assert folder.stat().st_mode & 0o777 == 0o700, folder
     for folder in made[:3]:
         assert folder.parent in synced, f"{folder}'s entry in {folder.parent} was not synced"
+
+
+def test_a_pack_is_read_the_ordinary_way_where_direct_reads_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems take O_DIRECT when a file is opened and refuse it when it is
+    read (EINVAL): our chunks are still served, read without it."""
+    import errno
+
+    from p2pmoments import blobstore
+    from p2pmoments.blobstore import BlobStore
+
+    store = BlobStore(tmp_path / "blobs")
+    _, chunks = encrypt_blob(os.urandom(3 * INLINE_BYTES), kind=BlobKind.FILE, media_type="x")
+    pack = store.new_pack()
+    pack.append(chunks)
+    placed = pack.finish()
+    if not blobstore._DIRECT:
+        pytest.skip("this system has no O_DIRECT")
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(blobstore.os, "preadv", refuse)
+    assert store.read_many_packed(placed) == chunks

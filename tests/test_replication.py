@@ -275,6 +275,29 @@ async def test_an_index_its_author_made_wrong_is_fetched_once_and_reads_as_damag
             await bob.moments.open_blob(ref)
 
 
+async def test_a_disk_error_while_serving_costs_that_link_not_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("family", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+
+        def broken(wanted: object) -> list[tuple[bytes, bytes]]:
+            raise OSError(errno.EIO, "Input/output error")
+
+        monkeypatch.setattr(alice.moments.blobs, "read_many_packed", broken)
+        await alice.posting.post("family", "", files=[("big.bin", BIG, "x/y")])
+        await eventually(lambda: not alice.links.peers(), what="the link to end")
+        # Alice's daemon goes on: she posts, and her store and parts answer.
+        await alice.posting.post("family", "still here")
+        assert "still here" in await texts(alice)
+        assert alice.statistics()["links"] == 0
+
+
 async def test_a_transfer_resumes_when_its_holder_returns_and_shows_its_progress(
     tmp_path: Path,
 ) -> None:

@@ -281,27 +281,45 @@ class BlobStore:
         for i, (address, where) in enumerate(wanted):
             by_pack.setdefault(where.pack, []).append((i, address, where))
         for pack, items in by_pack.items():
+            items.sort(key=lambda item: item[2].offset)
+            path = self._pack_path(pack)
             try:
-                fd, direct = _open_direct(self._pack_path(pack), os.O_RDONLY)
+                fd, direct = _open_direct(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
             try:
-                items.sort(key=lambda item: item[2].offset)
-                run: list[tuple[int, bytes, Location]] = []
-                for item in items:
-                    where = item[2]
-                    if run and (
-                        where.offset < run[-1][2].offset + _aligned(run[-1][2].length)
-                        or _aligned(where.offset + where.length) - run[0][2].offset > BUFFER
-                    ):
-                        out.update(self._read_run(fd, direct, run))
-                        run = []
-                    run.append(item)
-                if run:
-                    out.update(self._read_run(fd, direct, run))
+                try:
+                    out.update(self._read_pack(fd, direct, items))
+                except OSError as exc:
+                    if not direct or exc.errno != errno.EINVAL:
+                        raise
+                    # A file system that takes O_DIRECT when opening but not when
+                    # reading: the ordinary way, as the writer does.
+                    os.close(fd)
+                    fd = os.open(path, os.O_RDONLY)
+                    out.update(self._read_pack(fd, False, items))
             finally:
                 os.close(fd)
         return [out[i] for i in sorted(out)]
+
+    def _read_pack(
+        self, fd: int, direct: bool, items: list[tuple[int, bytes, Location]]
+    ) -> dict[int, tuple[bytes, bytes]]:
+        """The chunks `items` (in the order of their offsets) of one open pack."""
+        out: dict[int, tuple[bytes, bytes]] = {}
+        run: list[tuple[int, bytes, Location]] = []
+        for item in items:
+            where = item[2]
+            if run and (
+                where.offset < run[-1][2].offset + _aligned(run[-1][2].length)
+                or _aligned(where.offset + where.length) - run[0][2].offset > BUFFER
+            ):
+                out.update(self._read_run(fd, direct, run))
+                run = []
+            run.append(item)
+        if run:
+            out.update(self._read_run(fd, direct, run))
+        return out
 
     @staticmethod
     def _read_run(

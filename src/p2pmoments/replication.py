@@ -425,6 +425,11 @@ class Replication:
                     body = messages.encode(Chunk(address=address, data=data))
                     if not await self._links.send_paced(peer, body):
                         return
+        except Exception:
+            # Our disk or a bug, not the peer: it costs this peer's link only (it asks
+            # again, or elsewhere), never the daemon.
+            log.exception("serving a peer's chunks failed")
+            self._links.drop_misbehaving(peer, "internal error")
         finally:
             if ahead is not None:
                 ahead.cancel()
