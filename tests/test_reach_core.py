@@ -194,3 +194,25 @@ def test_a_card_that_overtakes_its_manifest_is_kept_once_the_circle_is_known() -
     assert book.reconsider(lambda key: key == C, [{A, B, C}]) == [carols]
     assert book.get(C) == carols
     assert book.reconsider(lambda key: True, [{A, B, C}]) == []  # not kept twice
+
+
+def test_a_co_member_cannot_change_its_keys_every_second() -> None:
+    """Each new client-auth key republishes our onion service (its streams end): one
+    identity's keys may change once an hour; the same keys re-issued are always taken."""
+    from p2pmoments.core.reach import KEY_CHANGE_INTERVAL
+
+    book = ReachBook(A)
+    circles = [{A, B}]
+    onion, key = OnionKey.generate().address, ClientAuthKey.generate().public_key
+    first = create_card(BOB, onion=onion, client_auth=key, issued=10)
+    again = create_card(BOB, onion=onion, client_auth=key, issued=11)
+    assert book.offer(B, first, known=True, circles=circles, now=0.0)
+    assert book.offer(B, again, known=True, circles=circles, now=1.0)
+    assert book.offer(B, card_of(BOB, issued=12), known=True, circles=circles, now=2.0)
+    assert book.get(B).issued == 12  # type: ignore[union-attr]
+    for i in range(13, 20):  # new keys every second: refused, the held card stays
+        assert not book.offer(B, card_of(BOB, issued=i), known=True, circles=circles, now=i)
+    assert book.get(B).issued == 12  # type: ignore[union-attr]
+    late = card_of(BOB, issued=30)
+    assert book.offer(B, late, known=True, circles=circles, now=2.0 + KEY_CHANGE_INTERVAL)
+    assert book.get(B) == late

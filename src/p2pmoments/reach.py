@@ -192,7 +192,7 @@ class Reach:
     async def circles_changed(self) -> None:
         """Who is in which circle changed: cards that came before the manifest naming
         their people are kept now, and each linked peer gets the cards it should have."""
-        for card in self._book.reconsider(self._known, self._member_sets()):
+        for card in self._book.reconsider(self._known, self._member_sets(), time.monotonic()):
             await self._keep(card)
         self.share()
 
@@ -224,7 +224,8 @@ class Reach:
         learned = False
         circles = self._member_sets()
         for card in cards:
-            if self._book.offer(peer, card, known=self._known(card.identity), circles=circles):
+            known = self._known(card.identity)
+            if self._book.offer(peer, card, known=known, circles=circles, now=time.monotonic()):
                 await self._keep(card)
                 learned = True
         if learned:

@@ -30,6 +30,7 @@ from p2pmoments.core.onion import ClientAuthPublicKey, OnionAddress
 
 __all__ = [
     "CARD_CONTEXT",
+    "KEY_CHANGE_INTERVAL",
     "MAX_CARDS",
     "MAX_CLIENTS",
     "T_REACH",
@@ -56,6 +57,7 @@ MAX_CLIENTS = 300
 # that makes someone a co-member): held back, in memory, and looked at again when our
 # circles change.
 MAX_WAITING = 512
+KEY_CHANGE_INTERVAL = 3600.0  # seconds: how often one identity's onion or client key may change
 
 Circles = Iterable[Collection[bytes]]  # the member sets of the circles we are in
 
@@ -159,6 +161,7 @@ class ReachBook:
         self._cards: dict[bytes, ReachCard] = {}
         self._sent: dict[bytes, dict[bytes, int]] = {}  # peer -> identity -> issued sent
         self._waiting: dict[bytes, tuple[bytes, ReachCard]] = {}  # identity -> (sender, card)
+        self._moved: dict[bytes, float] = {}  # identity -> when its keys last changed
 
     # --- what we hold -----------------------------------------------------------------
 
@@ -178,6 +181,7 @@ class ReachBook:
     def drop(self, identity: bytes) -> None:
         """Hold no card of `identity` (ours, once Tor is off: we hand none out)."""
         self._cards.pop(identity, None)
+        self._moved.pop(identity, None)
 
     def set_own(self, card: ReachCard) -> bool:
         """Our own card (a new one when our keys change); True if it is new."""
@@ -185,10 +189,25 @@ class ReachBook:
             raise ValueError("not our card")
         return self._keep(card)
 
-    def _keep(self, card: ReachCard) -> bool:
+    def _keep(self, card: ReachCard, now: float | None = None) -> bool:
+        """Hold `card` if it is newer than the one held. A card from a peer (`now`: the
+        shell's monotonic clock) whose onion or client-auth key differs from the held one
+        is taken at most once per KEY_CHANGE_INTERVAL for its identity: a daemon's keys
+        never change (tor.key is written once), and each change republishes our onion
+        service, which ends its open streams: a co-member sending new keys every second
+        would otherwise cut every Tor link of the circle."""
         held = self._cards.get(card.identity)
         if held is not None and held.issued >= card.issued:
             return False
+        if (
+            held is not None
+            and now is not None
+            and (held.onion, held.client_auth) != (card.onion, card.client_auth)
+        ):
+            last = self._moved.get(card.identity)
+            if last is not None and now - last < KEY_CHANGE_INTERVAL:
+                return False
+            self._moved[card.identity] = now
         self._cards[card.identity] = card
         return True
 
@@ -217,7 +236,15 @@ class ReachBook:
             return True
         return _share_a_circle(circles, self._me, peer, subject)
 
-    def offer(self, sender: bytes, card: ReachCard, *, known: bool, circles: Circles) -> bool:
+    def offer(
+        self,
+        sender: bytes,
+        card: ReachCard,
+        *,
+        known: bool,
+        circles: Circles,
+        now: float | None = None,
+    ) -> bool:
         """A verified card from a linked peer. Kept if the peer may tell us of it and it is
         newer than the one we hold; returns True if kept. `known`: the card's identity is
         a friend or co-member of ours (we hold no card of strangers). A card we cannot
@@ -237,20 +264,22 @@ class ReachBook:
                 while len(self._waiting) > MAX_WAITING:
                     del self._waiting[next(iter(self._waiting))]
             return False
-        if not self._keep(card):
+        if not self._keep(card, now):
             return False
         sent = self._sent.get(sender)
         if sent is not None:
             sent[card.identity] = card.issued  # it has it: no need to send it back
         return True
 
-    def reconsider(self, known: Callable[[bytes], bool], circles: Circles) -> list[ReachCard]:
+    def reconsider(
+        self, known: Callable[[bytes], bool], circles: Circles, now: float | None = None
+    ) -> list[ReachCard]:
         """Our circles changed: the waiting cards that we can now place, kept."""
         circles = list(circles)
         kept = []
         for identity, (sender, card) in list(self._waiting.items()):
             del self._waiting[identity]
-            if self.offer(sender, card, known=known(identity), circles=circles):
+            if self.offer(sender, card, known=known(identity), circles=circles, now=now):
                 kept.append(card)
         return kept
 
