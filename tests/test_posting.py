@@ -5,9 +5,11 @@ uses are swept; an image too large to decode is refused from its header."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
+import threading
 import time
 import tracemalloc
 import zlib
@@ -31,7 +33,7 @@ from p2pmoments.paths import Paths
 from p2pmoments.store import Store
 from p2pmoments.views import moment_text
 from tests.conftest import LOOPBACK
-from tests.multinode import eventually, get_moment
+from tests.multinode import eventually, get_moment, read_feed
 from tests.test_api import AUTH, TOKEN, error_of, spec_check
 
 Client = TestClient[Any, Any]
@@ -431,3 +433,32 @@ async def test_a_big_file_is_streamed_through_the_api_in_bounded_memory(
         n += len(data)
     assert n == pieces << 20
     assert got.digest() == hashlib.sha256(b"".join(piece_of(i) for i in range(pieces))).digest()
+
+
+async def test_a_post_cancelled_while_it_is_stored_keeps_its_file(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon stopping cancels the requests still running. One cancelled while its
+    moment is being committed must not delete the pack the committed moment names."""
+    await node.circles.create("family", [], members_can_post=False)
+    committing, go_on = threading.Event(), threading.Event()
+    real = Store.add_moments_and_find_retracted
+
+    def slow(self: Store, *args: Any, **kwargs: Any) -> Any:
+        committing.set()
+        go_on.wait(10)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "add_moments_and_find_retracted", slow)
+    data = os.urandom(600_000)
+    post = asyncio.ensure_future(node.posting.post("family", "", files=[("a.bin", data, "x/y")]))
+    await eventually(committing.is_set, what="the commit to start")
+    post.cancel()  # delivered at once: the commit goes on in its thread
+    go_on.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await post
+    (shown,) = await read_feed(node, 10)
+    ref = await node.moments.blob(shown["id"], BlobKind.FILE, 1, False)
+    reader = await node.moments.open_blob(ref)
+    whole = await asyncio.to_thread(reader.read_many, 0, len(reader.addresses))
+    assert b"".join(whole) == data  # not "a chunk of this photo or file went missing"

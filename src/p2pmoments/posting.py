@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, TypeVar
 
 from p2pmoments.blobstore import Location, PackWriter
 from p2pmoments.circles import Circles
@@ -32,6 +33,8 @@ from p2pmoments.reactions import check_emoji
 from p2pmoments.store import AsyncStore, Store
 
 __all__ = ["FEED_SIZE", "MAX_DECODES", "Posting", "Upload"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class Upload:
         self.refs: list[BlobRef] = []
         self.addresses: list[bytes] = []  # every chunk written, in order
         self.posted = False
+        self._busy: set[asyncio.Future[Any]] = set()  # work on the pack, on threads
 
     async def __aenter__(self) -> Upload:
         return self
@@ -85,6 +89,10 @@ class Upload:
 
     async def close(self) -> None:
         """Delete the pack unless the post was stored (safe to call twice)."""
+        if self._busy:
+            # A cancelled request leaves its thread working on the pack: let it end
+            # before the pack is aborted (never two threads closing its file).
+            await asyncio.wait(self._busy)
         pack, self._pack = self._pack, None
         if pack is None:
             return
@@ -95,6 +103,14 @@ class Upload:
             self._posting._moments.writing[pack.pack] -= 1
             if self._posting._moments.writing[pack.pack] <= 0:
                 del self._posting._moments.writing[pack.pack]
+
+    async def _on_pack(self, work: Callable[[], T]) -> T:
+        """Run `work` (which writes to the pack) on a thread. A cancellation of the
+        caller does not leave it running unseen: close() waits for it."""
+        done = asyncio.ensure_future(asyncio.to_thread(work))
+        self._busy.add(done)
+        done.add_done_callback(self._busy.discard)
+        return await asyncio.shield(done)
 
     async def _writer(self) -> PackWriter:
         if self._pack is None:
@@ -138,7 +154,7 @@ class Upload:
                 thumbnail=thumb,
             )
 
-        self.refs.append(await asyncio.to_thread(encrypt))
+        self.refs.append(await self._on_pack(encrypt))
 
     def _encrypt_whole(self, pack: PackWriter, data: bytes, **meta: object) -> BlobRef:
         encoder = BlobEncoder()
@@ -177,7 +193,8 @@ class Upload:
             if working is not None:
                 await working
                 working = None
-            await asyncio.to_thread(feed, b"".join(gathered))
+            rest = b"".join(gathered)
+            await self._on_pack(lambda: feed(rest))
         except DecodeError as exc:
             raise TooLargeError(str(exc)) from None
         finally:
@@ -192,12 +209,12 @@ class Upload:
             self._append(pack, last)
             return ref
 
-        self.refs.append(await asyncio.to_thread(finish))
+        self.refs.append(await self._on_pack(finish))
 
     async def _finish(self) -> list[tuple[bytes, Location]]:
         """Sync the pack to disk: where each chunk lies."""
         assert self._pack is not None
-        return await asyncio.to_thread(self._pack.finish)
+        return await self._on_pack(self._pack.finish)
 
 
 class Posting:
@@ -268,18 +285,32 @@ class Posting:
             return await self._publish(manifest, content)
         # Sealed once as a check (the envelope's size, every rule) before the pack is synced.
         self._seal(manifest, content, seq=1, now=int(time.time()))
-        began = time.perf_counter()
-        placed = await upload._finish()
-        synced = time.perf_counter()
-        moment = await self._publish(manifest, content, uses=tuple(upload.addresses), packed=placed)
-        upload.posted = True
-        log.debug(
-            "a post of %d chunks: synced in %.1f ms, stored in %.1f ms",
-            len(placed),
-            1000 * (synced - began),
-            1000 * (time.perf_counter() - synced),
-        )
-        return moment
+
+        async def store() -> Moment:
+            began = time.perf_counter()
+            placed = await upload._finish()
+            synced = time.perf_counter()
+            moment = await self._publish(
+                manifest, content, uses=tuple(upload.addresses), packed=placed
+            )
+            upload.posted = True
+            log.debug(
+                "a post of %d chunks: synced in %.1f ms, stored in %.1f ms",
+                len(placed),
+                1000 * (synced - began),
+                1000 * (time.perf_counter() - synced),
+            )
+            return moment
+
+        # Once the pack is being synced, the post goes to its end even if its request is
+        # cancelled (a daemon stopping): a moment stored while its pack was deleted would
+        # name chunks that no longer exist, for every member.
+        storing = asyncio.ensure_future(store())
+        try:
+            return await asyncio.shield(storing)
+        except asyncio.CancelledError:
+            await asyncio.wait([storing])
+            raise
 
     async def comment(self, ref: str, text: str) -> Moment:
         """Comment on a moment, in its circle."""
