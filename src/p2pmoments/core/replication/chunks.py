@@ -11,6 +11,7 @@ Pure: the shell writes chunks, reads indexes, and tells it what was kept and nam
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -52,7 +53,8 @@ class Lacking:
 
 @dataclass(slots=True)
 class _Asking:
-    wanted: list[bytes] = field(default_factory=list)  # still to ask it for, in order
+    wanted: deque[bytes] = field(default_factory=deque)  # still to ask it for, in order
+    queued: set[bytes] = field(default_factory=set)  # the same, to look up
     in_flight: set[bytes] = field(default_factory=set)  # asked, not yet come
 
 
@@ -177,14 +179,13 @@ class ChunkScheduler:
         state = self._peers.get(peer)
         if state is None:
             return []
-        queued = set(state.wanted)
         for address in addresses:
             holder = self._asked.get(address)
             if holder is not None and holder != peer and holder in self._peers:
                 continue
-            if address not in state.in_flight and address not in queued:
+            if address not in state.in_flight and address not in state.queued:
                 state.wanted.append(address)
-                queued.add(address)
+                state.queued.add(address)
                 self._asked[address] = peer
         return self._top_up(peer, state)
 
@@ -246,7 +247,8 @@ class ChunkScheduler:
     def _top_up(self, peer: bytes, state: _Asking) -> list[Send]:
         ask = []
         while state.wanted and len(state.in_flight) < MAX_IN_FLIGHT:
-            address = state.wanted.pop(0)
+            address = state.wanted.popleft()
+            state.queued.discard(address)
             state.in_flight.add(address)
             ask.append(address)
         return [Send(peer, WantChunks(addresses=tuple(ask)))] if ask else []
