@@ -971,9 +971,15 @@ def _parser() -> argparse.ArgumentParser:
         "--photo",
         action="append",
         metavar="FILE",
-        help="a photo (repeatable); its location is removed unless photos.keep_location is set",
+        help="a photo (repeatable; at most 100 MiB and 80 megapixels); its location is removed"
+        " unless photos.keep_location is set",
     )
-    p.add_argument("--file", action="append", metavar="FILE", help="any file (repeatable)")
+    p.add_argument(
+        "--file",
+        action="append",
+        metavar="FILE",
+        help="any file, of any size up to 1 TiB (repeatable; streamed, never read whole)",
+    )
     p.add_argument(
         "--expires",
         type=_duration,

@@ -112,7 +112,7 @@ export function upload(path, form, onProgress) {
       const error = xhr.response?.error;
       if (xhr.status === 401) loggedOut();
       const message = error?.message
-        ?? (xhr.status === 413 ? 'This is too large: a post is at most 100 MiB in all.'
+        ?? (xhr.status === 413 ? 'This is too large: a photo is at most 100 MiB, a file at most 1 TiB.'
           : `The daemon answered ${xhr.status}.`);
       reject(new ApiError(xhr.status, error?.code ?? 'http', message));
     });
