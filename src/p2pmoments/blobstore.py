@@ -17,6 +17,10 @@ more than encrypting and hashing it; issue 13). Where direct I/O is refused (tmp
 another system), the same files are written and read the ordinary way.
 
 All methods block: call them off the event loop.
+
+Why so long: the two layouts share one on-disk format (spec/store.md section 1), the
+direct-I/O helpers with their fallbacks, the folders and the sweep's scan; split in two
+modules, each would hold half of what a reader of the data directory needs to know.
 """
 
 from __future__ import annotations
