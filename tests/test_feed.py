@@ -59,14 +59,15 @@ async def test_260_posts_in_one_second_read_200_at_a_time_all_come_back_once(
     assert second["next_before"] is None
     seen = [m["id"] for m in first["moments"] + second["moments"]]
     assert len(seen) == len(set(seen)) == 260
+    # Newest first within the second too: the order they were posted in, reversed.
+    texts = [m["text"] for m in first["moments"] + second["moments"]]
+    assert texts == [f"n{i}" for i in reversed(range(260))]
     # The cursor stays good for the circle's own feed too.
     circle = await page(api, f"circle=family&limit=200&cursor={first['next_cursor']}")
     assert [m["id"] for m in circle["moments"]] == [m["id"] for m in second["moments"]]
 
 
-async def test_pages_follow_time_then_id_and_end_with_a_null_cursor(
-    api: Client, node: Node
-) -> None:
+async def test_pages_follow_the_feed_and_end_with_a_null_cursor(api: Client, node: Node) -> None:
     await node.circles.create("family", [], members_can_post=False)
     for i in range(7):
         await node.posting.post("family", f"n{i}")

@@ -160,8 +160,11 @@ class MomentTables(Database):
         after: tuple[int, bytes] | None = None,
         limit: int = 50,
     ) -> list[StoredMoment]:
-        """Posts, newest first, never expired ones. The order is (created descending, id):
-        `after`, a (created, id) pair, starts just past that post, whatever its time."""
+        """Posts, newest first, never expired ones; posts of the same second in the order
+        they were stored here, the latest first (a burst of posts, or a catch-up, reads in
+        its own order). `after`, a (created, id) pair, starts just past that post (should
+        it have gone meanwhile, with every post of its second: one may repeat, none is
+        skipped)."""
         where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
         args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
@@ -171,9 +174,12 @@ class MomentTables(Database):
             where.append("created < ?")
             args.append(before)
         if after is not None:
-            where.append("(created < ? OR (created = ? AND moment_id > ?))")
+            where.append(
+                "(created < ? OR (created = ? AND rowid < COALESCE("
+                "(SELECT rowid FROM moments WHERE moment_id = ?), 9223372036854775807)))"
+            )
             args += [after[0], after[0], after[1]]
-        return self._select(" AND ".join(where), args, "created DESC, moment_id", limit)
+        return self._select(" AND ".join(where), args, "created DESC, rowid DESC", limit)
 
     def moment(self, moment_id: bytes, now: int) -> StoredMoment | None:
         """One moment we hold (retracted ones too), unless it expired."""
