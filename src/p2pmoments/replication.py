@@ -23,7 +23,7 @@ from typing import Any
 
 from p2pmoments.blobstore import Location
 from p2pmoments.circles import Circles
-from p2pmoments.core.blobs import open_index_piece
+from p2pmoments.core.blobs import chunk_matches, open_index_piece
 from p2pmoments.core.budget import TokenBucket
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.manifest import Manifest, Removal, decode_removal
@@ -497,9 +497,12 @@ class Replication:
             named = await asyncio.to_thread(_open_pieces, pieces)
             # A piece that hashes right but does not open is what its author made: it
             # is kept (it names nothing, so nothing more is asked for) and its blob
-            # reads as damaged; the peer that carried it is not at fault.
-            for address in {a for a, _, _ in pieces} - {a for a, _, _ in named}:
-                waiting.pop(address, None)
+            # reads as damaged; the peer that carried it is not at fault. One that does
+            # not hash right is the peer's (junk, below) and is still awaited.
+            opened = {a for a, _, _ in named}
+            for address, data, _ in pieces:
+                if address not in opened and chunk_matches(address, data):
+                    waiting.pop(address, None)
             uses = [(p.moment, c) for _, p, chunks in named for c in chunks]
             if uses:
                 await self._store.run(Store.add_chunks, uses)
@@ -552,7 +555,8 @@ def _open_pieces(
             try:
                 out.append((address, piece, open_index_piece(piece.ref, piece.piece, data)))
             except DecodeError:
-                log.warning("an index piece its author made wrong: its file is damaged")
+                if chunk_matches(address, data):
+                    log.warning("an index piece its author made wrong: its file is damaged")
     return out
 
 
