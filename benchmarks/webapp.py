@@ -19,7 +19,6 @@ import argparse
 import gzip
 import io
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -30,23 +29,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import daemon_info, p2pm, report, start, stop, wait
+from tests.browser import ARGS, CHROMIUM  # the same Chromium, started as the tests start it
 
 from p2pmoments.client import ApiClient
 from p2pmoments.paths import resolve_paths
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MOMENTS, PHOTOS = 1000, 200
 JSQR_BYTES = 257 * 1000
 WEB = Path(__file__).resolve().parent.parent / "src" / "p2pmoments" / "web"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ async def whole(node: Node, ref: BlobRef, timeout: float = 30) -> bytes:
     await until(node, here, timeout=timeout, what="every chunk")
     reader = await node.moments.open_blob(ref)
     return b"".join(await asyncio.to_thread(reader.read_many, 0, len(reader.addresses)))
+
+
+@contextlib.asynccontextmanager
+async def family_of_two(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+    """Alice and Bob, running, friends; Alice's circle "family" holds Bob, who has its
+    manifest."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("family", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        yield alice, bob
 
 
 async def texts(node: Node) -> list[str]:
@@ -250,11 +263,7 @@ async def test_an_index_its_author_made_wrong_is_fetched_once_and_reads_as_damag
     from p2pmoments.core.blobs import BlobKind
     from p2pmoments.views import moment_text
 
-    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
-    async with running(homes[0]) as alice, running(homes[1]) as bob:
-        await befriend(alice, bob)
-        await alice.circles.create("family", ["Bob"], members_can_post=False)
-        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+    async with family_of_two(tmp_path) as (alice, bob):
         # Alice's daemon seals its file's chunk index under the wrong nonce: the piece
         # hashes to its address (its author computed it) but does not open.
         with monkeypatch.context() as patch:
@@ -280,11 +289,7 @@ async def test_a_disk_error_while_serving_costs_that_link_not_the_daemon(
 ) -> None:
     import errno
 
-    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
-    async with running(homes[0]) as alice, running(homes[1]) as bob:
-        await befriend(alice, bob)
-        await alice.circles.create("family", ["Bob"], members_can_post=False)
-        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+    async with family_of_two(tmp_path) as (alice, _bob):
 
         def broken(wanted: object) -> list[tuple[bytes, bytes]]:
             raise OSError(errno.EIO, "Input/output error")
