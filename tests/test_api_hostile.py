@@ -181,6 +181,25 @@ HOSTILE: list[tuple[str, str, str, dict[str, str], bytes]] = [
     ),
     ("a NaN", "PATCH", "/profile", JSON, b'{"name": NaN}'),
     ("a duplicate key", "PATCH", "/profile", JSON, b'{"name": "Bob", "name": "Carol"}'),
+    # Issue 18, item 4: a lone UTF-16 surrogate is valid JSON but no text (a 500 before).
+    (
+        "a lone surrogate in a post's text",
+        "POST",
+        "/moments",
+        JSON,
+        b'{"circle": "family", "text": "ice \\ud800 cream"}',
+    ),
+    ("a lone surrogate in a name", "PATCH", "/profile", JSON, b'{"name": "\\udfff"}'),
+    ("a lone surrogate in a key", "PATCH", "/profile", JSON, b'{"\\ud800": "Bob"}'),
+    (
+        "a lone surrogate in a comment",
+        "POST",
+        "/moments/abcdef/comments",
+        JSON,
+        b'{"text": "\\ud800"}',
+    ),
+    ("a lone surrogate in a friend's name", "PATCH", "/friends/Bob", JSON, b'{"name": "\\ud800"}'),
+    ("a lone surrogate in a circle", "POST", "/circles", JSON, b'{"name": "\\udbff\\udbff"}'),
 ]
 
 

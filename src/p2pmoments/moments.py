@@ -405,7 +405,7 @@ class Moments:
         if not ids:
             return []
         stored = await self._store.run(Store.moments_by_id, ids)
-        moments = [self._open(r) for r in stored if not r.retracted]
+        moments = [m for r in stored if not r.retracted and (m := self._opened(r)) is not None]
         lacking, uses = await asyncio.to_thread(self.lacking, moments)
         if uses:
             await self._store.run(Store.add_chunks, uses)
@@ -455,8 +455,10 @@ class Moments:
         replies: dict[bytes, list[Moment]] = {}
         for reply in await self._store.run(Store.replies_to, [r.moment_id for r in live], now):
             assert reply.reply_to is not None
-            replies.setdefault(reply.reply_to, []).append(self._open(reply))
-        opened = {r.moment_id: self._open(r) for r in live}
+            if (opened_reply := self._opened(reply)) is not None:
+                replies.setdefault(reply.reply_to, []).append(opened_reply)
+        opened = {r.moment_id: m for r in live if (m := self._opened(r)) is not None}
+        rows = [r for r in rows if r.retracted or r.moment_id in opened]
         refs = [ref for m in opened.values() for ref in m.content.blobs]
         held = iter(await self._held(refs) if refs else [])
         views = []
@@ -499,7 +501,21 @@ class Moments:
         return await asyncio.to_thread(counts)
 
     def _open(self, row: StoredMoment) -> Moment:
-        return open_moment(row.envelope, self._circles.manifest_for, self._circles.key_for)
+        """A stored moment opened; NotFoundError if today's rules refuse it."""
+        moment = self._opened(row)
+        if moment is None:
+            raise NotFoundError(f"moment {moment_text(row.moment_id)} cannot be shown")
+        return moment
+
+    def _opened(self, row: StoredMoment) -> Moment | None:
+        """A stored moment opened, or None if today's rules refuse what an older daemon
+        accepted (e.g. a photo declared as a web page, refused since spec/moments.md
+        version 3): it is not shown, and nothing built from it is served."""
+        try:
+            return open_moment(row.envelope, self._circles.manifest_for, self._circles.key_for)
+        except RejectedError as exc:
+            log.debug("stored moment %s is not shown: %s", moment_text(row.moment_id), exc)
+            return None
 
     async def target(self, ref: str) -> Moment:
         """A moment we hold, not retracted, by id or id prefix (to answer or retract)."""

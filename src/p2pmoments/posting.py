@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, TypeVar
 
 from p2pmoments.blobstore import Location, PackWriter
 from p2pmoments.circles import Circles
-from p2pmoments.core.blobs import BlobEncoder, BlobKind, BlobRef
+from p2pmoments.core.blobs import MAX_MEDIA_TYPE, MEDIA_TYPE, BlobEncoder, BlobKind, BlobRef
 from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.manifest import Manifest
@@ -41,8 +40,6 @@ log = logging.getLogger(__name__)
 MAX_DECODES = 1  # photos decoded at once (each may take 4 bytes a pixel: media.MAX_PIXELS)
 FEED_SIZE = 1 << 20  # plaintext handed to the worker thread at once
 MAX_FILE_NAME = 255  # bytes of UTF-8 (spec/moments.md section 4)
-MAX_MEDIA_TYPE = 100
-_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 
 Posted = Callable[[Sequence[Moment]], Awaitable[None]]  # ours, just stored: to be pushed
 
@@ -459,6 +456,6 @@ def _file_name(name: str) -> str:
 def _media_type(given: str) -> str:
     """type/subtype, lower case, without parameters; anything else is octet-stream."""
     kind = given.partition(";")[0].strip().lower()
-    if len(kind) <= MAX_MEDIA_TYPE and _MEDIA_TYPE.fullmatch(kind):
+    if len(kind) <= MAX_MEDIA_TYPE and MEDIA_TYPE.fullmatch(kind):
         return kind
     return "application/octet-stream"

@@ -7,6 +7,7 @@ it into the shapes the API documents. Nothing here reads the store or the disk.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,3 +196,25 @@ def _add_blobs(base: dict[str, Any], refs: Sequence[BlobRef], held: Sequence[int
                     **progress,
                 }
             )
+
+
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)]
+)
+MAX_DOWNLOAD_NAME = 200  # bytes of UTF-8
+
+
+def download_name(name: str) -> str:
+    """A file name chosen by a peer, made safe to save under: no folder separators,
+    control or format characters (a right-to-left override makes "gpj.exe" read as
+    "exe.jpg"), no leading dots (hidden files) or trailing dots and spaces, no name
+    Windows reserves, at most MAX_DOWNLOAD_NAME bytes; "file" if nothing is left."""
+    kept = "".join(
+        "_" if c in '/\\:*?"<>|' or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+        for c in name
+    )
+    kept = kept.strip().lstrip(".").rstrip(". ")
+    if kept.partition(".")[0].upper() in _WINDOWS_RESERVED:
+        kept = "_" + kept
+    clipped = kept.encode("utf-8")[:MAX_DOWNLOAD_NAME].decode("utf-8", errors="ignore")
+    return clipped.rstrip(". ") or "file"

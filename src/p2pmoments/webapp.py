@@ -42,7 +42,15 @@ from typing import Any
 from aiohttp import web
 
 from p2pmoments import qr
-from p2pmoments.api.base import API_PREFIX, NODE, WEB_GATE, ApiError, WebGate, has_bearer
+from p2pmoments.api.base import (
+    API_PREFIX,
+    NODE,
+    SANDBOX_CSP,
+    WEB_GATE,
+    ApiError,
+    WebGate,
+    has_bearer,
+)
 from p2pmoments.events import Event
 from p2pmoments.files import write_file_atomically
 
@@ -110,7 +118,6 @@ PAGE_CSP = "; ".join(
         "trusted-types 'none'",
     )
 )
-OTHER_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -290,11 +297,12 @@ def _local_port(request: web.Request) -> int:
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response: the usual security headers; pages get the app's CSP."""
+    """Every response: the usual security headers, and the sandboxing policy unless its
+    handler made it one of the app's own pages (`_page_headers`). Never chosen by the
+    Content-Type: a type can come from a peer's data, and a 304 has none."""
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-    is_page = response.content_type == "text/html"
-    response.headers.setdefault("Content-Security-Policy", PAGE_CSP if is_page else OTHER_CSP)
+    response.headers.setdefault("Content-Security-Policy", SANDBOX_CSP)
     if request.path.startswith(API_PREFIX + "/"):
         response.headers.setdefault("Cache-Control", "no-store")
 
@@ -302,9 +310,18 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 routes = web.RouteTableDef()
 
 
+def _page_headers() -> dict[str, str]:
+    """What makes an answer one of the app's pages: the page's policy. Every answer for
+    a page carries it, a 304 too (a browser merges a 304's headers into the page it
+    cached: with the sandboxing policy there, a reload ran no script)."""
+    return {"Content-Security-Policy": PAGE_CSP}
+
+
 def _file_response(request: web.Request, name: str, cache: str) -> web.Response:
     body, media_type, etag = request.app[_ASSETS].files[name]
     headers = {"ETag": etag, "Cache-Control": cache}
+    if name == "index.html":
+        headers |= _page_headers()
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers={**headers, "Content-Type": media_type})
@@ -338,7 +355,7 @@ def _message_page(request: web.Request, status: int, title: str, text: str) -> w
         f'<main class="message-page"><h1>{html.escape(title)}</h1>'
         f"<p>{html.escape(text)}</p></main></html>"
     )
-    return web.Response(status=status, text=body, content_type="text/html")
+    return web.Response(status=status, text=body, content_type="text/html", headers=_page_headers())
 
 
 @routes.get("/login")

@@ -33,6 +33,7 @@ __all__ = [
     "API_PREFIX",
     "ERRORS",
     "NODE",
+    "SANDBOX_CSP",
     "TOKEN",
     "WEB_GATE",
     "ApiError",
@@ -47,6 +48,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+# The policy of every answer that is not one of the web app's pages: nothing in it runs.
+SANDBOX_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 
 
 NODE = web.AppKey("node", Node)
@@ -210,7 +213,15 @@ def parse_json(data: bytes) -> Any:
     """Strict JSON: no NaN or Infinity, no repeated key; ApiError 400 for anything else,
     a number too long or nesting too deep included."""
     try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        parsed = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        # A lone surrogate ("\\ud800") is valid JSON but no text: refused here, once,
+        # rather than where it is first encoded (a 500 in four places before).
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+        return parsed
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "bad_request", "the body's text holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+        ) from None
     except RecursionError:
         raise ApiError(400, "bad_request", "the JSON body nests too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a 4,300-digit number

@@ -18,6 +18,7 @@ from p2pmoments.api.base import (
     MAX_EXPIRY,
     MAX_WAIT,
     NODE,
+    SANDBOX_CSP,
     UPLOADS,
     ApiError,
     fields,
@@ -27,7 +28,7 @@ from p2pmoments.api.base import (
     number,
 )
 from p2pmoments.api.uploads import multipart
-from p2pmoments.core.blobs import BlobKind
+from p2pmoments.core.blobs import PHOTO_TYPES, BlobKind, BlobRef
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
 from p2pmoments.core.pairing import PairingState
 from p2pmoments.moments import MAX_FEED
@@ -363,6 +364,30 @@ async def _post(
     return web.json_response(views.moment_json(view, node.friends.person), status=201)
 
 
+def _blob_headers(ref: BlobRef, kind: BlobKind) -> dict[str, str]:
+    """How a photo or file is served. What its author declared is data, never a header:
+    a photo goes out as one of the image types we post (a reference declaring another is
+    refused when decoded; checked again here), a file always as an attachment of no
+    type, under a safe name; nosniff and the sandboxing policy (webapp._on_prepare) on
+    both, so that nothing a peer sent can run as a page of ours."""
+    headers = {
+        "Cache-Control": "private, max-age=3600",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": SANDBOX_CSP,
+    }
+    if kind is BlobKind.PHOTO and ref.media_type in PHOTO_TYPES:
+        return headers | {"Content-Type": ref.media_type, "Content-Disposition": "inline"}
+    name = views.download_name(ref.name or ("photo" if kind is BlobKind.PHOTO else "file"))
+    ascii_name = name.encode("ascii", errors="replace").decode()
+    ascii_name = ascii_name.replace("?", "_").replace('"', "_")
+    return headers | {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": (
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+        ),
+    }
+
+
 async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> web.StreamResponse:
     moments = request.app[NODE].moments
     n_text = request.match_info["n"]
@@ -371,13 +396,8 @@ async def _send_blob(request: web.Request, kind: BlobKind, thumbnail: bool) -> w
     with node_errors():
         ref = await moments.blob(request.match_info["id"], kind, int(n_text), thumbnail)
         reader = await moments.open_blob(ref)  # errors stay JSON until here
-    response = web.StreamResponse(
-        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
-    )
-    response.content_type = ref.media_type
+    response = web.StreamResponse(headers=_blob_headers(ref, kind))
     response.content_length = ref.size
-    if kind is BlobKind.FILE:
-        response.headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(ref.name)}"
     await response.prepare(request)
     step = max(1, DOWNLOAD_BATCH // ref.chunk_size)  # chunks read and decrypted at once
     for first in range(0, len(reader.addresses), step):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,9 @@ __all__ = [
     "MAX_BLOB",
     "MAX_CHUNK",
     "MAX_INDEX_PIECES",
+    "MAX_MEDIA_TYPE",
+    "MEDIA_TYPE",
+    "PHOTO_TYPES",
     "BlobEncoder",
     "BlobKind",
     "BlobRef",
@@ -62,6 +66,12 @@ INDEX_PIECE = 16384  # addresses in one piece of a chunk index (512 KiB: one chu
 MAX_INDEX_PIECES = 128
 MAX_BLOB = MAX_INDEX_PIECES * INDEX_PIECE * BIG_CHUNK_SIZE  # 1 TiB
 ADDRESS = 32
+# What a reference may declare (spec/moments.md section 4). A declared type is data the
+# author chose: it is shown, never sent as a header (api/routes.py serves photos only as
+# one of PHOTO_TYPES and files as application/octet-stream).
+MAX_MEDIA_TYPE = 100
+MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 _PERSON = b"p2pm-chunk"
 _SHA256 = hashlib.sha256(b"p2pm-chunk-2\x00")  # version 2's addresses: SHA-256 of this || chunk
 _INDEX_DOMAIN = b"\x01\x00\x00\x00"  # an index piece's nonce starts so; a chunk's with zeros
@@ -367,9 +377,14 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
     if type(width) is not int or type(height) is not int or width < 0 or height < 0:
         raise DecodeError("bad photo size")
     thumb = fields.get(9)
+    media_type = _text(fields, 2, MAX_MEDIA_TYPE)
+    if kind is BlobKind.PHOTO and media_type not in PHOTO_TYPES:
+        raise DecodeError("a photo is a JPEG, PNG, WebP or GIF image")
+    if media_type and MEDIA_TYPE.fullmatch(media_type) is None:
+        raise DecodeError("malformed media type")
     return BlobRef(
         kind=kind,
-        media_type=_text(fields, 2, 100),
+        media_type=media_type,
         size=size,
         key=key,
         chunks=chunks,
