@@ -57,6 +57,7 @@ class Daemon:
         mdns: bool = False,
         tor: bool = False,
         prefix: list[str] | None = None,
+        module: str = "p2pmoments",
     ) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
@@ -66,7 +67,7 @@ class Daemon:
                 *(prefix or []),
                 sys.executable,
                 "-m",
-                "p2pmoments",
+                module,
                 "--home",
                 str(home),
                 "run",

@@ -104,6 +104,23 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(client: Cl
     assert old.status == 404
 
 
+async def test_every_answer_for_the_page_carries_the_pages_policy(client: Client) -> None:
+    """A browser merges a 304's headers into the page it cached: a 304 with the
+    sandboxing policy made every reload, second tab and second login a dead page."""
+    page = await client.get("/")
+    revalidated = await client.get("/", headers={"If-None-Match": page.headers["ETag"]})
+    assert revalidated.status == 304
+    assert revalidated.headers["Content-Security-Policy"] == page.headers["Content-Security-Policy"]
+    assert "sandbox" not in revalidated.headers["Content-Security-Policy"]
+    assert revalidated.headers["Cache-Control"] == "no-cache"
+    expired = await client.get("/login?token=nothing")  # a page of ours too
+    assert expired.status == 403
+    assert expired.headers["Content-Security-Policy"] == page.headers["Content-Security-Policy"]
+    # Anything else is sandboxed, whatever its type: the app's scripts, the API.
+    script = await client.get(await app_path(client, "main.js"))
+    assert "sandbox" in script.headers["Content-Security-Policy"]
+
+
 async def test_no_inline_script_or_style_and_no_other_origin_in_the_files() -> None:
     folder = Path(webapp.__file__).parent / "web"
     assert sorted(p.name for p in folder.iterdir()) == sorted(webapp.ASSETS)
