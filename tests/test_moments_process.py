@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -385,3 +387,58 @@ def test_the_author_leaves_a_member_relays_and_a_removed_member_gets_nothing_new
     assert cli(homes["alice"], "post", "--circle", "news", "barrier").returncode == 0
     wait_for(lambda: "barrier" in _texts(homes["carol"]), timeout=30, what="the barrier")
     assert _texts(homes["carol"]) == {"relay me", "barrier"}
+
+
+def test_what_peers_chose_reaches_the_terminal_as_text_and_downloads_as_data(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """A moment's text and a file's name are chosen by their author: the CLI shows the
+    escape sequences and direction overrides in them as U+FFFD (they could retitle the
+    terminal, clear it, or make "gpj.exe" read "exe.jpg"); --json keeps them exact, as
+    escapes; a download is written where the user says, never executable."""
+    home = tmp_path / "alice"
+    assert cli(home, "init", "--name", "Alice").returncode == 0
+    daemons.append(Daemon(home))
+    daemons[-1].wait_ready()
+    assert cli(home, "circle", "create", "family").returncode == 0
+    hostile = "\x1b]0;owned\x07title \x1b[2Jclear \x9b31m red \u202egpj.exe"
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"#!/bin/sh\necho owned\n")
+    named = tmp_path / "x\u202egpj.sh"
+    named.write_bytes(payload.read_bytes())
+    posted = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "p2pmoments",
+            "--home",
+            str(home),
+            "post",
+            "--circle",
+            "family",
+            "--file",
+            str(named),
+            "--text-file",
+            "-",
+        ],
+        input=hostile,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert posted.returncode == 0, posted.stderr
+    shown = cli(home, "feed")
+    assert shown.returncode == 0
+    for unsafe in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert unsafe not in shown.stdout
+    assert "\ufffd]0;owned\ufffdtitle" in shown.stdout
+    assert "x\ufffdgpj.sh" in shown.stdout
+    exact = json.loads(cli(home, "feed", "--json").stdout)["moments"][0]
+    assert exact["text"] == hostile
+    assert exact["files"][0]["name"] == "x\u202egpj.sh"
+    assert "\x1b" not in cli(home, "feed", "--json").stdout
+    out = tmp_path / "saved.bin"
+    assert cli(home, "file", exact["id"], "1", "-o", str(out)).returncode == 0
+    assert out.read_bytes() == payload.read_bytes()
+    assert out.stat().st_mode & 0o111 == 0

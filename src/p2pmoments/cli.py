@@ -12,13 +12,14 @@ import argparse
 import getpass
 import json
 import os
+import re
 import shlex
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from p2pmoments import __version__
 from p2pmoments.client import ApiClient
@@ -132,8 +133,39 @@ def cmd_run(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+# What a terminal would obey rather than show: C0 and C1 controls but for tab and line
+# feed (an escape sequence in a friend's name could retitle the window, rewrite the
+# screen or, in some terminals, write files), and the bidirectional overrides and
+# isolates (they make a file "gpj.exe" read as "exe.jpg").
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+class _Plain:
+    """A text stream that shows what peers chose (names, texts, file names) as text:
+    every character a terminal would obey is replaced by U+FFFD. The CLI's own escape
+    sequences (the QR code's colours) go to the stream underneath, `raw`."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        return self.raw.write(_UNSAFE.sub("\ufffd", text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+def _print_raw(text: str) -> None:
+    """Print the CLI's own text, escape sequences included (not a peer's)."""
+    out = sys.stdout
+    print(text, file=out.raw if isinstance(out, _Plain) else out)
+
+
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+    """JSON as the API gave it; the characters a terminal would obey escaped as \\uXXXX
+    (JSON escapes C0 itself), so the data stays exact and the terminal safe."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    print(_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
@@ -248,7 +280,7 @@ def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     if args.link:
         print(link)
     elif not wrote:
-        print(qr.render_terminal(link))
+        _print_raw(qr.render_terminal(link))
         print(f"\nShow this to a friend to scan; it works once, until {_when(expires)}.")
         print(f"Or send them the link:\n{link}")
     for path in wrote:
@@ -1085,6 +1117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    streams = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, _Plain):
+        sys.stdout, sys.stderr = _Plain(sys.stdout), _Plain(sys.stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _run(args: argparse.Namespace) -> int:
     paths = resolve_paths(args.home)
     if paths.home is not None and paths.home.exists() and not paths.home.is_dir():
         print(
