@@ -69,12 +69,6 @@ parameters = {{ "query.timeout" = 0 }}
 [[operations]]
 include-name = "GET /events/stream"
 enabled = false
-
-# The web app's pages are served from the root, not from /api/v1 (their own `servers` in
-# the spec); tests/test_webapp.py holds them to it.
-[[operations]]
-include-path-regex = "^/(login)?$"
-enabled = false
 """
     )
     result = subprocess.run(
