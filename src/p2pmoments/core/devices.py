@@ -1,0 +1,557 @@
+"""One person, several devices: roster entries and the roster's state (spec/devices.md §2-§5).
+
+Pure: no I/O and no clock (times are passed in). A roster's state is a function of the
+*set* of entries held, never of their order of arrival: that is what makes every replica
+converge (spec/devices.md §3.1). The owner's circle edits are in core.circle_ops.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pmoments.core import wire
+from p2pmoments.core.crypto import BadSignatureError, LinkSecretKey, SigningKey, VerifyKey
+from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.profile import check_display_name
+
+__all__ = [
+    "MAX_CUTOFFS",
+    "MAX_DEVICES",
+    "MAX_DEVICES_EVER",
+    "MAX_ENTRIES",
+    "MAX_ENTRY",
+    "MAX_PARENTS",
+    "Entry",
+    "EntryKind",
+    "Roster",
+    "RosterError",
+    "RosterState",
+    "Verdict",
+    "consent_message",
+    "decode_entry",
+    "manifests_scope",
+    "ops_scope",
+    "recovery_keys",
+    "scope_tag",
+    "sign_entry",
+]
+
+VERSION = 1
+ROSTER_CONTEXT = b"p2pmoments/roster/1\x00"
+CONSENT_CONTEXT = b"p2pmoments/device/1\x00"
+MAX_DEVICES = 10  # current devices of one person (spec/devices.md §3.4 says why)
+MAX_DEVICES_EVER = 128
+MAX_ENTRIES = 1024
+MAX_ENTRY = 16 * 1024
+MAX_PARENTS = 16
+MAX_CUTOFFS = 512
+TAG_LEN = 16
+
+
+class RosterError(DecodeError):
+    """A roster entry or circle op that must not be kept: malformed, forged, or not ours."""
+
+
+def _blake(data: bytes, person: bytes, *, key: bytes = b"", size: int = 32) -> bytes:
+    return hashlib.blake2b(data, digest_size=size, key=key, person=person).digest()
+
+
+def consent_message(person: bytes, device: bytes, link: bytes) -> bytes:
+    """What a device signs to agree to be `person`'s, with its link key (§2)."""
+    return CONSENT_CONTEXT + person + device + link
+
+
+def scope_tag(device: bytes, scope: bytes) -> bytes:
+    """A cut-off's tag: only those who know the scope (a circle) recognise it (§4)."""
+    return _blake(device, b"p2pm-cutoff", key=scope, size=TAG_LEN)
+
+
+def ops_scope(circle_id: bytes) -> bytes:
+    """The scope id of the owner's edits of a circle (§4)."""
+    return _blake(circle_id, b"p2pm-circle-ops")
+
+
+def manifests_scope(circle_id: bytes) -> bytes:
+    """The scope id of a circle's manifests, sequenced by epoch (§4)."""
+    return _blake(circle_id, b"p2pm-circle-mfs")
+
+
+def recovery_keys(secret: bytes) -> tuple[SigningKey, LinkSecretKey, bytes]:
+    """R's signing key, R's link key and the backup key, from the recovery secret (§5.1)."""
+    if len(secret) != 32:
+        raise ValueError("a recovery secret is 32 bytes")
+    return (
+        SigningKey(_blake(secret, b"p2pm-rec-sign")),
+        LinkSecretKey(_blake(secret, b"p2pm-rec-link")),
+        _blake(secret, b"p2pm-rec-backup"),
+    )
+
+
+# --- roster entries (§2) ---------------------------------------------------------------
+
+
+class EntryKind(enum.IntEnum):
+    """What a roster entry does."""
+
+    ADD = 1
+    REVOKE = 2
+    RENAME = 3
+    SET_RECOVERY = 4
+    SET_BOX = 5
+
+
+# The kind-specific keys of each kind: a decoder refuses any other.
+_ENTRY_KEYS = {
+    EntryKind.ADD: {7, 8, 9, 10},
+    EntryKind.REVOKE: {7, 11},
+    EntryKind.RENAME: {7, 9},
+    EntryKind.SET_RECOVERY: {12, 13},
+    EntryKind.SET_BOX: {14},
+}
+_COMMON = {1, 2, 3, 4, 5, 6}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entry:
+    """A verified roster entry."""
+
+    id: bytes
+    person: bytes
+    parents: tuple[bytes, ...]
+    kind: EntryKind
+    signer: bytes
+    time: int
+    device: bytes = b""  # add, revoke, rename
+    link: bytes = b""  # add
+    name: str = ""  # add, rename
+    cutoffs: tuple[tuple[bytes, int], ...] = ()  # revoke
+    key: bytes = b""  # set-recovery: R's Ed25519 key; set-box-key: B
+    recovery_link: bytes = b""  # set-recovery
+    raw: bytes = field(repr=False)
+
+
+def _bytes32(value: object, what: str) -> bytes:
+    if type(value) is not bytes or len(value) != 32:
+        raise RosterError(f"malformed {what}")
+    return value
+
+
+def _uint(value: object, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise RosterError(f"malformed {what}")
+    return value
+
+
+def _name(value: object) -> str:
+    if type(value) is not str:
+        raise RosterError("malformed name")
+    try:
+        if check_display_name(value) != value:
+            raise RosterError("a name must be sent in its normal form")
+    except DecodeError as exc:
+        raise RosterError(f"bad name: {exc}") from None
+    return value
+
+
+def _parents(value: object) -> tuple[bytes, ...]:
+    if type(value) is not list or len(value) > MAX_PARENTS:
+        raise RosterError("malformed parents")
+    parents = tuple(_bytes32(p, "parent") for p in value)
+    if list(parents) != sorted(set(parents)):
+        raise RosterError("parents not sorted, or repeated")
+    return parents
+
+
+def _signed(data: bytes, max_size: int, what: str) -> tuple[dict[int, Any], bytes, bytes]:
+    """(body fields, body, signature) of {1: body, 2: signature}; the caller checks the
+    signature (each structure has its own context and signer)."""
+    try:
+        outer = wire.decode_map(data, max_size=max_size)
+        body, signature = outer.get(1), outer.get(2)
+        if set(outer) != {1, 2} or type(body) is not bytes or type(signature) is not bytes:
+            raise RosterError(f"malformed {what}")
+        fields = wire.decode_map(body, max_size=max_size)
+    except RosterError:
+        raise
+    except DecodeError as exc:
+        raise RosterError(f"too large or malformed {what}: {exc}") from None
+    if fields.get(1) != VERSION:
+        raise RosterError(f"unknown {what} version {fields.get(1)!r}")
+    return fields, body, signature
+
+
+def _verify(signer: bytes, message: bytes, signature: bytes, what: str) -> None:
+    try:
+        VerifyKey(signer).verify(message, signature)
+    except BadSignatureError:
+        raise RosterError(f"the {what} is not signed by its signer") from None
+
+
+def decode_entry(data: bytes) -> Entry:
+    """A verified roster entry; RosterError if malformed, oversized or forged."""
+    fields, body, signature = _signed(data, MAX_ENTRY, "roster entry")
+    kind_raw = fields.get(4)
+    if type(kind_raw) is not int or kind_raw not in EntryKind._value2member_map_:
+        raise RosterError("unknown kind of roster entry")
+    kind = EntryKind(kind_raw)
+    if set(fields) != _COMMON | _ENTRY_KEYS[kind]:
+        raise RosterError("missing or unknown fields for its kind")
+    person, signer = _bytes32(fields[2], "person"), _bytes32(fields[5], "signer")
+    parents = _parents(fields[3])
+    extra: dict[str, Any] = {}
+    if kind in (EntryKind.ADD, EntryKind.REVOKE, EntryKind.RENAME):
+        extra["device"] = _bytes32(fields[7], "device")
+    if kind in (EntryKind.ADD, EntryKind.RENAME):
+        extra["name"] = _name(fields[9])
+    if kind is EntryKind.ADD:
+        extra["link"] = _bytes32(fields[8], "link key")
+        consent = fields[10]
+        if type(consent) is not bytes or len(consent) != 64:
+            raise RosterError("malformed consent")
+        try:
+            VerifyKey(extra["device"]).verify(
+                consent_message(person, extra["device"], extra["link"]), consent
+            )
+        except BadSignatureError:
+            raise RosterError("the device did not consent to this person") from None
+    elif kind is EntryKind.REVOKE:
+        extra["cutoffs"] = _cutoffs(fields[11])
+    elif kind is EntryKind.SET_RECOVERY:
+        extra["key"] = _bytes32(fields[12], "recovery key")
+        extra["recovery_link"] = _bytes32(fields[13], "recovery link key")
+    elif kind is EntryKind.SET_BOX:
+        extra["key"] = _bytes32(fields[14], "box key")
+    _verify(signer, ROSTER_CONTEXT + body, signature, "roster entry")
+    return Entry(
+        id=_blake(data, b"p2pm-roster-id"),
+        person=person,
+        parents=parents,
+        kind=kind,
+        signer=signer,
+        time=_uint(fields[6], "time"),
+        raw=data,
+        **extra,
+    )
+
+
+def _cutoffs(value: object) -> tuple[tuple[bytes, int], ...]:
+    if type(value) is not list or len(value) > MAX_CUTOFFS:
+        raise RosterError("malformed cut-offs")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 2:
+            raise RosterError("malformed cut-off")
+        tag, seq = item
+        if type(tag) is not bytes or len(tag) != TAG_LEN:
+            raise RosterError("malformed cut-off tag")
+        out.append((tag, _uint(seq, "cut-off")))
+    tags = [t for t, _ in out]
+    if tags != sorted(set(tags)):
+        raise RosterError("cut-offs not sorted, or repeated")
+    return tuple(out)
+
+
+def sign_entry(
+    signer: SigningKey,
+    *,
+    person: bytes,
+    parents: Iterable[bytes],
+    kind: EntryKind,
+    time: int,
+    device: bytes = b"",
+    link: bytes = b"",
+    name: str = "",
+    consent: bytes = b"",
+    cutoffs: Iterable[tuple[bytes, int]] = (),
+    key: bytes = b"",
+    recovery_link: bytes = b"",
+) -> Entry:
+    """Sign a roster entry of `kind` (its fields as §2 lists them), and decode it back."""
+    body: dict[int, Any] = {
+        1: VERSION,
+        2: person,
+        3: sorted(set(parents)),
+        4: int(kind),
+        5: bytes(signer.verify_key),
+        6: time,
+    }
+    if kind in (EntryKind.ADD, EntryKind.REVOKE, EntryKind.RENAME):
+        body[7] = device
+    if kind is EntryKind.ADD:
+        body[8], body[10] = link, consent
+    if kind in (EntryKind.ADD, EntryKind.RENAME):
+        body[9] = check_display_name(name)
+    if kind is EntryKind.REVOKE:
+        body[11] = [[t, s] for t, s in sorted(dict(cutoffs).items())]
+    if kind is EntryKind.SET_RECOVERY:
+        body[12], body[13] = key, recovery_link
+    if kind is EntryKind.SET_BOX:
+        body[14] = key
+    encoded = wire.encode_map(body)
+    signature = signer.sign(ROSTER_CONTEXT + encoded)
+    return decode_entry(wire.encode_map({1: encoded, 2: signature}))
+
+
+# --- the roster's state (§3) -------------------------------------------------------------
+
+
+class Verdict(enum.Enum):
+    """What `Roster.apply` did with an entry (its standing may change as others arrive)."""
+
+    APPLIED = "applied"
+    NOT_APPLIED = "not applied"  # held, but void, unauthorized or past a bound (§3.2)
+    PENDING = "pending"  # a parent is missing: applied when it comes
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RosterState:
+    """A roster's state: what two replicas holding the same entries agree on."""
+
+    current: frozenset[tuple[bytes, bytes, str]]  # (device, link key, name)
+    revoked: frozenset[tuple[bytes, tuple[tuple[bytes, int], ...]]]  # (device, cut-offs)
+    recovery: bytes | None
+    box: bytes | None
+    applied: frozenset[bytes]
+
+
+@dataclass(slots=True)
+class _Replay:
+    applied: int = 0  # bitmask of entry indexes
+    adds: dict[bytes, Entry] = field(default_factory=dict)
+    revokes: dict[bytes, list[Entry]] = field(default_factory=dict)
+    names: dict[bytes, str] = field(default_factory=dict)
+    recoveries: list[Entry] = field(default_factory=list)
+    box: bytes | None = None
+    genesis: Entry | None = None
+
+
+class Roster:
+    """One person's roster: the entries held, and the state they give."""
+
+    def __init__(self, person: bytes) -> None:
+        self.person = _bytes32(person, "person")
+        self._held: dict[bytes, Entry] = {}
+        self._pending: dict[bytes, Entry] = {}
+        self._index: dict[bytes, int] = {}
+        self._lamport: dict[bytes, int] = {}
+        self._anc: dict[bytes, int] = {}  # bitmask of ancestors, by index
+        self._state = _Replay()
+
+    def apply(self, entry: Entry) -> Verdict:
+        """Hold `entry` (decoded: its signatures are checked) and recompute the state."""
+        if entry.person != self.person:
+            raise RosterError("an entry of another person's roster")
+        if entry.id in self._held or entry.id in self._pending:
+            return Verdict.DUPLICATE
+        if len(self._held) + len(self._pending) >= MAX_ENTRIES:
+            raise RosterError(f"a roster holds at most {MAX_ENTRIES} entries")
+        self._pending[entry.id] = entry
+        promoted = True
+        while promoted:  # an entry is held once all its parents are
+            promoted = False
+            for waiting in list(self._pending.values()):
+                if all(p in self._held for p in waiting.parents):
+                    self._hold(self._pending.pop(waiting.id))
+                    promoted = True
+        if entry.id in self._pending:
+            return Verdict.PENDING
+        self._recompute()
+        bit = 1 << self._index[entry.id]
+        return Verdict.APPLIED if self._state.applied & bit else Verdict.NOT_APPLIED
+
+    def _hold(self, entry: Entry) -> None:
+        index = len(self._index)
+        self._index[entry.id] = index
+        self._lamport[entry.id] = 1 + max((self._lamport[p] for p in entry.parents), default=-1)
+        anc = 0
+        for p in entry.parents:
+            anc |= self._anc[p] | 1 << self._index[p]
+        self._anc[entry.id] = anc
+        self._held[entry.id] = entry
+
+    # The state, from the set alone (§3.2): replay in roster order, void what strong
+    # removal voids, and replay again until nothing more is void.
+    def _recompute(self) -> None:
+        order = sorted(self._held.values(), key=lambda e: (self._lamport[e.id], e.id))
+        void: set[bytes] = set()
+        while True:
+            state = self._replay(order, void)
+            newly = self._strong_removal(order, state, void)
+            if not newly:
+                break
+            void |= newly
+        self._state = state
+
+    def _rank(self, state: _Replay, signer: bytes) -> tuple[int, int, bytes]:
+        """Lower is more senior: R, then the genesis device, then by (Lamport, key)."""
+        add = state.adds.get(signer)
+        if add is None:
+            return (0, 0, b"")  # a recovery key: only R signs without an add
+        if add is state.genesis:
+            return (1, 0, b"")
+        return (2, self._lamport[add.id], signer)
+
+    def _recovery_in(self, state: _Replay, anc: int) -> Entry | None:
+        """The latest applied set-recovery among the ancestors `anc`."""
+        for entry in reversed(state.recoveries):
+            if anc >> self._index[entry.id] & 1:
+                return entry
+        return None
+
+    def _authorized(self, state: _Replay, entry: Entry, anc: int) -> bool:
+        recovery = self._recovery_in(state, anc)
+        if recovery is not None and entry.signer == recovery.key:
+            return True
+        add = state.adds.get(entry.signer)
+        if add is None or not anc >> self._index[add.id] & 1:
+            return False
+        return not any(anc >> self._index[r.id] & 1 for r in state.revokes.get(entry.signer, ()))
+
+    def _replay(self, order: Sequence[Entry], void: set[bytes]) -> _Replay:
+        state = _Replay()
+        for entry in order:
+            if entry.id in void:
+                continue
+            anc = self._anc[entry.id]
+            if not entry.parents:  # a root: only the genesis, P adding itself, counts
+                ok = state.genesis is None and (
+                    entry.kind is EntryKind.ADD and entry.signer == entry.device == self.person
+                )
+                if ok:
+                    state.genesis = entry
+                    state.adds[entry.device] = entry
+                    state.names[entry.device] = entry.name
+                    state.applied |= 1 << self._index[entry.id]
+                continue
+            if not self._authorized(state, entry, anc) or not self._kind_rule(state, entry, anc):
+                continue
+            state.applied |= 1 << self._index[entry.id]
+        return state
+
+    def _kind_rule(self, state: _Replay, entry: Entry, anc: int) -> bool:
+        """Whether `entry`'s own rule holds in the state replayed so far; if so, apply it."""
+        kind, device = entry.kind, entry.device
+        if kind is EntryKind.ADD:
+            current = sum(1 for d in state.adds if d not in state.revokes)
+            recovery_keys = {r.key for r in state.recoveries}
+            if (
+                device in state.adds
+                or device in (self.person, *recovery_keys)
+                or current >= MAX_DEVICES
+                or len(state.adds) >= MAX_DEVICES_EVER
+            ):
+                return False
+            state.adds[device] = entry
+            state.names[device] = entry.name
+        elif kind is EntryKind.REVOKE:
+            if device not in state.adds:
+                return False
+            state.revokes.setdefault(device, []).append(entry)
+        elif kind is EntryKind.RENAME:
+            if device not in state.adds or device in state.revokes:
+                return False
+            state.names[device] = entry.name
+        elif kind is EntryKind.SET_RECOVERY:
+            set_before = self._recovery_in(state, anc)
+            if set_before is not None and entry.signer != set_before.key:
+                return False  # only R replaces R
+            state.recoveries.append(entry)
+        else:
+            state.box = entry.key
+        return True
+
+    def _strong_removal(
+        self, order: Sequence[Entry], state: _Replay, void: set[bytes]
+    ) -> set[bytes]:
+        """Applied entries of revoked devices that their revokers had not seen (§3.2, 2)."""
+        newly = set()
+        for entry in order:
+            index = self._index[entry.id]
+            revocations = state.revokes.get(entry.signer)
+            if not state.applied >> index & 1 or not revocations or entry.id in void:
+                continue
+            unseen = [
+                r for r in revocations if r.id != entry.id and not self._anc[r.id] >> index & 1
+            ]
+            if len(unseen) < len(revocations):
+                continue  # some revoker saw it: it stands
+            if entry.kind is not EntryKind.REVOKE or any(
+                self._rank(state, r.signer) < self._rank(state, entry.signer) for r in unseen
+            ):
+                newly.add(entry.id)
+        return newly
+
+    # --- what the state says --------------------------------------------------------
+
+    def is_current(self, device: bytes) -> bool:
+        """Whether `device` is one of the person's devices now (P, with no roster, is)."""
+        state = self._state
+        if state.genesis is None:
+            return device == self.person
+        return device in state.adds and device not in state.revokes
+
+    def accepts(self, device: bytes, scope: bytes, seq: int) -> bool:
+        """Whether something `device` signed at `seq` in `scope` counts as the person's (§4)."""
+        if self.is_current(device):
+            return True
+        revocations = self._state.revokes.get(device)
+        if not revocations:
+            return False
+        tag = scope_tag(device, scope)
+        cut = max((s for r in revocations for t, s in r.cutoffs if t == tag), default=0)
+        return seq <= cut
+
+    def name_of(self, device: bytes) -> str | None:
+        """A device's name, if it was ever added."""
+        return self._state.names.get(device)
+
+    def link_key(self, device: bytes) -> bytes | None:
+        """A current device's link key (None for the genesis device without a roster)."""
+        add = self._state.adds.get(device)
+        return add.link if add is not None and self.is_current(device) else None
+
+    @property
+    def recovery(self) -> bytes | None:
+        """R's Ed25519 key, if set."""
+        recoveries = self._state.recoveries
+        return recoveries[-1].key if recoveries else None
+
+    @property
+    def box(self) -> bytes | None:
+        """The box key B, if set."""
+        return self._state.box
+
+    def heads(self) -> list[bytes]:
+        """The ids of held entries no other held entry names: the parents of the next one."""
+        named = {p for e in self._held.values() for p in e.parents}
+        return sorted(i for i in self._held if i not in named)
+
+    def missing_for(self, their_heads: Iterable[bytes]) -> list[bytes]:
+        """The entries a holder of `their_heads` lacks, in roster order (spec/devices.md §8)."""
+        seen = 0
+        for head in their_heads:
+            if head in self._index:
+                seen |= self._anc[head] | 1 << self._index[head]
+        lacking = [e for e in self._held.values() if not seen >> self._index[e.id] & 1]
+        lacking.sort(key=lambda e: (self._lamport[e.id], e.id))
+        return [e.raw for e in lacking]
+
+    def snapshot(self) -> RosterState:
+        """The state, as a value two replicas can compare."""
+        state = self._state
+        current = frozenset(
+            (d, add.link, state.names[d]) for d, add in state.adds.items() if self.is_current(d)
+        )
+        revoked = frozenset(
+            (d, tuple(sorted({c for r in revs for c in r.cutoffs})))
+            for d, revs in state.revokes.items()
+        )
+        applied = frozenset(i for i, n in self._index.items() if state.applied >> n & 1)
+        return RosterState(
+            current=current, revoked=revoked, recovery=self.recovery, box=self.box, applied=applied
+        )
