@@ -1,7 +1,7 @@
 """The owner's edits of a circle, from any of their devices, merged as a CRDT (spec/devices.md
 §6.3): a pure function from the set of ops to the circle's members, name and rule.
 
-Pure: no I/O and no clock. The ops share the roster's discipline (core.devices): signed
+Pure: no I/O and no clock. The ops share the roster's discipline (core.device_entries): signed
 CBOR maps, a DAG of parents, ordered by (Lamport number, ...), never by a clock.
 """
 
@@ -14,16 +14,16 @@ from typing import Any
 
 from p2pmoments.core import wire
 from p2pmoments.core.crypto import SigningKey
-from p2pmoments.core.devices import (
+from p2pmoments.core.device_entries import (
     VERSION,
     RosterError,
-    _blake,
-    _bytes32,
-    _name,
-    _parents,
-    _signed,
-    _uint,
-    _verify,
+    blake,
+    bytes32,
+    name_field,
+    parents_field,
+    signed_body,
+    uint_field,
+    verify_by,
 )
 from p2pmoments.core.profile import check_display_name
 
@@ -83,38 +83,38 @@ class Op:
 
 def decode_op(data: bytes) -> Op:
     """A verified circle op; RosterError if malformed, oversized or forged."""
-    fields, body, signature = _signed(data, MAX_OP, "circle op")
+    fields, body, signature = signed_body(data, MAX_OP, "circle op")
     kind_raw = fields.get(4)
     if type(kind_raw) is not int or kind_raw not in OpKind._value2member_map_:
         raise RosterError("unknown kind of circle op")
     kind = OpKind(kind_raw)
     if set(fields) != {1, 2, 3, 4, 5, 6, 7} | _OP_KEYS[kind]:
         raise RosterError("missing or unknown fields for its kind")
-    parents = _parents(fields[3])
+    parents = parents_field(fields[3])
     if (kind is OpKind.CREATE) != (not parents):
         raise RosterError("a create, and only it, has no parents")
     extra: dict[str, Any] = {}
     if 8 in fields:
-        extra["person"] = _bytes32(fields[8], "person")
+        extra["person"] = bytes32(fields[8], "person")
     if 9 in fields:
-        extra["name"] = _name(fields[9])
+        extra["name"] = name_field(fields[9])
     if 10 in fields:
         if type(fields[10]) is not bool:
             raise RosterError("malformed posting rule")
         extra["posting"] = fields[10]
-    device = _bytes32(fields[5], "device")
-    seq = _uint(fields[6], "sequence")
+    device = bytes32(fields[5], "device")
+    seq = uint_field(fields[6], "sequence")
     if seq < 1:
         raise RosterError("an op's sequence starts at 1")
-    _verify(device, OP_CONTEXT + body, signature, "circle op")
+    verify_by(device, OP_CONTEXT + body, signature, "circle op")
     return Op(
-        id=_blake(data, b"p2pm-circle-op"),
-        circle=_bytes32(fields[2], "circle id"),
+        id=blake(data, b"p2pm-circle-op"),
+        circle=bytes32(fields[2], "circle id"),
         parents=parents,
         kind=kind,
         device=device,
         seq=seq,
-        time=_uint(fields[7], "time"),
+        time=uint_field(fields[7], "time"),
         raw=data,
         **extra,
     )
