@@ -276,8 +276,11 @@ def test_a_device_that_was_never_added_signs_nothing() -> None:
 
 def test_only_the_genesis_root_counts() -> None:
     other_root = add(LAPTOP, LAPTOP, [])  # a root not by P
-    r = roster(GENESIS)
+    r = Roster(PERSON)
     assert r.apply(other_root) is Verdict.NOT_APPLIED
+    assert not r.is_current(raw(LAPTOP))
+    assert r.is_current(PERSON)
+    assert r.apply(GENESIS) is Verdict.APPLIED
     assert r.snapshot().current == {(PERSON, GENESIS.link, "desktop")}
 
 
@@ -367,6 +370,15 @@ def test_a_junior_device_may_revoke_a_senior_one_it_outlives() -> None:
     r = roster(GENESIS, ADD_LAPTOP, lost)
     assert not r.is_current(PERSON)
     assert r.is_current(raw(LAPTOP))
+
+
+def test_a_device_that_saw_its_own_revocation_can_no_longer_revoke() -> None:
+    lost = revoke(LAPTOP, PERSON, [ADD_LAPTOP.id])  # the laptop revokes the desktop
+    late = revoke(P, raw(LAPTOP), [lost.id])  # the desktop, having seen it, strikes back
+    r = roster(GENESIS, ADD_LAPTOP, lost, late)
+    assert late.id not in r.snapshot().applied
+    assert r.is_current(raw(LAPTOP))
+    assert not r.is_current(PERSON)
 
 
 def test_the_recovery_key_beats_the_most_senior_device() -> None:
