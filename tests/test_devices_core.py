@@ -139,15 +139,24 @@ def test_linking_a_device_makes_it_current_with_its_keys_and_name() -> None:
 
 
 def test_entry_sizes_are_those_the_spec_gives() -> None:
-    # spec/devices.md §13: an add with one parent and a 6-byte name, a revocation with
-    # 10 cut-offs, a set-box-key.
-    assert len(ADD_LAPTOP.raw) == 330
-    cut = [(scope_tag(raw(LAPTOP), bytes([i]) * 32), 1000 + i) for i in range(10)]
-    assert len(revoke(P, raw(LAPTOP), [ADD_LAPTOP.id], cut).raw) == 432
-    box = sign_entry(
-        P, person=PERSON, parents=[ADD_LAPTOP.id], kind=EntryKind.SET_BOX, time=1, key=link(9)
-    )
-    assert len(box.raw) == 219
+    # spec/devices.md §12, with a time of today's size: an add with one parent and a
+    # 6-byte name, a set-box-key, a revocation with 10 cut-offs, a set-recovery.
+    t = 1_797_000_000
+    d, lk = raw(LAPTOP), ADD_LAPTOP.link
+    consent = LAPTOP.sign(consent_message(PERSON, d, lk))
+    one = [GENESIS.id]
+    added = sign_entry(P, person=PERSON, parents=one, kind=EntryKind.ADD, time=t, device=d,
+                       link=lk, name="laptop", consent=consent)  # fmt: skip
+    assert len(added.raw) == 334
+    box = sign_entry(P, person=PERSON, parents=one, kind=EntryKind.SET_BOX, time=t, key=link(9))
+    assert len(box.raw) == 223
+    cut = [(scope_tag(d, bytes([i]) * 32), 100 + i) for i in range(10)]
+    gone = sign_entry(P, person=PERSON, parents=one, kind=EntryKind.REVOKE, time=t, device=d,
+                      cutoffs=cut)  # fmt: skip
+    assert len(gone.raw) == 426
+    rec = sign_entry(P, person=PERSON, parents=one, kind=EntryKind.SET_RECOVERY, time=t,
+                     key=raw(R), recovery_link=bytes(R_LINK.public_key))  # fmt: skip
+    assert len(rec.raw) == 258
 
 
 def _resign(body: dict[int, object], signer: SigningKey = P) -> bytes:
