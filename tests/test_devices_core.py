@@ -390,6 +390,24 @@ def test_a_device_that_saw_its_own_revocation_can_no_longer_revoke() -> None:
     assert not r.is_current(PERSON)
 
 
+def test_voiding_is_monotone_as_the_spec_says() -> None:
+    """spec/devices.md §3.2: B revokes C while A (senior) revokes B, and C adds X: B's
+    revocation is void, C stays, and X's add stays void (it errs towards refusing)."""
+    b, c, x = key(21), key(22), key(23)
+    add_b = add(P, b, [GENESIS.id])
+    add_c = add(P, c, [add_b.id])
+    by_a = revoke(P, raw(b), [add_c.id])
+    by_b = revoke(b, raw(c), [add_c.id])
+    by_c = add(c, x, [add_c.id])
+    r = roster(GENESIS, add_b, add_c, by_c, by_b, by_a)
+    assert not r.is_current(raw(b))
+    assert r.is_current(raw(c))
+    assert not r.is_current(raw(x))
+    again = add(c, x, r.heads())  # the remedy: link X again
+    assert r.apply(again) is Verdict.APPLIED
+    assert r.is_current(raw(x))
+
+
 def test_the_recovery_key_beats_the_most_senior_device() -> None:
     rec = set_recovery(P, [ADD_LAPTOP.id])
     thief = revoke(P, raw(LAPTOP), [rec.id])  # the thief holds the senior desktop
