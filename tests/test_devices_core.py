@@ -320,6 +320,10 @@ def test_a_roster_holds_a_bounded_number_of_entries(monkeypatch: pytest.MonkeyPa
     r = roster(GENESIS, ADD_LAPTOP)
     with pytest.raises(RosterError, match="at most 2"):
         r.apply(revoke(P, raw(LAPTOP), [ADD_LAPTOP.id]))
+    batch = Roster(PERSON)  # in one message: what fits is kept, and counts
+    with pytest.raises(RosterError, match="at most 2"):
+        batch.apply_all([GENESIS, ADD_LAPTOP, revoke(P, raw(LAPTOP), [ADD_LAPTOP.id])])
+    assert batch.is_current(raw(LAPTOP))
 
 
 def test_a_revoked_key_cannot_come_back() -> None:
@@ -526,6 +530,11 @@ def test_any_order_with_repeats_gives_the_same_roster(
     rnd.shuffle(shuffled)
     assert roster(*shuffled).snapshot() == reference
     assert len(reference.current) <= MAX_DEVICES
+    batch = Roster(PERSON)  # a whole roster message at once
+    verdicts = batch.apply_all(shuffled)
+    assert batch.snapshot() == reference
+    assert verdicts.count(Verdict.DUPLICATE) == len(shuffled) - len(made)
+    assert Verdict.PENDING not in verdicts
 
 
 @settings(max_examples=100)

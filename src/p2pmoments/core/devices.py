@@ -99,6 +99,7 @@ class Roster:
         self.person = bytes32(person, "person")
         self._held: dict[bytes, Entry] = {}
         self._pending: dict[bytes, Entry] = {}
+        self._waiting: dict[bytes, list[Entry]] = {}  # parent id -> pending entries naming it
         self._index: dict[bytes, int] = {}
         self._lamport: dict[bytes, int] = {}
         self._anc: dict[bytes, int] = {}  # bitmask of ancestors, by index
@@ -106,6 +107,31 @@ class Roster:
 
     def apply(self, entry: Entry) -> Verdict:
         """Hold `entry` (decoded: its signatures are checked) and recompute the state."""
+        return self.apply_all([entry])[0]
+
+    def apply_all(self, entries: Sequence[Entry]) -> list[Verdict]:
+        """`apply` for each entry, recomputing the state once (a roster message carries up
+        to 1,024 entries: one by one, a full roster would take a second to replay)."""
+        taken: list[Verdict | None] = []
+        try:
+            for entry in entries:
+                taken.append(self._take(entry))
+        finally:  # past a bound, what came before is still held
+            self._promote()
+            if any(t is None for t in taken):
+                self._recompute()
+        verdicts = []
+        for entry, verdict in zip(entries, taken, strict=True):
+            if verdict is None and entry.id in self._pending:
+                verdict = Verdict.PENDING
+            elif verdict is None:
+                bit = 1 << self._index[entry.id]
+                verdict = Verdict.APPLIED if self._state.applied & bit else Verdict.NOT_APPLIED
+            verdicts.append(verdict)
+        return verdicts
+
+    def _take(self, entry: Entry) -> Verdict | None:
+        """Put `entry` with the waiting ones; DUPLICATE if held already (None otherwise)."""
         if entry.person != self.person:
             raise RosterError("an entry of another person's roster")
         if entry.id in self._held or entry.id in self._pending:
@@ -113,18 +139,21 @@ class Roster:
         if len(self._held) + len(self._pending) >= MAX_ENTRIES:
             raise RosterError(f"a roster holds at most {MAX_ENTRIES} entries")
         self._pending[entry.id] = entry
-        promoted = True
-        while promoted:  # an entry is held once all its parents are
-            promoted = False
-            for waiting in list(self._pending.values()):
-                if all(p in self._held for p in waiting.parents):
-                    self._hold(self._pending.pop(waiting.id))
-                    promoted = True
-        if entry.id in self._pending:
-            return Verdict.PENDING
-        self._recompute()
-        bit = 1 << self._index[entry.id]
-        return Verdict.APPLIED if self._state.applied & bit else Verdict.NOT_APPLIED
+        for parent in entry.parents:
+            self._waiting.setdefault(parent, []).append(entry)
+        return None
+
+    def _promote(self) -> None:
+        """Hold every waiting entry whose parents are all held, parents first."""
+        ready = [e for e in self._pending.values() if all(p in self._held for p in e.parents)]
+        while ready:
+            entry = ready.pop()
+            if entry.id not in self._pending:
+                continue
+            self._hold(self._pending.pop(entry.id))
+            for child in self._waiting.pop(entry.id, ()):
+                if child.id in self._pending and all(p in self._held for p in child.parents):
+                    ready.append(child)
 
     def _hold(self, entry: Entry) -> None:
         index = len(self._index)
