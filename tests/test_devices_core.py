@@ -533,7 +533,8 @@ def test_any_order_with_repeats_gives_the_same_roster(
     batch = Roster(PERSON)  # a whole roster message at once
     verdicts = batch.apply_all(shuffled)
     assert batch.snapshot() == reference
-    assert verdicts.count(Verdict.DUPLICATE) == len(shuffled) - len(made)
+    # A history may make one entry twice (the same body, signed alike): count ids.
+    assert verdicts.count(Verdict.DUPLICATE) == len(shuffled) - len({e.id for e in made})
     assert Verdict.PENDING not in verdicts
 
 
