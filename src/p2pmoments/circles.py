@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from p2pmoments.blobstore import BlobStore
-from p2pmoments.core.crypto import LinkPublicKey, VerifyKey
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.crypto import CryptoError, LinkPublicKey, VerifyKey, open_sealed, seal
+from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.manifest import (
@@ -61,13 +61,17 @@ class Circles:
         on_change: Changed = _nothing,
         on_gone: Gone = _nothing,
         on_removed: Removed = _nothing,
+        person: bytes | None = None,
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._events = events
         self._friends = friends
         self._identity = identity
-        self._me = bytes(identity.public.verify_key)
+        # Manifests name persons: on a device other than a person's first, the person.
+        self._me = person or bytes(identity.public.verify_key)
+        self._me_key = VerifyKey(self._me)
+        self._first_device = self._me == bytes(identity.public.verify_key)
         self.on_change = on_change
         self.on_gone = on_gone
         self.on_removed = on_removed
@@ -81,6 +85,9 @@ class Circles:
         for raw in await self._store.run(Store.manifests):
             self._remember(decode_manifest(raw))
         self._removed = await self._store.run(Store.removed_from)
+        for circle_id, epoch, sealed in await self._store.run(Store.given_keys):
+            with contextlib.suppress(CryptoError):
+                self._keys[(circle_id, epoch)] = open_sealed(self._identity.link_secret, sealed)
 
     def _remember(self, manifest: Manifest) -> None:
         self._manifests[(manifest.circle_id, manifest.epoch)] = manifest
@@ -107,11 +114,32 @@ class Circles:
         return self._manifests.get((circle_id, epoch))
 
     def key_for(self, manifest: Manifest) -> bytes:
-        """Our epoch key for a manifest (opened once, then kept)."""
+        """Our epoch key for a manifest (opened once, then kept); on a device other than
+        our first, the key another device of ours gave it (spec/devices.md section 9)."""
         slot = (manifest.circle_id, manifest.epoch)
         if slot not in self._keys:
             self._keys[slot] = epoch_key(manifest, self._identity)
         return self._keys[slot]
+
+    def keys_held(self) -> list[tuple[bytes, int, bytes]]:
+        """Every epoch key we can open, as (circle, epoch, key): for our other devices."""
+        out = []
+        for (circle_id, epoch), manifest in self._manifests.items():
+            with contextlib.suppress(RejectedError):
+                out.append((circle_id, epoch, self.key_for(manifest)))
+        return out
+
+    async def given(self, keys: Sequence[tuple[bytes, int, bytes]]) -> int:
+        """Epoch keys another device of ours gave us: kept (sealed to this device) and
+        used; how many were new."""
+        new = [(c, e, k) for c, e, k in keys if (c, e) not in self._keys]
+        if not new:
+            return 0
+        link = self._identity.public.link_key
+        await self._store.run(Store.save_given_keys, [(c, e, seal(link, k)) for c, e, k in new])
+        for circle_id, epoch, key in new:
+            self._keys[(circle_id, epoch)] = key
+        return len(new)
 
     def removed(self, circle_id: bytes) -> tuple[int, int] | None:
         """(first epoch without us, when) if the owner removed us from this circle."""
@@ -123,7 +151,7 @@ class Circles:
         return (
             current is not None
             and circle_id not in self._removed
-            and current.is_member(self._identity.public.verify_key)
+            and current.is_member(self._me_key)
         )
 
     def co_members(self) -> dict[bytes, bytes]:
@@ -267,6 +295,11 @@ class Circles:
         members: list[Member],
         members_can_post: bool,
     ) -> Manifest:
+        if not self._first_device:
+            raise UserInputError(
+                "for now, circles are made and changed on your first device "
+                "(spec/devices.md section 6.3 says how any device will)"
+            )
         try:
             return create_manifest(
                 self._identity,
@@ -314,7 +347,7 @@ class Circles:
         if (
             removed is not None
             and manifest.epoch >= removed[0]
-            and manifest.is_member(self._identity.public.verify_key)
+            and manifest.is_member(self._me_key)
         ):
             # Added again: a member like any other from this epoch on.
             await self._store.run(Store.set_removed, manifest.circle_id, None, None)

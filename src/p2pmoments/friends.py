@@ -52,6 +52,8 @@ class Friends:
         self._by_link_key: dict[bytes, FriendRecord] = {}
         self._names: dict[bytes, str] = {}  # what people we linked with call themselves
         self.my_name = ""
+        # Whose a key is: a device of a person is that person (persons.Persons.person_of).
+        self.person_of: Callable[[bytes], bytes] = lambda key: key
 
     async def load(self) -> None:
         """Read friends and names from the store."""
@@ -110,6 +112,7 @@ class Friends:
     def person(self, key: bytes) -> Person:
         """Someone as the user sees them: ourselves, a friend by what we call them, else
         by what they call themselves (their hello), marked as not a friend."""
+        key = self.person_of(key)  # a device of someone's is shown as them
         if key == self._me:
             return Person(identity=key, name=self.my_name, friend=True)
         friend = self._friends.get(key)

@@ -29,6 +29,7 @@ from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.moment import (
     Kind,
     Moment,
+    PersonLookup,
     Unsigned,
     open_content,
     open_moment,
@@ -166,6 +167,9 @@ class Moments:
         # Pieces of chunk indexes we wait for (spec/moments.md section 4), by address.
         self.pieces: dict[bytes, list[IndexPiece]] = {}
         self.verifier = Verifier()
+        # Whose device a moment's author is (persons.Persons.author_person): itself,
+        # until the node wires the rosters in.
+        self.person_of: PersonLookup = lambda author, circle, seq: author
 
     # --- storing ----------------------------------------------------------------------
 
@@ -299,7 +303,7 @@ class Moments:
         out: list[Unsigned | str] = []
         for envelope in envelopes:
             try:
-                out.append(read_envelope(envelope, self._circles.manifest_for))
+                out.append(read_envelope(envelope, self._circles.manifest_for, self.person_of))
             except RejectedError as exc:
                 out.append(exc.reason)
         return out
@@ -326,7 +330,12 @@ class Moments:
         for envelope in envelopes:
             try:
                 opened.append(
-                    open_moment(envelope, self._circles.manifest_for, self._circles.key_for)
+                    open_moment(
+                        envelope,
+                        self._circles.manifest_for,
+                        self._circles.key_for,
+                        self.person_of,
+                    )
                 )
             except RejectedError as exc:
                 rejected.append((exc.reason, len(envelope)))
@@ -512,7 +521,9 @@ class Moments:
         accepted (e.g. a photo declared as a web page, refused since spec/moments.md
         version 3): it is not shown, and nothing built from it is served."""
         try:
-            return open_moment(row.envelope, self._circles.manifest_for, self._circles.key_for)
+            return open_moment(
+                row.envelope, self._circles.manifest_for, self._circles.key_for, self.person_of
+            )
         except RejectedError as exc:
             log.debug("stored moment %s is not shown: %s", moment_text(row.moment_id), exc)
             return None

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from p2pmoments.blobstore import Location, PackWriter
 from p2pmoments.circles import Circles
 from p2pmoments.core.blobs import MAX_MEDIA_TYPE, MEDIA_TYPE, BlobEncoder, BlobKind, BlobRef
+from p2pmoments.core.crypto import VerifyKey
 from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.manifest import Manifest
@@ -226,12 +227,15 @@ class Posting:
         *,
         keep_location: bool,
         on_posted: Posted = _nothing,
+        person: bytes | None = None,
     ) -> None:
         self._store = store
         self._moments = moments
         self._circles = circles
         self._identity = identity
-        self._me = bytes(identity.public.verify_key)
+        self._me = bytes(identity.public.verify_key)  # the author: this device
+        # Who posts: the person this device is one of (spec/devices.md section 7).
+        self._person = VerifyKey(person or self._me)
         self._keep_location = keep_location
         self.on_posted = on_posted
         self._waiting: list[_Pending] = []
@@ -344,7 +348,7 @@ class Posting:
         return manifest
 
     def _check_may_post(self, manifest: Manifest) -> None:
-        me = self._identity.public.verify_key
+        me = self._person
         if not manifest.is_member(me):
             raise UserInputError(f"you are no longer a member of the circle {manifest.name!r}")
         if not manifest.may_post(me):
@@ -359,6 +363,7 @@ class Posting:
                 seq=seq,
                 time=now,
                 content=content,
+                person=self._person,
             )
         except RejectedError as exc:  # too big, or a rule our own input broke
             raise UserInputError(exc.reason) from None

@@ -17,8 +17,10 @@ from p2pmoments.core.profile import check_display_name
 __all__ = [
     "MAX_CUTOFFS",
     "MAX_ENTRY",
+    "MAX_MESSAGE_ENTRIES",
     "MAX_PARENTS",
     "ROSTER_CONTEXT",
+    "T_ROSTER",
     "VERSION",
     "Entry",
     "EntryKind",
@@ -27,6 +29,8 @@ __all__ = [
     "bytes32",
     "consent_message",
     "decode_entry",
+    "decode_roster_message",
+    "encode_roster_message",
     "manifests_scope",
     "name_field",
     "ops_scope",
@@ -290,3 +294,29 @@ def sign_entry(
     encoded = wire.encode_map(body)
     signature = signer.sign(ROSTER_CONTEXT + encoded)
     return decode_entry(wire.encode_map({1: encoded, 2: signature}))
+
+
+# --- the roster message (spec/devices.md section 8) ---------------------------------------
+
+T_ROSTER = 24  # {0: 24, 1: person, 2: [signed entries]}, on a link
+MAX_MESSAGE_ENTRIES = 1024
+
+
+def encode_roster_message(person: bytes, entries: Iterable[bytes]) -> dict[int, Any]:
+    """A link message carrying `person`'s roster entries (as signed, in roster order)."""
+    return {0: T_ROSTER, 1: person, 2: list(entries)}
+
+
+def decode_roster_message(body: dict[int, Any]) -> tuple[bytes, list[bytes]]:
+    """(person, entries as signed) of a roster message; RosterError if it is malformed
+    (each entry is decoded and verified apart)."""
+    if set(body) != {0, 1, 2} or body[0] != T_ROSTER:
+        raise RosterError("malformed roster message")
+    person, entries = bytes32(body[1], "person"), body[2]
+    if (
+        type(entries) is not list
+        or not 0 < len(entries) <= MAX_MESSAGE_ENTRIES
+        or not all(type(e) is bytes and len(e) <= MAX_ENTRY for e in entries)
+    ):
+        raise RosterError("malformed roster entries")
+    return person, entries

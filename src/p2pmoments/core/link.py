@@ -79,6 +79,7 @@ class CloseCode(enum.IntEnum):
     OVERLOAD = 7
     WRONG_IDENTITY = 8
     PAIRING_REFUSED = 9
+    UPGRADE_REQUIRED = 10  # spec/devices.md section 8: the peer knows no devices
 
 
 class LinkState(enum.Enum):
@@ -111,10 +112,12 @@ class AcceptRequest:
 class Established:
     """Both hellos verified: the peer is `peer`, who calls itself `name`."""
 
-    peer: PublicIdentity
+    peer: PublicIdentity  # the device: its key signs the link key (a person's first: P)
     name: str
     handshake_hash: bytes
     listen_port: int | None
+    person: bytes = b""  # the person the device says it is (hello key 2); checked by the shell
+    knows_devices: bool = False  # the hello carried key 6 (spec/devices.md section 8)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,12 +184,15 @@ class Link:
         pairing_token: bytes | None = None,
         pairing_tokens: Sequence[bytes] = (),
         listen_port: int | None = None,
+        person: bytes | None = None,
     ) -> None:
         """An initiator needs `remote_link_key` (and `pairing_token` for a first contact);
         a responder may be given the pairing tokens it currently honours."""
         self.initiator = initiator
         self.state = LinkState.HANDSHAKE
         self._identity = identity
+        # The person we are a device of (spec/devices.md): our identity's key if None.
+        self._person = person
         self._name = name
         self._expected_peer = expected_peer
         self._pairing_tokens = list(pairing_tokens)
@@ -430,9 +436,10 @@ class Link:
         hello: dict[int, Any] = {
             0: T_HELLO,
             1: PROTOCOL_VERSION,
-            2: bytes(me.verify_key),
-            3: me.link_signature,
+            2: self._person or bytes(me.verify_key),
+            3: me.link_signature,  # made by the device's key (6: 2), P's for the first
             4: self._name,
+            6: {1: 1, 2: bytes(me.verify_key)},  # we know devices (spec/devices.md 8)
         }
         if self._listen_port:
             hello[5] = self._listen_port
@@ -517,15 +524,16 @@ class Link:
             raise _Close(CloseCode.PROTOCOL_ERROR, f"unknown message type {kind!r}")
 
     def _on_hello(self, body: dict[int, Any]) -> None:
-        version, key, signature, name = body.get(1), body.get(2), body.get(3), body.get(4)
+        version, person, signature, name = body.get(1), body.get(2), body.get(3), body.get(4)
         port = body.get(5)
+        device = _hello_device(body.get(6), person)
         if port is not None and (type(port) is not int or not 0 < port < 65536):
             raise _Close(CloseCode.PROTOCOL_ERROR, "malformed hello port")
         if version != PROTOCOL_VERSION:
             raise _Close(CloseCode.PROTOCOL_ERROR, f"unsupported protocol version {version!r}")
         if not (
-            isinstance(key, bytes)
-            and len(key) == 32
+            isinstance(person, bytes)
+            and len(person) == 32
             and isinstance(signature, bytes)
             and isinstance(name, str)
         ):
@@ -537,13 +545,13 @@ class Link:
         assert self._hs is not None
         assert self._hs.remote_static is not None
         peer = PublicIdentity(
-            verify_key=VerifyKey(key),
+            verify_key=VerifyKey(device),
             link_key=LinkPublicKey(self._hs.remote_static),
             link_signature=signature,
         )
         try:
-            peer.verify()  # the identity vouches for the key used in the handshake
-        except BadSignatureError:
+            peer.verify()  # the device vouches for the key used in the handshake
+        except (BadSignatureError, ValueError):
             raise _Close(
                 CloseCode.WRONG_IDENTITY, "the identity does not vouch for this link key"
             ) from None
@@ -553,6 +561,28 @@ class Link:
         self._transition("hello")
         self._events.append(
             Established(
-                peer=peer, name=name, handshake_hash=self._hs.handshake_hash, listen_port=port
+                peer=peer,
+                name=name,
+                handshake_hash=self._hs.handshake_hash,
+                listen_port=port,
+                person=person,
+                knows_devices=6 in body,
             )
         )
+
+
+def _hello_device(value: object, person: object) -> bytes:
+    """The device a hello speaks for: key 6's device key, else the person's own key (an
+    older daemon, or a person's first device). spec/devices.md section 8."""
+    if value is None:
+        return person if isinstance(person, bytes) else b""
+    if (
+        type(value) is not dict
+        or value.get(1) != 1
+        or not set(value) <= {1, 2, 3}
+        or type(value.get(2)) is not bytes
+        or len(value[2]) != 32
+    ):
+        raise _Close(CloseCode.PROTOCOL_ERROR, "malformed hello device")
+    device: bytes = value[2]
+    return device

@@ -36,6 +36,7 @@ __all__ = [
     "Kind",
     "ManifestLookup",
     "Moment",
+    "PersonLookup",
     "Unsigned",
     "moment_id",
     "open_content",
@@ -138,14 +139,17 @@ def seal_moment(
     time: int,
     content: Content,
     nonce: bytes | None = None,
+    person: VerifyKey | None = None,
 ) -> Moment:
-    """Encrypt and sign a moment for the circle of `manifest` at its epoch.
+    """Encrypt and sign a moment for the circle of `manifest` at its epoch; `person` if
+    the author is a device of a person (spec/devices.md section 7), not the person.
 
     `nonce` is for the worked examples of spec/moments.md only; leave it out."""
     _check_content(content)
-    if not manifest.may_post(author.public.verify_key) and content.kind is Kind.POST:
+    who = person if person is not None else author.public.verify_key
+    if not manifest.may_post(who) and content.kind is Kind.POST:
         raise RejectedError("only the owner may post in this circle")
-    if not manifest.is_member(author.public.verify_key):
+    if not manifest.is_member(who):
         raise RejectedError("the author is not a member of this circle")
     nonce = random_bytes(NONCE_LEN) if nonce is None else nonce
     header: dict[int, Any] = {
@@ -187,9 +191,18 @@ class Header:
     nonce: bytes
     ciphertext: bytes
     header_bytes: bytes
+    person: VerifyKey  # whose device the author is: the author itself but for devices
 
 
 ManifestLookup = Callable[[bytes, int], Manifest | None]
+# Whose the author of a moment of (circle, seq) is (spec/devices.md section 7): a person
+# for a device their roster accepts there, the key itself for a key no roster claims,
+# None for one it must not count as anyone's (revoked past its cut-off, claimed twice).
+PersonLookup = Callable[[bytes, bytes, int], bytes | None]
+
+
+def _own_person(author: bytes, circle: bytes, seq: int) -> bytes | None:
+    return author
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +229,11 @@ def verify_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Header:
 _BODY_KEYS = list(range(1, 9))
 
 
-def _verified(envelope: bytes, manifest_for: ManifestLookup) -> tuple[Header, Manifest]:
+def _verified(
+    envelope: bytes, manifest_for: ManifestLookup, person_of: PersonLookup = _own_person
+) -> tuple[Header, Manifest]:
     """verify_envelope, and the manifest of the moment's circle and epoch."""
-    unsigned = read_envelope(envelope, manifest_for)
+    unsigned = read_envelope(envelope, manifest_for, person_of)
     try:
         unsigned.header.author.verify(unsigned.signed, unsigned.signature)
     except BadSignatureError:
@@ -226,7 +241,9 @@ def _verified(envelope: bytes, manifest_for: ManifestLookup) -> tuple[Header, Ma
     return unsigned.header, unsigned.manifest
 
 
-def read_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Unsigned:
+def read_envelope(
+    envelope: bytes, manifest_for: ManifestLookup, person_of: PersonLookup = _own_person
+) -> Unsigned:
     """An envelope's structure and membership checked, not its signature (a batch has its
     signatures checked together: crypto.verify_many); RejectedError says why.
 
@@ -270,7 +287,11 @@ def read_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Unsigned:
     if manifest is None:
         raise RejectedError("unknown circle or epoch")
     author = VerifyKey(author_raw)
-    if not manifest.is_member(author):
+    person_raw = person_of(author_raw, circle_id, seq)
+    if person_raw is None:
+        raise RejectedError("the author's device does not count as its person's here")
+    person = author if person_raw == author_raw else VerifyKey(person_raw)
+    if not manifest.is_member(person):
         raise RejectedError("the author is not a member of this circle at this epoch")
     header = Header(
         circle_id=circle_id,
@@ -283,6 +304,7 @@ def read_envelope(envelope: bytes, manifest_for: ManifestLookup) -> Unsigned:
         # Fields 1-7, the associated data: the body less its last entry, the ciphertext
         # (the body is deterministic, checked by decode_map).
         header_bytes=wire.without_last_bytes_entry(body, ciphertext),
+        person=person,
     )
     return Unsigned(envelope, header, manifest, MOMENT_CONTEXT + body, signature)
 
@@ -295,9 +317,10 @@ def open_moment(
     envelope: bytes,
     manifest_for: ManifestLookup,
     key_for: Callable[[Manifest], bytes],
+    person_of: PersonLookup = _own_person,
 ) -> Moment:
     """Verify and decrypt a moment; RejectedError with the reason if it must not be kept."""
-    header, manifest = _verified(envelope, manifest_for)
+    header, manifest = _verified(envelope, manifest_for, person_of)
     return open_content(Unsigned(envelope, header, manifest, b"", b""), key_for)
 
 
@@ -348,7 +371,7 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
         blobs=refs,
     )
     _check_content(content)
-    if kind is Kind.POST and not manifest.may_post(header.author):
+    if kind is Kind.POST and not manifest.may_post(header.person):
         raise RejectedError("only the owner may post in this circle")
     return Moment(
         id=moment_id(envelope),

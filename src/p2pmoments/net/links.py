@@ -116,6 +116,8 @@ class Hello:
     pairing_id: int | None  # we dialled to complete this pairing
     pairing_token: bytes | None  # they used this code of ours
     path: str = "lan"  # lan, static or tor
+    person: bytes = b""  # the person `key` says it is a device of (checked by the daemon)
+    knows_devices: bool = False  # its hello said so (spec/devices.md section 8)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,8 +213,10 @@ class Links:
         name: Callable[[], str],
         pairing_psks: Callable[[], list[bytes]],
         clock: Callable[[], float] = time.monotonic,
+        person: bytes | None = None,
     ) -> None:
         self._identity = identity
+        self._person = person  # the person we are a device of (spec/devices.md); None: us
         self._me = bytes(identity.public.verify_key)
         self._handler = handler
         self._spawn = spawn
@@ -299,6 +303,7 @@ class Links:
             now=self._clock(),
             pairing_tokens=self._pairing_psks(),
             listen_port=self.listen_port,
+            person=self._person,
         )
         runner = LinkRunner(link, reader, writer, self._on_event, clock=self._clock)
         if over_tor:
@@ -402,6 +407,8 @@ class Links:
             pairing_id=runner.pairing_id,
             pairing_token=runner.pairing_token,
             path=runner.path,
+            person=event.person or key,
+            knows_devices=event.knows_devices,
         )
         # While the daemon looks at who this is (it may await the store) and a link it
         # replaces is let go, nobody dials the peer: a second link would only be dropped
@@ -768,6 +775,7 @@ class Links:
                     expected_peer=VerifyKey(target.verify_key),
                     pairing_token=target.pairing_psk,
                     listen_port=self.listen_port,
+                    person=self._person,
                 )
                 runner = LinkRunner(link, reader, writer, self._on_event, clock=self._clock)
                 if isinstance(route, OnionAddress):

@@ -56,6 +56,7 @@ class CircleTables(Database):
             conn.execute("DELETE FROM manifests WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM removals WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM given_keys WHERE circle_id = ?", (circle_id,))
         return freed
 
     # --- removal notices (spec/moments.md section 8) -----------------------------------
@@ -98,3 +99,15 @@ class CircleTables(Database):
             " WHERE removed_epoch IS NOT NULL"
         )
         return {r[0]: (r[1], r[2]) for r in rows}
+
+    def given_keys(self) -> list[tuple[bytes, int, bytes]]:
+        """Epoch keys another device of ours gave us: (circle, epoch, sealed to us)."""
+        return list(self._conn.execute("SELECT circle_id, epoch, sealed FROM given_keys"))
+
+    def save_given_keys(self, keys: list[tuple[bytes, int, bytes]]) -> None:
+        """Keep epoch keys given by another device of ours, sealed to this one."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO given_keys (circle_id, epoch, sealed) VALUES (?, ?, ?)",
+                keys,
+            )

@@ -116,6 +116,18 @@ class PeopleTables(Database):
 
     # --- reach cards (spec/tor.md section 6) ---------------------------------------
 
+    def roster_entries(self) -> list[tuple[bytes, bytes]]:
+        """Every roster entry held, as (person, entry as signed), in the order kept."""
+        return list(self._conn.execute("SELECT person, entry FROM roster_entries ORDER BY rowid"))
+
+    def save_roster_entries(self, person: bytes, entries: list[tuple[bytes, bytes]]) -> None:
+        """Keep verified entries of `person`'s roster, as (id, entry); known ones once."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO roster_entries (person, entry_id, entry) VALUES (?, ?, ?)",
+                [(person, i, e) for i, e in entries],
+            )
+
     def reach_cards(self) -> list[bytes]:
         """Every reach card held (ours among them), as signed."""
         return [r[0] for r in self._conn.execute("SELECT card FROM reach ORDER BY verify_key")]

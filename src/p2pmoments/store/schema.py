@@ -132,5 +132,23 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     ALTER TABLE pairings ADD COLUMN onion BLOB CHECK (onion IS NULL OR length(onion) = 32);
     """,
+    # 6: rosters (spec/devices.md section 2): the signed entries that say which device
+    # keys are whose, ours and those of the friends and co-members who have several
+    # devices; kept as they came, checked again when loaded. And the epoch keys another
+    # device of ours gave this one (section 9), sealed to this device's own link key.
+    """
+    CREATE TABLE roster_entries (
+        person   BLOB NOT NULL CHECK (length(person) = 32),
+        entry_id BLOB NOT NULL CHECK (length(entry_id) = 32),
+        entry    BLOB NOT NULL CHECK (length(entry) <= 16384),
+        PRIMARY KEY (person, entry_id)
+    ) STRICT;
+    CREATE TABLE given_keys (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        epoch     INTEGER NOT NULL CHECK (epoch >= 0),
+        sealed    BLOB NOT NULL,
+        PRIMARY KEY (circle_id, epoch)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,7 @@ from p2pmoments.core.replication.vectors import (
     SendManifests,
     SendRange,
     VectorSync,
+    same_person,
 )
 
 __all__ = [
@@ -188,8 +189,11 @@ class Replicator:
         *,
         verify_manifest: VerifyManifest,
         verify_removal: VerifyRemoval,
+        person_of: Callable[[bytes], bytes] = same_person,
     ) -> None:
         self.me = me
+        # Whose device a key is (spec/devices.md section 7): manifests name persons.
+        self._person_of = person_of
         self._verify_manifest = verify_manifest
         self._verify_removal = verify_removal
         self._vectors = VectorSync(me)
@@ -224,7 +228,8 @@ class Replicator:
         if manifest.epoch in epochs:
             return []
         epochs[manifest.epoch] = manifest
-        if manifest.members and self.me in manifest.members and manifest.epoch >= max(epochs):
+        me = self._person_of(self.me)
+        if manifest.members and me in manifest.members and manifest.epoch >= max(epochs):
             self._left.discard(manifest.circle)  # added (back): a member again
         if manifest.circle in self._left:
             return []
@@ -233,7 +238,7 @@ class Replicator:
             Send(peer, Manifests(manifests=(manifest.raw,)))
             for peer in self._vectors.linked()
             # Only to those it names: an old epoch's membership is not for later members.
-            if membership.in_latest(peer) and peer in manifest.members
+            if membership.in_latest(peer) and self._person_of(peer) in manifest.members
         ]
         out += self._expand(self._vectors.set_circle(manifest.circle, membership))
         return out
@@ -429,7 +434,11 @@ class Replicator:
 
     def _membership(self, circle: bytes) -> Membership:
         epochs = self._manifests[circle]
-        return Membership(latest=max(epochs), members={e: m.members for e, m in epochs.items()})
+        return Membership(
+            latest=max(epochs),
+            members={e: m.members for e, m in epochs.items()},
+            person_of=self._person_of,
+        )
 
     def _on_manifests(self, peer: bytes, message: Manifests, now: float) -> list[Action]:
         out: list[Action] = []
@@ -457,10 +466,13 @@ class Replicator:
             epochs = self._manifests.get(removal.circle)
             if (
                 epochs is None
-                or removal.member != self.me
+                or removal.member != self._person_of(self.me)
                 or removal.circle in self._left
                 or epochs[max(epochs)].owner != removal.owner
-                or (max(epochs) >= removal.epoch and self.me in epochs[max(epochs)].members)
+                or (
+                    max(epochs) >= removal.epoch
+                    and self._person_of(self.me) in epochs[max(epochs)].members
+                )
             ):
                 continue  # not ours, not its owner, or a newer manifest names us again
             self._left.add(removal.circle)

@@ -12,30 +12,39 @@ actions are made.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from p2pmoments.core.replication.messages import Have, Message, Slot
 
-__all__ = ["Membership", "Send", "SendManifests", "SendRange", "VectorSync"]
+__all__ = ["Membership", "Send", "SendManifests", "SendRange", "VectorSync", "same_person"]
+
+
+def same_person(device: bytes) -> bytes:
+    """A key that is its own person: everyone, until rosters say otherwise."""
+    return device
 
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """Who is in a circle: per epoch, and the latest epoch."""
+    """Who is in a circle: per epoch, and the latest epoch. Manifests name persons; a
+    peer is a device, and `person_of` says whose (spec/devices.md section 7: a current
+    device of a member is the member; anyone else is themselves)."""
 
     latest: int
-    members: Mapping[int, frozenset[bytes]]  # epoch -> identity keys
+    members: Mapping[int, frozenset[bytes]]  # epoch -> identity keys (persons)
+    person_of: Callable[[bytes], bytes] = same_person
 
     def in_latest(self, peer: bytes) -> bool:
-        return peer in self.members.get(self.latest, frozenset())
+        return self.person_of(peer) in self.members.get(self.latest, frozenset())
 
     def epochs_of(self, peer: bytes) -> frozenset[int]:
-        return frozenset(e for e, who in self.members.items() if peer in who)
+        person = self.person_of(peer)
+        return frozenset(e for e, who in self.members.items() if person in who)
 
     def may_read(self, peer: bytes, epoch: int) -> bool:
         """True if `peer` is in the latest manifest and in `epoch` (holds its key)."""
-        return self.in_latest(peer) and peer in self.members.get(epoch, frozenset())
+        return self.in_latest(peer) and self.person_of(peer) in self.members.get(epoch, frozenset())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,180 @@
+"""Persons and their devices (spec/devices.md): the rosters we hold, ours and those of the
+friends and co-members who have several devices, and what follows from them: whose a
+device key is, which link keys to admit, which devices to dial.
+
+The rules are core.devices' (a roster's state is a function of its entries); this part
+keeps the entries (store, table roster_entries) and answers questions about them. A
+person with one device has no roster: their device key is their identity key, as
+before devices existed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from p2pmoments.core.device_entries import Entry, RosterError, decode_entry
+from p2pmoments.core.devices import Roster, Verdict
+from p2pmoments.events import EventBus
+from p2pmoments.store import AsyncStore, Store
+
+__all__ = ["MAX_ROSTER_MESSAGE", "Persons"]
+
+log = logging.getLogger(__name__)
+
+MAX_ROSTER_MESSAGE = 1024  # entries in one roster message (a roster's own bound)
+MAX_ROSTERS = 1024  # persons whose rosters we keep: friends and co-members, bounded
+
+
+class Persons:
+    """Which device keys are whose."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        events: EventBus,
+        *,
+        me: bytes,
+        device: bytes,
+        on_change: Callable[[bytes], None] = lambda person: None,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self.me = me  # our person
+        self.device = device  # this device's key (me, on a person's first device)
+        self.on_change = on_change
+        self._rosters: dict[bytes, Roster] = {}
+        self._owner: dict[bytes, bytes | None] = {}  # device -> person (None: claimed twice)
+        self._links: dict[bytes, tuple[bytes, bytes]] = {}  # link key -> (person, device)
+
+    async def load(self) -> None:
+        """Read every roster entry kept, checked again as it is applied."""
+        by_person: dict[bytes, list[Entry]] = {}
+        for person, raw in await self._store.run(Store.roster_entries):
+            try:
+                by_person.setdefault(person, []).append(decode_entry(raw))
+            except RosterError as exc:  # kept by a daemon with other rules: dropped
+                log.warning("a kept roster entry no longer decodes: %s", exc)
+        for person, entries in by_person.items():
+            roster = self._rosters.setdefault(person, Roster(person))
+            roster.apply_all(entries)
+        self._index()
+
+    # --- questions ---------------------------------------------------------------------
+
+    def roster(self, person: bytes) -> Roster | None:
+        """A person's roster, if they have several devices and we hold it."""
+        return self._rosters.get(person)
+
+    def person_of(self, device: bytes) -> bytes:
+        """Whose current device `device` is: its person, or itself (a person's only
+        device, or a key no roster claims). A revoked device is itself: a member no
+        more (it receives nothing new, spec/devices.md section 3)."""
+        person = self._owner.get(device)
+        if person is None:
+            return device
+        roster = self._rosters[person]
+        return person if roster.is_current(device) else device
+
+    def author_person(self, author: bytes, scope: bytes, seq: int) -> bytes | None:
+        """Whose a moment signed by `author` at `seq` in `scope` (a circle) is: its
+        person if their roster accepts it there (current, or revoked and within its
+        cut-off), None if it must count as no one's (spec/devices.md sections 4, 7)."""
+        if author in self._owner:
+            person = self._owner[author]
+            if person is None:  # in two rosters: in neither (spec/devices.md 11)
+                return None
+            return person if self._rosters[person].accepts(author, scope, seq) else None
+        roster = self._rosters.get(author)
+        if roster is not None and not roster.accepts(author, scope, seq):
+            return None  # a person's first key, revoked (its later signatures are void)
+        return author
+
+    def devices_of(self, person: bytes) -> dict[bytes, bytes]:
+        """A person's current devices other than their first key: device -> link key."""
+        roster = self._rosters.get(person)
+        if roster is None:
+            return {}
+        out = {}
+        for device, link, _ in roster.snapshot().current:
+            if device != person:
+                out[device] = link
+        return out
+
+    def by_link_key(self, link_key: bytes) -> tuple[bytes, bytes] | None:
+        """(person, device) of a current device with this link key, if any."""
+        return self._links.get(link_key)
+
+    def device_name(self, device: bytes) -> str | None:
+        """The name a device was given in its person's roster."""
+        person = self._owner.get(device)
+        if person is None:
+            return None
+        return self._rosters[person].name_of(device)
+
+    def entries_of(self, person: bytes) -> list[bytes]:
+        """A person's roster as signed entries, in roster order (to hand to a peer)."""
+        roster = self._rosters.get(person)
+        return roster.missing_for(()) if roster is not None else []
+
+    def persons(self) -> list[bytes]:
+        """Every person whose roster we hold."""
+        return list(self._rosters)
+
+    # --- changes ------------------------------------------------------------------------
+
+    async def receive(self, person: bytes, raws: Sequence[object]) -> tuple[int, int]:
+        """A peer handed us entries of `person`'s roster: (kept, junk). An entry that
+        does not decode or verify is junk; the others are kept whatever their standing
+        (a lost race, a bound) so that every holder computes the same state."""
+        if len(raws) > MAX_ROSTER_MESSAGE:
+            return 0, len(raws)
+        if person not in self._rosters and len(self._rosters) >= MAX_ROSTERS:
+            return 0, 0
+        entries, junk = [], 0
+        for raw in raws:
+            try:
+                entry = decode_entry(raw) if type(raw) is bytes else None
+            except RosterError as exc:
+                log.info("a roster entry of %s refused: %s", person.hex()[:12], exc)
+                entry = None
+            if entry is None or entry.person != person:
+                junk += 1
+            else:
+                entries.append(entry)
+        kept = await self.keep(person, entries)
+        return kept, junk
+
+    async def keep(self, person: bytes, entries: Iterable[Entry]) -> int:
+        """Hold verified entries of `person`'s roster; how many were new."""
+        entries = list(entries)
+        if not entries:
+            return 0
+        roster = self._rosters.get(person) or Roster(person)
+        before = roster.snapshot()
+        verdicts = roster.apply_all(entries)
+        new = [e for e, v in zip(entries, verdicts, strict=True) if v is not Verdict.DUPLICATE]
+        if not new:
+            return 0
+        self._rosters[person] = roster
+        await self._store.run(Store.save_roster_entries, person, [(e.id, e.raw) for e in new])
+        self._index()
+        if roster.snapshot() != before:
+            self._events.publish("devices.changed", person=person.hex())
+            self.on_change(person)
+        return len(new)
+
+    def _index(self) -> None:
+        owner: dict[bytes, bytes | None] = {}
+        links: dict[bytes, tuple[bytes, bytes]] = {}
+        for person, roster in self._rosters.items():
+            state = roster.snapshot()
+            ever = {d for d, _, _ in state.current} | {d for d, _ in state.revoked}
+            for device in ever:
+                if device == person:
+                    continue  # a person's first key is theirs anyway
+                owner[device] = None if device in owner else person
+            for device, link, _ in state.current:
+                links[link] = (person, device)
+        self._owner = owner
+        self._links = links
