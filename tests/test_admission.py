@@ -8,10 +8,12 @@ from hypothesis import strategies as st
 
 from p2pmoments.core.admission import (
     Claim,
+    Client,
     Half,
     Known,
     Verdict,
     admit,
+    control_room,
     keep_new_link,
     make_room,
 )
@@ -134,3 +136,52 @@ def test_a_direct_link_beats_one_over_tor_and_both_sides_agree(
         new_over_tor=new_tor,
     )
     assert mine == theirs == old_tor  # the LAN link stays, whoever dialled it
+
+
+def client(n: int, host: str = "127.0.0.1", *, busy: bool = False) -> Client[int]:
+    return Client(conn=n, host=host, idle_since=float(n), busy=busy)
+
+
+def control(conns: list[Client[int]], host: str = "127.0.0.1") -> tuple[bool, list[int]]:
+    return control_room(conns, host, max_conns=4, max_per_host=3)
+
+
+def test_the_control_port_takes_a_connection_below_its_bounds() -> None:
+    assert control([client(1), client(2, "127.0.0.2")]) == (True, [])
+
+
+def test_a_slow_client_makes_room_for_the_next_one() -> None:
+    """The one idle longest goes, not one being answered, however old."""
+    conns = [client(1, busy=True), client(2), client(3)]
+    assert control(conns) == (True, [2])
+    conns = [client(1, "a", busy=True), client(2, "b"), client(3, "c"), client(4, "d")]
+    assert control(conns) == (True, [2])
+
+
+def test_one_address_cannot_take_every_connection() -> None:
+    conns = [client(1, "a"), client(2, "b", busy=True), client(3, "b"), client(4, "b")]
+    assert control(conns, "b") == (True, [3])  # b's own, though a's is older
+
+
+def test_when_every_connection_is_at_work_a_new_one_is_refused() -> None:
+    assert control([client(i, "abcd"[i], busy=True) for i in range(4)]) == (False, [])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=4), st.sampled_from("abc")
+)
+def test_on_the_control_port_the_bounds_hold_after_making_room(
+    entries: list[tuple[str, bool]], host: str
+) -> None:
+    conns = [client(i, h, busy=busy) for i, (h, busy) in enumerate(entries)]
+    if any(sum(1 for c in conns if c.host == x) > 3 for x in "abc"):
+        return  # not a state the bounds allow
+    ok, evicted = control(conns, host)
+    left = [c for c in conns if c.conn not in evicted]
+    assert all(not c.busy for c in conns if c.conn in evicted)
+    if ok:
+        assert len(left) + 1 <= 4
+        assert sum(1 for c in left if c.host == host) + 1 <= 3
+    else:
+        assert not evicted
+        assert all(c.busy for c in conns if c.host == host) or all(c.busy for c in conns)

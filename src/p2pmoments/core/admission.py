@@ -11,9 +11,11 @@ from typing import Generic, TypeVar
 __all__ = [
     "Admission",
     "Claim",
+    "Client",
     "Known",
     "Verdict",
     "admit",
+    "control_room",
     "keep_new_link",
     "make_room",
 ]
@@ -117,6 +119,40 @@ def make_room(
         remaining.remove(oldest)
         evict.append(oldest.conn)
     return links + len(remaining) < max_links, evict
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client(Generic[T]):
+    """A connection to the control port."""
+
+    conn: T
+    host: str  # the address it comes from
+    idle_since: float  # when it opened or was last answered
+    busy: bool  # a request of its is being answered: never evicted
+
+
+def control_room(
+    conns: Sequence[Client[T]], host: str, *, max_conns: int, max_per_host: int
+) -> tuple[bool, list[T]]:
+    """Whether a new connection from `host` to the control port may stay, and the
+    connections to close first to make room: at a bound (this host's, or all), the one
+    idle longest, never one being answered. The flood this is against sends request
+    heads slowly, so it only ever holds idle connections, and it makes room for
+    everyone else's; a newcomer is refused only when every connection is at work."""
+    evict: list[T] = []
+    remaining = list(conns)
+    for bound, of_host in ((max_per_host, True), (max_conns, False)):
+        while True:
+            crowd = [c for c in remaining if c.host == host or not of_host]
+            if len(crowd) < bound:
+                break
+            idle = [c for c in crowd if not c.busy]
+            if not idle:
+                return False, []
+            oldest = min(idle, key=lambda c: c.idle_since)
+            remaining.remove(oldest)
+            evict.append(oldest.conn)
+    return True, evict
 
 
 def keep_new_link(
