@@ -16,6 +16,7 @@ from p2pmoments.core.admission import (
     control_room,
     keep_new_link,
     make_room,
+    stream_room,
 )
 
 
@@ -185,3 +186,41 @@ def test_on_the_control_port_the_bounds_hold_after_making_room(
     else:
         assert not evicted
         assert all(c.busy for c in conns if c.host == host) or all(c.busy for c in conns)
+
+
+def streams(holders: str, session: str) -> tuple[bool, int | None]:
+    return stream_room(list(holders), session, max_streams=6, max_per_session=3)
+
+
+def test_event_streams_are_bounded_per_session() -> None:
+    assert streams("", "a") == (True, None)
+    assert streams("ab", "a") == (True, None)
+    assert streams("aab", "a") == (True, None)
+    assert streams("aaab", "a") == (False, None)  # a is at its own bound
+    assert streams("aaab", "b") == (True, None)
+
+
+def test_when_all_are_taken_the_biggest_holder_makes_room() -> None:
+    assert streams("abcaab", "c") == (True, 0)  # a's oldest: a holds 3, c would hold 2
+    assert streams("bbaaac", "c") == (True, 2)
+    assert streams("aabbcc", "d") == (True, 0)  # a tie: the oldest stream goes
+    assert streams("aabbcc", "c") == (False, None)  # as many as any other: wait
+    assert streams("aabbcc", "a") == (False, None)
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=6), st.sampled_from("abcd"))
+def test_a_session_never_loses_a_stream_to_one_holding_as_many(
+    holders: list[str], session: str
+) -> None:
+    if any(holders.count(x) > 3 for x in "abcd"):
+        return  # not a state the bounds allow
+    ok, end = stream_room(holders, session, max_streams=6, max_per_session=3)
+    left = list(holders)
+    if end is not None:
+        assert ok
+        victim = left.pop(end)
+        assert victim != session
+        assert holders.count(victim) > holders.count(session) + 1
+    if ok:
+        assert len(left) + 1 <= 6
+        assert left.count(session) + 1 <= 3

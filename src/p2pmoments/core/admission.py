@@ -4,6 +4,7 @@ sections 1, 8 and 9). Pure decisions; the shell looks things up and carries them
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -18,6 +19,7 @@ __all__ = [
     "control_room",
     "keep_new_link",
     "make_room",
+    "stream_room",
 ]
 
 T = TypeVar("T")
@@ -153,6 +155,26 @@ def control_room(
             remaining.remove(oldest)
             evict.append(oldest.conn)
     return True, evict
+
+
+def stream_room(
+    holders: Sequence[str], session: str, *, max_streams: int, max_per_session: int
+) -> tuple[bool, int | None]:
+    """Whether `session` may open another event stream, given the session holding each
+    one open (oldest first), and which of those to end first to make room: at the bound
+    for all, the oldest stream of the session holding the most, if it holds more than
+    this one would. A session at its own bound is refused, so the pages of one session
+    can never starve the others'."""
+    mine = sum(1 for h in holders if h == session)
+    if mine >= max_per_session:
+        return False, None
+    if len(holders) < max_streams:
+        return True, None
+    counts = Counter(holders)
+    top = max(counts.values())
+    if top <= mine + 1:
+        return False, None
+    return True, next(i for i, h in enumerate(holders) if counts[h] == top)
 
 
 def keep_new_link(
