@@ -104,6 +104,16 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(client: Cl
     assert old.status == 404
 
 
+async def test_a_second_tab_revalidating_the_page_keeps_the_pages_policy(client: Client) -> None:
+    """A 304 for the page gives the browser the headers of the page it cached: with the
+    sandbox policy of other responses, a second tab of the app ran no script at all."""
+    page = await client.get("/")
+    again = await client.get("/", headers={"If-None-Match": page.headers["ETag"]})
+    assert again.status == 304
+    assert again.headers["Content-Security-Policy"] == page.headers["Content-Security-Policy"]
+    assert "sandbox" not in again.headers["Content-Security-Policy"]
+
+
 async def test_no_inline_script_or_style_and_no_other_origin_in_the_files() -> None:
     folder = Path(webapp.__file__).parent / "web"
     assert sorted(p.name for p in folder.iterdir()) == sorted(webapp.ASSETS)

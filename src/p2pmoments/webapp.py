@@ -300,7 +300,11 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     """Every response: the usual security headers; pages get the app's CSP."""
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
-    is_page = response.content_type == "text/html"
+    # A 304 has no body and no type, but the browser takes its headers for the page it
+    # had cached: a page's 304 must carry the page's policy, not the sandbox.
+    is_page = response.content_type == "text/html" or (
+        response.status == 304 and request.path in PAGES
+    )
     response.headers.setdefault("Content-Security-Policy", PAGE_CSP if is_page else OTHER_CSP)
     if request.path.startswith(API_PREFIX + "/"):
         response.headers.setdefault("Cache-Control", "no-store")
