@@ -43,6 +43,7 @@ from aiohttp import web
 
 from p2pmoments import qr
 from p2pmoments.api.base import API_PREFIX, NODE, WEB_GATE, ApiError, WebGate, has_bearer
+from p2pmoments.api.guards import connection_lost
 from p2pmoments.core.admission import stream_room
 from p2pmoments.events import Event
 from p2pmoments.files import write_file_atomically
@@ -432,20 +433,18 @@ def _sse(event: str | None, ident: str, data: dict[str, Any]) -> bytes:
     return "\n".join(lines).encode()
 
 
-async def _next(
-    bus: Any, after: int, closing: asyncio.Event, ended: asyncio.Event
-) -> tuple[list[Event], bool] | None:
-    """Events after `after` (waiting up to HEARTBEAT), or None once the app is closing
-    or this stream is `ended` to make room for another."""
+async def _next(bus: Any, after: int, *stops: asyncio.Event) -> tuple[list[Event], bool] | None:
+    """Events after `after` (waiting up to HEARTBEAT), or None once any of `stops` is
+    set: the app is closing, the stream ended to make room, or the client went."""
     waiter = asyncio.ensure_future(bus.wait_after(after, HEARTBEAT))
-    stoppers = [asyncio.ensure_future(e.wait()) for e in (closing, ended)]
+    stoppers = [asyncio.ensure_future(e.wait()) for e in stops]
     try:
         await asyncio.wait({waiter, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (waiter, *stoppers):
             task.cancel()
         await asyncio.gather(waiter, *stoppers, return_exceptions=True)
-    if closing.is_set() or ended.is_set() or waiter.cancelled():
+    if any(e.is_set() for e in stops) or waiter.cancelled():
         return None
     result: tuple[list[Event], bool] = waiter.result()
     return result
@@ -494,6 +493,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         oldest.set()  # it ends; its page reconnects, and is refused if it holds its share
         del streams[oldest]
     ended = asyncio.Event()
+    gone = connection_lost(request)  # its slot is free at once, not at the next write
     streams[ended] = session
     try:
         await response.prepare(request)
@@ -501,7 +501,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
         hello = {"last_id": after, "boot": boot}
         await response.write(_sse("gap" if gap else "hello", f"{boot}-{after}", hello))
         while True:
-            answer = await _next(bus, after, app[_CLOSING], ended)
+            answer = await _next(bus, after, app[_CLOSING], ended, gone)
             if answer is None:
                 break
             events, missed = answer

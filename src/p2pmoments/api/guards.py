@@ -32,7 +32,14 @@ from p2pmoments.api.base import (
 )
 from p2pmoments.core.admission import Client, control_room
 
-__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "MAX_PER_HOST", "MIDDLEWARES", "ApiRunner"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_PER_HOST",
+    "MIDDLEWARES",
+    "ApiRunner",
+    "connection_lost",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +134,13 @@ class _JsonErrorHandler(RequestHandler):
     line over 8190 bytes, garbage) with our JSON error body instead of text/plain. Those
     errors come before any middleware (aiohttp issue 3287), so only this can shape them."""
 
-    __slots__ = ("_idle_since",)
+    __slots__ = ("_idle_since", "lost")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection, then make room for it or refuse it (control_room)."""
         now = self._loop.time()
         self._idle_since = now
+        self.lost = asyncio.Event()  # set when the client goes (see connection_lost)
         super().connection_made(transport)
         manager = self._manager
         if manager is None or self.transport is None:
@@ -156,6 +164,10 @@ class _JsonErrorHandler(RequestHandler):
             self.transport.write(REFUSAL % (len(body), body.encode()))
             self.force_close()
             log.debug("refused a connection from %s: every connection is in use", host)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
 
     async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -184,6 +196,13 @@ class _JsonErrorHandler(RequestHandler):
         response = web.Response(status=status, text=body, content_type="application/json")
         response.force_close()
         return response
+
+
+def connection_lost(request: web.BaseRequest) -> asyncio.Event:
+    """An event set when the client that sent `request` goes: a long answer (an event
+    stream) can end at once instead of at its next write."""
+    protocol = request.protocol
+    return protocol.lost if isinstance(protocol, _JsonErrorHandler) else asyncio.Event()
 
 
 def _host(handler: RequestHandler) -> str:
