@@ -159,6 +159,13 @@ def test_a_slow_client_makes_room_for_the_next_one() -> None:
     assert control(conns) == (True, [2])
 
 
+def test_a_connection_not_yet_read_from_is_the_last_to_make_room() -> None:
+    """In a burst, a client's whole request may be waiting unread behind the flood's."""
+    unread = Client(conn=1, host="127.0.0.1", idle_since=1.0, busy=False, heard=False)
+    assert control([unread, client(2), client(3)]) == (True, [2])
+    assert control([unread, client(2, busy=True), client(3, busy=True)]) == (True, [1])
+
+
 def test_one_address_cannot_take_every_connection() -> None:
     conns = [client(1, "a"), client(2, "b", busy=True), client(3, "b"), client(4, "b")]
     assert control(conns, "b") == (True, [3])  # b's own, though a's is older

@@ -134,12 +134,13 @@ class _JsonErrorHandler(RequestHandler):
     line over 8190 bytes, garbage) with our JSON error body instead of text/plain. Those
     errors come before any middleware (aiohttp issue 3287), so only this can shape them."""
 
-    __slots__ = ("_idle_since", "lost")
+    __slots__ = ("_heard", "_idle_since", "lost")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection, then make room for it or refuse it (control_room)."""
         now = self._loop.time()
         self._idle_since = now
+        self._heard = False
         self.lost = asyncio.Event()  # set when the client goes (see connection_lost)
         super().connection_made(transport)
         manager = self._manager
@@ -152,6 +153,7 @@ class _JsonErrorHandler(RequestHandler):
                 host=_host(h),
                 idle_since=h._idle_since,
                 busy=h._request_in_progress or bool(h._messages),
+                heard=h._heard,
             )
             for h in manager.connections
             if h is not self and isinstance(h, _JsonErrorHandler) and h.transport is not None
@@ -164,6 +166,10 @@ class _JsonErrorHandler(RequestHandler):
             self.transport.write(REFUSAL % (len(body), body.encode()))
             self.force_close()
             log.debug("refused a connection from %s: every connection is in use", host)
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)

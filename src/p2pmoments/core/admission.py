@@ -131,6 +131,7 @@ class Client(Generic[T]):
     host: str  # the address it comes from
     idle_since: float  # when it opened or was last answered
     busy: bool  # a request of its is being answered: never evicted
+    heard: bool = True  # it has sent something: one not yet read from goes last
 
 
 def control_room(
@@ -140,7 +141,9 @@ def control_room(
     connections to close first to make room: at a bound (this host's, or all), the one
     idle longest, never one being answered. The flood this is against sends request
     heads slowly, so it only ever holds idle connections, and it makes room for
-    everyone else's; a newcomer is refused only when every connection is at work."""
+    everyone else's; a newcomer is refused only when every connection is at work. A
+    connection not yet read from goes last: taken in the same burst as a flood, its
+    whole request may be waiting unread."""
     evict: list[T] = []
     remaining = list(conns)
     for bound, of_host in ((max_per_host, True), (max_conns, False)):
@@ -151,7 +154,7 @@ def control_room(
             idle = [c for c in crowd if not c.busy]
             if not idle:
                 return False, []
-            oldest = min(idle, key=lambda c: c.idle_since)
+            oldest = min(idle, key=lambda c: (not c.heard, c.idle_since))
             remaining.remove(oldest)
             evict.append(oldest.conn)
     return True, evict
