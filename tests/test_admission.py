@@ -8,12 +8,15 @@ from hypothesis import strategies as st
 
 from p2pmoments.core.admission import (
     Claim,
+    Client,
     Half,
     Known,
     Verdict,
     admit,
+    control_room,
     keep_new_link,
     make_room,
+    stream_room,
 )
 
 
@@ -134,3 +137,97 @@ def test_a_direct_link_beats_one_over_tor_and_both_sides_agree(
         new_over_tor=new_tor,
     )
     assert mine == theirs == old_tor  # the LAN link stays, whoever dialled it
+
+
+def client(n: int, host: str = "127.0.0.1", *, busy: bool = False) -> Client[int]:
+    return Client(conn=n, host=host, idle_since=float(n), busy=busy)
+
+
+def control(conns: list[Client[int]], host: str = "127.0.0.1") -> tuple[bool, list[int]]:
+    return control_room(conns, host, max_conns=4, max_per_host=3)
+
+
+def test_the_control_port_takes_a_connection_below_its_bounds() -> None:
+    assert control([client(1), client(2, "127.0.0.2")]) == (True, [])
+
+
+def test_a_slow_client_makes_room_for_the_next_one() -> None:
+    """The one idle longest goes, not one being answered, however old."""
+    conns = [client(1, busy=True), client(2), client(3)]
+    assert control(conns) == (True, [2])
+    conns = [client(1, "a", busy=True), client(2, "b"), client(3, "c"), client(4, "d")]
+    assert control(conns) == (True, [2])
+
+
+def test_a_connection_not_yet_read_from_is_the_last_to_make_room() -> None:
+    """In a burst, a client's whole request may be waiting unread behind the flood's."""
+    unread = Client(conn=1, host="127.0.0.1", idle_since=1.0, busy=False, heard=False)
+    assert control([unread, client(2), client(3)]) == (True, [2])
+    assert control([unread, client(2, busy=True), client(3, busy=True)]) == (True, [1])
+
+
+def test_one_address_cannot_take_every_connection() -> None:
+    conns = [client(1, "a"), client(2, "b", busy=True), client(3, "b"), client(4, "b")]
+    assert control(conns, "b") == (True, [3])  # b's own, though a's is older
+
+
+def test_when_every_connection_is_at_work_a_new_one_is_refused() -> None:
+    assert control([client(i, "abcd"[i], busy=True) for i in range(4)]) == (False, [])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=4), st.sampled_from("abc")
+)
+def test_on_the_control_port_the_bounds_hold_after_making_room(
+    entries: list[tuple[str, bool]], host: str
+) -> None:
+    conns = [client(i, h, busy=busy) for i, (h, busy) in enumerate(entries)]
+    if any(sum(1 for c in conns if c.host == x) > 3 for x in "abc"):
+        return  # not a state the bounds allow
+    ok, evicted = control(conns, host)
+    left = [c for c in conns if c.conn not in evicted]
+    assert all(not c.busy for c in conns if c.conn in evicted)
+    if ok:
+        assert len(left) + 1 <= 4
+        assert sum(1 for c in left if c.host == host) + 1 <= 3
+    else:
+        assert not evicted
+        assert all(c.busy for c in conns if c.host == host) or all(c.busy for c in conns)
+
+
+def streams(holders: str, session: str) -> tuple[bool, int | None]:
+    return stream_room(list(holders), session, max_streams=6, max_per_session=3)
+
+
+def test_event_streams_are_bounded_per_session() -> None:
+    assert streams("", "a") == (True, None)
+    assert streams("ab", "a") == (True, None)
+    assert streams("aab", "a") == (True, None)
+    assert streams("aaab", "a") == (False, None)  # a is at its own bound
+    assert streams("aaab", "b") == (True, None)
+
+
+def test_when_all_are_taken_the_biggest_holder_makes_room() -> None:
+    assert streams("abcaab", "c") == (True, 0)  # a's oldest: a holds 3, c would hold 2
+    assert streams("bbaaac", "c") == (True, 2)
+    assert streams("aabbcc", "d") == (True, 0)  # a tie: the oldest stream goes
+    assert streams("aabbcc", "c") == (False, None)  # as many as any other: wait
+    assert streams("aabbcc", "a") == (False, None)
+
+
+@given(st.lists(st.sampled_from("abcd"), max_size=6), st.sampled_from("abcd"))
+def test_a_session_never_loses_a_stream_to_one_holding_as_many(
+    holders: list[str], session: str
+) -> None:
+    if any(holders.count(x) > 3 for x in "abcd"):
+        return  # not a state the bounds allow
+    ok, end = stream_room(holders, session, max_streams=6, max_per_session=3)
+    left = list(holders)
+    if end is not None:
+        assert ok
+        victim = left.pop(end)
+        assert victim != session
+        assert holders.count(victim) > holders.count(session) + 1
+    if ok:
+        assert len(left) + 1 <= 6
+        assert left.count(session) + 1 <= 3

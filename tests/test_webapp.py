@@ -405,6 +405,31 @@ async def test_a_stream_does_not_hold_up_stopping(client: Client, stream_of: Any
     assert rest.startswith(b"event: hello")
 
 
+async def test_event_streams_are_bounded_per_session_so_none_starves(
+    client: Client, stream_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: a page over its session's bound is told so (429, Retry-After); when all
+    are taken, a newcomer gets in and the session holding the most gives up its oldest."""
+    monkeypatch.setattr(webapp, "MAX_STREAMS", 4)
+    monkeypatch.setattr(webapp, "MAX_STREAMS_PER_SESSION", 3)
+    hog, other = await login(client), await login(client)
+    held = [await stream_of(hog) for _ in range(3)]
+    for stream in held:
+        await stream.next()
+    refused = await client.get(f"{API_PREFIX}/events/stream", headers=hog)
+    assert refused.status == 429
+    assert refused.headers["Retry-After"] == "10"
+    assert (await refused.json())["error"]["code"] == "too_many_streams"
+    await stream_of(AUTH)  # the bearer token's holders are a session of their own
+    mine = await stream_of(other)  # all 4 taken: the hog's oldest makes room
+    await mine.next()
+    async with asyncio.timeout(5):
+        assert b"event: hello" in await held[0].response.content.read()  # it ended
+    assert not held[1].response.content.at_eof()
+    again = await client.get(f"{API_PREFIX}/events/stream", headers=hog)
+    assert again.status == 429  # it holds as many as anyone: it waits
+
+
 async def test_the_stream_refuses_a_bad_after(client: Client) -> None:
     response = await client.get(f"{API_PREFIX}/events/stream?after=x", headers=AUTH)
     assert response.status == 400

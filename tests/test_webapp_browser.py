@@ -709,3 +709,57 @@ def test_photos_come_by_drag_and_drop_and_by_paste(tmp_path: Path, daemons: list
         photos = json.loads(cli(home, "feed", "--json").stdout)["moments"][0]["photos"]
         assert [(ph["width"], ph["height"]) for ph in photos] == [(64, 48), (64, 48)]
         browser.close()
+
+
+def _hold_stream(port: int, cookie: str) -> tuple[socket.socket, int]:
+    """An event stream opened with a page's session cookie; the socket and the status."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        f"GET /api/v1/events/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Cookie: {cookie}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n" not in head:
+        head += sock.recv(1024)
+    return sock, int(head.split()[1])
+
+
+@pytest.mark.timeout(200)
+def test_a_page_refused_live_updates_says_so_and_recovers(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Issue 18: a page over its session's bound of event streams (429) says its live
+    updates are paused, tries again, and is live again once a slot frees."""
+    home = tmp_path / "alice"
+    daemon = start(daemons, home, "Alice")
+    port = int(daemon.info["api_url"].split(":")[-1].split("/")[0])
+    assert cli(home, "circle", "create", "pub").returncode == 0
+    held: list[socket.socket] = []
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        assert cli(home, "post", "--circle", "pub", "first page is live").returncode == 0
+        card(page, "first page is live").wait_for()
+        (cookie,) = [c for c in page.context.cookies() if c["name"] == f"p2pm_session_{port}"]
+        try:
+            while True:  # the rest of the session's streams, as other pages would
+                sock, status = _hold_stream(port, f"{cookie['name']}={cookie['value']}")
+                held.append(sock)
+                if status == 429:
+                    break
+                assert status == 200
+                assert len(held) < 20
+            second = page.context.new_page()
+            second.goto(page.url)
+            banner = second.locator("[data-connection]")
+            banner.wait_for(state="visible")
+            assert "too many pages" in banner.inner_text()
+            held.pop(0).close()  # a page closes: its slot is free at once
+            banner.wait_for(state="hidden", timeout=40_000)
+            assert cli(home, "post", "--circle", "pub", "live again").returncode == 0
+            card(second, "live again").wait_for()
+            assert page.errors == []
+        finally:
+            for sock in held:
+                sock.close()
+        browser.close()

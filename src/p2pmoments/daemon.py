@@ -25,6 +25,7 @@ from p2pmoments.api import API_PREFIX, ApiRunner, create_app
 from p2pmoments.config import Address, Config
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.home import load_identity, load_or_create_token
+from p2pmoments.limits import AcceptGuard, raise_open_files_limit
 from p2pmoments.net.links import describe_bind_error
 from p2pmoments.node import Node, Profile
 from p2pmoments.paths import Paths
@@ -162,6 +163,7 @@ def run_daemon(paths: Paths, config: Config, *, out: TextIO = sys.stdout) -> Non
     """Run in the foreground until SIGINT or SIGTERM; raises P2PMomentsError on failure."""
     load_identity(paths)  # fail early and clearly if not initialised
     return_large_buffers()
+    open_files = raise_open_files_limit()
     with _home_lock(paths):
 
         async def main() -> None:
@@ -172,9 +174,15 @@ def run_daemon(paths: Paths, config: Config, *, out: TextIO = sys.stdout) -> Non
 
             def ready(info: DaemonInfo, profile: Profile) -> None:
                 settle_garbage_collector()
-                log.info("ready: API %s, peers %s", info.api_url, ", ".join(info.listen))
+                log.info(
+                    "ready: API %s, peers %s, up to %d open files",
+                    info.api_url,
+                    ", ".join(info.listen),
+                    open_files,
+                )
                 _print_banner(out, paths, profile, info)
 
-            await serve(paths, config, stop=stop, on_ready=ready)
+            with AcceptGuard(loop):
+                await serve(paths, config, stop=stop, on_ready=ready)
 
         asyncio.run(main())

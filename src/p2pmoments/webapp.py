@@ -51,6 +51,8 @@ from p2pmoments.api.base import (
     WebGate,
     has_bearer,
 )
+from p2pmoments.api.guards import connection_lost
+from p2pmoments.core.admission import stream_room
 from p2pmoments.events import Event
 from p2pmoments.files import write_file_atomically
 
@@ -72,7 +74,13 @@ MAX_LOGIN_TOKENS = 16
 CSRF_HEADER = "X-CSRF-Token"
 HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle event stream
 RETRY_MS = 2000  # how soon a browser reconnects a dropped event stream
-MAX_STREAMS = 32
+# Event streams: a browser holds at most 6 connections to a host, so a session (or the
+# bearer token's holders, as one) needs no more than MAX_STREAMS_PER_SESSION; when all
+# MAX_STREAMS are taken, the session holding the most gives up its oldest
+# (core.admission.stream_room), and a refused page says so and tries again (live.js).
+MAX_STREAMS = 64
+MAX_STREAMS_PER_SESSION = 8
+STREAM_RETRY_AFTER = 10  # seconds, in a refusal's Retry-After
 MAX_IMAGE = 20 * 1024 * 1024  # a photo of a pairing code
 
 # The app's files, shipped as package data in p2pmoments/web/. The list is explicit:
@@ -250,7 +258,7 @@ class _Assets:
 
 _ASSETS = web.AppKey("web_assets", _Assets)
 _BOOT = web.AppKey("boot", str)
-_STREAMS = web.AppKey("streams", set)
+_STREAMS = web.AppKey("streams", dict)  # asyncio.Event that ends one -> its session
 _CLOSING = web.AppKey("closing", asyncio.Event)
 _DECODING = web.AppKey("decoding", asyncio.Semaphore)
 
@@ -438,17 +446,18 @@ def _sse(event: str | None, ident: str, data: dict[str, Any]) -> bytes:
     return "\n".join(lines).encode()
 
 
-async def _next(bus: Any, after: int, closing: asyncio.Event) -> tuple[list[Event], bool] | None:
-    """Events after `after` (waiting up to HEARTBEAT), or None once the app is closing."""
+async def _next(bus: Any, after: int, *stops: asyncio.Event) -> tuple[list[Event], bool] | None:
+    """Events after `after` (waiting up to HEARTBEAT), or None once any of `stops` is
+    set: the app is closing, the stream ended to make room, or the client went."""
     waiter = asyncio.ensure_future(bus.wait_after(after, HEARTBEAT))
-    stopper = asyncio.ensure_future(closing.wait())
+    stoppers = [asyncio.ensure_future(e.wait()) for e in stops]
     try:
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (waiter, stopper):
+        for task in (waiter, *stoppers):
             task.cancel()
-        await asyncio.gather(waiter, stopper, return_exceptions=True)
-    if closing.is_set() or waiter.cancelled():
+        await asyncio.gather(waiter, *stoppers, return_exceptions=True)
+    if any(e.is_set() for e in stops) or waiter.cancelled():
         return None
     result: tuple[list[Event], bool] = waiter.result()
     return result
@@ -458,8 +467,22 @@ async def _next(bus: Any, after: int, closing: asyncio.Event) -> tuple[list[Even
 async def event_stream(request: web.Request) -> web.StreamResponse:
     """Events as they happen, as Server-Sent Events (text/event-stream)."""
     app = request.app
-    if len(app[_STREAMS]) >= MAX_STREAMS:
-        raise ApiError(429, "too_many_streams", f"at most {MAX_STREAMS} event streams at once")
+    streams: dict[asyncio.Event, str] = app[_STREAMS]
+    session = _session_of(request) or ""  # "": the bearer token's holders
+    ok, end = stream_room(
+        list(streams.values()),
+        session,
+        max_streams=MAX_STREAMS,
+        max_per_session=MAX_STREAMS_PER_SESSION,
+    )
+    if not ok:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"at most {MAX_STREAMS_PER_SESSION} event streams a session and {MAX_STREAMS} "
+            "in all; close a page, or try again later",
+            headers={"Retry-After": str(STREAM_RETRY_AFTER)},
+        )
     bus = app[NODE].events
     boot = app[_BOOT]
     resume = request.headers.get("Last-Event-ID")
@@ -478,15 +501,20 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
-    await response.prepare(request)
-    task = asyncio.current_task()
-    app[_STREAMS].add(task)
+    if end is not None:
+        oldest = list(streams)[end]
+        oldest.set()  # it ends; its page reconnects, and is refused if it holds its share
+        del streams[oldest]
+    ended = asyncio.Event()
+    gone = connection_lost(request)  # its slot is free at once, not at the next write
+    streams[ended] = session
     try:
+        await response.prepare(request)
         await response.write(f"retry: {RETRY_MS}\n\n".encode())
         hello = {"last_id": after, "boot": boot}
         await response.write(_sse("gap" if gap else "hello", f"{boot}-{after}", hello))
         while True:
-            answer = await _next(bus, after, app[_CLOSING])
+            answer = await _next(bus, after, app[_CLOSING], ended, gone)
             if answer is None:
                 break
             events, missed = answer
@@ -502,7 +530,7 @@ async def event_stream(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
     finally:
-        app[_STREAMS].discard(task)
+        streams.pop(ended, None)
     return response
 
 
@@ -572,7 +600,7 @@ def setup(app: web.Application) -> None:
     app[SESSIONS] = Sessions(node.paths.web_sessions_file)
     app[_ASSETS] = _Assets(files={})
     app[_BOOT] = secrets.token_hex(4)
-    app[_STREAMS] = set()
+    app[_STREAMS] = {}
     app[_CLOSING] = asyncio.Event()
     app[_DECODING] = asyncio.Semaphore(1)
     app.add_routes(routes)

@@ -3,10 +3,14 @@ header must name a loopback host (against DNS rebinding); a browser request must
 from our own origin (against CSRF); and all but /health need the token, or the web
 app's session cookie (webapp.py), with which a change also needs the session's CSRF
 token. Requests so malformed that aiohttp's HTTP parser answers them itself get the
-same JSON error body: serve the app with `ApiRunner`."""
+same JSON error body: serve the app with `ApiRunner`, which also bounds its
+connections against slow clients (issue 18): a request head must arrive within
+IDLE_TIMEOUT of the connection opening or of its last answer, and at MAX_CONNECTIONS
+(MAX_PER_HOST from one address) the connection idle longest makes room."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -26,10 +30,32 @@ from p2pmoments.api.base import (
     has_bearer,
     loopback_authority,
 )
+from p2pmoments.core.admission import Client, control_room
 
-__all__ = ["MIDDLEWARES", "ApiRunner"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_PER_HOST",
+    "MIDDLEWARES",
+    "ApiRunner",
+    "connection_lost",
+]
 
 log = logging.getLogger(__name__)
+
+# A connection must send a whole request head within IDLE_TIMEOUT of opening or of its
+# last answer, or it is closed (as the peer port's first message, spec/transport.md
+# section 5); aiohttp's keep-alive timer does both, but only while no request is in
+# hand, so a long upload or an event stream is never cut.
+IDLE_TIMEOUT = 5.0
+# Far above what the CLI and a few browsers use (a browser opens at most 6 per host),
+# far below the 1,024 open files a daemon may be held to.
+MAX_CONNECTIONS = 256
+MAX_PER_HOST = 192  # local processes all come from 127.0.0.1 unless they pick another
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
+)
 
 
 @web.middleware
@@ -108,7 +134,52 @@ class _JsonErrorHandler(RequestHandler):
     line over 8190 bytes, garbage) with our JSON error body instead of text/plain. Those
     errors come before any middleware (aiohttp issue 3287), so only this can shape them."""
 
-    __slots__ = ()
+    __slots__ = ("_heard", "_idle_since", "lost")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take the connection, then make room for it or refuse it (control_room)."""
+        now = self._loop.time()
+        self._idle_since = now
+        self._heard = False
+        self.lost = asyncio.Event()  # set when the client goes (see connection_lost)
+        super().connection_made(transport)
+        manager = self._manager
+        if manager is None or self.transport is None:
+            return
+        host = _host(self)
+        others = [
+            Client(
+                conn=h,
+                host=_host(h),
+                idle_since=h._idle_since,
+                busy=h._request_in_progress or bool(h._messages),
+                heard=h._heard,
+            )
+            for h in manager.connections
+            if h is not self and isinstance(h, _JsonErrorHandler) and h.transport is not None
+        ]
+        ok, evict = control_room(others, host, max_conns=MAX_CONNECTIONS, max_per_host=MAX_PER_HOST)
+        for handler in evict:
+            handler.force_close()
+        if not ok:
+            body = error_body("busy", "every connection is in use; try again in a moment")
+            self.transport.write(REFUSAL % (len(body), body.encode()))
+            self.force_close()
+            log.debug("refused a connection from %s: every connection is in use", host)
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        self.lost.set()
+
+    async def _handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._handle_request(*args, **kwargs)
+        finally:
+            self._idle_since = self._loop.time()
 
     def handle_error(
         self,
@@ -133,6 +204,18 @@ class _JsonErrorHandler(RequestHandler):
         return response
 
 
+def connection_lost(request: web.BaseRequest) -> asyncio.Event:
+    """An event set when the client that sent `request` goes: a long answer (an event
+    stream) can end at once instead of at its next write."""
+    protocol = request.protocol
+    return protocol.lost if isinstance(protocol, _JsonErrorHandler) else asyncio.Event()
+
+
+def _host(handler: RequestHandler) -> str:
+    peer = handler.transport.get_extra_info("peername") if handler.transport else None
+    return str(peer[0]) if peer else ""
+
+
 class _JsonErrorServer(web.Server):
     def __call__(self) -> RequestHandler:
         # As web.Server.__call__, with our handler class (no public way to choose it).
@@ -140,7 +223,12 @@ class _JsonErrorServer(web.Server):
 
 
 class ApiRunner(web.AppRunner):
-    """An AppRunner whose connections answer even unparseable requests in JSON."""
+    """An AppRunner whose connections answer even unparseable requests in JSON, and
+    are bounded in time and number (IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_PER_HOST)."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", IDLE_TIMEOUT)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

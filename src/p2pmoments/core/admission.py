@@ -4,6 +4,7 @@ sections 1, 8 and 9). Pure decisions; the shell looks things up and carries them
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -11,11 +12,14 @@ from typing import Generic, TypeVar
 __all__ = [
     "Admission",
     "Claim",
+    "Client",
     "Known",
     "Verdict",
     "admit",
+    "control_room",
     "keep_new_link",
     "make_room",
+    "stream_room",
 ]
 
 T = TypeVar("T")
@@ -117,6 +121,63 @@ def make_room(
         remaining.remove(oldest)
         evict.append(oldest.conn)
     return links + len(remaining) < max_links, evict
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client(Generic[T]):
+    """A connection to the control port."""
+
+    conn: T
+    host: str  # the address it comes from
+    idle_since: float  # when it opened or was last answered
+    busy: bool  # a request of its is being answered: never evicted
+    heard: bool = True  # it has sent something: one not yet read from goes last
+
+
+def control_room(
+    conns: Sequence[Client[T]], host: str, *, max_conns: int, max_per_host: int
+) -> tuple[bool, list[T]]:
+    """Whether a new connection from `host` to the control port may stay, and the
+    connections to close first to make room: at a bound (this host's, or all), the one
+    idle longest, never one being answered. The flood this is against sends request
+    heads slowly, so it only ever holds idle connections, and it makes room for
+    everyone else's; a newcomer is refused only when every connection is at work. A
+    connection not yet read from goes last: taken in the same burst as a flood, its
+    whole request may be waiting unread."""
+    evict: list[T] = []
+    remaining = list(conns)
+    for bound, of_host in ((max_per_host, True), (max_conns, False)):
+        while True:
+            crowd = [c for c in remaining if c.host == host or not of_host]
+            if len(crowd) < bound:
+                break
+            idle = [c for c in crowd if not c.busy]
+            if not idle:
+                return False, []
+            oldest = min(idle, key=lambda c: (not c.heard, c.idle_since))
+            remaining.remove(oldest)
+            evict.append(oldest.conn)
+    return True, evict
+
+
+def stream_room(
+    holders: Sequence[str], session: str, *, max_streams: int, max_per_session: int
+) -> tuple[bool, int | None]:
+    """Whether `session` may open another event stream, given the session holding each
+    one open (oldest first), and which of those to end first to make room: at the bound
+    for all, the oldest stream of the session holding the most, if it holds more than
+    this one would. A session at its own bound is refused, so the pages of one session
+    can never starve the others'."""
+    mine = sum(1 for h in holders if h == session)
+    if mine >= max_per_session:
+        return False, None
+    if len(holders) < max_streams:
+        return True, None
+    counts = Counter(holders)
+    top = max(counts.values())
+    if top <= mine + 1:
+        return False, None
+    return True, next(i for i, h in enumerate(holders) if counts[h] == top)
 
 
 def keep_new_link(

@@ -1,9 +1,11 @@
 // Live updates: the daemon's events as Server-Sent Events (GET /api/v1/events/stream).
 // EventSource reconnects by itself and resumes from the last id it saw; if events
 // were lost (too far behind, or the daemon restarted) the daemon says `gap`, and
-// every view re-reads what it shows.
+// every view re-reads what it shows. A stream the daemon refuses (429: too many pages
+// open) is said so (`paused`, with when the next try comes) and tried again, more and
+// more slowly.
 
-const listeners = new Map(); // kind ('*' for all, 'gap', 'online', 'offline') -> Set(fn)
+const listeners = new Map(); // kind ('*' for all, 'gap', 'online', 'offline', 'paused') -> Set(fn)
 let source = null;
 let retryTimer = null;
 let retryDelay = 1000;
@@ -67,12 +69,33 @@ export function connect() {
   });
   mine.addEventListener('error', () => {
     if (mine !== source) return;
-    setOnline(false);
-    // The browser retries by itself unless the daemon refused the stream (after a
-    // logout, say): then we try again, more and more slowly.
-    if (mine.readyState === EventSource.CLOSED) {
-      retryTimer = setTimeout(connect, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 30000);
+    // The browser retries by itself unless the daemon refused the stream (too many
+    // pages open, or after a logout): then we try again, more and more slowly.
+    if (mine.readyState !== EventSource.CLOSED) {
+      setOnline(false);
+      return;
     }
+    const delay = retryDelay;
+    retryTimer = setTimeout(connect, delay);
+    retryDelay = Math.min(retryDelay * 2, 30000);
+    refused(mine, delay);
   });
+}
+
+// Why the daemon refused: still logged in means the stream was one too many.
+async function refused(mine, delay) {
+  let loggedIn = false;
+  try {
+    const answer = await fetch('/api/v1/session', { cache: 'no-store' });
+    loggedIn = answer.ok;
+  } catch (error) {
+    loggedIn = false;
+  }
+  if (mine !== source || mine.readyState !== EventSource.CLOSED) return;
+  if (!loggedIn) {
+    setOnline(false);
+    return;
+  }
+  online = false;
+  emit('paused', { retryIn: delay });
 }

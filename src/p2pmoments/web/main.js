@@ -92,7 +92,15 @@ async function start() {
   follow();
   connect();
   const banner = document.querySelector('[data-connection]');
-  on('offline', () => { banner.hidden = false; });
+  on('offline', () => {
+    banner.textContent = 'Reconnecting to your daemon…';
+    banner.hidden = false;
+  });
+  on('paused', ({ retryIn }) => {
+    banner.textContent = 'Live updates are paused: too many pages of this app are open. '
+      + `Close one, or wait: this page tries again in ${Math.round(retryIn / 1000)} s.`;
+    banner.hidden = false;
+  });
   on('online', () => { banner.hidden = true; });
   on('gap', () => startSession().catch(() => {}));
   onChange((what) => { if (what === 'friends') badge(); });
