@@ -52,6 +52,9 @@ IDLE_TIMEOUT = 5.0
 # far below the 1,024 open files a daemon may be held to.
 MAX_CONNECTIONS = 256
 MAX_PER_HOST = 192  # local processes all come from 127.0.0.1 unless they pick another
+# A connection not yet read from is not closed to make room in its first second: accepted
+# in the same burst as a flood, its whole request may still be waiting to be read.
+UNREAD_GRACE = 1.0
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Connection: close\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
@@ -134,13 +137,17 @@ class _JsonErrorHandler(RequestHandler):
     line over 8190 bytes, garbage) with our JSON error body instead of text/plain. Those
     errors come before any middleware (aiohttp issue 3287), so only this can shape them."""
 
-    __slots__ = ("_heard", "_idle_since", "lost")
+    __slots__ = ("_answering", "_heard", "_idle_since", "_opened", "lost")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take the connection, then make room for it or refuse it (control_room)."""
         now = self._loop.time()
-        self._idle_since = now
+        self._idle_since = self._opened = now
         self._heard = False
+        # A request read and not yet answered. aiohttp's own flags leave a gap between
+        # taking a request off its queue and starting to answer it (a loop iteration on
+        # Python 3.11): closed then, a client's answer was cut short.
+        self._answering = False
         self.lost = asyncio.Event()  # set when the client goes (see connection_lost)
         super().connection_made(transport)
         manager = self._manager
@@ -152,13 +159,21 @@ class _JsonErrorHandler(RequestHandler):
                 conn=h,
                 host=_host(h),
                 idle_since=h._idle_since,
-                busy=h._request_in_progress or bool(h._messages),
+                busy=h._answering or h._request_in_progress or bool(h._messages),
                 heard=h._heard,
+                opened=h._opened,
             )
             for h in manager.connections
             if h is not self and isinstance(h, _JsonErrorHandler) and h.transport is not None
         ]
-        ok, evict = control_room(others, host, max_conns=MAX_CONNECTIONS, max_per_host=MAX_PER_HOST)
+        ok, evict = control_room(
+            others,
+            host,
+            max_conns=MAX_CONNECTIONS,
+            max_per_host=MAX_PER_HOST,
+            now=now,
+            grace=UNREAD_GRACE,
+        )
         for handler in evict:
             handler.force_close()
         if not ok:
@@ -170,6 +185,8 @@ class _JsonErrorHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         self._heard = True
         super().data_received(data)
+        if self._messages:
+            self._answering = True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -180,6 +197,7 @@ class _JsonErrorHandler(RequestHandler):
             return await super()._handle_request(*args, **kwargs)
         finally:
             self._idle_since = self._loop.time()
+            self._answering = bool(self._messages)
 
     def handle_error(
         self,

@@ -132,18 +132,26 @@ class Client(Generic[T]):
     idle_since: float  # when it opened or was last answered
     busy: bool  # a request of its is being answered: never evicted
     heard: bool = True  # it has sent something: one not yet read from goes last
+    opened: float = 0.0  # when it was accepted
 
 
 def control_room(
-    conns: Sequence[Client[T]], host: str, *, max_conns: int, max_per_host: int
+    conns: Sequence[Client[T]],
+    host: str,
+    *,
+    max_conns: int,
+    max_per_host: int,
+    now: float = 0.0,
+    grace: float = 0.0,
 ) -> tuple[bool, list[T]]:
     """Whether a new connection from `host` to the control port may stay, and the
     connections to close first to make room: at a bound (this host's, or all), the one
     idle longest, never one being answered. The flood this is against sends request
     heads slowly, so it only ever holds idle connections, and it makes room for
     everyone else's; a newcomer is refused only when every connection is at work. A
-    connection not yet read from goes last: taken in the same burst as a flood, its
-    whole request may be waiting unread."""
+    connection not yet read from goes last, and not at all in its first `grace`
+    seconds: accepted in the same burst as a flood, its whole request may be waiting
+    unread (the next read of the loop would have found it)."""
     evict: list[T] = []
     remaining = list(conns)
     for bound, of_host in ((max_per_host, True), (max_conns, False)):
@@ -151,7 +159,7 @@ def control_room(
             crowd = [c for c in remaining if c.host == host or not of_host]
             if len(crowd) < bound:
                 break
-            idle = [c for c in crowd if not c.busy]
+            idle = [c for c in crowd if not c.busy and (c.heard or now - c.opened >= grace)]
             if not idle:
                 return False, []
             oldest = min(idle, key=lambda c: (not c.heard, c.idle_since))
