@@ -166,6 +166,20 @@ def test_a_connection_not_yet_read_from_is_the_last_to_make_room() -> None:
     assert control([unread, client(2, busy=True), client(3, busy=True)]) == (True, [1])
 
 
+def test_a_connection_not_yet_read_from_is_kept_in_its_first_second() -> None:
+    """Accepted in the same burst as a flood, it may hold a whole request unread: it
+    does not make room until its grace is over (then it does, or a flood of silent
+    connections would hold every slot)."""
+    unread = Client(conn=1, host="127.0.0.1", idle_since=1.0, busy=False, heard=False, opened=9)
+    busy = [client(2, busy=True), client(3, busy=True)]
+    young = control_room(
+        [unread, *busy], "127.0.0.1", max_conns=4, max_per_host=3, now=9.5, grace=1
+    )
+    assert young == (False, [])
+    old = control_room([unread, *busy], "127.0.0.1", max_conns=4, max_per_host=3, now=10, grace=1)
+    assert old == (True, [1])
+
+
 def test_one_address_cannot_take_every_connection() -> None:
     conns = [client(1, "a"), client(2, "b", busy=True), client(3, "b"), client(4, "b")]
     assert control(conns, "b") == (True, [3])  # b's own, though a's is older
