@@ -709,3 +709,63 @@ def test_photos_come_by_drag_and_drop_and_by_paste(tmp_path: Path, daemons: list
         photos = json.loads(cli(home, "feed", "--json").stdout)["moments"][0]["photos"]
         assert [(ph["width"], ph["height"]) for ph in photos] == [(64, 48), (64, 48)]
         browser.close()
+
+
+DRAWN = """(img, stage) => {
+  const a = img.getBoundingClientRect();
+  const b = stage.getBoundingClientRect();
+  return {x: a.x - b.x, y: a.y - b.y, width: a.width, height: a.height,
+          stageWidth: b.width, stageHeight: b.height};
+}"""
+
+
+@pytest.mark.timeout(200)
+def test_the_viewer_shows_the_whole_photo_and_zooms_to_its_actual_size(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    wide = scenery(tmp_path / "wide.jpg", 1, (1280, 960))
+    tall = scenery(tmp_path / "tall.jpg", 2, (900, 1600))
+    posted = cli(
+        home, "post", "--circle", "notes", "--photo", str(wide), "--photo", str(tall), "two"
+    )
+    assert posted.returncode == 0, posted.stderr
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        card(page, "two").get_by_role("button", name="Open photo 1 of 2 from alice").click()
+        viewer = page.locator("dialog.viewer")
+        stage = viewer.locator(".stage")
+        for number, (width, height) in ((1, (1280, 960)), (2, (900, 1600))):
+            img = viewer.locator("img.full[data-full=yes]")
+            img.wait_for()
+            assert viewer.locator(".counter").inner_text() == f"{number} / 2"
+            box = img.evaluate(DRAWN, stage.element_handle())
+            # The whole photo is in the stage, as large as the stage allows, not distorted.
+            assert box["x"] >= -0.5, box
+            assert box["y"] >= -0.5, box
+            assert box["x"] + box["width"] <= box["stageWidth"] + 0.5, box
+            assert box["y"] + box["height"] <= box["stageHeight"] + 0.5, box
+            assert max(box["width"] / box["stageWidth"], box["height"] / box["stageHeight"]) > 0.99
+            assert abs(box["width"] / box["height"] - width / height) < 0.01, box
+
+            # A click on it shows it pixel for pixel; the stage scrolls to pan.
+            img.click()
+            zoomed = img.evaluate(DRAWN, stage.element_handle())
+            assert (zoomed["width"], zoomed["height"]) == (width, height), zoomed
+            viewer.get_by_role("button", name="Fit to the screen").wait_for()
+            top = stage.evaluate("s => s.scrollTop")
+            page.mouse.wheel(0, 300)
+            wait_for(
+                lambda top=top: stage.evaluate("s => s.scrollTop") != top,
+                timeout=5,
+                what="the zoomed photo to pan by scrolling",
+            )
+            viewer.get_by_role("button", name="Fit to the screen").click()
+            assert img.evaluate(DRAWN, stage.element_handle())["height"] <= box["stageHeight"] + 0.5
+            if number == 1:
+                page.keyboard.press("ArrowRight")
+        assert page.errors == []
+        browser.close()
