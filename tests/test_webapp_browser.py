@@ -769,3 +769,34 @@ def test_the_viewer_shows_the_whole_photo_and_zooms_to_its_actual_size(
                 page.keyboard.press("ArrowRight")
         assert page.errors == []
         browser.close()
+
+
+@pytest.mark.timeout(200)
+def test_many_photos_attached_are_a_strip_of_thumbnails_and_share_stays_in_view(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    photos = [str(scenery(tmp_path / f"p{i}.jpg", i, (640, 480))) for i in range(33)]
+    with playwright() as p:
+        browser = launch(p)
+        for viewport in (DESKTOP, PHONE):
+            page = open_app(browser, home, viewport=viewport)
+            composer = page.get_by_role("form", name="Share a moment")
+            picker = composer.locator("input[type=file][accept='image/*']:not([capture])")
+            picker.set_input_files(photos)
+            composer.get_by_role("img", name="Photo to post: p32.jpg").wait_for()
+            assert composer.get_by_role("img", name="Photo to post:").count() == 33
+            thumb = composer.get_by_role("img", name="Photo to post: p0.jpg").bounding_box()
+            assert thumb is not None
+            assert thumb["width"] <= 100, thumb
+            assert thumb["height"] <= 100, thumb
+            box = composer.bounding_box()
+            assert box is not None
+            assert box["height"] < 320, box  # was 15,300 px with 33 full-width previews
+            share = composer.get_by_role("button", name="Share").bounding_box()
+            assert share is not None
+            assert share["y"] + share["height"] <= viewport["height"], share
+            assert page.errors == []
+        browser.close()

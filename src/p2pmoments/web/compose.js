@@ -23,7 +23,7 @@ export function attachments() {
   const listeners = new Set();
 
   function draw() {
-    clear(strip, items.map((item, i) => h('li', { class: `attachment ${item.kind}` },
+    clear(strip, items.map((item, i) => h('li', { class: `attachment attachment-${item.kind}` },
       item.url ? h('img', { src: item.url, alt: `Photo to post: ${item.file.name}` })
         : h('span', { class: 'file-chip' }, icon('file'), h('span', {}, item.file.name), h('small', {}, size(item.file.size))),
       h('button', {
