@@ -800,3 +800,60 @@ def test_many_photos_attached_are_a_strip_of_thumbnails_and_share_stays_in_view(
             assert share["y"] + share["height"] <= viewport["height"], share
             assert page.errors == []
         browser.close()
+
+
+def api_requests(page: Any) -> list[str]:
+    """Every request the page makes to the daemon's API from now on (the event stream apart)."""
+    seen: list[str] = []
+    page.on(
+        "request",
+        lambda r: seen.append(r.url) if "/api/v1/" in r.url and "/events/" not in r.url else None,
+    )
+    return seen
+
+
+@pytest.mark.timeout(200)
+def test_a_bookmark_to_a_deleted_circle_says_so_and_retries_back_off(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "trip").returncode == 0
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    trip = next(
+        c["id"] for c in json.loads(cli(home, "circles", "--json").stdout) if c["name"] == "trip"
+    )
+    assert cli(home, "circle", "delete", "trip").returncode == 0
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        seen = api_requests(page)
+        page.goto(page.url.split("#")[0] + f"#/feed/{trip}")
+        page.get_by_text("This circle no longer exists").wait_for()
+        assert page.get_by_text("Loading…").count() == 0
+        page.wait_for_timeout(3000)  # the measurement itself: what the page asks for meanwhile
+        assert len(seen) <= 3, seen
+
+        # A circle whose moments cannot be read just now: tries again, more and more slowly,
+        # and stops when the person goes elsewhere.
+        notes = next(c["id"] for c in json.loads(cli(home, "circles", "--json").stdout))
+        page.route(
+            f"**/api/v1/moments?*circle={notes}*",
+            lambda route: route.fulfill(
+                status=503,
+                json={"error": {"code": "busy", "message": "The daemon is busy."}},
+            ),
+        )
+        seen.clear()
+        page.goto(page.url.split("#")[0] + f"#/feed/{notes}")
+        page.get_by_text("The daemon is busy.").wait_for()
+        page.wait_for_timeout(4000)  # the measurement: retries after 1, 2 s, then not before 4 s
+        tries = [u for u in seen if "/moments?" in u]
+        assert 2 <= len(tries) <= 4, tries
+        page.goto(page.url.split("#")[0] + "#/me")
+        page.get_by_role("heading", name="Me").wait_for()
+        seen.clear()
+        page.wait_for_timeout(5000)  # the measurement: a retry would have come by now
+        assert [u for u in seen if "/moments?" in u] == []
+        assert page.errors == []
+        browser.close()

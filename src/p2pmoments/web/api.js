@@ -123,6 +123,29 @@ export function upload(path, form, onProgress) {
   });
 }
 
+/**
+ * How long to wait before trying again: 1 s, then twice as long each time, at most
+ * 30 s; reset() after a success. Every retry in the app waits this way, so a daemon
+ * that cannot answer is never asked hundreds of times a second.
+ */
+export class Backoff {
+  constructor(first = 1000, most = 30000) {
+    this.first = first;
+    this.most = most;
+    this.delay = first;
+  }
+
+  next() {
+    const delay = this.delay;
+    this.delay = Math.min(this.delay * 2, this.most);
+    return delay;
+  }
+
+  reset() {
+    this.delay = this.first;
+  }
+}
+
 const q = encodeURIComponent;
 export const urls = {
   thumbnail: (id, n) => `${API}/moments/${q(id)}/photos/${n}/thumbnail`,

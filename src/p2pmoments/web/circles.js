@@ -86,7 +86,7 @@ export function circleView(root, [id]) {
     const c = circleById(id);
     clear(root);
     if (!c) {
-      root.append(empty('This circle is gone', 'It was deleted, or you were removed from it.', h('a', { class: 'button', href: '#/circles' }, 'All circles')));
+      root.append(empty('This circle no longer exists', 'It was deleted, so there is nothing more to see here.', h('a', { class: 'button', href: '#/circles' }, 'All circles')));
       return;
     }
     const change = async (body, done) => {

@@ -66,6 +66,10 @@ export function feedView(root, [circleId]) {
   const top = h('div', { class: 'feed-top' });
   let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
+  let stopped = false; // the person left this view: no more requests from it
+  let missing = Boolean(circleId && !circleById(circleId)); // a bookmark to a deleted circle
+  let retryTimer = null;
+  const backoff = new api.Backoff();
 
   const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
   root.append(h('div', { class: 'feed-layout' },
@@ -114,7 +118,11 @@ export function feedView(root, [circleId]) {
 
   function drawTop() {
     const postable = state.circles.filter(canPost);
-    if (!state.friends.length && !state.circles.length) {
+    if (missing) {
+      clear(top, empty('This circle no longer exists',
+        'It was deleted, so there is nothing more to see here.',
+        h('a', { class: 'button primary', href: '#/feed' }, 'See all your moments')));
+    } else if (!state.friends.length && !state.circles.length) {
       clear(top, empty('Welcome to Moments',
         'Share photos and words with exactly the right people, with no server in between. Start by adding a friend: scan their code, or let them scan yours.',
         h('a', { class: 'button primary', href: '#/pair' }, 'Add a friend')));
@@ -163,14 +171,28 @@ export function feedView(root, [circleId]) {
     cards.delete(id);
   }
 
+  // The circle is gone: say so once, ask nothing more.
+  function circleGone() {
+    missing = true;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    cards.clear();
+    list.replaceChildren();
+    status.textContent = '';
+    drawTop();
+  }
+
   async function loadMore() {
-    if (loading || pager.done) return;
+    if (loading || pager.done || stopped || missing || retryTimer) return;
     loading = true;
     const mine = pager;
+    let loaded = false;
     status.textContent = 'Loading…';
     try {
       const fresh = await mine.next();
-      if (mine !== pager) return;
+      if (mine !== pager || stopped) return;
+      backoff.reset();
+      loaded = true;
       for (const moment of fresh) if (!cards.has(moment.id)) add(moment, false);
       status.textContent = pager.done && cards.size ? 'That is everything.' : '';
       if (!cards.size) status.textContent = circleId ? 'Nothing in this circle yet.' : 'No moments yet.';
@@ -179,15 +201,30 @@ export function feedView(root, [circleId]) {
         performance.mark('p2pm-feed-rendered');
       }
     } catch (error) {
-      status.textContent = errorText(error);
+      if (mine !== pager || stopped) return;
+      if (circleId && error.status === 404) {
+        circleGone();
+        return;
+      }
+      // Try again by itself, more and more slowly, for as long as this view is open.
+      const wait = backoff.next();
+      status.textContent = `${errorText(error)} Trying again in ${Math.round(wait / 1000)} s.`;
+      retryTimer = setTimeout(() => {
+        retryTimer = null;
+        loadMore();
+      }, wait);
     } finally {
       loading = false;
     }
     // Still room on the screen: fetch the next page now rather than wait for a scroll.
-    if (!pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
+    if (loaded && !pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
   }
 
   function reload() {
+    if (missing) return;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    backoff.reset();
     pager = new Pager(pager.filter, pager.known);
     loading = false;
     cards.clear();
@@ -239,19 +276,25 @@ export function feedView(root, [circleId]) {
     onChange((what) => {
       if (what === 'circles') {
         drawChips();
-        drawTop();
+        if (circleId && !circleById(circleId) && !missing) circleGone();
+        else if (circleId && circleById(circleId) && missing) {
+          missing = false; // it was only late to arrive
+          drawTop();
+          reload();
+        } else drawTop();
       }
       if (what === 'friends') drawTop();
       if (what === 'circles' || what === 'friends') drawRail();
     }),
   ];
 
-  if (circleId && !circleById(circleId)) status.textContent = 'This circle is gone.';
   drawChips();
   drawTop();
   drawRail();
   loadMore();
   return () => {
+    stopped = true;
+    clearTimeout(retryTimer);
     observer.disconnect();
     for (const off of offs) off();
     for (const timer of chunkRefresh.values()) clearTimeout(timer);

@@ -1,6 +1,6 @@
 // The app: log in check, shared state, live events, and a hash router over the views.
 
-import { prefetch, startSession } from './api.js';
+import { Backoff, prefetch, startSession } from './api.js';
 import { chatView, chatsView } from './chat.js';
 import { circleView, circlesView } from './circles.js';
 import { clear, empty, h, refreshTimes } from './dom.js';
@@ -28,6 +28,7 @@ const titles = {
 };
 let cleanup = null;
 let current = '';
+const startAgain = new Backoff(2000);
 
 function parse() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
@@ -86,7 +87,7 @@ async function start() {
       return;
     }
     clear(main, empty('Your daemon does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
-    setTimeout(start, 3000);
+    setTimeout(start, startAgain.next());
     return;
   }
   follow();

@@ -32,6 +32,7 @@ function myCode() {
   let ticker = null;
   let expires = 0;
   let picture = null;
+  const backoff = new api.Backoff(2000);
 
   function countdown() {
     const left = Math.max(0, Math.round((expires - Date.now() / 1000) / 60));
@@ -51,11 +52,12 @@ function myCode() {
       copy.textContent = 'Copy link';
       copy.prepend(icon('link'));
       countdown();
+      backoff.reset();
       // A new code shortly before this one expires (each is good for one friend).
       timer = setTimeout(refresh, Math.max(5, expires - Date.now() / 1000 - 30) * 1000);
     } catch (error) {
       when.textContent = errorText(error);
-      timer = setTimeout(refresh, 5000);
+      timer = setTimeout(refresh, backoff.next());
     }
   }
 
