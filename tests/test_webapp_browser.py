@@ -857,3 +857,31 @@ def test_a_bookmark_to_a_deleted_circle_says_so_and_retries_back_off(
         assert [u for u in seen if "/moments?" in u] == []
         assert page.errors == []
         browser.close()
+
+
+@pytest.mark.timeout(200)
+def test_a_left_out_piece_of_a_page_is_not_shown_as_null(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    circle = json.loads(cli(home, "circles", "--json").stdout)[0]["id"]
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        # A circle of mine, no one removed, no friend to add: pieces the page leaves out.
+        page.goto(page.url.split("#")[0] + f"#/circle/{circle}")
+        page.get_by_text("Members (1)").wait_for()
+        assert "null" not in page.locator("main").inner_text()
+        # The helper every view builds with leaves out null, undefined and false.
+        built = page.evaluate("""async () => {
+          const src = document.querySelector('script[type=module]').src;
+          const dom = await import(new URL('dom.js', src));
+          const el = dom.h('p', {}, 'a', null, undefined, false, ['b', null]);
+          dom.append(el, null, undefined, 'c', [null, 'd']);
+          return el.textContent;
+        }""")
+        assert built == "abcd"
+        assert page.errors == []
+        browser.close()

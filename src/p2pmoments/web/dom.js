@@ -19,21 +19,25 @@ export function h(tag, props = {}, ...children) {
     } else if (key in el && !key.includes('-')) el[key] = value;
     else el.setAttribute(key, value === true ? '' : String(value));
   }
-  append(el, children);
-  return el;
+  return append(el, children);
 }
 
-function append(el, children) {
+/**
+ * Add children at the end of `el`, as h() does: null, undefined and false (an optional
+ * piece left out: `cond ? piece : null`) add nothing, and arrays are flattened. The
+ * DOM's own el.append() would show a null as the text "null": views use this one.
+ */
+export function append(el, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
+  return el;
 }
 
 export function clear(el, ...children) {
   el.replaceChildren();
-  append(el, children);
-  return el;
+  return append(el, children);
 }
 
 const SVG = 'http://www.w3.org/2000/svg';

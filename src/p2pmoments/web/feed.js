@@ -4,7 +4,7 @@ import * as api from './api.js';
 import { composer } from './compose.js';
 import { startChat } from './chat.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
+  append, avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
   untilTime,
 } from './dom.js';
 import { on } from './live.js';
@@ -72,7 +72,7 @@ export function feedView(root, [circleId]) {
   const backoff = new api.Backoff();
 
   const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
-  root.append(h('div', { class: 'feed-layout' },
+  append(root, h('div', { class: 'feed-layout' },
     h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel),
     rail));
 

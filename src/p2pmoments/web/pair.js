@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import { startChat } from './chat.js';
-import { clear, errorText, h, icon } from './dom.js';
+import { append, clear, errorText, h, icon } from './dom.js';
 import { on } from './live.js';
 import { loadFriends } from './state.js';
 
@@ -225,7 +225,7 @@ export function pairView(root) {
     }
   });
 
-  root.append(
+  append(root,
     h('h1', { class: 'view-title' }, 'Add a friend'),
     h('p', { class: 'lead' }, 'Friends are made face to face, with one scan. Either of you can scan the other.'),
     h('div', { class: 'pair-grid' },

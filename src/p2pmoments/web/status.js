@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import {
-  avatar, clear, errorText, h, icon, relativeTime, size, toast,
+  append, avatar, clear, errorText, h, icon, relativeTime, size, toast,
 } from './dom.js';
 import { on } from './live.js';
 import { loadMe, onChange, state } from './state.js';
@@ -106,7 +106,7 @@ export function statusView(root) {
     }
   }
 
-  root.append(h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
+  append(root, h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();
