@@ -885,3 +885,60 @@ def test_a_left_out_piece_of_a_page_is_not_shown_as_null(
         assert built == "abcd"
         assert page.errors == []
         browser.close()
+
+
+@pytest.mark.timeout(200)
+def test_errors_say_what_to_do_in_a_persons_words(tmp_path: Path, daemons: list[Daemon]) -> None:
+    home = tmp_path / "alice"
+    start(daemons, home, "Alice")
+    assert cli(home, "circle", "create", "notes").returncode == 0
+    assert cli(home, "post", "--circle", "notes", "a moment to comment on").returncode == 0
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+
+        # A text file named .jpg, picked as a photo: no library's name, a capital letter.
+        fake = tmp_path / "notes.jpg"
+        fake.write_text("shopping: eggs, flour, milk\n")
+        composer = page.get_by_role("form", name="Share a moment")
+        composer.locator("input[type=file][accept='image/*']:not([capture])").set_input_files(
+            str(fake)
+        )
+        composer.get_by_role("button", name="Share").click()
+        alert = composer.get_by_role("alert")
+        alert.get_by_text("Photo 1 is not a picture").wait_for()
+        assert "Pillow" not in alert.inner_text()
+
+        # A long comment: a counter as the limit nears, then a plain refusal.
+        moment = card(page, "a moment to comment on")
+        field = moment.get_by_label("Comment on Alice's moment")
+        counter = moment.locator(".byte-counter")
+        field.fill("a" * 1000)
+        assert counter.is_hidden()
+        field.fill("a" * 13_000)
+        counter.get_by_text("12.7 of 16 KB").wait_for()
+        field.fill("a" * 36_000)
+        counter.get_by_text("35.2 of 16 KB").wait_for()
+        field.press("Enter")
+        moment.get_by_role("alert").get_by_text("A comment can be at most 16 KB.").wait_for()
+        assert json.loads(cli(home, "feed", "--json").stdout)["moments"][0]["comments"] == []
+        field.fill("short and sweet")
+        assert moment.locator(".discussion .form-error").inner_text() == ""
+        field.press("Enter")
+        moment.get_by_text("short and sweet").wait_for()
+
+        # Pairing: an error, then an empty field says what to do and the old error goes.
+        page.goto(page.url.split("#")[0] + "#/pair")
+        link = page.get_by_label("A friend’s pairing link")
+        link.fill("P2PM:1/nonsense")
+        page.get_by_role("button", name="Pair", exact=True).click()
+        failure = page.locator(".pair-result .failure")
+        failure.get_by_text("That did not work").wait_for()
+        reason = failure.locator("p").inner_text()
+        assert reason[0].isupper(), reason
+        link.fill("")
+        page.get_by_role("button", name="Pair", exact=True).click()
+        page.locator(".pair-result").get_by_text("Paste a link first.").wait_for()
+        assert page.get_by_text(reason).count() == 0
+        assert page.errors == []
+        browser.close()

@@ -234,8 +234,32 @@ export function promptDialog({ title, label, value = '', ok = 'Save', maxBytes =
   });
 }
 
+/** An error as a sentence: a capital letter first and a stop at the end (the daemon's
+ * messages are written to follow a colon). */
 export function errorText(error) {
-  return error?.message || 'Something went wrong.';
+  const text = String(error?.message || 'Something went wrong.').trim();
+  const sentence = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?…]$/.test(sentence) ? sentence : `${sentence}.`;
+}
+
+/** UTF-8 bytes in a text: the daemon's limits count these. */
+export const byteLength = (text) => new TextEncoder().encode(text).length;
+
+/**
+ * A counter for a field with a limit in bytes: silent until the text nears the limit,
+ * then "12.1 of 16 KB"; `over()` tells whether it is past it.
+ */
+export function byteCounter(field, limit) {
+  const el = h('small', { class: 'byte-counter', 'aria-live': 'polite', hidden: true });
+  const kb = (n) => (n / 1024).toFixed(1).replace(/\.0$/, '');
+  const update = () => {
+    const used = byteLength(field.value);
+    el.hidden = used < limit * 0.75;
+    el.textContent = `${kb(used)} of ${kb(limit)} KB`;
+    el.classList.toggle('over', used > limit);
+  };
+  field.addEventListener('input', update);
+  return { el, update, over: () => byteLength(field.value) > limit };
 }
 
 export function empty(title, text, ...actions) {

@@ -4,7 +4,7 @@ import * as api from './api.js';
 import { composer } from './compose.js';
 import { startChat } from './chat.js';
 import {
-  append, avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
+  append, avatar, byteCounter, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
   untilTime,
 } from './dom.js';
 import { on } from './live.js';
@@ -15,6 +15,7 @@ import { openViewer } from './viewer.js';
 
 export const PAGE = 20;
 const MAX_PAGE = 200;
+const MAX_TEXT = 16 * 1024; // bytes in a moment's or a comment's text (spec/moments.md)
 export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
 
 /**
@@ -142,7 +143,10 @@ export function feedView(root, [circleId]) {
       // Keep a comment being typed when the card is drawn again.
       const typing = existing.el.querySelector('.comment-form input');
       const input = el.querySelector('.comment-form input');
-      if (typing && input && typing.value) input.value = typing.value;
+      if (typing && input && typing.value) {
+        input.value = typing.value;
+        input.dispatchEvent(new Event('input'));
+      }
       const focused = typing && document.activeElement === typing;
       existing.el.replaceWith(el);
       if (focused && input) input.focus();
@@ -474,24 +478,36 @@ function comments(m, refresh) {
     'aria-label': `Comment on ${person(m.author).name}'s moment`,
     required: true,
   });
+  const counter = byteCounter(input, MAX_TEXT);
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const tooLong = 'A comment can be at most 16 KB.';
+  input.addEventListener('input', () => {
+    if (error.textContent === tooLong && !counter.over()) error.textContent = '';
+  });
   const form = h('form', {
     class: 'comment-form',
     onsubmit: async (e) => {
       e.preventDefault();
       const text = input.value.trim();
       if (!text) return;
+      if (counter.over()) {
+        error.textContent = tooLong;
+        return;
+      }
+      error.textContent = '';
       input.disabled = true;
       try {
         await api.post(`/moments/${api.q(m.id)}/comments`, { text });
         input.value = '';
+        counter.update();
         refresh(m.id);
-      } catch (error) {
-        toast(errorText(error), 'error');
+      } catch (failure) {
+        error.textContent = errorText(failure);
       } finally {
         input.disabled = false;
       }
     },
-  }, avatar(state.me, 's'), input,
+  }, avatar(state.me, 's'), input, counter.el,
   h('button', { type: 'submit', class: 'icon-button', 'aria-label': 'Send comment' }, icon('send')));
-  return h('section', { class: 'discussion' }, m.comments.length ? list : null, form);
+  return h('section', { class: 'discussion' }, m.comments.length ? list : null, form, error);
 }

@@ -197,7 +197,7 @@ export function pairView(root) {
       } else {
         clear(result, h('div', { class: 'failure' },
           h('h3', {}, `Pairing with ${p.name || 'them'}: ${p.state}`),
-          h('p', {}, p.reason || 'Ask them for a fresh code.')));
+          h('p', {}, p.reason ? errorText({ message: p.reason }) : 'Ask them for a fresh code.')));
       }
     } catch (error) {
       clear(result, h('div', { class: 'failure' }, h('h3', {}, 'That did not work'), h('p', {}, errorText(error))));
@@ -238,6 +238,10 @@ export function pairView(root) {
           onsubmit: (e) => {
             e.preventDefault();
             if (pasted.value.trim()) pair(pasted.value);
+            else {
+              clear(result, h('div', { class: 'failure' }, h('p', {}, 'Paste a link first.')));
+              pasted.focus();
+            }
           },
         }, h('label', { class: 'field' }, h('span', {}, 'Or paste the link they sent you'),
           h('div', { class: 'input-row' }, pasted, h('button', { type: 'submit', class: 'button' }, 'Pair')))),
