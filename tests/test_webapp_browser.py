@@ -174,9 +174,9 @@ def test_the_story_of_issue_11(tmp_path: Path, daemons: list[Daemon]) -> None:
         screenshots(alice, shots, "feed")
 
         # Alice retracts it, and it disappears from Bob's page.
-        alice_card.get_by_role("button", name="Retract this moment").click()
-        alice.get_by_role("dialog").get_by_role("button", name="Retract").click()
-        bob.get_by_text("Alice retracted a moment").wait_for()
+        alice_card.get_by_role("button", name="Delete this moment for everyone").click()
+        alice.get_by_role("dialog").get_by_role("button", name="Delete for everyone").click()
+        bob.get_by_text("Alice deleted a moment").wait_for()
         assert bob.get_by_text("Sunset at the lake").count() == 0
         assert bob.locator("img[alt^='Photo 1 of 1 from Alice']").count() == 0
         assert never_reloaded(bob)
@@ -940,5 +940,47 @@ def test_errors_say_what_to_do_in_a_persons_words(tmp_path: Path, daemons: list[
         page.get_by_role("button", name="Pair", exact=True).click()
         page.locator(".pair-result").get_by_text("Paste a link first.").wait_for()
         assert page.get_by_text(reason).count() == 0
+        assert page.errors == []
+        browser.close()
+
+
+@pytest.mark.timeout(300)
+def test_the_app_speaks_as_a_person_does(tmp_path: Path, daemons: list[Daemon]) -> None:
+    home, bob_home = tmp_path / "alice", tmp_path / "bob"
+    start(daemons, home, "Alice")
+    start(daemons, bob_home, "Bob")
+    assert cli(bob_home, "pair", cli(home, "qr", "--link").stdout.strip()).returncode == 0
+    assert cli(home, "circle", "create", "pub", "--member", "Bob").returncode == 0
+    posted = cli(home, "post", "--circle", "pub", "--expires", "1h", "quiz night")
+    assert posted.returncode == 0, posted.stderr
+    identity = json.loads(cli(home, "profile", "--json").stdout)["identity"]
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, home)
+        quiz = card(page, "quiz night")
+        assert "gone in 1 hour" in quiz.locator(".expires").inner_text()
+        quiz.get_by_role("button", name="Delete this moment for everyone").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_role("button", name="Delete for everyone").wait_for()
+        assert "honour" not in dialog.inner_text()
+        assert "retract" not in dialog.inner_text().lower()
+        dialog.get_by_role("button", name="Cancel").click()
+        banner = page.locator("[data-connection]").text_content() or ""
+        assert "daemon" not in banner, banner
+
+        page.goto(page.url.split("#")[0] + "#/me")
+        page.get_by_text("Connected now").wait_for()
+        page.locator(".row", has_text="Bob").get_by_text("Connected").wait_for()
+        page.get_by_text("This device").wait_for()
+        page.get_by_text("Running since").wait_for()
+        shown = page.locator("main").inner_text()
+        for word in ("found by", "incoming", "127.0.0.1", "P2PM:1/", identity[:8]):
+            assert word not in shown, (word, shown)
+        # Behind "Details", all of it is still there for whoever wants it.
+        for summary in page.locator("main details summary").all():
+            summary.click()
+        shown = page.locator("main").inner_text()
+        assert "127.0.0.1" in shown
+        assert identity[:4] in shown
         assert page.errors == []
         browser.close()

@@ -65,7 +65,7 @@ function bubble(m) {
   const who = person(m.author);
   if (m.retracted) {
     return h('li', { class: `message retracted${mine ? ' mine' : ''}`, dataset: { id: m.id } },
-      h('p', { class: 'bubble' }, 'Message retracted'));
+      h('p', { class: 'bubble' }, mine ? 'You deleted this message' : 'This message was deleted'));
   }
   const photos = m.photos.map((p, i) => h('button', {
     type: 'button',

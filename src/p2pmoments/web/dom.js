@@ -122,7 +122,8 @@ export function relativeTime(seconds, now = Date.now() / 1000) {
 
 export function untilTime(seconds, now = Date.now() / 1000) {
   const left = seconds - now;
-  if (left < 3600) return rtf.format(Math.max(1, Math.round(left / 60)), 'minute');
+  const minutes = Math.max(1, Math.round(left / 60));
+  if (minutes < 60) return rtf.format(minutes, 'minute');
   if (left < 2 * 86400) return rtf.format(Math.round(left / 3600), 'hour');
   return rtf.format(Math.round(left / 86400), 'day');
 }

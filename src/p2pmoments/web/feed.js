@@ -319,7 +319,7 @@ export function momentCard(m, { refresh }) {
   const mine = isMe(m.author);
   if (m.retracted) {
     return h('li', { class: 'moment retracted', dataset: { id: m.id } },
-      h('p', {}, icon('trash'), `${mine ? 'You' : author.name} retracted a moment in ${m.circle.name} · `, timeEl(m.time)));
+      h('p', {}, icon('trash'), `${mine ? 'You' : author.name} deleted a moment in ${m.circle.name} · `, timeEl(m.time)));
   }
   const headId = `m-${m.id.slice(0, 12)}`;
   const head = h('header', { class: 'moment-head' },
@@ -334,13 +334,13 @@ export function momentCard(m, { refresh }) {
     mine ? h('button', {
       type: 'button',
       class: 'icon-button',
-      'aria-label': 'Retract this moment',
-      title: 'Retract',
+      'aria-label': 'Delete this moment for everyone',
+      title: 'Delete for everyone',
       onclick: async () => {
         const yes = await confirmDialog({
-          title: 'Retract this moment?',
-          text: 'It is deleted from every device in the circle that honours retractions; a small marker stays in its place.',
-          ok: 'Retract',
+          title: 'Delete this moment for everyone?',
+          text: `It disappears for everyone in ${m.circle.name}, on each of their devices. A small note says it was deleted.`,
+          ok: 'Delete for everyone',
           danger: true,
         });
         if (!yes) return;

@@ -62,7 +62,7 @@ function showLoggedOut() {
   clear(main, h('div', { class: 'message-page' },
     h('img', { src: new URL('./icon.svg', import.meta.url).href, alt: '', width: 64, height: 64 }),
     h('h1', {}, 'Open Moments from your computer'),
-    h('p', {}, 'This browser is not logged in to your daemon (or its session ended).'),
+    h('p', {}, 'This browser is not logged in to Moments on this computer (or its session ended).'),
     h('p', {}, 'In a terminal, run ', h('code', {}, 'p2pmoments open'),
       ' and this page opens logged in.')));
 }
@@ -86,7 +86,7 @@ async function start() {
       showLoggedOut();
       return;
     }
-    clear(main, empty('Your daemon does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
+    clear(main, empty('Moments on this computer does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
     setTimeout(start, startAgain.next());
     return;
   }
