@@ -96,7 +96,7 @@ def test_png_location_is_removed_losslessly() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"not an image", b"\xff\xd8\xff" + b"\x00" * 50])
 def test_things_that_are_not_photos_are_refused(data: bytes) -> None:
-    with pytest.raises(UserInputError, match="not a photo"):
+    with pytest.raises(UserInputError, match="not a picture"):
         prepare_photo(data)
 
 

@@ -209,3 +209,75 @@ def test_init_at_a_terminal_asks_for_the_name(
         assert db.get_name() == "Grandma Jo"
     finally:
         db.close()
+
+
+def _name_in(home: Path) -> str:
+    from p2pmoments.store import Store
+
+    db = Store.open(home / "data" / "p2pmoments.db")
+    try:
+        return str(db.get_name())
+    finally:
+        db.close()
+
+
+def test_init_reads_a_piped_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`echo Alice | make run`: the name comes from the pipe, not the login (root)."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("Alice\n"))
+    assert main(["--home", str(tmp_path / "a"), "init"]) == 0
+    assert _name_in(tmp_path / "a") == "Alice"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.setattr("getpass.getuser", lambda: "root")
+    assert main(["--home", str(tmp_path / "b"), "init"]) == 0
+    assert _name_in(tmp_path / "b") == "Root"  # nothing piped: the login's name, as before
+
+
+def test_init_refuses_a_piped_name_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("x" * 40 + "\n"))
+    assert main(["--home", str(tmp_path / "h"), "init"]) == 2
+    assert "over 32 bytes" in capsys.readouterr().err
+    assert not (tmp_path / "h" / "data" / "p2pmoments.db").exists()
+
+
+def test_the_cli_counts_and_says_online_as_a_person_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    me = {"identity": "a" * 56, "name": "Alice"}
+    answers = {
+        "/circles": {
+            "circles": [
+                {"name": "notes", "mine": True, "owner": me, "members_can_post": False,
+                 "members": [me]},
+            ]
+        },
+        "/friends": {
+            "friends": [
+                {"name": "Bob", "their_name": "Bob", "identity": "b" * 56, "state": "friend",
+                 "connected": True, "since": 1_700_000_000, "last_seen": 1_700_000_100},
+            ],
+            "pairings": [],
+        },
+    }  # fmt: skip
+
+    class Client:
+        def __init__(self, paths: object) -> None:
+            pass
+
+        def call(self, method: str, path: str, body: object = None) -> object:
+            return answers[path]
+
+    monkeypatch.setattr("p2pmoments.cli.ApiClient", Client)
+    assert main(["--home", str(tmp_path), "circles"]) == 0
+    assert main(["--home", str(tmp_path), "friends"]) == 0
+    out = capsys.readouterr().out
+    assert "1 member: Alice" in out
+    assert "1 members" not in out
+    assert "Bob" in out
+    assert "online" in out
+    assert "last seen" not in out

@@ -374,7 +374,8 @@ async def test_an_unreadable_photo_is_named_by_its_place(api: Client) -> None:
     )
     assert response.status == 400
     message = (await error_of(response))["message"]
-    assert message.startswith("photo 2 is not an image")
+    assert message.startswith("photo 2 is not a picture")
+    assert "Pillow" not in message
     assert "BytesIO" not in message
 
 

@@ -121,6 +121,40 @@ async def test_every_answer_for_the_page_carries_the_pages_policy(client: Client
     assert "sandbox" in script.headers["Content-Security-Policy"]
 
 
+async def test_the_files_go_gzipped_to_a_browser_that_takes_gzip(client: Client) -> None:
+    main = await app_path(client, "main.js")
+    plain = await client.get(main, headers={"Accept-Encoding": "identity"})
+    packed = await client.get(main, headers={"Accept-Encoding": "gzip, deflate, br, zstd"})
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert plain.headers["Vary"] == packed.headers["Vary"] == "Accept-Encoding"
+    assert int(packed.headers["Content-Length"]) < int(plain.headers["Content-Length"]) / 2
+    assert await packed.read() == await plain.read()  # the client unpacks it: the same file
+    assert packed.headers["ETag"] != plain.headers["ETag"]
+    declined = await client.get(main, headers={"Accept-Encoding": "gzip;q=0, identity"})
+    assert "Content-Encoding" not in declined.headers
+    # Revalidation is per encoding: one's ETag does not stand for the other.
+    same = await client.get(
+        main, headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]}
+    )
+    assert same.status == 304
+    other = await client.get(
+        main, headers={"Accept-Encoding": "identity", "If-None-Match": packed.headers["ETag"]}
+    )
+    assert other.status == 200
+    assert "Content-Encoding" not in other.headers
+    # The page too, every answer for it with the page's policy.
+    page = await client.get("/", headers={"Accept-Encoding": "gzip"})
+    assert page.headers["Content-Encoding"] == "gzip"
+    assert page.headers["Content-Security-Policy"] == webapp.PAGE_CSP
+    again = await client.get(
+        "/", headers={"Accept-Encoding": "gzip", "If-None-Match": page.headers["ETag"]}
+    )
+    assert again.status == 304
+    assert again.headers["Content-Security-Policy"] == webapp.PAGE_CSP
+    assert again.headers["Vary"] == "Accept-Encoding"
+
+
 async def test_no_inline_script_or_style_and_no_other_origin_in_the_files() -> None:
     folder = Path(webapp.__file__).parent / "web"
     assert sorted(p.name for p in folder.iterdir()) == sorted(webapp.ASSETS)

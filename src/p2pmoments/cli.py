@@ -65,11 +65,21 @@ def _wait_seconds(text: str) -> float:
     return value
 
 
-def _ask_name() -> str:
-    """The display name to start with: asked for at a terminal, else the login's."""
+def _ask_name() -> str | None:
+    """The display name to start with: asked for at a terminal, read from the first line
+    of piped input (`echo Alice | make run`), else the login's. None if a piped name is
+    too long (said on stderr): there is no one to ask again."""
     default = _default_name()
     if not sys.stdin.isatty():
-        return default
+        piped = sys.stdin.readline().strip()
+        if len(piped.encode("utf-8")) > 32:
+            print(
+                "The name on standard input is over 32 bytes: give a shorter one "
+                "(a short name or a first name).",
+                file=sys.stderr,
+            )
+            return None
+        return piped or default
     while True:
         try:
             given = input(f"Your name, as your friends will see it [{default}]: ").strip()
@@ -95,7 +105,10 @@ def cmd_init(args: argparse.Namespace, paths: Paths) -> int:
     if args.exist_ok and is_initialised(paths):
         print(f"an identity already exists in {paths.data_dir}; keeping it")
         return EXIT_OK
-    identity = init_home(paths, args.name or _ask_name())
+    name = args.name or _ask_name()
+    if name is None:
+        return EXIT_USAGE
+    identity = init_home(paths, name)
     print(
         f"created identity {identity.public.text}\n"
         f"  config: {paths.config_file}\n"
@@ -343,10 +356,9 @@ def cmd_friends(args: argparse.Namespace, paths: Paths) -> int:
         mark = "●" if f["connected"] else " "
         state = "  (blocked)" if f["state"] == "blocked" else ""
         aka = f" (calls themselves {f['their_name']})" if f["their_name"] != f["name"] else ""
-        print(
-            f"{mark} {f['name']}{aka}  {f['identity'][:12]}  since {_when(f['since'])}  "
-            f"last seen {_when(f['last_seen'])}{state}"
-        )
+        seen = "online" if f["connected"] else f"last seen {_when(f['last_seen'])}"
+        since = _when(f["since"])
+        print(f"{mark} {f['name']}{aka}  {f['identity'][:12]}  since {since}  {seen}{state}")
     open_ = [p for p in pairings if p["state"] in ("pending", "refused")][:10]
     if open_:
         print("\nPairing:")
@@ -448,7 +460,8 @@ def _print_circle(c: dict[str, Any]) -> None:
             "you keep what you had and get nothing new)"
         )
         return
-    print(f"{c['name']}  ({owner}; {posting}; {len(c['members'])} members: {names})")
+    count = len(c["members"])
+    print(f"{c['name']}  ({owner}; {posting}; {count} member{'' if count == 1 else 's'}: {names})")
 
 
 def cmd_circles(args: argparse.Namespace, paths: Paths) -> int:
@@ -766,7 +779,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--name",
-        help="your display name, at most 32 bytes (default: asked for, or your login's name)",
+        help="your display name, at most 32 bytes (default: asked for at a terminal, else the "
+        "first line of standard input, else your login's name)",
     )
     p.add_argument(
         "--exist-ok",

@@ -82,10 +82,11 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
     the smallest scale the thumbnail allows (every byte is still read and checked), so
     at most one full-size image (4 bytes a pixel, MAX_PIXELS) is held, for other formats.
     `label` names the photo in errors ("photo 2")."""
+    # Said to a person: what is wrong and what to do, never which library found it.
     unreadable = (
-        f"{label} is not an image Pillow can read (JPEG, PNG, WebP or GIF)"
+        f"{label} is not a picture (a photo is a JPEG, PNG, WebP or GIF): send it as a file"
         if label
-        else "this is not a photo Pillow can read (JPEG, PNG, WebP or GIF)"
+        else "this is not a picture (a photo is a JPEG, PNG, WebP or GIF): send it as a file"
     )
     label = label or "this photo"
     try:

@@ -447,7 +447,7 @@ def _check_text(text: str) -> None:
     size = len(text.encode("utf-8"))
     if size > MAX_TEXT:
         raise UserInputError(
-            f"a moment's text is at most {MAX_TEXT >> 10} KiB ({MAX_TEXT:,} bytes of UTF-8); "
+            f"a moment's text is at most {MAX_TEXT >> 10} KiB ({MAX_TEXT:,} bytes); "
             f"this one is {size:,} bytes"
         )
 

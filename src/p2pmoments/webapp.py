@@ -26,6 +26,7 @@ the event stream, reading codes from images), apart from the API it builds on.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import html
@@ -247,12 +248,25 @@ class Sessions:
 SESSIONS = web.AppKey("sessions", Sessions)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Asset:
+    """One of the app's files as served: as it is and gzipped (each with its own ETag:
+    a cache must not answer a request for one with the other)."""
+
+    body: bytes
+    media_type: str
+    etag: str
+    gzipped: bytes | None  # None where gzip would not make it smaller
+    gzip_etag: str
+
+
 @dataclass(slots=True)
 class _Assets:
-    """The app's files, read once at start-up, and their version (a hash of them all):
-    they are served under /app/VERSION/, so a browser caches them until they change."""
+    """The app's files, read and compressed once at start-up, and their version (a hash
+    of them all): they are served under /app/VERSION/, so a browser caches them until
+    they change."""
 
-    files: dict[str, tuple[bytes, str, str]]  # name -> (body, media type, etag)
+    files: dict[str, _Asset]
     version: str = ""
 
 
@@ -325,14 +339,38 @@ def _page_headers() -> dict[str, str]:
     return {"Content-Security-Policy": PAGE_CSP}
 
 
+def _accepts_gzip(request: web.Request) -> bool:
+    """Whether the request's Accept-Encoding allows gzip (RFC 9110 section 12.5.3):
+    named, or `*`, with a weight above 0."""
+    allowed = {}
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        allowed[coding.strip().lower()] = weight
+    return allowed.get("gzip", allowed.get("x-gzip", allowed.get("*", 0.0))) > 0
+
+
 def _file_response(request: web.Request, name: str, cache: str) -> web.Response:
-    body, media_type, etag = request.app[_ASSETS].files[name]
-    headers = {"ETag": etag, "Cache-Control": cache}
+    asset = request.app[_ASSETS].files[name]
+    compressed = asset.gzipped is not None and _accepts_gzip(request)
+    etag = asset.gzip_etag if compressed else asset.etag
+    headers = {"ETag": etag, "Cache-Control": cache, "Vary": "Accept-Encoding"}
     if name == "index.html":
         headers |= _page_headers()
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers={**headers, "Content-Type": media_type})
+    headers["Content-Type"] = asset.media_type
+    if compressed and asset.gzipped is not None:
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=asset.gzipped, headers=headers)
+    return web.Response(body=asset.body, headers=headers)
 
 
 @routes.get("/")
@@ -579,8 +617,16 @@ def _read_assets(assets: _Assets) -> None:
         b'"/app/', f'"/app/{assets.version}/'.encode()
     )
     for name, body in bodies.items():
-        media_type = MEDIA_TYPES[name[name.rindex(".") :]]
-        assets.files[name] = (body, media_type, f'"{hashlib.sha256(body).hexdigest()[:16]}"')
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        # Compressed once, here (no build step; mtime=0 so the bytes depend on the file only).
+        packed = gzip.compress(body, compresslevel=9, mtime=0)
+        assets.files[name] = _Asset(
+            body=body,
+            media_type=MEDIA_TYPES[name[name.rindex(".") :]],
+            etag=f'"{digest}"',
+            gzipped=packed if len(packed) < len(body) else None,
+            gzip_etag=f'"{digest}-gzip"',
+        )
 
 
 async def _web_context(app: web.Application) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ function loggedOut() {
 
 async function errorOf(response) {
   let code = 'http';
-  let message = `The daemon answered ${response.status}.`;
+  let message = `Something went wrong (error ${response.status}).`;
   try {
     const body = await response.json();
     code = body.error.code;
@@ -46,7 +46,7 @@ export async function request(method, path, body) {
   try {
     response = await fetch(API + path, init);
   } catch {
-    throw new ApiError(0, 'offline', 'Your daemon does not answer. Is p2pmoments still running?');
+    throw new ApiError(0, 'offline', 'Moments on this computer does not answer. Is p2pmoments still running?');
   }
   if (!response.ok) throw await errorOf(response);
   return response.json();
@@ -88,7 +88,7 @@ export async function postImage(path, blob) {
       body: blob,
     });
   } catch {
-    throw new ApiError(0, 'offline', 'Your daemon does not answer.');
+    throw new ApiError(0, 'offline', 'Moments on this computer does not answer.');
   }
   if (!response.ok) throw await errorOf(response);
   return response.json();
@@ -113,14 +113,37 @@ export function upload(path, form, onProgress) {
       if (xhr.status === 401) loggedOut();
       const message = error?.message
         ?? (xhr.status === 413 ? 'This is too large: a photo is at most 100 MiB, a file at most 1 TiB.'
-          : `The daemon answered ${xhr.status}.`);
+          : `Something went wrong (error ${xhr.status}).`);
       reject(new ApiError(xhr.status, error?.code ?? 'http', message));
     });
     xhr.addEventListener('error', () => reject(new ApiError(0, 'offline',
-      'The upload was cut off: your daemon stopped answering.')));
+      'The upload was cut off: Moments on this computer stopped answering.')));
     xhr.addEventListener('abort', () => reject(new ApiError(0, 'aborted', 'The upload was cancelled.')));
     xhr.send(form);
   });
+}
+
+/**
+ * How long to wait before trying again: 1 s, then twice as long each time, at most
+ * 30 s; reset() after a success. Every retry in the app waits this way, so a daemon
+ * that cannot answer is never asked hundreds of times a second.
+ */
+export class Backoff {
+  constructor(first = 1000, most = 30000) {
+    this.first = first;
+    this.most = most;
+    this.delay = first;
+  }
+
+  next() {
+    const delay = this.delay;
+    this.delay = Math.min(this.delay * 2, this.most);
+    return delay;
+  }
+
+  reset() {
+    this.delay = this.first;
+  }
 }
 
 const q = encodeURIComponent;

@@ -4,7 +4,7 @@
 import * as api from './api.js';
 import { attachments, send } from './compose.js';
 import {
-  avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
+  append, avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
 } from './dom.js';
 import { Pager, incomplete } from './feed.js';
 import { on } from './live.js';
@@ -55,7 +55,7 @@ export function chatsView(root) {
           avatar(f), h('span', {}, f.name), f.connected ? h('span', { class: 'dot online', 'aria-hidden': 'true' }) : null))))
         : h('p', { class: 'muted' }, 'Add a friend first: ', h('a', { href: '#/pair' }, 'show or scan a code'), '.'));
   };
-  root.append(h('h1', { class: 'view-title' }, 'Chats'), list, friends);
+  append(root, h('h1', { class: 'view-title' }, 'Chats'), list, friends);
   draw();
   return onChange((what) => { if (what === 'circles' || what === 'friends') draw(); });
 }
@@ -65,7 +65,7 @@ function bubble(m) {
   const who = person(m.author);
   if (m.retracted) {
     return h('li', { class: `message retracted${mine ? ' mine' : ''}`, dataset: { id: m.id } },
-      h('p', { class: 'bubble' }, 'Message retracted'));
+      h('p', { class: 'bubble' }, mine ? 'You deleted this message' : 'This message was deleted'));
   }
   const photos = m.photos.map((p, i) => h('button', {
     type: 'button',
@@ -85,7 +85,7 @@ function bubble(m) {
 export function chatView(root, [id]) {
   const circle = circleById(id);
   if (!circle) {
-    root.append(empty('This conversation is gone', 'It was deleted, or you were removed from it.', h('a', { class: 'button', href: '#/chats' }, 'All chats')));
+    append(root, empty('This conversation is gone', 'It was deleted, or you were removed from it.', h('a', { class: 'button', href: '#/chats' }, 'All chats')));
     return null;
   }
   const shown = new Map(); // id -> element
@@ -158,7 +158,7 @@ export function chatView(root, [id]) {
   older.addEventListener('click', () => loadOlder(false).catch((err) => toast(errorText(err), 'error')));
 
   const title = h('h1', { class: 'chat-title' }, conversationTitle(circle));
-  root.append(h('div', { class: 'chat' },
+  append(root, h('div', { class: 'chat' },
     h('header', { class: 'chat-head' },
       h('a', { href: '#/chats', class: 'icon-button', 'aria-label': 'All chats' }, icon('back')),
       h('span', { class: 'stack' }, others(circle).slice(0, 3).map((m) => avatar(m, 's'))),

@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
+  append, avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
 } from './dom.js';
 import { canPost, circleById, isConversation, onChange, others, state } from './state.js';
 
@@ -75,7 +75,7 @@ export function circlesView(root) {
     clear(list, state.circles.map(circleRow));
     list.hidden = !state.circles.length;
   };
-  root.append(h('h1', { class: 'view-title' }, 'Circles'), list, createForm());
+  append(root, h('h1', { class: 'view-title' }, 'Circles'), list, createForm());
   if (!state.circles.length) list.before(empty('No circles yet', 'Make one below: tick the friends who should see what you post to it.'));
   draw();
   return onChange((what) => { if (what === 'circles') draw(); });
@@ -86,7 +86,7 @@ export function circleView(root, [id]) {
     const c = circleById(id);
     clear(root);
     if (!c) {
-      root.append(empty('This circle is gone', 'It was deleted, or you were removed from it.', h('a', { class: 'button', href: '#/circles' }, 'All circles')));
+      append(root, empty('This circle no longer exists', 'It was deleted, so there is nothing more to see here.', h('a', { class: 'button', href: '#/circles' }, 'All circles')));
       return;
     }
     const change = async (body, done) => {
@@ -134,7 +134,7 @@ export function circleView(root, [id]) {
       disabled: !c.mine,
       onchange: (e) => change({ members_can_post: e.target.checked }),
     });
-    root.append(
+    append(root,
       h('p', { class: 'crumbs' }, h('a', { href: '#/circles' }, icon('back'), 'Circles')),
       h('div', { class: 'view-head' },
         h('h1', { class: 'view-title' }, c.name),

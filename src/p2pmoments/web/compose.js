@@ -3,9 +3,10 @@
 // progress. A failed post says why and keeps everything as it was.
 
 import * as api from './api.js';
-import { avatar, clear, errorText, h, icon, size } from './dom.js';
+import { avatar, byteCounter, clear, errorText, h, icon, size } from './dom.js';
 import { canPost, state } from './state.js';
 
+const MAX_TEXT = 16 * 1024; // bytes in a moment's text (spec/moments.md)
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
 const LAST_CIRCLE = 'p2pm.lastCircle';
 const EXPIRY = [
@@ -23,7 +24,7 @@ export function attachments() {
   const listeners = new Set();
 
   function draw() {
-    clear(strip, items.map((item, i) => h('li', { class: `attachment ${item.kind}` },
+    clear(strip, items.map((item, i) => h('li', { class: `attachment attachment-${item.kind}` },
       item.url ? h('img', { src: item.url, alt: `Photo to post: ${item.file.name}` })
         : h('span', { class: 'file-chip' }, icon('file'), h('span', {}, item.file.name), h('small', {}, size(item.file.size))),
       h('button', {
@@ -137,6 +138,7 @@ export function composer({ circleId, onPosted }) {
     },
   });
   const files = attachments();
+  const counter = byteCounter(text, MAX_TEXT);
   const error = h('p', { class: 'form-error', role: 'alert' });
   const progress = h('progress', { class: 'upload', max: 1, value: 0, hidden: true, 'aria-label': 'Upload progress' });
   const submit = h('button', { type: 'submit', class: 'button primary' }, 'Share');
@@ -149,6 +151,11 @@ export function composer({ circleId, onPosted }) {
       const words = text.value.trim();
       if (!words && !files.items.length) {
         error.textContent = 'Write something or add a photo first.';
+        text.focus();
+        return;
+      }
+      if (counter.over()) {
+        error.textContent = 'A moment’s text can be at most 16 KB.';
         text.focus();
         return;
       }
@@ -165,6 +172,7 @@ export function composer({ circleId, onPosted }) {
         localStorage.setItem(LAST_CIRCLE, select.value);
         text.value = '';
         text.style.height = '';
+        counter.update();
         expiry.value = '';
         files.reset();
         onPosted(moment);
@@ -184,6 +192,7 @@ export function composer({ circleId, onPosted }) {
   error,
   h('div', { class: 'composer-bar' },
     ...files.buttons,
+    counter.el,
     h('label', { class: 'inline-select', title: 'Delete it everywhere after' }, icon('clock'), expiry),
     h('label', { class: 'inline-select to' }, h('span', {}, 'to'), select),
     submit));

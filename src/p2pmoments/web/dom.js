@@ -19,21 +19,25 @@ export function h(tag, props = {}, ...children) {
     } else if (key in el && !key.includes('-')) el[key] = value;
     else el.setAttribute(key, value === true ? '' : String(value));
   }
-  append(el, children);
-  return el;
+  return append(el, children);
 }
 
-function append(el, children) {
+/**
+ * Add children at the end of `el`, as h() does: null, undefined and false (an optional
+ * piece left out: `cond ? piece : null`) add nothing, and arrays are flattened. The
+ * DOM's own el.append() would show a null as the text "null": views use this one.
+ */
+export function append(el, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
+  return el;
 }
 
 export function clear(el, ...children) {
   el.replaceChildren();
-  append(el, children);
-  return el;
+  return append(el, children);
 }
 
 const SVG = 'http://www.w3.org/2000/svg';
@@ -54,6 +58,7 @@ const ICONS = {
   download: 'M12 4v11M7 10l5 5 5-5M5 20h14',
   trash: 'M5 7h14M10 7V5h4v2M7 7l1 13h8l1-13',
   back: 'M15 5l-7 7 7 7',
+  zoom: 'M10.5 17.5a7 7 0 1 0 0-14 7 7 0 0 0 0 14zM15.5 15.5L20 20M10.5 8v5M8 10.5h5',
   smile: 'M12 21a9 9 0 1 0 0-18 9 9 0 0 0 0 18zM8.5 14.5a4.5 4.5 0 0 0 7 0M9 10h.01M15 10h.01',
 };
 
@@ -117,7 +122,8 @@ export function relativeTime(seconds, now = Date.now() / 1000) {
 
 export function untilTime(seconds, now = Date.now() / 1000) {
   const left = seconds - now;
-  if (left < 3600) return rtf.format(Math.max(1, Math.round(left / 60)), 'minute');
+  const minutes = Math.max(1, Math.round(left / 60));
+  if (minutes < 60) return rtf.format(minutes, 'minute');
   if (left < 2 * 86400) return rtf.format(Math.round(left / 3600), 'hour');
   return rtf.format(Math.round(left / 86400), 'day');
 }
@@ -229,8 +235,32 @@ export function promptDialog({ title, label, value = '', ok = 'Save', maxBytes =
   });
 }
 
+/** An error as a sentence: a capital letter first and a stop at the end (the daemon's
+ * messages are written to follow a colon). */
 export function errorText(error) {
-  return error?.message || 'Something went wrong.';
+  const text = String(error?.message || 'Something went wrong.').trim();
+  const sentence = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?…]$/.test(sentence) ? sentence : `${sentence}.`;
+}
+
+/** UTF-8 bytes in a text: the daemon's limits count these. */
+export const byteLength = (text) => new TextEncoder().encode(text).length;
+
+/**
+ * A counter for a field with a limit in bytes: silent until the text nears the limit,
+ * then "12.1 of 16 KB"; `over()` tells whether it is past it.
+ */
+export function byteCounter(field, limit) {
+  const el = h('small', { class: 'byte-counter', 'aria-live': 'polite', hidden: true });
+  const kb = (n) => (n / 1024).toFixed(1).replace(/\.0$/, '');
+  const update = () => {
+    const used = byteLength(field.value);
+    el.hidden = used < limit * 0.75;
+    el.textContent = `${kb(used)} of ${kb(limit)} KB`;
+    el.classList.toggle('over', used > limit);
+  };
+  field.addEventListener('input', update);
+  return { el, update, over: () => byteLength(field.value) > limit };
 }
 
 export function empty(title, text, ...actions) {

@@ -4,7 +4,7 @@ import * as api from './api.js';
 import { composer } from './compose.js';
 import { startChat } from './chat.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
+  append, avatar, byteCounter, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
   untilTime,
 } from './dom.js';
 import { on } from './live.js';
@@ -15,6 +15,7 @@ import { openViewer } from './viewer.js';
 
 export const PAGE = 20;
 const MAX_PAGE = 200;
+const MAX_TEXT = 16 * 1024; // bytes in a moment's or a comment's text (spec/moments.md)
 export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
 
 /**
@@ -66,9 +67,13 @@ export function feedView(root, [circleId]) {
   const top = h('div', { class: 'feed-top' });
   let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
+  let stopped = false; // the person left this view: no more requests from it
+  let missing = Boolean(circleId && !circleById(circleId)); // a bookmark to a deleted circle
+  let retryTimer = null;
+  const backoff = new api.Backoff();
 
   const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
-  root.append(h('div', { class: 'feed-layout' },
+  append(root, h('div', { class: 'feed-layout' },
     h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel),
     rail));
 
@@ -114,7 +119,11 @@ export function feedView(root, [circleId]) {
 
   function drawTop() {
     const postable = state.circles.filter(canPost);
-    if (!state.friends.length && !state.circles.length) {
+    if (missing) {
+      clear(top, empty('This circle no longer exists',
+        'It was deleted, so there is nothing more to see here.',
+        h('a', { class: 'button primary', href: '#/feed' }, 'See all your moments')));
+    } else if (!state.friends.length && !state.circles.length) {
       clear(top, empty('Welcome to Moments',
         'Share photos and words with exactly the right people, with no server in between. Start by adding a friend: scan their code, or let them scan yours.',
         h('a', { class: 'button primary', href: '#/pair' }, 'Add a friend')));
@@ -134,7 +143,10 @@ export function feedView(root, [circleId]) {
       // Keep a comment being typed when the card is drawn again.
       const typing = existing.el.querySelector('.comment-form input');
       const input = el.querySelector('.comment-form input');
-      if (typing && input && typing.value) input.value = typing.value;
+      if (typing && input && typing.value) {
+        input.value = typing.value;
+        input.dispatchEvent(new Event('input'));
+      }
       const focused = typing && document.activeElement === typing;
       existing.el.replaceWith(el);
       if (focused && input) input.focus();
@@ -163,14 +175,28 @@ export function feedView(root, [circleId]) {
     cards.delete(id);
   }
 
+  // The circle is gone: say so once, ask nothing more.
+  function circleGone() {
+    missing = true;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    cards.clear();
+    list.replaceChildren();
+    status.textContent = '';
+    drawTop();
+  }
+
   async function loadMore() {
-    if (loading || pager.done) return;
+    if (loading || pager.done || stopped || missing || retryTimer) return;
     loading = true;
     const mine = pager;
+    let loaded = false;
     status.textContent = 'Loading…';
     try {
       const fresh = await mine.next();
-      if (mine !== pager) return;
+      if (mine !== pager || stopped) return;
+      backoff.reset();
+      loaded = true;
       for (const moment of fresh) if (!cards.has(moment.id)) add(moment, false);
       status.textContent = pager.done && cards.size ? 'That is everything.' : '';
       if (!cards.size) status.textContent = circleId ? 'Nothing in this circle yet.' : 'No moments yet.';
@@ -179,15 +205,30 @@ export function feedView(root, [circleId]) {
         performance.mark('p2pm-feed-rendered');
       }
     } catch (error) {
-      status.textContent = errorText(error);
+      if (mine !== pager || stopped) return;
+      if (circleId && error.status === 404) {
+        circleGone();
+        return;
+      }
+      // Try again by itself, more and more slowly, for as long as this view is open.
+      const wait = backoff.next();
+      status.textContent = `${errorText(error)} Trying again in ${Math.round(wait / 1000)} s.`;
+      retryTimer = setTimeout(() => {
+        retryTimer = null;
+        loadMore();
+      }, wait);
     } finally {
       loading = false;
     }
     // Still room on the screen: fetch the next page now rather than wait for a scroll.
-    if (!pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
+    if (loaded && !pager.done && sentinel.getBoundingClientRect().top < window.innerHeight * 2) loadMore();
   }
 
   function reload() {
+    if (missing) return;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    backoff.reset();
     pager = new Pager(pager.filter, pager.known);
     loading = false;
     cards.clear();
@@ -239,19 +280,25 @@ export function feedView(root, [circleId]) {
     onChange((what) => {
       if (what === 'circles') {
         drawChips();
-        drawTop();
+        if (circleId && !circleById(circleId) && !missing) circleGone();
+        else if (circleId && circleById(circleId) && missing) {
+          missing = false; // it was only late to arrive
+          drawTop();
+          reload();
+        } else drawTop();
       }
       if (what === 'friends') drawTop();
       if (what === 'circles' || what === 'friends') drawRail();
     }),
   ];
 
-  if (circleId && !circleById(circleId)) status.textContent = 'This circle is gone.';
   drawChips();
   drawTop();
   drawRail();
   loadMore();
   return () => {
+    stopped = true;
+    clearTimeout(retryTimer);
     observer.disconnect();
     for (const off of offs) off();
     for (const timer of chunkRefresh.values()) clearTimeout(timer);
@@ -272,7 +319,7 @@ export function momentCard(m, { refresh }) {
   const mine = isMe(m.author);
   if (m.retracted) {
     return h('li', { class: 'moment retracted', dataset: { id: m.id } },
-      h('p', {}, icon('trash'), `${mine ? 'You' : author.name} retracted a moment in ${m.circle.name} · `, timeEl(m.time)));
+      h('p', {}, icon('trash'), `${mine ? 'You' : author.name} deleted a moment in ${m.circle.name} · `, timeEl(m.time)));
   }
   const headId = `m-${m.id.slice(0, 12)}`;
   const head = h('header', { class: 'moment-head' },
@@ -287,13 +334,13 @@ export function momentCard(m, { refresh }) {
     mine ? h('button', {
       type: 'button',
       class: 'icon-button',
-      'aria-label': 'Retract this moment',
-      title: 'Retract',
+      'aria-label': 'Delete this moment for everyone',
+      title: 'Delete for everyone',
       onclick: async () => {
         const yes = await confirmDialog({
-          title: 'Retract this moment?',
-          text: 'It is deleted from every device in the circle that honours retractions; a small marker stays in its place.',
-          ok: 'Retract',
+          title: 'Delete this moment for everyone?',
+          text: `It disappears for everyone in ${m.circle.name}, on each of their devices. A small note says it was deleted.`,
+          ok: 'Delete for everyone',
           danger: true,
         });
         if (!yes) return;
@@ -431,24 +478,36 @@ function comments(m, refresh) {
     'aria-label': `Comment on ${person(m.author).name}'s moment`,
     required: true,
   });
+  const counter = byteCounter(input, MAX_TEXT);
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const tooLong = 'A comment can be at most 16 KB.';
+  input.addEventListener('input', () => {
+    if (error.textContent === tooLong && !counter.over()) error.textContent = '';
+  });
   const form = h('form', {
     class: 'comment-form',
     onsubmit: async (e) => {
       e.preventDefault();
       const text = input.value.trim();
       if (!text) return;
+      if (counter.over()) {
+        error.textContent = tooLong;
+        return;
+      }
+      error.textContent = '';
       input.disabled = true;
       try {
         await api.post(`/moments/${api.q(m.id)}/comments`, { text });
         input.value = '';
+        counter.update();
         refresh(m.id);
-      } catch (error) {
-        toast(errorText(error), 'error');
+      } catch (failure) {
+        error.textContent = errorText(failure);
       } finally {
         input.disabled = false;
       }
     },
-  }, avatar(state.me, 's'), input,
+  }, avatar(state.me, 's'), input, counter.el,
   h('button', { type: 'submit', class: 'icon-button', 'aria-label': 'Send comment' }, icon('send')));
-  return h('section', { class: 'discussion' }, m.comments.length ? list : null, form);
+  return h('section', { class: 'discussion' }, m.comments.length ? list : null, form, error);
 }

@@ -3,7 +3,7 @@
 import * as api from './api.js';
 import { startChat } from './chat.js';
 import {
-  avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
+  append, avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
 } from './dom.js';
 import { onChange, state } from './state.js';
 
@@ -103,7 +103,7 @@ export function friendsView(root) {
         h('span', { class: `state state-${p.state}` }, STATES[p.state] ?? p.state, p.reason ? `: ${p.reason}` : '')))),
     ] : []);
   };
-  root.append(
+  append(root,
     h('div', { class: 'view-head' }, h('h1', { class: 'view-title' }, 'Friends'),
       h('a', { class: 'button primary small', href: '#/pair' }, icon('plus'), 'Add a friend')),
     top, list, pairings);

@@ -1,6 +1,6 @@
 // The app: log in check, shared state, live events, and a hash router over the views.
 
-import { prefetch, startSession } from './api.js';
+import { Backoff, prefetch, startSession } from './api.js';
 import { chatView, chatsView } from './chat.js';
 import { circleView, circlesView } from './circles.js';
 import { clear, empty, h, refreshTimes } from './dom.js';
@@ -28,6 +28,7 @@ const titles = {
 };
 let cleanup = null;
 let current = '';
+const startAgain = new Backoff(2000);
 
 function parse() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
@@ -61,7 +62,7 @@ function showLoggedOut() {
   clear(main, h('div', { class: 'message-page' },
     h('img', { src: new URL('./icon.svg', import.meta.url).href, alt: '', width: 64, height: 64 }),
     h('h1', {}, 'Open Moments from your computer'),
-    h('p', {}, 'This browser is not logged in to your daemon (or its session ended).'),
+    h('p', {}, 'This browser is not logged in to Moments on this computer (or its session ended).'),
     h('p', {}, 'In a terminal, run ', h('code', {}, 'p2pmoments open'),
       ' and this page opens logged in.')));
 }
@@ -85,8 +86,8 @@ async function start() {
       showLoggedOut();
       return;
     }
-    clear(main, empty('Your daemon does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
-    setTimeout(start, 3000);
+    clear(main, empty('Moments on this computer does not answer', 'Is p2pmoments still running? This page tries again by itself.'));
+    setTimeout(start, startAgain.next());
     return;
   }
   follow();

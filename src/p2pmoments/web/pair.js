@@ -5,7 +5,7 @@
 
 import * as api from './api.js';
 import { startChat } from './chat.js';
-import { clear, errorText, h, icon } from './dom.js';
+import { append, clear, errorText, h, icon } from './dom.js';
 import { on } from './live.js';
 import { loadFriends } from './state.js';
 
@@ -32,6 +32,7 @@ function myCode() {
   let ticker = null;
   let expires = 0;
   let picture = null;
+  const backoff = new api.Backoff(2000);
 
   function countdown() {
     const left = Math.max(0, Math.round((expires - Date.now() / 1000) / 60));
@@ -51,11 +52,12 @@ function myCode() {
       copy.textContent = 'Copy link';
       copy.prepend(icon('link'));
       countdown();
+      backoff.reset();
       // A new code shortly before this one expires (each is good for one friend).
       timer = setTimeout(refresh, Math.max(5, expires - Date.now() / 1000 - 30) * 1000);
     } catch (error) {
       when.textContent = errorText(error);
-      timer = setTimeout(refresh, 5000);
+      timer = setTimeout(refresh, backoff.next());
     }
   }
 
@@ -195,7 +197,7 @@ export function pairView(root) {
       } else {
         clear(result, h('div', { class: 'failure' },
           h('h3', {}, `Pairing with ${p.name || 'them'}: ${p.state}`),
-          h('p', {}, p.reason || 'Ask them for a fresh code.')));
+          h('p', {}, p.reason ? errorText({ message: p.reason }) : 'Ask them for a fresh code.')));
       }
     } catch (error) {
       clear(result, h('div', { class: 'failure' }, h('h3', {}, 'That did not work'), h('p', {}, errorText(error))));
@@ -223,7 +225,7 @@ export function pairView(root) {
     }
   });
 
-  root.append(
+  append(root,
     h('h1', { class: 'view-title' }, 'Add a friend'),
     h('p', { class: 'lead' }, 'Friends are made face to face, with one scan. Either of you can scan the other.'),
     h('div', { class: 'pair-grid' },
@@ -236,6 +238,10 @@ export function pairView(root) {
           onsubmit: (e) => {
             e.preventDefault();
             if (pasted.value.trim()) pair(pasted.value);
+            else {
+              clear(result, h('div', { class: 'failure' }, h('p', {}, 'Paste a link first.')));
+              pasted.focus();
+            }
           },
         }, h('label', { class: 'field' }, h('span', {}, 'Or paste the link they sent you'),
           h('div', { class: 'input-row' }, pasted, h('button', { type: 'submit', class: 'button' }, 'Pair')))),

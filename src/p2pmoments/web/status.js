@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import {
-  avatar, clear, errorText, h, icon, relativeTime, size, toast,
+  append, avatar, clear, errorText, h, icon, relativeTime, size, toast,
 } from './dom.js';
 import { on } from './live.js';
 import { loadMe, onChange, state } from './state.js';
@@ -38,13 +38,22 @@ export function statusView(root) {
           },
         }, h('label', { class: 'field' }, h('span', {}, 'Your name, as friends first see it'),
           h('div', { class: 'input-row' }, name, h('button', { type: 'submit', class: 'button' }, 'Save'))), error)),
-      h('h2', {}, 'Your identity'),
-      h('p', { class: 'muted' }, 'Friends can compare it with what their app shows for you. Its last characters are a check.'),
-      h('code', { class: 'identity', dataset: { identity: state.me.identity } }, grouped(state.me.identity)));
+      h('details', { class: 'details' },
+        h('summary', {}, 'Details: your identity'),
+        h('p', { class: 'muted' }, 'Friends can compare it with what their app shows for you. Its last characters are a check.'),
+        h('code', { class: 'identity', dataset: { identity: state.me.identity } }, grouped(state.me.identity))));
   }
 
   // What carries each link (spec/tor.md section 7).
   const PATHS = { lan: 'on this network', static: 'at a fixed address', tor: 'through Tor' };
+  // How a friend's device was found, for the details (spec/discovery.md).
+  const FOUND = {
+    incoming: 'their device reached yours',
+    address: 'your device reached theirs',
+    static: 'your device reached theirs at a fixed address',
+    mdns: 'found on this network',
+    onion: 'your device reached theirs through Tor',
+  };
 
   function torText(tor) {
     if (tor.state === 'off') return 'off';
@@ -61,7 +70,10 @@ export function statusView(root) {
         answer.peers.length ? h('ul', { class: 'rows' }, answer.peers.map((p) => h('li', { class: 'row' },
           avatar(p, 's'),
           h('span', { class: 'row-main' }, h('strong', {}, p.name),
-            h('small', {}, `${PATHS[p.path] ?? p.path}${p.address ? ` (${p.address})` : ''} · found by ${p.found_via} · since ${relativeTime(p.since)} · ↓ ${size(p.bytes_in)} ↑ ${size(p.bytes_out)}`)))))
+            h('small', {}, `Connected ${PATHS[p.path] ?? ''} since ${relativeTime(p.since)}`.replace('  ', ' ')),
+            h('details', { class: 'details' }, h('summary', {}, 'Details'),
+              h('small', {}, [p.address, FOUND[p.found_via],
+                `received ${size(p.bytes_in)}, sent ${size(p.bytes_out)}`].filter(Boolean).join(' · ')))))))
           : h('p', { class: 'muted' }, 'No one right now. Friends connect when their devices are on the same network, reachable at a known address, or through Tor.'));
     } catch (error) {
       clear(peers, h('h2', { id: 'peers-title' }, 'Connected now'), h('p', {}, errorText(error)));
@@ -88,9 +100,11 @@ export function statusView(root) {
           h('dt', {}, 'Circles'), h('dd', {}, String(s.circles)),
           h('dt', {}, 'Moments'), h('dd', {}, String(s.moments)),
           h('dt', {}, 'Running since'), h('dd', {}, relativeTime(s.started_at)),
-          h('dt', {}, 'Peers connect to'), h('dd', {}, s.listen.join(', ')),
-          h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor)),
-          h('dt', {}, 'Version'), h('dd', {}, s.version)),
+          h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor))),
+        h('details', { class: 'details' }, h('summary', {}, 'Details'),
+          h('dl', { class: 'facts' },
+            h('dt', {}, 'Friends’ devices connect to'), h('dd', {}, s.listen.join(', ')),
+            h('dt', {}, 'Version'), h('dd', {}, s.version))),
         h('button', {
           type: 'button',
           class: 'button quiet',
@@ -106,7 +120,7 @@ export function statusView(root) {
     }
   }
 
-  root.append(h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
+  append(root, h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();
