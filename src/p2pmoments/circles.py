@@ -375,5 +375,9 @@ class Circles:
         """A received manifest, verified, of a circle we are in at its epoch; RejectedError
         otherwise."""
         manifest = decode_manifest(raw)
-        self.key_for(manifest)  # only circles we are in
+        if self._first_device:
+            self.key_for(manifest)  # only circles we are in
+        elif not manifest.is_member(self._me_key):
+            # Another device of ours gives this one the key (spec/devices.md section 9).
+            raise RejectedError("we are not a member of this circle at this epoch")
         return manifest

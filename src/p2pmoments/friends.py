@@ -9,9 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from p2pmoments.core.crypto import BadSignatureError, LinkPublicKey, VerifyKey
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.identity import PublicIdentity
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.core.profile import check_display_name
+from p2pmoments.core.self_sync import SharedFriend
 from p2pmoments.errors import AmbiguousError, NotFoundError, user_input
 from p2pmoments.events import EventBus
 from p2pmoments.store import AsyncStore, FriendRecord, FriendState, Store
@@ -178,6 +181,68 @@ class Friends:
         await self._reload()
         self._on_change(self._friends[friend.verify_key], friend.verify_key)
         return is_new
+
+    def shared(self) -> list[SharedFriend]:
+        """Our friends, as we tell another device of ours (spec/devices.md section 9)."""
+        return [
+            SharedFriend(
+                identity=f.verify_key,
+                link_key=f.link_key,
+                link_signature=f.link_signature,
+                name=f.name,
+                their_name=f.their_name or f.name,
+                blocked=f.state is FriendState.BLOCKED,
+                since=f.since,
+            )
+            for f in self._friends.values()
+        ]
+
+    async def from_our_device(self, my_name: str, friends: list[SharedFriend]) -> int:
+        """Another device of ours told us our name and friends: each is added, or takes
+        the name and block it has there (the last device to tell wins); a friend whose
+        identity does not vouch for its link key is skipped. How many changed."""
+        if my_name and my_name != self.my_name:
+            await self._store.run(Store.set_name, my_name)
+            self.my_name = my_name
+        changed = []
+        for f in friends:
+            if f.identity == self._me:
+                continue
+            try:
+                PublicIdentity(
+                    verify_key=VerifyKey(f.identity),
+                    link_key=LinkPublicKey(f.link_key),
+                    link_signature=f.link_signature,
+                ).verify()
+            except (BadSignatureError, ValueError):
+                log.info("a friend from another device of ours does not verify: skipped")
+                continue
+            state = FriendState.BLOCKED if f.blocked else FriendState.FRIEND
+            existing = self._friends.get(f.identity)
+            if existing is None:
+                record = FriendRecord(
+                    verify_key=f.identity,
+                    link_key=f.link_key,
+                    link_signature=f.link_signature,
+                    name=f.name,
+                    their_name=f.their_name,
+                    state=state,
+                    since=f.since,
+                    last_seen=None,
+                    host=None,
+                    port=None,
+                )
+                await self._store.run(Store.upsert_friend, record)
+            elif (existing.name, existing.state) != (f.name, state):
+                await self._store.run(Store.update_friend, f.identity, name=f.name, state=state)
+            else:
+                continue
+            changed.append(f.identity)
+        if changed:
+            await self._reload()
+            for key in changed:
+                self._on_change(self._friends[key], key)
+        return len(changed)
 
     async def seen(
         self, key: bytes, *, host: str | None = None, port: int | None = None, name: str = ""

@@ -27,6 +27,12 @@ from p2pmoments.config import Config
 from p2pmoments.core import admission
 from p2pmoments.core.admission import Admission, Known, Verdict
 from p2pmoments.core.beacon import beacon
+from p2pmoments.core.device_entries import (
+    T_ROSTER,
+    RosterError,
+    decode_roster_message,
+    encode_roster_message,
+)
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.link import CloseCode, Closed
@@ -34,6 +40,14 @@ from p2pmoments.core.pairing import PairingCode, PairingEvent, PairingState, tok
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
+from p2pmoments.core.self_sync import (
+    T_FRIENDS,
+    T_KEYS,
+    decode_friends_message,
+    decode_keys_message,
+    encode_friends_message,
+    encode_keys_message,
+)
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.moments import Moments
@@ -43,6 +57,7 @@ from p2pmoments.net.links import Hello, Links
 from p2pmoments.onions import Onions
 from p2pmoments.pairings import Pairings
 from p2pmoments.paths import Paths
+from p2pmoments.persons import Persons
 from p2pmoments.posting import Posting
 from p2pmoments.reach import Reach
 from p2pmoments.replication import Replication, known_removal, verify_manifest
@@ -71,17 +86,25 @@ class Node:
         config: Config,
         identity: Identity,
         clock: Callable[[], float] = time.monotonic,
+        person: bytes | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
         self.identity = identity
-        self.me = bytes(identity.public.verify_key)
+        self.me = bytes(identity.public.verify_key)  # this device
+        # The person this device is one of (spec/devices.md): on a first device, itself.
+        self.person = person or self.me
         self.api_url: str | None = None
         self.started_at = time.time()
         self.store = AsyncStore(paths.db_file)
         self.events = EventBus()
         self.blobs = BlobStore(paths.blob_dir)
-        self.friends = Friends(self.store, self.events, self.me, on_change=self._friend_changed)
+        self.friends = Friends(self.store, self.events, self.person, on_change=self._friend_changed)
+        self.persons = Persons(
+            self.store, self.events, me=self.person, device=self.me, on_change=self._roster_changed
+        )
+        self.friends.person_of = self.persons.person_of
+        self._device_targets: set[bytes] = set()
         self.links = Links(
             identity,
             self,
@@ -89,6 +112,7 @@ class Node:
             name=lambda: self.friends.my_name,
             pairing_psks=lambda: self.pairings.psks(),
             clock=clock,
+            person=self.person if self.person != self.me else None,
         )
         self.pairings = Pairings(
             self.store,
@@ -116,8 +140,10 @@ class Node:
             on_change=self._circle_changed,
             on_gone=self._circle_gone,
             on_removed=self._members_removed,
+            person=self.person,
         )
         self.moments = Moments(self.store, self.blobs, self.events, self.circles)
+        self.moments.person_of = self.persons.author_person
         self.posting = Posting(
             self.store,
             self.moments,
@@ -125,12 +151,14 @@ class Node:
             identity,
             keep_location=config.keep_location,
             on_posted=self._posted,
+            person=self.person,
         )
         self.replication = Replication(
             Replicator(
                 self.me,
                 verify_manifest=verify_manifest(self.circles),
                 verify_removal=known_removal,
+                person_of=self.persons.person_of,
             ),
             store=self.store,
             moments=self.moments,
@@ -167,6 +195,7 @@ class Node:
             stack.push_async_callback(self.store.close)
             stack.push_async_callback(self.moments.close)
             await self.friends.load()
+            await self.persons.load()
             pending = await self.pairings.load()
             await self.circles.load()
             await self.replication.load()
@@ -306,7 +335,48 @@ class Node:
         self._want_co_members()
         self.reach.refresh_clients()
 
+    def _roster_changed(self, person: bytes) -> None:
+        """A roster changed: its devices are dialled, revoked ones let go, and those
+        linked to us who should hold it get it now (a friend learns of a device of ours
+        the moment it is linked, not at their next link-up)."""
+        self._want_devices()
+        entries = self.persons.entries_of(person)
+        for key in self.links.linked():
+            if person in self._rosters_for(self.persons.person_of(key)):
+                self.links.send(key, encode_roster_message(person, entries))
+
+    def _want_devices(self) -> None:
+        """The current devices of our friends, co-members and ourselves are dial targets
+        (found by their beacons, spec/devices.md section 8); a device no longer current,
+        or of someone we no longer know, is let go."""
+        co_members = self.circles.co_members()
+        wanted: dict[bytes, bytes] = {}
+        for person in self.persons.persons():
+            friend = self.friends.get(person)
+            if person == self.person or (
+                friend.state is FriendState.FRIEND if friend is not None else person in co_members
+            ):
+                wanted |= self.persons.devices_of(person)
+        if self.person != self.me:  # our first device is one of ours to link with
+            roster = self.persons.roster(self.person)
+            link = roster.link_key(self.person) if roster is not None else None
+            if link is not None:
+                wanted[self.person] = link
+        wanted.pop(self.me, None)
+        for key in self._device_targets - set(wanted):
+            self.links.forget(key, "no longer a current device of anyone we know")
+        for key, link in wanted.items():
+            if key not in self.links.targets():
+                self.links.want(key, link)
+        self._device_targets = set(wanted)
+
     def _friend_changed(self, friend: FriendRecord | None, key: bytes) -> None:
+        if self._tg is not None:  # running: our other devices learn of it
+            for device in self._our_devices_linked():
+                self._send_friends(device)
+        self._friend_target(friend, key)
+
+    def _friend_target(self, friend: FriendRecord | None, key: bytes) -> None:
         if friend is None:  # removed
             self.links.forget(key, "no longer friends")
             self._want_co_members()
@@ -321,7 +391,7 @@ class Node:
         """Co-members become dial targets (found by mDNS; never friends by this); former
         co-members we no longer share a circle with stop being dialled."""
         co_members = self.circles.co_members()
-        for key in self.links.targets() - set(co_members):
+        for key in self.links.targets() - set(co_members) - self._device_targets:
             if self.friends.get(key) is None and not self.links.pairing_target(key):
                 self.links.forget(key, "no longer in a circle together")
         for key, link_key in co_members.items():
@@ -330,6 +400,7 @@ class Node:
                 friend is not None and friend.state is FriendState.BLOCKED
             ):
                 self.links.want(key, link_key, onion=self.reach.onion_of(key))
+        self._want_devices()
         self.reach.refresh_clients()
 
     def _dial_pairing(self, record: PairingRecord) -> None:
@@ -358,6 +429,11 @@ class Node:
     async def admit(self, link_key: bytes, pairing_psk: bytes | None) -> Admission:
         """Whether to answer an initiator (core.admission decides)."""
         friend = self.friends.by_link_key(link_key)
+        device = self.persons.by_link_key(link_key)  # (person, device) of a current device
+        if friend is None and device is not None:
+            friend = self.friends.get(device[0])
+        co_members = self.circles.co_members()
+        ours = device is not None and device[0] == self.person and device[1] != self.me
         claim, token = (None, None)
         if pairing_psk is not None:
             claim, token = await self.pairings.claim(pairing_psk, link_key)
@@ -365,7 +441,9 @@ class Node:
             Known(
                 friend=friend is not None and friend.state is FriendState.FRIEND,
                 blocked=friend is not None and friend.state is FriendState.BLOCKED,
-                co_member=link_key in self.circles.co_members().values(),
+                co_member=ours
+                or link_key in co_members.values()
+                or (device is not None and device[0] in co_members),
                 cooling=self.links.cooling(link_key),
                 claim=claim,
                 friends=self.friends.count(),
@@ -379,10 +457,31 @@ class Node:
     async def established(self, hello: Hello) -> tuple[CloseCode, str] | None:
         """A link's hellos are done: a pairing completes, or a friend or co-member is back."""
         if hello.pairing_token is not None or hello.pairing_id is not None:
+            if hello.person != hello.key:
+                return CloseCode.NOT_ACCEPTED, "pair with a person's first device for now"
             await self._paired(hello)
             return None
-        friend = self.friends.get(hello.key)
-        co_member = self.circles.co_members().get(hello.key) == hello.link_key
+        person = hello.person
+        if person != hello.key:  # a device of a person: their roster must say so
+            roster = self.persons.roster(person)
+            if roster is None or roster.link_key(hello.key) != hello.link_key:
+                return CloseCode.WRONG_IDENTITY, "not a current device of that person"
+        if person == self.person:
+            return None if hello.key != self.me else (CloseCode.WRONG_IDENTITY, "ourselves")
+        if self.person != self.me and not hello.knows_devices:
+            return CloseCode.UPGRADE_REQUIRED, (
+                f"{self.friends.my_name} uses several devices: update p2pmoments to keep "
+                "receiving from them"
+            )
+        friend = self.friends.get(person)
+        co_members = self.circles.co_members()
+        if person != hello.key:  # the roster vouched for the device's link key
+            if friend is not None and friend.state is not FriendState.FRIEND:
+                return CloseCode.NOT_ACCEPTED, "blocked"
+            if friend is None and person not in co_members:
+                return CloseCode.WRONG_IDENTITY, "neither a friend nor a co-member"
+            return None
+        co_member = co_members.get(hello.key) == hello.link_key
         if friend is not None and friend.state is not FriendState.FRIEND:
             return CloseCode.NOT_ACCEPTED, "blocked"
         if (friend is None or friend.link_key != hello.link_key) and not co_member:
@@ -435,8 +534,14 @@ class Node:
     async def linked(self, key: bytes) -> None:
         """A link is registered: names remembered, replication starts."""
         info = next((p for p in self.links.peers() if p.key == key), None)
-        if info is not None:
-            await self.friends.remember_name(key, info.name)
+        person = self.persons.person_of(key)
+        if info is not None and person != self.person:
+            await self.friends.remember_name(person, info.name)
+        for whose in self._rosters_for(person):
+            self.links.send(key, encode_roster_message(whose, self.persons.entries_of(whose)))
+        if person == self.person:  # another device of ours: our friends, the keys it lacks
+            self._send_friends(key)
+            self._send_keys(key)
         self.events.publish(
             "peer.connected",
             identity=identity_text(key),
@@ -450,6 +555,12 @@ class Node:
         """An application message: reach cards, else replication's."""
         if body.get(0) == T_REACH:
             await self.reach.on_message(key, body)
+        elif body.get(0) == T_ROSTER:
+            await self._on_roster(key, body)
+        elif body.get(0) == T_KEYS:
+            await self._on_keys(key, body)
+        elif body.get(0) == T_FRIENDS:
+            await self._on_friends(key, body)
         else:
             await self.replication.on_message(key, body)
         if self.on_message is not None:
@@ -460,7 +571,7 @@ class Node:
         self.reach.link_down(key)
         await self.replication.link_down(key)
         self.events.publish("peer.disconnected", identity=identity_text(key), reason=closed.reason)
-        if self.friends.get(key) is not None:
+        if key == self.persons.person_of(key) and self.friends.get(key) is not None:
             await self.friends.seen(key)
 
     async def pairing_ended(self, pairing_id: int, refused: str | None) -> None:
@@ -477,7 +588,80 @@ class Node:
 
     # --- what the parts tell each other ---------------------------------------------------
 
+    # --- our devices and others' (spec/devices.md sections 8, 9) ---------------------------
+
+    def _rosters_for(self, person: bytes) -> list[bytes]:
+        """The rosters to hand a device of `person` at link-up: ours, and those of the
+        people we share a circle with them (so that co-members learn each other's
+        devices); never in mDNS, only over links (spec/devices.md section 8)."""
+        shared = set()
+        for manifest in self.circles.all():
+            members = {bytes(m.verify_key) for m in manifest.members}
+            if person == self.person or person in members:
+                shared |= members
+        whose = [p for p in self.persons.persons() if p == self.person or p in shared]
+        return [p for p in whose if self.persons.entries_of(p)]
+
+    async def _on_roster(self, key: bytes, body: dict[int, Any]) -> None:
+        try:
+            person, raws = decode_roster_message(body)
+        except RosterError as exc:
+            self.links.drop_misbehaving(key, f"bad roster message: {exc}")
+            return
+        sender = self.persons.person_of(key)
+        friend = self.friends.get(person)
+        known = (
+            person in (sender, self.person)
+            or (friend is not None and friend.state is FriendState.FRIEND)
+            or person in self.circles.co_members()
+        )
+        if not known:
+            return  # a stranger's roster is not ours to keep
+        _, junk = await self.persons.receive(person, raws)
+        if junk:
+            self.links.drop_misbehaving(key, f"{junk} roster entries that do not verify")
+
+    def _our_devices_linked(self) -> list[bytes]:
+        return [
+            k
+            for k in self.links.linked()
+            if k != self.me and self.persons.person_of(k) == self.person
+        ]
+
+    def _send_friends(self, key: bytes) -> None:
+        self.links.send(key, encode_friends_message(self.friends.my_name, self.friends.shared()))
+
+    async def _on_friends(self, key: bytes, body: dict[int, Any]) -> None:
+        if key not in self._our_devices_linked():
+            self.links.drop_misbehaving(key, "friends from someone not one of our devices")
+            return
+        try:
+            name, friends = decode_friends_message(body)
+        except RosterError as exc:
+            self.links.drop_misbehaving(key, f"bad friends message: {exc}")
+            return
+        await self.friends.from_our_device(name, friends)
+
+    def _send_keys(self, key: bytes) -> None:
+        keys = self.circles.keys_held()
+        if keys:
+            self.links.send(key, encode_keys_message(keys))
+
+    async def _on_keys(self, key: bytes, body: dict[int, Any]) -> None:
+        if key not in self._our_devices_linked():
+            self.links.drop_misbehaving(key, "epoch keys from someone not one of our devices")
+            return
+        try:
+            keys = decode_keys_message(body)
+        except RosterError as exc:
+            self.links.drop_misbehaving(key, f"bad keys message: {exc}")
+            return
+        if await self.circles.given(keys):
+            await self.replication.keys_arrived()
+
     async def _circle_changed(self, manifest: Any) -> None:
+        for device in self._our_devices_linked():  # they get the new epoch's key
+            self._send_keys(device)
         self._want_co_members()
         await self.replication.circle_changed(manifest)
         await self.reach.circles_changed()  # co-members learn where the others are

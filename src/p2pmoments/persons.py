@@ -13,8 +13,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from p2pmoments.core.device_entries import Entry, RosterError, decode_entry
-from p2pmoments.core.devices import Roster, Verdict
+from p2pmoments.core.device_entries import (
+    Entry,
+    EntryKind,
+    RosterError,
+    consent_message,
+    decode_entry,
+    sign_entry,
+)
+from p2pmoments.core.devices import MAX_DEVICES, Roster, Verdict
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.core.identity import Identity
 from p2pmoments.events import EventBus
 from p2pmoments.store import AsyncStore, Store
 
@@ -46,6 +55,7 @@ class Persons:
         self._rosters: dict[bytes, Roster] = {}
         self._owner: dict[bytes, bytes | None] = {}  # device -> person (None: claimed twice)
         self._links: dict[bytes, tuple[bytes, bytes]] = {}  # link key -> (person, device)
+        self.first_device_name = "first device"  # what our first device is called
 
     async def load(self) -> None:
         """Read every roster entry kept, checked again as it is applied."""
@@ -144,6 +154,56 @@ class Persons:
                 entries.append(entry)
         kept = await self.keep(person, entries)
         return kept, junk
+
+    async def add_device(
+        self, signer: Identity, *, device: bytes, link: bytes, name: str, consent: bytes, now: int
+    ) -> list[Entry]:
+        """Certify another device of ours (spec/devices.md section 10): the roster's
+        genesis first if it has none (our first device adding itself), then the device.
+        `signer` is this device; `consent` the new device's signature over
+        consent_message(our person, its key, its link key). Returns the new entries."""
+        roster = self._rosters.get(self.me)
+        made: list[Entry] = []
+        if roster is None:
+            if bytes(signer.public.verify_key) != self.me:
+                raise P2PMomentsError("only a person's first device starts their roster")
+            me_link = bytes(signer.public.link_key)
+            made.append(
+                sign_entry(
+                    signer.signing_key,
+                    person=self.me,
+                    parents=(),
+                    kind=EntryKind.ADD,
+                    time=now,
+                    device=self.me,
+                    link=me_link,
+                    name=self.first_device_name,
+                    consent=signer.signing_key.sign(consent_message(self.me, self.me, me_link)),
+                )
+            )
+            parents = [made[0].id]
+        else:
+            parents = roster.heads()
+        made.append(
+            sign_entry(
+                signer.signing_key,
+                person=self.me,
+                parents=parents,
+                kind=EntryKind.ADD,
+                time=now,
+                device=device,
+                link=link,
+                name=name,
+                consent=consent,
+            )
+        )
+        await self.keep(self.me, made)
+        roster = self._rosters[self.me]
+        if not roster.is_current(device):
+            raise P2PMomentsError(
+                f"a person has at most {MAX_DEVICES} devices: revoke one to link another"
+            )
+        return made
 
     async def keep(self, person: bytes, entries: Iterable[Entry]) -> int:
         """Hold verified entries of `person`'s roster; how many were new."""

@@ -153,6 +153,10 @@ class Replication:
         missing = await self._moments.missing_in(self.engine.circles_of(peer))
         await self._perform(self.engine.resume(peer, missing))
 
+    async def keys_arrived(self) -> None:
+        """Another device of ours gave us epoch keys: what we could not open, asked again."""
+        await self._perform(self.engine.keys_arrived())
+
     async def link_down(self, peer: bytes) -> None:
         """A peer's link went."""
         inbox = self._peers.pop(peer, None)

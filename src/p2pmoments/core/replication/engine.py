@@ -280,6 +280,11 @@ class Replicator:
         self._chunks.link_up(peer)
         return self._expand(self._vectors.link_up(peer))
 
+    def keys_arrived(self) -> list[Action]:
+        """Epoch keys arrived from another device of ours: ask every peer again for what
+        we could not open before (spec/devices.md section 9)."""
+        return self._expand(self._vectors.retell())
+
     def link_down(self, peer: bytes) -> list[Action]:
         """A link went: chunks asked of the peer are asked of someone else."""
         self._peers.pop(peer, None)

@@ -167,6 +167,17 @@ class VectorSync:
             for a in self._tell(peer, c, force=True)
         ]
 
+    def retell(self) -> list[Action]:
+        """Tell every linked peer again what we hold of each circle it is in (we can read
+        more now: another device of ours gave us keys), so each sends what we lack."""
+        return [
+            a
+            for peer in list(self._peers)
+            for c, m in self._circles.items()
+            if m.in_latest(peer)
+            for a in self._tell(peer, c, force=True)
+        ]
+
     def link_down(self, peer: bytes) -> None:
         """The link to `peer` is gone."""
         self._peers.pop(peer, None)

@@ -1,0 +1,132 @@
+"""One person, several devices, in one process (spec/devices.md sections 7-9): Alice's
+laptop (her first device, whose key is her identity) certifies her desktop; Bob, a
+friend who does nothing, accepts the desktop's links and shows its posts as Alice's;
+the desktop reads the family circle with the keys the laptop gives it; what the desktop
+posts reaches the laptop as Alice's own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from p2pmoments.core.device_entries import consent_message
+from p2pmoments.home import load_identity
+from p2pmoments.node import Node
+from p2pmoments.paths import resolve_paths
+from tests.multinode import LOOPBACK, befriend, eventually, make_home, read_feed, running, until
+
+
+@contextlib.asynccontextmanager
+async def second_device(root: Path, first: Node, name: str) -> AsyncIterator[Node]:
+    """A new device of `first`'s person: its own keys, certified by `first` in the
+    person's roster (what linking a device does, spec/devices.md section 10)."""
+    home = await make_home(root, f"{name}-home")
+    paths = resolve_paths(home)
+    identity = await asyncio.to_thread(load_identity, paths)
+    device, link = bytes(identity.public.verify_key), bytes(identity.public.link_key)
+    entries = await first.persons.add_device(
+        first.identity,
+        device=device,
+        link=link,
+        name=name,
+        consent=identity.signing_key.sign(consent_message(first.person, device, link)),
+        now=1_800_000_000,
+    )
+    async with Node(
+        paths=paths, config=replace(LOOPBACK), identity=identity, person=first.person
+    ) as node:
+        await node.persons.keep(first.person, entries)
+        await node.friends.set_my_name(first.name)
+        yield node
+
+
+def sighted(node: Node, other: Node) -> None:
+    """What mDNS would tell `node`: where `other` (a device it dials) listens."""
+    assert other.listen_port is not None
+    node.links.seen(other.me, "127.0.0.1", other.listen_port, "mdns")
+
+
+async def texts(node: Node) -> dict[str, str]:
+    return {m["text"]: m["author"]["name"] for m in await read_feed(node, 100)}
+
+
+@pytest.mark.timeout(120)
+async def test_a_second_device_posts_as_its_person_and_friends_do_nothing(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as laptop, running(homes[1]) as bob:
+        await befriend(laptop, bob)
+        await laptop.circles.create("family", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        await laptop.posting.post("family", "from the laptop")
+        await bob.posting.post("family", "from Bob")
+        async with second_device(tmp_path, laptop, "desktop") as desktop:
+            assert desktop.person == laptop.me != desktop.me
+            # The laptop dials the desktop (a current device of its own person).
+            sighted(laptop, desktop)
+            await eventually(
+                lambda: desktop.me in laptop.links.linked(), what="the laptop and desktop to link"
+            )
+            await until(
+                desktop,
+                lambda: _has(desktop, {"from the laptop", "from Bob"}),
+                what="the desktop to read the family circle",
+            )
+            # Bob learns the desktop from Alice's roster (over his link with the laptop).
+            await eventually(
+                lambda: bob.persons.person_of(desktop.me) == laptop.me,
+                what="Bob to hold Alice's roster",
+            )
+            shown = await texts(desktop)
+            assert shown["from Bob"] == "Bob"
+            assert shown["from the laptop"] == "Alice"  # the person, on every device
+
+            await desktop.posting.post("family", "from the desktop")
+            await until(laptop, lambda: _has(laptop, {"from the desktop"}), what="to the laptop")
+            sighted(bob, desktop)
+            await until(bob, lambda: _has(bob, {"from the desktop"}), what="to Bob")
+            assert (await texts(bob))["from the desktop"] == "Alice"  # one Alice
+            assert (await texts(laptop))["from the desktop"] == "Alice"
+            feed = await read_feed(bob, 100)
+            by_desktop = next(m for m in feed if m["text"] == "from the desktop")
+            assert by_desktop["author"]["friend"] is True
+
+
+async def _has(node: Node, wanted: set[str]) -> bool:
+    return wanted <= set(await texts(node))
+
+
+async def test_a_device_no_roster_names_is_refused_and_its_moments_count_for_no_one(
+    tmp_path: Path,
+) -> None:
+    """A device that claims to be Alice's without her roster saying so gets no link,
+    and a moment it signs is not Alice's."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Mallory")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("family", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        paths = resolve_paths(homes[2])
+        identity = await asyncio.to_thread(load_identity, paths)
+        async with Node(paths=paths, config=LOOPBACK, identity=identity, person=alice.me) as fake:
+            fake.links.want(bob.me, bytes(bob.identity.public.link_key))
+            sighted(fake, bob)
+            await eventually(
+                lambda: (
+                    fake.statistics()["failed_dials"] >= 1
+                    or fake.statistics().get("dials_failed", 0) >= 1
+                ),
+                timeout=20,
+                what="the fake device's dial to fail",
+            )
+            assert fake.me not in bob.links.linked()
+        assert bob.persons.person_of(identity.public.verify_key.__bytes__()) != alice.me
+        assert bob.moments.person_of(bytes(identity.public.verify_key), b"c" * 32, 1) == bytes(
+            identity.public.verify_key
+        )
