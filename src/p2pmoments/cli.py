@@ -301,6 +301,61 @@ def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_devices(args: argparse.Namespace, paths: Paths) -> int:
+    answer = ApiClient(paths).call("GET", "/devices")
+    if args.json:
+        _print_json(answer)
+        return EXIT_OK
+    devices = answer["devices"]
+    for d in devices:
+        where = "this device" if d["this"] else ("linked" if d.get("linked") else "not linked now")
+        print(f"{d['name']}  ({where})")
+    if len(devices) == 1:
+        print(f"\nLink another: p2pmoments{_home_flag(paths)} devices link")
+    return EXIT_OK
+
+
+def cmd_devices_link(args: argparse.Namespace, paths: Paths) -> int:
+    from p2pmoments import qr
+    from p2pmoments.files import write_file_atomically
+
+    answer = ApiClient(paths).call("POST", "/devices/link", {})
+    link, expires = answer["link"], answer["expires_at"]
+    wrote = []
+    if args.png:
+        write_file_atomically(Path(args.png), qr.render_png(link), mode=0o600)
+        wrote.append(args.png)
+    if args.svg:
+        write_file_atomically(Path(args.svg), qr.render_svg(link), mode=0o600)
+        wrote.append(args.svg)
+    if not wrote:
+        _print_raw(qr.render_terminal(link))
+    print(
+        f"\nOn the new device, instead of init:\n  p2pmoments --home DIR devices join {link}\n"
+        f"then start it (p2pmoments --home DIR run). The link works once, until "
+        f"{_when(expires)}; it makes the new device yours: show it to no one else."
+    )
+    for path in wrote:
+        print(f"wrote {path} (valid once, until {_when(expires)})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_devices_join(args: argparse.Namespace, paths: Paths) -> int:
+    import socket
+
+    from p2pmoments.home import join_home
+
+    name = args.name or socket.gethostname().split(".")[0][:32] or "device"
+    code = join_home(paths, args.link, name)
+    print(
+        f"This home is now {code.name}'s device {name!r}, with keys of its own.\n"
+        f"Start it: p2pmoments{_home_flag(paths)} run\n"
+        f"It links itself to {code.name}'s device (which must be running, within "
+        f"{_when(code.expires)}) and then has everything {code.name} has."
+    )
+    return EXIT_OK
+
+
 def cmd_pair(args: argparse.Namespace, paths: Paths) -> int:
     client = ApiClient(paths)  # fail early if no daemon runs
     if args.image:
@@ -876,6 +931,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="FILE", help="write the code as a PNG image")
     p.add_argument("--svg", metavar="FILE", help="write the code as an SVG image")
     p.add_argument("--link", action="store_true", help="print only the link, as text")
+
+    p = add(
+        "devices",
+        cmd_devices,
+        "List your devices, or link a new one (spec/devices.md).",
+        "p2pmoments devices   or   p2pmoments devices link",
+    )
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    devices_sub = p.add_subparsers(dest="devices_command", metavar="ACTION")
+    q = add(
+        "link",
+        cmd_devices_link,
+        "Show a single-use link (and QR) that makes a new device one of yours.",
+        "p2pmoments devices link --png device.png",
+        parent=devices_sub,
+    )
+    q.add_argument("--png", metavar="FILE", help="write the code as a PNG image")
+    q.add_argument("--svg", metavar="FILE", help="write the code as an SVG image")
+    q = add(
+        "join",
+        cmd_devices_join,
+        "On a new home, instead of init: become a device of whoever showed the link.",
+        "p2pmoments --home ~/.p2pm-laptop devices join P2PD:1/... --name laptop",
+        parent=devices_sub,
+    )
+    q.add_argument("link", help="the device link (P2PD:1/...) shown by `devices link`")
+    q.add_argument("--name", help="this device's name (default: the host's name)")
 
     p = add(
         "pair",

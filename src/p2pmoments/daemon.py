@@ -24,7 +24,7 @@ from aiohttp import web
 from p2pmoments.api import API_PREFIX, ApiRunner, create_app
 from p2pmoments.config import Address, Config
 from p2pmoments.core.errors import P2PMomentsError
-from p2pmoments.home import load_identity, load_or_create_token
+from p2pmoments.home import load_device, load_identity, load_or_create_token
 from p2pmoments.limits import AcceptGuard, raise_open_files_limit
 from p2pmoments.net.links import describe_bind_error
 from p2pmoments.node import Node, Profile
@@ -68,7 +68,9 @@ async def serve(
     """Run the node and its API until `stop` is set."""
     identity = await asyncio.to_thread(load_identity, paths)
     token = await asyncio.to_thread(load_or_create_token, paths)
-    async with Node(paths=paths, config=config, identity=identity) as node:
+    device = await asyncio.to_thread(load_device, paths)
+    person = device.person if device is not None else None
+    async with Node(paths=paths, config=config, identity=identity, person=person) as node:
         runner = ApiRunner(create_app(node, token), access_log=None, shutdown_timeout=5)
         await runner.setup()
         try:

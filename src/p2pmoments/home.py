@@ -6,22 +6,30 @@ inside a 0700 directory, so a crash never leaves half a key behind.
 
 from __future__ import annotations
 
+import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2pmoments import store
 from p2pmoments.config import default_config_text
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity, decode_key_file, encode_key_file
+from p2pmoments.core.ids import IdKind, decode_id, encode_id
+from p2pmoments.core.pairing import PairingCode, decode_device_link, encode_device_link
 from p2pmoments.core.profile import check_display_name
 from p2pmoments.files import write_file_atomically
 from p2pmoments.paths import Paths
 
 __all__ = [
     "AlreadyInitialisedError",
+    "DeviceInfo",
     "NotInitialisedError",
     "init_home",
     "is_initialised",
+    "join_home",
+    "joined",
+    "load_device",
     "load_identity",
     "load_or_create_token",
 ]
@@ -67,6 +75,58 @@ def init_home(paths: Paths, name: str) -> Identity:
     except FileExistsError:
         raise AlreadyInitialisedError(f"{paths.key_file} already holds an identity") from None
     return identity
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceInfo:
+    """What device.json says: the person this device is one of, and while it joins, the
+    device link it joins by and the name it asks for."""
+
+    person: bytes
+    join: str | None = None
+    name: str = ""
+
+
+def join_home(paths: Paths, link: str, device_name: str) -> PairingCode:
+    """Make a new home a device of the person whose device link this is (spec/devices.md
+    section 10): its own keys, never another device's; the link kept until the daemon,
+    once running, has been certified by that device. Returns the link, decoded."""
+    try:
+        code = decode_device_link(link)
+        device_name = check_display_name(device_name)
+    except DecodeError as exc:
+        raise P2PMomentsError(str(exc)) from None
+    init_home(paths, code.name)
+    info = {
+        "person": encode_id(bytes(code.identity), IdKind.IDENTITY),
+        "join": encode_device_link(code),
+        "name": device_name,
+    }
+    write_file_atomically(paths.device_file, json.dumps(info).encode(), mode=0o600)
+    return code
+
+
+def load_device(paths: Paths) -> DeviceInfo | None:
+    """device.json, if this is not a person's first device."""
+    try:
+        info = json.loads(paths.device_file.read_text(encoding="utf-8"))
+        return DeviceInfo(
+            person=decode_id(info["person"], IdKind.IDENTITY),
+            join=info.get("join") or None,
+            name=info.get("name", ""),
+        )
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, DecodeError) as exc:
+        raise P2PMomentsError(f"{paths.device_file} is damaged: {exc}") from None
+
+
+def joined(paths: Paths) -> None:
+    """The join is done: device.json keeps only whose device this is."""
+    info = load_device(paths)
+    if info is not None and info.join is not None:
+        data = {"person": encode_id(info.person, IdKind.IDENTITY), "name": info.name}
+        write_file_atomically(paths.device_file, json.dumps(data).encode(), mode=0o600)
 
 
 def load_identity(paths: Paths) -> Identity:

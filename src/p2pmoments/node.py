@@ -6,6 +6,9 @@ its own: who may link is core.admission's, what replicates core.replication's.
     pairings ├─ node wires ┤  onions (our tor) ◄─ reach (cards: who reaches whom)
     circles ─┤             └─ replication (runner of core.replication)
     moments, posting ──────┘
+
+Why so long: it is where every part is made and wired, and it answers every callback of
+the links (admission, hellos, messages); what devices add lives in ourdevices.py.
 """
 
 from __future__ import annotations
@@ -29,32 +32,33 @@ from p2pmoments.core.admission import Admission, Known, Verdict
 from p2pmoments.core.beacon import beacon
 from p2pmoments.core.device_entries import (
     T_ROSTER,
-    RosterError,
-    decode_roster_message,
-    encode_roster_message,
 )
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.link import CloseCode, Closed
-from p2pmoments.core.pairing import PairingCode, PairingEvent, PairingState, token_psk
+from p2pmoments.core.pairing import (
+    PairingCode,
+    PairingEvent,
+    PairingState,
+    token_psk,
+)
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
 from p2pmoments.core.self_sync import (
     T_FRIENDS,
+    T_JOIN,
     T_KEYS,
-    decode_friends_message,
-    decode_keys_message,
-    encode_friends_message,
-    encode_keys_message,
 )
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
+from p2pmoments.home import load_device
 from p2pmoments.moments import Moments
 from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.onions import Onions
+from p2pmoments.ourdevices import JOIN_ID, OurDevices
 from p2pmoments.pairings import Pairings
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
@@ -101,20 +105,24 @@ class Node:
         self.blobs = BlobStore(paths.blob_dir)
         self.friends = Friends(self.store, self.events, self.person, on_change=self._friend_changed)
         self.persons = Persons(
-            self.store, self.events, me=self.person, device=self.me, on_change=self._roster_changed
+            self.store,
+            self.events,
+            me=self.person,
+            device=self.me,
+            on_change=lambda person: self.devices.roster_changed(person),
         )
         self.friends.person_of = self.persons.person_of
-        self._device_targets: set[bytes] = set()
+        self.devices: OurDevices = OurDevices(self)
         self.links = Links(
             identity,
             self,
             spawn=self.spawn,
             name=lambda: self.friends.my_name,
-            pairing_psks=lambda: self.pairings.psks(),
+            pairing_psks=lambda: self.pairings.psks() + self.devices.psks(),
             clock=clock,
             person=self.person if self.person != self.me else None,
         )
-        self.pairings = Pairings(
+        self.pairings: Pairings = Pairings(
             self.store,
             self.events,
             self.friends,
@@ -128,7 +136,7 @@ class Node:
             ttl=config.pairing_ttl,
             max_friends=config.max_friends,
             dial=self._dial_pairing,
-            address=self._code_address,
+            address=self.code_address,
             on_codes=lambda: self.reach.refresh_clients(),
         )
         self.circles = Circles(
@@ -171,7 +179,7 @@ class Node:
             paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
         )
         self.links.use_tor(self.onions.dial, self.onions.ready)
-        self.reach = Reach(
+        self.reach: Reach = Reach(
             self.store,
             identity,
             links=self.links,
@@ -196,6 +204,7 @@ class Node:
             stack.push_async_callback(self.moments.close)
             await self.friends.load()
             await self.persons.load()
+            device = await asyncio.to_thread(load_device, self.paths)
             pending = await self.pairings.load()
             await self.circles.load()
             await self.replication.load()
@@ -211,6 +220,7 @@ class Node:
                 stack.push_async_callback(server.wait_closed)
                 stack.callback(server.close)
             self._want_everyone(pending)
+            self.devices.start(device)
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
             if keys is not None and self.links.onion_port is not None:
@@ -335,45 +345,10 @@ class Node:
         self._want_co_members()
         self.reach.refresh_clients()
 
-    def _roster_changed(self, person: bytes) -> None:
-        """A roster changed: its devices are dialled, revoked ones let go, and those
-        linked to us who should hold it get it now (a friend learns of a device of ours
-        the moment it is linked, not at their next link-up)."""
-        self._want_devices()
-        entries = self.persons.entries_of(person)
-        for key in self.links.linked():
-            if person in self._rosters_for(self.persons.person_of(key)):
-                self.links.send(key, encode_roster_message(person, entries))
-
-    def _want_devices(self) -> None:
-        """The current devices of our friends, co-members and ourselves are dial targets
-        (found by their beacons, spec/devices.md section 8); a device no longer current,
-        or of someone we no longer know, is let go."""
-        co_members = self.circles.co_members()
-        wanted: dict[bytes, bytes] = {}
-        for person in self.persons.persons():
-            friend = self.friends.get(person)
-            if person == self.person or (
-                friend.state is FriendState.FRIEND if friend is not None else person in co_members
-            ):
-                wanted |= self.persons.devices_of(person)
-        if self.person != self.me:  # our first device is one of ours to link with
-            roster = self.persons.roster(self.person)
-            link = roster.link_key(self.person) if roster is not None else None
-            if link is not None:
-                wanted[self.person] = link
-        wanted.pop(self.me, None)
-        for key in self._device_targets - set(wanted):
-            self.links.forget(key, "no longer a current device of anyone we know")
-        for key, link in wanted.items():
-            if key not in self.links.targets():
-                self.links.want(key, link)
-        self._device_targets = set(wanted)
-
     def _friend_changed(self, friend: FriendRecord | None, key: bytes) -> None:
         if self._tg is not None:  # running: our other devices learn of it
-            for device in self._our_devices_linked():
-                self._send_friends(device)
+            for device in self.devices.linked_ours():
+                self.devices.send_friends(device)
         self._friend_target(friend, key)
 
     def _friend_target(self, friend: FriendRecord | None, key: bytes) -> None:
@@ -391,7 +366,7 @@ class Node:
         """Co-members become dial targets (found by mDNS; never friends by this); former
         co-members we no longer share a circle with stop being dialled."""
         co_members = self.circles.co_members()
-        for key in self.links.targets() - set(co_members) - self._device_targets:
+        for key in self.links.targets() - set(co_members) - self.devices.targets:
             if self.friends.get(key) is None and not self.links.pairing_target(key):
                 self.links.forget(key, "no longer in a circle together")
         for key, link_key in co_members.items():
@@ -400,7 +375,7 @@ class Node:
                 friend is not None and friend.state is FriendState.BLOCKED
             ):
                 self.links.want(key, link_key, onion=self.reach.onion_of(key))
-        self._want_devices()
+        self.devices.want()
         self.reach.refresh_clients()
 
     def _dial_pairing(self, record: PairingRecord) -> None:
@@ -416,7 +391,7 @@ class Node:
             onion=self.reach.pairing_onion(record),
         )
 
-    def _code_address(self) -> LinkAddress:
+    def code_address(self) -> LinkAddress:
         """Where our codes say we are: a LAN address, and our onion address with Tor on."""
         host = self.config.listen.host if self.links.listen_port is not None else None
         if host in ("0.0.0.0", "::"):  # noqa: S104 - we listen everywhere: offer a LAN address
@@ -428,6 +403,8 @@ class Node:
 
     async def admit(self, link_key: bytes, pairing_psk: bytes | None) -> Admission:
         """Whether to answer an initiator (core.admission decides)."""
+        if pairing_psk is not None and pairing_psk in self.devices.psks():
+            return Admission(verdict=Verdict.ACCEPT)  # a new device of ours, with our link
         friend = self.friends.by_link_key(link_key)
         device = self.persons.by_link_key(link_key)  # (person, device) of a current device
         if friend is None and device is not None:
@@ -456,6 +433,9 @@ class Node:
 
     async def established(self, hello: Hello) -> tuple[CloseCode, str] | None:
         """A link's hellos are done: a pairing completes, or a friend or co-member is back."""
+        by_device_link, refusal = self.devices.established(hello)
+        if by_device_link:
+            return refusal
         if hello.pairing_token is not None or hello.pairing_id is not None:
             if hello.person != hello.key:
                 return CloseCode.NOT_ACCEPTED, "pair with a person's first device for now"
@@ -537,11 +517,7 @@ class Node:
         person = self.persons.person_of(key)
         if info is not None and person != self.person:
             await self.friends.remember_name(person, info.name)
-        for whose in self._rosters_for(person):
-            self.links.send(key, encode_roster_message(whose, self.persons.entries_of(whose)))
-        if person == self.person:  # another device of ours: our friends, the keys it lacks
-            self._send_friends(key)
-            self._send_keys(key)
+        self.devices.linked(key)
         self.events.publish(
             "peer.connected",
             identity=identity_text(key),
@@ -556,11 +532,13 @@ class Node:
         if body.get(0) == T_REACH:
             await self.reach.on_message(key, body)
         elif body.get(0) == T_ROSTER:
-            await self._on_roster(key, body)
+            await self.devices.on_roster(key, body)
         elif body.get(0) == T_KEYS:
-            await self._on_keys(key, body)
+            await self.devices.on_keys(key, body)
         elif body.get(0) == T_FRIENDS:
-            await self._on_friends(key, body)
+            await self.devices.on_friends(key, body)
+        elif body.get(0) == T_JOIN:
+            await self.devices.on_join(key, body)
         else:
             await self.replication.on_message(key, body)
         if self.on_message is not None:
@@ -576,6 +554,11 @@ class Node:
 
     async def pairing_ended(self, pairing_id: int, refused: str | None) -> None:
         """A code we scanned expired, or its owner refused it."""
+        if pairing_id == JOIN_ID:  # our device link expired or was refused
+            why = refused or "the device link expired before the other device answered"
+            log.warning("could not join: %s; ask for a fresh device link", why)
+            self.events.publish("device.join_failed", reason=why)
+            return
         if refused is None:
             record = await self.pairings.update(
                 pairing_id, PairingEvent.EXPIRED, "the code expired before we could reach them"
@@ -588,80 +571,9 @@ class Node:
 
     # --- what the parts tell each other ---------------------------------------------------
 
-    # --- our devices and others' (spec/devices.md sections 8, 9) ---------------------------
-
-    def _rosters_for(self, person: bytes) -> list[bytes]:
-        """The rosters to hand a device of `person` at link-up: ours, and those of the
-        people we share a circle with them (so that co-members learn each other's
-        devices); never in mDNS, only over links (spec/devices.md section 8)."""
-        shared = set()
-        for manifest in self.circles.all():
-            members = {bytes(m.verify_key) for m in manifest.members}
-            if person == self.person or person in members:
-                shared |= members
-        whose = [p for p in self.persons.persons() if p == self.person or p in shared]
-        return [p for p in whose if self.persons.entries_of(p)]
-
-    async def _on_roster(self, key: bytes, body: dict[int, Any]) -> None:
-        try:
-            person, raws = decode_roster_message(body)
-        except RosterError as exc:
-            self.links.drop_misbehaving(key, f"bad roster message: {exc}")
-            return
-        sender = self.persons.person_of(key)
-        friend = self.friends.get(person)
-        known = (
-            person in (sender, self.person)
-            or (friend is not None and friend.state is FriendState.FRIEND)
-            or person in self.circles.co_members()
-        )
-        if not known:
-            return  # a stranger's roster is not ours to keep
-        _, junk = await self.persons.receive(person, raws)
-        if junk:
-            self.links.drop_misbehaving(key, f"{junk} roster entries that do not verify")
-
-    def _our_devices_linked(self) -> list[bytes]:
-        return [
-            k
-            for k in self.links.linked()
-            if k != self.me and self.persons.person_of(k) == self.person
-        ]
-
-    def _send_friends(self, key: bytes) -> None:
-        self.links.send(key, encode_friends_message(self.friends.my_name, self.friends.shared()))
-
-    async def _on_friends(self, key: bytes, body: dict[int, Any]) -> None:
-        if key not in self._our_devices_linked():
-            self.links.drop_misbehaving(key, "friends from someone not one of our devices")
-            return
-        try:
-            name, friends = decode_friends_message(body)
-        except RosterError as exc:
-            self.links.drop_misbehaving(key, f"bad friends message: {exc}")
-            return
-        await self.friends.from_our_device(name, friends)
-
-    def _send_keys(self, key: bytes) -> None:
-        keys = self.circles.keys_held()
-        if keys:
-            self.links.send(key, encode_keys_message(keys))
-
-    async def _on_keys(self, key: bytes, body: dict[int, Any]) -> None:
-        if key not in self._our_devices_linked():
-            self.links.drop_misbehaving(key, "epoch keys from someone not one of our devices")
-            return
-        try:
-            keys = decode_keys_message(body)
-        except RosterError as exc:
-            self.links.drop_misbehaving(key, f"bad keys message: {exc}")
-            return
-        if await self.circles.given(keys):
-            await self.replication.keys_arrived()
-
     async def _circle_changed(self, manifest: Any) -> None:
-        for device in self._our_devices_linked():  # they get the new epoch's key
-            self._send_keys(device)
+        for device in self.devices.linked_ours():  # they get the new epoch's key
+            self.devices.send_keys(device)
         self._want_co_members()
         await self.replication.circle_changed(manifest)
         await self.reach.circles_changed()  # co-members learn where the others are

@@ -62,6 +62,12 @@ class Paths:
         return self.data_dir / "tor.key"
 
     @property
+    def device_file(self) -> Path:
+        """On a device other than a person's first: whose it is, and while it joins, the
+        device link it joins by (mode 0600: the link holds a secret; spec/devices.md)."""
+        return self.data_dir / "device.json"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: its pid and addresses, for clients to find it."""
         return self.data_dir / "daemon.json"

@@ -153,6 +153,12 @@ class Replication:
         missing = await self._moments.missing_in(self.engine.circles_of(peer))
         await self._perform(self.engine.resume(peer, missing))
 
+    async def relink(self, peer: bytes) -> None:
+        """What circles a linked peer is in changed (its device became someone's): it is
+        told, as at link-up, what we hold of each."""
+        if peer in self._peers:
+            await self._perform(self.engine.relink(peer))
+
     async def keys_arrived(self) -> None:
         """Another device of ours gave us epoch keys: what we could not open, asked again."""
         await self._perform(self.engine.keys_arrived())

@@ -31,6 +31,7 @@ from p2pmoments.api.uploads import multipart
 from p2pmoments.core.blobs import PHOTO_TYPES, BlobKind, BlobRef
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
 from p2pmoments.core.pairing import PairingState
+from p2pmoments.friends import identity_text
 from p2pmoments.moments import MAX_FEED
 from p2pmoments.posting import Upload
 from p2pmoments.store import StoredMoment
@@ -197,6 +198,23 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response(
         {"peers": [views.peer_json(p, node.friends.person) for p in node.links.peers()]}
     )
+
+
+@routes.get(f"{API_PREFIX}/devices")
+async def devices(request: web.Request) -> web.Response:
+    """This person's devices: which is this one, their names, which are linked now."""
+    node = request.app[NODE]
+    return web.json_response(
+        {"person": identity_text(node.person), "devices": node.devices.devices()}
+    )
+
+
+@routes.post(f"{API_PREFIX}/devices/link")
+async def new_device_link(request: web.Request) -> web.Response:
+    """A single-use link for a new device of ours (spec/devices.md section 10)."""
+    with node_errors():
+        link, expires = request.app[NODE].devices.new_device_link()
+    return web.json_response({"link": link, "expires_at": expires}, status=201)
 
 
 @routes.get(f"{API_PREFIX}/events")

@@ -30,12 +30,16 @@ __all__ = [
     "PairingState",
     "check_not_self",
     "decode_code",
+    "decode_device_link",
+    "device_link_psk",
     "encode_code",
+    "encode_device_link",
     "next_state",
     "token_psk",
 ]
 
 SCHEME = "P2PM:"
+DEVICE_SCHEME = "P2PD:"  # a link to add a device of one's own (spec/devices.md section 10)
 CODE_VERSION = 1
 TOKEN_LEN = 16
 CHECK_LEN = 5
@@ -88,17 +92,34 @@ def _unb32(text: str, what: str) -> bytes:
         raise DecodeError(f"the {what} is not valid base32") from None
 
 
-def _check(text: str) -> str:
+def _check(text: str, person: bytes = b"p2pm-qr") -> str:
     return _b32(
-        hashlib.blake2b(text.encode("ascii"), digest_size=CHECK_LEN, person=b"p2pm-qr").digest()
+        hashlib.blake2b(text.encode("ascii"), digest_size=CHECK_LEN, person=person).digest()
     )
 
 
-def encode_code(code: PairingCode) -> str:
+def device_link_psk(token: bytes) -> bytes:
+    """The IKpsk1 PSK for a device link's token (spec/devices.md section 10): a person
+    string of its own, so a device link can never pair, nor a pairing code link a device."""
+    return hashlib.blake2b(token, digest_size=32, person=b"p2pm-devl-psk").digest()
+
+
+def encode_device_link(code: PairingCode) -> str:
+    """A device link's text: a pairing code's fields under the scheme P2PD: and a check
+    of its own (spec/devices.md section 10), so nobody pairs with it by mistake."""
+    return encode_code(code, scheme=DEVICE_SCHEME, person=b"p2pm-devlink")
+
+
+def decode_device_link(text: str) -> PairingCode:
+    """A device link from its text; DecodeError with a reason a person understands."""
+    return decode_code(text, scheme=DEVICE_SCHEME, person=b"p2pm-devlink", what="device link")
+
+
+def encode_code(code: PairingCode, *, scheme: str = SCHEME, person: bytes = b"p2pm-qr") -> str:
     """The code's text (its pairing link): uppercase, alphanumeric-mode safe."""
     body = "/".join(
         [
-            f"{SCHEME}{CODE_VERSION}",
+            f"{scheme}{CODE_VERSION}",
             _b32(bytes(code.identity)),
             _b32(bytes(code.link_key)),
             _b32(code.token),
@@ -107,51 +128,61 @@ def encode_code(code: PairingCode) -> str:
             encode_addr(LinkAddress(host=code.host, port=code.port, onion=code.onion)),
         ]
     )
-    return f"{body}/{_check(body)}"
+    return f"{body}/{_check(body, person)}"
 
 
-def decode_code(text: str) -> PairingCode:
+def decode_code(
+    text: str, *, scheme: str = SCHEME, person: bytes = b"p2pm-qr", what: str = "pairing link"
+) -> PairingCode:
     """A PairingCode from its text; DecodeError with a reason a person understands."""
     if not isinstance(text, str):
-        raise DecodeError("a pairing link is text")
+        raise DecodeError(f"a {what} is text")
     text = "".join(text.split())
     if len(text) > MAX_CODE_LEN:
-        raise DecodeError(f"this is too long to be a pairing link ({len(text)} characters)")
+        raise DecodeError(f"this is too long to be a {what} ({len(text)} characters)")
     if not text.isascii():
         # Checked before changing case: "\u017f".upper() is "S" and "\u0131".upper() is "I", so a
         # link with such look-alikes would otherwise pass as another (spec/pairing.md).
         odd = next(c for c in text if not c.isascii())
         raise DecodeError(
-            f"this is not a pairing link: it has the character {odd!r}, and a link has "
+            f"this is not a {what}: it has the character {odd!r}, and a link has "
             "only the letters A-Z, the digits 2-7, ':' and '/'"
         )
-    if not text.upper().startswith(SCHEME):
-        raise DecodeError("this is not a p2pmoments pairing link (it should start with P2PM:)")
+    if not text.upper().startswith(scheme):
+        other = DEVICE_SCHEME if scheme == SCHEME else SCHEME
+        if text.upper().startswith(other):
+            raise DecodeError(
+                "this is a link to add a device of yours (p2pmoments devices join), not a "
+                "friend's pairing link"
+                if other == DEVICE_SCHEME
+                else "this is a friend's pairing link (p2pmoments pair), not a device link"
+            )
+        raise DecodeError(f"this is not a p2pmoments {what} (it should start with {scheme})")
     text = text.upper()
-    parts = text[len(SCHEME) :].split("/")
+    parts = text[len(scheme) :].split("/")
     if parts[0] != str(CODE_VERSION):
         if parts[0].isdigit():
             raise DecodeError(
-                f"this pairing link is version {parts[0]}; this p2pmoments "
+                f"this {what} is version {parts[0]}; this p2pmoments "
                 f"understands version {CODE_VERSION} only: update it"
             )
-        raise DecodeError("this pairing link has no version")
+        raise DecodeError(f"this {what} has no version")
     if len(parts) != _FIELDS:
-        raise DecodeError("this pairing link is incomplete or has extra parts")
+        raise DecodeError(f"this {what} is incomplete or has extra parts")
     body, check = text.rsplit("/", 1)
-    if _check(body) != check:
-        raise DecodeError("this pairing link is damaged or mistyped (its check does not match)")
+    if _check(body, person) != check:
+        raise DecodeError(f"this {what} is damaged or mistyped (its check does not match)")
     _, ident, dh, token, expires, name, addr = parts[:7]
     raw_id, raw_dh = _unb32(ident, "identity"), _unb32(dh, "link key")
     raw_token, raw_expires = _unb32(token, "token"), _unb32(expires, "expiry")
     if len(raw_id) != 32 or len(raw_dh) != 32:
-        raise DecodeError("a key in this pairing link has the wrong length")
+        raise DecodeError(f"a key in this {what} has the wrong length")
     if len(raw_token) != TOKEN_LEN or len(raw_expires) != 5:
-        raise DecodeError("the token or expiry in this pairing link has the wrong length")
+        raise DecodeError(f"the token or expiry in this {what} has the wrong length")
     try:
         display = check_display_name(_unb32(name, "name").decode("utf-8"))
     except UnicodeDecodeError:
-        raise DecodeError("the name in this pairing link is not UTF-8") from None
+        raise DecodeError(f"the name in this {what} is not UTF-8") from None
     where = decode_addr(addr)
     return PairingCode(
         identity=VerifyKey(raw_id),

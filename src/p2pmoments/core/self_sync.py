@@ -17,11 +17,14 @@ __all__ = [
     "MAX_FRIENDS",
     "MAX_KEYS",
     "T_FRIENDS",
+    "T_JOIN",
     "T_KEYS",
     "SharedFriend",
     "decode_friends_message",
+    "decode_join_message",
     "decode_keys_message",
     "encode_friends_message",
+    "encode_join_message",
     "encode_keys_message",
 ]
 
@@ -110,3 +113,23 @@ def decode_friends_message(body: dict[int, Any]) -> tuple[str, list[SharedFriend
             )
         )
     return _name(body[1]), friends
+
+
+# --- joining: a new device asks to be certified (spec/devices.md section 10) ------------
+
+T_JOIN = 25  # {0: 25, 1: the device's name, 2: its consent}: on a link made with a device link
+
+
+def encode_join_message(name: str, consent: bytes) -> dict[int, Any]:
+    """A new device's request: its name, and its consent to be the person's."""
+    return {0: T_JOIN, 1: name, 2: consent}
+
+
+def decode_join_message(body: dict[int, Any]) -> tuple[str, bytes]:
+    """(name, consent) of a join message; RosterError if it is malformed."""
+    if set(body) != {0, 1, 2} or body[0] != T_JOIN:
+        raise RosterError("malformed join message")
+    consent = body[2]
+    if type(consent) is not bytes or len(consent) != 64:
+        raise RosterError("malformed consent")
+    return _name(body[1]), consent

@@ -280,6 +280,13 @@ class Replicator:
         self._chunks.link_up(peer)
         return self._expand(self._vectors.link_up(peer))
 
+    def relink(self, peer: bytes) -> list[Action]:
+        """A linked peer's circles changed (a roster made its device someone's): tell it
+        what we hold of each, as at link-up, keeping its transfers."""
+        if peer not in self._peers:
+            return []
+        return self._expand(self._vectors.link_up(peer))
+
     def keys_arrived(self) -> list[Action]:
         """Epoch keys arrived from another device of ours: ask every peer again for what
         we could not open before (spec/devices.md section 9)."""

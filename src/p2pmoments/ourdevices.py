@@ -1,0 +1,359 @@
+"""One person's devices, and the devices of the people we know (spec/devices.md sections
+8-10): which devices to dial, the rosters handed to whom, what our own devices tell each
+other (epoch keys, friends), and linking a new device. The node wires it; the rules are
+core.devices' and the rosters persons.Persons'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from p2pmoments.circles import Circles
+from p2pmoments.core.device_entries import (
+    RosterError,
+    consent_message,
+    decode_roster_message,
+    encode_roster_message,
+)
+from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.core.identity import Identity
+from p2pmoments.core.link import CloseCode
+from p2pmoments.core.pairing import (
+    PairingCode,
+    decode_device_link,
+    device_link_psk,
+    encode_device_link,
+)
+from p2pmoments.core.pairing_addr import LinkAddress
+from p2pmoments.core.self_sync import (
+    decode_friends_message,
+    decode_join_message,
+    decode_keys_message,
+    encode_friends_message,
+    encode_join_message,
+    encode_keys_message,
+)
+from p2pmoments.errors import UserInputError
+from p2pmoments.events import EventBus
+from p2pmoments.friends import Friends, identity_text
+from p2pmoments.home import DeviceInfo, joined
+from p2pmoments.net.links import Hello, Links
+from p2pmoments.paths import Paths
+from p2pmoments.persons import Persons
+from p2pmoments.replication import Replication
+from p2pmoments.store import FriendState
+
+__all__ = ["DEVICE_LINK_TTL", "JOIN_ID", "OurDevices"]
+
+log = logging.getLogger(__name__)
+
+JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
+DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
+MAX_DEVICE_CODES = 4
+
+
+class Parts(Protocol):
+    """What of the node this needs (the node itself, without importing it)."""
+
+    person: bytes
+    me: bytes
+    identity: Identity
+    paths: Paths
+    persons: Persons
+    friends: Friends
+    circles: Circles
+    links: Links
+    replication: Replication
+    events: EventBus
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
+
+    def code_address(self) -> LinkAddress: ...
+
+
+class OurDevices:
+    """Devices: ours and others'."""
+
+    def __init__(self, node: Parts) -> None:
+        self._node = node
+        self._device_targets: set[bytes] = set()
+        # Device links we showed (spec/devices.md section 10): PSK -> expiry; the devices
+        # that linked with one and have yet to ask (device -> link key); and, on a new
+        # device, the link it joins by.
+        self._device_codes: dict[bytes, int] = {}
+        self._joining: dict[bytes, bytes] = {}
+        self._join: DeviceInfo | None = None
+
+    @property
+    def targets(self) -> set[bytes]:
+        """The devices we dial as devices (not as friends or co-members)."""
+        return self._device_targets
+
+    def established(self, hello: Hello) -> tuple[bool, tuple[CloseCode, str] | None]:
+        """Whether the link was made with a device link (ours to a new device, or this
+        new device's to our first), and then None to keep it, or why to close it."""
+        node = self._node
+        if hello.pairing_token is not None and hello.pairing_token in self._device_codes:
+            del self._device_codes[hello.pairing_token]  # a device link works once
+            if hello.person != node.person:
+                return True, (CloseCode.NOT_ACCEPTED, "this device link is another person's")
+            self._joining[hello.key] = hello.link_key
+            return True, None
+        if hello.pairing_id == JOIN_ID:  # we are the new device; the roster comes next
+            if hello.key != node.person:
+                return True, (CloseCode.WRONG_IDENTITY, "not the device whose link we have")
+            node.links.pairing_done(hello.key)
+            return True, None
+        return False, None
+
+    def linked(self, key: bytes) -> None:
+        """A link is up: the rosters it should hold; if it is a device of ours, what we
+        know that it may lack; if we are joining, our request."""
+        node = self._node
+        person = node.persons.person_of(key)
+        for whose in self.rosters_for(person):
+            node.links.send(key, encode_roster_message(whose, node.persons.entries_of(whose)))
+        if self._join is not None and key == node.person:  # we join: ask to be certified
+            self._ask_to_join(key)
+        elif person == node.person and node.persons.person_of(node.me) == node.person:
+            self.send_friends(key)  # another device of ours: our friends, the keys it lacks
+            self.send_keys(key)
+
+    def start(self, join: DeviceInfo | None) -> None:
+        """At start-up: dial our first device if this one is still joining."""
+        self._join = join if join is not None and join.join else None
+        self._dial_join()
+
+    def roster_changed(self, person: bytes) -> None:
+        """A roster changed: its devices are dialled, revoked ones let go, and those
+        linked to us who should hold it get it now (a friend learns of a device of ours
+        the moment it is linked, not at their next link-up); a device that became
+        someone's starts replicating as them."""
+        self.want()
+        entries = self._node.persons.entries_of(person)
+        for key in self._node.links.linked():
+            if person in self.rosters_for(self._node.persons.person_of(key)):
+                self._node.links.send(key, encode_roster_message(person, entries))
+        changed = [
+            k for k in self._node.links.linked() if self._node.persons.person_of(k) == person
+        ]
+        self._node.spawn(self._relink(changed), "relink")
+        if person == self._node.person and self._join is not None:
+            roster = self._node.persons.roster(person)
+            if roster is not None and roster.is_current(self._node.me):
+                self._node.spawn(self._joined(), "joined")
+
+    async def _relink(self, keys: list[bytes]) -> None:
+        for key in keys:
+            await self._node.replication.relink(key)
+
+    def want(self) -> None:
+        """The current devices of our friends, co-members and ourselves are dial targets
+        (found by their beacons, spec/devices.md section 8); a device no longer current,
+        or of someone we no longer know, is let go."""
+        co_members = self._node.circles.co_members()
+        wanted: dict[bytes, bytes] = {}
+        for person in self._node.persons.persons():
+            friend = self._node.friends.get(person)
+            if person == self._node.person or (
+                friend.state is FriendState.FRIEND if friend is not None else person in co_members
+            ):
+                wanted |= self._node.persons.devices_of(person)
+        if self._node.person != self._node.me:  # our first device is one of ours to link with
+            roster = self._node.persons.roster(self._node.person)
+            link = roster.link_key(self._node.person) if roster is not None else None
+            if link is not None:
+                wanted[self._node.person] = link
+        wanted.pop(self._node.me, None)
+        for key in self._device_targets - set(wanted):
+            self._node.links.forget(key, "no longer a current device of anyone we know")
+        for key, link in wanted.items():
+            if key not in self._node.links.targets():
+                self._node.links.want(key, link)
+        self._device_targets = set(wanted)
+
+    # --- our devices and others' (spec/devices.md sections 8, 9) ---------------------------
+
+    def rosters_for(self, person: bytes) -> list[bytes]:
+        """The rosters to hand a device of `person` at link-up: ours, and those of the
+        people we share a circle with them (so that co-members learn each other's
+        devices); never in mDNS, only over links (spec/devices.md section 8)."""
+        shared = set()
+        for manifest in self._node.circles.all():
+            members = {bytes(m.verify_key) for m in manifest.members}
+            if person == self._node.person or person in members:
+                shared |= members
+        whose = [p for p in self._node.persons.persons() if p == self._node.person or p in shared]
+        return [p for p in whose if self._node.persons.entries_of(p)]
+
+    async def on_roster(self, key: bytes, body: dict[int, Any]) -> None:
+        try:
+            person, raws = decode_roster_message(body)
+        except RosterError as exc:
+            self._node.links.drop_misbehaving(key, f"bad roster message: {exc}")
+            return
+        sender = self._node.persons.person_of(key)
+        friend = self._node.friends.get(person)
+        known = (
+            person in (sender, self._node.person)
+            or (friend is not None and friend.state is FriendState.FRIEND)
+            or person in self._node.circles.co_members()
+        )
+        if not known:
+            return  # a stranger's roster is not ours to keep
+        _, junk = await self._node.persons.receive(person, raws)
+        if junk:
+            self._node.links.drop_misbehaving(key, f"{junk} roster entries that do not verify")
+
+    # --- linking a device (spec/devices.md section 10) -------------------------------------
+
+    def psks(self) -> list[bytes]:
+        now = int(time.time())
+        for psk in [p for p, expires in self._device_codes.items() if expires < now]:
+            del self._device_codes[psk]
+        return list(self._device_codes)
+
+    def new_device_link(self) -> tuple[str, int]:
+        """A single-use link (and QR) for a new device of ours: (text, expiry)."""
+        if self._node.person != self._node.me:
+            raise UserInputError("for now, link new devices from your first device")
+        self.psks()
+        if len(self._device_codes) >= MAX_DEVICE_CODES:
+            oldest = min(self._device_codes, key=self._device_codes.__getitem__)
+            del self._device_codes[oldest]
+        token = os.urandom(16)
+        expires = int(time.time()) + DEVICE_LINK_TTL
+        where = self._node.code_address()
+        code = PairingCode(
+            identity=self._node.identity.public.verify_key,
+            link_key=self._node.identity.public.link_key,
+            token=token,
+            expires=expires,
+            name=self._node.friends.my_name,
+            host=where.host,
+            port=where.port,
+            onion=where.onion,
+        )
+        self._device_codes[device_link_psk(token)] = expires
+        return encode_device_link(code), expires
+
+    def _dial_join(self) -> None:
+        if self._join is None or self._join.join is None:
+            return
+        code = decode_device_link(self._join.join)
+        self._node.links.want_pairing(
+            self._node.person,
+            bytes(code.link_key),
+            pairing_id=JOIN_ID,
+            psk=device_link_psk(code.token),
+            expires=code.expires,
+            address=(code.host, code.port) if code.host and code.port else None,
+            onion=code.onion,
+        )
+
+    def _ask_to_join(self, key: bytes) -> None:
+        assert self._join is not None
+        consent = self._node.identity.signing_key.sign(
+            consent_message(
+                self._node.person, self._node.me, bytes(self._node.identity.public.link_key)
+            )
+        )
+        name = self._join.name or "device"
+        self._node.links.send(key, encode_join_message(name, consent))
+
+    async def on_join(self, key: bytes, body: dict[int, Any]) -> None:
+        link = self._joining.pop(key, None)
+        if link is None:
+            self._node.links.drop_misbehaving(key, "a join without a device link")
+            return
+        try:
+            name, consent = decode_join_message(body)
+            await self._node.persons.add_device(
+                self._node.identity,
+                device=key,
+                link=link,
+                name=name,
+                consent=consent,
+                now=int(time.time()),
+            )
+        except RosterError as exc:
+            self._node.links.drop_misbehaving(key, f"a join that does not verify: {exc}")
+            return
+        except P2PMomentsError as exc:  # ten devices already
+            log.warning("a device could not be linked: %s", exc)
+            self._node.events.publish("device.link_failed", reason=str(exc))
+            return
+        log.info("linked a new device of ours: %s", name)
+        self._node.events.publish("device.linked", name=name, device=identity_text(key))
+        self.send_friends(key)
+        self.send_keys(key)
+
+    async def _joined(self) -> None:
+        if self._join is None:
+            return
+        self._join = None
+        await asyncio.to_thread(joined, self._node.paths)
+        log.info("this device is now one of its person's")
+        self._node.events.publish("device.joined", person=identity_text(self._node.person))
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Our devices, as the API shows them: which is this one, their names."""
+        roster = self._node.persons.roster(self._node.person)
+        if roster is None:
+            return [{"device": identity_text(self._node.me), "name": "this device", "this": True}]
+        state = roster.snapshot()
+        out = [
+            {
+                "device": identity_text(device),
+                "name": name,
+                "this": device == self._node.me,
+                "linked": device in self._node.links.linked(),
+            }
+            for device, _, name in sorted(state.current)
+        ]
+        return sorted(out, key=lambda d: (not d["this"], d["name"]))
+
+    def linked_ours(self) -> list[bytes]:
+        return [
+            k
+            for k in self._node.links.linked()
+            if k != self._node.me and self._node.persons.person_of(k) == self._node.person
+        ]
+
+    def send_friends(self, key: bytes) -> None:
+        self._node.links.send(
+            key, encode_friends_message(self._node.friends.my_name, self._node.friends.shared())
+        )
+
+    async def on_friends(self, key: bytes, body: dict[int, Any]) -> None:
+        if key not in self.linked_ours():
+            self._node.links.drop_misbehaving(key, "friends from someone not one of our devices")
+            return
+        try:
+            name, friends = decode_friends_message(body)
+        except RosterError as exc:
+            self._node.links.drop_misbehaving(key, f"bad friends message: {exc}")
+            return
+        await self._node.friends.from_our_device(name, friends)
+
+    def send_keys(self, key: bytes) -> None:
+        keys = self._node.circles.keys_held()
+        if keys:
+            self._node.links.send(key, encode_keys_message(keys))
+
+    async def on_keys(self, key: bytes, body: dict[int, Any]) -> None:
+        if key not in self.linked_ours():
+            self._node.links.drop_misbehaving(key, "epoch keys from someone not one of our devices")
+            return
+        try:
+            keys = decode_keys_message(body)
+        except RosterError as exc:
+            self._node.links.drop_misbehaving(key, f"bad keys message: {exc}")
+            return
+        if await self._node.circles.given(keys):
+            await self._node.replication.keys_arrived()

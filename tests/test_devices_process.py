@@ -1,0 +1,84 @@
+"""Linking a device with the CLI, real daemon processes (spec/devices.md section 10): Alice
+shows a device link on her laptop, her desktop joins by it instead of `init`, and from
+then on it is Alice: it reads the family circle, posts as her, and Bob (who does
+nothing) sees one Alice."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemons import Daemon, cli, wait_for
+
+pytestmark = pytest.mark.process
+
+
+def start(daemons: list[Daemon], home: Path) -> Daemon:
+    daemon = Daemon(home, mdns=True)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    return daemon
+
+
+def feed(home: Path) -> dict[str, Any]:
+    moments = json.loads(cli(home, "feed", "--json", "--all").stdout)["moments"]
+    return {m["text"]: m for m in moments}
+
+
+@pytest.mark.timeout(240)
+def test_a_device_joins_by_link_and_posts_as_its_person(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    laptop, bob, desktop = (tmp_path / n for n in ("laptop", "bob", "desktop"))
+    assert cli(laptop, "init", "--name", "Alice").returncode == 0
+    assert cli(bob, "init", "--name", "Bob").returncode == 0
+    start(daemons, laptop)
+    start(daemons, bob)
+    assert cli(bob, "pair", cli(laptop, "qr", "--link").stdout.strip()).returncode == 0
+    made = cli(laptop, "circle", "create", "family", "--member", "Bob", "--members-can-post")
+    assert made.returncode == 0, made.stderr
+    assert cli(laptop, "post", "--circle", "family", "from the laptop").returncode == 0
+    wait_for(lambda: "from the laptop" in feed(bob), timeout=30, what="the laptop's post at Bob's")
+    assert cli(bob, "post", "--circle", "family", "from Bob").returncode == 0
+
+    shown = cli(laptop, "devices", "link")
+    assert shown.returncode == 0, shown.stderr
+    link = re.search(r"P2PD:\S+", shown.stdout)
+    assert link is not None, shown.stdout
+    joined = cli(desktop, "devices", "join", link.group(), "--name", "desktop")
+    assert joined.returncode == 0, joined.stderr
+    assert "Alice's device 'desktop'" in joined.stdout
+    start(daemons, desktop)
+
+    def devices(home: Path) -> list[str]:
+        answer = cli(home, "devices", "--json")
+        return sorted(d["name"] for d in json.loads(answer.stdout)["devices"])
+
+    wait_for(lambda: "desktop" in devices(laptop), timeout=60, what="the laptop to link it")
+    wait_for(lambda: len(devices(desktop)) == 2, timeout=30, what="the desktop to be Alice's")
+    assert json.loads(cli(desktop, "status", "--json").stdout)["name"] == "Alice"
+    wait_for(
+        lambda: {"from the laptop", "from Bob"} <= set(feed(desktop)),
+        timeout=60,
+        what="the desktop to read the family circle",
+    )
+    assert feed(desktop)["from Bob"]["author"]["name"] == "Bob"
+    assert feed(desktop)["from the laptop"]["author"]["name"] == "Alice"
+
+    assert cli(desktop, "post", "--circle", "family", "from the desktop").returncode == 0
+    wait_for(lambda: "from the desktop" in feed(laptop), timeout=60, what="it at the laptop")
+    wait_for(lambda: "from the desktop" in feed(bob), timeout=60, what="it at Bob's")
+    assert feed(bob)["from the desktop"]["author"]["name"] == "Alice"  # one Alice
+    assert [f["name"] for f in json.loads(cli(bob, "friends", "--json").stdout)["friends"]] == [
+        "Alice"
+    ]
+    # The link worked once.
+    again = cli(tmp_path / "other", "devices", "join", link.group(), "--name", "thief")
+    assert again.returncode == 0  # the home is made; its daemon will be refused
+    listing = cli(laptop, "devices")
+    assert "desktop" in listing.stdout
+    assert "this device" in listing.stdout
