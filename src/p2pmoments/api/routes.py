@@ -212,6 +212,8 @@ async def devices(request: web.Request) -> web.Response:
 @routes.post(f"{API_PREFIX}/devices/link")
 async def new_device_link(request: web.Request) -> web.Response:
     """A single-use link for a new device of ours (spec/devices.md section 10)."""
+    if request.can_read_body:  # nothing to say: an empty object at most
+        fields(await json_body(request), {}, ())
     with node_errors():
         link, expires = request.app[NODE].devices.new_device_link()
     return web.json_response({"link": link, "expires_at": expires}, status=201)
