@@ -34,6 +34,7 @@ from p2pmoments.core.pairing import PairingCode, PairingEvent, PairingState, tok
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
+from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.moments import Moments
@@ -78,9 +79,11 @@ class Node:
         self.me = bytes(identity.public.verify_key)
         self.api_url: str | None = None
         self.started_at = time.time()
-        self.store = AsyncStore(paths.db_file)
         self.events = EventBus()
-        self.blobs = BlobStore(paths.blob_dir)
+        # Every write that finds the disk full tells `disk` (status, paused transfers).
+        self.disk = Disk(paths.data_dir, self.events, on_room=self._disk_room)
+        self.store = AsyncStore(paths.db_file, on_full=self.disk.noticed)
+        self.blobs = BlobStore(paths.blob_dir, on_full=self.disk.noticed)
         self.friends = Friends(self.store, self.events, self.me, on_change=self._friend_changed)
         self.links = Links(
             identity,
@@ -139,6 +142,7 @@ class Node:
             events=self.events,
             spawn=self.spawn,
         )
+        self.replication.on_full = self.disk.noticed
         self.onions = Onions(
             paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
         )
@@ -184,6 +188,7 @@ class Node:
             self._want_everyone(pending)
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
+            self._background.append(self._tg.create_task(self.disk.watch(), name="disk"))
             if keys is not None and self.links.onion_port is not None:
                 # Tor starts in the background: the daemon answers on the LAN meanwhile.
                 run = self.onions.run(self.links.onion_port)
@@ -281,6 +286,7 @@ class Node:
             "data_dir": str(self.paths.data_dir),
             "config_file": str(self.paths.config_file),
             "peers_connected": len(self.links.linked()),
+            "disk": await asyncio.to_thread(self.disk.status),
             "tor": self.onions.status(),
             "friends": counts.friends,
             "circles": counts.circles,
@@ -489,6 +495,9 @@ class Node:
 
     async def _members_removed(self, members: list[bytes]) -> None:
         await self.replication.tell_removed(members)
+
+    async def _disk_room(self) -> None:
+        await self.replication.room()
 
     async def _posted(self, moments: Any) -> None:
         await self.replication.posted(moments)

@@ -12,6 +12,7 @@ from typing import Self
 
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.core.moment import Kind
+from p2pmoments.disk import full_error, is_full
 from p2pmoments.store import schema
 from p2pmoments.store.records import Counts, Freed, FriendState
 
@@ -30,7 +31,9 @@ class Database:
 
     @classmethod
     def open(cls, path: Path) -> Self:
-        """Open (creating if needed) and migrate the database at `path`."""
+        """Open (creating if needed) and migrate the database at `path`; DiskFullError
+        if the disk has no room for that (a migration is one transaction: rolled back,
+        the file is as it was)."""
         try:
             if not path.exists():
                 # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
@@ -41,7 +44,11 @@ class Database:
             conn.execute("PRAGMA foreign_keys=ON")
             store = cls(conn)
             store._migrate()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if is_full(exc):
+                raise full_error(path.parent, f"to open and update {path.name}") from None
+            if isinstance(exc, OSError):
+                raise
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         return store
 
@@ -50,10 +57,14 @@ class Database:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk: SQLITE_FULL), and a
+            # COMMIT that failed leaves the transaction open: never a second error
+            # hiding the first, never a transaction left open for the next write.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         version, newest = self.schema_version(), schema.SCHEMA_VERSION
