@@ -128,16 +128,16 @@ class Disk:
         and call on_room."""
         if self.full_since is None:
             return
+        free, where = await asyncio.to_thread(lambda: (self.free(), str(mount_point(self.path))))
         if not self._told:
             self._told = True
-            where = str(mount_point(self.path))
             log.warning("the disk is full: free space on %s", where)
             self._events.publish("disk.full", path=where)
-        if await asyncio.to_thread(self.free) < ROOM:
+        if free < ROOM:
             return
         self.full_since, self._told = None, False
         log.info("there is room on the disk again")
-        self._events.publish("disk.room", path=str(mount_point(self.path)))
+        self._events.publish("disk.room", path=where)
         if self.on_room is not None:
             await self.on_room()
 

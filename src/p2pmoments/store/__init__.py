@@ -10,13 +10,12 @@ returns: what the daemon acknowledged survives a crash or a power cut.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
-from p2pmoments.disk import full_error, is_full
+from p2pmoments.disk import reporting
 from p2pmoments.store.circles import CircleTables
 from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
@@ -89,14 +88,12 @@ class AsyncStore:
         if store is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, lambda: fn(store, *args, **kwargs))
-        except sqlite3.DatabaseError as exc:
-            if not is_full(exc):
-                raise
-            if self.on_full is not None:
-                self.on_full()
-            raise full_error(self._path.parent) from None
+
+        def call() -> T:
+            with reporting(self._path.parent, on_full=self.on_full):
+                return fn(store, *args, **kwargs)
+
+        return await loop.run_in_executor(self._executor, call)
 
     async def close(self) -> None:
         """Close the database and stop the thread; safe to call twice."""
