@@ -50,6 +50,18 @@ def is_full(exc: BaseException) -> bool:
     return False
 
 
+def _io_error_with_no_room(exc: BaseException, path: Path) -> bool:
+    """SQLite says "disk I/O error" where a write of its -wal or -shm file found no room
+    (opening a store on a full disk): taken for a full disk if there is less than ROOM."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF != sqlite3.SQLITE_IOERR:
+        return False
+    try:
+        return shutil.disk_usage(path).free < ROOM
+    except OSError:
+        return False
+
+
 def mount_point(path: Path) -> Path:
     """The top folder of the file system `path` is on (what to free space on)."""
     path = path.absolute()
@@ -80,7 +92,7 @@ def reporting(
             on_full()
         raise
     except (OSError, sqlite3.DatabaseError) as exc:
-        if not is_full(exc):
+        if not (is_full(exc) or _io_error_with_no_room(exc, path)):
             raise
         if on_full is not None:
             on_full()

@@ -12,7 +12,7 @@ from typing import Self
 
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.core.moment import Kind
-from p2pmoments.disk import full_error, is_full
+from p2pmoments.disk import reporting
 from p2pmoments.store import schema
 from p2pmoments.store.records import Counts, Freed, FriendState
 
@@ -35,21 +35,22 @@ class Database:
         if the disk has no room for that (a migration is one transaction: rolled back,
         the file is as it was)."""
         try:
-            if not path.exists():
-                # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn)
-            store._migrate()
-        except (sqlite3.DatabaseError, OSError) as exc:
-            if is_full(exc):
-                raise full_error(path.parent, f"to open and update {path.name}") from None
-            if isinstance(exc, OSError):
-                raise
+            with reporting(path.parent, f"to open and update {path.name}"):
+                return cls._open(path)
+        except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
+
+    @classmethod
+    def _open(cls, path: Path) -> Self:
+        if not path.exists():
+            # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn)
+        store._migrate()
         return store
 
     @contextmanager
