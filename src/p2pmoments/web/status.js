@@ -17,6 +17,8 @@ export function statusView(root) {
   const peers = h('section', { class: 'card', 'aria-labelledby': 'peers-title' });
   const transfers = h('section', { class: 'card', 'aria-labelledby': 'transfers-title' });
   const daemon = h('section', { class: 'card', 'aria-labelledby': 'daemon-title' });
+  // Said at the top while the disk is full: posts are refused, photos and files wait.
+  const diskAlert = h('p', { class: 'form-error', role: 'alert', hidden: true });
 
   function drawProfile() {
     const name = h('input', { type: 'text', value: state.me.name, maxLength: 32, required: true, 'aria-label': 'Your name', autocomplete: 'off' });
@@ -82,6 +84,10 @@ export function statusView(root) {
   async function drawDaemon() {
     try {
       const s = await api.get('/status');
+      diskAlert.hidden = !s.disk.full;
+      diskAlert.textContent = s.disk.full
+        ? `The disk is full: free space on ${s.disk.path}. Posting fails and arriving photos and files wait until there is room; nothing is lost.`
+        : '';
       clear(daemon, h('h2', { id: 'daemon-title' }, 'This device'),
         h('dl', { class: 'facts' },
           h('dt', {}, 'Friends'), h('dd', {}, String(s.friends)),
@@ -90,6 +96,7 @@ export function statusView(root) {
           h('dt', {}, 'Running since'), h('dd', {}, relativeTime(s.started_at)),
           h('dt', {}, 'Peers connect to'), h('dd', {}, s.listen.join(', ')),
           h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor)),
+          h('dt', {}, 'Disk'), h('dd', {}, s.disk.full ? `full: free space on ${s.disk.path}` : `${size(s.disk.free)} free`),
           h('dt', {}, 'Version'), h('dd', {}, s.version)),
         h('button', {
           type: 'button',
@@ -106,7 +113,7 @@ export function statusView(root) {
     }
   }
 
-  root.append(h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
+  root.append(h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();
@@ -119,6 +126,8 @@ export function statusView(root) {
     on('peer.connected', drawPeers),
     on('peer.disconnected', drawPeers),
     on('gap', () => { drawPeers(); drawDaemon(); }),
+    on('disk.full', drawDaemon),
+    on('disk.room', drawDaemon),
   ];
   return () => { for (const off of offs) off(); };
 }
