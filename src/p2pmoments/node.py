@@ -6,6 +6,9 @@ its own: who may link is core.admission's, what replicates core.replication's.
     pairings ├─ node wires ┤  onions (our tor) ◄─ reach (cards: who reaches whom)
     circles ─┤             └─ replication (runner of core.replication)
     moments, posting ──────┘
+
+Why so long: it is the one place that wires the parts and answers what the links ask
+(admission, hellos, messages, pairings); split, each half would need the other's parts.
 """
 
 from __future__ import annotations
@@ -80,8 +83,7 @@ class Node:
         self.api_url: str | None = None
         self.started_at = time.time()
         self.events = EventBus()
-        # Every write that finds the disk full tells `disk` (status, paused transfers).
-        self.disk = Disk(paths.data_dir, self.events, on_room=self._disk_room)
+        self.disk = Disk(paths.data_dir, self.events)  # told by every write that finds it full
         self.store = AsyncStore(paths.db_file, on_full=self.disk.noticed)
         self.blobs = BlobStore(paths.blob_dir, on_full=self.disk.noticed)
         self.friends = Friends(self.store, self.events, self.me, on_change=self._friend_changed)
@@ -142,7 +144,7 @@ class Node:
             events=self.events,
             spawn=self.spawn,
         )
-        self.replication.on_full = self.disk.noticed
+        self.replication.on_full, self.disk.on_room = self.disk.noticed, self.replication.room
         self.onions = Onions(
             paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
         )
@@ -495,9 +497,6 @@ class Node:
 
     async def _members_removed(self, members: list[bytes]) -> None:
         await self.replication.tell_removed(members)
-
-    async def _disk_room(self) -> None:
-        await self.replication.room()
 
     async def _posted(self, moments: Any) -> None:
         await self.replication.posted(moments)
