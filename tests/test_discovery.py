@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pmoments.config import Address
-from p2pmoments.core.beacon import BEACON_LEN, WINDOW, BeaconTable, beacon, window_of
+from p2pmoments.core.beacon import BEACON_LEN, MAX_SKEW, WINDOW, BeaconTable, beacon, window_of
 from p2pmoments.core.pairing import decode_code, encode_code
 from tests.multinode import eventually, make_home, running
 
@@ -30,15 +30,28 @@ def test_beacons_of_different_identities_differ(a: bytes, b: bytes, window: int)
         assert beacon(a, window) != beacon(b, window)
 
 
-def test_friends_recognise_within_a_window_of_clock_skew_and_strangers_do_not() -> None:
+def test_friends_recognise_each_other_with_clocks_hours_apart_and_strangers_do_not() -> None:
+    """Issue 23: a friend whose clock is on the wrong time zone (hours off) is still
+    recognised, up to MAX_SKEW (26 hours) either way; past it, or a stranger, not."""
     friend, stranger = b"f" * 32, b"s" * 32
+    now = 1_800_000_000.0
     table = BeaconTable()
-    table.update([friend], window=100)
-    for w in (99, 100, 101):
-        assert table.lookup(beacon(friend, w)) == friend
-    assert table.lookup(beacon(friend, 102)) is None
-    assert table.lookup(beacon(stranger, 100)) is None
+    table.update([friend], window=window_of(now))
+    for skew in (-MAX_SKEW, -14 * 3600, -3 * 3600, -60, 0, 60, 5 * 3600, 14 * 3600, MAX_SKEW):
+        theirs = beacon(friend, window_of(now + skew))  # what their clock makes them announce
+        assert table.lookup(theirs) == friend, skew
+    assert table.lookup(beacon(friend, window_of(now + MAX_SKEW + WINDOW))) is None
+    assert table.lookup(beacon(stranger, window_of(now))) is None
     assert window_of(100 * WINDOW + 5) == 100
+    # As our clock moves on, the window that enters is recognised, the one left is not.
+    table.update([friend], window=window_of(now) + 1)
+    assert table.lookup(beacon(friend, window_of(now + MAX_SKEW + WINDOW))) == friend
+    assert table.lookup(beacon(friend, window_of(now - MAX_SKEW))) is None
+    # A friend added later, and one gone.
+    other = b"o" * 32
+    table.update([other], window=window_of(now) + 1)
+    assert table.lookup(beacon(other, window_of(now - 20 * 3600))) == other
+    assert table.lookup(beacon(friend, window_of(now))) is None
 
 
 def without_address(link: str) -> str:

@@ -34,11 +34,12 @@ import queue
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from p2pmoments.core.blobs import MAX_CHUNK, chunk_matches
+from p2pmoments.disk import reporting
 from p2pmoments.files import fsync_dir
 
 __all__ = ["BlobStore", "Location", "PackWriter"]
@@ -121,9 +122,10 @@ class PackWriter:
     Without, what is written is handed to the disk in the background every SYNC_STEP
     bytes (fdatasync on another thread), to the same end."""
 
-    def __init__(self, path: Path, pack: bytes) -> None:
+    def __init__(self, path: Path, pack: bytes, on_full: Callable[[], None] | None = None) -> None:
         self.pack = pack
         self.path = path
+        self._on_full = on_full
         self._fd: int | None
         self._fd, self.direct = _open_direct(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
@@ -140,8 +142,13 @@ class PackWriter:
         self.placed: list[tuple[bytes, Location]] = []  # (address, where), in order
 
     def append(self, chunks: list[tuple[bytes, bytes]]) -> None:
-        """Add encrypted chunks (address, ciphertext) at the end of the pack."""
+        """Add encrypted chunks (address, ciphertext) at the end of the pack;
+        DiskFullError if the disk is full."""
         assert self._fd is not None, "the pack is closed"
+        with reporting(self.path.parent, on_full=self._on_full):
+            self._append(chunks)
+
+    def _append(self, chunks: list[tuple[bytes, bytes]]) -> None:
         for address, ciphertext in chunks:
             size = len(ciphertext)
             slot = _aligned(size)
@@ -221,8 +228,14 @@ class PackWriter:
             self._sync_error = exc
 
     def finish(self) -> list[tuple[bytes, Location]]:
-        """Sync the pack and its folder to disk; returns where each chunk lies."""
+        """Sync the pack and its folder to disk; returns where each chunk lies
+        (DiskFullError if the disk is full)."""
         assert self._fd is not None, "the pack is closed"
+        with reporting(self.path.parent, on_full=self._on_full):
+            return self._finish()
+
+    def _finish(self) -> list[tuple[bytes, Location]]:
+        assert self._fd is not None
         try:
             self._hand_over()
             self._stop_writing()
@@ -251,8 +264,9 @@ class PackWriter:
 class BlobStore:
     """Encrypted chunks: ours in packs, received ones by address."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, on_full: Callable[[], None] | None = None) -> None:
         self.root = root
+        self.on_full = on_full  # told (from a worker thread) when a write finds the disk full
         self.packs = root / "packs"
         # Chunks this process wrote or has checked: only a crash tears a chunk, and a
         # crash ends the process, so these need no hashing again when read or served.
@@ -269,8 +283,9 @@ class BlobStore:
         """A new, empty pack for the chunks of one post."""
         pack = secrets.token_bytes(PACK_ID)
         path = self._pack_path(pack)
-        self._folder(path.parent, durable=True)
-        return PackWriter(path, pack)
+        with reporting(self.root, on_full=self.on_full):
+            self._folder(path.parent, durable=True)
+            return PackWriter(path, pack, self.on_full)
 
     def read_packed(self, location: Location) -> bytes | None:
         """A chunk of ours from its pack; None if the pack is gone or too short."""
@@ -385,13 +400,19 @@ class BlobStore:
         self._folders.add(folder)
 
     def put(self, address: bytes, ciphertext: bytes) -> None:
-        """Keep a chunk from a peer; its address must be its hash (checked).
+        """Keep a chunk from a peer; its address must be its hash (checked);
+        DiskFullError if the disk is full.
 
         Written without waiting for the disk: a crash may lose it or leave it torn, `get`
         then finds it does not match its address and deletes it, and it is asked for
         again like any missing chunk (spec/store.md)."""
         if len(ciphertext) > MAX_CHUNK_FILE or not chunk_matches(address, ciphertext):
             raise ValueError("a chunk's address is the hash of its bytes (and it is bounded)")
+        with reporting(self.root, on_full=self.on_full):
+            self._put(address, ciphertext)
+        self._remember(address)
+
+    def _put(self, address: bytes, ciphertext: bytes) -> None:
         path = self._path(address)
         self._folder(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -428,7 +449,6 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        self._remember(address)
 
     def put_received(self, chunks: list[tuple[bytes, bytes]]) -> list[bytes]:
         """Keep chunks from a peer; returns the addresses kept (those whose bytes match

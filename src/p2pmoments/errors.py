@@ -12,6 +12,7 @@ from p2pmoments.core.errors import DecodeError, P2PMomentsError
 __all__ = [
     "AmbiguousError",
     "ConfigError",
+    "DiskFullError",
     "FriendLimitError",
     "NotFoundError",
     "NotOwnerError",
@@ -49,6 +50,19 @@ class FriendLimitError(P2PMomentsError):
 class NotOwnerError(P2PMomentsError):
     """Only a circle's owner may change it; only a moment's author may retract it; a
     removed member may not post."""
+
+
+class DiskFullError(P2PMomentsError):
+    """The disk that holds the data directory is full (ENOSPC, a quota, or SQLite's
+    "database or disk is full"); `path` is the folder to free space on. Nothing
+    acknowledged is lost: what failed was not stored."""
+
+    def __init__(self, path: str, doing: str = "") -> None:
+        super().__init__(
+            f"the disk is full: free space on {path}{f' ({doing})' if doing else ''}, "
+            "then try again"
+        )
+        self.path = path
 
 
 class PostingError(P2PMomentsError):

@@ -33,6 +33,7 @@ from p2pmoments.core.moment import (
     Unsigned,
     open_content,
     open_moment,
+    placed,
     read_envelope,
 )
 from p2pmoments.core.replication.chunks import Lacking
@@ -186,6 +187,8 @@ class Moments:
 
         A retraction deletes its target's content and blobs, whichever arrives first."""
         uses = uses or {}
+        now = int(time.time())
+        when = {m.id: placed(m.time, m.content.expires, now) for m in moments}
         rows = [
             NewMoment(
                 moment_id=m.id,
@@ -193,10 +196,10 @@ class Moments:
                 author=bytes(m.author),
                 seq=m.seq,
                 epoch=m.epoch,
-                created=m.time,
+                created=when[m.id][0],
                 kind=m.content.kind,
                 reply_to=m.content.reply_to if m.content.reply_to is not None else m.content.target,
-                expires=m.content.expires,
+                expires=when[m.id][1],
                 envelope=m.envelope,
                 chunks=tuple(
                     uses.get(m.id) or [a for ref in m.content.blobs for a in ref.addresses()]

@@ -7,8 +7,9 @@ its own: who may link is core.admission's, what replicates core.replication's.
     circles ─┤             └─ replication (runner of core.replication)
     moments, posting ──────┘
 
-Why so long: it is where every part is made and wired, and it answers every callback of
-the links (admission, hellos, messages); what devices add lives in ourdevices.py.
+Why so long: it is the one place that wires the parts and answers what the links ask
+(admission, hellos, messages, pairings); split, each half would need the other's parts.
+What devices add lives in ourdevices.py.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from p2pmoments.core.self_sync import (
     T_JOIN,
     T_KEYS,
 )
+from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.home import load_device
@@ -100,9 +102,10 @@ class Node:
         self.person = person or self.me
         self.api_url: str | None = None
         self.started_at = time.time()
-        self.store = AsyncStore(paths.db_file)
         self.events = EventBus()
-        self.blobs = BlobStore(paths.blob_dir)
+        self.disk = Disk(paths.data_dir, self.events)  # told by every write that finds it full
+        self.store = AsyncStore(paths.db_file, on_full=self.disk.noticed)
+        self.blobs = BlobStore(paths.blob_dir, on_full=self.disk.noticed)
         self.friends = Friends(self.store, self.events, self.person, on_change=self._friend_changed)
         self.persons = Persons(
             self.store,
@@ -175,6 +178,7 @@ class Node:
             events=self.events,
             spawn=self.spawn,
         )
+        self.replication.on_full, self.disk.on_room = self.disk.noticed, self.replication.room
         self.onions = Onions(
             paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
         )
@@ -223,6 +227,7 @@ class Node:
             self.devices.start(device)
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
+            self._background.append(self._tg.create_task(self.disk.watch(), name="disk"))
             if keys is not None and self.links.onion_port is not None:
                 # Tor starts in the background: the daemon answers on the LAN meanwhile.
                 run = self.onions.run(self.links.onion_port)
@@ -320,6 +325,7 @@ class Node:
             "data_dir": str(self.paths.data_dir),
             "config_file": str(self.paths.config_file),
             "peers_connected": len(self.links.linked()),
+            "disk": await asyncio.to_thread(self.disk.status),
             "tor": self.onions.status(),
             "friends": counts.friends,
             "circles": counts.circles,

@@ -6,6 +6,10 @@ moments it makes us verify, and a queue of chunks it asked for, served at the pa
 reads them. Envelopes are opened on worker threads while the batch before is stored;
 everything else (what to send whom, what to keep, whom to drop) is the engine's.
 
+A full disk is nobody's fault: the link stays up. Chunks that could not be written are
+asked for again, and fetching pauses, until `room` (disk.py); moments that could not be
+stored are held (MAX_HELD bytes at most) and stored then.
+
 Why so long: each of the engine's actions is carried out here, with the bounds that keep
 one peer from costing others (inboxes, paced serving, chunks written while the next are
 read, chunk indexes read as they arrive).
@@ -48,6 +52,7 @@ from p2pmoments.core.replication.engine import (
 )
 from p2pmoments.core.replication.messages import BadMessage, Chunk, Message
 from p2pmoments.core.replication.rules import Entry
+from p2pmoments.errors import DiskFullError
 from p2pmoments.events import EventBus
 from p2pmoments.moments import IndexPiece, Moments, Opened
 from p2pmoments.net.links import Links
@@ -66,6 +71,7 @@ MAX_INBOX = 8  # messages of one peer waiting to be handled (then its link is re
 # Batches of one peer's chunks written at once, while its next messages are read: one
 # on a worker thread is enough to keep both cores busy (more only contend for them).
 MAX_WRITES = 1
+MAX_HELD = 16 << 20  # bytes of envelopes held, verified, while the disk is full
 
 
 def known_manifest(manifest: Manifest) -> KnownManifest:
@@ -134,6 +140,10 @@ class Replication:
         self._spawn = spawn
         self._peers: dict[bytes, _Inbox] = {}
         self.handled = 0  # messages from peers handled so far (statistics)
+        # Moments verified and kept by the rules, not stored: the disk was full.
+        self._held: list[tuple[bytes | None, bytes, list[Moment], list[Moment] | None]] = []
+        self._held_size = 0
+        self.on_full: Callable[[], None] = lambda: None  # the node's Disk hears of it
 
     async def load(self) -> None:
         """Tell the engine what we hold, at start-up."""
@@ -276,6 +286,11 @@ class Replication:
                         inbox.room.set()
                         actions = self.engine.receive(peer, message, time.monotonic())
                         await self._perform(actions, opening)
+                except DiskFullError as exc:
+                    # Not the peer's fault: its link stays. What could not be kept comes
+                    # again (a manifest in the next have; moments are held, above).
+                    log.warning("a message from a peer: %s", exc)
+                    self._disk_full()
                 except Exception:
                     # A bug in handling one message costs that peer's link only.
                     log.exception("handling a message from a peer failed")
@@ -350,17 +365,43 @@ class Replication:
         )
         await self._perform(actions)
         keep = {e.id for e in accepted}
-        added = await self._moments.store_many([m for m in opened.moments if m.id in keep])
-        if added:
-            missing: dict[bytes, Lacking] = {}
-            with_blobs = [m for m in added if m.content.blobs]
-            if with_blobs:
-                missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
-                if uses:  # chunks that indexes already here name
-                    await self._store.run(Store.add_chunks, uses)
-            await self._perform(
-                self.engine.stored(circle, [entries[m.id] for m in added], peer, missing)
-            )
+        return await self._store_kept(peer, circle, [m for m in opened.moments if m.id in keep])
+
+    async def _store_kept(
+        self,
+        peer: bytes | None,
+        circle: bytes,
+        moments: list[Moment],
+        added: list[Moment] | None = None,
+    ) -> list[Moment]:
+        """Store moments the rules kept (unless `added`: stored already), and act on
+        those that are new. A full disk holds them, to be stored when there is room."""
+        try:
+            if added is None:
+                added = await self._moments.store_many(moments)
+            if added:
+                missing: dict[bytes, Lacking] = {}
+                with_blobs = [m for m in added if m.content.blobs]
+                if with_blobs:
+                    missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
+                    if uses:  # chunks that indexes already here name
+                        await self._store.run(Store.add_chunks, uses)
+                entries = [Entry.of(m) for m in added]
+                await self._perform(self.engine.stored(circle, entries, peer, missing))
+        except DiskFullError as exc:
+            self._disk_full()
+            size = sum(len(m.envelope) for m in moments)
+            if self._held_size + size > MAX_HELD:
+                # Its sender believes we hold them: they come again when it next links.
+                log.warning(
+                    "%d moments not stored (%s): held moments are at their bound",
+                    len(moments),
+                    exc,
+                )
+            else:
+                self._held.append((peer, circle, moments, added))
+                self._held_size += size
+            return []
         return added
 
     async def receive(self, envelopes: Sequence[bytes]) -> list[Moment]:
@@ -484,6 +525,12 @@ class Replication:
         async def write() -> None:
             try:
                 await self._write_chunks(action)
+            except DiskFullError as exc:
+                # Asked again once there is room (of the same peer, its link kept).
+                log.warning("chunks from a peer: %s; fetching pauses", exc)
+                self._disk_full()
+                addresses = [a for a, _ in action.chunks]
+                await self._perform(self.engine.chunks_unwritten(action.peer, addresses))
             except Exception:
                 # A bug in handling one message costs that peer's link only.
                 log.exception("writing a peer's chunks failed")
@@ -549,9 +596,25 @@ class Replication:
                 )
             )
 
+    def _disk_full(self) -> None:
+        self.engine.disk_full()
+        self.on_full()
+
+    async def room(self) -> None:
+        """There is room on the disk again: moments held are stored, fetching resumes."""
+        held, self._held, self._held_size = self._held, [], 0
+        for peer, circle, moments, added in held:
+            await self._store_kept(peer, circle, moments, added)
+        if not self._held:
+            await self._perform(self.engine.room())
+
     def statistics(self) -> dict[str, int]:
         """What replication is doing."""
-        return {"sync_messages": self.handled, **self.engine.statistics()}
+        return {
+            "sync_messages": self.handled,
+            "moments_held": sum(len(m) for _, _, m, _ in self._held),
+            **self.engine.statistics(),
+        }
 
 
 def _open_pieces(

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from p2pmoments.errors import (
     AmbiguousError,
+    DiskFullError,
     FriendLimitError,
     NotFoundError,
     NotOwnerError,
@@ -140,6 +141,9 @@ ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (FriendLimitError, 409, "friend_limit"),
     (TooLargeError, 413, "too_large"),
     (UserInputError, 400, "invalid"),
+    # RFC 4918 section 11.5, Insufficient Storage: nothing was stored; the message
+    # names the file system to free space on, and the same request then succeeds.
+    (DiskFullError, 507, "disk_full"),
 )
 
 

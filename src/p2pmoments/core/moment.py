@@ -41,6 +41,7 @@ __all__ = [
     "moment_id",
     "open_content",
     "open_moment",
+    "placed",
     "read_envelope",
     "seal_moment",
     "verify_envelope",
@@ -383,3 +384,14 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
         content=content,
         envelope=envelope,
     )
+
+
+def placed(time: int, expires: int | None, received: int) -> tuple[int, int | None]:
+    """(when, expires) of a moment on this device's clock (spec/moments.md section 6):
+    its author's time, but never later than when it reached us (a clock ahead does not
+    pin its posts above everyone's for hours), and its expiry the lifetime its author
+    gave it (expiry minus time, both on the author's clock) from then."""
+    when = min(time, received)
+    if expires is None:
+        return when, None
+    return when, when + max(0, expires - time)

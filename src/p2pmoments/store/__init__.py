@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
+from p2pmoments.disk import reporting
 from p2pmoments.store.circles import CircleTables
 from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
@@ -67,8 +68,9 @@ def initialise(path: Path, name: str) -> None:
 class AsyncStore:
     """The store on its own thread; every method is awaited from the event loop."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_full: Callable[[], None] | None = None) -> None:
         self._path = path
+        self.on_full = on_full  # told when a write finds the disk full
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pm-store")
         self._store: Store | None = None
 
@@ -80,12 +82,18 @@ class AsyncStore:
     async def run(
         self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Call `fn(store, *args)` on the store thread and return its result."""
+        """Call `fn(store, *args)` on the store thread and return its result;
+        DiskFullError if the disk had no room for it (the transaction rolled back)."""
         store = self._store
         if store is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(store, *args, **kwargs))
+
+        def call() -> T:
+            with reporting(self._path.parent, on_full=self.on_full):
+                return fn(store, *args, **kwargs)
+
+        return await loop.run_in_executor(self._executor, call)
 
     async def close(self) -> None:
         """Close the database and stop the thread; safe to call twice."""

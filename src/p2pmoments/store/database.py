@@ -12,6 +12,7 @@ from typing import Self
 
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.core.moment import Kind
+from p2pmoments.disk import reporting
 from p2pmoments.store import schema
 from p2pmoments.store.records import Counts, Freed, FriendState
 
@@ -30,19 +31,26 @@ class Database:
 
     @classmethod
     def open(cls, path: Path) -> Self:
-        """Open (creating if needed) and migrate the database at `path`."""
+        """Open (creating if needed) and migrate the database at `path`; DiskFullError
+        if the disk has no room for that (a migration is one transaction: rolled back,
+        the file is as it was)."""
         try:
-            if not path.exists():
-                # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-            conn = sqlite3.connect(path, isolation_level=None, timeout=10)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn)
-            store._migrate()
+            with reporting(path.parent, f"to open and update {path.name}"):
+                return cls._open(path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
+
+    @classmethod
+    def _open(cls, path: Path) -> Self:
+        if not path.exists():
+            # Private data: create it 0600; SQLite gives -wal and -shm the same mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        store = cls(conn)
+        store._migrate()
         return store
 
     @contextmanager
@@ -50,10 +58,14 @@ class Database:
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk: SQLITE_FULL), and a
+            # COMMIT that failed leaves the transaction open: never a second error
+            # hiding the first, never a transaction left open for the next write.
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         version, newest = self.schema_version(), schema.SCHEMA_VERSION

@@ -17,6 +17,8 @@ export function statusView(root) {
   const peers = h('section', { class: 'card', 'aria-labelledby': 'peers-title' });
   const transfers = h('section', { class: 'card', 'aria-labelledby': 'transfers-title' });
   const daemon = h('section', { class: 'card', 'aria-labelledby': 'daemon-title' });
+  // Said at the top while the disk is full: posts are refused, photos and files wait.
+  const diskAlert = h('p', { class: 'form-error', role: 'alert', hidden: true });
 
   function drawProfile() {
     const name = h('input', { type: 'text', value: state.me.name, maxLength: 32, required: true, 'aria-label': 'Your name', autocomplete: 'off' });
@@ -94,13 +96,18 @@ export function statusView(root) {
   async function drawDaemon() {
     try {
       const s = await api.get('/status');
+      diskAlert.hidden = !s.disk.full;
+      diskAlert.textContent = s.disk.full
+        ? `The disk is full: free space on ${s.disk.path}. Posting fails and arriving photos and files wait until there is room; nothing is lost.`
+        : '';
       clear(daemon, h('h2', { id: 'daemon-title' }, 'This device'),
         h('dl', { class: 'facts' },
           h('dt', {}, 'Friends'), h('dd', {}, String(s.friends)),
           h('dt', {}, 'Circles'), h('dd', {}, String(s.circles)),
           h('dt', {}, 'Moments'), h('dd', {}, String(s.moments)),
           h('dt', {}, 'Running since'), h('dd', {}, relativeTime(s.started_at)),
-          h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor))),
+          h('dt', {}, 'Tor'), h('dd', {}, torText(s.tor)),
+          h('dt', {}, 'Disk'), h('dd', {}, s.disk.full ? `full: free space on ${s.disk.path}` : `${size(s.disk.free)} free`)),
         h('details', { class: 'details' }, h('summary', {}, 'Details'),
           h('dl', { class: 'facts' },
             h('dt', {}, 'Friends’ devices connect to'), h('dd', {}, s.listen.join(', ')),
@@ -120,7 +127,7 @@ export function statusView(root) {
     }
   }
 
-  append(root, h('h1', { class: 'view-title' }, 'Me'), profile, peers, transfers, daemon);
+  append(root, h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();
@@ -133,6 +140,8 @@ export function statusView(root) {
     on('peer.connected', drawPeers),
     on('peer.disconnected', drawPeers),
     on('gap', () => { drawPeers(); drawDaemon(); }),
+    on('disk.full', drawDaemon),
+    on('disk.room', drawDaemon),
   ];
   return () => { for (const off of offs) off(); };
 }

@@ -7,6 +7,10 @@ it. The scheduler also follows each moment's chunks to report progress: some
 are not named yet (those a chunk index lists, until its piece is here,
 spec/moments.md section 4), and a moment is done only once every one is here.
 Pure: the shell writes chunks, reads indexes, and tells it what was kept and named.
+
+While the disk is full, fetching is paused: nothing more is asked of anyone, chunks
+that came but could not be written are wanted again (of the same peer first), links
+stay up, and `resume` asks again once there is room (spec/sync.md section 4, point 7).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class ChunkScheduler:
         self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
         self._reported: dict[bytes, tuple[int, int]] = {}  # moment -> (step, bytes since)
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
+        self.paused = False  # the disk is full: ask nobody for anything
 
     # --- links -----------------------------------------------------------------
 
@@ -234,17 +239,38 @@ class ChunkScheduler:
                     out.append(progress)
         return out
 
+    # --- a full disk ---------------------------------------------------------------
+
+    def pause(self) -> None:
+        """The disk is full: ask for nothing more (what is in flight still comes)."""
+        self.paused = True
+
+    def unwritten(self, peer: bytes, addresses: Sequence[bytes]) -> list[Send]:
+        """Chunks that came from `peer` but could not be written (the disk is full): wanted
+        again, of `peer` first, asked for once fetching resumes."""
+        if peer in self._peers:
+            return self.want(peer, addresses)
+        return self._ask_elsewhere(None, list(addresses), lacked=False)
+
+    def resume(self) -> list[Send]:
+        """There is room again: ask every linked peer for what it was to be asked."""
+        self.paused = False
+        return [send for peer, state in self._peers.items() for send in self._top_up(peer, state)]
+
     def statistics(self) -> dict[str, int]:
         """How much is being fetched."""
         return {
             "chunks_wanted": len(self._users),
             "chunks_in_flight": sum(len(s.in_flight) for s in self._peers.values()),
             "transfers": len(self._remaining),
+            "fetching_paused": int(self.paused),
         }
 
     # --- internals ----------------------------------------------------------------
 
     def _top_up(self, peer: bytes, state: _Asking) -> list[Send]:
+        if self.paused:
+            return []
         ask = []
         while state.wanted and len(state.in_flight) < MAX_IN_FLIGHT:
             address = state.wanted.popleft()

@@ -442,6 +442,20 @@ class Replicator:
             out += self.junk(peer, 16 * bad, "chunks not what their address names", now)
         return out
 
+    def disk_full(self) -> None:
+        """A write found the disk full: fetching chunks pauses (links stay up)."""
+        self._chunks.pause()
+
+    def chunks_unwritten(self, peer: bytes, addresses: Sequence[bytes]) -> list[Action]:
+        """Chunks from a `WriteChunks` that could not be written, the disk being full:
+        fetching pauses, and they are asked for again when it resumes."""
+        self._chunks.pause()
+        return list(self._chunks.unwritten(peer, addresses))
+
+    def room(self) -> list[Action]:
+        """There is room on the disk again: fetching resumes."""
+        return list(self._chunks.resume())
+
     # --- internals -----------------------------------------------------------------------
 
     def _membership(self, circle: bytes) -> Membership:
