@@ -31,9 +31,6 @@ from p2pmoments.config import Config
 from p2pmoments.core import admission
 from p2pmoments.core.admission import Admission, Known, Verdict
 from p2pmoments.core.beacon import beacon
-from p2pmoments.core.device_entries import (
-    T_ROSTER,
-)
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.link import CloseCode, Closed
@@ -46,11 +43,6 @@ from p2pmoments.core.pairing import (
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
-from p2pmoments.core.self_sync import (
-    T_FRIENDS,
-    T_JOIN,
-    T_KEYS,
-)
 from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
@@ -60,7 +52,7 @@ from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.interfaces import lan_address
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.onions import Onions
-from p2pmoments.ourdevices import JOIN_ID, OurDevices
+from p2pmoments.ourdevices import DEVICE_MESSAGES, JOIN_ID, OurDevices
 from p2pmoments.pairings import Pairings
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
@@ -534,17 +526,11 @@ class Node:
         await self.replication.link_up(key)
 
     async def message(self, key: bytes, body: dict[int, Any]) -> None:
-        """An application message: reach cards, else replication's."""
+        """An application message: reach cards, devices', else replication's."""
         if body.get(0) == T_REACH:
             await self.reach.on_message(key, body)
-        elif body.get(0) == T_ROSTER:
-            await self.devices.on_roster(key, body)
-        elif body.get(0) == T_KEYS:
-            await self.devices.on_keys(key, body)
-        elif body.get(0) == T_FRIENDS:
-            await self.devices.on_friends(key, body)
-        elif body.get(0) == T_JOIN:
-            await self.devices.on_join(key, body)
+        elif body.get(0) in DEVICE_MESSAGES:
+            await self.devices.on_message(key, body)
         else:
             await self.replication.on_message(key, body)
         if self.on_message is not None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from p2pmoments.circles import Circles
 from p2pmoments.core.device_entries import (
+    T_ROSTER,
     RosterError,
     consent_message,
     decode_roster_message,
@@ -31,6 +32,9 @@ from p2pmoments.core.pairing import (
 )
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.self_sync import (
+    T_FRIENDS,
+    T_JOIN,
+    T_KEYS,
     decode_friends_message,
     decode_join_message,
     decode_keys_message,
@@ -48,13 +52,14 @@ from p2pmoments.persons import Persons
 from p2pmoments.replication import Replication
 from p2pmoments.store import FriendState
 
-__all__ = ["DEVICE_LINK_TTL", "JOIN_ID", "OurDevices"]
+__all__ = ["DEVICE_LINK_TTL", "DEVICE_MESSAGES", "JOIN_ID", "OurDevices"]
 
 log = logging.getLogger(__name__)
 
 JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
 DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
 MAX_DEVICE_CODES = 4
+DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS})  # what OurDevices handles
 
 
 class Parts(Protocol):
@@ -78,6 +83,18 @@ class Parts(Protocol):
 
 class OurDevices:
     """Devices: ours and others'."""
+
+    async def on_message(self, key: bytes, body: dict[int, Any]) -> None:
+        """One of DEVICE_MESSAGES from a linked peer."""
+        kind = body.get(0)
+        if kind == T_ROSTER:
+            await self.on_roster(key, body)
+        elif kind == T_KEYS:
+            await self.on_keys(key, body)
+        elif kind == T_FRIENDS:
+            await self.on_friends(key, body)
+        elif kind == T_JOIN:
+            await self.on_join(key, body)
 
     def __init__(self, node: Parts) -> None:
         self._node = node
