@@ -130,3 +130,71 @@ async def test_a_device_no_roster_names_is_refused_and_its_moments_count_for_no_
         assert bob.moments.person_of(bytes(identity.public.verify_key), b"c" * 32, 1) == bytes(
             identity.public.verify_key
         )
+
+
+@pytest.mark.timeout(120)
+async def test_a_revoked_device_gets_nothing_new_and_what_it_signs_after_is_no_ones(
+    tmp_path: Path,
+) -> None:
+    """Alice revokes her desktop from her laptop: Bob refuses its links, the family
+    circle gets a new epoch whose key it never gets, what it posted before stays Alice's,
+    and a moment it signs after the revocation is refused at Bob's."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as laptop, running(homes[1]) as bob:
+        await befriend(laptop, bob)
+        await laptop.circles.create("family", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        async with second_device(tmp_path, laptop, "desktop") as desktop:
+            sighted(laptop, desktop)
+            await eventually(
+                lambda: desktop.circles.all() and desktop.me in laptop.links.linked(),
+                what="the desktop to be linked and hold the circle",
+            )
+            await eventually(
+                lambda: bob.persons.person_of(desktop.me) == laptop.me, what="Bob to know it"
+            )
+            await until(
+                desktop,
+                lambda: _keys_for(desktop, laptop),
+                what="the desktop to hold the family's key",
+            )
+            await desktop.posting.post("family", "before")
+            sighted(bob, desktop)
+            await until(bob, lambda: _has(bob, {"before"}), what="Bob to get it")
+            epoch = laptop.circles.resolve("family").epoch
+
+            name = await laptop.devices.revoke("desktop")
+            assert name == "desktop"
+            assert [d["name"] for d in laptop.devices.devices()] == ["first device"]
+            await eventually(
+                lambda: bob.persons.person_of(desktop.me) != laptop.me,
+                what="Bob to learn of the revocation",
+            )
+            await eventually(
+                lambda: desktop.me not in bob.links.linked(), what="Bob to drop its link"
+            )
+            await eventually(
+                lambda: bob.circles.resolve("family").epoch > epoch, what="a new epoch at Bob's"
+            )
+            new = laptop.circles.resolve("family")
+            assert (new.circle_id, new.epoch) not in {
+                (c, e) for c, e, _ in desktop.circles.keys_held()
+            }
+            assert (await texts(bob))["before"] == "Alice"  # within its cut-off: Alice's
+
+            late = await desktop.posting.post("family", "after the revocation")
+            opened = await bob.moments.open_many([late.envelope])
+            assert opened.moments == []
+            assert "does not count" in opened.rejected[0][0]
+            sighted(bob, desktop)  # it tries again: no link
+            await laptop.posting.post("family", "after, from the laptop")
+            await until(bob, lambda: _has(bob, {"after, from the laptop"}), what="the laptop")
+            assert desktop.me not in bob.links.linked()
+            assert "after, from the laptop" not in await texts(desktop)
+
+
+async def _keys_for(device: Node, first: Node) -> bool:
+    manifest = first.circles.resolve("family")
+    return (manifest.circle_id, manifest.epoch) in {
+        (c, e) for c, e, _ in device.circles.keys_held()
+    }

@@ -82,3 +82,19 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     listing = cli(laptop, "devices")
     assert "desktop" in listing.stdout
     assert "this device" in listing.stdout
+
+    # Renamed on one device, renamed on all; then the desktop is lost, and revoked.
+    assert cli(laptop, "devices", "rename", "desktop", "old desktop").returncode == 0
+    wait_for(lambda: "old desktop" in devices(desktop), timeout=30, what="the new name there")
+    revoked = cli(laptop, "devices", "revoke", "old desktop")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "What it already had, it keeps" in revoked.stdout
+    assert devices(laptop) == ["first device"]
+    assert cli(desktop, "post", "--circle", "family", "after the revocation").returncode == 0
+    assert cli(laptop, "post", "--circle", "family", "after, from the laptop").returncode == 0
+    wait_for(lambda: "after, from the laptop" in feed(bob), timeout=60, what="the laptop's post")
+    assert "after the revocation" not in feed(bob)
+    assert "after the revocation" not in feed(laptop)
+    bad = cli(laptop, "devices", "revoke", "nothing")
+    assert bad.returncode == 1
+    assert "no single device of yours" in bad.stderr

@@ -340,6 +340,22 @@ def cmd_devices_link(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_devices_rename(args: argparse.Namespace, paths: Paths) -> int:
+    ApiClient(paths).call("PATCH", f"/devices/{_q(args.device, 'device')}", {"name": args.new})
+    print(f"renamed {args.device!r} to {args.new!r} on all your devices")
+    return EXIT_OK
+
+
+def cmd_devices_revoke(args: argparse.Namespace, paths: Paths) -> int:
+    answer = ApiClient(paths).call("POST", f"/devices/{_q(args.device, 'device')}/revoke", {})
+    print(
+        f"revoked {answer['revoked']!r}: from now on it receives nothing new from your devices, "
+        "friends or co-members, and nothing it signs is taken as yours. What it already "
+        "had, it keeps: a lost device still holds what it had received."
+    )
+    return EXIT_OK
+
+
 def cmd_devices_join(args: argparse.Namespace, paths: Paths) -> int:
     import socket
 
@@ -958,6 +974,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("link", help="the device link (P2PD:1/...) shown by `devices link`")
     q.add_argument("--name", help="this device's name (default: the host's name)")
+    q = add(
+        "rename",
+        cmd_devices_rename,
+        "Rename one of your devices (on all of them).",
+        "p2pmoments devices rename laptop 'old laptop'",
+        parent=devices_sub,
+    )
+    q.add_argument("device", help="the device's name")
+    q.add_argument("new", metavar="NAME", help="its new name")
+    q = add(
+        "revoke",
+        cmd_devices_revoke,
+        "Revoke a lost or stolen device: it receives nothing new; what it had, it keeps.",
+        "p2pmoments devices revoke laptop",
+        parent=devices_sub,
+    )
+    q.add_argument("device", help="the device's name")
 
     p = add(
         "pair",

@@ -106,7 +106,7 @@ class Node:
             device=self.me,
             on_change=lambda person: self.devices.roster_changed(person),
         )
-        self.friends.person_of = self.persons.person_of
+        self.friends.person_of = self.persons.whose
         self.devices: OurDevices = OurDevices(self)
         self.links = Links(
             identity,

@@ -21,7 +21,7 @@ from p2pmoments.core.device_entries import (
     decode_roster_message,
     encode_roster_message,
 )
-from p2pmoments.core.errors import P2PMomentsError
+from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.link import CloseCode
 from p2pmoments.core.pairing import (
@@ -31,6 +31,7 @@ from p2pmoments.core.pairing import (
     encode_device_link,
 )
 from p2pmoments.core.pairing_addr import LinkAddress
+from p2pmoments.core.profile import check_display_name
 from p2pmoments.core.self_sync import (
     T_FRIENDS,
     T_JOIN,
@@ -50,7 +51,8 @@ from p2pmoments.net.links import Hello, Links
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
 from p2pmoments.replication import Replication
-from p2pmoments.store import FriendState
+from p2pmoments.store import AsyncStore, FriendState, Store
+from p2pmoments.views import circle_text
 
 __all__ = ["DEVICE_LINK_TTL", "DEVICE_MESSAGES", "JOIN_ID", "OurDevices"]
 
@@ -70,6 +72,7 @@ class Parts(Protocol):
     identity: Identity
     paths: Paths
     persons: Persons
+    store: AsyncStore
     friends: Friends
     circles: Circles
     links: Links
@@ -105,6 +108,7 @@ class OurDevices:
         self._device_codes: dict[bytes, int] = {}
         self._joining: dict[bytes, bytes] = {}
         self._join: DeviceInfo | None = None
+        self._revoked: set[bytes] = set()  # revoked devices we have acted on
 
     @property
     def targets(self) -> set[bytes]:
@@ -144,6 +148,7 @@ class OurDevices:
     def start(self, join: DeviceInfo | None) -> None:
         """At start-up: dial our first device if this one is still joining."""
         self._join = join if join is not None and join.join else None
+        self._revoked = self._node.persons.revoked()
         self._dial_join()
 
     def roster_changed(self, person: bytes) -> None:
@@ -164,6 +169,72 @@ class OurDevices:
             roster = self._node.persons.roster(person)
             if roster is not None and roster.is_current(self._node.me):
                 self._node.spawn(self._joined(), "joined")
+        revoked = self._node.persons.revoked() - self._revoked
+        if revoked:
+            self._revoked |= revoked
+            self._node.spawn(self._after_revocation(person, revoked), "revoked")
+
+    async def _after_revocation(self, person: bytes, devices: set[bytes]) -> None:
+        """Devices of `person` were revoked (spec/devices.md sections 3, 6): their links
+        end and are refused from now on; every circle we own that the person is in gets
+        a new epoch, whose key those devices never get."""
+        node = self._node
+        for device in devices:
+            node.links.forget(device, "this device was revoked by its person")
+            node.events.publish("device.revoked", device=identity_text(device))
+        if node.person != node.me:
+            return  # circles are changed on the first device (section 13)
+        for manifest in node.circles.all():
+            owned = bytes(manifest.owner) == node.me and node.circles.member_of(manifest.circle_id)
+            if owned and any(bytes(m.verify_key) == person for m in manifest.members):
+                try:
+                    await node.circles.change(circle_text(manifest.circle_id))
+                except P2PMomentsError as exc:
+                    log.warning("could not start a new epoch after a revocation: %s", exc)
+
+    def _ours(self, ref: str) -> bytes:
+        """One of our current devices, by name (any case) or key prefix."""
+        roster = self._node.persons.roster(self._node.person)
+        current = roster.snapshot().current if roster is not None else frozenset()
+        ref = ref.strip()
+        found = [d for d, _, name in current if name.lower() == ref.lower()]
+        if not found and len(ref) >= 6:
+            found = [d for d, _, _ in current if identity_text(d).startswith(ref.lower())]
+        if len(found) != 1:
+            names = ", ".join(sorted(name for _, _, name in current)) or "none linked yet"
+            raise UserInputError(f"no single device of yours is {ref!r} (yours: {names})")
+        return found[0]
+
+    async def rename(self, ref: str, name: str) -> None:
+        """Rename one of our devices, on every device of ours and at our friends'."""
+        device = self._ours(ref)
+        try:
+            check_display_name(name)
+        except DecodeError as exc:
+            raise UserInputError(str(exc)) from None
+        node = self._node
+        await node.persons.change_device(node.identity, device=device, name=name, now=_now())
+
+    async def revoke(self, ref: str) -> str:
+        """Revoke one of our devices (a lost or stolen one): from now on it gets nothing
+        new from anyone who learns of it, and nothing it signs past what we hold of it
+        counts as ours. What it already has, it keeps. Returns its name."""
+        node = self._node
+        device = self._ours(ref)
+        if device == node.me:
+            raise UserInputError("revoke this device from another of your devices")
+        if device == node.person:
+            raise UserInputError(
+                "this is your first device, which holds your identity key: revoking it needs "
+                "the recovery secret, not built yet (spec/devices.md section 13)"
+            )
+        roster = node.persons.roster(node.person)
+        assert roster is not None
+        name = roster.name_of(device) or "device"
+        held = await node.store.run(Store.highest_seqs, device)
+        await node.persons.change_device(node.identity, device=device, now=_now(), cutoffs=held)
+        log.info("revoked our device %s", name)
+        return name
 
     async def _relink(self, keys: list[bytes]) -> None:
         for key in keys:
@@ -374,3 +445,7 @@ class OurDevices:
             return
         if await self._node.circles.given(keys):
             await self._node.replication.keys_arrived()
+
+
+def _now() -> int:
+    return int(time.time())

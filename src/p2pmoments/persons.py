@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from p2pmoments.core.device_entries import (
+    MAX_CUTOFFS,
     Entry,
     EntryKind,
     RosterError,
     consent_message,
     decode_entry,
+    scope_tag,
     sign_entry,
 )
 from p2pmoments.core.devices import MAX_DEVICES, Roster, Verdict
@@ -85,6 +87,11 @@ class Persons:
             return device
         roster = self._rosters[person]
         return person if roster.is_current(device) else device
+
+    def whose(self, device: bytes) -> bytes:
+        """Whose device `device` is or was, to show it (a revoked device's old posts are
+        still its person's): its person, or itself."""
+        return self._owner.get(device) or device
 
     def author_person(self, author: bytes, scope: bytes, seq: int) -> bytes | None:
         """Whose a moment signed by `author` at `seq` in `scope` (a circle) is: its
@@ -204,6 +211,42 @@ class Persons:
                 f"a person has at most {MAX_DEVICES} devices: revoke one to link another"
             )
         return made
+
+    async def change_device(
+        self,
+        signer: Identity,
+        *,
+        device: bytes,
+        now: int,
+        name: str | None = None,
+        cutoffs: Sequence[tuple[bytes, int]] = (),
+    ) -> Entry:
+        """Rename (`name`) or revoke (with `cutoffs`: scope id and highest sequence to
+        keep, spec/devices.md section 4) one of our devices; the signed entry."""
+        roster = self._rosters.get(self.me)
+        if roster is None or not roster.is_current(device):
+            raise P2PMomentsError("that is not one of your devices now")
+        if name is not None:
+            kind, cut = EntryKind.RENAME, []
+        else:
+            kind, name = EntryKind.REVOKE, ""
+            cut = sorted({scope_tag(device, scope): seq for scope, seq in cutoffs}.items())
+        entry = sign_entry(
+            signer.signing_key,
+            person=self.me,
+            parents=roster.heads(),
+            kind=kind,
+            time=now,
+            device=device,
+            name=name,
+            cutoffs=cut[:MAX_CUTOFFS],
+        )
+        await self.keep(self.me, [entry])
+        return entry
+
+    def revoked(self) -> set[bytes]:
+        """Every device revoked in a roster we hold."""
+        return {d for r in self._rosters.values() for d, _ in r.snapshot().revoked}
 
     async def keep(self, person: bytes, entries: Iterable[Entry]) -> int:
         """Hold verified entries of `person`'s roster; how many were new."""

@@ -219,6 +219,29 @@ async def new_device_link(request: web.Request) -> web.Response:
     return web.json_response({"link": link, "expires_at": expires}, status=201)
 
 
+@routes.patch(f"{API_PREFIX}/devices/{{ref}}")
+async def rename_device(request: web.Request) -> web.Response:
+    """Rename one of our devices (by name or key prefix)."""
+    body = fields(await json_body(request), {"name": str}, ("name",))
+    node = request.app[NODE]
+    with node_errors():
+        await node.devices.rename(request.match_info["ref"], body["name"])
+    return web.json_response(
+        {"person": identity_text(node.person), "devices": node.devices.devices()}
+    )
+
+
+@routes.post(f"{API_PREFIX}/devices/{{ref}}/revoke")
+async def revoke_device(request: web.Request) -> web.Response:
+    """Revoke one of our devices: it gets nothing new, what it signs from now on is not ours."""
+    if request.can_read_body:
+        fields(await json_body(request), {}, ())
+    node = request.app[NODE]
+    with node_errors():
+        name = await node.devices.revoke(request.match_info["ref"])
+    return web.json_response({"revoked": name, "devices": node.devices.devices()})
+
+
 @routes.get(f"{API_PREFIX}/events")
 async def events(request: web.Request) -> web.Response:
     """Events after `after`, waiting up to `timeout` seconds for one (long poll)."""

@@ -104,6 +104,16 @@ class MomentTables(Database):
         ).fetchone()
         return int(row[0]) + 1
 
+    def highest_seqs(self, author: bytes) -> list[tuple[bytes, int]]:
+        """(circle, highest sequence held) of every circle `author` wrote in: a revoked
+        device's cut-offs (spec/devices.md section 4)."""
+        return list(
+            self._conn.execute(
+                "SELECT circle_id, max(seq) FROM moments WHERE author = ? GROUP BY circle_id",
+                (author,),
+            )
+        )
+
     def moment_owners(self, moment_ids: Sequence[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
         """(circle, author) of those of these moments that we hold."""
         out: dict[bytes, tuple[bytes, bytes]] = {}
