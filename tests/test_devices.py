@@ -198,3 +198,33 @@ async def _keys_for(device: Node, first: Node) -> bool:
     return (manifest.circle_id, manifest.epoch) in {
         (c, e) for c, e, _ in device.circles.keys_held()
     }
+
+
+@pytest.mark.timeout(120)
+async def test_the_always_on_box_holds_what_came_while_the_laptop_slept(tmp_path: Path) -> None:
+    """Alice's box (a device with no browser that never sleeps) gets Bob's moment while
+    her laptop is off; Bob goes offline too; the laptop wakes and gets it from the box."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with contextlib.AsyncExitStack() as stack:
+        bob = await stack.enter_async_context(running(homes[1]))
+        async with running(homes[0]) as laptop:
+            await befriend(laptop, bob)
+            await laptop.circles.create("family", ["Bob"], members_can_post=True)
+            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+            box = await stack.enter_async_context(second_device(tmp_path, laptop, "box"))
+            sighted(laptop, box)
+            await until(box, lambda: _keys_for(box, laptop), what="the box to hold the keys")
+            await eventually(
+                lambda: bob.persons.person_of(box.me) == laptop.me, what="Bob to know the box"
+            )
+        # The laptop sleeps. Bob posts; the box (found on the LAN) takes it.
+        sighted(bob, box)
+        await bob.posting.post("family", "while you slept")
+        await until(box, lambda: _has(box, {"while you slept"}), what="the box to hold it")
+        await bob.aclose()  # Bob goes offline
+        async with running(homes[0]) as laptop:  # the laptop wakes
+            sighted(laptop, box)
+            await until(
+                laptop, lambda: _has(laptop, {"while you slept"}), what="the laptop to get it"
+            )
+            assert (await texts(laptop))["while you slept"] == "Bob"
