@@ -98,3 +98,51 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     bad = cli(laptop, "devices", "revoke", "nothing")
     assert bad.returncode == 1
     assert "no single device of yours" in bad.stderr
+
+
+@pytest.mark.timeout(240)
+def test_the_web_app_links_lists_and_revokes_a_device(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Me → Devices → Link a device: a QR code (read back here with zxing-cpp) and the
+    command with the link; the new device appears in the list live once it joins; then
+    it is revoked from the page."""
+    from tests.browser import launch, open_app, playwright, skip_reason
+
+    if skip_reason() is not None:
+        pytest.skip(skip_reason() or "")
+    import io
+
+    import zxingcpp
+    from PIL import Image
+
+    laptop, desktop = tmp_path / "laptop", tmp_path / "desktop"
+    assert cli(laptop, "init", "--name", "Alice").returncode == 0
+    start(daemons, laptop)
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, laptop)
+        page.goto(page.url.split("#")[0] + "#/me")
+        card = page.locator("section", has=page.get_by_role("heading", name="Devices"))
+        card.locator("[data-device='first device']").wait_for()
+        card.get_by_role("button", name="Link a device").click()
+        field = card.locator("[data-device-link]")
+        field.wait_for()
+        link = field.get_attribute("data-device-link")
+        assert link is not None
+        assert link.startswith("P2PD:1/")
+        shot = card.locator("img.qr").screenshot()
+        found = zxingcpp.read_barcodes(Image.open(io.BytesIO(shot)))
+        assert [r.text for r in found] == [link]
+
+        assert cli(desktop, "devices", "join", link, "--name", "desktop").returncode == 0
+        start(daemons, desktop)
+        row = card.locator("[data-device='desktop']")
+        row.wait_for()  # live: no reload
+        page.on("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name="Revoke").click()
+        row.wait_for(state="detached")
+        assert page.errors == []
+        browser.close()
+    names = [d["name"] for d in json.loads(cli(laptop, "devices", "--json").stdout)["devices"]]
+    assert names == ["first device"]

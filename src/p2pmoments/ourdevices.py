@@ -393,7 +393,7 @@ class OurDevices:
         """Our devices, as the API shows them: which is this one, their names."""
         roster = self._node.persons.roster(self._node.person)
         if roster is None:
-            return [{"device": identity_text(self._node.me), "name": "this device", "this": True}]
+            return [{"device": identity_text(self._node.me), "name": "first device", "this": True}]
         state = roster.snapshot()
         out = [
             {

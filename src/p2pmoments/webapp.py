@@ -103,6 +103,7 @@ ASSETS = (
     "friends.js",
     "pair.js",
     "status.js",
+    "devices.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -216,7 +216,8 @@ async def new_device_link(request: web.Request) -> web.Response:
         fields(await json_body(request), {}, ())
     with node_errors():
         link, expires = request.app[NODE].devices.new_device_link()
-    return web.json_response({"link": link, "expires_at": expires}, status=201)
+    svg = await asyncio.to_thread(qr.render_svg, link)
+    return web.json_response({"link": link, "expires_at": expires, "svg": svg.decode()}, status=201)
 
 
 @routes.patch(f"{API_PREFIX}/devices/{{ref}}")

@@ -5,6 +5,7 @@ import * as api from './api.js';
 import {
   append, avatar, clear, errorText, h, icon, relativeTime, size, toast,
 } from './dom.js';
+import { devicesCard } from './devices.js';
 import { on } from './live.js';
 import { loadMe, onChange, state } from './state.js';
 
@@ -127,7 +128,8 @@ export function statusView(root) {
     }
   }
 
-  append(root, h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, peers, transfers, daemon);
+  const devices = devicesCard();
+  append(root, h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, devices.card, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();
@@ -143,5 +145,5 @@ export function statusView(root) {
     on('disk.full', drawDaemon),
     on('disk.room', drawDaemon),
   ];
-  return () => { for (const off of offs) off(); };
+  return () => { devices.close(); for (const off of offs) off(); };
 }
