@@ -228,3 +228,50 @@ async def test_the_always_on_box_holds_what_came_while_the_laptop_slept(tmp_path
                 laptop, lambda: _has(laptop, {"while you slept"}), what="the laptop to get it"
             )
             assert (await texts(laptop))["while you slept"] == "Bob"
+
+
+def _members(node: Node, circle: str = "family") -> set[bytes]:
+    return {bytes(m.verify_key) for m in node.circles.resolve(circle).members}
+
+
+@pytest.mark.timeout(120)
+async def test_edits_on_two_devices_apart_converge_at_every_member(tmp_path: Path) -> None:
+    """Offline from each other, Alice adds Bob to family on her laptop and Carol on her
+    desktop: once they meet, both are members, at every member's daemon."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with contextlib.AsyncExitStack() as stack:
+        laptop, bob, carol = [await stack.enter_async_context(running(h)) for h in homes]
+        await befriend(laptop, bob)
+        await befriend(laptop, carol)
+        await laptop.circles.create("family", [], members_can_post=True)
+        desktop = await stack.enter_async_context(second_device(tmp_path, laptop, "desktop"))
+        sighted(laptop, desktop)
+        await eventually(
+            lambda: desktop.circles.all() and desktop.friends.get(carol.me) is not None,
+            what="the desktop to hold family and Alice's friends",
+        )
+        await eventually(
+            lambda: desktop.circle_edits.has_log(laptop.circles.resolve("family").circle_id),
+            what="the family's edit log at the desktop",
+        )
+        # Apart: neither dials the other.
+        laptop.links.forget(desktop.me, "apart")
+        desktop.links.forget(laptop.me, "apart")
+        await eventually(lambda: desktop.me not in laptop.links.linked(), what="apart")
+        await laptop.circles.change("family", add=["Bob"])
+        await desktop.circles.change("family", add=["Carol"])
+        everyone = {laptop.me, bob.me, carol.me}
+        assert _members(laptop) == {laptop.me, bob.me}
+        # They meet again.
+        desktop.devices.want()
+        laptop.devices.want()
+        sighted(laptop, desktop)
+        await eventually(
+            lambda: _members(laptop) == everyone,
+            what="the laptop to merge both edits",
+        )
+        for member in (bob, carol, desktop):
+            await eventually(
+                lambda member=member: member.circles.all() and _members(member) == everyone,
+                what="every member to agree",
+            )

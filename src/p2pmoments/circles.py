@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from p2pmoments.blobstore import BlobStore
+from p2pmoments.circleops import CircleEdits
+from p2pmoments.core.circle_ops import Op
 from p2pmoments.core.crypto import CryptoError, LinkPublicKey, VerifyKey, open_sealed, seal
 from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
@@ -79,6 +81,10 @@ class Circles:
         self._current: dict[bytes, Manifest] = {}
         self._keys: dict[tuple[bytes, int], bytes] = {}
         self._removed: dict[bytes, tuple[int, int]] = {}  # circle -> (epoch, when)
+        # A person with several devices edits circles through op logs (circleops.py).
+        self.edits: CircleEdits | None = None
+        self.several_devices: Callable[[], bool] = lambda: False
+        self.on_ops: Callable[[list[Op]], Awaitable[None]] = _nothing
 
     async def load(self) -> None:
         """Read every manifest and every removal from the store."""
@@ -214,6 +220,8 @@ class Circles:
             members_can_post=members_can_post,
         )
         await self.keep(manifest, "circle.created")
+        if self.edits is not None and self.several_devices():
+            await self.on_ops(await self.edits.bootstrap(manifest))
         return manifest
 
     async def change(
@@ -237,12 +245,90 @@ class Circles:
         if not_in:
             raise UserInputError(f"not in {current.name!r}: {', '.join(not_in)}")
         gone = {bytes(m.verify_key) for m in leaving}
+        joining = self._members_of(add)
+        if self.edits is not None and self.several_devices():
+            return await self._edit(current, joining, gone, name, members_can_post)
+        return await self._change(current, joining, gone, name, members_can_post)
+
+    async def _edit(
+        self,
+        current: Manifest,
+        joining: list[Member],
+        gone: set[bytes],
+        name: str | None,
+        members_can_post: bool | None,
+    ) -> Manifest:
+        """A person with several devices edits through the circle's op log: the first
+        device issues the manifest the merge gives; another device's edits wait for it."""
+        assert self.edits is not None
+        circle = current.circle_id
+        if not self.edits.has_log(circle):
+            if not self._first_device:
+                raise UserInputError(
+                    "this circle's edits start on your first device: link it to this one first"
+                )
+            await self.on_ops(await self.edits.bootstrap(current))
+        made = await self.edits.edit(
+            circle,
+            add=[bytes(m.verify_key) for m in joining],
+            remove=sorted(gone),
+            name=name,
+            posting=members_can_post,
+        )
+        await self.on_ops(made)
+        if not self._first_device:
+            return current  # the first device issues it when they meet
+        return await self.apply_ops(circle)
+
+    async def rekey(self, circle: bytes) -> Manifest:
+        """A new epoch of a circle we own, the same members: a key that a device revoked
+        since never gets (spec/devices.md section 3)."""
+        return await self._change(self._current[circle], [], set(), None, None)
+
+    async def apply_ops(self, circle: bytes) -> Manifest:
+        """On our first device: a new epoch if what the circle's ops make of it differs
+        from its manifest (members, name, rule), else the manifest as it is."""
+        assert self.edits is not None
+        current = self._current[circle]
+        state = self.edits.state(circle)
+        if not state.exists or state.deleted or not self._first_device:
+            return current
+        now = {bytes(m.verify_key) for m in current.members} - {self._me}
+        joining = []
+        for person in sorted(state.members - now):
+            friend = self._friends.get(person)
+            if friend is None or friend.state is not FriendState.FRIEND:
+                continue  # added by another device: comes in once we have them as a friend
+            joining.append(
+                Member(verify_key=VerifyKey(person), link_key=LinkPublicKey(friend.link_key))
+            )
+        gone = now - state.members
+        if (
+            not joining
+            and not gone
+            and (state.name, state.members_can_post)
+            == (
+                current.name,
+                current.members_can_post,
+            )
+        ):
+            return current
+        return await self._change(current, joining, gone, state.name, state.members_can_post)
+
+    async def _change(
+        self,
+        current: Manifest,
+        joining: list[Member],
+        gone: set[bytes],
+        name: str | None,
+        members_can_post: bool | None,
+    ) -> Manifest:
         kept = [m for m in current.members if bytes(m.verify_key) not in gone | {self._me}]
         manifest = self._sign(
             circle_id=current.circle_id,
             epoch=current.epoch + 1,
             name=name if name is not None else current.name,
-            members=[*kept, *self._members_of(add)],
+            members=[*kept, *joining],
             members_can_post=(
                 current.members_can_post if members_can_post is None else members_can_post
             ),

@@ -26,6 +26,7 @@ from typing import Any
 
 from p2pmoments import __version__
 from p2pmoments.blobstore import BlobStore
+from p2pmoments.circleops import CircleEdits
 from p2pmoments.circles import Circles
 from p2pmoments.config import Config
 from p2pmoments.core import admission
@@ -145,6 +146,17 @@ class Node:
             on_removed=self._members_removed,
             person=self.person,
         )
+        self.circle_edits = CircleEdits(
+            self.store,
+            identity,
+            person=self.person,
+            counts=lambda device, scope, seq: (
+                self.persons.author_person(device, scope, seq) == self.person
+            ),
+        )
+        self.circles.edits = self.circle_edits
+        self.circles.several_devices = lambda: self.persons.roster(self.person) is not None
+        self.circles.on_ops = self.devices.send_ops
         self.moments = Moments(self.store, self.blobs, self.events, self.circles)
         self.moments.person_of = self.persons.author_person
         self.posting = Posting(
@@ -203,6 +215,7 @@ class Node:
             device = await asyncio.to_thread(load_device, self.paths)
             pending = await self.pairings.load()
             await self.circles.load()
+            await self.circle_edits.load()
             await self.replication.load()
             await self.onions.load()
             await self.reach.load()

@@ -1,7 +1,11 @@
 """One person's devices, and the devices of the people we know (spec/devices.md sections
 8-10): which devices to dial, the rosters handed to whom, what our own devices tell each
-other (epoch keys, friends), and linking a new device. The node wires it; the rules are
-core.devices' and the rosters persons.Persons'.
+other (epoch keys, friends, circle edits), linking, renaming and revoking a device. The
+node wires it; the rules are core.devices' and the rosters persons.Persons'.
+
+Why so long: everything devices add to a running daemon is here, so that node.py stays
+the wiring diagram it is; each part is short and on its own (dialling, rosters on
+links, our devices' sync, linking, revoking).
 """
 
 from __future__ import annotations
@@ -13,7 +17,15 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from p2pmoments.circleops import (
+    MAX_OPS_MESSAGE,
+    T_OPS,
+    CircleEdits,
+    decode_ops_message,
+    encode_ops_message,
+)
 from p2pmoments.circles import Circles
+from p2pmoments.core.circle_ops import Op
 from p2pmoments.core.device_entries import (
     T_ROSTER,
     RosterError,
@@ -52,7 +64,6 @@ from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
 from p2pmoments.replication import Replication
 from p2pmoments.store import AsyncStore, FriendState, Store
-from p2pmoments.views import circle_text
 
 __all__ = ["DEVICE_LINK_TTL", "DEVICE_MESSAGES", "JOIN_ID", "OurDevices"]
 
@@ -61,7 +72,7 @@ log = logging.getLogger(__name__)
 JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
 DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
 MAX_DEVICE_CODES = 4
-DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS})  # what OurDevices handles
+DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS})  # what we handle
 
 
 class Parts(Protocol):
@@ -72,6 +83,7 @@ class Parts(Protocol):
     identity: Identity
     paths: Paths
     persons: Persons
+    circle_edits: CircleEdits
     store: AsyncStore
     friends: Friends
     circles: Circles
@@ -98,6 +110,8 @@ class OurDevices:
             await self.on_friends(key, body)
         elif kind == T_JOIN:
             await self.on_join(key, body)
+        elif kind == T_OPS:
+            await self.on_ops(key, body)
 
     def __init__(self, node: Parts) -> None:
         self._node = node
@@ -142,8 +156,9 @@ class OurDevices:
         if self._join is not None and key == node.person:  # we join: ask to be certified
             self._ask_to_join(key)
         elif person == node.person and node.persons.person_of(node.me) == node.person:
-            self.send_friends(key)  # another device of ours: our friends, the keys it lacks
-            self.send_keys(key)
+            self.send_friends(key)  # another device of ours: our friends, the keys it lacks,
+            self.send_keys(key)  # the edits of circles we own
+            self._send_all_ops(key)
 
     def start(self, join: DeviceInfo | None) -> None:
         """At start-up: dial our first device if this one is still joining."""
@@ -169,6 +184,8 @@ class OurDevices:
             roster = self._node.persons.roster(person)
             if roster is not None and roster.is_current(self._node.me):
                 self._node.spawn(self._joined(), "joined")
+        if person == self._node.me:
+            self._node.spawn(self._start_logs(), "edit logs")
         revoked = self._node.persons.revoked() - self._revoked
         if revoked:
             self._revoked |= revoked
@@ -183,12 +200,12 @@ class OurDevices:
             node.links.forget(device, "this device was revoked by its person")
             node.events.publish("device.revoked", device=identity_text(device))
         if node.person != node.me:
-            return  # circles are changed on the first device (section 13)
+            return  # the first device issues manifests (section 13)
         for manifest in node.circles.all():
             owned = bytes(manifest.owner) == node.me and node.circles.member_of(manifest.circle_id)
             if owned and any(bytes(m.verify_key) == person for m in manifest.members):
                 try:
-                    await node.circles.change(circle_text(manifest.circle_id))
+                    await node.circles.rekey(manifest.circle_id)
                 except P2PMomentsError as exc:
                     log.warning("could not start a new epoch after a revocation: %s", exc)
 
@@ -378,8 +395,54 @@ class OurDevices:
             return
         log.info("linked a new device of ours: %s", name)
         self._node.events.publish("device.linked", name=name, device=identity_text(key))
+        await self._start_logs()
         self.send_friends(key)
         self.send_keys(key)
+        self._send_all_ops(key)
+
+    async def _start_logs(self) -> None:
+        """On our first device, once we have other devices: the circles we own get their
+        edit logs (spec/devices.md section 6.3), before another device may edit them."""
+        node = self._node
+        if node.person != node.me or node.persons.roster(node.me) is None:
+            return
+        made = []
+        for manifest in node.circles.all():
+            if bytes(manifest.owner) == node.me:
+                made += await node.circle_edits.bootstrap(manifest)
+        await self.send_ops(made)
+
+    def _send_all_ops(self, key: bytes) -> None:
+        ops = self._node.circle_edits.all_raw()
+        for start in range(0, len(ops), MAX_OPS_MESSAGE):
+            self._node.links.send(key, encode_ops_message(ops[start : start + MAX_OPS_MESSAGE]))
+
+    async def send_ops(self, ops: list[Op], *, but: bytes | None = None) -> None:
+        """New circle ops of ours (made here or relayed) to our other devices linked."""
+        if ops:
+            for key in self.linked_ours():
+                if key != but:
+                    self._node.links.send(key, encode_ops_message([op.raw for op in ops]))
+
+    async def on_ops(self, key: bytes, body: dict[int, Any]) -> None:
+        """Circle ops from another device of ours: kept, passed on, and on our first
+        device, turned into the manifests they make (spec/devices.md section 6.3)."""
+        node = self._node
+        if key not in self.linked_ours():
+            node.links.drop_misbehaving(key, "circle edits from someone not one of our devices")
+            return
+        try:
+            ops = decode_ops_message(body)
+        except RosterError as exc:
+            node.links.drop_misbehaving(key, f"bad circle edits: {exc}")
+            return
+        fresh = await node.circle_edits.received(ops)
+        await self.send_ops(fresh, but=key)
+        if node.person == node.me:
+            for circle in {op.circle for op in fresh}:
+                current = node.circles.current(circle)
+                if current is not None and bytes(current.owner) == node.me:
+                    await node.circles.apply_ops(circle)
 
     async def _joined(self) -> None:
         if self._join is None:

@@ -26,6 +26,7 @@ from p2pmoments.api.base import (
     has_bearer,
     loopback_authority,
 )
+from p2pmoments.api.devices import routes as device_routes
 from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
 from p2pmoments.api.routes import routes
 from p2pmoments.node import Node
@@ -51,5 +52,6 @@ def create_app(node: Node, token: str) -> web.Application:
     app[TOKEN] = token
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS)
     app.add_routes(routes)
+    app.add_routes(device_routes)
     webapp.setup(app)
     return app

@@ -57,6 +57,7 @@ class CircleTables(Database):
             conn.execute("DELETE FROM circles WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM removals WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM given_keys WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM circle_ops WHERE circle_id = ?", (circle_id,))
         return freed
 
     # --- removal notices (spec/moments.md section 8) -----------------------------------
@@ -110,4 +111,15 @@ class CircleTables(Database):
             conn.executemany(
                 "INSERT OR IGNORE INTO given_keys (circle_id, epoch, sealed) VALUES (?, ?, ?)",
                 keys,
+            )
+
+    def circle_ops(self) -> list[tuple[bytes, bytes]]:
+        """Every circle op held: (circle, op as signed), in the order kept."""
+        return list(self._conn.execute("SELECT circle_id, op FROM circle_ops ORDER BY rowid"))
+
+    def save_circle_ops(self, ops: list[tuple[bytes, bytes, bytes]]) -> None:
+        """Keep verified circle ops, as (circle, op id, op); known ones once."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO circle_ops (circle_id, op_id, op) VALUES (?, ?, ?)", ops
             )

@@ -150,5 +150,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, epoch)
     ) STRICT;
     """,
+    # 7: the op logs of circles a person with several devices owns (spec/devices.md
+    # section 6.3): each edit signed by the device that made it, kept as signed.
+    """
+    CREATE TABLE circle_ops (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        op_id     BLOB NOT NULL CHECK (length(op_id) = 32),
+        op        BLOB NOT NULL CHECK (length(op) <= 1024),
+        PRIMARY KEY (circle_id, op_id)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,59 @@
+"""The control API's devices (spec/devices.md, spec/openapi.yaml): list, link, rename,
+revoke."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from p2pmoments import qr
+from p2pmoments.api.base import API_PREFIX, NODE, fields, json_body, node_errors
+from p2pmoments.friends import identity_text
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get(f"{API_PREFIX}/devices")
+async def devices(request: web.Request) -> web.Response:
+    """This person's devices: which is this one, their names, which are linked now."""
+    node = request.app[NODE]
+    return web.json_response(
+        {"person": identity_text(node.person), "devices": node.devices.devices()}
+    )
+
+
+@routes.post(f"{API_PREFIX}/devices/link")
+async def new_device_link(request: web.Request) -> web.Response:
+    """A single-use link for a new device of ours (spec/devices.md section 10)."""
+    if request.can_read_body:  # nothing to say: an empty object at most
+        fields(await json_body(request), {}, ())
+    with node_errors():
+        link, expires = request.app[NODE].devices.new_device_link()
+    svg = await asyncio.to_thread(qr.render_svg, link)
+    return web.json_response({"link": link, "expires_at": expires, "svg": svg.decode()}, status=201)
+
+
+@routes.patch(f"{API_PREFIX}/devices/{{ref}}")
+async def rename_device(request: web.Request) -> web.Response:
+    """Rename one of our devices (by name or key prefix)."""
+    body = fields(await json_body(request), {"name": str}, ("name",))
+    node = request.app[NODE]
+    with node_errors():
+        await node.devices.rename(request.match_info["ref"], body["name"])
+    return web.json_response(
+        {"person": identity_text(node.person), "devices": node.devices.devices()}
+    )
+
+
+@routes.post(f"{API_PREFIX}/devices/{{ref}}/revoke")
+async def revoke_device(request: web.Request) -> web.Response:
+    """Revoke one of our devices: it gets nothing new, what it signs from now on is not ours."""
+    if request.can_read_body:
+        fields(await json_body(request), {}, ())
+    node = request.app[NODE]
+    with node_errors():
+        name = await node.devices.revoke(request.match_info["ref"])
+    return web.json_response({"revoked": name, "devices": node.devices.devices()})
