@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from p2pmoments.cli.output import (
     EXIT_OK,
@@ -12,6 +11,7 @@ from p2pmoments.cli.output import (
     _print_json,
     _print_raw,
     _when,
+    _write_images,
 )
 from p2pmoments.client import ApiClient
 from p2pmoments.paths import Paths
@@ -33,17 +33,10 @@ def cmd_devices(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_devices_link(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
-    from p2pmoments.files import write_file_atomically
 
     answer = ApiClient(paths).call("POST", "/devices/link", {})
     link, expires = answer["link"], answer["expires_at"]
-    wrote = []
-    if args.png:
-        write_file_atomically(Path(args.png), qr.render_png(link), mode=0o600)
-        wrote.append(args.png)
-    if args.svg:
-        write_file_atomically(Path(args.svg), qr.render_svg(link), mode=0o600)
-        wrote.append(args.svg)
+    wrote = _write_images(args, link, mode=0o600)
     if not wrote:
         _print_raw(qr.render_terminal(link))
     print(

@@ -17,6 +17,7 @@ from p2pmoments.cli.output import (
     _q,
     _size,
     _when,
+    _write_images,
 )
 from p2pmoments.client import ApiClient
 from p2pmoments.core.errors import P2PMomentsError
@@ -25,17 +26,10 @@ from p2pmoments.paths import Paths
 
 def cmd_qr(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
-    from p2pmoments.files import write_file_atomically
 
     answer = ApiClient(paths).call("GET", "/pairing/link")
     link, expires = answer["link"], answer["expires_at"]
-    wrote = []
-    if args.png:
-        write_file_atomically(Path(args.png), qr.render_png(link), mode=0o644)
-        wrote.append(args.png)
-    if args.svg:
-        write_file_atomically(Path(args.svg), qr.render_svg(link), mode=0o644)
-        wrote.append(args.svg)
+    wrote = _write_images(args, link, mode=0o644)
     if args.link:
         print(link)
     elif not wrote:

@@ -1,5 +1,6 @@
-"""What the CLI prints, and how: exit codes, times, sizes and names for people, and a
-stream that shows what peers chose as text, never as commands to the terminal."""
+"""What the CLI prints, and how: exit codes, times, sizes and names for people, a
+stream that shows what peers chose as text, never as commands to the terminal, and a
+code written as images."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from p2pmoments.core.errors import P2PMomentsError
@@ -89,3 +91,16 @@ def _size(n: int) -> str:
             break
         value /= 1000
     return f"{value:.1f} {unit}"
+
+
+def _write_images(args: argparse.Namespace, link: str, *, mode: int) -> list[str]:
+    """Write a code as the images asked for (--png FILE, --svg FILE); the files written."""
+    from p2pmoments import qr
+    from p2pmoments.files import write_file_atomically
+
+    wrote = []
+    for name, render in ((args.png, qr.render_png), (args.svg, qr.render_svg)):
+        if name:
+            write_file_atomically(Path(name), render(link), mode=mode)
+            wrote.append(name)
+    return wrote
