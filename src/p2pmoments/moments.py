@@ -21,14 +21,7 @@ from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.moment import Moment
 from p2pmoments.errors import AmbiguousError, NotFoundError, UserInputError
-from p2pmoments.holding import (
-    CHUNK_SWEEP,
-    EXPIRY_SWEEP,
-    Holding,
-    IndexPiece,
-    Opened,
-    flatten,
-)
+from p2pmoments.holding import CHUNK_SWEEP, EXPIRY_SWEEP, Holding, IndexPiece, Opened, flatten
 from p2pmoments.store import Store, StoredMoment
 from p2pmoments.views import MomentView, moment_text
 

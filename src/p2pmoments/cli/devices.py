@@ -5,14 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from p2pmoments.cli.output import (
-    EXIT_OK,
-    _home_flag,
-    _print_json,
-    _print_raw,
-    _when,
-    _write_images,
-)
+from p2pmoments.cli.output import EXIT_OK, _home_flag, _print_json, _print_raw, _when, _write_images
 from p2pmoments.client import ApiClient
 from p2pmoments.paths import Paths
 

@@ -10,16 +10,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from p2pmoments.cli.output import (
-    EXIT_OK,
-    Command,
-    _home_flag,
-    _print_json,
-    _q,
-    _size,
-    _when,
-    _who,
-)
+from p2pmoments.cli.output import EXIT_OK, Command, _home_flag, _print_json, _q, _size, _when, _who
 from p2pmoments.client import ApiClient
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.paths import Paths

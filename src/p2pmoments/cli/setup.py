@@ -10,13 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from p2pmoments.cli.output import (
-    EXIT_OK,
-    EXIT_USAGE,
-    _home_flag,
-    _print_json,
-    _when,
-)
+from p2pmoments.cli.output import EXIT_OK, EXIT_USAGE, _home_flag, _print_json, _when
 from p2pmoments.client import ApiClient
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.paths import Paths

@@ -21,12 +21,7 @@ from typing import Any, Self
 
 import stem.util.log  # noqa: F401  (imported first: it sets stem's logger to TRACE)
 
-from p2pmoments.core.onion import (
-    ClientAuthPublicKey,
-    OnionAddress,
-    OnionKey,
-    parse_bootstrap_phase,
-)
+from p2pmoments.core.onion import ClientAuthPublicKey, OnionAddress, OnionKey, parse_bootstrap_phase
 from p2pmoments.net.torprocess import (
     START_TIMEOUT,
     TorError,
