@@ -272,7 +272,8 @@ def test_the_cli_counts_and_says_online_as_a_person_does(
         def call(self, method: str, path: str, body: object = None) -> object:
             return answers[path]
 
-    monkeypatch.setattr("p2pmoments.cli.ApiClient", Client)
+    monkeypatch.setattr("p2pmoments.cli.moments.ApiClient", Client)
+    monkeypatch.setattr("p2pmoments.cli.friends.ApiClient", Client)
     assert main(["--home", str(tmp_path), "circles"]) == 0
     assert main(["--home", str(tmp_path), "friends"]) == 0
     out = capsys.readouterr().out

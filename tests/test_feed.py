@@ -28,6 +28,7 @@ def one_second(monkeypatch: pytest.MonkeyPatch) -> None:
         time=lambda: SECOND + 0.5, monotonic=time.monotonic, perf_counter=time.perf_counter
     )
     monkeypatch.setattr("p2pmoments.moments.time", frozen)
+    monkeypatch.setattr("p2pmoments.holding.time", frozen)
     monkeypatch.setattr("p2pmoments.posting.time", frozen)
 
 

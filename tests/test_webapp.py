@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 
-from p2pmoments import qr, webapp
+from p2pmoments import qr, webapp, webevents
 from p2pmoments.api import API_PREFIX
 from p2pmoments.node import Node
 from tests.test_api import AUTH, SPEC_PATH, TOKEN, client, error_of, spec_check
@@ -444,8 +444,8 @@ async def test_event_streams_are_bounded_per_session_so_none_starves(
 ) -> None:
     """Issue 18: a page over its session's bound is told so (429, Retry-After); when all
     are taken, a newcomer gets in and the session holding the most gives up its oldest."""
-    monkeypatch.setattr(webapp, "MAX_STREAMS", 4)
-    monkeypatch.setattr(webapp, "MAX_STREAMS_PER_SESSION", 3)
+    monkeypatch.setattr(webevents, "MAX_STREAMS", 4)
+    monkeypatch.setattr(webevents, "MAX_STREAMS_PER_SESSION", 3)
     hog, other = await login(client), await login(client)
     held = [await stream_of(hog) for _ in range(3)]
     for stream in held:

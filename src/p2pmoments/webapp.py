@@ -19,8 +19,9 @@ Pages carry a strict Content-Security-Policy (no inline script, nothing from
 another origin, Trusted Types so no string can become HTML) and every response
 carries the usual headers against sniffing, framing and cross-origin reads.
 
-Why so long: the web app's whole server side is here (pages, login, sessions, CSRF,
-the event stream, reading codes from images), apart from the API it builds on.
+The web app is in three modules: websessions.py (sessions, login links, CSRF, the gate
+the API asks), webevents.py (the event stream) and here: the pages and the app's files,
+the headers every response carries, reading codes from images, and `setup`.
 """
 
 from __future__ import annotations
@@ -28,39 +29,37 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import hmac
 import html
 import importlib.resources
-import json
 import logging
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from p2pmoments import qr
-from p2pmoments.api.base import (
-    API_PREFIX,
-    NODE,
-    SANDBOX_CSP,
-    WEB_GATE,
-    ApiError,
-    WebGate,
-    has_bearer,
+from p2pmoments.api.base import API_PREFIX, NODE, SANDBOX_CSP, WEB_GATE, ApiError
+from p2pmoments.webevents import _BOOT, _CLOSING, _STREAMS
+from p2pmoments.webevents import routes as event_routes
+from p2pmoments.websessions import (
+    CSRF_HEADER,
+    LOGIN_TTL,
+    SESSION_TTL,
+    SESSIONS,
+    Sessions,
+    _Gate,
+    _local_port,
+    cookie_name,
 )
-from p2pmoments.api.guards import connection_lost
-from p2pmoments.core.admission import stream_room
-from p2pmoments.events import Event
-from p2pmoments.files import write_file_atomically
+from p2pmoments.websessions import routes as session_routes
 
 __all__ = [
     "ASSETS",
     "CSRF_HEADER",
+    "LOGIN_TTL",
     "SESSIONS",
+    "SESSION_TTL",
     "Sessions",
     "cookie_name",
     "setup",
@@ -68,20 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LOGIN_TTL = 120.0  # seconds a login link works, once
-SESSION_TTL = 30 * 86400.0  # seconds a session lasts from login
-MAX_SESSIONS = 32  # the oldest goes first
-MAX_LOGIN_TOKENS = 16
-CSRF_HEADER = "X-CSRF-Token"
-HEARTBEAT = 15.0  # seconds between keep-alive comments on an idle event stream
-RETRY_MS = 2000  # how soon a browser reconnects a dropped event stream
-# Event streams: a browser holds at most 6 connections to a host, so a session (or the
-# bearer token's holders, as one) needs no more than MAX_STREAMS_PER_SESSION; when all
-# MAX_STREAMS are taken, the session holding the most gives up its oldest
-# (core.admission.stream_room), and a refused page says so and tries again (live.js).
-MAX_STREAMS = 64
-MAX_STREAMS_PER_SESSION = 8
-STREAM_RETRY_AFTER = 10  # seconds, in a refusal's Retry-After
 MAX_IMAGE = 20 * 1024 * 1024  # a photo of a pairing code
 
 # The app's files, shipped as package data in p2pmoments/web/. The list is explicit:
@@ -138,117 +123,6 @@ HEADERS = {
 }
 
 
-def cookie_name(port: int) -> str:
-    """The session cookie's name. Cookies ignore ports, so the port is in the name:
-    two daemons on one host keep separate sessions."""
-    return f"p2pm_session_{port}"
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Session:
-    """A logged-in browser: the SHA-256 of its cookie, and when it ends."""
-
-    digest: str
-    created: float
-    expires: float
-
-
-class Sessions:
-    """Login tokens (in memory, single use) and sessions (kept hashed in a 0600 file)."""
-
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.clock = clock
-        self._logins: dict[str, float] = {}  # token digest -> expiry
-        self._sessions: dict[str, _Session] = {}  # cookie digest -> session
-        self._lock = asyncio.Lock()
-
-    def __repr__(self) -> str:
-        return f"<Sessions {len(self._sessions)} sessions, {len(self._logins)} login tokens>"
-
-    def load(self) -> None:
-        """Read the sessions file, if any (blocking); unreadable means no sessions."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            now = self.clock()
-            for item in data["sessions"]:
-                s = _Session(
-                    digest=str(item["digest"]),
-                    created=float(item["created"]),
-                    expires=float(item["expires"]),
-                )
-                if s.expires > now:
-                    self._sessions[s.digest] = s
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring the unreadable web sessions file %s: %s", self.path, exc)
-
-    async def _save(self) -> None:
-        items = [
-            {"digest": s.digest, "created": s.created, "expires": s.expires}
-            for s in self._sessions.values()
-        ]
-        data = json.dumps({"sessions": items}).encode()
-        await asyncio.to_thread(write_file_atomically, self.path, data, mode=0o600)
-
-    def new_login(self) -> tuple[str, float]:
-        """A fresh single-use login token and when it expires."""
-        now = self.clock()
-        self._logins = {d: e for d, e in self._logins.items() if e > now}
-        while len(self._logins) >= MAX_LOGIN_TOKENS:
-            del self._logins[min(self._logins, key=self._logins.__getitem__)]
-        token = secrets.token_urlsafe(32)
-        expires = now + LOGIN_TTL
-        self._logins[_digest(token)] = expires
-        return token, expires
-
-    async def redeem(self, token: str) -> tuple[str, float] | None:
-        """Swap a login token for a new session (cookie value, expiry); None if the
-        token is unknown, used or expired. A token works once, even if it has expired."""
-        expires = self._logins.pop(_digest(token), None)
-        now = self.clock()
-        if expires is None or expires <= now:
-            return None
-        async with self._lock:
-            self._sessions = {d: s for d, s in self._sessions.items() if s.expires > now}
-            while len(self._sessions) >= MAX_SESSIONS:
-                oldest = min(self._sessions.values(), key=lambda s: s.created)
-                del self._sessions[oldest.digest]
-            cookie = secrets.token_urlsafe(32)
-            session = _Session(digest=_digest(cookie), created=now, expires=now + SESSION_TTL)
-            self._sessions[session.digest] = session
-            await self._save()
-        return cookie, session.expires
-
-    def find(self, cookie: str | None) -> float | None:
-        """The expiry of the live session with this cookie, or None."""
-        if not cookie:
-            return None
-        session = self._sessions.get(_digest(cookie))
-        if session is None or session.expires <= self.clock():
-            return None
-        return session.expires
-
-    async def end(self, cookie: str) -> None:
-        """Log a session out."""
-        async with self._lock:
-            if self._sessions.pop(_digest(cookie), None) is not None:
-                await self._save()
-
-    @staticmethod
-    def csrf_token(cookie: str) -> str:
-        """The session's CSRF token: derived from the cookie, and it reveals nothing of it."""
-        return hmac.new(cookie.encode(), b"p2pmoments csrf v1", hashlib.sha256).hexdigest()
-
-
-SESSIONS = web.AppKey("sessions", Sessions)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Asset:
     """One of the app's files as served: as it is and gzipped (each with its own ETag:
@@ -272,51 +146,7 @@ class _Assets:
 
 
 _ASSETS = web.AppKey("web_assets", _Assets)
-_BOOT = web.AppKey("boot", str)
-_STREAMS = web.AppKey("streams", dict)  # asyncio.Event that ends one -> its session
-_CLOSING = web.AppKey("closing", asyncio.Event)
 _DECODING = web.AppKey("decoding", asyncio.Semaphore)
-
-PAGES = frozenset({"/", "/login"})
-
-
-class _Gate(WebGate):
-    """What the API's middlewares ask of the web app (see api.WebGate)."""
-
-    def is_public(self, request: web.Request) -> bool:
-        # Everything under /app/ is the app's own code: nothing there needs a token.
-        return request.method in ("GET", "HEAD") and (
-            request.path in PAGES or request.path.startswith("/app/")
-        )
-
-    def is_entry(self, request: web.Request) -> bool:
-        return request.method in ("GET", "HEAD") and request.path in PAGES
-
-    def session(self, request: web.Request) -> str | None:
-        cookie = request.cookies.get(cookie_name(_local_port(request)))
-        if cookie is None or request.app[SESSIONS].find(cookie) is None:
-            return None
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            # A change: SameSite=Strict is not enough (every port of this host is the
-            # same site), so it must come from our own origin and carry our token.
-            if request.headers.get("Origin") is None:
-                raise ApiError(403, "forbidden_origin", "a change from the web app needs Origin")
-            given = request.headers.get(CSRF_HEADER, "")
-            if not hmac.compare_digest(given.encode(), Sessions.csrf_token(cookie).encode()):
-                raise ApiError(
-                    403, "csrf", f"a change from the web app needs its {CSRF_HEADER} header"
-                )
-        return cookie
-
-
-def _session_of(request: web.Request) -> str | None:
-    """The session cookie a request was let in with; None if it came with the bearer token."""
-    return None if has_bearer(request) else request.app[WEB_GATE].session(request)
-
-
-def _local_port(request: web.Request) -> int:
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    return int(sockname[1]) if sockname else 0
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -432,147 +262,6 @@ async def login(request: web.Request) -> web.Response:
     raise response
 
 
-@routes.post(f"{API_PREFIX}/login-links")
-async def new_login_link(request: web.Request) -> web.Response:
-    """A single-use login link for the web app (bearer token only)."""
-    if _session_of(request) is not None:
-        raise ApiError(403, "bearer_only", "login links are made with the bearer token only")
-    token, expires = request.app[SESSIONS].new_login()
-    url = f"http://{request.host}/login?token={token}"
-    return web.json_response({"url": url, "expires_at": int(expires)}, status=201)
-
-
-@routes.get(f"{API_PREFIX}/session")
-async def get_session(request: web.Request) -> web.Response:
-    """How this request is authenticated, and the CSRF token a page must send."""
-    cookie = _session_of(request)
-    if cookie is None:
-        return web.json_response({"via": "bearer", "csrf_token": None, "expires_at": None})
-    expires = request.app[SESSIONS].find(cookie)
-    return web.json_response(
-        {
-            "via": "cookie",
-            "csrf_token": Sessions.csrf_token(cookie),
-            "expires_at": int(expires or 0),
-        }
-    )
-
-
-@routes.delete(f"{API_PREFIX}/session")
-async def logout(request: web.Request) -> web.Response:
-    """Log this browser out: its cookie stops working at once."""
-    cookie = _session_of(request)
-    if cookie is None:
-        raise ApiError(400, "no_session", "this request has no session to end (bearer token)")
-    await request.app[SESSIONS].end(cookie)
-    response = web.json_response({"ended": True})
-    response.del_cookie(cookie_name(_local_port(request)), path="/")
-    return response
-
-
-def _parse_last_id(text: str, boot: str) -> int | None:
-    """The event id to continue after, from a Last-Event-ID like 'BOOT-42'; None if it
-    belongs to another run of the daemon (or is nonsense): the client missed events."""
-    head, _, tail = text.strip().rpartition("-")
-    if head != boot or not tail.isdigit():
-        return None
-    return int(tail)
-
-
-def _sse(event: str | None, ident: str, data: dict[str, Any]) -> bytes:
-    lines = [] if event is None else [f"event: {event}"]
-    lines += [f"id: {ident}", f"data: {json.dumps(data, ensure_ascii=False)}", "", ""]
-    return "\n".join(lines).encode()
-
-
-async def _next(bus: Any, after: int, *stops: asyncio.Event) -> tuple[list[Event], bool] | None:
-    """Events after `after` (waiting up to HEARTBEAT), or None once any of `stops` is
-    set: the app is closing, the stream ended to make room, or the client went."""
-    waiter = asyncio.ensure_future(bus.wait_after(after, HEARTBEAT))
-    stoppers = [asyncio.ensure_future(e.wait()) for e in stops]
-    try:
-        await asyncio.wait({waiter, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (waiter, *stoppers):
-            task.cancel()
-        await asyncio.gather(waiter, *stoppers, return_exceptions=True)
-    if any(e.is_set() for e in stops) or waiter.cancelled():
-        return None
-    result: tuple[list[Event], bool] = waiter.result()
-    return result
-
-
-@routes.get(f"{API_PREFIX}/events/stream")
-async def event_stream(request: web.Request) -> web.StreamResponse:
-    """Events as they happen, as Server-Sent Events (text/event-stream)."""
-    app = request.app
-    streams: dict[asyncio.Event, str] = app[_STREAMS]
-    session = _session_of(request) or ""  # "": the bearer token's holders
-    ok, end = stream_room(
-        list(streams.values()),
-        session,
-        max_streams=MAX_STREAMS,
-        max_per_session=MAX_STREAMS_PER_SESSION,
-    )
-    if not ok:
-        raise ApiError(
-            429,
-            "too_many_streams",
-            f"at most {MAX_STREAMS_PER_SESSION} event streams a session and {MAX_STREAMS} "
-            "in all; close a page, or try again later",
-            headers={"Retry-After": str(STREAM_RETRY_AFTER)},
-        )
-    bus = app[NODE].events
-    boot = app[_BOOT]
-    resume = request.headers.get("Last-Event-ID")
-    after_text = request.query.get("after")
-    gap = False
-    if resume is not None:
-        found = _parse_last_id(resume, boot)
-        gap = found is None
-        after = bus.last_id if found is None else found
-    elif after_text is not None:
-        if not after_text.isdigit() or len(after_text) > 16:
-            raise ApiError(400, "bad_request", "after must be an event id")
-        after = int(after_text)
-    else:
-        after = bus.last_id
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
-    )
-    if end is not None:
-        oldest = list(streams)[end]
-        oldest.set()  # it ends; its page reconnects, and is refused if it holds its share
-        del streams[oldest]
-    ended = asyncio.Event()
-    gone = connection_lost(request)  # its slot is free at once, not at the next write
-    streams[ended] = session
-    try:
-        await response.prepare(request)
-        await response.write(f"retry: {RETRY_MS}\n\n".encode())
-        hello = {"last_id": after, "boot": boot}
-        await response.write(_sse("gap" if gap else "hello", f"{boot}-{after}", hello))
-        while True:
-            answer = await _next(bus, after, app[_CLOSING], ended, gone)
-            if answer is None:
-                break
-            events, missed = answer
-            if missed:
-                after = events[-1].id if events else bus.last_id
-                await response.write(_sse("gap", f"{boot}-{after}", {"last_id": after}))
-                continue
-            for event in events:
-                await response.write(_sse(None, f"{boot}-{event.id}", event.as_json()))
-                after = event.id
-            if not events:
-                await response.write(b": keep-alive\n\n")
-    except (ConnectionResetError, ConnectionError):
-        pass  # the browser went away
-    finally:
-        streams.pop(ended, None)
-    return response
-
-
 @routes.get(f"{API_PREFIX}/pairing/code")
 async def pairing_code(request: web.Request) -> web.Response:
     """A code to show: its link and its QR code together, so both are the same code
@@ -651,6 +340,8 @@ def setup(app: web.Application) -> None:
     app[_CLOSING] = asyncio.Event()
     app[_DECODING] = asyncio.Semaphore(1)
     app.add_routes(routes)
+    app.add_routes(session_routes)
+    app.add_routes(event_routes)
     app.cleanup_ctx.append(_web_context)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_on_prepare)
