@@ -146,14 +146,9 @@ class Node:
             on_removed=self._members_removed,
             person=self.person,
         )
-        self.circle_edits = CircleEdits(
-            self.store,
-            identity,
-            person=self.person,
-            counts=lambda device, scope, seq: (
-                self.persons.author_person(device, scope, seq) == self.person
-            ),
-        )
+        ours = self.person  # an edit counts if our roster accepts its device there
+        counts = lambda d, scope, seq: self.persons.author_person(d, scope, seq) == ours  # noqa: E731
+        self.circle_edits = CircleEdits(self.store, identity, person=ours, counts=counts)
         self.circles.edits = self.circle_edits
         self.circles.several_devices = lambda: self.persons.roster(self.person) is not None
         self.circles.on_ops = self.devices.send_ops
