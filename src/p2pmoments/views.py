@@ -25,6 +25,7 @@ __all__ = [
     "MomentView",
     "circle_json",
     "circle_text",
+    "feed_order",
     "friend_json",
     "moment_json",
     "moment_text",
@@ -131,11 +132,19 @@ class MomentView:
     held: Sequence[int]  # per blob, chunks here (its thumbnail's included)
 
 
+def feed_order(row: StoredMoment) -> str:
+    """A key that sorts posts as the feed does (oldest first), for a page to place one
+    that arrives live: time, then author, their sequence number and circle
+    (store/moments.py FEED_ORDER), fixed-width so that strings compare as the values do."""
+    return f"{row.created + 2**63:020d}.{row.author.hex()}.{row.seq:020d}.{row.circle_id.hex()}"
+
+
 def moment_json(view: MomentView, people: People) -> dict[str, Any]:
     """A post with its comments and reactions, as the API shows it."""
     row = view.row
     base: dict[str, Any] = {
         "id": moment_text(row.moment_id),
+        "order": feed_order(row),
         "circle": {"id": circle_text(row.circle_id), "name": view.circle_name},
         "author": person_json(people(row.author)),
         "time": row.created,

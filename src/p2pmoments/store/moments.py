@@ -12,6 +12,10 @@ from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, re
 __all__ = ["MomentTables"]
 
 _MOMENT_COLUMNS = columns(StoredMoment)
+# The feed's order, newest first; within a second by author, then by the author's own
+# sequence number (then circle: the three are unique), so every device shows the same
+# order whatever order moments came in.
+FEED_ORDER = "created DESC, author DESC, seq DESC, circle_id DESC"
 
 
 class MomentTables(Database):
@@ -160,11 +164,12 @@ class MomentTables(Database):
         after: tuple[int, bytes] | None = None,
         limit: int = 50,
     ) -> list[StoredMoment]:
-        """Posts, newest first, never expired ones; posts of the same second in the order
-        they were stored here, the latest first (a burst of posts, or a catch-up, reads in
-        its own order). `after`, a (created, id) pair, starts just past that post (should
-        it have gone meanwhile, with every post of its second: one may repeat, none is
-        skipped)."""
+        """Posts, newest first, never expired ones. Posts of the same second in an order
+        every device agrees on: by author, and one author's in the order they were posted
+        (their sequence number in the circle), the latest first; not the order they
+        happened to arrive in. `after`, a (created, id) pair, starts just past that post
+        (should it have gone meanwhile, with every post of its second: one may repeat,
+        none is skipped)."""
         where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
         args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
@@ -175,11 +180,12 @@ class MomentTables(Database):
             args.append(before)
         if after is not None:
             where.append(
-                "(created < ? OR (created = ? AND rowid < COALESCE("
-                "(SELECT rowid FROM moments WHERE moment_id = ?), 9223372036854775807)))"
+                "(created < ? OR (created = ? AND (NOT EXISTS (SELECT 1 FROM moments"
+                " WHERE moment_id = ?) OR (author, seq, circle_id) < (SELECT author, seq, circle_id"
+                " FROM moments WHERE moment_id = ?))))"
             )
-            args += [after[0], after[0], after[1]]
-        return self._select(" AND ".join(where), args, "created DESC, rowid DESC", limit)
+            args += [after[0], after[0], after[1], after[1]]
+        return self._select(" AND ".join(where), args, FEED_ORDER, limit)
 
     def moment(self, moment_id: bytes, now: int) -> StoredMoment | None:
         """One moment we hold (retracted ones too), unless it expired."""
@@ -189,14 +195,15 @@ class MomentTables(Database):
         return found[0] if found else None
 
     def replies_to(self, moment_ids: Sequence[bytes], now: int) -> list[StoredMoment]:
-        """The comments and reactions of these moments, oldest first: one query a page."""
+        """The comments and reactions of these moments, oldest first (within a second by
+        author, then in the order each author wrote them): one query a page."""
         out: list[StoredMoment] = []
         for part, marks in in_batches(list(moment_ids)):
             out += self._select(
                 f"reply_to IN ({marks}) AND kind IN (?, ?) AND retracted = 0"
                 " AND (expires IS NULL OR expires > ?)",
                 [*part, Kind.COMMENT, Kind.REACTION, now],
-                "created, moment_id",
+                "created, author, seq",
                 1000 * len(part),
             )
         return out

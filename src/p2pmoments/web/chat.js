@@ -103,13 +103,14 @@ export function chatView(root, [id]) {
 
   function place(m) {
     const el = bubble(m);
-    el.dataset.time = String(m.time);
+    el.dataset.order = m.order;
     const old = shown.get(m.id);
     if (old) {
       old.replaceWith(el);
     } else {
-      // Keep the thread in time order whatever order messages arrive in.
-      const after = [...thread.children].find((e) => Number(e.dataset.time) > m.time);
+      // Keep the thread in the order the daemon gives (time, then the order each author
+      // sent in), whatever order messages arrive or pages load in.
+      const after = [...thread.children].find((e) => e.dataset.order > m.order);
       if (after) after.before(el);
       else thread.append(el);
     }

@@ -151,7 +151,10 @@ export function feedView(root, [circleId]) {
       existing.el.replaceWith(el);
       if (focused && input) input.focus();
     } else if (atTop) {
-      list.prepend(el);
+      // Newer ones arrive live: placed in the feed's order (a burst may come in any order).
+      const older = [...list.children].find((e) => e.dataset.order < moment.order);
+      if (older) older.before(el);
+      else list.append(el);
     } else {
       list.append(el);
     }
@@ -318,7 +321,7 @@ export function momentCard(m, { refresh }) {
   const author = person(m.author);
   const mine = isMe(m.author);
   if (m.retracted) {
-    return h('li', { class: 'moment retracted', dataset: { id: m.id } },
+    return h('li', { class: 'moment retracted', dataset: { id: m.id, order: m.order } },
       h('p', {}, icon('trash'), `${mine ? 'You' : author.name} deleted a moment in ${m.circle.name} · `, timeEl(m.time)));
   }
   const headId = `m-${m.id.slice(0, 12)}`;
@@ -374,7 +377,7 @@ export function momentCard(m, { refresh }) {
     })));
   }
 
-  return h('li', { class: 'moment', dataset: { id: m.id } },
+  return h('li', { class: 'moment', dataset: { id: m.id, order: m.order } },
     h('article', { 'aria-labelledby': headId },
       head, ...body, reactionsBar(m, refresh), comments(m, refresh)));
 }

@@ -1,0 +1,94 @@
+"""Chats and what is new, in a real Chromium against real daemon processes (issue 20,
+items 2-4): the order messages were sent in, unread counts kept by the daemon.
+Skipped, saying why, where Chromium or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import launch, open_app, playwright, skip_reason
+from tests.daemons import Daemon, cli, start_daemon, wait_for
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or ""),
+]
+
+
+def person(daemons: list[Daemon], home: Path, name: str) -> Daemon:
+    assert cli(home, "init", "--name", name).returncode == 0
+    return start_daemon(daemons, home)
+
+
+def friends(alice: Daemon, bob: Daemon) -> str:
+    """Pair Bob with Alice; returns Bob's identity."""
+    link = cli(alice.home, "qr", "--link").stdout.strip()
+    assert cli(bob.home, "pair", link).returncode == 0, "pairing"
+    return str(alice.api("GET", "/friends")["friends"][0]["identity"])
+
+
+def chat(alice: Daemon, bob: Daemon, bob_id: str) -> str:
+    """A conversation Alice starts with Bob, once it has reached Bob; returns its id."""
+    circle = alice.api(
+        "POST", "/circles", {"name": "Alice & Bob", "members": [bob_id], "members_can_post": True}
+    )
+    wait_for(
+        lambda: any(c["id"] == circle["id"] for c in bob.api("GET", "/circles")["circles"]),
+        timeout=20,
+        what="the conversation to reach Bob",
+    )
+    return str(circle["id"])
+
+
+def at(page: Any, hash_: str) -> None:
+    page.goto(page.url.split("#")[0] + hash_)
+
+
+def start_of_a_second() -> None:
+    """Wait until a second has just begun, so that what follows shares one."""
+    wait_for(lambda: time.time() % 1 < 0.1, timeout=2, what="a new second")
+
+
+WORDS = ["one", "two", "three", "four"]
+
+
+@pytest.mark.timeout(200)
+def test_four_messages_and_comments_sent_in_one_second_show_in_the_order_sent(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    bob = person(daemons, tmp_path / "bob", "Bob")
+    circle = chat(alice, bob, friends(alice, bob))
+    start_of_a_second()
+    sent = [alice.api("POST", "/moments", {"circle": circle, "text": w}) for w in WORDS]
+    first = sent[0]["id"]
+    said = [alice.api("POST", f"/moments/{first}/comments", {"text": f"re {w}"}) for w in WORDS]
+    assert len({m["time"] for m in sent + said}) == 1, "all in one second"
+    wait_for(
+        lambda: len(bob.api("GET", f"/moments/{first}")["comments"]) == 4,
+        timeout=20,
+        what="the comments to reach Bob",
+    )
+    with playwright() as p:
+        browser = launch(p)
+        for daemon in (alice, bob):
+            page = open_app(browser, daemon.home)
+            for _ in range(2):  # and again after a reload
+                at(page, f"#/chat/{circle}")
+                page.locator(".message", has_text="four").wait_for()
+                assert page.locator(".thread .message .text").all_inner_texts() == WORDS
+                at(page, f"#/feed/{circle}")
+                comments = page.locator(".moment", has_text="re one").locator(".comment-text")
+                comments.first.wait_for()
+                assert comments.all_inner_texts() == [f"re {w}" for w in WORDS]
+                texts = page.locator(".moment > article > .text").all_inner_texts()
+                assert texts == WORDS[::-1]  # the feed: newest first
+                page.reload()
+                page.wait_for_selector("main .view-title")
+            assert page.errors == []
+        browser.close()
