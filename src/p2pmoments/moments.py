@@ -531,6 +531,10 @@ class Moments:
             log.debug("stored moment %s is not shown: %s", moment_text(row.moment_id), exc)
             return None
 
+    async def stored(self, ref: str) -> StoredMoment:
+        """A moment we hold, as stored, by id or id prefix; NotFoundError if none."""
+        return await self._row(ref)
+
     async def target(self, ref: str) -> Moment:
         """A moment we hold, not retracted, by id or id prefix (to answer or retract)."""
         row = await self._row(ref)

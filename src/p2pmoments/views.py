@@ -22,6 +22,7 @@ from p2pmoments.net.links import PeerInfo
 from p2pmoments.store import FriendRecord, PairingRecord, StoredMoment
 
 __all__ = [
+    "CircleUnread",
     "MomentView",
     "circle_json",
     "circle_text",
@@ -32,6 +33,8 @@ __all__ = [
     "pairing_json",
     "peer_json",
     "person_json",
+    "place_order",
+    "unread_json",
 ]
 
 People = Callable[[bytes], Person]
@@ -120,6 +123,16 @@ def circle_json(
     }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircleUnread:
+    """A circle's unread posts, and its read mark: the place (created, author, seq) of
+    the newest post seen there (None: nothing read there yet)."""
+
+    circle_id: bytes
+    unread: int
+    read_to: tuple[int, bytes, int] | None
+
+
 @dataclass(frozen=True, slots=True)
 class MomentView:
     """A post with what the feed shows of it: opened (unless retracted), its comments and
@@ -136,7 +149,28 @@ def feed_order(row: StoredMoment) -> str:
     """A key that sorts posts as the feed does (oldest first), for a page to place one
     that arrives live: time, then author, their sequence number and circle
     (store/moments.py FEED_ORDER), fixed-width so that strings compare as the values do."""
-    return f"{row.created + 2**63:020d}.{row.author.hex()}.{row.seq:020d}.{row.circle_id.hex()}"
+    return place_order((row.created, row.author, row.seq), row.circle_id)
+
+
+def place_order(place: tuple[int, bytes, int], circle_id: bytes) -> str:
+    """feed_order of a post at `place` (created, author, seq) in a circle."""
+    created, author, seq = place
+    return f"{created + 2**63:020d}.{author.hex()}.{seq:020d}.{circle_id.hex()}"
+
+
+def unread_json(counts: Sequence[CircleUnread]) -> dict[str, Any]:
+    """Unread counts as the API shows them."""
+    return {
+        "total": sum(c.unread for c in counts),
+        "circles": [
+            {
+                "id": circle_text(c.circle_id),
+                "unread": c.unread,
+                "read_to": None if c.read_to is None else place_order(c.read_to, c.circle_id),
+            }
+            for c in counts
+        ],
+    }
 
 
 def moment_json(view: MomentView, people: People) -> dict[str, Any]:

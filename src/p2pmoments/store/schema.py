@@ -150,5 +150,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, epoch)
     ) STRICT;
     """,
+    # 7: what the person has read (issue 20, item 4): per circle, the newest post seen,
+    # as its place in the feed (created, author, seq). A store from before starts with
+    # everything it holds read, so an upgrade does not flood every circle with "new".
+    """
+    CREATE TABLE read_marks (
+        circle_id BLOB PRIMARY KEY CHECK (length(circle_id) = 32),
+        created   INTEGER NOT NULL,
+        author    BLOB NOT NULL,
+        seq       INTEGER NOT NULL,
+        updated   INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO read_marks (circle_id, created, author, seq, updated)
+        SELECT circle_id, created, author, seq, 0 FROM moments m
+        WHERE kind = 1 AND NOT EXISTS (
+            SELECT 1 FROM moments n WHERE n.circle_id = m.circle_id AND n.kind = 1
+            AND (n.created, n.author, n.seq) > (m.created, m.author, m.seq));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
