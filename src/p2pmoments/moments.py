@@ -531,6 +531,10 @@ class Moments:
             log.debug("stored moment %s is not shown: %s", moment_text(row.moment_id), exc)
             return None
 
+    async def row_of(self, moment_id: bytes) -> StoredMoment | None:
+        """A moment we hold, as stored, unless it expired."""
+        return await self._store.run(Store.moment, moment_id, int(time.time()))
+
     async def stored(self, ref: str) -> StoredMoment:
         """A moment we hold, as stored, by id or id prefix; NotFoundError if none."""
         return await self._row(ref)

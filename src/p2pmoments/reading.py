@@ -1,7 +1,7 @@
 """Unread: how many posts in each circle the person has not seen yet, kept by the daemon
 so that every open page and a later visit agree (issue 20, item 4).
 
-A read mark per circle is the place, in the feed's order, of the newest post the person
+A read mark per circle is the position, in the feed's order, of the newest post the person
 has seen there (spec/store.md, version 7); posts past it are unread, but for the
 person's own, from any of their devices. Marks only move forward.
 """
@@ -67,7 +67,7 @@ class Reading:
             row = await self._moments.stored(moment_ref)
             if row.circle_id != circle.circle_id or row.kind is not Kind.POST:
                 raise UserInputError(f"this moment is not a post in {circle.name}")
-            place = (row.created, row.author, row.seq)
+            place = (row.created, row.place, row.seq)
         if place is None:
             return False
         moved = await self._store.run(Store.mark_read, circle.circle_id, place, now)

@@ -125,12 +125,12 @@ def circle_json(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CircleUnread:
-    """A circle's unread posts, and its read mark: the place (created, author, seq) of
+    """A circle's unread posts, and its read mark: the position (created, place, seq) of
     the newest post seen there (None: nothing read there yet)."""
 
     circle_id: bytes
     unread: int
-    read_to: tuple[int, bytes, int] | None
+    read_to: tuple[int, int, int] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +147,15 @@ class MomentView:
 
 def feed_order(row: StoredMoment) -> str:
     """A key that sorts posts as the feed does (oldest first), for a page to place one
-    that arrives live: time, then author, their sequence number and circle
-    (store/moments.py FEED_ORDER), fixed-width so that strings compare as the values do."""
-    return place_order((row.created, row.author, row.seq), row.circle_id)
+    that arrives live: (created, place, seq) (store/moments.py FEED_ORDER), fixed-width
+    so that strings compare as the values do."""
+    return place_order((row.created, row.place, row.seq))
 
 
-def place_order(place: tuple[int, bytes, int], circle_id: bytes) -> str:
-    """feed_order of a post at `place` (created, author, seq) in a circle."""
-    created, author, seq = place
-    return f"{created + 2**63:020d}.{author.hex()}.{seq:020d}.{circle_id.hex()}"
+def place_order(position: tuple[int, int, int]) -> str:
+    """feed_order of a post at `position` (created, place, seq)."""
+    created, place, seq = position
+    return f"{created + 2**63:020d}.{place:020d}.{seq:020d}"
 
 
 def unread_json(counts: Sequence[CircleUnread]) -> dict[str, Any]:
@@ -166,7 +166,7 @@ def unread_json(counts: Sequence[CircleUnread]) -> dict[str, Any]:
             {
                 "id": circle_text(c.circle_id),
                 "unread": c.unread,
-                "read_to": None if c.read_to is None else place_order(c.read_to, c.circle_id),
+                "read_to": None if c.read_to is None else place_order(c.read_to),
             }
             for c in counts
         ],

@@ -12,10 +12,9 @@ from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, re
 __all__ = ["MomentTables"]
 
 _MOMENT_COLUMNS = columns(StoredMoment)
-# The feed's order, newest first; within a second by author, then by the author's own
-# sequence number (then circle: the three are unique), so every device shows the same
-# order whatever order moments came in.
-FEED_ORDER = "created DESC, author DESC, seq DESC, circle_id DESC"
+# The feed's order, newest first; within a second by place (the order stored here, but
+# one author's as they were posted: add_moments), then seq (one author's of one place).
+FEED_ORDER = "created DESC, place DESC, seq DESC"
 
 
 class MomentTables(Database):
@@ -59,6 +58,15 @@ class MomentTables(Database):
                     for m in moments
                     if m.moment_id not in before
                 ],
+            )
+            # One second's moments of one author keep the order they were posted in: one
+            # stored after a later one (a catch-up, relays) takes the earliest such place.
+            conn.executemany(
+                "UPDATE moments SET place = coalesce((SELECT min(n.place) FROM moments n"
+                " WHERE n.circle_id = moments.circle_id AND n.author = moments.author"
+                " AND n.seq > moments.seq AND n.created = moments.created AND n.place > 0),"
+                " rowid) WHERE moment_id = ? AND place = 0",
+                [(m.moment_id,) for m in moments if m.moment_id not in before],
             )
             after = self._held_ids(conn, ids)
             added = []
@@ -164,12 +172,11 @@ class MomentTables(Database):
         after: tuple[int, bytes] | None = None,
         limit: int = 50,
     ) -> list[StoredMoment]:
-        """Posts, newest first, never expired ones. Posts of the same second in an order
-        every device agrees on: by author, and one author's in the order they were posted
-        (their sequence number in the circle), the latest first; not the order they
-        happened to arrive in. `after`, a (created, id) pair, starts just past that post
-        (should it have gone meanwhile, with every post of its second: one may repeat,
-        none is skipped)."""
+        """Posts, newest first, never expired ones; posts of the same second in the order
+        they were stored here, the latest first, but one author's in the order they were
+        posted, whatever order they came in (add_moments). `after`, a (created, id) pair,
+        starts just past that post (should it have gone meanwhile, with every post of its
+        second: one may repeat, none is skipped)."""
         where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
         args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
@@ -181,7 +188,7 @@ class MomentTables(Database):
         if after is not None:
             where.append(
                 "(created < ? OR (created = ? AND (NOT EXISTS (SELECT 1 FROM moments"
-                " WHERE moment_id = ?) OR (author, seq, circle_id) < (SELECT author, seq, circle_id"
+                " WHERE moment_id = ?) OR (place, seq) < (SELECT place, seq"
                 " FROM moments WHERE moment_id = ?))))"
             )
             args += [after[0], after[0], after[1], after[1]]
@@ -195,15 +202,15 @@ class MomentTables(Database):
         return found[0] if found else None
 
     def replies_to(self, moment_ids: Sequence[bytes], now: int) -> list[StoredMoment]:
-        """The comments and reactions of these moments, oldest first (within a second by
-        author, then in the order each author wrote them): one query a page."""
+        """The comments and reactions of these moments, oldest first (within a second as
+        the feed orders posts): one query a page."""
         out: list[StoredMoment] = []
         for part, marks in in_batches(list(moment_ids)):
             out += self._select(
                 f"reply_to IN ({marks}) AND kind IN (?, ?) AND retracted = 0"
                 " AND (expires IS NULL OR expires > ?)",
                 [*part, Kind.COMMENT, Kind.REACTION, now],
-                "created, author, seq",
+                "created, place, seq",
                 1000 * len(part),
             )
         return out

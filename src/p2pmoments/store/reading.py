@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from p2pmoments.core.moment import Kind
 from p2pmoments.store.database import Database
+from p2pmoments.store.moments import FEED_ORDER
 
 __all__ = ["Place", "ReadTables"]
 
-# A post's place in the feed's order (store/moments.py FEED_ORDER): (created, author, seq).
-Place = tuple[int, bytes, int]
+# A post's position in the feed's order (store/moments.py FEED_ORDER): (created, place, seq).
+Place = tuple[int, int, int]
 
 
 class ReadTables(Database):
@@ -16,18 +17,18 @@ class ReadTables(Database):
 
     def read_marks(self) -> dict[bytes, Place]:
         """Every circle's mark: the place of the newest post the person has seen there."""
-        rows = self._conn.execute("SELECT circle_id, created, author, seq FROM read_marks")
+        rows = self._conn.execute("SELECT circle_id, created, place, seq FROM read_marks")
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def mark_read(self, circle_id: bytes, place: Place, now: int) -> bool:
         """Move a circle's mark up to `place`, never back; True if it moved."""
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO read_marks (circle_id, created, author, seq, updated)"
+                "INSERT INTO read_marks (circle_id, created, place, seq, updated)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (circle_id) DO UPDATE SET"
-                " created = excluded.created, author = excluded.author, seq = excluded.seq,"
-                " updated = excluded.updated WHERE (excluded.created, excluded.author,"
-                " excluded.seq) > (read_marks.created, read_marks.author, read_marks.seq)",
+                " created = excluded.created, place = excluded.place, seq = excluded.seq,"
+                " updated = excluded.updated WHERE (excluded.created, excluded.place,"
+                " excluded.seq) > (read_marks.created, read_marks.place, read_marks.seq)",
                 (circle_id, *place, now),
             )
             return cursor.rowcount == 1
@@ -35,9 +36,8 @@ class ReadTables(Database):
     def newest_post(self, circle_id: bytes, now: int) -> Place | None:
         """The place of a circle's newest post held (not expired), if any."""
         row = self._conn.execute(
-            "SELECT created, author, seq FROM moments WHERE circle_id = ? AND kind = ?"
-            " AND (expires IS NULL OR expires > ?)"
-            " ORDER BY created DESC, author DESC, seq DESC LIMIT 1",
+            f"SELECT created, place, seq FROM moments WHERE circle_id = ? AND kind = ?"  # noqa: S608
+            f" AND (expires IS NULL OR expires > ?) ORDER BY {FEED_ORDER} LIMIT 1",
             (circle_id, Kind.POST, now),
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
@@ -51,8 +51,8 @@ class ReadTables(Database):
                 "SELECT m.circle_id, m.author, max(m.seq), count(*) FROM moments m"
                 " LEFT JOIN read_marks r ON r.circle_id = m.circle_id"
                 " WHERE m.kind = ? AND m.retracted = 0 AND (m.expires IS NULL OR m.expires > ?)"
-                " AND (r.circle_id IS NULL OR (m.created, m.author, m.seq)"
-                " > (r.created, r.author, r.seq))"
+                " AND (r.circle_id IS NULL OR (m.created, m.place, m.seq)"
+                " > (r.created, r.place, r.seq))"
                 " GROUP BY m.circle_id, m.author",
                 (Kind.POST, now),
             )
