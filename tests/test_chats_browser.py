@@ -92,3 +92,80 @@ def test_four_messages_and_comments_sent_in_one_second_show_in_the_order_sent(
                 page.wait_for_selector("main .view-title")
             assert page.errors == []
         browser.close()
+
+
+def badge(page: Any, name: str) -> Any:
+    return page.locator(f"[data-unread={name}]")
+
+
+@pytest.mark.timeout(240)
+def test_unread_counts_agree_in_two_tabs_rise_live_and_clear_when_seen(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    bob = person(daemons, tmp_path / "bob", "Bob")
+    bob_id = friends(alice, bob)
+    conversation = chat(alice, bob, bob_id)
+    family = alice.api("POST", "/circles", {"name": "family", "members": [bob_id]})["id"]
+    wait_for(
+        lambda: len(bob.api("GET", "/circles")["circles"]) == 2,
+        timeout=20,
+        what="the family circle to reach Bob",
+    )
+    with playwright() as p:
+        browser = launch(p)
+        chats, circles = open_app(browser, bob.home), open_app(browser, bob.home)
+        at(chats, "#/chats")
+        at(circles, "#/circles")
+        chat_row = chats.locator(".row-link", has_text="Alice")
+        family_row = circles.locator(".row-link", has_text="family")
+        family_row.wait_for()
+        assert badge(circles, "chats").is_hidden()
+        assert badge(circles, "feed").is_hidden()
+
+        # Alice writes to Bob and posts twice to the family: both tabs count, live.
+        alice.api("POST", "/moments", {"circle": conversation, "text": "Dinner on Friday?"})
+        alice.api("POST", "/moments", {"circle": family, "text": "The lake at dawn"})
+        alice.api("POST", "/moments", {"circle": family, "text": "And at dusk"})
+        chat_row.locator(".count", has_text="1").wait_for()
+        family_row.locator(".count", has_text="2").wait_for()
+        for page in (chats, circles):
+            for name, said in (("chats", "1 unread"), ("feed", "2 unread")):
+                wait_for(
+                    lambda p=page, n=name, s=said: badge(p, n).text_content() == s,
+                    timeout=10,
+                    what=f"{said} on {name}",
+                )
+        # Bob's own post is never unread.
+        bob.api("POST", "/moments", {"circle": conversation, "text": "Bob's own words"})
+        assert {c["id"]: c["unread"] for c in bob.api("GET", "/unread")["circles"]} == {
+            conversation: 1,
+            family: 2,
+        }
+
+        # Bob reads the chat in one tab: the other tab's count clears too.
+        chat_row.click()
+        chats.locator(".message", has_text="Dinner on Friday?").wait_for()
+        badge(circles, "chats").wait_for(state="hidden")
+        badge(chats, "chats").wait_for(state="hidden")
+        assert family_row.locator(".count").text_content() == "2 unread"
+
+        # The feed says what is new since his last visit, and seeing it clears the rest.
+        at(chats, "#/feed")
+        chats.get_by_text("2 new since your last visit").wait_for()
+        fresh = chats.locator(".moment.new .text").all_inner_texts()
+        assert sorted(fresh) == ["And at dusk", "The lake at dawn"]
+        assert chats.locator(".moment", has_text="Bob's own words").locator(".new-tag").count() == 0
+        family_row.locator(".count").wait_for(state="detached")
+        badge(circles, "feed").wait_for(state="hidden")
+
+        # A later visit agrees: nothing is unread, nothing new.
+        assert bob.api("GET", "/unread")["total"] == 0
+        later = open_app(browser, bob.home)
+        later.locator(".moment", has_text="And at dusk").wait_for()
+        assert badge(later, "feed").is_hidden()
+        assert badge(later, "chats").is_hidden()
+        assert later.locator(".new-tag").count() == 0
+        for page in (chats, circles, later):
+            assert page.errors == []
+        browser.close()

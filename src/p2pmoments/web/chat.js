@@ -4,13 +4,13 @@
 import * as api from './api.js';
 import { attachments, send } from './compose.js';
 import {
-  append, avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
+  append, avatar, clear, clockTime, count, empty, errorText, h, icon, person, relativeTime, toast,
 } from './dom.js';
 import { Pager, incomplete } from './feed.js';
 import { on } from './live.js';
 import {
-  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, onChange, others,
-  state,
+  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, markRead, onChange,
+  others, state, unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -46,6 +46,7 @@ export function chatsView(root) {
         h('span', { class: 'stack' }, others(c).slice(0, 3).map((m) => avatar(m, 's'))),
         h('span', { class: 'row-main' }, h('strong', {}, conversationTitle(c)),
           h('small', {}, others(c).map((m) => m.name).join(', ') || 'Only you so far')),
+        count(unreadIn(c.id)),
         icon('right')))));
     list.hidden = !chats.length;
     const people = state.friends.filter((f) => f.state === 'friend');
@@ -57,7 +58,7 @@ export function chatsView(root) {
   };
   append(root, h('h1', { class: 'view-title' }, 'Chats'), list, friends);
   draw();
-  return onChange((what) => { if (what === 'circles' || what === 'friends') draw(); });
+  return onChange((what) => { if (what === 'circles' || what === 'friends' || what === 'unread') draw(); });
 }
 
 function bubble(m) {
@@ -116,6 +117,13 @@ export function chatView(root, [id]) {
     }
     shown.set(m.id, el);
     if (incomplete(m) && hasArrived(m.id)) refresh(m.id); // it came while being fetched
+    seen();
+  }
+
+  // What is on screen is read: up to the newest message (once the page is in view).
+  function seen() {
+    const last = thread.lastElementChild;
+    if (last) markRead(id, { id: last.dataset.id, order: last.dataset.order });
   }
 
   async function loadOlder(first) {
@@ -196,5 +204,9 @@ export function chatView(root, [id]) {
   ];
   loadOlder(true).catch((err) => { error.textContent = errorText(err); });
   text.focus();
-  return () => { for (const off of offs) off(); };
+  document.addEventListener('visibilitychange', seen);
+  return () => {
+    document.removeEventListener('visibilitychange', seen);
+    for (const off of offs) off();
+  };
 }

@@ -263,6 +263,16 @@ export function byteCounter(field, limit) {
   return { el, update, over: () => byteLength(field.value) > limit };
 }
 
+/** An unread count as a pill ("3", read out as "3 unread"); nothing for 0. */
+export function count(n) {
+  return n ? h('span', { class: 'count' }, ...unreadText(n)) : null;
+}
+
+/** "3" and, for screen readers, " unread". */
+export function unreadText(n) {
+  return [String(n), h('span', { class: 'visually-hidden' }, ' unread')];
+}
+
 export function empty(title, text, ...actions) {
   return h('div', { class: 'empty' }, h('h2', {}, title), h('p', {}, text), ...actions);
 }
