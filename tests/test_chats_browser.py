@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser import launch, open_app, playwright, skip_reason
+from tests.browser import PHONE, launch, open_app, playwright, skip_reason
 from tests.daemons import Daemon, cli, start_daemon, wait_for
 
 pytestmark = [
@@ -169,3 +169,73 @@ def test_unread_counts_agree_in_two_tabs_rise_live_and_clear_when_seen(
         for page in (chats, circles, later):
             assert page.errors == []
         browser.close()
+
+
+@pytest.mark.timeout(240)
+def test_the_chat_list_and_a_conversation_read_as_a_messenger_does(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    bob = person(daemons, tmp_path / "bob", "Bob")
+    conversation = chat(alice, bob, friends(alice, bob))
+    alice.api("POST", "/circles", {"name": "family", "members": []})  # not a chat
+    for n in range(1, 41):
+        alice.api("POST", "/moments", {"circle": conversation, "text": f"message {n}"})
+    wait_for(
+        lambda: bob.api("GET", "/unread")["total"] == 40,
+        timeout=20,
+        what="Alice's forty messages at Bob's",
+    )
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, bob.home, PHONE)
+        at(page, "#/chats")
+        # The list: who, the last message, its time, how many are unread.
+        row = page.locator(".chat-row", has_text="Alice")
+        row.locator(".last-message", has_text="message 40").wait_for()
+        assert row.locator(".count").text_content() == "40 unread"
+        assert row.locator("time").inner_text() == page.evaluate(
+            "t => new Intl.DateTimeFormat(undefined, {hour: 'numeric', minute: '2-digit'})"
+            ".format(new Date(t * 1000))",
+            bob.api("GET", f"/moments?circle={conversation}&limit=1")["moments"][0]["time"],
+        )
+
+        # The conversation opens at its newest message, under a day separator, with no
+        # name above each of Alice's bubbles (it is a chat of two).
+        row.click()
+        newest = page.locator(".message", has_text="message 40")
+        newest.wait_for()
+        wait_for(lambda: newest.evaluate(_IN_VIEW), timeout=10, what="the newest in view")
+        assert not page.locator(".thread .message").first.evaluate(_IN_VIEW)  # the oldest shown
+        assert page.locator(".thread .day").all_inner_texts() == ["Today"]
+        assert page.locator(".thread .message .author").count() == 0
+
+        # Bob answers; back in the list his answer is the last message, nothing unread.
+        page.get_by_label("Message", exact=True).fill("On my way")
+        page.get_by_label("Message", exact=True).press("Enter")
+        page.locator(".message.mine", has_text="On my way").wait_for()
+        at(page, "#/chats")
+        row.locator(".last-message", has_text="You: On my way").wait_for()
+        assert row.locator(".count").count() == 0
+
+        # Days as a messenger names them.
+        labels = page.evaluate("""async () => {
+          const src = document.querySelector('script[type=module]').src;
+          const dom = await import(new URL('dom.js', src));
+          const now = new Date(2026, 11, 7, 15, 0).getTime() / 1000;
+          return [0, 1, 3].map((d) => dom.dayLabel(now - d * 86400, now))
+            .concat([dom.shortTime(now - 86400, now)]);
+        }""")
+        assert labels[:2] == ["Today", "Yesterday"]
+        assert "4" in labels[2]  # Friday 4 December, in the browser's language
+        assert labels[3] == "Yesterday"
+        assert page.errors == []
+        browser.close()
+
+
+# Whether an element lies within its scrolling box and the window.
+_IN_VIEW = """el => {
+  const box = el.getBoundingClientRect();
+  const port = el.closest('.thread-scroll').getBoundingClientRect();
+  return box.bottom <= Math.min(port.bottom, innerHeight) + 1 && box.top >= port.top - 1;
+}"""

@@ -9,7 +9,8 @@ import {
 } from './dom.js';
 import { on } from './live.js';
 import {
-  canPost, circleById, hasArrived, isMe, markRead, onChange, personOf, readTo, state, unreadIn,
+  canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
+  unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -197,7 +198,12 @@ export function feedView(root, [circleId]) {
       if (!newest.has(id) || newest.get(id).order < moment.order) newest.set(id, moment);
     }
     news.textContent = fresh ? `${fresh} new since your last visit` : '';
-    for (const [id, moment] of newest) markRead(id, moment);
+    // The whole feed reads what its badge counts: circles, not chats (read in the chat,
+    // as messengers do); a circle's own feed reads that circle, whatever it is.
+    for (const [id, moment] of newest) {
+      const circle = circleById(id);
+      if (circle && (circleId || !isConversation(circle))) markRead(id, moment);
+    }
   }
 
   function remove(id) {
