@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from p2pmoments.api import API_PREFIX, create_app
 from p2pmoments.node import Node
+from p2pmoments.store import Store
+from p2pmoments.views import moment_text
 from tests.test_api import AUTH, TOKEN, error_of, spec_check
 
 Client = TestClient[Any, Any]
@@ -99,3 +101,50 @@ async def test_a_cursor_the_feed_did_not_give_is_refused(api: Client, query: str
     response = await api.get(f"{API_PREFIX}/moments?{query}", headers=AUTH)
     assert response.status == 400
     await error_of(response)
+
+
+def _delete_rows(store: Store, ids: list[bytes]) -> list[bytes]:
+    """Take moments out of the store, returning their envelopes (a test's own surgery)."""
+    marks = ",".join("?" * len(ids))
+    with store._transaction() as conn:
+        envelopes = {
+            r[0]: r[1]
+            for r in conn.execute(
+                f"SELECT moment_id, envelope FROM moments WHERE moment_id IN ({marks})",
+                ids,
+            )
+        }
+        conn.execute(f"DELETE FROM moments WHERE moment_id IN ({marks})", ids)
+    return [envelopes[i] for i in ids]
+
+
+async def test_four_messages_and_four_comments_of_one_second_read_back_as_they_were_sent(
+    api: Client, node: Node, one_second: None
+) -> None:
+    await node.circles.create("chat", [], members_can_post=True)
+    words = ["one", "two", "three", "four"]
+    sent = [await node.posting.post("chat", w) for w in words]
+    first = moment_text(sent[0].id)
+    said = [await node.posting.comment(first, f"re {w}") for w in words]
+    assert {m.time for m in sent + said} == {SECOND}
+    # Another device stores them in whatever order they reach it (a catch-up, relays):
+    # here, the reverse of the order they were sent in.
+    ids = [m.id for m in sent + said]
+    envelopes = await node.store.run(_delete_rows, ids)
+    opened = await node.moments.open_many(envelopes[::-1])
+    assert len(await node.moments.store_many(opened.moments)) == 8
+
+    for query in ("circle=chat&limit=50", "limit=2", "limit=50"):
+        got: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            answer = await page(api, query + (f"&cursor={cursor}" if cursor else ""))
+            got += answer["moments"]
+            if not (cursor := answer["next_cursor"]):
+                break
+        assert [m["text"] for m in got] == words[::-1], query  # newest first
+        assert sorted(m["order"] for m in got) == [m["order"] for m in got][::-1]
+    one = (await page(api, "limit=50"))["moments"][-1]
+    assert [c["text"] for c in one["comments"]] == [f"re {w}" for w in words]
+    response = await api.get(f"{API_PREFIX}/moments/{first}", headers=AUTH)
+    assert [c["text"] for c in (await response.json())["comments"]] == [f"re {w}" for w in words]

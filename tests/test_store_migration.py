@@ -19,6 +19,7 @@ import pytest
 from p2pmoments.core.blobs import BlobKind
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
+from p2pmoments.reading import Reading
 from p2pmoments.store import SCHEMA_VERSION, Store
 from tests.make_old_store import FILE, TEXTS
 from tests.multinode import read_feed, running, until
@@ -70,6 +71,12 @@ async def test_an_old_store_opens_with_its_moments_and_blobs(homes: Path) -> Non
             thumb = await whole(node, with_blobs["id"], BlobKind.PHOTO, thumbnail=True)
             assert thumb.startswith(b"\xff\xd8")  # a JPEG
             assert [c["text"] for c in with_blobs["comments"]] == ["lovely"]
+            # Upgraded with everything it held read: nothing shows as new.
+            counts = await Reading(
+                node.store, node.events, node.circles, node.moments, lambda _: False
+            ).counts()
+            assert counts
+            assert [c.unread for c in counts] == [0] * len(counts)
         assert await asyncio.to_thread(schema_of, homes / name) == SCHEMA_VERSION
         assert await asyncio.to_thread(integrity, homes / name) == "ok"
 

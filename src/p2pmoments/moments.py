@@ -194,6 +194,14 @@ class Moments(Holding):
             raise NotFoundError(f"moment {moment_text(row.moment_id)} cannot be shown")
         return moment
 
+    async def row_of(self, moment_id: bytes) -> StoredMoment | None:
+        """A moment we hold, as stored, unless it expired."""
+        return await self._store.run(Store.moment, moment_id, int(time.time()))
+
+    async def stored(self, ref: str) -> StoredMoment:
+        """A moment we hold, as stored, by id or id prefix; NotFoundError if none."""
+        return await self._row(ref)
+
     async def target(self, ref: str) -> Moment:
         """A moment we hold, not retracted, by id or id prefix (to answer or retract)."""
         row = await self._row(ref)

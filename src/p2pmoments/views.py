@@ -22,15 +22,19 @@ from p2pmoments.net.links import PeerInfo
 from p2pmoments.store import FriendRecord, PairingRecord, StoredMoment
 
 __all__ = [
+    "CircleUnread",
     "MomentView",
     "circle_json",
     "circle_text",
+    "feed_order",
     "friend_json",
     "moment_json",
     "moment_text",
     "pairing_json",
     "peer_json",
     "person_json",
+    "place_order",
+    "unread_json",
 ]
 
 People = Callable[[bytes], Person]
@@ -119,6 +123,16 @@ def circle_json(
     }
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircleUnread:
+    """A circle's unread posts, and its read mark: the position (created, place, seq) of
+    the newest post seen there (None: nothing read there yet)."""
+
+    circle_id: bytes
+    unread: int
+    read_to: tuple[int, int, int] | None
+
+
 @dataclass(frozen=True, slots=True)
 class MomentView:
     """A post with what the feed shows of it: opened (unless retracted), its comments and
@@ -131,11 +145,40 @@ class MomentView:
     held: Sequence[int]  # per blob, chunks here (its thumbnail's included)
 
 
+def feed_order(row: StoredMoment) -> str:
+    """A key that sorts posts as the feed does (oldest first), for a page to place one
+    that arrives live: (created, place, seq) (store/moments.py FEED_ORDER), fixed-width
+    so that strings compare as the values do."""
+    return place_order((row.created, row.place, row.seq))
+
+
+def place_order(position: tuple[int, int, int]) -> str:
+    """feed_order of a post at `position` (created, place, seq)."""
+    created, place, seq = position
+    return f"{created + 2**63:020d}.{place:020d}.{seq:020d}"
+
+
+def unread_json(counts: Sequence[CircleUnread]) -> dict[str, Any]:
+    """Unread counts as the API shows them."""
+    return {
+        "total": sum(c.unread for c in counts),
+        "circles": [
+            {
+                "id": circle_text(c.circle_id),
+                "unread": c.unread,
+                "read_to": None if c.read_to is None else place_order(c.read_to),
+            }
+            for c in counts
+        ],
+    }
+
+
 def moment_json(view: MomentView, people: People) -> dict[str, Any]:
     """A post with its comments and reactions, as the API shows it."""
     row = view.row
     base: dict[str, Any] = {
         "id": moment_text(row.moment_id),
+        "order": feed_order(row),
         "circle": {"id": circle_text(row.circle_id), "name": view.circle_name},
         "author": person_json(people(row.author)),
         "time": row.created,

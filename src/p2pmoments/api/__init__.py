@@ -3,7 +3,8 @@ app session.
 
 - `base`: keys, limits, the JSON error, the error table, checks of what comes in;
 - `guards`: the middlewares (errors, Host, Origin, auth) and `ApiRunner`;
-- `uploads`: multipart posts; `routes`: the endpoints; the web app is webapp.py.
+- `uploads`: multipart posts; `routes`: the endpoints, `unread` those of read marks;
+  the web app is webapp.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
+from p2pmoments.api import unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
     MAX_UPLOADS,
     NODE,
+    READING,
     TOKEN,
     UPLOADS,
     WEB_GATE,
@@ -30,6 +33,7 @@ from p2pmoments.api.devices import routes as device_routes
 from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
 from p2pmoments.api.routes import routes
 from p2pmoments.node import Node
+from p2pmoments.reading import Reading
 
 __all__ = [
     "API_PREFIX",
@@ -51,7 +55,16 @@ def create_app(node: Node, token: str) -> web.Application:
     app[NODE] = node
     app[TOKEN] = token
     app[UPLOADS] = asyncio.Semaphore(MAX_UPLOADS)
+    # The person's own posts, from any of their devices, are never unread.
+    app[READING] = Reading(
+        node.store,
+        node.events,
+        node.circles,
+        node.moments,
+        lambda author: node.friends.person(author).identity == node.person,
+    )
     app.add_routes(routes)
     app.add_routes(device_routes)
+    app.add_routes(unread.routes)
     webapp.setup(app)
     return app

@@ -26,6 +26,7 @@ from p2pmoments.errors import (
     UserInputError,
 )
 from p2pmoments.node import Node
+from p2pmoments.reading import Reading
 
 if TYPE_CHECKING:
     pass
@@ -60,6 +61,9 @@ TOKEN = web.AppKey("token", str)
 
 
 UPLOADS = web.AppKey("uploads", asyncio.Semaphore)
+
+
+READING = web.AppKey("reading", Reading)
 
 
 MAX_BODY = 64 * 1024  # JSON bodies

@@ -341,7 +341,9 @@ async def _post(
             body["circle"], body.get("text", ""), body.get("expires_in"), upload=upload
         )
     circle = node.circles.current(moment.circle_id)
-    # The post as it was just made (not read back): no comments yet, every chunk here.
+    # The post as it was just made (not read back): no comments yet, every chunk here;
+    # but its place among the posts of its second is the store's.
+    stored = await node.moments.row_of(moment.id)
     view = views.MomentView(
         row=StoredMoment(
             moment_id=moment.id,
@@ -355,6 +357,7 @@ async def _post(
             expires=moment.content.expires,
             retracted=False,
             envelope=moment.envelope,
+            place=stored.place if stored else 0,
         ),
         moment=moment,
         circle_name=circle.name if circle else "",

@@ -1,7 +1,7 @@
 """The SQLite store (spec/store.md): WAL, a schema version, forward migrations.
 
 `Store` is synchronous and must be used from one thread; its methods come from one
-module per set of tables (people, circles, moments) over one connection
+module per set of tables (people, circles, moments, read marks) over one connection
 (database). `AsyncStore` runs it on one dedicated thread, so no database call ever
 runs on the event loop. Every write commits with synchronous=FULL before the call
 returns: what the daemon acknowledged survives a crash or a power cut.
@@ -20,6 +20,7 @@ from p2pmoments.store.circles import CircleTables
 from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
 from p2pmoments.store.people import PeopleTables
+from p2pmoments.store.reading import Place, ReadTables
 from p2pmoments.store.records import (
     Counts,
     Freed,
@@ -41,6 +42,7 @@ __all__ = [
     "FriendState",
     "NewMoment",
     "PairingRecord",
+    "Place",
     "Store",
     "StoreError",
     "StoredMoment",
@@ -52,7 +54,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(PeopleTables, CircleTables, MomentTables):
+class Store(PeopleTables, CircleTables, MomentTables, ReadTables):
     """Synchronous access to the database; one thread only."""
 
 

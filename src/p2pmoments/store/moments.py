@@ -12,6 +12,9 @@ from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, re
 __all__ = ["MomentTables"]
 
 _MOMENT_COLUMNS = columns(StoredMoment)
+# The feed's order, newest first; within a second by place (the order stored here, but
+# one author's as they were posted: add_moments), then seq (one author's of one place).
+FEED_ORDER = "created DESC, place DESC, seq DESC"
 
 
 class MomentTables(Database):
@@ -55,6 +58,15 @@ class MomentTables(Database):
                     for m in moments
                     if m.moment_id not in before
                 ],
+            )
+            # One second's moments of one author keep the order they were posted in: one
+            # stored after a later one (a catch-up, relays) takes the earliest such place.
+            conn.executemany(
+                "UPDATE moments SET place = coalesce((SELECT min(n.place) FROM moments n"
+                " WHERE n.circle_id = moments.circle_id AND n.author = moments.author"
+                " AND n.seq > moments.seq AND n.created = moments.created AND n.place > 0),"
+                " rowid) WHERE moment_id = ? AND place = 0",
+                [(m.moment_id,) for m in moments if m.moment_id not in before],
             )
             after = self._held_ids(conn, ids)
             added = []
@@ -171,10 +183,10 @@ class MomentTables(Database):
         limit: int = 50,
     ) -> list[StoredMoment]:
         """Posts, newest first, never expired ones; posts of the same second in the order
-        they were stored here, the latest first (a burst of posts, or a catch-up, reads in
-        its own order). `after`, a (created, id) pair, starts just past that post (should
-        it have gone meanwhile, with every post of its second: one may repeat, none is
-        skipped)."""
+        they were stored here, the latest first, but one author's in the order they were
+        posted, whatever order they came in (add_moments). `after`, a (created, id) pair,
+        starts just past that post (should it have gone meanwhile, with every post of its
+        second: one may repeat, none is skipped)."""
         where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
         args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
@@ -185,11 +197,12 @@ class MomentTables(Database):
             args.append(before)
         if after is not None:
             where.append(
-                "(created < ? OR (created = ? AND rowid < COALESCE("
-                "(SELECT rowid FROM moments WHERE moment_id = ?), 9223372036854775807)))"
+                "(created < ? OR (created = ? AND (NOT EXISTS (SELECT 1 FROM moments"
+                " WHERE moment_id = ?) OR (place, seq) < (SELECT place, seq"
+                " FROM moments WHERE moment_id = ?))))"
             )
-            args += [after[0], after[0], after[1]]
-        return self._select(" AND ".join(where), args, "created DESC, rowid DESC", limit)
+            args += [after[0], after[0], after[1], after[1]]
+        return self._select(" AND ".join(where), args, FEED_ORDER, limit)
 
     def moment(self, moment_id: bytes, now: int) -> StoredMoment | None:
         """One moment we hold (retracted ones too), unless it expired."""
@@ -199,14 +212,15 @@ class MomentTables(Database):
         return found[0] if found else None
 
     def replies_to(self, moment_ids: Sequence[bytes], now: int) -> list[StoredMoment]:
-        """The comments and reactions of these moments, oldest first: one query a page."""
+        """The comments and reactions of these moments, oldest first (within a second as
+        the feed orders posts): one query a page."""
         out: list[StoredMoment] = []
         for part, marks in in_batches(list(moment_ids)):
             out += self._select(
                 f"reply_to IN ({marks}) AND kind IN (?, ?) AND retracted = 0"
                 " AND (expires IS NULL OR expires > ?)",
                 [*part, Kind.COMMENT, Kind.REACTION, now],
-                "created, moment_id",
+                "created, place, seq",
                 1000 * len(part),
             )
         return out

@@ -131,6 +131,9 @@ class StoredMoment:
     expires: int | None
     retracted: bool
     envelope: bytes  # empty once retracted
+    # Where it stands among the posts of its second (schema 7): the order this device
+    # stored them in, but one author's in the order they were posted.
+    place: int
 
 
 # Columns stored as their values, read back as these types.

@@ -160,5 +160,28 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, op_id)
     ) STRICT;
     """,
+    # 8: the order of one second's moments (issue 20, item 2): `place`, the order this
+    # device stored them in, but one author's in the order they were posted (a moment
+    # stored after a later one of its author's, in the same second, takes that one's
+    # place; seq then orders them). And what the person has read (item 4): per circle,
+    # the newest post seen, as its place in the feed (created, place, seq). A store
+    # from before starts with everything it holds read, so an upgrade does not flood
+    # every circle with "new".
+    """
+    ALTER TABLE moments ADD COLUMN place INTEGER NOT NULL DEFAULT 0;
+    UPDATE moments SET place = rowid;
+    CREATE TABLE read_marks (
+        circle_id BLOB PRIMARY KEY CHECK (length(circle_id) = 32),
+        created   INTEGER NOT NULL,
+        place     INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        updated   INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO read_marks (circle_id, created, place, seq, updated)
+        SELECT circle_id, created, place, seq, 0 FROM moments m
+        WHERE kind = 1 AND NOT EXISTS (
+            SELECT 1 FROM moments n WHERE n.circle_id = m.circle_id AND n.kind = 1
+            AND (n.created, n.place, n.seq) > (m.created, m.place, m.seq));
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

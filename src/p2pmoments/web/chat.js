@@ -4,13 +4,14 @@
 import * as api from './api.js';
 import { attachments, send } from './compose.js';
 import {
-  append, avatar, clear, clockTime, empty, errorText, h, icon, person, relativeTime, toast,
+  append, avatar, clear, clockTime, count, dayLabel, daysAgo, empty, errorText, h, icon, person, relativeTime,
+  shortTime, toast,
 } from './dom.js';
 import { Pager, incomplete } from './feed.js';
 import { on } from './live.js';
 import {
-  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, onChange, others,
-  state,
+  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, markRead, onChange,
+  others, state, unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -36,17 +37,47 @@ export async function startChat(friend) {
   }
 }
 
+/** What a chat list row says of a conversation's last message. */
+function preview(c, m) {
+  if (!m) return others(c).map((p) => p.name).join(', ') || 'Only you so far';
+  const who = isMe(m.author) ? 'You: ' : (others(c).length > 1 ? `${person(m.author).name}: ` : '');
+  if (m.retracted) return `${who}This message was deleted`;
+  const what = m.text || (m.photos.length ? (m.photos.length === 1 ? 'Photo' : `${m.photos.length} photos`)
+    : m.files.map((f) => f.name).join(', '));
+  return who + what;
+}
+
 export function chatsView(root) {
   const list = h('ul', { class: 'rows card', 'aria-label': 'Conversations' });
   const friends = h('div', { class: 'card start-chat' });
+  const last = new Map(); // conversation id -> its newest message (null: none yet)
+  let stopped = false;
+  async function fetchLast(id) {
+    try {
+      const page = await api.get(`/moments?circle=${api.q(id)}&limit=1`);
+      last.set(id, page.moments[0] ?? null);
+    } catch {
+      last.set(id, null);
+    }
+    if (!stopped) draw();
+  }
   const draw = () => {
     const chats = state.circles.filter(isConversation);
-    clear(list, chats.map((c) => h('li', {},
-      h('a', { class: 'row-link', href: `#/chat/${encodeURIComponent(c.id)}` },
-        h('span', { class: 'stack' }, others(c).slice(0, 3).map((m) => avatar(m, 's'))),
-        h('span', { class: 'row-main' }, h('strong', {}, conversationTitle(c)),
-          h('small', {}, others(c).map((m) => m.name).join(', ') || 'Only you so far')),
-        icon('right')))));
+    for (const c of chats) if (!last.has(c.id)) { last.set(c.id, null); fetchLast(c.id); }
+    // Newest conversation first, as messengers list them.
+    chats.sort((a, b) => (last.get(b.id)?.order ?? '').localeCompare(last.get(a.id)?.order ?? ''));
+    clear(list, chats.map((c) => {
+      const m = last.get(c.id);
+      return h('li', {},
+        h('a', { class: 'row-link chat-row', href: `#/chat/${encodeURIComponent(c.id)}` },
+          h('span', { class: 'stack' }, others(c).slice(0, 3).map((p) => avatar(p, 's'))),
+          h('span', { class: 'row-main' },
+            h('span', { class: 'row-top' }, h('strong', {}, conversationTitle(c)),
+              m ? h('time', { class: 'row-time', datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, shortTime(m.time)) : null),
+            h('small', { class: 'last-message' }, preview(c, m))),
+          count(unreadIn(c.id)),
+          icon('right')));
+    }));
     list.hidden = !chats.length;
     const people = state.friends.filter((f) => f.state === 'friend');
     clear(friends, h('h2', {}, 'Start a chat'),
@@ -57,10 +88,21 @@ export function chatsView(root) {
   };
   append(root, h('h1', { class: 'view-title' }, 'Chats'), list, friends);
   draw();
-  return onChange((what) => { if (what === 'circles' || what === 'friends') draw(); });
+  const offs = [
+    onChange((what) => { if (what === 'circles' || what === 'friends' || what === 'unread') draw(); }),
+    on('moment.added', (data) => { if (data.kind === 'post' && last.has(data.circle)) fetchLast(data.circle); }),
+    on('moment.retracted', (data) => {
+      for (const [id, m] of last) if (m?.id === data.id) fetchLast(id);
+    }),
+    on('gap', () => { for (const id of last.keys()) fetchLast(id); }),
+  ];
+  return () => {
+    stopped = true;
+    for (const off of offs) off();
+  };
 }
 
-function bubble(m) {
+function bubble(m, group) {
   const mine = isMe(m.author);
   const who = person(m.author);
   if (m.retracted) {
@@ -76,7 +118,8 @@ function bubble(m) {
   return h('li', { class: `message${mine ? ' mine' : ''}`, dataset: { id: m.id } },
     mine ? null : avatar(m.author, 's'),
     h('div', { class: 'bubble' },
-      mine ? null : h('span', { class: 'author' }, who.name),
+      // In a one-to-one chat everyone knows who wrote what: no name on every bubble.
+      mine || !group ? null : h('span', { class: 'author' }, who.name),
       photos.length ? h('div', { class: 'chat-photos' }, photos) : null,
       m.text ? h('p', { class: 'text' }, m.text) : null,
       h('time', { datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, clockTime(m.time))));
@@ -100,21 +143,48 @@ export function chatView(root, [id]) {
 
   const nearBottom = () => scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
   const toBottom = () => { scroller.scrollTop = scroller.scrollHeight; };
+  // It opens at the newest message, and stays there while photos load and messages
+  // come, unless the person scrolls up to read.
+  let stick = true;
+  scroller.addEventListener('scroll', () => { stick = nearBottom(); });
+  const growing = new ResizeObserver(() => { if (stick) toBottom(); });
+  growing.observe(thread);
 
   function place(m) {
-    const el = bubble(m);
+    const el = bubble(m, others(circleById(id) ?? circle).length > 1);
+    el.dataset.order = m.order;
     el.dataset.time = String(m.time);
     const old = shown.get(m.id);
     if (old) {
       old.replaceWith(el);
     } else {
-      // Keep the thread in time order whatever order messages arrive in.
-      const after = [...thread.children].find((e) => Number(e.dataset.time) > m.time);
+      // Keep the thread in the order the daemon gives (time, then the order each author
+      // sent in), whatever order messages arrive or pages load in.
+      const after = [...thread.children].find((e) => e.dataset.order > m.order);
       if (after) after.before(el);
       else thread.append(el);
     }
     shown.set(m.id, el);
     if (incomplete(m) && hasArrived(m.id)) refresh(m.id); // it came while being fetched
+    days();
+    seen();
+  }
+
+  // A separator before the first message of each day: Today, Yesterday, Monday 7 December.
+  function days() {
+    for (const el of thread.querySelectorAll('.day')) el.remove();
+    let previous = null;
+    for (const el of [...thread.children]) {
+      const day = daysAgo(Number(el.dataset.time));
+      if (day !== previous) el.before(h('li', { class: 'day' }, h('span', {}, dayLabel(Number(el.dataset.time)))));
+      previous = day;
+    }
+  }
+
+  // What is on screen is read: up to the newest message (once the page is in view).
+  function seen() {
+    const last = thread.lastElementChild;
+    if (last) markRead(id, { id: last.dataset.id, order: last.dataset.order });
   }
 
   async function loadOlder(first) {
@@ -195,5 +265,10 @@ export function chatView(root, [id]) {
   ];
   loadOlder(true).catch((err) => { error.textContent = errorText(err); });
   text.focus();
-  return () => { for (const off of offs) off(); };
+  document.addEventListener('visibilitychange', seen);
+  return () => {
+    growing.disconnect();
+    document.removeEventListener('visibilitychange', seen);
+    for (const off of offs) off();
+  };
 }

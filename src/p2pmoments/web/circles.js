@@ -3,9 +3,12 @@
 
 import * as api from './api.js';
 import {
-  append, avatar, clear, confirmDialog, empty, errorText, h, icon, promptDialog, relativeTime, toast,
+  append, avatar, clear, confirmDialog, count, empty, errorText, h, icon, promptDialog, relativeTime,
+  toast,
 } from './dom.js';
-import { canPost, circleById, isConversation, onChange, others, state } from './state.js';
+import {
+  canPost, circleById, isConversation, onChange, others, state, unreadIn,
+} from './state.js';
 
 function friendPicker(friends, name) {
   return h('fieldset', { class: 'picker-list' },
@@ -66,6 +69,7 @@ function circleRow(c) {
           c.mine ? 'yours' : `${c.owner.name}'s`,
           c.members_can_post ? ' · everyone posts' : '',
           c.removed ? ' · you were removed' : '')),
+      count(unreadIn(c.id)),
       icon('right')));
 }
 
@@ -78,7 +82,7 @@ export function circlesView(root) {
   append(root, h('h1', { class: 'view-title' }, 'Circles'), list, createForm());
   if (!state.circles.length) list.before(empty('No circles yet', 'Make one below: tick the friends who should see what you post to it.'));
   draw();
-  return onChange((what) => { if (what === 'circles') draw(); });
+  return onChange((what) => { if (what === 'circles' || what === 'unread') draw(); });
 }
 
 export function circleView(root, [id]) {

@@ -129,6 +129,35 @@ export function untilTime(seconds, now = Date.now() / 1000) {
 }
 
 export const fullTime = (seconds) => fullFormat.format(new Date(seconds * 1000));
+const weekdayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long' });
+const dayFormat = new Intl.DateTimeFormat(undefined, { weekday: 'long', day: 'numeric', month: 'long' });
+const dayYearFormat = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'long', year: 'numeric' });
+
+const midnight = (date) => new Date(date.getFullYear(), date.getMonth(), date.getDate()).getTime();
+/** Whole days between a time and now, on the local calendar (0: today, 1: yesterday). */
+export function daysAgo(seconds, now = Date.now() / 1000) {
+  return Math.round((midnight(new Date(now * 1000)) - midnight(new Date(seconds * 1000))) / 86400000);
+}
+
+/** A day as a chat's separator names it: Today, Yesterday, Monday 7 December, 7 December 2025. */
+export function dayLabel(seconds, now = Date.now() / 1000) {
+  const days = daysAgo(seconds, now);
+  const date = new Date(seconds * 1000);
+  if (days === 0) return 'Today';
+  if (days === 1) return 'Yesterday';
+  if (date.getFullYear() === new Date(now * 1000).getFullYear()) return dayFormat.format(date);
+  return dayYearFormat.format(date);
+}
+
+/** When, as a list row says it: 14:05 today, Yesterday, a weekday this week, else a date. */
+export function shortTime(seconds, now = Date.now() / 1000) {
+  const days = daysAgo(seconds, now);
+  const date = new Date(seconds * 1000);
+  if (days === 0) return clockFormat.format(date);
+  if (days === 1) return 'Yesterday';
+  if (days > 1 && days < 7) return weekdayFormat.format(date);
+  return (date.getFullYear() === new Date(now * 1000).getFullYear() ? dateFormat : yearFormat).format(date);
+}
 export const clockTime = (seconds) => clockFormat.format(new Date(seconds * 1000));
 
 /** A <time> that keeps itself up to date (see refreshTimes). */
@@ -261,6 +290,16 @@ export function byteCounter(field, limit) {
   };
   field.addEventListener('input', update);
   return { el, update, over: () => byteLength(field.value) > limit };
+}
+
+/** An unread count as a pill ("3", read out as "3 unread"); nothing for 0. */
+export function count(n) {
+  return n ? h('span', { class: 'count' }, ...unreadText(n)) : null;
+}
+
+/** "3" and, for screen readers, " unread". */
+export function unreadText(n) {
+  return [String(n), h('span', { class: 'visually-hidden' }, ' unread')];
 }
 
 export function empty(title, text, ...actions) {

@@ -4,12 +4,13 @@ import * as api from './api.js';
 import { composer } from './compose.js';
 import { startChat } from './chat.js';
 import {
-  append, avatar, byteCounter, clear, confirmDialog, empty, errorText, h, icon, person, relativeTime, size, timeEl, toast,
-  untilTime,
+  append, avatar, byteCounter, clear, confirmDialog, count, empty, errorText, h, icon, person, relativeTime, size,
+  timeEl, toast, untilTime,
 } from './dom.js';
 import { on } from './live.js';
 import {
-  canPost, circleById, hasArrived, isMe, onChange, personOf, state,
+  canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
+  unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
 
@@ -65,6 +66,11 @@ export function feedView(root, [circleId]) {
   const status = h('p', { class: 'feed-status', role: 'status' });
   const chips = h('nav', { class: 'chips', 'aria-label': 'Circles' });
   const top = h('div', { class: 'feed-top' });
+  const news = h('p', { class: 'new-since', role: 'status' });
+  // Where the person had read up to when this view opened: what lies past it is new.
+  const lastVisit = new Map(state.circles.map((c) => [c.id, readTo(c.id)]));
+  const isNew = (m) => !m.retracted && !isMe(m.author) && lastVisit.has(m.circle.id)
+    && (lastVisit.get(m.circle.id) ?? '') < m.order;
   let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
   let stopped = false; // the person left this view: no more requests from it
@@ -74,7 +80,7 @@ export function feedView(root, [circleId]) {
 
   const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
   append(root, h('div', { class: 'feed-layout' },
-    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, list, status, sentinel),
+    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, news, list, status, sentinel),
     rail));
 
   // Wide screens: who is online (one click to chat) and the circles, beside the feed.
@@ -101,9 +107,10 @@ export function feedView(root, [circleId]) {
           h('a', {
             href: `#/feed/${encodeURIComponent(c.id)}`,
             class: 'rail-circle',
-            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`,
+            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`
+              + (unreadIn(c.id) ? `, ${unreadIn(c.id)} unread` : ''),
           },
-            h('span', {}, c.name), h('small', {}, `${c.members.length}`)))))
+            h('span', {}, c.name), count(unreadIn(c.id)), h('small', {}, `${c.members.length}`)))))
           : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
   }
 
@@ -114,7 +121,7 @@ export function feedView(root, [circleId]) {
         href: `#/feed/${encodeURIComponent(c.id)}`,
         class: 'chip',
         'aria-current': c.id === circleId ? 'page' : undefined,
-      }, c.name)));
+      }, c.name, count(unreadIn(c.id)))));
   }
 
   function drawTop() {
@@ -138,7 +145,7 @@ export function feedView(root, [circleId]) {
 
   function add(moment, atTop) {
     const existing = cards.get(moment.id);
-    const el = momentCard(moment, { refresh });
+    const el = momentCard(moment, { refresh, fresh: isNew(moment) });
     if (existing) {
       // Keep a comment being typed when the card is drawn again.
       const typing = existing.el.querySelector('.comment-form input');
@@ -151,12 +158,16 @@ export function feedView(root, [circleId]) {
       existing.el.replaceWith(el);
       if (focused && input) input.focus();
     } else if (atTop) {
-      list.prepend(el);
+      // Newer ones arrive live: placed in the feed's order (a burst may come in any order).
+      const older = [...list.children].find((e) => e.dataset.order < moment.order);
+      if (older) older.before(el);
+      else list.append(el);
     } else {
       list.append(el);
     }
     cards.set(moment.id, { el, moment });
     status.textContent = '';
+    seenSoon();
     // Its last pieces may have come while it was being fetched: look again.
     if (incomplete(moment) && hasArrived(moment.id)) refresh(moment.id);
   }
@@ -167,6 +178,31 @@ export function feedView(root, [circleId]) {
       add(await api.get(`/moments/${api.q(id)}`), false);
     } catch (error) {
       if (error.status === 404) remove(id);
+    }
+  }
+
+  // What is shown is read, once the page is in view: each circle up to its newest post
+  // here. And how many are new since the last visit, said once above the feed.
+  let seenTimer = null;
+  function seenSoon() {
+    if (!seenTimer) seenTimer = setTimeout(seen, 100);
+  }
+  function seen() {
+    seenTimer = null;
+    if (stopped) return;
+    const newest = new Map();
+    let fresh = 0;
+    for (const { moment } of cards.values()) {
+      if (isNew(moment)) fresh += 1;
+      const id = moment.circle.id;
+      if (!newest.has(id) || newest.get(id).order < moment.order) newest.set(id, moment);
+    }
+    news.textContent = fresh ? `${fresh} new since your last visit` : '';
+    // The whole feed reads what its badge counts: circles, not chats (read in the chat,
+    // as messengers do); a circle's own feed reads that circle, whatever it is.
+    for (const [id, moment] of newest) {
+      const circle = circleById(id);
+      if (circle && (circleId || !isConversation(circle))) markRead(id, moment);
     }
   }
 
@@ -288,7 +324,8 @@ export function feedView(root, [circleId]) {
         } else drawTop();
       }
       if (what === 'friends') drawTop();
-      if (what === 'circles' || what === 'friends') drawRail();
+      if (what === 'circles' || what === 'friends' || what === 'unread') drawRail();
+      if (what === 'unread') drawChips();
     }),
   ];
 
@@ -296,8 +333,11 @@ export function feedView(root, [circleId]) {
   drawTop();
   drawRail();
   loadMore();
+  document.addEventListener('visibilitychange', seenSoon);
   return () => {
     stopped = true;
+    clearTimeout(seenTimer);
+    document.removeEventListener('visibilitychange', seenSoon);
     clearTimeout(retryTimer);
     observer.disconnect();
     for (const off of offs) off();
@@ -314,11 +354,11 @@ function arrivalText(held, total) {
 }
 
 /** One moment as a card. `refresh(id)` re-reads it after a change. */
-export function momentCard(m, { refresh }) {
+export function momentCard(m, { refresh, fresh = false }) {
   const author = person(m.author);
   const mine = isMe(m.author);
   if (m.retracted) {
-    return h('li', { class: 'moment retracted', dataset: { id: m.id } },
+    return h('li', { class: 'moment retracted', dataset: { id: m.id, order: m.order } },
       h('p', {}, icon('trash'), `${mine ? 'You' : author.name} deleted a moment in ${m.circle.name} · `, timeEl(m.time)));
   }
   const headId = `m-${m.id.slice(0, 12)}`;
@@ -331,6 +371,7 @@ export function momentCard(m, { refresh }) {
         ' · ', timeEl(m.time),
         m.expires ? h('span', { class: 'expires', title: 'It will be deleted on every device' },
           ' · ', icon('clock'), ` gone ${untilTime(m.expires)}`) : null)),
+    fresh ? h('span', { class: 'new-tag' }, 'New') : null,
     mine ? h('button', {
       type: 'button',
       class: 'icon-button',
@@ -374,7 +415,7 @@ export function momentCard(m, { refresh }) {
     })));
   }
 
-  return h('li', { class: 'moment', dataset: { id: m.id } },
+  return h('li', { class: `moment${fresh ? ' new' : ''}`, dataset: { id: m.id, order: m.order } },
     h('article', { 'aria-labelledby': headId },
       head, ...body, reactionsBar(m, refresh), comments(m, refresh)));
 }

@@ -3,12 +3,16 @@
 import { Backoff, prefetch, startSession } from './api.js';
 import { chatView, chatsView } from './chat.js';
 import { circleView, circlesView } from './circles.js';
-import { clear, empty, h, refreshTimes } from './dom.js';
+import {
+  clear, empty, h, refreshTimes, unreadText,
+} from './dom.js';
 import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
 import { connect, on } from './live.js';
 import { pairView } from './pair.js';
-import { follow, loadAll, onChange, state } from './state.js';
+import {
+  follow, isConversation, loadAll, onChange, state, unreadIn,
+} from './state.js';
 import { statusView } from './status.js';
 
 const main = document.getElementById('main');
@@ -75,6 +79,17 @@ function badge() {
   el.setAttribute('aria-label', `${pending} pending`);
 }
 
+// Unread posts: chats' on Chats, every other circle's on Feed.
+function unreadBadges() {
+  for (const [name, chats] of [['feed', false], ['chats', true]]) {
+    const n = state.circles.filter((c) => isConversation(c) === chats)
+      .reduce((sum, c) => sum + unreadIn(c.id), 0);
+    const el = document.querySelector(`[data-unread="${name}"]`);
+    el.hidden = n === 0;
+    el.replaceChildren(...(n ? unreadText(n) : []));
+  }
+}
+
 async function start() {
   window.addEventListener('p2pm:logged-out', showLoggedOut);
   try {
@@ -104,8 +119,12 @@ async function start() {
   });
   on('online', () => { banner.hidden = true; });
   on('gap', () => startSession().catch(() => {}));
-  onChange((what) => { if (what === 'friends') badge(); });
+  onChange((what) => {
+    if (what === 'friends') badge();
+    if (what === 'unread' || what === 'circles') unreadBadges();
+  });
   badge();
+  unreadBadges();
   window.addEventListener('hashchange', () => show());
   show(true);
   setInterval(() => refreshTimes(main), 30000);

@@ -1,7 +1,7 @@
 // What several views share: who I am, my circles, my friends, transfers in progress.
 // Kept fresh by live events; views subscribe with onChange.
 
-import { get } from './api.js';
+import { get, post, q } from './api.js';
 import { on } from './live.js';
 
 export const state = {
@@ -11,6 +11,7 @@ export const state = {
   pairings: [],
   transfers: new Map(), // moment id -> {held, total}
   arrived: new Set(), // moments whose photos and files all arrived while this page was open
+  unread: new Map(), // circle id -> {unread, read_to}: kept by the daemon (GET /unread)
 };
 
 /** True if a moment's photos and files arrived (a card drawn just before may not know). */
@@ -46,7 +47,46 @@ export async function loadFriends() {
   changed('friends');
 }
 
-export const loadAll = () => Promise.all([loadMe(), loadCircles(), loadFriends()]);
+function setUnread(answer) {
+  state.unread = new Map(answer.circles.map((c) => [c.id, c]));
+  changed('unread');
+}
+
+export async function loadUnread() {
+  setUnread(await get('/unread'));
+}
+
+/** Posts in a circle the person has not seen (their own never count). */
+export function unreadIn(id) {
+  return state.unread.get(id)?.unread ?? 0;
+}
+
+/** The read mark of a circle, as a post's `order` (null: nothing read there yet). */
+export function readTo(id) {
+  return state.unread.get(id)?.read_to ?? null;
+}
+
+const marking = new Map(); // circle id -> the order of the mark being sent
+
+/**
+ * The person has seen a circle up to this post (shown in a visible page): the daemon
+ * keeps the mark and tells every other page, so all counts agree.
+ */
+export async function markRead(circleId, moment) {
+  if (document.visibilityState !== 'visible' || !moment?.order) return;
+  const mark = readTo(circleId);
+  if ((mark && mark >= moment.order) || (marking.get(circleId) ?? '') >= moment.order) return;
+  marking.set(circleId, moment.order);
+  try {
+    setUnread(await post(`/circles/${q(circleId)}/read`, { moment: moment.id }));
+  } catch {
+    // gone meanwhile, or the daemon is away: the next view tries again
+  } finally {
+    if (marking.get(circleId) === moment.order) marking.delete(circleId);
+  }
+}
+
+export const loadAll = () => Promise.all([loadMe(), loadCircles(), loadFriends(), loadUnread()]);
 
 export function circleById(id) {
   return state.circles.find((c) => c.id === id);
@@ -109,6 +149,13 @@ export function follow() {
   }
   // A friend renamed changes names shown in circles too.
   on('friend.renamed', () => soon('circles', loadCircles));
+  // Counts: a post arrived, a mark moved (in this page or another), circles changed.
+  for (const kind of ['circle.read', 'circle.created', 'circle.joined', 'circle.deleted',
+    'circle.removed']) {
+    on(kind, () => soon('unread', loadUnread));
+  }
+  on('moment.added', (data) => { if (data.kind === 'post') soon('unread', loadUnread); });
+  on('moment.retracted', () => soon('unread', loadUnread));
   on('transfer.chunk', (data) => {
     state.transfers.set(data.moment, { held: data.held, total: data.total });
     changed('transfers');
