@@ -27,7 +27,7 @@ export function devicesCard() {
   }
 
   function row(device) {
-    const where = device.this ? 'this device' : (device.linked ? 'connected' : 'not connected now');
+    const where = device.this ? 'the one you are using' : (device.linked ? 'connected' : 'not connected now');
     const actions = device.this ? [] : [
       h('button', { type: 'button', class: 'button quiet small', onclick: () => rename(device) }, 'Rename'),
       h('button', { type: 'button', class: 'button quiet small danger', onclick: () => revoke(device) }, 'Revoke'),
