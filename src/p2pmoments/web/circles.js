@@ -27,7 +27,9 @@ function ticked(form, name) {
 
 function createForm() {
   const name = h('input', { type: 'text', name: 'name', required: true, maxLength: 32, placeholder: 'family, the pub, work…', autocomplete: 'off' });
-  const everyone = h('input', { type: 'checkbox', name: 'members_can_post' });
+  // Everyone may post unless the owner says otherwise: a circle is most often a shared
+  // album (the family, the pub), as shared albums and groups are (README, "Who may post").
+  const everyone = h('input', { type: 'checkbox', name: 'members_can_post', checked: true });
   const error = h('p', { class: 'form-error', role: 'alert' });
   const friends = state.friends.filter((f) => f.state === 'friend');
   const form = h('form', {

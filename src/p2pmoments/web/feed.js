@@ -126,6 +126,10 @@ export function feedView(root, [circleId]) {
 
   function drawTop() {
     const postable = state.circles.filter(canPost);
+    const here = circleId ? circleById(circleId) : null;
+    // Circles where only their owner posts: say so, rather than hide the composer.
+    const ownersOnly = (here ? [here] : state.circles).filter((c) => !c.removed && !canPost(c));
+    const whoPosts = ownersOnly.map((c) => `Only ${c.owner.name} posts in ${c.name}.`).join(' ');
     if (missing) {
       clear(top, empty('This circle no longer exists',
         'It was deleted, so there is nothing more to see here.',
@@ -134,6 +138,11 @@ export function feedView(root, [circleId]) {
       clear(top, empty('Welcome to Moments',
         'Share photos and words with exactly the right people, with no server in between. Start by adding a friend: scan their code, or let them scan yours.',
         h('a', { class: 'button primary', href: '#/pair' }, 'Add a friend')));
+    } else if (here && !canPost(here)) {
+      clear(top, h('p', { class: 'card who-posts', role: 'note' }, whoPosts || `You can no longer post in ${here.name}.`));
+    } else if (!postable.length && ownersOnly.length) {
+      clear(top, h('p', { class: 'card who-posts', role: 'note' }, whoPosts, ' ',
+        h('a', { href: '#/circles' }, 'Make a circle of your own'), ' to share in.'));
     } else if (!postable.length) {
       clear(top, empty('Make a circle to share in',
         'A circle is a few friends — the family, the pub — who see what you post to it.',
