@@ -239,3 +239,44 @@ _IN_VIEW = """el => {
   const port = el.closest('.thread-scroll').getBoundingClientRect();
   return box.bottom <= Math.min(port.bottom, innerHeight) + 1 && box.top >= port.top - 1;
 }"""
+
+
+@pytest.mark.timeout(240)
+def test_a_member_of_an_owner_only_circle_is_told_who_posts_there(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    bob = person(daemons, tmp_path / "bob", "Bob")
+    bob_id = friends(alice, bob)
+    work = alice.api("POST", "/circles", {"name": "work", "members": [bob_id]})["id"]
+    wait_for(lambda: bob.api("GET", "/circles")["circles"], timeout=20, what="work at Bob's")
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, bob.home)
+        page.get_by_text("Only Alice posts in work.").wait_for()
+        assert page.get_by_text("Make a circle to share in").count() == 0
+        assert page.get_by_role("form", name="Share a moment").count() == 0
+
+        # Bob makes a circle of his own: the app ticks "everyone may post" for him,
+        # and it is an album, not a chat.
+        at(page, "#/circles")
+        assert page.get_by_role("checkbox", name="Everyone in it may post").is_checked()
+        page.get_by_label("Name").fill("pub")
+        page.get_by_role("checkbox", name="Alice").check()
+        page.get_by_role("button", name="Make the circle").click()
+        page.get_by_text("Members (2)").wait_for()
+        pub = [c for c in bob.api("GET", "/circles")["circles"] if c["name"] == "pub"]
+        assert pub[0]["members_can_post"] is True
+        at(page, "#/chats")
+        page.get_by_role("heading", name="Start a chat").wait_for()
+        assert page.locator(".chat-row").count() == 0
+
+        # Now he can share in pub, but work's own feed still says who posts there
+        # rather than offer a composer aimed at another circle.
+        at(page, "#/feed")
+        page.get_by_role("form", name="Share a moment").wait_for()
+        at(page, f"#/feed/{work}")
+        page.get_by_text("Only Alice posts in work.").wait_for()
+        assert page.get_by_role("form", name="Share a moment").count() == 0
+        assert page.errors == []
+        browser.close()

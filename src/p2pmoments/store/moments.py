@@ -39,9 +39,14 @@ class MomentTables(Database):
             # ids found before and after tell which were new.
             ids = [m.moment_id for m in moments]
             before = self._held_ids(conn, ids)
+            # place: the order stored here (schema 7), past every row held (a place is
+            # never above its rowid); _keep_authors_order then puts one author's moments
+            # of one second back in the order they were posted.
+            base = conn.execute("SELECT coalesce(max(rowid), 0) FROM moments").fetchone()[0]
             conn.executemany(
                 "INSERT OR IGNORE INTO moments (moment_id, circle_id, author, seq, created,"
-                " kind, reply_to, expires, envelope, epoch) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " kind, reply_to, expires, envelope, epoch, place)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         m.moment_id,
@@ -54,25 +59,20 @@ class MomentTables(Database):
                         m.expires,
                         m.envelope,
                         m.epoch,
+                        base + i,
                     )
-                    for m in moments
+                    for i, m in enumerate(moments, 1)
                     if m.moment_id not in before
                 ],
-            )
-            # One second's moments of one author keep the order they were posted in: one
-            # stored after a later one (a catch-up, relays) takes the earliest such place.
-            conn.executemany(
-                "UPDATE moments SET place = coalesce((SELECT min(n.place) FROM moments n"
-                " WHERE n.circle_id = moments.circle_id AND n.author = moments.author"
-                " AND n.seq > moments.seq AND n.created = moments.created AND n.place > 0),"
-                " rowid) WHERE moment_id = ? AND place = 0",
-                [(m.moment_id,) for m in moments if m.moment_id not in before],
             )
             after = self._held_ids(conn, ids)
             added = []
             for m in moments:
                 added.append(m.moment_id in after and m.moment_id not in before)
                 before.add(m.moment_id)  # the same moment twice in a batch: new once
+            self._keep_authors_order(
+                conn, [m for m, new in zip(moments, added, strict=True) if new]
+            )
             uses = [
                 (m.moment_id, a)
                 for m, new in zip(moments, added, strict=True)
@@ -83,6 +83,37 @@ class MomentTables(Database):
                 "INSERT OR IGNORE INTO moment_chunks (moment_id, address) VALUES (?, ?)", uses
             )
         return added
+
+    @staticmethod
+    def _keep_authors_order(conn: Any, new: Sequence[NewMoment]) -> None:
+        """One author's moments of one second read in the order they were posted: one
+        stored after a later one of the same second (a catch-up, relays deliver in any
+        order) takes the smallest place of those; seq then orders them. One query per
+        author and circle of the batch; only moments that came early change."""
+        groups: dict[tuple[bytes, bytes], list[NewMoment]] = {}
+        for m in new:
+            groups.setdefault((m.circle_id, m.author), []).append(m)
+        changes: list[tuple[int, bytes]] = []
+        for (circle_id, author), ms in groups.items():
+            rows = conn.execute(
+                "SELECT seq, created, place, moment_id FROM moments WHERE circle_id = ?"
+                " AND author = ? AND seq >= ? AND created BETWEEN ? AND ? ORDER BY seq DESC",
+                (
+                    circle_id,
+                    author,
+                    min(m.seq for m in ms),
+                    min(m.created for m in ms),
+                    max(m.created for m in ms),
+                ),
+            )
+            lowest: dict[int, int] = {}  # created -> smallest place among later seqs
+            for _, created, place, moment_id in rows:
+                before = lowest.get(created)
+                if before is not None and before < place:
+                    changes.append((before, moment_id))
+                    place = before
+                lowest[created] = place
+        conn.executemany("UPDATE moments SET place = ? WHERE moment_id = ?", changes)
 
     @staticmethod
     def _held_ids(conn: Any, ids: Sequence[bytes]) -> set[bytes]:

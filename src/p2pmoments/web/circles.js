@@ -27,7 +27,9 @@ function ticked(form, name) {
 
 function createForm() {
   const name = h('input', { type: 'text', name: 'name', required: true, maxLength: 32, placeholder: 'family, the pub, work…', autocomplete: 'off' });
-  const everyone = h('input', { type: 'checkbox', name: 'members_can_post' });
+  // Everyone may post unless the owner says otherwise: a circle is most often a shared
+  // album (the family, the pub), as shared albums and groups are (README, "Who may post").
+  const everyone = h('input', { type: 'checkbox', name: 'members_can_post', checked: true });
   const error = h('p', { class: 'form-error', role: 'alert' });
   const friends = state.friends.filter((f) => f.state === 'friend');
   const form = h('form', {
@@ -101,7 +103,9 @@ export function circleView(root, [id]) {
         toast(errorText(error), 'error');
       }
     };
-    const members = h('ul', { class: 'rows card', 'aria-label': 'Members' }, c.members.map((m) => {
+    // Removed: she is not one of them any more, whatever the last manifest she got says.
+    const listed = c.removed ? c.members.filter((m) => m.identity !== state.me?.identity) : c.members;
+    const members = h('ul', { class: 'rows card', 'aria-label': 'Members' }, listed.map((m) => {
       const me = m.identity === state.me?.identity;
       return h('li', { class: 'row' },
         avatar(m, 's'),
@@ -152,14 +156,15 @@ export function circleView(root, [id]) {
         }, 'Rename') : null),
       h('p', { class: 'muted' }, c.mine ? 'Your circle.' : `${c.owner.name}'s circle.`,
         ' Only its members can read what is posted to it.'),
-      c.removed ? h('p', { class: 'notice', role: 'note' },
-        `${c.owner.name} removed you from this circle ${relativeTime(c.removed.at)}. `,
-        'You keep what you received; nothing new reaches you, and you cannot post here.') : null,
+      c.removed ? h('div', { class: 'notice', role: 'note' },
+        h('h2', {}, `You are no longer a member of ${c.name}`),
+        h('p', {}, `${c.owner.name} removed you ${relativeTime(c.removed.at)}. `,
+          'You keep what you received; nothing new reaches you, and you cannot post here.')) : null,
       h('div', { class: 'button-row' },
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
         canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null),
-      h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
-      h('h2', {}, `Members (${c.members.length})`),
+      c.removed ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
+      h('h2', {}, c.removed ? `Its members when you were removed (${listed.length})` : `Members (${c.members.length})`),
       members,
       addForm,
       h('div', { class: 'danger-zone' }, h('button', {
@@ -167,22 +172,22 @@ export function circleView(root, [id]) {
         class: 'button danger',
         onclick: async () => {
           const yes = await confirmDialog({
-            title: `Delete ${c.name}?`,
+            title: c.removed ? `Forget ${c.name}?` : `Delete ${c.name}?`,
             text: c.mine ? 'Its moments are deleted from this device. Members keep what they already have.'
               : 'You forget this circle and its moments on this device.',
-            ok: 'Delete',
+            ok: c.removed ? 'Forget' : 'Delete',
             danger: true,
           });
           if (!yes) return;
           try {
             await api.del(`/circles/${api.q(c.id)}`);
-            toast(`Deleted ${c.name}.`);
+            toast(c.removed ? `Forgot ${c.name}.` : `Deleted ${c.name}.`);
             location.hash = '#/circles';
           } catch (error) {
             toast(errorText(error), 'error');
           }
         },
-      }, 'Delete this circle')));
+      }, c.removed ? 'Forget this circle and what you received' : 'Delete this circle')));
   };
   draw();
   return onChange((what) => { if (what === 'circles') draw(); });

@@ -18,6 +18,7 @@ export const PAGE = 20;
 const MAX_PAGE = 200;
 const MAX_TEXT = 16 * 1024; // bytes in a moment's or a comment's text (spec/moments.md)
 export const REACTIONS = ['❤️', '😂', '🎉', '👍', '😮', '😢'];
+const REMOVALS_TOLD = 'p2pm-removals-told'; // removals the person has seen said, as "circle/epoch"
 
 /**
  * Reads a feed a page at a time, oldest last. With the daemon's `next_cursor` it follows
@@ -67,6 +68,7 @@ export function feedView(root, [circleId]) {
   const chips = h('nav', { class: 'chips', 'aria-label': 'Circles' });
   const top = h('div', { class: 'feed-top' });
   const news = h('p', { class: 'new-since', role: 'status' });
+  const removals = h('div', { class: 'removals' });
   // Where the person had read up to when this view opened: what lies past it is new.
   const lastVisit = new Map(state.circles.map((c) => [c.id, readTo(c.id)]));
   const isNew = (m) => !m.retracted && !isMe(m.author) && lastVisit.has(m.circle.id)
@@ -80,7 +82,7 @@ export function feedView(root, [circleId]) {
 
   const rail = h('aside', { class: 'rail', 'aria-label': 'Friends and circles' });
   append(root, h('div', { class: 'feed-layout' },
-    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, top, news, list, status, sentinel),
+    h('div', { class: 'feed-column' }, h('h1', { class: 'view-title' }, 'Feed'), chips, removals, top, news, list, status, sentinel),
     rail));
 
   // Wide screens: who is online (one click to chat) and the circles, beside the feed.
@@ -114,6 +116,26 @@ export function feedView(root, [circleId]) {
           : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
   }
 
+  // Removed from a circle: said once, at the top of the feed, until dismissed.
+  function drawRemovals() {
+    const told = new Set(JSON.parse(localStorage.getItem(REMOVALS_TOLD) ?? '[]'));
+    const key = (c) => `${c.id}/${c.removed.epoch}`;
+    clear(removals, state.circles.filter((c) => c.removed && !told.has(key(c))
+      && (!circleId || c.id === circleId)).map((c) => h('div', { class: 'notice removal', role: 'note' },
+      h('p', {}, `${c.owner.name} removed you from ${c.name}. `,
+        'You keep what you received; nothing new reaches you. ',
+        h('a', { href: `#/circle/${encodeURIComponent(c.id)}` }, 'About this circle')),
+      h('button', {
+        type: 'button',
+        class: 'button quiet small',
+        onclick: () => {
+          told.add(key(c));
+          localStorage.setItem(REMOVALS_TOLD, JSON.stringify([...told].slice(-200)));
+          drawRemovals();
+        },
+      }, 'OK'))));
+  }
+
   function drawChips() {
     clear(chips,
       h('a', { href: '#/feed', class: 'chip', 'aria-current': circleId ? undefined : 'page' }, 'All'),
@@ -126,6 +148,10 @@ export function feedView(root, [circleId]) {
 
   function drawTop() {
     const postable = state.circles.filter(canPost);
+    const here = circleId ? circleById(circleId) : null;
+    // Circles where only their owner posts: say so, rather than hide the composer.
+    const ownersOnly = (here ? [here] : state.circles).filter((c) => !c.removed && !canPost(c));
+    const whoPosts = ownersOnly.map((c) => `Only ${c.owner.name} posts in ${c.name}.`).join(' ');
     if (missing) {
       clear(top, empty('This circle no longer exists',
         'It was deleted, so there is nothing more to see here.',
@@ -134,6 +160,11 @@ export function feedView(root, [circleId]) {
       clear(top, empty('Welcome to Moments',
         'Share photos and words with exactly the right people, with no server in between. Start by adding a friend: scan their code, or let them scan yours.',
         h('a', { class: 'button primary', href: '#/pair' }, 'Add a friend')));
+    } else if (here && !canPost(here)) {
+      clear(top, h('p', { class: 'card who-posts', role: 'note' }, whoPosts || `You can no longer post in ${here.name}.`));
+    } else if (!postable.length && ownersOnly.length) {
+      clear(top, h('p', { class: 'card who-posts', role: 'note' }, whoPosts, ' ',
+        h('a', { href: '#/circles' }, 'Make a circle of your own'), ' to share in.'));
     } else if (!postable.length) {
       clear(top, empty('Make a circle to share in',
         'A circle is a few friends — the family, the pub — who see what you post to it.',
@@ -316,6 +347,7 @@ export function feedView(root, [circleId]) {
     onChange((what) => {
       if (what === 'circles') {
         drawChips();
+        drawRemovals();
         if (circleId && !circleById(circleId) && !missing) circleGone();
         else if (circleId && circleById(circleId) && missing) {
           missing = false; // it was only late to arrive
@@ -330,6 +362,7 @@ export function feedView(root, [circleId]) {
   ];
 
   drawChips();
+  drawRemovals();
   drawTop();
   drawRail();
   loadMore();

@@ -12,7 +12,21 @@ import { loadFriends } from './state.js';
 const FRAME_MS = 250;
 const MAX_FRAME = 960; // pixels on the longer side sent to the daemon
 
+/** "You and Bob are now friends", with what to do next. */
+function friendsNow(p) {
+  return h('div', { class: 'success' },
+    h('h3', {}, `You and ${p.name} are now friends`),
+    h('div', { class: 'button-row' },
+      h('button', {
+        type: 'button',
+        class: 'button primary',
+        onclick: () => startChat({ identity: p.identity, name: p.name }),
+      }, `Chat with ${p.name}`),
+      h('a', { class: 'button', href: '#/circles' }, 'Add them to a circle')));
+}
+
 function myCode() {
+  const met = h('div', { class: 'pair-result', role: 'status', 'aria-live': 'polite' });
   const img = h('img', { class: 'qr', alt: 'Your pairing code', width: 280, height: 280 });
   const link = h('input', { type: 'text', readOnly: true, class: 'link-text', 'aria-label': 'Your pairing link', dataset: { pairingLink: '' } });
   const when = h('p', { class: 'muted', role: 'status' });
@@ -63,14 +77,19 @@ function myCode() {
 
   ticker = setInterval(countdown, 30000);
   const offs = [
-    // Our code was used: show a fresh one for the next friend.
-    on('pairing.confirmed', (data) => { if (data.direction === 'in') refresh(); }),
+    // Our code was used: say who is now a friend, and show a fresh code for the next.
+    on('pairing.confirmed', (data) => {
+      if (data.direction !== 'in') return;
+      clear(met, friendsNow(data));
+      refresh();
+    }),
     on('gap', refresh),
   ];
   refresh();
   const el = h('section', { class: 'card my-code', 'aria-labelledby': 'my-code-title' },
     h('h2', { id: 'my-code-title' }, 'Show your code'),
     h('p', { class: 'muted' }, 'Let your friend scan it with their Moments app.'),
+    met,
     h('div', { class: 'qr-frame' }, img),
     when,
     h('div', { class: 'link-row' }, link, copy));
@@ -117,6 +136,7 @@ function scanner(report) {
           if (!running) return;
           if (found.links.length) {
             stop();
+            status.textContent = 'Got their code.';
             report(found.links[0]);
             return;
           }
@@ -181,15 +201,7 @@ export function pairView(root) {
       const p = answer.pairing;
       loadFriends().catch(() => {});
       if (p.state === 'confirmed') {
-        clear(result, h('div', { class: 'success' },
-          h('h3', {}, `You and ${p.name} are now friends`),
-          h('div', { class: 'button-row' },
-            h('button', {
-              type: 'button',
-              class: 'button primary',
-              onclick: () => startChat({ identity: p.identity, name: p.name }),
-            }, `Chat with ${p.name}`),
-            h('a', { class: 'button', href: '#/circles' }, 'Add them to a circle'))));
+        clear(result, friendsNow(p));
       } else if (p.state === 'pending') {
         clear(result, h('div', { class: 'pending' },
           h('h3', {}, `Waiting for ${p.name}’s device`),

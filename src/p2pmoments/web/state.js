@@ -115,9 +115,13 @@ export function others(circle) {
   return circle.members.filter((m) => m.identity !== state.me?.identity);
 }
 
-/** A circle shown as a conversation: everyone may post, and it is small. */
+/**
+ * A circle shown as a conversation: one "Message …" made (named "Alice & Bob" or
+ * "chat Bob 2"), where everyone may post. Albums where everyone posts are not chats.
+ */
 export function isConversation(circle) {
-  return circle.members_can_post && circle.members.length <= 8 && !circle.removed;
+  return circle.members_can_post && circle.members.length <= 8 && !circle.removed
+    && (circle.name.includes(' & ') || circle.name.startsWith('chat '));
 }
 
 /** What to call a conversation: the other people in it, unless it has its own name. */
