@@ -224,4 +224,8 @@ def test_the_daemon_raises_its_soft_limit_on_open_files(
     limits = Path(f"/proc/{daemons[-1].proc.pid}/limits").read_text()
     (line,) = [x for x in limits.splitlines() if x.startswith("Max open files")]
     assert line.split()[3:5] == ["4096", "4096"], line
-    assert "up to 4096 open files" in daemons[-1].output
+    wait_for(  # logged as it starts; the log file may lag /health on a busy machine
+        lambda: "up to 4096 open files" in daemons[-1].output,
+        timeout=10,
+        what="the daemon to say its new limit",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from typing import Any
 
@@ -78,7 +79,11 @@ async def test_over_tor_bulk_waits_for_a_near_empty_queue_and_small_messages_do_
     readers: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
 
     async def on_connection(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await readers.put(r)  # a peer that does not read, for now
+        # A peer that does not read, for now, with a receive buffer of fixed size: left to
+        # the kernel's autotuning it grew past the 2 MiB queued when the machine was busy,
+        # and the Tor side's queue drained with nobody reading (a full run, once).
+        w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        await readers.put(r)
 
     server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
