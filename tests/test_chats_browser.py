@@ -280,3 +280,22 @@ def test_a_member_of_an_owner_only_circle_is_told_who_posts_there(
         assert page.get_by_role("form", name="Share a moment").count() == 0
         assert page.errors == []
         browser.close()
+
+
+@pytest.mark.timeout(240)
+def test_the_feed_counts_all_that_is_new_not_only_what_it_loaded(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    bob = person(daemons, tmp_path / "bob", "Bob")
+    family = alice.api("POST", "/circles", {"name": "family", "members": [friends(alice, bob)]})
+    for n in range(45):
+        alice.api("POST", "/moments", {"circle": family["id"], "text": f"photo of the day {n}"})
+    wait_for(lambda: bob.api("GET", "/unread")["total"] == 45, timeout=30, what="45 at Bob's")
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, bob.home)
+        page.get_by_text("45 new since your last visit").wait_for()
+        assert page.locator(".moment").count() < 45  # a page at a time, not all of them
+        assert page.errors == []
+        browser.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import launch, open_app, playwright, qr_video, skip_reason
+from tests.browser import DESKTOP, PHONE, launch, open_app, playwright, qr_video, skip_reason
 from tests.daemons import Daemon, cli, wait_for
 from tests.test_chats_browser import at, friends, person
 
@@ -99,5 +99,34 @@ def test_a_removed_member_sees_she_is_no_longer_one_and_her_feed_says_so_once(
         page.reload()
         page.locator(".moment", has_text="The plan for Monday").wait_for()
         assert said.count() == 0
+        assert page.errors == []
+        browser.close()
+
+
+@pytest.mark.timeout(120)
+def test_on_a_phone_my_code_and_scan_are_two_tabs(tmp_path: Path, daemons: list[Daemon]) -> None:
+    alice = person(daemons, tmp_path / "alice", "Alice")
+    with playwright() as p:
+        browser = launch(p)
+        page = open_app(browser, alice.home, PHONE)
+        at(page, "#/pair")
+        code = page.get_by_role("heading", name="Show your code")
+        scan = page.get_by_role("heading", name="Scan their code")
+        my_tab = page.get_by_role("button", name="My code", exact=True)
+        scan_tab = page.get_by_role("button", name="Scan", exact=True)
+        code.wait_for()
+        assert scan.is_hidden()
+        assert my_tab.get_attribute("aria-pressed") == "true"
+        scan_tab.click()
+        scan.wait_for()
+        assert code.is_hidden()
+        assert scan_tab.get_attribute("aria-pressed") == "true"
+        page.get_by_role("button", name="Scan with the camera").wait_for()
+
+        # On a wide screen both are there, side by side, and no tabs.
+        page.set_viewport_size(DESKTOP)
+        code.wait_for()
+        assert scan.is_visible()
+        assert scan_tab.is_hidden()
         assert page.errors == []
         browser.close()

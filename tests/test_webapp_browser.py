@@ -530,6 +530,7 @@ def test_friends_circles_and_my_name_are_managed_in_the_app(
         # Bob picks a photo of Alice's code; Alice's list shows him, online, live.
         bob = open_app(browser, bob_home, viewport=PHONE)
         bob.goto(bob.url + "#/pair")
+        bob.get_by_role("button", name="Scan", exact=True).click()  # a phone's second tab
         bob.locator(".scan input[type=file]").set_input_files(str(code))
         bob.get_by_text("You and Alice are now friends").wait_for()
         row = alice.locator(".friend", has_text="Bob")

@@ -73,6 +73,8 @@ export function feedView(root, [circleId]) {
   const lastVisit = new Map(state.circles.map((c) => [c.id, readTo(c.id)]));
   const isNew = (m) => !m.retracted && !isMe(m.author) && lastVisit.has(m.circle.id)
     && (lastVisit.get(m.circle.id) ?? '') < m.order;
+  // How many were new when it opened, loaded yet or not (the daemon's counts).
+  const newAtOpen = (circleId ? [circleId] : [...lastVisit.keys()]).reduce((n, id) => n + unreadIn(id), 0);
   let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
   let loading = false;
   let stopped = false; // the person left this view: no more requests from it
@@ -228,7 +230,8 @@ export function feedView(root, [circleId]) {
       const id = moment.circle.id;
       if (!newest.has(id) || newest.get(id).order < moment.order) newest.set(id, moment);
     }
-    news.textContent = fresh ? `${fresh} new since your last visit` : '';
+    const total = Math.max(fresh, newAtOpen);
+    news.textContent = total ? `${total} new since your last visit` : '';
     // The whole feed reads what its badge counts: circles, not chats (read in the chat,
     // as messengers do); a circle's own feed reads that circle, whatever it is.
     for (const [id, moment] of newest) {

@@ -25,7 +25,7 @@ function friendsNow(p) {
       h('a', { class: 'button', href: '#/circles' }, 'Add them to a circle')));
 }
 
-function myCode() {
+function myCode(onFriend) {
   const met = h('div', { class: 'pair-result', role: 'status', 'aria-live': 'polite' });
   const img = h('img', { class: 'qr', alt: 'Your pairing code', width: 280, height: 280 });
   const link = h('input', { type: 'text', readOnly: true, class: 'link-text', 'aria-label': 'Your pairing link', dataset: { pairingLink: '' } });
@@ -81,6 +81,7 @@ function myCode() {
     on('pairing.confirmed', (data) => {
       if (data.direction !== 'in') return;
       clear(met, friendsNow(data));
+      onFriend();
       refresh();
     }),
     on('gap', refresh),
@@ -216,7 +217,22 @@ export function pairView(root) {
     }
   }
 
-  const code = myCode();
+  // On a phone the two halves are two tabs, My code first (as messengers do); on a
+  // wider screen they sit side by side and the tabs are not shown.
+  const grid = h('div', { class: 'pair-grid', dataset: { tab: 'code' } });
+  const tabs = [['code', 'My code'], ['scan', 'Scan']].map(([name, label]) => h('button', {
+    type: 'button',
+    class: 'pair-tab',
+    'aria-pressed': name === 'code' ? 'true' : 'false',
+    dataset: { tab: name },
+    onclick: () => show(name),
+  }, label));
+  function show(name) {
+    grid.dataset.tab = name;
+    for (const tab of tabs) tab.setAttribute('aria-pressed', String(tab.dataset.tab === name));
+    if (name !== 'scan' && getComputedStyle(tabs[0].parentElement).display !== 'none') scan.stop();
+  }
+  const code = myCode(() => show('code'));
   const scan = scanner(pair);
   const pasted = h('input', { type: 'text', name: 'link', placeholder: 'P2PM:1/…', autocomplete: 'off', spellcheck: false, 'aria-label': 'A friend’s pairing link' });
   const photo = h('input', { type: 'file', accept: 'image/*', class: 'visually-hidden', tabIndex: -1 });
@@ -240,7 +256,8 @@ export function pairView(root) {
   append(root,
     h('h1', { class: 'view-title' }, 'Add a friend'),
     h('p', { class: 'lead' }, 'Friends are made face to face, with one scan. Either of you can scan the other.'),
-    h('div', { class: 'pair-grid' },
+    h('div', { class: 'pair-tabs', role: 'group', 'aria-label': 'Show your code or scan theirs' }, tabs),
+    append(grid,
       code.el,
       h('section', { class: 'card scan', 'aria-labelledby': 'scan-title' },
         h('h2', { id: 'scan-title' }, 'Scan their code'),
