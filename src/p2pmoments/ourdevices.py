@@ -99,6 +99,17 @@ class Parts(Protocol):
 class OurDevices:
     """Devices: ours and others'."""
 
+    def __init__(self, node: Parts) -> None:
+        self._node = node
+        self._device_targets: set[bytes] = set()
+        # Device links we showed (spec/devices.md section 10): PSK -> expiry; the devices
+        # that linked with one and have yet to ask (device -> link key); and, on a new
+        # device, the link it joins by.
+        self._device_codes: dict[bytes, int] = {}
+        self._joining: dict[bytes, bytes] = {}
+        self._join: DeviceInfo | None = None
+        self._revoked: set[bytes] = set()  # revoked devices we have acted on
+
     async def on_message(self, key: bytes, body: dict[int, Any]) -> None:
         """One of DEVICE_MESSAGES from a linked peer."""
         kind = body.get(0)
@@ -112,17 +123,6 @@ class OurDevices:
             await self.on_join(key, body)
         elif kind == T_OPS:
             await self.on_ops(key, body)
-
-    def __init__(self, node: Parts) -> None:
-        self._node = node
-        self._device_targets: set[bytes] = set()
-        # Device links we showed (spec/devices.md section 10): PSK -> expiry; the devices
-        # that linked with one and have yet to ask (device -> link key); and, on a new
-        # device, the link it joins by.
-        self._device_codes: dict[bytes, int] = {}
-        self._joining: dict[bytes, bytes] = {}
-        self._join: DeviceInfo | None = None
-        self._revoked: set[bytes] = set()  # revoked devices we have acted on
 
     @property
     def targets(self) -> set[bytes]:
