@@ -61,6 +61,7 @@ from p2pmoments.posting import Posting
 from p2pmoments.reach import Reach
 from p2pmoments.replication import Replication, known_removal, verify_manifest
 from p2pmoments.store import AsyncStore, FriendRecord, FriendState, PairingRecord, Store
+from p2pmoments.versions import FileVersions
 
 __all__ = ["Node", "Profile"]
 
@@ -178,6 +179,8 @@ class Node:
             spawn=self.spawn,
         )
         self.replication.on_full, self.disk.on_room = self.disk.noticed, self.replication.room
+        self.versions = FileVersions(self.store, self.moments, self.posting, self.circles)
+        self.replication.on_stored = self.versions.stored
         self.onions = Onions(
             paths=paths, config=config, events=self.events, on_ready_change=self.links.tor_changed
         )

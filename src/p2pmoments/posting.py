@@ -26,6 +26,7 @@ from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.manifest import Manifest
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT, Content, Kind, Moment, seal_moment
+from p2pmoments.core.versions import VersionEncoder
 from p2pmoments.errors import NotOwnerError, PostingError, TooLargeError, UserInputError
 from p2pmoments.media import prepare_photo
 from p2pmoments.moments import Moments
@@ -165,11 +166,18 @@ class Upload:
         pack.append(chunks)
         self.addresses += [a for a, _ in chunks]
 
-    async def add_file(self, name: str, media_type: str, pieces: AsyncIterable[bytes]) -> None:
-        """A file, read from `pieces` as they come: never held whole."""
+    async def add_file(
+        self,
+        name: str,
+        media_type: str,
+        pieces: AsyncIterable[bytes],
+        encoder: BlobEncoder | None = None,
+    ) -> None:
+        """A file, read from `pieces` as they come: never held whole. `encoder`: a new
+        version's, which borrows its parent's unchanged chunks (core/versions.py)."""
         self._check_count()
         pack = await self._writer()
-        encoder = BlobEncoder()
+        encoder = encoder or BlobEncoder()
         loop = asyncio.get_running_loop()
 
         def feed(data: bytes) -> None:
@@ -205,6 +213,8 @@ class Upload:
                 kind=BlobKind.FILE, media_type=_media_type(media_type), name=_file_name(name)
             )
             self._append(pack, last)
+            if isinstance(encoder, VersionEncoder):  # it uses them too, from other packs
+                self.addresses += encoder.borrowed()
             return ref
 
         self.refs.append(await self._on_pack(finish))
@@ -284,6 +294,11 @@ class Posting:
         content = Content(kind=Kind.POST, text=text, expires=expires, blobs=refs)
         if upload is None or not refs:
             return await self._publish(manifest, content)
+        return await self.publish_upload(manifest, content, upload)
+
+    async def publish_upload(self, manifest: Manifest, content: Content, upload: Upload) -> Moment:
+        """Seal and store a moment whose photos and files `upload` has read (a post, a
+        file's version)."""
         # Sealed once as a check (the envelope's size, every rule) before the pack is synced.
         self._seal(manifest, content, seq=1, now=int(time.time()))
 

@@ -51,6 +51,7 @@ from p2pmoments.moments import Moments, Opened
 from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.transfers import Transfers, _Inbox
+from p2pmoments.versions import version_facts, without_packed
 from p2pmoments.views import moment_text
 
 __all__ = ["MAX_INBOX", "Replication"]
@@ -114,6 +115,8 @@ class Replication:
         self._held: list[tuple[bytes | None, bytes, list[Moment], list[Moment] | None]] = []
         self._held_size = 0
         self.on_full: Callable[[], None] = lambda: None  # the node's Disk hears of it
+        # Told of moments newly stored from peers (the node's FileVersions prunes).
+        self.on_stored: Callable[[Sequence[Moment]], Coroutine[Any, Any, None]] | None = None
         self._transfers = Transfers(
             engine,
             store=store,
@@ -340,8 +343,16 @@ class Replication:
         """Judge opened moments by the rules, store those kept, and act on what is new."""
         owners = await self._moments.owners(opened.moments)
         entries = {m.id: Entry.of(m) for m in opened.moments}
+        files, versions = await version_facts(self._store, opened.moments)
         accepted, actions = self.engine.opened(
-            peer, circle, list(entries.values()), opened.rejected, owners, time.monotonic()
+            peer,
+            circle,
+            list(entries.values()),
+            opened.rejected,
+            owners,
+            time.monotonic(),
+            files=files,
+            versions=versions,
         )
         await self._perform(actions)
         keep = {e.id for e in accepted}
@@ -366,8 +377,12 @@ class Replication:
                     missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
                     if uses:  # chunks that indexes already here name
                         await self._store.run(Store.add_chunks, uses)
+                    # A file's version borrows chunks that may be in our own packs.
+                    missing = await without_packed(self._store, missing)
                 entries = [Entry.of(m) for m in added]
                 await self._perform(self.engine.stored(circle, entries, peer, missing))
+                if self.on_stored is not None:
+                    await self.on_stored(added)
         except DiskFullError as exc:
             self._disk_full()
             size = sum(len(m.envelope) for m in moments)

@@ -225,6 +225,9 @@ class Transfers:
             return kept, lacking
 
         kept, lacking = await asyncio.to_thread(write)
+        if any(lacking):  # a file's version borrows chunks that may be in our own packs
+            packed = await self._store.run(Store.packed_at, [c for cs in lacking for c in cs])
+            lacking = [[c for c in cs if c not in packed] for cs in lacking]
         log.debug(
             "%d chunks: looked up in %.1f ms, checked and written in %.1f ms",
             len(action.chunks),

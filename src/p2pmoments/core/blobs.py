@@ -16,6 +16,11 @@ blob key and stored and fetched like any chunk, so a reference stays small howev
 the blob (an envelope is at most 64 KiB). A chunk matches an address if either hash of
 it is that address.
 
+A reference of the second form may also *borrow* runs of chunks from earlier blobs (a
+file's new version, spec/moments.md section 10): chunk i of such a run is the earlier
+blob's chunk i, encrypted under that blob's key (named in the reference) with the same
+nonce i; the blob's own key encrypts only its other chunks, so no key meets a nonce twice.
+
 `BlobEncoder` encrypts a blob as it arrives, piece by piece, without knowing its size
 in advance: it holds the first INLINE_BYTES back, and a blob that ends within them takes
 the first form. Pure: the shell writes the chunks it returns.
@@ -23,6 +28,7 @@ the first form. Pure: the shell writes the chunks it returns.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
 import re
@@ -39,6 +45,8 @@ __all__ = [
     "INDEX_PIECE",
     "INLINE_BYTES",
     "MAX_BLOB",
+    "MAX_BORROWED_KEYS",
+    "MAX_BORROWED_RUNS",
     "MAX_CHUNK",
     "MAX_INDEX_PIECES",
     "MAX_MEDIA_TYPE",
@@ -62,6 +70,8 @@ MAX_CHUNK = BIG_CHUNK_SIZE + 16  # the largest encrypted chunk or index piece
 INLINE_CHUNKS = 16  # at most this many addresses inline (version 1)
 INLINE_BYTES = INLINE_CHUNKS * CHUNK_SIZE  # a blob up to 4 MiB takes the first form
 MAX_BLOB_V1 = 512 * 1024 * 1024
+MAX_BORROWED_KEYS = 16  # earlier blobs' keys one reference names (section 10)
+MAX_BORROWED_RUNS = 4096  # runs of chunks it borrows from them
 INDEX_PIECE = 16384  # addresses in one piece of a chunk index (512 KiB: one chunk message)
 MAX_INDEX_PIECES = 128
 MAX_BLOB = MAX_INDEX_PIECES * INDEX_PIECE * BIG_CHUNK_SIZE  # 1 TiB
@@ -102,6 +112,9 @@ class BlobRef:
     width: int = 0  # photos
     height: int = 0
     thumbnail: BlobRef | None = None  # photos: a small JPEG
+    # Version 2 only: (first, count, key) runs of chunks borrowed from earlier blobs,
+    # sorted by first, never overlapping (spec/moments.md section 10).
+    borrowed: tuple[tuple[int, int, bytes], ...] = field(default=(), repr=False)
 
     @property
     def version(self) -> int:
@@ -121,6 +134,12 @@ class BlobRef:
             out[11] = list(self.index)
         else:
             out[5] = list(self.chunks)
+        if self.borrowed:
+            keys = list(dict.fromkeys(key for _, _, key in self.borrowed))
+            out[12] = [
+                [key, [n for first, count, k in self.borrowed if k == key for n in (first, count)]]
+                for key in keys
+            ]
         if self.name:
             out[6] = self.name
         if self.width or self.height:
@@ -139,6 +158,16 @@ class BlobRef:
         """How many chunks travel for it, index pieces and thumbnail included."""
         own = len(self.index) + self.chunk_count if self.index else len(self.chunks)
         return own + (self.thumbnail.total() if self.thumbnail else 0)
+
+    def key_at(self, index: int) -> bytes:
+        """The key chunk `index` is encrypted under: its own, or a borrowed run's."""
+        if self.borrowed:
+            run = bisect.bisect_right(self.borrowed, index, key=lambda r: r[0]) - 1
+            if run >= 0:
+                first, count, key = self.borrowed[run]
+                if index < first + count:
+                    return key
+        return self.key
 
     def index_piece_length(self, piece: int) -> int:
         """How many chunk addresses piece `piece` of the index lists."""
@@ -286,7 +315,7 @@ def decrypt_chunk(
         raise DecodeError("this chunk is not the one its address names")
     ad = b"" if ref.index else _size_ad(ref.size)
     try:
-        plain = Aead(ref.key).decrypt_counter(index, ad, ciphertext)
+        plain = Aead(ref.key_at(index)).decrypt_counter(index, ad, ciphertext)
     except CryptoError:
         raise DecodeError("this chunk does not decrypt under its blob key") from None
     last = index == ref.chunk_count - 1
@@ -373,6 +402,7 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         if pieces > MAX_INDEX_PIECES:
             raise DecodeError("bad blob size")
         index = _addresses(fields[11], pieces)
+    borrowed = _borrowed(fields.get(12), index, key, max(1, -(-size // chunk_size)))
     width, height = fields.get(7, 0), fields.get(8, 0)
     if type(width) is not int or type(height) is not int or width < 0 or height < 0:
         raise DecodeError("bad photo size")
@@ -394,7 +424,44 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         width=width,
         height=height,
         thumbnail=None if thumb is None else decode_ref(thumb, depth=depth + 1),
+        borrowed=borrowed,
     )
+
+
+def _borrowed(
+    value: object, index: tuple[bytes, ...], own: bytes, count: int
+) -> tuple[tuple[int, int, bytes], ...]:
+    """Field 12, checked: runs of a version 2 blob's chunks under other keys, each key
+    named once and none its own, runs within the blob and apart, within the bounds."""
+    if value is None:
+        return ()
+    if not index or type(value) is not list or not 0 < len(value) <= MAX_BORROWED_KEYS:
+        raise DecodeError("bad borrowed chunks")
+    runs: list[tuple[int, int, bytes]] = []
+    keys: set[bytes] = set()
+    for entry in value:
+        if type(entry) is not list or len(entry) != 2:
+            raise DecodeError("bad borrowed chunks")
+        key, flat = entry
+        if type(key) is not bytes or len(key) != 32 or key == own or key in keys:
+            raise DecodeError("bad borrowed key")
+        keys.add(key)
+        if (
+            type(flat) is not list
+            or not flat
+            or len(flat) % 2
+            or len(runs) + len(flat) // 2 > MAX_BORROWED_RUNS
+            or not all(type(n) is int for n in flat)
+        ):
+            raise DecodeError("bad borrowed runs")
+        runs += [(flat[i], flat[i + 1], key) for i in range(0, len(flat), 2)]
+    runs.sort(key=lambda r: r[0])
+    end = 0
+    for first, length, _ in runs:
+        if first < end or length < 1 or first + length > count:
+            raise DecodeError("bad borrowed runs")
+        end = first + length
+    return tuple(runs)
 
 
 def with_thumbnail(ref: BlobRef, thumbnail: BlobRef) -> BlobRef:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pmoments.core import wire
-from p2pmoments.core.blobs import BlobRef, decode_ref
+from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref
 from p2pmoments.core.crypto import (
     BadSignatureError,
     CryptoError,
@@ -31,6 +31,8 @@ __all__ = [
     "MAX_BLOBS",
     "MAX_EMOJI",
     "MAX_ENVELOPE",
+    "MAX_NOTE",
+    "MAX_PARENTS",
     "MAX_TEXT",
     "Content",
     "Kind",
@@ -54,6 +56,8 @@ MAX_TEXT = 16 * 1024
 MAX_BLOBS = 32
 MAX_EMOJI = 32
 NONCE_LEN = 24
+MAX_PARENTS = 8  # a file's version names at most this many earlier ones (section 10)
+MAX_NOTE = 1024  # bytes of UTF-8 in a version's note
 
 
 class Kind(enum.IntEnum):
@@ -63,6 +67,10 @@ class Kind(enum.IntEnum):
     COMMENT = 2
     REACTION = 3
     RETRACTION = 4
+    VERSION = 5  # a new version of a post's file (spec/moments.md section 10)
+
+
+_POSTS = (Kind.POST, Kind.VERSION)  # who may post may make a new version of a file
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +84,7 @@ class Content:
     target: bytes | None = None  # retractions: the moment retracted
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
+    parents: tuple[bytes, ...] = ()  # versions: the versions it follows (section 10)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +120,8 @@ def _encode_content(author: VerifyKey, content: Content) -> bytes:
         fields[7] = content.expires
     if content.blobs:
         fields[8] = [ref.as_map() for ref in content.blobs]
+    if content.parents:
+        fields[9] = list(content.parents)
     return wire.encode_map(fields)
 
 
@@ -119,9 +130,13 @@ def _check_content(content: Content) -> None:
         raise RejectedError(f"text over {MAX_TEXT} bytes")
     if len(content.blobs) > MAX_BLOBS:
         raise RejectedError(f"more than {MAX_BLOBS} photos and files")
-    needs_reply = content.kind in (Kind.COMMENT, Kind.REACTION)
+    needs_reply = content.kind in (Kind.COMMENT, Kind.REACTION, Kind.VERSION)
     if needs_reply != (content.reply_to is not None):
-        raise RejectedError("comments and reactions, and only they, answer a moment")
+        raise RejectedError("comments, reactions and versions, and only they, answer a moment")
+    if (content.kind is Kind.VERSION) != bool(content.parents):
+        raise RejectedError("a version, and only it, names the versions it follows")
+    if content.kind is Kind.VERSION:
+        _check_version(content)
     if (content.kind is Kind.RETRACTION) != (content.target is not None):
         raise RejectedError("a retraction, and only it, names its target")
     if content.kind is Kind.REACTION and not 0 < len(content.emoji.encode()) <= MAX_EMOJI:
@@ -129,6 +144,21 @@ def _check_content(content: Content) -> None:
     for ref in (content.reply_to, content.target):
         if ref is not None and len(ref) != 32:
             raise RejectedError("a moment reference is 32 bytes")
+
+
+def _check_version(content: Content) -> None:
+    """Section 10: one file, 1 to MAX_PARENTS distinct parents, a short note."""
+    parents = content.parents
+    if len(parents) > MAX_PARENTS or len(set(parents)) != len(parents):
+        raise RejectedError(f"a version follows 1 to {MAX_PARENTS} distinct versions")
+    if not all(len(p) == 32 for p in parents):
+        raise RejectedError("a version's parent is a moment id (32 bytes)")
+    if len(content.blobs) != 1 or content.blobs[0].kind is not BlobKind.FILE:
+        raise RejectedError("a version carries exactly one file")
+    if len(content.text.encode("utf-8")) > MAX_NOTE:
+        raise RejectedError(f"a version's note is at most {MAX_NOTE} bytes")
+    if content.expires is not None:
+        raise RejectedError("a version expires with its post, not on its own")
 
 
 def seal_moment(
@@ -148,7 +178,7 @@ def seal_moment(
     `nonce` is for the worked examples of spec/moments.md only; leave it out."""
     _check_content(content)
     who = person if person is not None else author.public.verify_key
-    if not manifest.may_post(who) and content.kind is Kind.POST:
+    if not manifest.may_post(who) and content.kind in _POSTS:
         raise RejectedError("only the owner may post in this circle")
     if not manifest.is_member(who):
         raise RejectedError("the author is not a member of this circle")
@@ -343,7 +373,7 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
     for key, value in fields.items():
         kind_of = _CONTENT_TYPES.get(key)
         if kind_of is None:
-            if key != 8:
+            if key not in (8, 9):
                 raise RejectedError("unknown content fields")
         elif type(value) is not kind_of:
             raise RejectedError(f"malformed content field {key}" if key > 2 else "malformed: kind")
@@ -362,6 +392,16 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
             except DecodeError as exc:
                 raise RejectedError(f"malformed photo or file reference: {exc}") from None
         refs = tuple(decoded)
+    parents: tuple[bytes, ...] = ()
+    if 9 in fields:
+        raw_parents = fields[9]
+        if (
+            type(raw_parents) is not list
+            or not 0 < len(raw_parents) <= MAX_PARENTS
+            or not all(type(p) is bytes and len(p) == 32 for p in raw_parents)
+        ):
+            raise RejectedError("malformed list of parent versions")
+        parents = tuple(raw_parents)
     content = Content(
         kind=kind,
         text=fields.get(3, ""),
@@ -370,9 +410,10 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
         target=fields.get(6),
         expires=fields.get(7),
         blobs=refs,
+        parents=parents,
     )
     _check_content(content)
-    if kind is Kind.POST and not manifest.may_post(header.person):
+    if kind in _POSTS and not manifest.may_post(header.person):
         raise RejectedError("only the owner may post in this circle")
     return Moment(
         id=moment_id(envelope),

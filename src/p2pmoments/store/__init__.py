@@ -32,6 +32,7 @@ from p2pmoments.store.records import (
     TokenRecord,
 )
 from p2pmoments.store.schema import SCHEMA_VERSION
+from p2pmoments.store.versions import VersionTables
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -54,7 +55,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(PeopleTables, CircleTables, MomentTables, ReadTables):
+class Store(PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables):
     """Synchronous access to the database; one thread only."""
 
 

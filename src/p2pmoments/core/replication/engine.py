@@ -357,14 +357,22 @@ class Replicator:
         rejected: Sequence[tuple[str, int]],
         owners: Mapping[bytes, tuple[bytes, bytes]],
         now: float,
+        files: Mapping[bytes, bytes] | None = None,
+        versions: Mapping[bytes, int] | None = None,
     ) -> tuple[list[Entry], list[Action]]:
         """Envelopes of an `Open` were verified: `entries` opened, `rejected` did not
         (reason, size). `owners` gives (circle, author) of the stored moments they answer
-        or retract. Returns what to store, and actions (rejections recorded, junk)."""
+        or retract; `files` and `versions` what versions need (rules.Context). Returns
+        what to store, and actions (rejections recorded, junk)."""
         verdicts = rules.judge(
             entries,
             rules.Context(
-                sender=peer, circle=circle, membership=self.membership(circle), owners=owners
+                sender=peer,
+                circle=circle,
+                membership=self.membership(circle),
+                owners=owners,
+                files=files or {},
+                versions=versions or {},
             ),
         )
         refused = [*rejected, *verdicts.rejected]

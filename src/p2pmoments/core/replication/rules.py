@@ -9,10 +9,11 @@ came in, who sent it, and the moments it answers.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from p2pmoments.core.moment import Kind, Moment
 from p2pmoments.core.replication.vectors import Membership
+from p2pmoments.core.versions import refusal
 
 __all__ = ["RULES", "Entry", "Rule", "Verdicts", "judge"]
 
@@ -31,6 +32,7 @@ class Entry:
     target: bytes | None
     chunks: tuple[bytes, ...]  # every chunk its photos and files use (thumbnails too)
     size: int  # of the envelope
+    parents: tuple[bytes, ...] = ()  # versions: those it follows (spec/moments.md §10)
 
     @classmethod
     def of(cls, moment: Moment) -> Entry:
@@ -47,6 +49,7 @@ class Entry:
             content.target,
             tuple(a for ref in content.blobs for a in ref.addresses()) if content.blobs else (),
             len(moment.envelope),
+            content.parents,
         )
 
 
@@ -60,6 +63,10 @@ class Context:
     owners: Mapping[
         bytes, tuple[bytes, bytes]
     ]  # moment id -> (circle, author), held or in the batch
+    # Versions (spec/moments.md §10): held moment id -> the post whose file it is a
+    # version of (itself for a post, b"" for none); and versions held, by post.
+    files: Mapping[bytes, bytes] = field(default_factory=dict)
+    versions: Mapping[bytes, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,15 @@ RULES: tuple[Rule, ...] = (
         ),
         "only its author can retract a moment",
     ),
+    Rule(
+        "a version follows versions of its own file",
+        lambda e, ctx: (
+            e.kind is not Kind.VERSION
+            or e.reply_to is None
+            or refusal(e.reply_to, e.parents, ctx.files, ctx.versions.get(e.reply_to, 0)) is None
+        ),
+        "a version of a file that follows another file's, answers no post, or is one too many",
+    ),
 )
 
 
@@ -115,10 +131,26 @@ class Verdicts:
     rejected: list[tuple[str, int]]
 
 
+def _file_of(entry: Entry) -> bytes:
+    if entry.kind is Kind.POST:
+        return entry.id
+    if entry.kind is Kind.VERSION and entry.reply_to is not None:
+        return entry.reply_to
+    return b""
+
+
 def judge(entries: Sequence[Entry], ctx: Context) -> Verdicts:
     """Apply RULES to each entry, in order; the first rule broken is the reason."""
     owners = {**ctx.owners, **{e.id: (e.circle, e.author) for e in entries}}
-    ctx = Context(sender=ctx.sender, circle=ctx.circle, membership=ctx.membership, owners=owners)
+    files = {**ctx.files, **{e.id: _file_of(e) for e in entries}}
+    ctx = Context(
+        sender=ctx.sender,
+        circle=ctx.circle,
+        membership=ctx.membership,
+        owners=owners,
+        files=files,
+        versions=ctx.versions,
+    )
     accepted, rejected = [], []
     for entry in entries:
         broken = next((r for r in RULES if not r.holds(entry, ctx)), None)
