@@ -81,7 +81,7 @@ async def work_circle(tmp_path: Path) -> AsyncIterator[tuple[Node, Node, Node]]:
 
 
 def identity(node: Node) -> str:
-    from p2pmoments.views import identity_text
+    from p2pmoments.friends import identity_text
 
     return identity_text(bytes(node.identity.public.verify_key))
 
@@ -126,7 +126,8 @@ async def test_a_new_version_reaches_every_member_and_sends_only_its_changed_chu
             await wait_version(node, post, 2, second)
             shown = await listing(node, post)
             assert [v["n"] for v in shown["versions"]] == [1, 2]
-            assert shown["newest"] == 2 and shown["siblings"] == []
+            assert shown["newest"] == 2
+            assert shown["siblings"] == []
             newest = shown["versions"][1]
             assert (newest["author"]["identity"], newest["note"], newest["size"]) == (
                 identity(bob),
@@ -136,7 +137,8 @@ async def test_a_new_version_reaches_every_member_and_sends_only_its_changed_chu
             assert await read_version(node, post, 1) == first  # any version is readable
             # The feed shows the newest.
             summary = await node.versions.summary(alice_id(post), node.friends.person)
-            assert summary is not None and summary["newest"]["n"] == 2
+            assert summary is not None
+            assert summary["newest"]["n"] == 2
         # Three chunks changed (1 MiB across chunk borders) and one index piece: not the
         # file again. Alice holds the first version in her own pack, Carol loose.
         for who, sizes in got.items():

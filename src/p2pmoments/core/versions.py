@@ -16,8 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from p2pmoments.core.blobs import BIG_CHUNK_SIZE, MAX_BORROWED_KEYS, MAX_BORROWED_RUNS
-from p2pmoments.core.blobs import BlobEncoder, BlobRef, chunk_address
+from p2pmoments.core.blobs import (
+    BIG_CHUNK_SIZE,
+    MAX_BORROWED_KEYS,
+    MAX_BORROWED_RUNS,
+    BlobEncoder,
+    BlobRef,
+    chunk_address,
+)
 from p2pmoments.core.crypto import Aead
 from p2pmoments.core.moment import MAX_NOTE, MAX_PARENTS
 
