@@ -170,9 +170,7 @@ def test_a_version_of_a_small_file_is_made_whole() -> None:
 
 
 def _big_ref() -> BlobRef:
-    ref, _ = encrypt_blob(
-        os.urandom(8 * BIG_CHUNK_SIZE + 5), kind=BlobKind.FILE, media_type="x/y"
-    )
+    ref, _ = encrypt_blob(os.urandom(8 * BIG_CHUNK_SIZE + 5), kind=BlobKind.FILE, media_type="x/y")
     return ref
 
 
@@ -208,7 +206,7 @@ def test_a_borrowed_chunks_field_decodes_or_is_refused_cleanly(field: Any) -> No
         return
     runs = sorted(ref.borrowed)
     for n, (first, count, key) in enumerate(runs):
-        assert 0 <= first
+        assert first >= 0
         assert count > 0
         assert first + count <= 9
         assert key != BIG.key
