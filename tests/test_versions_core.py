@@ -161,7 +161,7 @@ def test_a_new_version_borrows_its_unchanged_chunks_and_reads_back_whole() -> No
 
 def test_a_version_of_a_small_file_is_made_whole() -> None:
     first = os.urandom(1000)
-    ref1, made = encrypt_blob(first, kind=BlobKind.FILE, media_type="x/y")
+    ref1, _ = encrypt_blob(first, kind=BlobKind.FILE, media_type="x/y")
     encoder = VersionEncoder(ref1, [])
     assert encoder.feed(first + b"!") == []
     ref2, last = encoder.finish(kind=BlobKind.FILE, media_type="x/y")

@@ -48,8 +48,8 @@ FILE_REF = encrypt_blob(b"a version", kind=BlobKind.FILE, media_type="x/y", name
 ].as_map()
 
 
-def version_fields(author: bytes, root: bytes, parents: Any, **more: Any) -> dict[int, Any]:
-    return {1: author, 2: int(Kind.VERSION), 4: root, 8: [FILE_REF], 9: parents, **more}
+def version_fields(author: bytes, root: bytes, parents: Any) -> dict[int, Any]:
+    return {1: author, 2: int(Kind.VERSION), 4: root, 8: [FILE_REF], 9: parents}
 
 
 async def rejections(node: Node) -> list[tuple[str, bytes | None]]:
