@@ -16,6 +16,7 @@ from p2pmoments.blobstore import Location
 from p2pmoments.circles import Circles
 from p2pmoments.core.blobs import BlobKind, BlobRef, open_index_piece
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.moment import MAX_NOTE, Content, Kind, Moment
 from p2pmoments.core.replication.chunks import Lacking
 from p2pmoments.core.versions import History, Version, VersionEncoder, history
@@ -252,6 +253,15 @@ class FileVersions:
             "newest": self.version_json(listing, drawn.newest, people),
             "siblings": [self.version_json(listing, i, people) for i in drawn.siblings],
         }
+
+    async def annotate(self, shown: list[dict[str, Any]], people: People) -> None:
+        """Add `versions` (summary) to the posts, as the API shows them, whose file has
+        versions: the feed shows the newest, and the siblings while unresolved."""
+        for post in shown:
+            if post.get("files") and not post.get("retracted"):
+                summary = await self.summary(decode_id(post["id"], IdKind.MOMENT), people)
+                if summary is not None:
+                    post["versions"] = summary
 
     def listing_json(self, listing: Listing, people: People) -> dict[str, Any]:
         """GET /moments/{id}/versions."""

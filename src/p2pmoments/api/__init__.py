@@ -32,6 +32,7 @@ from p2pmoments.api.base import (
 from p2pmoments.api.devices import routes as device_routes
 from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
 from p2pmoments.api.routes import routes
+from p2pmoments.api.versions import routes as version_routes
 from p2pmoments.node import Node
 from p2pmoments.reading import Reading
 
@@ -66,5 +67,6 @@ def create_app(node: Node, token: str) -> web.Application:
     app.add_routes(routes)
     app.add_routes(device_routes)
     app.add_routes(unread.routes)
+    app.add_routes(version_routes)
     webapp.setup(app)
     return app

@@ -299,9 +299,11 @@ async def feed(request: web.Request) -> web.Response:
         page = await node.moments.feed_page(
             request.query.get("circle"), limit, before=before, cursor=cursor
         )
+    shown = [views.moment_json(v, node.friends.person) for v in page.moments]
+    await node.versions.annotate(shown, node.friends.person)
     return web.json_response(
         {
-            "moments": [views.moment_json(v, node.friends.person) for v in page.moments],
+            "moments": shown,
             "next_cursor": page.next_cursor,
             "next_before": page.next_before,
         }
@@ -434,7 +436,9 @@ async def get_moment(request: web.Request) -> web.Response:
     node = request.app[NODE]
     with node_errors():
         view = await node.moments.get(request.match_info["id"])
-    return web.json_response(views.moment_json(view, node.friends.person))
+    shown = views.moment_json(view, node.friends.person)
+    await node.versions.annotate([shown], node.friends.person)
+    return web.json_response(shown)
 
 
 @routes.delete(f"{API_PREFIX}/moments/{{id}}")

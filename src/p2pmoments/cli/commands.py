@@ -57,6 +57,7 @@ from p2pmoments.cli.setup import (
     cmd_service_uninstall,
     cmd_status,
 )
+from p2pmoments.cli.versions import FILE_ARGS, cmd_file
 
 COMMANDS: tuple[Cmd, ...] = (
     Cmd(
@@ -408,14 +409,15 @@ COMMANDS: tuple[Cmd, ...] = (
     ),
     Cmd(
         name="file",
-        run=_download("files"),
-        summary="Save a file attached to a moment.",
-        example="p2pmoments file 3fq2k7 -o report.pdf",
-        args=(
-            MOMENT,
-            arg("n", nargs="?", type=int, default=1, help="which file, from 1 (default 1)"),
-            OUTPUT,
-        ),
+        run=cmd_file,
+        summary="Save a file attached to a moment (any version of it); add a version, "
+        "list them, pick one (spec/moments.md section 10).",
+        example="p2pmoments file 3fq2k7 -o report.pdf\n"
+        "  p2pmoments file update 3fq2k7 report.pdf --note 'Q3 figures'\n"
+        "  p2pmoments file versions 3fq2k7\n"
+        "  p2pmoments file 3fq2k7 -o old.pdf --version 1\n"
+        "  p2pmoments file pick 3fq2k7 3",
+        args=(*FILE_ARGS,),
     ),
     Cmd(
         name="feed",
