@@ -1,4 +1,4 @@
-"""Files with versions between real daemons (spec/moments.md section 10): a new version
+"""Files with versions between real daemons (spec/moments.md section 9): a new version
 reaches every member and costs only its changed chunks; concurrent versions show as
 siblings everywhere; a merged one resolves them; hostile version records are refused."""
 

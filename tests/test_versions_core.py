@@ -1,4 +1,4 @@
-"""The pure core of files with versions (core/versions.py, spec/moments.md section 10):
+"""The pure core of files with versions (core/versions.py, spec/moments.md section 9):
 every member draws the same graph from the same records, whatever the order and the
 duplicates; hostile records are never placed; a new version's unchanged chunks are
 borrowed, not made again; borrowed-chunk references decode only as they should."""

@@ -1,4 +1,4 @@
-"""Hostile version records (spec/moments.md section 10): a member's record that follows
+"""Hostile version records (spec/moments.md section 9): a member's record that follows
 another file, answers no post, names too many parents or forges its author is refused
 by every other member and counted as junk against the peer that sent it; any content
 of a version decodes or is refused, never crashes."""

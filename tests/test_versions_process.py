@@ -1,5 +1,5 @@
 """Files with versions through the CLI of a real daemon: `file update`, `file versions`,
-`file ID -o OUT --version N` (spec/moments.md section 10)."""
+`file ID -o OUT --version N` (spec/moments.md section 9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Files with versions on one daemon (spec/moments.md section 10): a new version of a
+"""Files with versions on one daemon (spec/moments.md section 9): a new version of a
 post's file, the versions listed, any one read, siblings picked or merged, and the
 content of dropped versions let go. The decisions are core/versions.py's; version
 records are moments (kind VERSION), replicated as every moment is.

@@ -1,5 +1,5 @@
 """The API's endpoints about files with versions (spec/openapi.yaml: /moments/{id}/versions,
-spec/moments.md section 10)."""
+spec/moments.md section 9)."""
 
 from __future__ import annotations
 

@@ -411,7 +411,7 @@ COMMANDS: tuple[Cmd, ...] = (
         name="file",
         run=cmd_file,
         summary="Save a file attached to a moment (any version of it); add a version, "
-        "list them, pick one (spec/moments.md section 10).",
+        "list them, pick one (spec/moments.md section 9).",
         example="p2pmoments file 3fq2k7 -o report.pdf\n"
         "  p2pmoments file update 3fq2k7 report.pdf --note 'Q3 figures'\n"
         "  p2pmoments file versions 3fq2k7\n"

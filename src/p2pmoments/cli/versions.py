@@ -1,5 +1,5 @@
 """`p2pmoments file`: save a moment's file (any version of it), add a new version, list
-the versions, pick one of two siblings (spec/moments.md section 10)."""
+the versions, pick one of two siblings (spec/moments.md section 9)."""
 
 from __future__ import annotations
 

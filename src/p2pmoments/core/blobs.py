@@ -17,7 +17,7 @@ the blob (an envelope is at most 64 KiB). A chunk matches an address if either h
 it is that address.
 
 A reference of the second form may also *borrow* runs of chunks from earlier blobs (a
-file's new version, spec/moments.md section 10): chunk i of such a run is the earlier
+file's new version, spec/moments.md section 9): chunk i of such a run is the earlier
 blob's chunk i, encrypted under that blob's key (named in the reference) with the same
 nonce i; the blob's own key encrypts only its other chunks, so no key meets a nonce twice.
 
@@ -70,7 +70,7 @@ MAX_CHUNK = BIG_CHUNK_SIZE + 16  # the largest encrypted chunk or index piece
 INLINE_CHUNKS = 16  # at most this many addresses inline (version 1)
 INLINE_BYTES = INLINE_CHUNKS * CHUNK_SIZE  # a blob up to 4 MiB takes the first form
 MAX_BLOB_V1 = 512 * 1024 * 1024
-MAX_BORROWED_KEYS = 16  # earlier blobs' keys one reference names (section 10)
+MAX_BORROWED_KEYS = 16  # earlier blobs' keys one reference names (section 9)
 MAX_BORROWED_RUNS = 4096  # runs of chunks it borrows from them
 INDEX_PIECE = 16384  # addresses in one piece of a chunk index (512 KiB: one chunk message)
 MAX_INDEX_PIECES = 128
@@ -113,7 +113,7 @@ class BlobRef:
     height: int = 0
     thumbnail: BlobRef | None = None  # photos: a small JPEG
     # Version 2 only: (first, count, key) runs of chunks borrowed from earlier blobs,
-    # sorted by first, never overlapping (spec/moments.md section 10).
+    # sorted by first, never overlapping (spec/moments.md section 9).
     borrowed: tuple[tuple[int, int, bytes], ...] = field(default=(), repr=False)
 
     @property

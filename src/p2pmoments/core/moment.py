@@ -56,7 +56,7 @@ MAX_TEXT = 16 * 1024
 MAX_BLOBS = 32
 MAX_EMOJI = 32
 NONCE_LEN = 24
-MAX_PARENTS = 8  # a file's version names at most this many earlier ones (section 10)
+MAX_PARENTS = 8  # a file's version names at most this many earlier ones (section 9)
 MAX_NOTE = 1024  # bytes of UTF-8 in a version's note
 
 
@@ -67,7 +67,7 @@ class Kind(enum.IntEnum):
     COMMENT = 2
     REACTION = 3
     RETRACTION = 4
-    VERSION = 5  # a new version of a post's file (spec/moments.md section 10)
+    VERSION = 5  # a new version of a post's file (spec/moments.md section 9)
 
 
 _POSTS = (Kind.POST, Kind.VERSION)  # who may post may make a new version of a file
@@ -84,7 +84,7 @@ class Content:
     target: bytes | None = None  # retractions: the moment retracted
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
-    parents: tuple[bytes, ...] = ()  # versions: the versions it follows (section 10)
+    parents: tuple[bytes, ...] = ()  # versions: the versions it follows (section 9)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

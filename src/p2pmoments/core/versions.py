@@ -1,4 +1,4 @@
-"""Files with versions (spec/moments.md section 10): the version graph of one post's
+"""Files with versions (spec/moments.md section 9): the version graph of one post's
 file, and a new version's chunks that reuse its parent's.
 
 A version is a moment of kind VERSION answering the post (its *root*, version 1) and

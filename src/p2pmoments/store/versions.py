@@ -1,4 +1,4 @@
-"""The store's side of files with versions (spec/moments.md section 10): a post's
+"""The store's side of files with versions (spec/moments.md section 9): a post's
 version records, and letting go of the content of versions that are dropped. Version
 records are moments (kind VERSION, reply_to the post): no table of their own."""
 

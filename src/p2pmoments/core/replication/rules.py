@@ -32,7 +32,7 @@ class Entry:
     target: bytes | None
     chunks: tuple[bytes, ...]  # every chunk its photos and files use (thumbnails too)
     size: int  # of the envelope
-    parents: tuple[bytes, ...] = ()  # versions: those it follows (spec/moments.md §10)
+    parents: tuple[bytes, ...] = ()  # versions: those it follows (spec/moments.md §9)
 
     @classmethod
     def of(cls, moment: Moment) -> Entry:
@@ -63,7 +63,7 @@ class Context:
     owners: Mapping[
         bytes, tuple[bytes, bytes]
     ]  # moment id -> (circle, author), held or in the batch
-    # Versions (spec/moments.md §10): held moment id -> the post whose file it is a
+    # Versions (spec/moments.md §9): held moment id -> the post whose file it is a
     # version of (itself for a post, b"" for none); and versions held, by post.
     files: Mapping[bytes, bytes] = field(default_factory=dict)
     versions: Mapping[bytes, int] = field(default_factory=dict)
