@@ -89,6 +89,7 @@ ASSETS = (
     "pair.js",
     "status.js",
     "devices.js",
+    "versions.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

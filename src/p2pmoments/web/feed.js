@@ -13,6 +13,7 @@ import {
   unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
+import { newestFile, versionsPanel } from './versions.js';
 
 export const PAGE = 20;
 const MAX_PAGE = 200;
@@ -441,6 +442,7 @@ export function momentCard(m, { refresh, fresh = false }) {
       h('progress', { max: total, value: held, 'aria-label': 'Photos and files arriving' }),
       h('span', { class: 'arrival-text' }, arrivalText(held, total))));
   }
+  if (m.versions) body.push(newestFile(m, refresh));
   if (m.files.length) {
     body.push(h('ul', { class: 'files' }, m.files.map((f) => {
       const here = f.chunks_held >= f.chunks;
@@ -453,7 +455,7 @@ export function momentCard(m, { refresh, fresh = false }) {
 
   return h('li', { class: `moment${fresh ? ' new' : ''}`, dataset: { id: m.id, order: m.order } },
     h('article', { 'aria-labelledby': headId },
-      head, ...body, reactionsBar(m, refresh), comments(m, refresh)));
+      head, ...body, versionsPanel(m, refresh), reactionsBar(m, refresh), comments(m, refresh)));
 }
 
 export function photoGrid(m) {
