@@ -197,3 +197,52 @@ async def test_concurrent_versions_are_siblings_everywhere_and_a_merge_resolves_
             await wait_version(node, post, 4, merged)
             newest = (await listing(node, post))["versions"][3]
             assert sorted(newest["parents"]) == [2, 3]
+
+
+async def test_picking_a_sibling_resolves_them_everywhere_and_sends_no_chunk_again(
+    tmp_path: Path,
+) -> None:
+    first = os.urandom(SIZE)
+    async with work_circle(tmp_path) as (alice, bob, carol):
+        post = moment_text(
+            (await alice.posting.post("work", "", files=[("budget.xlsx", first, "x/y")])).id
+        )
+        for node in (bob, carol):
+            await wait_version(node, post, 1, first)
+        alices, bobs = first[:-5] + b"alice", first[:-3] + b"bob"
+        await asyncio.gather(
+            update(alice, post, alices, parents=(1,)), update(bob, post, bobs, parents=(1,))
+        )
+        numbers: dict[str, int] = {}
+
+        async def two(node: Node) -> bool:
+            shown = await listing(node, post)
+            numbers.update({v["id"]: v["n"] for v in shown["versions"]})
+            return len(shown["siblings"]) == 2
+
+        for node in (alice, bob, carol):
+            await wait_for(node, lambda node=node: two(node), "two siblings")  # type: ignore[misc]
+            for n in (2, 3):
+
+                async def here(node: Node = node, n: int = n) -> bool:
+                    return await read_version(node, post, n) in (alices, bobs)
+
+                await wait_for(node, here, f"version {n}")
+        got = {"Alice": count_received(alice), "Carol": count_received(carol)}
+        shown = await listing(bob, post)
+        alices_n = next(
+            v["n"] for v in shown["versions"][1:] if v["author"]["identity"] == identity(alice)
+        )
+        await bob.versions.pick(post, alices_n)  # Bob keeps Alice's (her chunks, her pack)
+        for node in (alice, bob, carol):
+
+            async def resolved(node: Node = node) -> bool:
+                shown = await listing(node, post)
+                return shown["siblings"] == [] and len(shown["versions"]) == 4
+
+            await wait_for(node, resolved, "the pick")
+            await wait_version(node, post, 4, alices)
+        # Only the pick's own chunk index travelled: not one chunk of the file.
+        for who, sizes in got.items():
+            assert len(sizes) <= 1, (who, sizes)
+            assert sum(sizes) < 4096, who

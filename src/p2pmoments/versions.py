@@ -19,7 +19,7 @@ from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.moment import MAX_NOTE, Content, Kind, Moment
 from p2pmoments.core.replication.chunks import Lacking
-from p2pmoments.core.versions import History, Version, VersionEncoder, history
+from p2pmoments.core.versions import History, Version, VersionEncoder, history, relisted
 from p2pmoments.errors import NotFoundError, UserInputError
 from p2pmoments.moments import BlobReader, Moments
 from p2pmoments.posting import Posting, Upload
@@ -178,15 +178,24 @@ class FileVersions:
             raise UserInputError(f"version {n} is not one of the versions to pick from")
         manifest = self._manifest(listing.root)
         ref_n = listing.file(chosen)
+        chunks = (await self._moments.open_blob(ref_n)).addresses
+        picked, pieces = relisted(ref_n, chunks)
         content = Content(
             kind=Kind.VERSION,
             text=note or f"picked version {n}",
             reply_to=listing.root.id,
-            blobs=(ref_n,),
+            blobs=(picked,),
             parents=heads,
         )
-        uses = tuple(await self._file_chunks(ref_n))
-        moment = await self._posting._publish(manifest, content, uses=uses)
+        if not pieces:  # the first form: the same reference (its chunks are listed)
+            moment = await self._posting._publish(manifest, content, uses=tuple(chunks))
+        else:
+            async with self._posting.upload() as upload:
+                pack = await upload._writer()
+                await upload._on_pack(lambda: upload._append(pack, pieces))
+                upload.addresses += chunks
+                upload.refs.append(picked)
+                moment = await self._posting.publish_upload(manifest, content, upload)
         await self.stored([moment])
         return moment
 

@@ -18,13 +18,16 @@ from typing import Any
 
 from p2pmoments.core.blobs import (
     BIG_CHUNK_SIZE,
+    INDEX_PIECE,
     MAX_BORROWED_KEYS,
     MAX_BORROWED_RUNS,
     BlobEncoder,
     BlobRef,
+    _index_nonce,
+    _size_ad,
     chunk_address,
 )
-from p2pmoments.core.crypto import Aead
+from p2pmoments.core.crypto import Aead, random_bytes
 from p2pmoments.core.moment import MAX_NOTE, MAX_PARENTS
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "VersionEncoder",
     "history",
     "refusal",
+    "relisted",
 ]
 
 KEEP = 10  # the newest versions every member keeps the content of, beside every head
@@ -208,3 +212,35 @@ class VersionEncoder(BlobEncoder):
     def borrowed(self) -> list[bytes]:
         """The addresses of the chunks it borrowed (the new version uses them too)."""
         return [self._addresses[i] for f, n, _ in self._runs for i in range(f, f + n)]
+
+
+def relisted(ref: BlobRef, chunks: Sequence[bytes]) -> tuple[BlobRef, list[tuple[bytes, bytes]]]:
+    """A picked version's file (section 9.2): the same chunks as `ref` (second form, whose
+    chunk addresses are `chunks`), every one borrowed, under a new chunk index of its
+    own (so that receivers name and record its chunks as for any version); returns the
+    reference and the index pieces to store. `ref` itself if it cannot be (first form,
+    or more keys than a reference names)."""
+    runs: list[list[Any]] = []
+    for index in range(len(chunks)):
+        key = ref.key_at(index)
+        if runs and runs[-1][2] == key and runs[-1][0] + runs[-1][1] == index:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, 1, key])
+    keys = {k for _, _, k in runs}
+    if not ref.index or len(keys) > MAX_BORROWED_KEYS or len(runs) > MAX_BORROWED_RUNS:
+        return ref, []
+    key = random_bytes(32)
+    aead = Aead(key)
+    pieces = []
+    for piece, start in enumerate(range(0, len(chunks), INDEX_PIECE)):
+        plain = b"".join(chunks[start : start + INDEX_PIECE])
+        ciphertext = aead.encrypt(_index_nonce(piece), _size_ad(ref.size), plain)
+        pieces.append((chunk_address(ciphertext, 2), ciphertext))
+    new = replace(
+        ref,
+        key=key,
+        index=tuple(a for a, _ in pieces),
+        borrowed=tuple((f, n, k) for f, n, k in runs),
+    )
+    return new, pieces
