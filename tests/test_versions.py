@@ -15,6 +15,7 @@ from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BIG_CHUNK_SIZE
 from p2pmoments.errors import NotFoundError
 from p2pmoments.node import Node
+from p2pmoments.store import Store
 from p2pmoments.views import moment_text
 from tests.multinode import befriend, eventually, make_home, running
 
@@ -233,7 +234,7 @@ async def test_picking_a_sibling_resolves_them_everywhere_and_sends_no_chunk_aga
         alices_n = next(
             v["n"] for v in shown["versions"][1:] if v["author"]["identity"] == identity(alice)
         )
-        await bob.versions.pick(post, alices_n)  # Bob keeps Alice's (her chunks, her pack)
+        picked = await bob.versions.pick(post, alices_n)  # Alice's (her chunks, her pack)
         for node in (alice, bob, carol):
 
             async def resolved(node: Node = node) -> bool:
@@ -242,6 +243,13 @@ async def test_picking_a_sibling_resolves_them_everywhere_and_sends_no_chunk_aga
 
             await wait_for(node, resolved, "the pick")
             await wait_version(node, post, 4, alices)
+            # It is recorded as using every chunk (13) and its index piece, so that they
+            # stay while it is kept, whatever is dropped.
+
+            async def recorded(node: Node = node) -> bool:
+                return len(await node.store.run(Store.chunk_uses, picked.id)) == 14
+
+            await wait_for(node, recorded, "the pick's chunks recorded")
         # Only the pick's own chunk index travelled: not one chunk of the file.
         for who, sizes in got.items():
             assert len(sizes) <= 1, (who, sizes)
