@@ -11,6 +11,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.blobs import BIG_CHUNK_SIZE
 from p2pmoments.errors import NotFoundError
@@ -254,3 +256,49 @@ async def test_picking_a_sibling_resolves_them_everywhere_and_sends_no_chunk_aga
         for who, sizes in got.items():
             assert len(sizes) <= 1, (who, sizes)
             assert sum(sizes) < 4096, who
+
+
+async def test_every_member_keeps_the_newest_ten_and_drops_the_older_ones_content(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("work", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="Bob's manifest")
+        post = moment_text(
+            (await alice.posting.post("work", "", files=[("notes.txt", b"v1", "x/y")])).id
+        )
+        for n in range(2, 13):  # a chain, made in turns: each has seen the one before
+            author = alice if n % 2 else bob
+
+            async def seen(author: Node = author, n: int = n) -> bool:
+                try:
+                    return len((await listing(author, post))["versions"]) == n - 1
+                except NotFoundError:
+                    return False
+
+            await wait_for(author, seen, f"version {n - 1}")
+            await update(author, post, f"v{n}".encode())
+
+        async def twelve(node: Node) -> bool:
+            return len((await listing(node, post))["versions"]) == 12
+
+        for node in (alice, bob):
+            await wait_for(node, lambda node=node: twelve(node), "12 versions")  # type: ignore[misc]
+            shown = await listing(node, post)
+            assert [v["n"] for v in shown["versions"] if v["dropped"]] == [1, 2]
+            for n in (1, 2):
+                with pytest.raises(NotFoundError, match="dropped"):
+                    await node.versions.reader(post, n)
+            assert await read_version(node, post, 3) == b"v3"
+            # The dropped versions' chunks are gone from disk (ours from our packs too).
+            drawn = await node.versions.listing(post)
+            gone = [a for i in drawn.history.order[:2] for a in drawn.file(i).chunks]
+
+            async def deleted(node: Node = node, gone: list[bytes] = gone) -> bool:
+                packed = await node.store.run(Store.packed_at, gone)
+                loose = await asyncio.to_thread(lambda: [node.moments.blobs.has(a) for a in gone])
+                return not packed and not any(loose)
+
+            await wait_for(node, deleted, "the dropped chunks deleted")
