@@ -52,6 +52,11 @@ def test_update_list_and_save_any_version_through_the_cli(
     assert plain.read_bytes() == second  # without --version: the newest, as the feed shows
     feed = json.loads(cli(home, "moment", moment, "--json").stdout)
     assert feed["versions"]["newest"]["n"] == 2
+    assert "newest: version 2 of 2, budget.xlsx" in cli(home, "moment", moment).stdout
+    version_id = listed["versions"][1]["id"]
+    kept = cli(home, "retract", version_id)
+    assert kept.returncode == 1
+    assert "retract the post" in kept.stderr
 
     missing = cli(home, "file", moment[:10], "-o", str(old), "--version", "7")
     assert missing.returncode == 1

@@ -351,6 +351,10 @@ class Posting:
         target = await self._moments.target(ref)
         if bytes(target.author) != self._me:
             raise NotOwnerError("only its author can retract a moment")
+        if target.content.kind is Kind.VERSION:  # later versions follow it (moments.md 9.1)
+            raise UserInputError(
+                "a version stays in its file's history: retract the post to remove the file"
+            )
         await self._publish(self._current(target), Content(kind=Kind.RETRACTION, target=target.id))
         return target.id
 

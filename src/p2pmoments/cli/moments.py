@@ -99,6 +99,16 @@ def _print_moment(m: dict[str, Any], *, indent: str = "") -> None:
         )
     for file in m["files"]:
         print(f"{indent}  file {file['n']}: {file['name']}, {_size(file['size'])}{_arrival(file)}")
+    if "versions" in m:  # a file with versions: the newest, and any siblings
+        v = m["versions"]
+        newest = v["newest"]
+        print(
+            f"{indent}  newest: version {newest['n']} of {v['count']}, {newest['name']}, "
+            f"{_size(newest['size'])} by {_who(newest['author'])}"
+        )
+        if v["siblings"]:
+            names = " and ".join(f"{_who(s['author'])}'s" for s in v["siblings"])
+            print(f"{indent}  {names} versions were made at once: `file versions` to pick or merge")
     if m["reactions"]:
         print(indent + "  " + "  ".join(f"{e} {len(who)}" for e, who in m["reactions"].items()))
     for c in m["comments"]:
