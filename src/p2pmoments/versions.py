@@ -17,6 +17,7 @@ from p2pmoments.circles import Circles
 from p2pmoments.core.blobs import BlobKind, BlobRef, open_index_piece
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id
+from p2pmoments.core.manifest import Manifest
 from p2pmoments.core.moment import MAX_NOTE, Content, Kind, Moment
 from p2pmoments.core.replication.chunks import Lacking
 from p2pmoments.core.versions import History, Version, VersionEncoder, history, relisted
@@ -24,13 +25,11 @@ from p2pmoments.errors import NotFoundError, UserInputError
 from p2pmoments.moments import BlobReader, Moments
 from p2pmoments.posting import Posting, Upload
 from p2pmoments.store import AsyncStore, Store
-from p2pmoments.views import circle_text, moment_text, person_json
+from p2pmoments.views import People, circle_text, moment_text, person_json
 
 __all__ = ["FileVersions", "Listing", "version_facts", "without_packed"]
 
 log = logging.getLogger(__name__)
-
-People = Any  # friends.Friends.person: key -> Person
 
 
 async def version_facts(
@@ -304,7 +303,7 @@ class FileVersions:
 
     # --- internals -------------------------------------------------------------------
 
-    def _manifest(self, root: Moment) -> Any:
+    def _manifest(self, root: Moment) -> Manifest:
         manifest = self._circles.current(root.circle_id)
         if manifest is None:
             raise UserInputError("this file's circle is gone from this device")
