@@ -23,6 +23,9 @@ from p2pmoments.core.blobs import (
     open_index_piece,
 )
 from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.moment import Kind
+from p2pmoments.core.replication.rules import Context, Entry, judge
+from p2pmoments.core.replication.vectors import Membership
 from p2pmoments.core.versions import KEEP, MAX_VERSIONS, Version, VersionEncoder, history, refusal
 
 ROOT = Version(id=b"\x00" * 32, parents=(), author=b"A" * 32, time=1000)
@@ -224,3 +227,52 @@ def test_a_first_form_blob_borrows_nothing() -> None:
     except DecodeError:
         return
     raise AssertionError("a first-form reference borrowed chunks")
+
+
+CIRCLE = b"c" * 32
+PEER = MEMBERS[1]
+
+
+def _entry(moment: bytes, kind: Kind, reply_to: bytes | None, parents: tuple[bytes, ...]) -> Entry:
+    return Entry(moment, CIRCLE, PEER, 1, 0, kind, reply_to, None, (), 100, parents)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    held=st.dictionaries(
+        st.integers(0, 7).map(_id),
+        st.sampled_from([Kind.POST, Kind.COMMENT, Kind.VERSION]),
+        max_size=8,
+    ),
+    root=st.integers(0, 9).map(_id),
+    parents=st.lists(st.integers(0, 9).map(_id), min_size=1, max_size=4, unique=True),
+    count=st.integers(0, MAX_VERSIONS + 2),
+)
+def test_a_received_version_is_kept_only_if_it_follows_its_own_file(
+    held: dict[bytes, Kind], root: bytes, parents: list[bytes], count: int
+) -> None:
+    """Any version record a peer sends, against any moments held: kept if and only if its
+    root is a post (or not here), every parent held is its root or a version of it, and
+    the file has room; refused ones count against the peer (the rules' verdict)."""
+    files = {
+        i: (i if k is Kind.POST else root if k is Kind.VERSION and i != root else b"")
+        for i, k in held.items()
+    }
+    owners = {i: (CIRCLE, PEER) for i in held}
+    ctx = Context(
+        sender=None,
+        circle=CIRCLE,
+        membership=Membership(latest=0, members={0: frozenset({PEER})}),
+        owners=owners,
+        files=files,
+        versions={root: count},
+    )
+    entry = _entry(_id(99), Kind.VERSION, root, tuple(parents))
+    verdict = judge([entry], ctx)
+    good = (
+        files.get(root, root) == root
+        and all(files.get(p, root) == root for p in parents)
+        and count < MAX_VERSIONS
+    )
+    assert (verdict.accepted == [entry]) == good
+    assert len(verdict.rejected) == (0 if good else 1)
