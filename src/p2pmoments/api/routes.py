@@ -457,7 +457,9 @@ async def comment(request: web.Request) -> web.Response:
     with node_errors():
         answer = await node.posting.comment(request.match_info["id"], body["text"])
         view = await node.moments.get(views.moment_text(answer.content.reply_to or b""))
-    return web.json_response(views.moment_json(view, node.friends.person), status=201)
+    shown = views.moment_json(view, node.friends.person)
+    await node.versions.annotate([shown], node.friends.person)
+    return web.json_response(shown, status=201)
 
 
 @routes.post(f"{API_PREFIX}/moments/{{id}}/reactions")
@@ -468,4 +470,6 @@ async def react(request: web.Request) -> web.Response:
     with node_errors():
         answer = await node.posting.react(request.match_info["id"], body["emoji"])
         view = await node.moments.get(views.moment_text(answer.content.reply_to or b""))
-    return web.json_response(views.moment_json(view, node.friends.person), status=201)
+    shown = views.moment_json(view, node.friends.person)
+    await node.versions.annotate([shown], node.friends.person)
+    return web.json_response(shown, status=201)
