@@ -12,7 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from p2pmoments.blobstore import BlobStore, Location
 from p2pmoments.circles import Circles
@@ -346,6 +346,15 @@ class Holding:
         lacking, uses = await asyncio.to_thread(self.lacking, moments)
         if uses:
             await self._store.run(Store.add_chunks, uses)
+        # A file's version borrows chunks that may be in our own packs (moments.md §9.3).
+        named = sorted({a for lack in lacking.values() for a in lack.missing})
+        packed = await self._store.run(Store.packed_at, named) if named else {}
+        if packed:
+            left = {
+                i: replace(lack, missing=tuple(a for a in lack.missing if a not in packed))
+                for i, lack in lacking.items()
+            }
+            lacking = {i: lack for i, lack in left.items() if lack.missing or lack.unnamed}
         return [(m.id, m.circle_id, m.epoch, lacking[m.id]) for m in moments if m.id in lacking]
 
     def _opened(self, row: StoredMoment) -> Moment | None:
