@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from p2pmoments.blobstore import BlobStore
+from p2pmoments.config import Address
 from p2pmoments.core.blobs import BIG_CHUNK_SIZE
 from p2pmoments.errors import NotFoundError
 from p2pmoments.node import Node
@@ -302,3 +303,33 @@ async def test_every_member_keeps_the_newest_ten_and_drops_the_older_ones_conten
                 return not packed and not any(loose)
 
             await wait_for(node, deleted, "the dropped chunks deleted")
+
+
+async def test_a_version_met_while_its_author_is_away_later_brings_only_its_new_chunks(
+    tmp_path: Path,
+) -> None:
+    """Alice holds Bob's version record (relayed, imported) before she meets Bob: when
+    they link, only its new chunks come, not the ones she posted herself (her packs)."""
+    first = os.urandom(SIZE)
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob:
+            await befriend(alice, bob)
+            await alice.circles.create("work", ["Bob"], members_can_post=True)
+            await eventually(lambda: bob.circles.all(), what="Bob's manifest")
+            post = moment_text(
+                (await alice.posting.post("work", "", files=[("b.xlsx", first, "x/y")])).id
+            )
+            await wait_version(bob, post, 1, first)
+            bob_port = bob.listen_port
+        # Bob, offline, makes a version; its record reaches Alice without him.
+        second = first[: 3 * BIG_CHUNK_SIZE] + os.urandom(100) + first[3 * BIG_CHUNK_SIZE + 100 :]
+        async with running(homes[1], listen=Address(host="127.0.0.1", port=bob_port or 0)) as bob:
+            bob.links.forget(bytes(alice.identity.public.verify_key))  # not yet linked
+            version = await update(bob, post, second)
+            envelope = (await bob.moments.row_of(alice_id(version))).envelope  # type: ignore[union-attr]
+        got = count_received(alice)
+        assert [m.id for m in await alice.replication.receive([envelope])]
+        async with running(homes[1], listen=Address(host="127.0.0.1", port=bob_port or 0)):
+            await wait_version(alice, post, 2, second)
+        assert len(got) == 2  # the one chunk that changed, and the index piece
