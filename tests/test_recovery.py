@@ -10,11 +10,14 @@ import contextlib
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pmoments.api import API_PREFIX
 from p2pmoments.core.recovery import (
     RecoveryError,
     RecoverySheet,
@@ -28,6 +31,9 @@ from p2pmoments.home import load_identity, recover_home
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
 from tests.multinode import LOOPBACK, befriend, eventually, make_home, read_feed, running, until
+from tests.test_api import AUTH, client
+
+__all__ = ["client"]  # the fixture, shared with tests/test_api.py
 
 
 def _sheet() -> RecoverySheet:
@@ -135,3 +141,22 @@ async def test_a_recovered_home_gets_friends_and_circles_back_and_revokes_the_lo
 
 async def _has(node: Node, wanted: set[str]) -> bool:
     return wanted <= set(await _texts(node))
+
+
+async def test_the_api_makes_the_sheet_once_and_refuses_bad_revocations(
+    client: TestClient[Any, Any],
+) -> None:
+    """Checked against spec/openapi.yaml (tests/test_api.py's client)."""
+    status = await (await client.get(f"{API_PREFIX}/recovery", headers=AUTH)).json()
+    assert (status["can_make"], status["set"], status["recovering"]) == (True, False, False)
+    made = await client.post(f"{API_PREFIX}/recovery", headers=AUTH, json={})
+    assert made.status == 201
+    sheet = await made.json()
+    assert decode_sheet(sheet["sheet"]) == decode_sheet(" ".join(sheet["lines"]))
+    again = await client.post(f"{API_PREFIX}/recovery", headers=AUTH, json={})
+    assert again.status == 400
+    status = await (await client.get(f"{API_PREFIX}/recovery", headers=AUTH)).json()
+    assert (status["set"], status["can_make"]) == (True, False)
+    for body in ({"devices": "laptop"}, {"devices": []}, {"devices": [1]}, {"other": True}, {}):
+        answer = await client.post(f"{API_PREFIX}/recovery/revoke", headers=AUTH, json=body)
+        assert answer.status == 400, body
