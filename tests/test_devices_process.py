@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from p2pmoments.core.recovery import decode_sheet
 from p2pmoments.paths import resolve_paths
 from tests.daemons import Daemon, cli, wait_for
 
@@ -143,10 +144,22 @@ def test_the_web_app_links_lists_and_revokes_a_device(
         page.on("dialog", lambda dialog: dialog.accept())
         row.get_by_role("button", name="Revoke").click()
         row.wait_for(state="detached")
+        names = [d["name"] for d in json.loads(cli(laptop, "devices", "--json").stdout)["devices"]]
+        assert names == ["first device"]
+        # Recovery: the sheet is made once, shown, and can be saved as a file.
+        card.get_by_role("button", name="Make a recovery sheet").click()
+        shown = card.locator("pre[data-sheet]")
+        shown.wait_for()
+        sheet = shown.get_attribute("data-sheet")
+        assert sheet is not None
+        assert decode_sheet(shown.inner_text()) == decode_sheet(sheet)
+        assert card.get_by_role("link", name="Save it as a file").is_visible()
+        page.reload()
+        card.locator("[data-recovery='set']").wait_for()  # shown once: never again
         assert page.errors == []
         browser.close()
     names = [d["name"] for d in json.loads(cli(laptop, "devices", "--json").stdout)["devices"]]
-    assert names == ["first device"]
+    assert names == ["first device", "recovery sheet"]  # the sheet's device, never linked
 
 
 @pytest.mark.timeout(300)
