@@ -159,6 +159,8 @@ class OurDevices:
         node = self._node
         if hello.person != hello.key:  # a device of a person: their roster must say so
             roster = node.persons.roster(hello.person)
+            if node.persons.contesting(hello.link_key) == (hello.person, hello.key):
+                return True, None  # revoked, but may win its race: rosters only (3.3)
             if roster is None or roster.link_key(hello.key) != hello.link_key:
                 return True, (CloseCode.WRONG_IDENTITY, "not a current device of that person")
         if hello.person == node.person:

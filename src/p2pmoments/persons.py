@@ -290,6 +290,16 @@ class Persons:
         await self.keep(self.me, [entry])
         return entry
 
+    def contesting(self, link_key: bytes) -> tuple[bytes, bytes] | None:
+        """(person, device) of a revoked device with this link key that may still win a
+        race of revocations (core.devices.Roster.contesting): its links carry rosters
+        only (it is a member of nothing), so that its own revocation can reach us."""
+        for person, roster in self._rosters.items():
+            for device, link in roster.contesting().items():
+                if link == link_key:
+                    return person, device
+        return None
+
     def is_revoked(self, device: bytes) -> bool:
         """Whether a roster we hold revokes this device key (a person's first key too)."""
         roster = self._rosters.get(self._owner.get(device) or device)
