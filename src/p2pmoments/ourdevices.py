@@ -52,6 +52,7 @@ from p2pmoments.core.self_sync import (
     decode_friends_message,
     decode_join_message,
     decode_keys_message,
+    decode_removals,
     encode_friends_message,
     encode_join_message,
     encode_keys_message,
@@ -531,7 +532,10 @@ class OurDevices:
 
     def send_friends(self, key: bytes) -> None:
         self._node.links.send(
-            key, encode_friends_message(self._node.friends.my_name, self._node.friends.shared())
+            key,
+            encode_friends_message(
+                self._node.friends.my_name, self._node.friends.shared(), self._node.friends.removed
+            ),
         )
 
     async def on_friends(self, key: bytes, body: dict[int, Any]) -> None:
@@ -540,10 +544,11 @@ class OurDevices:
             return
         try:
             name, friends = decode_friends_message(body)
+            removed = decode_removals(body)
         except RosterError as exc:
             self._node.links.drop_misbehaving(key, f"bad friends message: {exc}")
             return
-        await self._node.friends.from_our_device(name, friends)
+        await self._node.friends.from_our_device(name, friends, removed)
 
     def send_keys(self, key: bytes) -> None:
         keys = self._node.circles.keys_held()
