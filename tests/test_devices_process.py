@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from p2pmoments.core.recovery import decode_sheet
+from p2pmoments.paths import resolve_paths
 from tests.daemons import Daemon, cli, wait_for
 
 pytestmark = pytest.mark.process
@@ -142,7 +144,105 @@ def test_the_web_app_links_lists_and_revokes_a_device(
         page.on("dialog", lambda dialog: dialog.accept())
         row.get_by_role("button", name="Revoke").click()
         row.wait_for(state="detached")
+        names = [d["name"] for d in json.loads(cli(laptop, "devices", "--json").stdout)["devices"]]
+        assert names == ["first device"]
+        # Recovery: the sheet is made once, shown, and can be saved as a file.
+        card.get_by_role("button", name="Make a recovery sheet").click()
+        shown = card.locator("pre[data-sheet]")
+        shown.wait_for()
+        sheet = shown.get_attribute("data-sheet")
+        assert sheet is not None
+        assert decode_sheet(shown.inner_text()) == decode_sheet(sheet)
+        assert card.get_by_role("link", name="Save it as a file").is_visible()
+        page.reload()
+        card.locator("[data-recovery='set']").wait_for()  # shown once: never again
         assert page.errors == []
         browser.close()
     names = [d["name"] for d in json.loads(cli(laptop, "devices", "--json").stdout)["devices"]]
-    assert names == ["first device"]
+    assert names == ["first device", "recovery sheet"]  # the sheet's device, never linked
+
+
+@pytest.mark.timeout(300)
+def test_restoring_from_the_recovery_sheet_after_losing_laptop_and_desktop(
+    tmp_path: Path, daemons: list[Daemon]
+) -> None:
+    """Alice (laptop, her first device, and a desktop linked to it) makes her recovery
+    sheet; both machines are lost. On a new home, `recover` from the sheet's file:
+    Bob is her friend again, both circles are back with their moments, and `recover
+    --revoke-others` revokes the laptop and the desktop, whose links Bob then refuses."""
+    laptop, bob, desktop, new = (tmp_path / n for n in ("laptop", "bob", "desktop", "new"))
+    assert cli(laptop, "init", "--name", "Alice").returncode == 0
+    assert cli(bob, "init", "--name", "Bob").returncode == 0
+    running = {"laptop": start(daemons, laptop), "bob": start(daemons, bob)}
+    assert cli(bob, "pair", cli(laptop, "qr", "--link").stdout.strip()).returncode == 0
+    made = cli(laptop, "circle", "create", "family", "--member", "Bob", "--members-can-post")
+    assert made.returncode == 0, made.stderr
+    made = cli(bob, "circle", "create", "pub", "--member", "Alice", "--members-can-post")
+    assert made.returncode == 0, made.stderr
+    assert cli(laptop, "post", "--circle", "family", "from the laptop").returncode == 0
+    wait_for(lambda: "from the laptop" in feed(bob), timeout=30, what="Alice's post at Bob's")
+    wait_for(
+        lambda: cli(bob, "post", "--circle", "pub", "from Bob").returncode == 0,
+        timeout=30,
+        what="Bob's circle to be made",
+    )
+    link = re.search(r"P2PD:\S+", cli(laptop, "devices", "link").stdout)
+    assert link is not None
+    assert cli(desktop, "devices", "join", link.group(), "--name", "desktop").returncode == 0
+    running["desktop"] = start(daemons, desktop)
+    wait_for(lambda: "from Bob" in feed(desktop), timeout=60, what="the desktop to read")
+
+    sheet_file = tmp_path / "sheet.txt"
+    shown = cli(laptop, "recovery", "--save", str(sheet_file))
+    assert shown.returncode == 0, shown.stderr
+    assert "outranks all of them" in shown.stdout
+    assert oct(sheet_file.stat().st_mode & 0o777) == "0o600"
+    assert "already" in cli(laptop, "recovery").stdout  # made once
+    # Bob holds the roster naming the recovery sheet's device before the loss.
+    wait_for(
+        lambda: "recovery sheet" in cli(desktop, "devices").stdout,
+        timeout=30,
+        what="the roster to reach Alice's desktop",
+    )
+    for name in ("laptop", "desktop"):
+        assert running[name].stop() == 0
+
+    restored = cli(new, "recover", str(sheet_file), "--name", "Alice", "--device", "phone")
+    assert restored.returncode == 0, restored.stderr
+    start(daemons, new)
+    wait_for(
+        lambda: (
+            [f["name"] for f in json.loads(cli(new, "friends", "--json").stdout)["friends"]]
+            == ["Bob"]
+        ),
+        timeout=60,
+        what="Bob to be Alice's friend again",
+    )
+    wait_for(
+        lambda: {"from the laptop", "from Bob"} <= set(feed(new)),
+        timeout=60,
+        what="both circles' moments back",
+    )
+    circles = json.loads(cli(new, "circles", "--json").stdout)
+    assert sorted(c["name"] for c in circles) == ["family", "pub"]
+    progress = cli(new, "recover")
+    assert "Your other devices: desktop, first device" in progress.stdout
+
+    revoked = cli(new, "recover", "--revoke-others")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "'desktop', 'first device'" in revoked.stdout
+    names = [d["name"] for d in json.loads(cli(new, "devices", "--json").stdout)["devices"]]
+    assert names == ["phone"]
+    assert not resolve_paths(new).sheet_file.exists()  # R is on no device any more
+    assert cli(new, "post", "--circle", "pub", "from the phone").returncode == 0
+    wait_for(lambda: "from the phone" in feed(bob), timeout=60, what="the phone's post")
+    assert feed(bob)["from the phone"]["author"]["name"] == "Alice"
+    assert feed(bob)["from the laptop"]["author"]["name"] == "Alice"  # old posts stay hers
+
+    # The desktop, found again, posts: Bob refuses it; the phone does not take it.
+    start(daemons, desktop)
+    assert cli(desktop, "post", "--circle", "pub", "from the found desktop").returncode == 0
+    assert cli(new, "post", "--circle", "pub", "after it was found").returncode == 0
+    wait_for(lambda: "after it was found" in feed(bob), timeout=60, what="the phone's post")
+    assert "from the found desktop" not in feed(bob)
+    assert "from the found desktop" not in feed(new)

@@ -17,7 +17,14 @@ from typing import Any
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.circleops import CircleEdits
 from p2pmoments.core.circle_ops import Op
-from p2pmoments.core.crypto import CryptoError, LinkPublicKey, VerifyKey, open_sealed, seal
+from p2pmoments.core.crypto import (
+    CryptoError,
+    LinkPublicKey,
+    LinkSecretKey,
+    VerifyKey,
+    open_sealed,
+    seal,
+)
 from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
@@ -85,6 +92,9 @@ class Circles:
         self.edits: CircleEdits | None = None
         self.several_devices: Callable[[], bool] = lambda: False
         self.on_ops: Callable[[list[Op]], Awaitable[None]] = _nothing
+        # On a device recovered from a sheet: the person's link secret, which opens the
+        # epoch keys sealed to the person (spec/devices.md section 5.3).
+        self.person_link: LinkSecretKey | None = None
 
     async def load(self) -> None:
         """Read every manifest and every removal from the store."""
@@ -124,7 +134,7 @@ class Circles:
         our first, the key another device of ours gave it (spec/devices.md section 9)."""
         slot = (manifest.circle_id, manifest.epoch)
         if slot not in self._keys:
-            self._keys[slot] = epoch_key(manifest, self._identity)
+            self._keys[slot] = epoch_key(manifest, self._identity, self.person_link)
         return self._keys[slot]
 
     def keys_held(self) -> list[tuple[bytes, int, bytes]]:

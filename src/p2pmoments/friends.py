@@ -57,6 +57,7 @@ class Friends:
         self.my_name = ""
         # Whose a key is: a device of a person is that person (persons.Persons.person_of).
         self.person_of: Callable[[bytes], bytes] = lambda key: key
+        self.removed: dict[bytes, int] = {}  # friends the person removed, and when
 
     async def load(self) -> None:
         """Read friends and names from the store."""
@@ -65,6 +66,7 @@ class Friends:
         await self._reload()
 
     async def _reload(self) -> None:
+        self.removed = await self._store.run(Store.friend_removals)
         self._friends = {f.verify_key: f for f in await self._store.run(Store.friends)}
         self._by_link_key = {f.link_key: f for f in self._friends.values()}
 
@@ -148,7 +150,9 @@ class Friends:
     async def remove(self, ref: str) -> FriendRecord:
         """Forget a friend (their link is dropped)."""
         friend = self.resolve(ref)
-        await self._store.run(Store.remove_friend, friend.verify_key)
+        # The removal is kept, with when, for our other devices (spec/devices.md 9).
+        removed_at = max(int(time.time()), friend.since)
+        await self._store.run(Store.remove_friend, friend.verify_key, removed_at)
         await self._reload()
         self._on_change(None, friend.verify_key)
         self._events.publish("friend.removed", identity=identity_text(friend.verify_key))
@@ -175,6 +179,9 @@ class Friends:
         existing = self._friends.get(friend.verify_key)
         if existing is not None:
             friend = replace(friend, name=existing.name, since=existing.since)
+        if friend.verify_key in self.removed:  # paired again: after the removal
+            friend = replace(friend, since=max(friend.since, self.removed[friend.verify_key] + 1))
+            await self._store.run(Store.forget_removal, friend.verify_key)
         is_new = await self._store.run(Store.upsert_friend, friend)
         if existing is not None and existing.state is FriendState.BLOCKED:
             await self._store.run(Store.update_friend, friend.verify_key, state=FriendState.FRIEND)
@@ -197,16 +204,31 @@ class Friends:
             for f in self._friends.values()
         ]
 
-    async def from_our_device(self, my_name: str, friends: list[SharedFriend]) -> int:
+    async def from_our_device(
+        self, my_name: str, friends: list[SharedFriend], removed: dict[bytes, int] | None = None
+    ) -> int:
         """Another device of ours told us our name and friends: each is added, or takes
         the name and block it has there (the last device to tell wins); a friend whose
-        identity does not vouch for its link key is skipped. How many changed."""
+        identity does not vouch for its link key is skipped. A removal (friend -> when)
+        removes the friend here unless we befriended them after it; a friend befriended
+        before a removal we know is not added back (spec/devices.md section 9). How many
+        changed."""
         if my_name and my_name != self.my_name:
             await self._store.run(Store.set_name, my_name)
             self.my_name = my_name
         changed = []
+        for key, when in (removed or {}).items():
+            mine = self._friends.get(key)
+            if key == self._me or self.removed.get(key, -1) >= when:
+                continue
+            if mine is not None and mine.since > when:
+                continue  # befriended here after that removal
+            await self._store.run(Store.remove_friend, key, when)
+            if mine is not None:
+                changed.append(key)
+        await self._reload()
         for f in friends:
-            if f.identity == self._me:
+            if f.identity == self._me or self.removed.get(f.identity, -1) >= f.since:
                 continue
             try:
                 PublicIdentity(
@@ -241,7 +263,9 @@ class Friends:
         if changed:
             await self._reload()
             for key in changed:
-                self._on_change(self._friends[key], key)
+                self._on_change(self._friends.get(key), key)
+                if key not in self._friends:
+                    self._events.publish("friend.removed", identity=identity_text(key))
         return len(changed)
 
     async def seen(

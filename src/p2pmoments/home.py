@@ -18,6 +18,7 @@ from p2pmoments.core.identity import Identity, decode_key_file, encode_key_file
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
 from p2pmoments.core.pairing import PairingCode, decode_device_link, encode_device_link
 from p2pmoments.core.profile import check_display_name
+from p2pmoments.core.recovery import RecoverySheet, decode_sheet, encode_sheet, sheet_device
 from p2pmoments.files import write_file_atomically
 from p2pmoments.paths import Paths
 
@@ -32,6 +33,9 @@ __all__ = [
     "load_device",
     "load_identity",
     "load_or_create_token",
+    "load_sheet",
+    "recover_home",
+    "recovered",
 ]
 
 
@@ -52,8 +56,9 @@ def is_initialised(paths: Paths) -> bool:
     return paths.key_file.exists()
 
 
-def init_home(paths: Paths, name: str) -> Identity:
-    """Create identity, token, config and database; AlreadyInitialisedError if there is one.
+def init_home(paths: Paths, name: str, identity: Identity | None = None) -> Identity:
+    """Create identity (or keep `identity`), token, config and database;
+    AlreadyInitialisedError if there is one.
 
     The key file is written last: it marks a finished init, so an interrupted one
     can simply be run again.
@@ -69,7 +74,7 @@ def init_home(paths: Paths, name: str) -> Identity:
         )
     load_or_create_token(paths)
     store.initialise(paths.db_file, name)
-    identity = Identity.generate()
+    identity = identity or Identity.generate()
     try:
         write_file_atomically(paths.key_file, encode_key_file(identity), mode=0o600, replace=False)
     except FileExistsError:
@@ -85,6 +90,7 @@ class DeviceInfo:
     person: bytes
     join: str | None = None
     name: str = ""
+    recovering: bool = False  # made from a recovery sheet; the lost devices not revoked yet
 
 
 def join_home(paths: Paths, link: str, device_name: str) -> PairingCode:
@@ -114,6 +120,7 @@ def load_device(paths: Paths) -> DeviceInfo | None:
             person=decode_id(info["person"], IdKind.IDENTITY),
             join=info.get("join") or None,
             name=info.get("name", ""),
+            recovering=info.get("recovering") is True,
         )
     except FileNotFoundError:
         return None
@@ -127,6 +134,48 @@ def joined(paths: Paths) -> None:
     if info is not None and info.join is not None:
         data = {"person": encode_id(info.person, IdKind.IDENTITY), "name": info.name}
         write_file_atomically(paths.device_file, json.dumps(data).encode(), mode=0o600)
+
+
+def recover_home(paths: Paths, text: str, name: str, device_name: str) -> RecoverySheet:
+    """Make a new home the device of a recovery sheet (spec/devices.md section 5.3): its
+    keys are the sheet's own device's; the sheet is kept (0600) until the lost devices
+    are revoked, the person's link secret for good (it opens the epoch keys sealed to
+    the person). Returns the sheet, decoded."""
+    try:
+        sheet = decode_sheet(text)
+        device_name = check_display_name(device_name)
+    except DecodeError as exc:
+        raise P2PMomentsError(str(exc)) from None
+    init_home(paths, name, sheet_device(sheet.secret))
+    write_file_atomically(paths.sheet_file, encode_sheet(sheet).encode(), mode=0o600)
+    write_file_atomically(paths.person_link_file, sheet.person_link, mode=0o600)
+    info = {
+        "person": encode_id(sheet.person, IdKind.IDENTITY),
+        "name": device_name,
+        "recovering": True,
+    }
+    write_file_atomically(paths.device_file, json.dumps(info).encode(), mode=0o600)
+    return sheet
+
+
+def recovered(paths: Paths) -> None:
+    """The lost devices are revoked: the sheet leaves this device (its R must be on no
+    device, spec/devices.md section 5.2); device.json keeps whose device this is."""
+    info = load_device(paths)
+    if info is not None:
+        data = {"person": encode_id(info.person, IdKind.IDENTITY), "name": info.name}
+        write_file_atomically(paths.device_file, json.dumps(data).encode(), mode=0o600)
+    paths.sheet_file.unlink(missing_ok=True)
+
+
+def load_sheet(paths: Paths) -> RecoverySheet | None:
+    """The recovery sheet a recovering home keeps, if any."""
+    try:
+        return decode_sheet(paths.sheet_file.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        return None
+    except (ValueError, DecodeError) as exc:
+        raise P2PMomentsError(f"{paths.sheet_file} is damaged: {exc}") from None
 
 
 def load_identity(paths: Paths) -> Identity:

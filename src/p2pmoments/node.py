@@ -59,6 +59,7 @@ from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
 from p2pmoments.posting import Posting
 from p2pmoments.reach import Reach
+from p2pmoments.recovery import Recovery
 from p2pmoments.replication import Replication, known_removal, verify_manifest
 from p2pmoments.store import AsyncStore, FriendRecord, FriendState, PairingRecord, Store
 from p2pmoments.versions import FileVersions
@@ -110,6 +111,7 @@ class Node:
         )
         self.friends.person_of = self.persons.whose
         self.devices: OurDevices = OurDevices(self)
+        self.recovery = Recovery(self)
         self.links = Links(
             identity,
             self,
@@ -227,6 +229,7 @@ class Node:
                 stack.push_async_callback(server.wait_closed)
                 stack.callback(server.close)
             self._want_everyone(pending)
+            await self.recovery.start(device)
             self.devices.start(device)
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
@@ -366,7 +369,7 @@ class Node:
             self._want_co_members()
         elif friend.state is FriendState.BLOCKED:
             self.links.forget(key, "blocked")
-        else:
+        elif not self.persons.is_revoked(key):  # their first device, unless revoked
             address = (friend.host, friend.port) if friend.host and friend.port else None
             self.links.want(key, friend.link_key, address=address, onion=self.reach.onion_of(key))
         self.reach.refresh_clients()
@@ -412,13 +415,15 @@ class Node:
 
     async def admit(self, link_key: bytes, pairing_psk: bytes | None) -> Admission:
         """Whether to answer an initiator (core.admission decides)."""
-        if pairing_psk is not None and pairing_psk in self.devices.psks():
-            return Admission(verdict=Verdict.ACCEPT)  # a new device of ours, with our link
+        if self.recovery.recovering or (pairing_psk and pairing_psk in self.devices.psks()):
+            return Admission(verdict=Verdict.ACCEPT)  # a new device of ours; or we recover
         friend = self.friends.by_link_key(link_key)
+        co_members = self.circles.co_members()
+        if self.devices.revoked_first(link_key, friend, co_members):
+            return Admission(verdict=Verdict.REFUSE, reason="revoked by its person")
         device = self.persons.by_link_key(link_key)  # (person, device) of a current device
         if friend is None and device is not None:
             friend = self.friends.get(device[0])
-        co_members = self.circles.co_members()
         ours = device is not None and device[0] == self.person and device[1] != self.me
         claim, token = (None, None)
         if pairing_psk is not None:
@@ -450,18 +455,10 @@ class Node:
                 return CloseCode.NOT_ACCEPTED, "pair with a person's first device for now"
             await self._paired(hello)
             return None
+        decided, refusal = self.devices.check_hello(hello)  # spec/devices.md sections 5, 8
+        if decided:
+            return refusal
         person = hello.person
-        if person != hello.key:  # a device of a person: their roster must say so
-            roster = self.persons.roster(person)
-            if roster is None or roster.link_key(hello.key) != hello.link_key:
-                return CloseCode.WRONG_IDENTITY, "not a current device of that person"
-        if person == self.person:
-            return None if hello.key != self.me else (CloseCode.WRONG_IDENTITY, "ourselves")
-        if self.person != self.me and not hello.knows_devices:
-            return CloseCode.UPGRADE_REQUIRED, (
-                f"{self.friends.my_name} uses several devices: update p2pmoments to keep "
-                "receiving from them"
-            )
         friend = self.friends.get(person)
         co_members = self.circles.co_members()
         if person != hello.key:  # the roster vouched for the device's link key

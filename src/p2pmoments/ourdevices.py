@@ -44,6 +44,7 @@ from p2pmoments.core.pairing import (
 )
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.profile import check_display_name
+from p2pmoments.core.recovery import T_FRIENDSHIP
 from p2pmoments.core.self_sync import (
     T_FRIENDS,
     T_JOIN,
@@ -51,6 +52,7 @@ from p2pmoments.core.self_sync import (
     decode_friends_message,
     decode_join_message,
     decode_keys_message,
+    decode_removals,
     encode_friends_message,
     encode_join_message,
     encode_keys_message,
@@ -62,8 +64,9 @@ from p2pmoments.home import DeviceInfo, joined
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
+from p2pmoments.recovery import Recovery
 from p2pmoments.replication import Replication
-from p2pmoments.store import AsyncStore, FriendState, Store
+from p2pmoments.store import AsyncStore, FriendRecord, FriendState, Store
 
 __all__ = ["DEVICE_LINK_TTL", "DEVICE_MESSAGES", "JOIN_ID", "OurDevices"]
 
@@ -72,7 +75,7 @@ log = logging.getLogger(__name__)
 JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
 DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
 MAX_DEVICE_CODES = 4
-DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS})  # what we handle
+DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS, T_FRIENDSHIP})
 
 
 class Parts(Protocol):
@@ -83,6 +86,7 @@ class Parts(Protocol):
     identity: Identity
     paths: Paths
     persons: Persons
+    recovery: Recovery
     circle_edits: CircleEdits
     store: AsyncStore
     friends: Friends
@@ -109,6 +113,7 @@ class OurDevices:
         self._joining: dict[bytes, bytes] = {}
         self._join: DeviceInfo | None = None
         self._revoked: set[bytes] = set()  # revoked devices we have acted on
+        self._ours_now = False  # whether this device is a current device of its person
 
     async def on_message(self, key: bytes, body: dict[int, Any]) -> None:
         """One of DEVICE_MESSAGES from a linked peer."""
@@ -123,6 +128,8 @@ class OurDevices:
             await self.on_join(key, body)
         elif kind == T_OPS:
             await self.on_ops(key, body)
+        elif kind == T_FRIENDSHIP:
+            await self._node.recovery.on_friendship(key, body)
 
     @property
     def targets(self) -> set[bytes]:
@@ -146,6 +153,42 @@ class OurDevices:
             return True, None
         return False, None
 
+    def check_hello(self, hello: Hello) -> tuple[bool, tuple[CloseCode, str] | None]:
+        """The device rules of a hello (spec/devices.md sections 5.3, 8): whether they
+        decide (then None to keep the link, or why to close it), else the friend and
+        co-member rules do."""
+        node = self._node
+        if hello.person != hello.key:  # a device of a person: their roster must say so
+            roster = node.persons.roster(hello.person)
+            if node.persons.contesting(hello.link_key) == (hello.person, hello.key):
+                return True, None  # revoked, but may win its race: rosters only (3.3)
+            if roster is None or roster.link_key(hello.key) != hello.link_key:
+                return True, (CloseCode.WRONG_IDENTITY, "not a current device of that person")
+        if hello.person == node.person:
+            return True, None if hello.key != node.me else (CloseCode.WRONG_IDENTITY, "ourselves")
+        if node.recovery.recovering:  # anyone who knew where to find us (section 5.3)
+            node.recovery.established(hello)
+            return True, None
+        if node.persons.is_revoked(hello.key):
+            return True, (CloseCode.NOT_ACCEPTED, "this device was revoked by its person")
+        if node.person != node.me and not hello.knows_devices:
+            return True, (
+                CloseCode.UPGRADE_REQUIRED,
+                f"{node.friends.my_name} uses several devices: update p2pmoments to keep "
+                "receiving from them",
+            )
+        return False, None
+
+    def revoked_first(
+        self, link_key: bytes, friend: FriendRecord | None, co_members: dict[bytes, bytes]
+    ) -> bool:
+        """Whether this link key is a friend's or co-member's first device (their
+        identity key), which their roster revokes: silence (spec/devices.md section 3)."""
+        key = friend.verify_key if friend is not None else None
+        if key is None:
+            key = next((k for k, v in co_members.items() if v == link_key), None)
+        return key is not None and self._node.persons.is_revoked(key)
+
     def linked(self, key: bytes) -> None:
         """A link is up: the rosters it should hold; if it is a device of ours, what we
         know that it may lack; if we are joining, our request."""
@@ -159,11 +202,14 @@ class OurDevices:
             self.send_friends(key)  # another device of ours: our friends, the keys it lacks,
             self.send_keys(key)  # the edits of circles we own
             self._send_all_ops(key)
+        else:
+            node.recovery.greet(key)  # a friend with several devices may be recovering
 
     def start(self, join: DeviceInfo | None) -> None:
         """At start-up: dial our first device if this one is still joining."""
         self._join = join if join is not None and join.join else None
         self._revoked = self._node.persons.revoked()
+        self._ours_now = self._node.persons.person_of(self._node.me) == self._node.person
         self._dial_join()
 
     def roster_changed(self, person: bytes) -> None:
@@ -179,6 +225,10 @@ class OurDevices:
         changed = [
             k for k in self._node.links.linked() if self._node.persons.person_of(k) == person
         ]
+        ours = self._node.persons.person_of(self._node.me) == self._node.person
+        if person == self._node.person and ours != self._ours_now:
+            self._ours_now = ours  # this device became (or stopped being) its person's:
+            changed = self._node.links.linked()  # every link replicates as that person
         self._node.spawn(self._relink(changed), "relink")
         if person == self._node.person and self._join is not None:
             roster = self._node.persons.roster(person)
@@ -293,7 +343,11 @@ class OurDevices:
             members = {bytes(m.verify_key) for m in manifest.members}
             if person == self._node.person or person in members:
                 shared |= members
-        whose = [p for p in self._node.persons.persons() if p == self._node.person or p in shared]
+        whose = [
+            p
+            for p in self._node.persons.persons()
+            if p in (self._node.person, person) or p in shared
+        ]
         return [p for p in whose if self._node.persons.entries_of(p)]
 
     async def on_roster(self, key: bytes, body: dict[int, Any]) -> None:
@@ -478,7 +532,10 @@ class OurDevices:
 
     def send_friends(self, key: bytes) -> None:
         self._node.links.send(
-            key, encode_friends_message(self._node.friends.my_name, self._node.friends.shared())
+            key,
+            encode_friends_message(
+                self._node.friends.my_name, self._node.friends.shared(), self._node.friends.removed
+            ),
         )
 
     async def on_friends(self, key: bytes, body: dict[int, Any]) -> None:
@@ -487,10 +544,11 @@ class OurDevices:
             return
         try:
             name, friends = decode_friends_message(body)
+            removed = decode_removals(body)
         except RosterError as exc:
             self._node.links.drop_misbehaving(key, f"bad friends message: {exc}")
             return
-        await self._node.friends.from_our_device(name, friends)
+        await self._node.friends.from_our_device(name, friends, removed)
 
     def send_keys(self, key: bytes) -> None:
         keys = self._node.circles.keys_held()

@@ -68,6 +68,17 @@ class Paths:
         return self.data_dir / "device.json"
 
     @property
+    def sheet_file(self) -> Path:
+        """On a home being recovered: the recovery sheet, until the lost devices are
+        revoked (mode 0600; spec/devices.md section 5.3)."""
+        return self.data_dir / "recovery.sheet"
+
+    @property
+    def person_link_file(self) -> Path:
+        """On a home recovered from a sheet: the person's link secret (mode 0600)."""
+        return self.data_dir / "person-link.key"
+
+    @property
     def daemon_file(self) -> Path:
         """Written by a running daemon: its pid and addresses, for clients to find it."""
         return self.data_dir / "daemon.json"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
+from p2pmoments.core.crypto import SigningKey
 from p2pmoments.core.device_entries import (
     MAX_CUTOFFS,
     Entry,
@@ -29,11 +30,12 @@ from p2pmoments.core.identity import Identity
 from p2pmoments.events import EventBus
 from p2pmoments.store import AsyncStore, Store
 
-__all__ = ["MAX_ROSTER_MESSAGE", "Persons"]
+__all__ = ["MAX_ROSTER_MESSAGE", "SHEET_DEVICE_NAME", "Persons"]
 
 log = logging.getLogger(__name__)
 
 MAX_ROSTER_MESSAGE = 1024  # entries in one roster message (a roster's own bound)
+SHEET_DEVICE_NAME = "recovery sheet"  # the sheet's own device, until a machine becomes it
 MAX_ROSTERS = 1024  # persons whose rosters we keep: friends and co-members, bounded
 
 
@@ -211,6 +213,97 @@ class Persons:
                 f"a person has at most {MAX_DEVICES} devices: revoke one to link another"
             )
         return made
+
+    async def set_recovery(
+        self, signer: Identity, *, recovery: tuple[bytes, bytes], sheet: Identity, now: int
+    ) -> list[Entry]:
+        """Set up recovery (spec/devices.md section 5.2), signed by this device: the
+        roster's genesis if there is none, set-recovery with R's two public keys, and
+        the add-device of the sheet's own device. Returns the new entries."""
+        roster = self._rosters.get(self.me)
+        if roster is not None and roster.recovery is not None:
+            raise P2PMomentsError("you already have a recovery sheet: keep the one you made")
+        sheet_key = bytes(sheet.public.verify_key)
+        sheet_link = bytes(sheet.public.link_key)
+        made = []
+        if roster is None:
+            made = await self.add_device(
+                signer,
+                device=sheet_key,
+                link=sheet_link,
+                name=SHEET_DEVICE_NAME,
+                consent=sheet.signing_key.sign(consent_message(self.me, sheet_key, sheet_link)),
+                now=now,
+            )
+            roster = self._rosters[self.me]
+            parents = roster.heads()
+        else:
+            parents = roster.heads()
+        entries = [
+            sign_entry(
+                signer.signing_key,
+                person=self.me,
+                parents=parents,
+                kind=EntryKind.SET_RECOVERY,
+                time=now,
+                key=recovery[0],
+                recovery_link=recovery[1],
+            )
+        ]
+        if not made:
+            entries.append(
+                sign_entry(
+                    signer.signing_key,
+                    person=self.me,
+                    parents=[entries[0].id],
+                    kind=EntryKind.ADD,
+                    time=now,
+                    device=sheet_key,
+                    link=sheet_link,
+                    name=SHEET_DEVICE_NAME,
+                    consent=sheet.signing_key.sign(consent_message(self.me, sheet_key, sheet_link)),
+                )
+            )
+        await self.keep(self.me, entries)
+        if self._rosters[self.me].recovery != recovery[0]:
+            raise P2PMomentsError("the recovery key was not taken (another was set first)")
+        return made + entries
+
+    async def revoke_by_recovery(
+        self, recovery: SigningKey, *, device: bytes, cutoffs: Sequence[tuple[bytes, int]], now: int
+    ) -> Entry:
+        """Revoke one of our devices with the recovery key R, which outranks every device
+        (spec/devices.md sections 3.3, 5.3): the person's first device too."""
+        roster = self._rosters.get(self.me)
+        if roster is None or roster.recovery != bytes(recovery.verify_key):
+            raise P2PMomentsError("this recovery sheet is not the one your roster names")
+        cut = sorted({scope_tag(device, scope): seq for scope, seq in cutoffs}.items())
+        entry = sign_entry(
+            recovery,
+            person=self.me,
+            parents=roster.heads(),
+            kind=EntryKind.REVOKE,
+            time=now,
+            device=device,
+            cutoffs=cut[:MAX_CUTOFFS],
+        )
+        await self.keep(self.me, [entry])
+        return entry
+
+    def contesting(self, link_key: bytes) -> tuple[bytes, bytes] | None:
+        """(person, device) of a revoked device with this link key that may still win a
+        race of revocations (core.devices.Roster.contesting): its links carry rosters
+        only (it is a member of nothing), so that its own revocation can reach us."""
+        for person, roster in self._rosters.items():
+            for device, link in roster.contesting().items():
+                if link == link_key:
+                    return person, device
+        return None
+
+    def is_revoked(self, device: bytes) -> bool:
+        """Whether a roster we hold revokes this device key (a person's first key too)."""
+        roster = self._rosters.get(self._owner.get(device) or device)
+        return roster is not None and any(d == device for d, _ in roster.snapshot().revoked)
 
     async def change_device(
         self,

@@ -8,7 +8,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import qr
-from p2pmoments.api.base import API_PREFIX, NODE, fields, json_body, node_errors
+from p2pmoments.api.base import API_PREFIX, NODE, ApiError, fields, json_body, node_errors
 from p2pmoments.friends import identity_text
 
 __all__ = ["routes"]
@@ -57,3 +57,35 @@ async def revoke_device(request: web.Request) -> web.Response:
     with node_errors():
         name = await node.devices.revoke(request.match_info["ref"])
     return web.json_response({"revoked": name, "devices": node.devices.devices()})
+
+
+@routes.get(f"{API_PREFIX}/recovery")
+async def recovery_status(request: web.Request) -> web.Response:
+    """Whether the person has a recovery sheet; on a recovered device, how far it is."""
+    return web.json_response(request.app[NODE].recovery.status())
+
+
+@routes.post(f"{API_PREFIX}/recovery")
+async def make_recovery_sheet(request: web.Request) -> web.Response:
+    """Make the person's recovery sheet (once; spec/devices.md section 5.2)."""
+    if request.can_read_body:
+        fields(await json_body(request), {}, ())
+    with node_errors():
+        sheet = await request.app[NODE].recovery.make_sheet()
+    return web.json_response(sheet, status=201)
+
+
+@routes.post(f"{API_PREFIX}/recovery/revoke")
+async def revoke_lost_devices(request: web.Request) -> web.Response:
+    """On a device recovered from a sheet: revoke the lost devices with the recovery key
+    (those named, or every other one), which ends the recovery."""
+    body = {}
+    if request.can_read_body:
+        body = fields(await json_body(request), {"devices": list}, ())
+    devices = body.get("devices")
+    if devices is not None and (len(devices) > 16 or not devices):
+        raise ApiError(400, "bad_request", "devices names 1 to 16 devices")
+    node = request.app[NODE]
+    with node_errors():
+        revoked = await node.recovery.revoke(devices)
+    return web.json_response({"revoked": revoked, "devices": node.devices.devices()})

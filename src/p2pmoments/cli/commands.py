@@ -47,6 +47,7 @@ from p2pmoments.cli.moments import (
     cmd_react,
     cmd_retract,
 )
+from p2pmoments.cli.recovery import RECOVERY_COMMANDS
 from p2pmoments.cli.setup import (
     cmd_events,
     cmd_init,
@@ -210,6 +211,7 @@ COMMANDS: tuple[Cmd, ...] = (
             ),
         ),
     ),
+    *RECOVERY_COMMANDS,
     Cmd(
         name="pair",
         run=cmd_pair,

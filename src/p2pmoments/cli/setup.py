@@ -67,7 +67,9 @@ def cmd_init(args: argparse.Namespace, paths: Paths) -> int:
         f"created identity {identity.public.text}\n"
         f"  config: {paths.config_file}\n"
         f"  data:   {paths.data_dir}\n"
-        f"start the daemon with: p2pmoments{_home_flag(paths)} run"
+        f"start the daemon with: p2pmoments{_home_flag(paths)} run\n"
+        f"then make your recovery sheet, which gives you back if you lose every device: "
+        f"p2pmoments{_home_flag(paths)} recovery --save FILE"
     )
     return EXIT_OK
 

@@ -306,6 +306,18 @@ class Roster:
         add = self._state.adds.get(device)
         return add.link if add is not None and self.is_current(device) else None
 
+    def contesting(self) -> dict[bytes, bytes]:
+        """Revoked devices that may still win their race (§3.3): every applied revocation
+        of them is signed by a device they outrank, so a revocation of their own, made
+        concurrently, may void it. Their rosters must still be heard: device -> link key."""
+        state = self._state
+        out = {}
+        for device, revocations in state.revokes.items():
+            rank = self._rank(state, device)
+            if all(self._rank(state, r.signer) > rank for r in revocations):
+                out[device] = state.adds[device].link
+        return out
+
     @property
     def recovery(self) -> bytes | None:
         """R's Ed25519 key, if set."""

@@ -15,6 +15,7 @@ from p2pmoments.core.crypto import (
     BadSignatureError,
     CryptoError,
     LinkPublicKey,
+    LinkSecretKey,
     VerifyKey,
     open_sealed,
     random_bytes,
@@ -213,13 +214,20 @@ def decode_manifest(data: bytes) -> Manifest:
     return manifest
 
 
-def epoch_key(manifest: Manifest, identity: Identity) -> bytes:
-    """Our copy of the epoch key; RejectedError if we are not a member of this epoch."""
+def epoch_key(
+    manifest: Manifest, identity: Identity, person_link: LinkSecretKey | None = None
+) -> bytes:
+    """Our copy of the epoch key; RejectedError if we are not a member of this epoch.
+    With `person_link` (a device recovered from a sheet, spec/devices.md section 5.3):
+    the copy sealed to the member whose link key that is, our person."""
     me = identity.public.verify_key
     for member, sealed in zip(manifest.members, manifest.sealed_keys, strict=True):
-        if member.verify_key == me:
+        secret = identity.link_secret if member.verify_key == me else None
+        if person_link is not None and bytes(member.link_key) == bytes(person_link.public_key):
+            secret = person_link
+        if secret is not None:
             try:
-                key = open_sealed(identity.link_secret, sealed)
+                key = open_sealed(secret, sealed)
             except CryptoError:
                 break
             if len(key) == KEY_LEN:

@@ -67,9 +67,12 @@ class SharedFriend:
     since: int
 
 
-def encode_friends_message(my_name: str, friends: list[SharedFriend]) -> dict[int, Any]:
-    """The person's name and friends, for another of their devices."""
-    return {
+def encode_friends_message(
+    my_name: str, friends: list[SharedFriend], removed: dict[bytes, int] | None = None
+) -> dict[int, Any]:
+    """The person's name and friends, for another of their devices; and the friends
+    the person removed, with when (key 3, only if any)."""
+    body: dict[int, Any] = {
         0: T_FRIENDS,
         1: my_name,
         2: [
@@ -77,6 +80,23 @@ def encode_friends_message(my_name: str, friends: list[SharedFriend]) -> dict[in
             for f in friends
         ],
     }
+    if removed:
+        body[3] = [[k, t] for k, t in sorted(removed.items())][:MAX_FRIENDS]
+    return body
+
+
+def decode_removals(body: dict[int, Any]) -> dict[bytes, int]:
+    """Key 3 of a friends message: identity -> when the person removed that friend;
+    RosterError if it is malformed."""
+    items = body.get(3, [])
+    if type(items) is not list or len(items) > MAX_FRIENDS:
+        raise RosterError("malformed friend removals")
+    out = {}
+    for item in items:
+        if type(item) is not list or len(item) != 2:
+            raise RosterError("malformed friend removal")
+        out[bytes32(item[0], "identity")] = uint_field(item[1], "time")
+    return out
 
 
 def _name(value: object) -> str:
@@ -90,7 +110,9 @@ def _name(value: object) -> str:
 
 def decode_friends_message(body: dict[int, Any]) -> tuple[str, list[SharedFriend]]:
     """(our name, our friends) of a friends message; RosterError if it is malformed."""
-    if set(body) != {0, 1, 2} or body[0] != T_FRIENDS or type(body[2]) is not list:
+    if not {0, 1, 2} <= set(body) <= {0, 1, 2, 3} or body[0] != T_FRIENDS:
+        raise RosterError("malformed friends message")
+    if type(body[2]) is not list:
         raise RosterError("malformed friends message")
     if len(body[2]) > MAX_FRIENDS:
         raise RosterError("too many friends in one message")

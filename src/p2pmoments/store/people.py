@@ -93,11 +93,29 @@ class PeopleTables(Database):
             )
         return cursor.rowcount == 1
 
-    def remove_friend(self, verify_key: bytes) -> bool:
-        """Forget a friend; False if there was none."""
+    def remove_friend(self, verify_key: bytes, removed_at: int | None = None) -> bool:
+        """Forget a friend; with `removed_at`, remember when (the person's other devices
+        learn of it, spec/devices.md section 9). False if there was none."""
         with self._transaction() as conn:
             cursor = conn.execute("DELETE FROM friends WHERE verify_key = ?", (verify_key,))
+            if removed_at is not None:
+                conn.execute(
+                    "INSERT INTO friend_removals (verify_key, removed_at) VALUES (?, ?) "
+                    "ON CONFLICT (verify_key) DO UPDATE SET "
+                    "removed_at = max(removed_at, excluded.removed_at)",
+                    (verify_key, removed_at),
+                )
         return cursor.rowcount == 1
+
+    def friend_removals(self) -> dict[bytes, int]:
+        """Friends the person removed, and when (newest removal each)."""
+        rows = self._conn.execute("SELECT verify_key, removed_at FROM friend_removals")
+        return {bytes(k): int(t) for k, t in rows}
+
+    def forget_removal(self, verify_key: bytes) -> None:
+        """A removed friend is a friend again (paired since)."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM friend_removals WHERE verify_key = ?", (verify_key,))
 
     # --- what people we linked with call themselves -----------------------------------
 

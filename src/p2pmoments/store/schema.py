@@ -183,5 +183,13 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 1 FROM moments n WHERE n.circle_id = m.circle_id AND n.kind = 1
             AND (n.created, n.place, n.seq) > (m.created, m.place, m.seq));
     """,
+    # 9: friends the person removed (spec/devices.md section 9): the removal is told to
+    # the person's other devices, which remove that friend too unless paired again since.
+    """
+    CREATE TABLE friend_removals (
+        verify_key BLOB PRIMARY KEY CHECK (length(verify_key) = 32),
+        removed_at INTEGER NOT NULL
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,5 +1,7 @@
 // Me → Devices: your devices (spec/devices.md), linking a new one by a QR code or its
-// link, renaming and revoking one. Every device runs its own daemon with keys of its own.
+// link, renaming and revoking one; the recovery sheet (section 5): made once, or on a
+// device recovered from one, revoking the lost devices. Every device runs its own daemon
+// with keys of its own.
 
 import * as api from './api.js';
 import { append, clear, errorText, h, toast } from './dom.js';
@@ -10,11 +12,69 @@ export function devicesCard() {
   const list = h('ul', { class: 'rows', 'aria-label': 'Your devices' });
   const linking = h('div', { class: 'device-link' });
   const error = h('p', { class: 'form-error', role: 'alert' });
+  const recovery = h('div', { class: 'recovery', 'aria-labelledby': 'recovery-title' });
   let picture = null;
+  let sheetFile = null;
 
   function forgetPicture() {
     if (picture) URL.revokeObjectURL(picture);
-    picture = null;
+    if (sheetFile) URL.revokeObjectURL(sheetFile);
+    picture = sheetFile = null;
+  }
+
+  async function drawRecovery() {
+    let status;
+    try {
+      status = await api.get('/recovery');
+    } catch (failure) {
+      clear(recovery, h('p', {}, errorText(failure)));
+      return;
+    }
+    if (recovery.dataset.sheet) return; // the sheet is on screen: leave it until reload
+    const title = h('h3', { id: 'recovery-title' }, 'Recovery');
+    if (status.recovering) {
+      clear(recovery, title,
+        h('p', {}, `This device was made from your recovery sheet. Back so far: ${status.friends} friend(s), ${status.circles} circle(s); they come back as your friends’ devices connect.`),
+        h('p', { class: 'muted' }, `Once everything is back, revoke the devices you lost (${status.devices.join(', ') || 'none known yet'}).`),
+        h('button', { type: 'button', class: 'button danger', onclick: revokeLost }, 'Revoke my other devices'));
+    } else if (status.can_make) {
+      clear(recovery, title,
+        h('p', {}, 'If you lose every device, a recovery sheet gives you back your friends and circles on a new machine. Make it once, and keep it on paper or a USB stick.'),
+        h('button', { type: 'button', class: 'button', onclick: makeSheet }, 'Make a recovery sheet'));
+    } else if (status.set) {
+      clear(recovery, title, h('p', { class: 'muted', dataset: { recovery: 'set' } }, 'You have a recovery sheet. Keep it safe: it is shown only when it is made.'));
+    } else {
+      clear(recovery, title, h('p', { class: 'muted' }, 'Make your recovery sheet on your first device.'));
+    }
+  }
+
+  async function makeSheet() {
+    error.textContent = '';
+    try {
+      const answer = await api.post('/recovery');
+      forgetPicture();
+      sheetFile = URL.createObjectURL(new Blob([answer.sheet + '\n'], { type: 'text/plain' }));
+      recovery.dataset.sheet = 'shown';
+      clear(recovery, h('h3', { id: 'recovery-title' }, 'Your recovery sheet'),
+        h('pre', { class: 'sheet', dataset: { sheet: answer.sheet } }, answer.lines.join('\n')),
+        h('p', {}, h('a', { href: sheetFile, download: 'p2pmoments-recovery-sheet.txt', class: 'button' }, 'Save it as a file')),
+        h('p', {}, 'Write it down or save it now: it is shown this once and kept on no device. Whoever holds it can be you, so keep it where you keep a passport.'),
+        h('p', { class: 'muted' }, 'On a new machine: p2pmoments --home DIR recover FILE, then p2pmoments --home DIR run.'));
+    } catch (failure) {
+      error.textContent = errorText(failure);
+    }
+  }
+
+  async function revokeLost() {
+    if (!window.confirm('Revoke every other device of yours? They receive nothing new, and nothing they sign from now on counts as yours.')) return;
+    error.textContent = '';
+    try {
+      const answer = await api.post('/recovery/revoke');
+      toast(answer.revoked.length ? `Revoked: ${answer.revoked.join(', ')}.` : 'Nothing to revoke.');
+      await draw();
+    } catch (failure) {
+      error.textContent = errorText(failure);
+    }
   }
 
   async function draw() {
@@ -24,6 +84,7 @@ export function devicesCard() {
     } catch (failure) {
       clear(list, h('li', {}, errorText(failure)));
     }
+    await drawRecovery();
   }
 
   function row(device) {
@@ -88,6 +149,7 @@ export function devicesCard() {
     list,
     h('button', { type: 'button', class: 'button', onclick: showLink }, 'Link a device'),
     linking,
+    recovery,
     error);
   draw();
   const offs = [
