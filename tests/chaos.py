@@ -211,7 +211,6 @@ class Soak:
             return
         status, body = send()
         ok = self.answered(node, kind, status, body)
-        self.record(kind, ok, node=node.name, circle=circle.name, status=status)
         if ok:
             moment = Sent(
                 id=key(body) if key else body["id"],
@@ -223,6 +222,15 @@ class Soak:
                 **sent,
             )
             self.sent[moment.id] = moment
+        self.record(
+            kind,
+            ok,
+            node=node.name,
+            circle=circle.name,
+            status=status,
+            id=moment.id if ok else None,
+            epochs=[lo, self.circles[circle.id].epoch],
+        )
 
     def op_post(self, up: list[Node], down: list[Node]) -> None:
         chosen = self._poster(up)
@@ -572,12 +580,24 @@ class Soak:
 
     def converge(self, timeout: float) -> list[str]:
         """Wait until nothing is missing; return what is wrong (or still missing)."""
-        start = time.monotonic()
+        start = last_said = time.monotonic()
         missing, wrong = self.problems()
         while missing and not wrong and time.monotonic() - start < timeout:
             time.sleep(2)  # polling the daemons' APIs; each round reads every feed
             missing, wrong = self.problems()
+            if time.monotonic() - last_said > 30:
+                last_said = time.monotonic()
+                print(
+                    f"soak: {time.monotonic() - start:.0f} s after the heal, "
+                    f"{len(missing)} missing, e.g. {missing[:3]}",
+                    flush=True,
+                )
         self.figures.converge_seconds = time.monotonic() - start
+        if missing:
+            for node in self.nodes:
+                status, peers = node.api("GET", "/peers")
+                names = sorted(p["name"] for p in peers["peers"]) if status == 200 else status
+                print(f"soak: {node.name} linked to {names}", flush=True)
         return wrong + missing
 
     def check_bytes(self) -> list[str]:

@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.root,
     pytest.mark.process,
     pytest.mark.soak,
-    pytest.mark.timeout(SECONDS + 900),
+    pytest.mark.timeout(SECONDS * 1.5 + 1800),  # setup, chaos, convergence, checks
 ]
 
 
