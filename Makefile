@@ -7,13 +7,18 @@ ARGS   ?=
 # Your display name on first run, e.g. make run NAME=Alice (otherwise you are asked)
 NAME   ?=
 
-.PHONY: run test lint typecheck bench clean help
+# `make soak`: how long the chaos lasts (seconds), and a seed to replay a schedule
+SOAK_SECONDS ?= 1800
+SOAK_SEED    ?=
+
+.PHONY: run test lint typecheck bench soak clean help
 
 help:
 	@echo "make run    create .venv, install, create an identity if none (NAME=Alice), start the daemon"
 	@echo "make test   create .venv with the test extras, run lint and the whole suite"
 	@echo "make lint   ruff and mypy --strict"
 	@echo "make bench  benchmarks, each beside a baseline from the same run"
+	@echo "make soak   the chaos soak, 5 daemons on a namespaced LAN, as root (SOAK_SECONDS=1800, SOAK_SEED=)"
 	@echo "make clean  remove .venv and caches"
 
 $(BIN)/python:
@@ -52,6 +57,9 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 	$(BIN)/python benchmarks/versions.py --json bench-results/versions.json
+
+soak: $(VENV)/.installed-test
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m pytest -s -m soak tests/test_chaos_soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -58,6 +58,7 @@ class Daemon:
         tor: bool = False,
         prefix: list[str] | None = None,
         module: str = "p2pmoments",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.home = home
         self.log = home.parent / f"{home.name}-daemon-{time.monotonic_ns()}.log"
@@ -80,6 +81,7 @@ class Daemon:
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            env=env,
         )
         self.info: dict[str, Any] = {}
 

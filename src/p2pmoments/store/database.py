@@ -74,12 +74,28 @@ class Database:
                 f"the database is at schema version {version}, newer than this p2pmoments "
                 f"understands ({newest}); upgrade p2pmoments"
             )
+        if version == 2 and self._has_column("circles", "removed_epoch"):
+            version = self._renumbered_2()
         for target in range(version + 1, newest + 1):
             with self._transaction() as conn:
                 for statement in schema.MIGRATIONS[target - 1].split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={target}")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self._conn.execute(f"PRAGMA table_info({table})"))
+
+    def _renumbered_2(self) -> int:
+        """A version 2 of main before a merge renumbered it (spec/store.md section 2): the
+        removal notices (today's 3) without the people table (today's 2). Adds the latter
+        and records version 3, which is what the database then is."""
+        with self._transaction() as conn:
+            for statement in schema.MIGRATIONS[1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("PRAGMA user_version=3")
+        return 3
 
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
