@@ -295,8 +295,13 @@ class Replicator:
     def link_down(self, peer: bytes) -> list[Action]:
         """A link went: chunks asked of the peer are asked of someone else."""
         self._peers.pop(peer, None)
-        self._vectors.link_down(peer)
-        return list(self._chunks.link_down(peer))
+        asks = self._vectors.link_down(peer)
+        return [*self._chunks.link_down(peer), *self._expand(asks)]
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed (the shell calls this every second or so): what we asked of a
+        peer that has not answered in ASK_PATIENCE seconds, we ask of another."""
+        return self._expand(self._vectors.tick(now))
 
     # --- messages --------------------------------------------------------------------
 
@@ -307,7 +312,7 @@ class Replicator:
         if isinstance(message, Manifests):
             return self._on_manifests(peer, message, now)
         if isinstance(message, Have):
-            return self._expand(self._vectors.received_have(peer, message))
+            return self._expand(self._vectors.received_have(peer, message, now))
         if isinstance(message, Moments):
             membership = self.membership(message.circle)
             if membership is None or not membership.in_latest(peer) or message.circle in self._left:
