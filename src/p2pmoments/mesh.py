@@ -25,13 +25,15 @@ from p2pmoments.store import FriendState
 if TYPE_CHECKING:
     from p2pmoments.node import Node
 
-__all__ = ["DOWN_AFTER", "DOWN_FOR", "TICK", "Mesh"]
+__all__ = ["DOWN_AFTER", "DOWN_FOR", "TICK", "UNFOUND_AFTER", "Mesh"]
 
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # seconds between looks at who is down and at replication's unanswered asks
 DOWN_AFTER = 2  # dials in a row that failed: the member is down, and left off our rings
 DOWN_FOR = 300.0  # seconds a member stays off our rings unless it links with us first
+UNFOUND_AFTER = 5.0  # seconds a member may stay where we know no way to dial it (no mDNS
+# record, no onion address): then it is down too
 
 
 class Mesh:
@@ -40,7 +42,23 @@ class Mesh:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._down: dict[bytes, float] = {}  # co-member -> when we found it down
+        self._rings: dict[bytes, frozenset[bytes]] = {}  # circle -> our ring neighbours
+        self._unfound: dict[bytes, float] = {}  # chosen member -> since when we cannot dial it
         self.full = node.config.mesh == "full"
+
+    def eager(self, peer: bytes, circle: bytes) -> bool:
+        """Whether a linked peer is one of `circle`'s mesh links for us (a ring neighbour,
+        or a device of one): new moments go over those (spec/sync.md section 7)."""
+        if self.full:
+            return True
+        rings = self._rings.get(circle)
+        if rings is None:
+            manifest = self._node.circles.current(circle)
+            members = [] if manifest is None else [bytes(m.verify_key) for m in manifest.members]
+            rings = neighbours(members, self._node.person, set(self._down))
+            self._rings[circle] = rings
+        person = self._node.persons.person_of(peer)
+        return person in rings or person == self._node.person  # our devices: everything
 
     def chosen(self) -> dict[bytes, bytes]:
         """The co-members to dial (identity -> link key): our neighbours on the rings of
@@ -62,6 +80,7 @@ class Mesh:
         to) those no longer chosen and not friends. Former co-members stop being
         dialled."""
         node = self._node
+        self._rings.clear()
         links = node.links
         co_members = node.circles.co_members()
         chosen = self.chosen()
@@ -102,11 +121,20 @@ class Mesh:
                 continue
             linked = set(node.links.linked())
             changed = False
-            for key in self.chosen():
-                if key not in linked and node.links.failures(key) >= DOWN_AFTER:
+            chosen = self.chosen()
+            for key in chosen:
+                if key in linked or node.links.dialable(key):
+                    self._unfound.pop(key, None)
+                else:
+                    self._unfound.setdefault(key, now)
+                unfound = now - self._unfound.get(key, now) >= UNFOUND_AFTER
+                if key not in linked and (node.links.failures(key) >= DOWN_AFTER or unfound):
                     log.info("a co-member is unreachable: linking past it")
                     self._down[key] = now
+                    self._unfound.pop(key, None)
                     changed = True
+            for key in set(self._unfound) - set(chosen):
+                del self._unfound[key]
             for key, since in list(self._down.items()):
                 if now - since >= DOWN_FOR:
                     del self._down[key]

@@ -170,6 +170,7 @@ class Node:
                 verify_manifest=verify_manifest(self.circles),
                 verify_removal=known_removal,
                 person_of=self.persons.person_of,
+                eager=lambda peer, circle: self.mesh.eager(peer, circle),
             ),
             store=self.store,
             moments=self.moments,
@@ -192,7 +193,7 @@ class Node:
             circles=self.circles,
             pairings=self.pairings,
         )
-        self.mesh = Mesh(self)
+        self.mesh: Mesh = Mesh(self)
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []

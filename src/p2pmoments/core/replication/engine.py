@@ -38,11 +38,13 @@ from p2pmoments.core.replication.messages import (
 )
 from p2pmoments.core.replication.rules import Entry
 from p2pmoments.core.replication.vectors import (
+    Eager,
     Membership,
     Send,
     SendManifests,
     SendRange,
     VectorSync,
+    everyone,
     same_person,
 )
 
@@ -190,13 +192,14 @@ class Replicator:
         verify_manifest: VerifyManifest,
         verify_removal: VerifyRemoval,
         person_of: Callable[[bytes], bytes] = same_person,
+        eager: Eager = everyone,
     ) -> None:
         self.me = me
         # Whose device a key is (spec/devices.md section 7): manifests name persons.
         self._person_of = person_of
         self._verify_manifest = verify_manifest
         self._verify_removal = verify_removal
-        self._vectors = VectorSync(me)
+        self._vectors = VectorSync(me, eager)
         self._chunks = ChunkScheduler(self.may_read)
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from

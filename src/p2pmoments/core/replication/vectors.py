@@ -19,11 +19,13 @@ from p2pmoments.core.replication.messages import Have, Message, Slot
 
 __all__ = [
     "ASK_PATIENCE",
+    "Eager",
     "Membership",
     "Send",
     "SendManifests",
     "SendRange",
     "VectorSync",
+    "everyone",
     "same_person",
 ]
 
@@ -35,6 +37,14 @@ ASK_PATIENCE = 5.0
 def same_person(device: bytes) -> bytes:
     """A key that is its own person: everyone, until rosters say otherwise."""
     return device
+
+
+Eager = Callable[[bytes, bytes], bool]  # (peer, circle) -> a mesh link of that circle
+
+
+def everyone(peer: bytes, circle: bytes) -> bool:
+    """Every linked member is a mesh link (a full mesh)."""
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +116,12 @@ class _PeerView:
 class VectorSync:
     """Replication decisions by sequence vectors, for one daemon."""
 
-    def __init__(self, me: bytes) -> None:
+    def __init__(self, me: bytes, eager: Eager = everyone) -> None:
         self.me = me
+        # Whether a linked peer is one of the circle's mesh links (spec/sync.md section
+        # 7): new moments are pushed or announced over those only; every link still
+        # exchanges haves at link-up and answers what it is asked.
+        self._eager = eager
         self._circles: dict[bytes, Membership] = {}
         self._held: dict[bytes, dict[Slot, int]] = {}
         self._peers: dict[bytes, _PeerView] = {}
@@ -299,7 +313,7 @@ class VectorSync:
             return []
         authors = self._ahead(peer, circle)
         if wait and asked is None and authors and peer not in authors:
-            waiting = {a for a in authors if a in self._peers}
+            waiting = {a for a in authors if a in self._peers and self._eager(a, circle)}
             if len(waiting) == 1 and len(set(authors)) == 1:
                 self._asked[circle] = (authors[0], self._now)
                 return []
@@ -345,6 +359,8 @@ class VectorSync:
         for peer, view in self._peers.items():
             if peer == source or not membership.may_read(peer, epoch):
                 continue
+            if not self._eager(peer, circle):
+                continue  # not one of the circle's mesh links: it hears through them
             known = view.has.setdefault(circle, {})
             if source is None and epoch in view.epochs.get(circle, ()):
                 # Everything they lack of this slot, not just the new one: a range
