@@ -17,7 +17,8 @@ would show them (the benchmark runs without multicast). Figures:
   the links are up and replication is quiet;
 - a photo (about 200 KB) posted by a member: seconds from the post until the last
   member holds it whole, copies of the moment received per member, bytes received per
-  member on all links, CPU seconds per member.
+  member on all links, bytes sent by the busiest member and by the owner (the member
+  friends with all), CPU seconds per member.
 
 The workers speak JSON lines on stdin and stdout (the parent drives them).
 """
@@ -67,6 +68,7 @@ class Worker:
         self.copies: dict[str, int] = {}
         self.circle: bytes | None = None
         self.bytes_mark: dict[str, int] = {}
+        self.sent_mark: dict[str, int] = {}
 
     def _count(self, node: Node) -> None:
         def seen(peer: bytes, body: dict[int, Any]) -> None:
@@ -77,6 +79,9 @@ class Worker:
 
     def _bytes_in(self, node: Node) -> int:
         return sum(p.bytes_in for p in node.links.peers())
+
+    def _bytes_out(self, node: Node) -> int:
+        return sum(p.bytes_out for p in node.links.peers())
 
     async def serve(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -148,6 +153,7 @@ class Worker:
         if do == "mark":
             self.copies = dict.fromkeys(self.copies, 0)
             self.bytes_mark = {n.name: self._bytes_in(n) for n in self.nodes}
+            self.sent_mark = {n.name: self._bytes_out(n) for n in self.nodes}
             return {"cpu": time.process_time()}
         if do == "post":
             node = by_name[command["name"]]
@@ -166,6 +172,7 @@ class Worker:
                 "done": out,
                 "copies": self.copies,
                 "bytes": {n.name: self._bytes_in(n) - self.bytes_mark[n.name] for n in self.nodes},
+                "sent": {n.name: self._bytes_out(n) - self.sent_mark[n.name] for n in self.nodes},
                 "cpu": time.process_time(),
             }
         if do == "stop":
@@ -312,6 +319,7 @@ def measure(root: Path, size: int, mode: str, workers: int) -> dict[str, float]:
                 done=done,
                 copies={k: v for p in parts for k, v in p["copies"].items()},
                 bytes={k: v for p in parts for k, v in p["bytes"].items()},
+                sent={k: v for p in parts for k, v in p["sent"].items()},
                 cpu=sum(p["cpu"] for p in parts),
             )
             return all(v is not None for v in done.values())
@@ -330,6 +338,8 @@ def measure(root: Path, size: int, mode: str, workers: int) -> dict[str, float]:
             "post_to_last_s": max(result["done"].values()) - posted,
             "copies": sum(result["copies"][n] for n in receivers) / len(receivers),
             "kib_in": sum(result["bytes"][n] for n in receivers) / len(receivers) / 1024,
+            "kib_out_most": max(result["sent"].values()) / 1024,
+            "kib_out_owner": result["sent"][circle.owner] / 1024,
             "deliver_cpu": (result["cpu"] - cpu_mark) / size,
         }
     finally:
@@ -346,6 +356,8 @@ FIGURES = [
     ("post_to_last_s", "photo: post to last member, s"),
     ("copies", "photo: copies per member"),
     ("kib_in", "photo: KiB received per member"),
+    ("kib_out_most", "photo: KiB sent, busiest member"),
+    ("kib_out_owner", "photo: KiB sent by the owner"),
     ("deliver_cpu", "photo: CPU s per member"),
 ]
 

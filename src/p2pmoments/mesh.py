@@ -44,6 +44,7 @@ class Mesh:
         self._down: dict[bytes, float] = {}  # co-member -> when we found it down
         self._rings: dict[bytes, frozenset[bytes]] = {}  # circle -> our ring neighbours
         self._unfound: dict[bytes, float] = {}  # chosen member -> since when we cannot dial it
+        self._chosen: dict[bytes, bytes] | None = None  # until circles or liveness change
         self.full = node.config.mesh == "full"
 
     def eager(self, peer: bytes, circle: bytes) -> bool:
@@ -51,29 +52,34 @@ class Mesh:
         or a device of one): new moments go over those (spec/sync.md section 7)."""
         if self.full:
             return True
+        person = self._node.persons.person_of(peer)
+        # Our own devices get everything at once.
+        return person == self._node.person or person in self._neighbours(circle)
+
+    def chosen(self) -> dict[bytes, bytes]:
+        """The co-members to dial (identity -> link key): our neighbours on the rings of
+        every circle we are in (every co-member with the full mesh)."""
+        if self._chosen is not None:
+            return self._chosen
+        node = self._node
+        co_members = node.circles.co_members()
+        if self.full:
+            return co_members
+        wanted: set[bytes] = set()
+        for manifest in node.circles.all():
+            if node.circles.member_of(manifest.circle_id):
+                wanted |= self._neighbours(manifest.circle_id)
+        self._chosen = {key: co_members[key] for key in wanted if key in co_members}
+        return self._chosen
+
+    def _neighbours(self, circle: bytes) -> frozenset[bytes]:
         rings = self._rings.get(circle)
         if rings is None:
             manifest = self._node.circles.current(circle)
             members = [] if manifest is None else [bytes(m.verify_key) for m in manifest.members]
             rings = neighbours(members, self._node.person, set(self._down))
             self._rings[circle] = rings
-        person = self._node.persons.person_of(peer)
-        return person in rings or person == self._node.person  # our devices: everything
-
-    def chosen(self) -> dict[bytes, bytes]:
-        """The co-members to dial (identity -> link key): our neighbours on the rings of
-        every circle we are in (every co-member with the full mesh)."""
-        node = self._node
-        co_members = node.circles.co_members()
-        if self.full:
-            return co_members
-        down = set(self._down)
-        wanted: set[bytes] = set()
-        for manifest in node.circles.all():
-            if node.circles.member_of(manifest.circle_id):
-                members = [bytes(m.verify_key) for m in manifest.members]
-                wanted |= neighbours(members, node.person, down)
-        return {key: co_members[key] for key in wanted if key in co_members}
+        return rings
 
     def update(self) -> None:
         """Dial the co-members chosen; stop dialling (and let go of the links we dialled
@@ -81,6 +87,7 @@ class Mesh:
         dialled."""
         node = self._node
         self._rings.clear()
+        self._chosen = None
         links = node.links
         co_members = node.circles.co_members()
         chosen = self.chosen()
