@@ -52,6 +52,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 	$(BIN)/python benchmarks/mesh.py --json bench-results/mesh.json
+	$(BIN)/python benchmarks/bigstore.py --json bench-results/bigstore.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
