@@ -5,8 +5,11 @@ neighbours on the circle's rings (at most six a circle), leaving off the rings t
 whose dials keep failing, so that our links route around them; a member back on line
 links with us again (its own rings name us) and is on our rings again. A co-member link
 we dialled and no longer want is let go; one a co-member dialled is theirs to end.
-With `network.mesh = "full"` every co-member is dialled, as before (a benchmark's
-baseline, and a way back if the mesh ever misbehaves).
+New moments are pushed and announced over a circle's mesh links only (`eager`: our ring
+neighbours and our own devices), not over every friend's link: an owner friends with
+all 149 members would otherwise send each moment 149 times. With `network.mesh =
+"full"` every co-member is dialled and every link is a mesh link, as before (a
+benchmark's baseline, and a way back if the mesh ever misbehaves).
 
 The same loop also tells replication the time, so that what it asked of a peer that
 does not answer is asked of another (core.replication.vectors, ASK_PATIENCE).
