@@ -71,3 +71,15 @@ def test_a_neighbour_that_is_not_a_mesh_link_announces_nothing_and_is_not_waited
     assert asked(vectors.received_have(ANN, ahead(), 10.0)) == [ANN]
     # A moment of Cat's that we store is announced to Ann, not over the friend link.
     assert asked(vectors.stored(CIRCLE, [(CAT, 1, 0)], CAT)) == [ANN]
+
+
+def test_what_no_one_sends_is_asked_of_each_peer_once_not_for_ever() -> None:
+    # Ann and Ben claim moments they no longer hold (expired there): each is asked once.
+    vectors = sync(ANN, BEN)
+    asks = asked(vectors.received_have(ANN, ahead(), 10.0))
+    asks += asked(vectors.received_have(BEN, ahead(), 10.1))
+    for second in range(1, 60):
+        asks += asked(vectors.tick(10.0 + second))
+    assert asks == [ANN, BEN]
+    # Ben claims more later: it is asked again.
+    assert asked(vectors.received_have(BEN, ahead(4), 70.0)) == [BEN]

@@ -128,6 +128,11 @@ class VectorSync:
         # Per circle, the one peer we asked for what we lack, and when (or an author we
         # wait for: it pushes its own moments): one copy of a moment, not one a neighbour.
         self._asked: dict[bytes, tuple[bytes, float]] = {}
+        # Per circle, the peers asked that let ASK_PATIENCE pass without our catching up
+        # (what they claim may have expired there): not asked again until they claim
+        # more, or we store something of the circle. So a hole no one can fill costs one
+        # ask a peer, not one every few seconds for ever.
+        self._tried: dict[bytes, set[bytes]] = {}
         self._now = 0.0  # the time of the last event that told us the time
 
     # --- what the shell tells us ---------------------------------------------
@@ -158,6 +163,7 @@ class VectorSync:
         """We are out of a circle (removed, or it was deleted): nothing more about it."""
         self._circles.pop(circle, None)
         self._asked.pop(circle, None)
+        self._tried.pop(circle, None)
         for view in self._peers.values():
             view.has.pop(circle, None)
             view.told.pop(circle, None)
@@ -178,6 +184,8 @@ class VectorSync:
         top: dict[Slot, int] = {}
         for author, seq, epoch in moments:
             top[(author, epoch)] = max(seq, top.get((author, epoch), 0))
+        held = self._held.get(circle, {})
+        progressed = any(seq > held.get(slot, 0) for slot, seq in top.items())
         ranges: list[Action] = []
         haves: dict[bytes, list[Action]] = {}
         for (author, epoch), seq in top.items():
@@ -186,7 +194,7 @@ class VectorSync:
                     haves[action.peer] = [action]  # a later have says all an earlier one did
                 else:
                     ranges.append(action)
-        asks = self._settle(circle)
+        asks = self._settle(circle, progressed)
         return [*ranges, *(a for actions in haves.values() for a in actions), *asks]
 
     def link_up(self, peer: bytes) -> list[Action]:
@@ -228,7 +236,8 @@ class VectorSync:
         for circle, (asked, when) in list(self._asked.items()):
             if now - when >= ASK_PATIENCE:
                 del self._asked[circle]
-                out += self._ask_someone(circle, besides=asked, wait=False)
+                self._tried.setdefault(circle, set()).add(asked)
+                out += self._ask_someone(circle, wait=False)
         return out
 
     def received_have(self, peer: bytes, have: Have, now: float | None = None) -> list[Action]:
@@ -255,7 +264,9 @@ class VectorSync:
             out.append(SendManifests(peer, circle, frozenset(lacking)))
         known = view.has.setdefault(circle, {})
         for slot, seq in theirs.items():
-            known[slot] = max(known.get(slot, 0), seq)
+            if seq > known.get(slot, 0):
+                known[slot] = seq
+                self._tried.get(circle, set()).discard(peer)  # it claims more: ask again
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
         for (author, epoch), seq in ours.items():
@@ -303,6 +314,8 @@ class VectorSync:
         not long ago may still answer, or (with `wait`) the one author of all of it is
         linked with us (an author pushes its own moments to every linked reader at once:
         a neighbour's have often comes before the author's push)."""
+        if peer in self._tried.get(circle, ()):
+            return []
         asked = self._asked.get(circle)
         if (
             asked is not None
@@ -320,18 +333,17 @@ class VectorSync:
         self._asked[circle] = (peer, self._now)
         return self._tell(peer, circle, force=True)
 
-    def _ask_someone(
-        self, circle: bytes, besides: bytes | None = None, *, wait: bool = True
-    ) -> list[Action]:
-        """Ask the first linked peer that is ahead of us in `circle` (another than
-        `besides` if there is one)."""
-        ahead = [p for p in self._peers if self._ahead(p, circle)]
-        ahead.sort(key=lambda p: p == besides)
+    def _ask_someone(self, circle: bytes, *, wait: bool = True) -> list[Action]:
+        """Ask the first linked peer that is ahead of us in `circle`, of those not tried."""
+        tried = self._tried.get(circle, set())
+        ahead = [p for p in self._peers if p not in tried and self._ahead(p, circle)]
         return self._ask(ahead[0], circle, wait=wait) if ahead else []
 
-    def _settle(self, circle: bytes) -> list[Action]:
+    def _settle(self, circle: bytes, progressed: bool) -> list[Action]:
         """After storing: a peer asked that we have caught up with is answered; if another
         is still ahead, ask it."""
+        if progressed:
+            self._tried.pop(circle, None)  # whoever claims more may have it now
         asked = self._asked.get(circle)
         if asked is None:
             return []
