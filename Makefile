@@ -57,6 +57,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 	$(BIN)/python benchmarks/versions.py --json bench-results/versions.json
+	$(BIN)/python benchmarks/mesh.py --json bench-results/mesh.json
+	$(BIN)/python benchmarks/bigstore.py --json bench-results/bigstore.json
 
 soak: $(VENV)/.installed-test
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m pytest -s -m soak tests/test_chaos_soak.py

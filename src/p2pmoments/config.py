@@ -33,6 +33,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # network.tor: "auto" runs Tor when a tor program is found (README, "Friends beyond the
 # LAN", says why this is the default), "on" always tries, "off" never.
 TOR_MODES = ("auto", "on", "off")
+# network.mesh: "partial" links with a few co-members a circle (spec/sync.md section 7),
+# "full" with every one (as before version 3 of the sync spec).
+MESH_MODES = ("partial", "full")
 MAX_TORRC_LINES = 64
 
 
@@ -125,6 +128,7 @@ class Config:
     tor_path: str | None = None  # the tor program; None: `tor` on PATH
     tor_control: str | None = None  # a running tor's control port or socket: use it
     tor_torrc: tuple[str, ...] = ()  # extra torrc lines for our own tor (private networks)
+    mesh: str = "partial"
 
     @property
     def tor_wanted(self) -> bool:
@@ -152,6 +156,8 @@ def _check_semantics(config: Config, where: str) -> None:
         raise ConfigError(f"{where}: pairing.ttl must be between 60 and 86400 seconds")
     if config.tor not in TOR_MODES:
         raise ConfigError(f'{where}: network.tor must be true, false or "auto"')
+    if config.mesh not in MESH_MODES:
+        raise ConfigError(f'{where}: network.mesh must be "partial" or "full"')
 
 
 def _address(value: object, key: str, path: Path) -> Address:
@@ -200,6 +206,13 @@ def _tor_mode(value: object, key: str, path: Path) -> str:
     raise ConfigError(f'{path}: {key} must be true, false or "auto"')
 
 
+def _mesh(value: object, key: str, path: Path) -> str:
+    if value not in MESH_MODES:
+        raise ConfigError(f'{path}: {key} must be "partial" or "full"')
+    assert isinstance(value, str)
+    return value
+
+
 def _optional_text(value: object, key: str, path: Path) -> str | None:
     if not isinstance(value, str) or "\0" in value:
         raise ConfigError(f"{path}: {key} must be a string")
@@ -243,6 +256,7 @@ _KEYS = {
     ("network", "tor_path"): ("tor_path", _optional_text),
     ("network", "tor_control"): ("tor_control", _tor_control),
     ("network", "tor_torrc"): ("tor_torrc", _torrc_lines),
+    ("network", "mesh"): ("mesh", _mesh),
     ("friends", "max"): ("max_friends", _int),
     ("pairing", "ttl"): ("pairing_ttl", _int),
     ("photos", "keep_location"): ("keep_location", _bool),
@@ -298,7 +312,8 @@ def default_config_text() -> str:
         '# tor = "auto"\n'
         '# tor_path = ""\n'
         '# tor_control = ""\n'
-        "# tor_torrc = []\n\n"
+        "# tor_torrc = []\n"
+        '# mesh = "partial"\n\n'
         "[friends]\n"
         "# max = 150\n\n"
         "[pairing]\n"

@@ -48,6 +48,7 @@ from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.home import load_device
+from p2pmoments.mesh import Mesh
 from p2pmoments.moments import Moments
 from p2pmoments.net.discovery import Discovery
 from p2pmoments.net.interfaces import lan_address
@@ -172,6 +173,7 @@ class Node:
                 verify_manifest=verify_manifest(self.circles),
                 verify_removal=known_removal,
                 person_of=self.persons.person_of,
+                eager=lambda peer, circle: self.mesh.eager(peer, circle),
             ),
             store=self.store,
             moments=self.moments,
@@ -196,6 +198,7 @@ class Node:
             circles=self.circles,
             pairings=self.pairings,
         )
+        self.mesh: Mesh = Mesh(self)
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -234,6 +237,7 @@ class Node:
             self._tg.create_task(self.links.dial_forever(), name="dialler")
             self._background.append(self._tg.create_task(self.moments.expiry_loop(), name="expiry"))
             self._background.append(self._tg.create_task(self.disk.watch(), name="disk"))
+            self._background.append(self._tg.create_task(self.mesh.run(), name="mesh"))
             if keys is not None and self.links.onion_port is not None:
                 # Tor starts in the background: the daemon answers on the LAN meanwhile.
                 run = self.onions.run(self.links.onion_port)
@@ -313,6 +317,7 @@ class Node:
             **self.links.statistics(),
             "pairing_codes": self.pairings.live_codes(),
             **self.replication.statistics(),
+            **self.mesh.statistics(),
         }
 
     async def status(self) -> dict[str, Any]:
@@ -375,20 +380,9 @@ class Node:
         self.reach.refresh_clients()
 
     def _want_co_members(self) -> None:
-        """Co-members become dial targets (found by mDNS; never friends by this); former
-        co-members we no longer share a circle with stop being dialled."""
-        co_members = self.circles.co_members()
-        for key in self.links.targets() - set(co_members) - self.devices.targets:
-            if self.friends.get(key) is None and not self.links.pairing_target(key):
-                self.links.forget(key, "no longer in a circle together")
-        for key, link_key in co_members.items():
-            friend = self.friends.get(key)
-            if key not in self.links.targets() and not (
-                friend is not None and friend.state is FriendState.BLOCKED
-            ):
-                self.links.want(key, link_key, onion=self.reach.onion_of(key))
-        self.devices.want()
-        self.reach.refresh_clients()
+        """Co-members we link with (the mesh's choice) become dial targets, found by mDNS,
+        never friends by this; the others, and former co-members, stop being dialled."""
+        self.mesh.update()
 
     def _dial_pairing(self, record: PairingRecord) -> None:
         assert record.identity is not None
@@ -524,6 +518,7 @@ class Node:
         if info is not None and person != self.person:
             await self.friends.remember_name(person, info.name)
         self.devices.linked(key)
+        self.mesh.linked(key)
         self.events.publish(
             "peer.connected",
             identity=identity_text(key),

@@ -167,6 +167,10 @@ class Replication:
         """We made or kept a manifest: members hear of it first."""
         await self._perform(self.engine.add_manifest(known_manifest(manifest)))
 
+    async def tick(self, now: float) -> None:
+        """Time passed: what a peer did not answer is asked of another."""
+        await self._perform(self.engine.tick(now))
+
     def circle_deleted(self, circle: bytes) -> None:
         """We deleted a circle (leaving one the owner removed us from is the engine's own
         decision, made when the notice came)."""

@@ -164,6 +164,18 @@ class Links(LinkSet):
         """Whom we dial."""
         return set(self._targets)
 
+    def failures(self, key: bytes) -> int:
+        """How many dials to `key` in a row have failed (0 if we do not dial it)."""
+        target = self._targets.get(key)
+        return 0 if target is None else target.failures
+
+    def dialable(self, key: bytes) -> bool:
+        """Whether we know a way to dial `key`: an address, or an onion with tor up."""
+        target = self._targets.get(key)
+        return target is not None and bool(
+            target.addresses or (target.onion is not None and self._tor_ready())
+        )
+
     def pairing_target(self, key: bytes) -> bool:
         """True while we dial `key` to complete a pairing."""
         target = self._targets.get(key)

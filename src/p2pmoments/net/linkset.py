@@ -368,6 +368,12 @@ class LinkSet:
         if info is not None:
             info.runner.close(CloseCode.NOT_ACCEPTED, reason)
 
+    def let_go(self, key: bytes, reason: str) -> None:
+        """End a link we dialled and no longer need (the peer may dial us back)."""
+        info = self._linked.get(key)
+        if info is not None and info.runner.link.initiator:
+            info.runner.close(CloseCode.NORMAL, reason)
+
     def drop_misbehaving(self, key: bytes, reason: str) -> None:
         """End a peer's link for abuse; neither side links again for a while."""
         info = self._linked.get(key)

@@ -38,11 +38,13 @@ from p2pmoments.core.replication.messages import (
 )
 from p2pmoments.core.replication.rules import Entry
 from p2pmoments.core.replication.vectors import (
+    Eager,
     Membership,
     Send,
     SendManifests,
     SendRange,
     VectorSync,
+    everyone,
     same_person,
 )
 
@@ -190,13 +192,14 @@ class Replicator:
         verify_manifest: VerifyManifest,
         verify_removal: VerifyRemoval,
         person_of: Callable[[bytes], bytes] = same_person,
+        eager: Eager = everyone,
     ) -> None:
         self.me = me
         # Whose device a key is (spec/devices.md section 7): manifests name persons.
         self._person_of = person_of
         self._verify_manifest = verify_manifest
         self._verify_removal = verify_removal
-        self._vectors = VectorSync(me)
+        self._vectors = VectorSync(me, eager)
         self._chunks = ChunkScheduler(self.may_read)
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from
@@ -295,8 +298,13 @@ class Replicator:
     def link_down(self, peer: bytes) -> list[Action]:
         """A link went: chunks asked of the peer are asked of someone else."""
         self._peers.pop(peer, None)
-        self._vectors.link_down(peer)
-        return list(self._chunks.link_down(peer))
+        asks = self._vectors.link_down(peer)
+        return [*self._chunks.link_down(peer), *self._expand(asks)]
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed (the shell calls this every second or so): what we asked of a
+        peer that has not answered in ASK_PATIENCE seconds, we ask of another."""
+        return self._expand(self._vectors.tick(now))
 
     # --- messages --------------------------------------------------------------------
 
@@ -307,7 +315,7 @@ class Replicator:
         if isinstance(message, Manifests):
             return self._on_manifests(peer, message, now)
         if isinstance(message, Have):
-            return self._expand(self._vectors.received_have(peer, message))
+            return self._expand(self._vectors.received_have(peer, message, now))
         if isinstance(message, Moments):
             membership = self.membership(message.circle)
             if membership is None or not membership.in_latest(peer) or message.circle in self._left:

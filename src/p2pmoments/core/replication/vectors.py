@@ -17,12 +17,34 @@ from dataclasses import dataclass, field
 
 from p2pmoments.core.replication.messages import Have, Message, Slot
 
-__all__ = ["Membership", "Send", "SendManifests", "SendRange", "VectorSync", "same_person"]
+__all__ = [
+    "ASK_PATIENCE",
+    "Eager",
+    "Membership",
+    "Send",
+    "SendManifests",
+    "SendRange",
+    "VectorSync",
+    "everyone",
+    "same_person",
+]
+
+# Seconds we wait for the one peer we asked for a circle's moments (or for their author,
+# linked, to push them) before asking another that is ahead (spec/sync.md section 4.8).
+ASK_PATIENCE = 5.0
 
 
 def same_person(device: bytes) -> bytes:
     """A key that is its own person: everyone, until rosters say otherwise."""
     return device
+
+
+Eager = Callable[[bytes, bytes], bool]  # (peer, circle) -> a mesh link of that circle
+
+
+def everyone(peer: bytes, circle: bytes) -> bool:
+    """Every linked member is a mesh link (a full mesh)."""
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +116,24 @@ class _PeerView:
 class VectorSync:
     """Replication decisions by sequence vectors, for one daemon."""
 
-    def __init__(self, me: bytes) -> None:
+    def __init__(self, me: bytes, eager: Eager = everyone) -> None:
         self.me = me
+        # Whether a linked peer is one of the circle's mesh links (spec/sync.md section
+        # 7): new moments are pushed or announced over those only; every link still
+        # exchanges haves at link-up and answers what it is asked.
+        self._eager = eager
         self._circles: dict[bytes, Membership] = {}
         self._held: dict[bytes, dict[Slot, int]] = {}
         self._peers: dict[bytes, _PeerView] = {}
+        # Per circle, the one peer we asked for what we lack, and when (or an author we
+        # wait for: it pushes its own moments): one copy of a moment, not one a neighbour.
+        self._asked: dict[bytes, tuple[bytes, float]] = {}
+        # Per circle, the peers asked that let ASK_PATIENCE pass without our catching up
+        # (what they claim may have expired there): not asked again until they claim
+        # more, or we store something of the circle. So a hole no one can fill costs one
+        # ask a peer, not one every few seconds for ever.
+        self._tried: dict[bytes, set[bytes]] = {}
+        self._now = 0.0  # the time of the last event that told us the time
 
     # --- what the shell tells us ---------------------------------------------
 
@@ -127,6 +162,8 @@ class VectorSync:
     def leave_circle(self, circle: bytes) -> None:
         """We are out of a circle (removed, or it was deleted): nothing more about it."""
         self._circles.pop(circle, None)
+        self._asked.pop(circle, None)
+        self._tried.pop(circle, None)
         for view in self._peers.values():
             view.has.pop(circle, None)
             view.told.pop(circle, None)
@@ -147,6 +184,8 @@ class VectorSync:
         top: dict[Slot, int] = {}
         for author, seq, epoch in moments:
             top[(author, epoch)] = max(seq, top.get((author, epoch), 0))
+        held = self._held.get(circle, {})
+        progressed = any(seq > held.get(slot, 0) for slot, seq in top.items())
         ranges: list[Action] = []
         haves: dict[bytes, list[Action]] = {}
         for (author, epoch), seq in top.items():
@@ -155,7 +194,8 @@ class VectorSync:
                     haves[action.peer] = [action]  # a later have says all an earlier one did
                 else:
                     ranges.append(action)
-        return [*ranges, *(a for actions in haves.values() for a in actions)]
+        asks = self._settle(circle, progressed)
+        return [*ranges, *(a for actions in haves.values() for a in actions), *asks]
 
     def link_up(self, peer: bytes) -> list[Action]:
         """A link to `peer` is open: tell it what we hold of every circle it is in."""
@@ -178,12 +218,33 @@ class VectorSync:
             for a in self._tell(peer, c, force=True)
         ]
 
-    def link_down(self, peer: bytes) -> None:
-        """The link to `peer` is gone."""
+    def link_down(self, peer: bytes) -> list[Action]:
+        """The link to `peer` is gone: what we asked of it, we ask of another."""
         self._peers.pop(peer, None)
+        out: list[Action] = []
+        for circle, (asked, _) in list(self._asked.items()):
+            if asked == peer:
+                del self._asked[circle]
+                out += self._ask_someone(circle)
+        return out
 
-    def received_have(self, peer: bytes, have: Have) -> list[Action]:
-        """A peer told us what it holds: send what it lacks; ask for what we lack."""
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: a peer asked (or an author awaited) too long ago without an answer
+        is passed over, and another that is ahead is asked."""
+        self._now = now
+        out: list[Action] = []
+        for circle, (asked, when) in list(self._asked.items()):
+            if now - when >= ASK_PATIENCE:
+                del self._asked[circle]
+                self._tried.setdefault(circle, set()).add(asked)
+                out += self._ask_someone(circle, wait=False)
+        return out
+
+    def received_have(self, peer: bytes, have: Have, now: float | None = None) -> list[Action]:
+        """A peer told us what it holds: send what it lacks; ask for what we lack, of one
+        peer at a time."""
+        if now is not None:
+            self._now = now
         view = self._peers.get(peer)
         if view is None:
             return []
@@ -203,7 +264,9 @@ class VectorSync:
             out.append(SendManifests(peer, circle, frozenset(lacking)))
         known = view.has.setdefault(circle, {})
         for slot, seq in theirs.items():
-            known[slot] = max(known.get(slot, 0), seq)
+            if seq > known.get(slot, 0):
+                known[slot] = seq
+                self._tried.get(circle, set()).discard(peer)  # it claims more: ask again
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
         for (author, epoch), seq in ours.items():
@@ -211,13 +274,14 @@ class VectorSync:
                 first = known.get((author, epoch), 0) + 1
                 out.append(SendRange(peer, circle, author, first, seq, frozenset({epoch})))
                 known[(author, epoch)] = seq
-        readable = membership.epochs_of(self.me)
-        if any(seq > ours.get((a, e), 0) for (a, e), seq in theirs.items() if e in readable):
+        if self._ahead(peer, circle):
             # They are ahead where we may read: our have is a request, so it goes even if
             # unchanged. No loop: the side that is ahead answers with moments, not with a
             # have; and an epoch we are not in is not asked for (two members each holding
             # an epoch the other was never in asked each other for ever: the model found it).
-            out += self._tell(peer, circle, force=True)
+            # Asked of one peer at a time: in a mesh every neighbour announces the same
+            # moment, and asking each would bring it once a neighbour.
+            out += self._ask(peer, circle)
         return out
 
     def circles_of(self, peer: bytes) -> list[bytes]:
@@ -229,6 +293,65 @@ class VectorSync:
         return list(self._peers)
 
     # --- internals -------------------------------------------------------------
+
+    def _ahead(self, peer: bytes, circle: bytes) -> list[bytes]:
+        """The authors of what `peer` holds (as far as we know) of `circle` and we lack,
+        in epochs we may read."""
+        view = self._peers.get(peer)
+        membership = self._circles.get(circle)
+        if view is None or membership is None or not membership.in_latest(peer):
+            return []
+        ours = self._held.get(circle, {})
+        readable = membership.epochs_of(self.me)
+        return [
+            author
+            for (author, epoch), seq in view.has.get(circle, {}).items()
+            if epoch in readable and seq > ours.get((author, epoch), 0)
+        ]
+
+    def _ask(self, peer: bytes, circle: bytes, *, wait: bool = True) -> list[Action]:
+        """Ask `peer` for what we lack of `circle` (our have), unless another peer asked
+        not long ago may still answer, or (with `wait`) the one author of all of it is
+        linked with us (an author pushes its own moments to every linked reader at once:
+        a neighbour's have often comes before the author's push)."""
+        if peer in self._tried.get(circle, ()):
+            return []
+        asked = self._asked.get(circle)
+        if (
+            asked is not None
+            and asked[0] != peer
+            and asked[0] in self._peers
+            and self._now - asked[1] < ASK_PATIENCE
+        ):
+            return []
+        authors = self._ahead(peer, circle)
+        if wait and asked is None and authors and peer not in authors:
+            waiting = {a for a in authors if a in self._peers and self._eager(a, circle)}
+            if len(waiting) == 1 and len(set(authors)) == 1:
+                self._asked[circle] = (authors[0], self._now)
+                return []
+        self._asked[circle] = (peer, self._now)
+        return self._tell(peer, circle, force=True)
+
+    def _ask_someone(self, circle: bytes, *, wait: bool = True) -> list[Action]:
+        """Ask the first linked peer that is ahead of us in `circle`, of those not tried."""
+        tried = self._tried.get(circle, set())
+        ahead = [p for p in self._peers if p not in tried and self._ahead(p, circle)]
+        return self._ask(ahead[0], circle, wait=wait) if ahead else []
+
+    def _settle(self, circle: bytes, progressed: bool) -> list[Action]:
+        """After storing: a peer asked that we have caught up with is answered; if another
+        is still ahead, ask it."""
+        if progressed:
+            self._tried.pop(circle, None)  # whoever claims more may have it now
+        asked = self._asked.get(circle)
+        if asked is None:
+            return []
+        if asked[0] in self._peers and self._ahead(asked[0], circle):
+            self._asked[circle] = (asked[0], self._now)  # on its way, batch by batch
+            return []
+        del self._asked[circle]
+        return self._ask_someone(circle)
 
     def _stored_one(
         self, circle: bytes, author: bytes, seq: int, epoch: int, source: bytes | None
@@ -248,6 +371,8 @@ class VectorSync:
         for peer, view in self._peers.items():
             if peer == source or not membership.may_read(peer, epoch):
                 continue
+            if not self._eager(peer, circle):
+                continue  # not one of the circle's mesh links: it hears through them
             known = view.has.setdefault(circle, {})
             if source is None and epoch in view.epochs.get(circle, ()):
                 # Everything they lack of this slot, not just the new one: a range
