@@ -6,7 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataclasses import replace
+
 from p2pmoments.core import wire
+from p2pmoments.core.blobs import BIG_CHUNK_SIZE, MAX_BLOB, BlobKind, encrypt_blob
 from p2pmoments.core.errors import RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.manifest import (
@@ -177,6 +180,34 @@ def test_members_cannot_post_in_an_owner_only_circle_but_may_comment() -> None:
         content=Content(kind=Kind.COMMENT, text="lovely", reply_to=original.id),
     )
     assert open_moment(comment.envelope, reader(m), opener(ALICE)).content.reply_to == original.id
+
+
+@pytest.mark.parametrize("kind", [Kind.COMMENT, Kind.REACTION, Kind.RETRACTION])
+def test_only_a_post_carries_a_file_not_a_members_comment_in_an_owner_only_circle(
+    kind: Kind, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a plain member's comment naming a file of 1 TiB made every member follow
+    its index. Sealed as a hostile daemon would (our own refuses to), it is refused."""
+    m, key = manifest(BOB, can_post=False)
+    original = post(ALICE, m, key)
+    huge, _ = encrypt_blob(b"x" * 10, kind=BlobKind.FILE, media_type="", name="f")
+    huge = replace(huge, size=MAX_BLOB)  # the claim: its index is never checked here
+    huge = replace(huge, chunk_size=BIG_CHUNK_SIZE, chunks=(), index=(bytes(32),) * 128)
+    content = Content(
+        kind=kind,
+        text="look" if kind is Kind.COMMENT else "",
+        emoji="👍" if kind is Kind.REACTION else "",
+        reply_to=None if kind is Kind.RETRACTION else original.id,
+        target=original.id if kind is Kind.RETRACTION else None,
+        blobs=(huge,),
+    )
+    with pytest.raises(RejectedError, match="only a post or a version carries photos and files"):
+        seal_moment(BOB, m, key, seq=1, time=1, content=content)
+    monkeypatch.setattr("p2pmoments.core.moment._check_content", lambda content: None)
+    sealed = seal_moment(BOB, m, key, seq=1, time=1, content=content)
+    monkeypatch.undo()
+    with pytest.raises(RejectedError, match="only a post or a version carries photos and files"):
+        open_moment(sealed.envelope, reader(m), opener(ALICE))
 
 
 def test_a_plaintext_author_different_from_the_signer_is_rejected() -> None:

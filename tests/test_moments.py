@@ -168,8 +168,12 @@ async def test_a_big_batch_is_checked_in_a_worker_process_with_the_same_verdicts
     )
     envelopes[11] = wrong_key.envelope  # signed, but its content does not open
     envelopes[12] = b"junk"
+    late = bytearray(envelopes[-20])  # in the batch's last part (one per worker process)
+    late[-5] ^= 1
+    envelopes[-20] = bytes(late)
     kept = await alice.replication.receive(envelopes)
-    assert len(kept) == n - 3
+    assert len(kept) == n - 4
+    assert all(m.seq != n - 19 for m in kept)
     assert alice.moments.verifier.batches >= 1  # the worker process checked them
     reasons = [
         r[0]
@@ -179,6 +183,7 @@ async def test_a_big_batch_is_checked_in_a_worker_process_with_the_same_verdicts
     ]
     assert reasons[:2] == ["bad signature", "the content does not decrypt under the epoch key"]
     assert reasons[2].startswith("too large or malformed envelope")
+    assert reasons[3:] == ["bad signature"]
     await alice.moments.verifier.close()
     await alice.moments.verifier.close()  # twice: nothing left to stop
 

@@ -248,3 +248,23 @@ def test_rejections_are_recorded_and_counted() -> None:
     assert actions == [
         Reject(BOB, (("bad signature", 7), ("a moment of another circle than its message", 102)))
     ]
+
+
+def test_a_big_file_keeps_32_mib_asked_of_a_peer_in_messages_any_member_reads() -> None:
+    """Issue 22: 64 chunks of 512 KiB in flight (Syncthing's puller keeps 32 MiB
+    outstanding), asked 16 a message, the most a want-chunks message may name, so a
+    daemon of before reads every one; topped up one for one as chunks arrive."""
+    from p2pmoments.core.replication.chunks import ChunkScheduler
+
+    peer, moment, circle = b"p" * 32, b"m" * 32, b"c" * 32
+    wanted = [i.to_bytes(32, "big") for i in range(200)]
+    scheduler = ChunkScheduler(lambda who, c, e: True)
+    scheduler.link_up(peer)
+    sends = scheduler.need(moment, circle, 0, len(wanted), wanted, peer)
+    asked = [a for s in sends for a in s.message.addresses]  # type: ignore[union-attr]
+    assert asked == wanted[:64]
+    for s in sends:
+        assert s.peer == peer
+        assert messages.decode(messages.encode(s.message)) == s.message
+    more = scheduler.arrived(peer, asked[:3])
+    assert [a for s in more for a in s.message.addresses] == wanted[64:67]  # type: ignore[union-attr]

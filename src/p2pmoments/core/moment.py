@@ -139,6 +139,11 @@ def _check_content(content: Content) -> None:
         _check_version(content)
     if (content.kind is Kind.RETRACTION) != (content.target is not None):
         raise RejectedError("a retraction, and only it, names its target")
+    if content.blobs and content.kind not in (Kind.POST, Kind.VERSION):
+        # A comment costs a member what its envelope costs, whatever the circle's posting
+        # rule: never a file of any claimed size to follow (spec/moments.md section 3); a
+        # version carries its file under the same posting rule as a post (section 9).
+        raise RejectedError("only a post or a version carries photos and files")
     if content.kind is Kind.REACTION and not 0 < len(content.emoji.encode()) <= MAX_EMOJI:
         raise RejectedError("a reaction is one short emoji")
     for ref in (content.reply_to, content.target):

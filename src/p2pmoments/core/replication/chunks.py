@@ -1,11 +1,12 @@
 """Which linked peer is asked for which chunk (spec/sync.md section 4, point 6).
 
-A chunk is asked of one linked peer at a time, at most MAX_IN_FLIGHT per peer,
-topped up as chunks arrive; a peer that says it lacks a chunk, or whose link
-goes, sends the chunk to another linked peer who may read a moment that uses
-it. The scheduler also follows each moment's chunks to report progress: some
-are not named yet (those a chunk index lists, until its piece is here,
-spec/moments.md section 4), and a moment is done only once every one is here.
+A chunk is asked of one linked peer at a time, at most MAX_IN_FLIGHT per peer
+(in want-chunks messages of at most MAX_WANTS each), topped up as chunks
+arrive; a peer that says it lacks a chunk, or whose link goes, sends the chunk
+to another linked peer who may read a moment that uses it. The scheduler also
+follows each moment's chunks to report progress: some are not named yet (those
+a chunk index lists, until its piece is here, spec/moments.md section 4), and a
+moment is done only once every one is here.
 Pure: the shell writes chunks, reads indexes, and tells it what was kept and named.
 
 While the disk is full, fetching is paused: nothing more is asked of anyone, chunks
@@ -24,7 +25,7 @@ from p2pmoments.core.replication.vectors import Send
 
 __all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress"]
 
-MAX_IN_FLIGHT = MAX_WANTS  # chunks asked of one peer at once
+MAX_IN_FLIGHT = 4 * MAX_WANTS  # chunks asked of one peer at once (32 MiB of big chunks)
 REPORT_STEPS = 100  # a transfer's progress is reported at most once a 1 %
 
 MayRead = Callable[[bytes, bytes, int], bool]  # (peer, circle, epoch)
@@ -277,7 +278,10 @@ class ChunkScheduler:
             state.queued.discard(address)
             state.in_flight.add(address)
             ask.append(address)
-        return [Send(peer, WantChunks(addresses=tuple(ask)))] if ask else []
+        return [
+            Send(peer, WantChunks(addresses=tuple(ask[i : i + MAX_WANTS])))
+            for i in range(0, len(ask), MAX_WANTS)
+        ]
 
     def _ask_elsewhere(
         self, peer: bytes | None, addresses: list[bytes], *, lacked: bool
