@@ -164,29 +164,56 @@ class NoteDoc:
         """What this document holds, as a Yjs state vector."""
         return self._doc.get_state()
 
-    def write(self, title: str | None, text: str | None) -> list[bytes]:
+    def write(
+        self, title: str | None, text: str | None, base: NoteDoc | None = None
+    ) -> list[bytes]:
         """Change the title and text to these (None: unchanged) as edits that merge with
         others'; returns the updates, each at most MAX_UPDATE bytes (a long insertion is
-        split). UserError-free: the caller checks the bounds."""
+        split). `base` is the document the new title and text were written from (what
+        the writer saw): the changes are found against it and land where they belong
+        here, after edits this document merged since (Yjs sticky indexes). The caller
+        checks the bounds."""
         updates: list[bytes] = []
-        if title is not None and title != self.title:
-            updates += self._apply_changes(self._title, diff(self.title, title))
-        if text is not None and text != self.text:
-            updates += self._apply_changes(self._text, diff(self.text, text))
+        for name, new in ((_TITLE, title), (_TEXT, text)):
+            source = base if base is not None else self
+            old = source.title if name == _TITLE else source.text
+            if new is None or new == old:
+                continue
+            spans = _byte_spans(old, diff(old, new))
+            if base is not None:
+                spans = self._moved(base, name, spans)
+            updates += self._apply(self._title if name == _TITLE else self._text, spans)
         return updates
 
-    def _apply_changes(self, target: Text, changes: Sequence[Change]) -> list[bytes]:
+    def _moved(
+        self, base: NoteDoc, name: str, spans: list[tuple[int, int, str]]
+    ) -> list[tuple[int, int, str]]:
+        """Spans found in `base`, moved to where they now are in this document."""
+        crdt = _pycrdt()
+        source = base._title if name == _TITLE else base._text
+        here = self._title if name == _TITLE else self._text
+        moved = []
+        for start, end, insert in spans:
+            first = crdt.StickyIndex.decode(
+                source.sticky_index(start, crdt.Assoc.AFTER).encode(), here
+            ).get_index()
+            last = first
+            if end > start:
+                last = crdt.StickyIndex.decode(
+                    source.sticky_index(end, crdt.Assoc.BEFORE).encode(), here
+                ).get_index()
+            moved.append((first, max(first, last), insert))
+        return sorted(moved, key=lambda s: s[0])
+
+    def _apply(self, target: Text, spans: Sequence[tuple[int, int, str]]) -> list[bytes]:
+        """Replace each (start, end) of UTF-8 byte positions, from the last, with its text."""
         updates = []
-        # From the end, so that earlier positions stay true; positions in UTF-8 bytes,
-        # which is how pycrdt counts.
-        current = str(target)
-        for change in reversed(changes):
-            at = len(current[: change.at].encode())
-            gone = len(current[change.at : change.at + change.delete].encode())
+        for start, end, insert in reversed(spans):
             before = self._doc.get_state()
-            if gone:
-                del target[at : at + gone]
-            pieces = list(_pieces(change.insert)) or [""]
+            if end > start:
+                del target[start:end]
+            at = start
+            pieces = list(_pieces(insert)) or [""]
             for n, piece in enumerate(pieces):
                 if n:
                     before = self._doc.get_state()
@@ -194,9 +221,18 @@ class NoteDoc:
                     target.insert(at, piece)
                     at += len(piece.encode())
                 updates.append(self._doc.get_update(before))
-            current = current[: change.at] + change.insert + current[change.at + change.delete :]
         empty = _pycrdt().Doc().get_update()
         return [u for u in updates if u and u != empty]
+
+
+def _byte_spans(text: str, changes: Sequence[Change]) -> list[tuple[int, int, str]]:
+    """Changes as (start, end, insert) in UTF-8 bytes, which is how pycrdt counts."""
+    spans = []
+    for change in changes:
+        start = len(text[: change.at].encode())
+        end = start + len(text[change.at : change.at + change.delete].encode())
+        spans.append((start, end, change.insert))
+    return spans
 
 
 def _pieces(text: str) -> Iterable[str]:
