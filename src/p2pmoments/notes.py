@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pycrdt  # noqa: F401  (loaded here, at start, not on the loop: its import reads files)
+
 from p2pmoments.circles import Circles
 from p2pmoments.core import notes as core
 from p2pmoments.core.errors import P2PMomentsError, RejectedError
@@ -151,6 +153,15 @@ class Notes:
         async with live.lock:
             await self._catch_up(live)
             return self._state(live)
+
+    async def base_text(self, ref: str, base: str) -> str | None:
+        """The text of version `base` of a note, if it is still one to write from."""
+        live = await self._live(ref)
+        async with live.lock:
+            await self._catch_up(live)
+            live.token()
+            state = live.bases.get(base)
+        return None if state is None else core.NoteDoc(state).text
 
     async def history(self, ref: str) -> list[Version]:
         """A note's versions, oldest first: one author's edits with no pause over
