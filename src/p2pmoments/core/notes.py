@@ -58,6 +58,7 @@ PART = 48 * 1024  # bytes of a snapshot carried by one moment (and its authors: 
 MAX_PARTS = 32  # a snapshot in more parts is refused (MAX_NOTE_TEXT and tombstones fit)
 MAX_NOTES = 200  # notes in one circle
 HISTORY_GAP = 300  # seconds: one author's edits closer than this are one version
+UNSURE = 64  # updates kept to apply again (NoteDoc.apply)
 LINE_DIFF = 4096  # characters: a changed middle longer than this is diffed by lines
 _TITLE, _TEXT = "title", "text"
 
@@ -133,6 +134,7 @@ class NoteDoc:
         self._doc: Doc[Any] = crdt.Doc()
         self._title: Text = self._doc.get(_TITLE, type=crdt.Text)
         self._text: Text = self._doc.get(_TEXT, type=crdt.Text)
+        self._unsure: list[bytes] = []  # updates that changed nothing when they came
         if state:
             self.apply(state)
 
@@ -148,7 +150,26 @@ class NoteDoc:
 
     def apply(self, update: bytes) -> None:
         """Merge an update (any order, duplicates harmless); RejectedError if pycrdt
-        refuses it, the document then unchanged."""
+        refuses it, the document then unchanged.
+
+        Yrs loses a deletion that arrives before what it deletes when more arrives later
+        (found by tests/test_notes_core.py): an update that changed nothing here is kept
+        (up to UNSURE of them) and applied again whenever another one brings something
+        new; applying one twice changes nothing."""
+        before = self._doc.get_state()
+        self._merge(update)
+        if self._doc.get_state() == before:
+            self._unsure.append(update)
+            del self._unsure[:-UNSURE]
+            return
+        for _ in range(UNSURE):  # each pass that brings something new may free more
+            vector = self._doc.get_state()
+            for waiting in self._unsure:
+                self._merge(waiting)
+            if self._doc.get_state() == vector:
+                return
+
+    def _merge(self, update: bytes) -> None:
         try:
             self._doc.apply_update(update)
         except BaseException as exc:
