@@ -100,6 +100,8 @@ class _Live:
     bases: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
     editing: dict[bytes, float] = field(default_factory=dict)
     version: VersionRow | None = None  # the newest, still growing
+    finished: list[VersionRow] = field(default_factory=list)  # ended, not yet saved
+    own: int = 0  # our edits written here, already in the document and its version
     parts: dict[bytes, dict[int, bytes]] = field(default_factory=dict)
     # Edits merged since the note was opened, not yet dropped: (moment, author, seq, update).
     edits: list[tuple[bytes, bytes, int, bytes]] = field(default_factory=list)
@@ -231,7 +233,10 @@ class Notes:
                 raise UserInputError(
                     f"this note's text is over {core.MAX_NOTE_TEXT} bytes: shorten it first"
                 )
+            # A version that ends here ends with the text as it was (_record).
+            self._record(live, self._person_of(self._posting.me), int(time.time()))
             updates = live.doc.write(title, text, base=from_doc)
+            live.own += len(updates)  # recorded above: not again when merged
             if updates:
                 contents = [
                     Content(kind=Kind.NOTE_EDIT, reply_to=live.note_id, update=u) for u in updates
@@ -327,6 +332,10 @@ class Notes:
         if c.kind is Kind.NOTE_SNAPSHOT and c.part is not None:
             self._merge_part(live, moment, c.part, c.update)
             return
+        if live.own and bytes(moment.author) == self._posting.me:
+            live.own -= 1
+        else:
+            self._record(live, person, moment.time)
         try:
             live.doc.apply(c.update)
         except RejectedError:  # checked when it arrived: only a bug brings it here
@@ -336,7 +345,6 @@ class Notes:
             live.edits.append((moment.id, bytes(moment.author), moment.seq, c.update))
         live.updated = max(live.updated, moment.time)
         live.editing[person] = time.time()
-        self._record(live, person, moment.time)
 
     def _merge_part(self, live: _Live, moment: Moment, part: SnapshotPart, data: bytes) -> None:
         parts = live.parts.setdefault(part.digest, {})
@@ -345,13 +353,13 @@ class Notes:
         if state is None:
             return
         del live.parts[part.digest]
+        self._record(live, self._person_of(bytes(moment.author)), moment.time)
         try:
             live.doc.apply(state)
         except RejectedError:
             log.warning("a note's snapshot did not apply: %s", moment_text(moment.id))
             return
         live.updated = max(live.updated, moment.time)
-        self._record(live, self._person_of(bytes(moment.author)), moment.time)
         # The edits it says it holds may go, once checked that it does (spec/notes.md §5).
         named = dict(part.covers)
         held = [e for e in live.edits if e[2] <= named.get(e[1], -1)]
@@ -360,14 +368,16 @@ class Notes:
             live.edits = [e for e in live.edits if e not in held]
 
     def _record(self, live: _Live, person: bytes, when: int) -> None:
-        """Count an edit into the note's newest version, or start a new one."""
+        """Count an edit about to be merged into the note's newest version, or end that
+        one (with the text as it is now) and start another."""
         v = live.version
-        packed = b""  # filled in when saved
         if v is not None and v[1] == person and 0 <= when - v[3] <= core.HISTORY_GAP:
-            live.version = (v[0], person, v[2], max(v[3], when), v[4] + 1, packed)
-        else:
-            number = (v[0] + 1) if v is not None else -1  # -1: numbered when saved
-            live.version = (number, person, when, when, 1, packed)
+            live.version = (v[0], person, v[2], max(v[3], when), v[4] + 1, b"")
+            return
+        if v is not None:
+            live.finished.append((v[0], v[1], v[2], v[3], v[4], _pack(live.doc)))
+            live.dirty = True
+        live.version = (-1, person, when, when, 1, b"")  # -1: numbered when saved
 
     async def _save(self, live: _Live, *, force: bool = False) -> None:
         """Write the note's document and newest version (at most every SAVE_EVERY
@@ -375,14 +385,17 @@ class Notes:
         now = time.monotonic()
         if not live.dirty or (not force and now - live.saved < SAVE_EVERY):
             return
-        v = live.version
-        versions: list[VersionRow] = []
-        if v is not None:
-            number = v[0]
-            if number < 0:
-                number = await self._store.run(Store.next_version_id)
-            live.version = v = (number, v[1], v[2], v[3], v[4], _pack(live.doc))
-            versions.append(v)
+        versions = live.finished
+        if live.version is not None:
+            v = live.version
+            versions.append((v[0], v[1], v[2], v[3], v[4], _pack(live.doc)))
+        number = await self._store.run(Store.next_version_id)
+        for n, v in enumerate(versions):
+            if v[0] < 0:
+                versions[n] = (number, *v[1:])
+                number += 1
+        live.finished = []
+        live.version = versions[-1] if live.version is not None else None
         row = (
             live.note_id,
             live.circle_id,
@@ -392,6 +405,7 @@ class Notes:
             live.updated,
         )
         await self._store.run(Store.save_note, row, versions)
+        await self._store.run(Store.trim_versions, live.note_id, VERSIONS)
         live.saved, live.dirty = now, False
 
     async def _compact(self, live: _Live) -> None:

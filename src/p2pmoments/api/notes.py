@@ -30,7 +30,10 @@ async def _body(request: web.Request) -> dict[str, Any]:
     too_large = f"a note's text is at most {MAX_NOTE_TEXT >> 20} MiB"
     if (request.content_length or 0) > MAX_NOTE_BODY:
         raise ApiError(413, "too_large", too_large)
-    data = await request.content.read(MAX_NOTE_BODY + 1)
+    if request.content_length is not None:
+        data = await request.read()  # known to be within bounds; kept for re-reads
+    else:
+        data = await request.content.read(MAX_NOTE_BODY + 1)  # chunked: never past it
     if len(data) > MAX_NOTE_BODY:
         raise ApiError(413, "too_large", too_large)
     body = parse_json(data)
