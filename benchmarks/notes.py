@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import Row, report
+from tests.multinode import befriend, eventually, make_home, running, until
 
 from p2pmoments import notes as notes_module
 from p2pmoments.node import Node
 from p2pmoments.notes import Notes
 from p2pmoments.views import moment_text
-from tests.multinode import befriend, eventually, make_home, running, until
 
 TEXT, EDITS = 50_000, 20_000
 
