@@ -89,3 +89,21 @@ async def test_a_note_past_its_bounds_is_refused_clearly(alice: TestClient[Any, 
     outside = {"base": note["version"], "splice": {"at": 5, "delete": 0, "insert": "x"}}
     await call(alice, "POST", f"/notes/{note['id']}/edits", outside, status=400)
     await call(alice, "GET", "/notes/zzzzzzzzzz", status=404)
+
+
+async def test_hostile_edit_bodies_get_clean_errors(alice: TestClient[Any, Any]) -> None:
+    note = await call(alice, "POST", "/circles/work/notes", {"title": "t"}, status=201)
+    for body in (
+        {"base": "", "splice": [None, None], "text": "", "title": ""},
+        {"base": "", "splice": {"at": -1}},
+        {"base": note["version"], "splice": {"at": 0, "delete": -1}},
+        {"title": ""},
+        {"title": "a\nb"},
+    ):
+        for ref in ("0", note["id"]):
+            answer = await alice.post(
+                f"/api/v1/notes/{ref}/edits",
+                json=body,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert 400 <= answer.status < 500, (body, ref, await answer.text())

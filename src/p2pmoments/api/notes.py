@@ -102,16 +102,17 @@ async def get_note(request: web.Request) -> web.Response:
 async def edit_note(request: web.Request) -> web.Response:
     """Change a note: the new title and/or text (whole, or a splice of the text of
     `base`), as written from version `base`; it merges with what others wrote since."""
-    body = fields(
-        await _body(request),
-        {"base": str, "title": str, "text": str, "splice": dict},
-    )
+    raw = await _body(request)
+    splice = raw.pop("splice", None)
+    body = fields(raw, {"base": str, "title": str, "text": str})
     notes = request.app[NOTES]
     text = body.get("text")
-    if "splice" in body:
+    if splice is not None:
+        if not isinstance(splice, dict):
+            raise ApiError(400, "bad_request", "splice must be an object")
         if text is not None or "base" not in body:
             raise ApiError(400, "bad_request", "a splice needs a base and no text")
-        splice = fields(body["splice"], {"at": int, "delete": int, "insert": str}, ("at",))
+        splice = fields(splice, {"at": int, "delete": int, "insert": str}, ("at",))
         text = await _spliced(notes, request.match_info["id"], body["base"], splice)
     try:
         with node_errors():
