@@ -114,3 +114,21 @@ def test_a_snapshot_travels_in_parts_and_only_whole_and_true_is_used() -> None:
     assert join_parts({0: parts[0]}, len(parts), digest) is None
     assert join_parts({**got, 0: b"x" + parts[0][1:]}, len(parts), digest) is None
     assert NoteDoc(state).text == doc.text
+
+
+@settings(max_examples=150, deadline=None)
+@given(TEXT, TEXT, TEXT)
+def test_writing_from_an_old_version_lands_after_what_came_since(
+    base_text: str, since: str, written: str
+) -> None:
+    base = NoteDoc()
+    base.write("t", base_text)
+    here = NoteDoc(base.state())
+    came = here.write(None, since)  # someone else's edit, merged here since
+    updates = here.write(None, written, base=NoteDoc(base.state()))
+    other = NoteDoc(base.state())
+    for update in came + updates:
+        other.apply(update)
+    assert other.text == here.text
+    if base_text == since:  # nothing came since: exactly what was written
+        assert here.text == written

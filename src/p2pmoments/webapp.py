@@ -89,6 +89,7 @@ ASSETS = (
     "pair.js",
     "status.js",
     "devices.js",
+    "notes.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -220,19 +220,13 @@ class NoteDoc:
         self, base: NoteDoc, name: str, spans: list[tuple[int, int, str]]
     ) -> list[tuple[int, int, str]]:
         """Spans found in `base`, moved to where they now are in this document."""
-        crdt = _pycrdt()
         source = base._title if name == _TITLE else base._text
         here = self._title if name == _TITLE else self._text
+        size = len(str(source).encode())
         moved = []
         for start, end, insert in spans:
-            first = crdt.StickyIndex.decode(
-                source.sticky_index(start, crdt.Assoc.AFTER).encode(), here
-            ).get_index()
-            last = first
-            if end > start:
-                last = crdt.StickyIndex.decode(
-                    source.sticky_index(end, crdt.Assoc.BEFORE).encode(), here
-                ).get_index()
+            first = _anchored(source, here, start, size, after=True)
+            last = first if end == start else _anchored(source, here, end, size, after=False)
             moved.append((first, max(first, last), insert))
         return sorted(moved, key=lambda s: s[0])
 
@@ -254,6 +248,31 @@ class NoteDoc:
                 updates.append(self._doc.get_update(before))
         empty = _pycrdt().Doc().get_update()
         return [u for u in updates if u and u != empty]
+
+
+def _anchored(source: Text, here: Text, index: int, size: int, *, after: bool) -> int:
+    """Where position `index` of `source` (UTF-8 bytes, of `size`) is now in `here`: bound
+    to the character after it (`after`) or before it, as a Yjs sticky index. The ends
+    of the text are the ends of `here` (Yrs anchors them to the text itself, and pycrdt
+    panics resolving that)."""
+    here_text = str(here).encode()
+    if index <= 0:
+        return 0
+    if index >= size:
+        return len(here_text)
+    crdt = _pycrdt()
+    assoc = crdt.Assoc.AFTER if after else crdt.Assoc.BEFORE
+    try:
+        sticky = source.sticky_index(index, assoc)
+        found = int(crdt.StickyIndex.decode(sticky.encode(), here).get_index())
+    except BaseException as exc:
+        if not _bad_update(exc):
+            raise
+        found = index  # its nearest character boundary here, below
+    found = max(0, min(found, len(here_text)))
+    while 0 < found < len(here_text) and here_text[found] & 0xC0 == 0x80:
+        found -= 1
+    return found
 
 
 def _byte_spans(text: str, changes: Sequence[Change]) -> list[tuple[int, int, str]]:
