@@ -47,14 +47,7 @@ from p2pmoments.cli.moments import (
     cmd_react,
     cmd_retract,
 )
-from p2pmoments.cli.notes import (
-    cmd_note_edit,
-    cmd_note_history,
-    cmd_note_new,
-    cmd_note_show,
-    cmd_note_write,
-    cmd_notes,
-)
+from p2pmoments.cli.notes import NOTE_COMMANDS
 from p2pmoments.cli.setup import (
     cmd_events,
     cmd_init,
@@ -65,8 +58,6 @@ from p2pmoments.cli.setup import (
     cmd_service_uninstall,
     cmd_status,
 )
-
-_NOTE_ID = arg("id", metavar="ID", help="the note's id, or its first 6 or more characters")
 
 COMMANDS: tuple[Cmd, ...] = (
     Cmd(
@@ -475,73 +466,7 @@ COMMANDS: tuple[Cmd, ...] = (
         example="p2pmoments retract 3fq2k7",
         args=(MOMENT,),
     ),
-    Cmd(
-        name="notes",
-        run=cmd_notes,
-        summary="List a circle's notes, written together by its members.",
-        example="p2pmoments notes --circle work",
-        args=(arg("--circle", required=True, help="the circle"), JSON),
-    ),
-    Cmd(
-        name="note",
-        run=_needs_action,
-        summary="Write notes together: new, show, edit, write, history.",
-        example="p2pmoments note new --circle work 'Plan'",
-        action_required=True,
-        actions=(
-            Cmd(
-                name="new",
-                run=cmd_note_new,
-                summary="Start a note in a circle; prints its id.",
-                example="p2pmoments note new --circle work Plan --text-file plan.md",
-                args=(
-                    arg("--circle", required=True, help="the circle"),
-                    arg("title", help="its title, one line of at most 200 bytes"),
-                    arg(
-                        "--text-file",
-                        metavar="F",
-                        help="its first text, from a file; - reads stdin",
-                    ),
-                ),
-            ),
-            Cmd(
-                name="show",
-                run=cmd_note_show,
-                summary="Show a note's title and text as merged so far.",
-                example="p2pmoments note show 3fq2k7",
-                args=(_NOTE_ID, JSON),
-            ),
-            Cmd(
-                name="edit",
-                run=cmd_note_edit,
-                summary="Edit a note's text in $EDITOR; what others write meanwhile stays.",
-                example="p2pmoments note edit 3fq2k7",
-                args=(_NOTE_ID,),
-            ),
-            Cmd(
-                name="write",
-                run=cmd_note_write,
-                summary="Replace a note's text; the change merges with others' edits.",
-                example="p2pmoments note write 3fq2k7 --text-file plan.md",
-                args=(
-                    _NOTE_ID,
-                    arg(
-                        "--text-file",
-                        metavar="F",
-                        required=True,
-                        help="the new text; - reads stdin",
-                    ),
-                ),
-            ),
-            Cmd(
-                name="history",
-                run=cmd_note_history,
-                summary="Who changed a note and when, in versions.",
-                example="p2pmoments note history 3fq2k7",
-                args=(_NOTE_ID, JSON),
-            ),
-        ),
-    ),
+    *NOTE_COMMANDS,
     Cmd(
         name="service",
         run=_needs_action,

@@ -11,12 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from p2pmoments.cli.arguments import JSON, Cmd, _needs_action, arg
 from p2pmoments.cli.output import EXIT_OK, _print_json, _q, _when, _who
 from p2pmoments.client import ApiClient
 from p2pmoments.core.errors import P2PMomentsError
 from p2pmoments.paths import Paths
 
 __all__ = [
+    "NOTE_COMMANDS",
     "cmd_note_edit",
     "cmd_note_history",
     "cmd_note_new",
@@ -124,3 +126,77 @@ def cmd_note_history(args: argparse.Namespace, paths: Paths) -> int:
             f"{_who(v['author'])}  {edits}  ({v['chars']} characters)"
         )
     return EXIT_OK
+
+
+_NOTE_ID = arg("id", metavar="ID", help="the note's id, or its first 6 or more characters")
+
+# The notes' commands, in commands.COMMANDS.
+NOTE_COMMANDS = (
+    Cmd(
+        name="notes",
+        run=cmd_notes,
+        summary="List a circle's notes, written together by its members.",
+        example="p2pmoments notes --circle work",
+        args=(arg("--circle", required=True, help="the circle"), JSON),
+    ),
+    Cmd(
+        name="note",
+        run=_needs_action,
+        summary="Write notes together: new, show, edit, write, history.",
+        example="p2pmoments note new --circle work 'Plan'",
+        action_required=True,
+        actions=(
+            Cmd(
+                name="new",
+                run=cmd_note_new,
+                summary="Start a note in a circle; prints its id.",
+                example="p2pmoments note new --circle work Plan --text-file plan.md",
+                args=(
+                    arg("--circle", required=True, help="the circle"),
+                    arg("title", help="its title, one line of at most 200 bytes"),
+                    arg(
+                        "--text-file",
+                        metavar="F",
+                        help="its first text, from a file; - reads stdin",
+                    ),
+                ),
+            ),
+            Cmd(
+                name="show",
+                run=cmd_note_show,
+                summary="Show a note's title and text as merged so far.",
+                example="p2pmoments note show 3fq2k7",
+                args=(_NOTE_ID, JSON),
+            ),
+            Cmd(
+                name="edit",
+                run=cmd_note_edit,
+                summary="Edit a note's text in $EDITOR; what others write meanwhile stays.",
+                example="p2pmoments note edit 3fq2k7",
+                args=(_NOTE_ID,),
+            ),
+            Cmd(
+                name="write",
+                run=cmd_note_write,
+                summary="Replace a note's text; the change merges with others' edits.",
+                example="p2pmoments note write 3fq2k7 --text-file plan.md",
+                args=(
+                    _NOTE_ID,
+                    arg(
+                        "--text-file",
+                        metavar="F",
+                        required=True,
+                        help="the new text; - reads stdin",
+                    ),
+                ),
+            ),
+            Cmd(
+                name="history",
+                run=cmd_note_history,
+                summary="Who changed a note and when, in versions.",
+                example="p2pmoments note history 3fq2k7",
+                args=(_NOTE_ID, JSON),
+            ),
+        ),
+    ),
+)
