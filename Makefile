@@ -55,6 +55,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
 	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
+	$(BIN)/python benchmarks/notes.py --json bench-results/notes.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
 	$(BIN)/python benchmarks/versions.py --json bench-results/versions.json
 	$(BIN)/python benchmarks/mesh.py --json bench-results/mesh.json

@@ -18,7 +18,8 @@ COMMANDS = [
     ["peers"], ["events"], ["service"], ["service", "install"], ["service", "uninstall"],
     ["circles"], ["circle"], ["circle", "create"], ["circle", "add"], ["circle", "remove"],
     ["circle", "rename"], ["circle", "delete"], ["post"], ["feed"], ["moment"], ["comment"],
-    ["react"], ["retract"], ["photo"], ["file"],
+    ["react"], ["retract"], ["photo"], ["file"], ["notes"], ["note"], ["note", "new"],
+    ["note", "show"], ["note", "edit"], ["note", "write"], ["note", "history"],
 ]  # fmt: skip
 
 

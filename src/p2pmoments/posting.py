@@ -358,6 +358,17 @@ class Posting:
         await self._publish(self._current(target), Content(kind=Kind.RETRACTION, target=target.id))
         return target.id
 
+    @property
+    def me(self) -> bytes:
+        """The author of what we post: this device's key."""
+        return self._me
+
+    async def publish(self, manifest: Manifest, content: Content) -> Moment:
+        """Seal, store and push one of our moments of another kind than those above (a
+        note's: notes.py), in the circle of `manifest`, if we may post there."""
+        self._check_may_post(manifest)
+        return await self._publish(manifest, content)
+
     # --- internals -----------------------------------------------------------------------
 
     def _current(self, target: Moment) -> Manifest:

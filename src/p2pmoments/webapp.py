@@ -90,6 +90,7 @@ ASSETS = (
     "status.js",
     "devices.js",
     "versions.js",
+    "notes.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
-from p2pmoments.api import unread
+from p2pmoments.api import notes, unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
@@ -34,6 +34,7 @@ from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
 from p2pmoments.api.routes import routes
 from p2pmoments.api.versions import routes as version_routes
 from p2pmoments.node import Node
+from p2pmoments.notes import Notes
 from p2pmoments.reading import Reading
 
 __all__ = [
@@ -68,5 +69,17 @@ def create_app(node: Node, token: str) -> web.Application:
     app.add_routes(device_routes)
     app.add_routes(unread.routes)
     app.add_routes(version_routes)
+    notes.setup(
+        app,
+        Notes(
+            node.store,
+            node.moments,
+            node.posting,
+            node.circles,
+            node.events,
+            lambda key: node.friends.person(key).identity,
+        ),
+        node.friends.person,
+    )
     webapp.setup(app)
     return app

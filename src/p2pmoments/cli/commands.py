@@ -47,6 +47,7 @@ from p2pmoments.cli.moments import (
     cmd_react,
     cmd_retract,
 )
+from p2pmoments.cli.notes import NOTE_COMMANDS
 from p2pmoments.cli.recovery import RECOVERY_COMMANDS
 from p2pmoments.cli.setup import (
     cmd_events,
@@ -469,6 +470,7 @@ COMMANDS: tuple[Cmd, ...] = (
         example="p2pmoments retract 3fq2k7",
         args=(MOMENT,),
     ),
+    *NOTE_COMMANDS,
     Cmd(
         name="service",
         run=_needs_action,

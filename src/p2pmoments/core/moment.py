@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from p2pmoments.core import wire
+from p2pmoments.core import notes, wire
 from p2pmoments.core.blobs import BlobKind, BlobRef, decode_ref
 from p2pmoments.core.crypto import (
     BadSignatureError,
@@ -39,6 +39,7 @@ __all__ = [
     "ManifestLookup",
     "Moment",
     "PersonLookup",
+    "SnapshotPart",
     "Unsigned",
     "moment_id",
     "open_content",
@@ -58,6 +59,7 @@ MAX_EMOJI = 32
 NONCE_LEN = 24
 MAX_PARENTS = 8  # a file's version names at most this many earlier ones (section 9)
 MAX_NOTE = 1024  # bytes of UTF-8 in a version's note
+MAX_COVERS = 256  # authors named by one snapshot part (devices of a circle of 150)
 
 
 class Kind(enum.IntEnum):
@@ -68,9 +70,28 @@ class Kind(enum.IntEnum):
     REACTION = 3
     RETRACTION = 4
     VERSION = 5  # a new version of a post's file (spec/moments.md section 9)
+    NOTE = 6  # a note written together: its first update (spec/notes.md)
+    NOTE_EDIT = 7  # an edit of a note: one update
+    NOTE_SNAPSHOT = 8  # one part of a note's compacted document
 
 
 _POSTS = (Kind.POST, Kind.VERSION)  # who may post may make a new version of a file
+_NOTE_KINDS = (Kind.NOTE, Kind.NOTE_EDIT, Kind.NOTE_SNAPSHOT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotPart:
+    """Which part of which snapshot a NOTE_SNAPSHOT carries, and the edits it holds: per
+    author, the highest sequence number of that author's moments of the note in it."""
+
+    index: int
+    count: int
+    digest: bytes
+    covers: tuple[tuple[bytes, int], ...]
+
+    def as_list(self) -> list[Any]:
+        """Content field 11."""
+        return [self.index, self.count, self.digest, [[a, s] for a, s in self.covers]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +106,8 @@ class Content:
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
     parents: tuple[bytes, ...] = ()  # versions: the versions it follows (section 9)
+    update: bytes | None = None  # notes: a Yjs update, or a snapshot's part (spec/notes.md)
+    part: SnapshotPart | None = None  # note snapshots
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +145,10 @@ def _encode_content(author: VerifyKey, content: Content) -> bytes:
         fields[8] = [ref.as_map() for ref in content.blobs]
     if content.parents:
         fields[9] = list(content.parents)
+    if content.update is not None:
+        fields[10] = content.update
+    if content.part is not None:
+        fields[11] = content.part.as_list()
     return wire.encode_map(fields)
 
 
@@ -130,13 +157,25 @@ def _check_content(content: Content) -> None:
         raise RejectedError(f"text over {MAX_TEXT} bytes")
     if len(content.blobs) > MAX_BLOBS:
         raise RejectedError(f"more than {MAX_BLOBS} photos and files")
-    needs_reply = content.kind in (Kind.COMMENT, Kind.REACTION, Kind.VERSION)
+    needs_reply = content.kind in (
+        Kind.COMMENT,
+        Kind.REACTION,
+        Kind.VERSION,
+        Kind.NOTE_EDIT,
+        Kind.NOTE_SNAPSHOT,
+    )
     if needs_reply != (content.reply_to is not None):
-        raise RejectedError("comments, reactions and versions, and only they, answer a moment")
+        raise RejectedError(
+            "comments, reactions, versions and note edits, and only they, answer a moment"
+        )
     if (content.kind is Kind.VERSION) != bool(content.parents):
         raise RejectedError("a version, and only it, names the versions it follows")
     if content.kind is Kind.VERSION:
         _check_version(content)
+    if content.kind in _NOTE_KINDS:
+        _check_note(content)
+    elif content.update is not None or content.part is not None:
+        raise RejectedError("only notes carry updates")
     if (content.kind is Kind.RETRACTION) != (content.target is not None):
         raise RejectedError("a retraction, and only it, names its target")
     if content.blobs and content.kind not in (Kind.POST, Kind.VERSION):
@@ -166,6 +205,54 @@ def _check_version(content: Content) -> None:
         raise RejectedError("a version expires with its post, not on its own")
 
 
+def _check_note(content: Content) -> None:
+    if content.text or content.emoji or content.blobs or content.expires is not None:
+        raise RejectedError("a note's moments carry only its updates")
+    if content.update is None:
+        raise RejectedError("a note's moment carries an update")
+    if content.kind is Kind.NOTE_SNAPSHOT:
+        part = content.part
+        if part is None:
+            raise RejectedError("a note's snapshot says which part it is")
+        if len(content.update) > notes.PART or not 0 <= part.index < part.count:
+            raise RejectedError("a malformed part of a note's snapshot")
+        if part.count > notes.MAX_PARTS or len(part.covers) > MAX_COVERS:
+            raise RejectedError("a note's snapshot too large")
+        return
+    if content.part is not None:
+        raise RejectedError("only a note's snapshot has parts")
+    notes.check_update(content.update)
+
+
+def _read_part(raw: Any) -> SnapshotPart:
+    """Content field 11, checked exactly (spec/notes.md §3)."""
+    if type(raw) is not list or len(raw) != 4:
+        raise RejectedError("malformed snapshot part")
+    index, count, digest, covers = raw
+    if (
+        type(index) is not int
+        or type(count) is not int
+        or type(digest) is not bytes
+        or len(digest) != 32
+        or type(covers) is not list
+        or len(covers) > MAX_COVERS
+    ):
+        raise RejectedError("malformed snapshot part")
+    pairs = []
+    for pair in covers:
+        if (
+            type(pair) is not list
+            or len(pair) != 2
+            or type(pair[0]) is not bytes
+            or len(pair[0]) != 32
+            or type(pair[1]) is not int
+            or pair[1] < 0
+        ):
+            raise RejectedError("malformed snapshot part")
+        pairs.append((pair[0], pair[1]))
+    return SnapshotPart(index=index, count=count, digest=digest, covers=tuple(pairs))
+
+
 def seal_moment(
     author: Identity,
     manifest: Manifest,
@@ -183,7 +270,7 @@ def seal_moment(
     `nonce` is for the worked examples of spec/moments.md only; leave it out."""
     _check_content(content)
     who = person if person is not None else author.public.verify_key
-    if not manifest.may_post(who) and content.kind in _POSTS:
+    if not manifest.may_post(who) and content.kind in _POSTING:
         raise RejectedError("only the owner may post in this circle")
     if not manifest.is_member(who):
         raise RejectedError("the author is not a member of this circle")
@@ -346,7 +433,18 @@ def read_envelope(
 
 
 _KINDS = {int(k): k for k in Kind}
-_CONTENT_TYPES: dict[int, type] = {1: bytes, 2: int, 3: str, 4: bytes, 5: str, 6: bytes, 7: int}
+_CONTENT_TYPES: dict[int, type] = {
+    1: bytes,
+    2: int,
+    3: str,
+    4: bytes,
+    5: str,
+    6: bytes,
+    7: int,
+    10: bytes,
+}
+# Who may post may make a new version of a file and write notes (spec/notes.md §2).
+_POSTING = (*_POSTS, *_NOTE_KINDS)
 
 
 def open_moment(
@@ -378,7 +476,7 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
     for key, value in fields.items():
         kind_of = _CONTENT_TYPES.get(key)
         if kind_of is None:
-            if key not in (8, 9):
+            if key not in (8, 9, 11):
                 raise RejectedError("unknown content fields")
         elif type(value) is not kind_of:
             raise RejectedError(f"malformed content field {key}" if key > 2 else "malformed: kind")
@@ -416,9 +514,11 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
         expires=fields.get(7),
         blobs=refs,
         parents=parents,
+        update=fields.get(10),
+        part=_read_part(fields[11]) if 11 in fields else None,
     )
     _check_content(content)
-    if kind in _POSTS and not manifest.may_post(header.person):
+    if kind in _POSTING and not manifest.may_post(header.person):
         raise RejectedError("only the owner may post in this circle")
     return Moment(
         id=moment_id(envelope),

@@ -19,6 +19,7 @@ from p2pmoments.disk import reporting
 from p2pmoments.store.circles import CircleTables
 from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
+from p2pmoments.store.notes import NoteTables
 from p2pmoments.store.people import PeopleTables
 from p2pmoments.store.reading import Place, ReadTables
 from p2pmoments.store.records import (
@@ -55,7 +56,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables):
+class Store(PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables, NoteTables):
     """Synchronous access to the database; one thread only."""
 
 

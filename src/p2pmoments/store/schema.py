@@ -191,5 +191,29 @@ MIGRATIONS: tuple[str, ...] = (
         removed_at INTEGER NOT NULL
     ) STRICT;
     """,
+    # 10: notes written together (spec/notes.md): each note's document re-encoded, with the
+    # highest moments rowid merged into it (a cache: rebuilt from the moments if lost);
+    # and its versions, one author's edits with no long pause, each with the title and
+    # text after it (zlib), to list and to restore.
+    """
+    CREATE TABLE notes (
+        note_id   BLOB PRIMARY KEY CHECK (length(note_id) = 32),
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        state     BLOB NOT NULL,
+        applied   INTEGER NOT NULL,
+        title     TEXT NOT NULL,
+        updated   INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE note_versions (
+        id      INTEGER PRIMARY KEY,
+        note_id BLOB NOT NULL CHECK (length(note_id) = 32),
+        author  BLOB NOT NULL CHECK (length(author) = 32),
+        first   INTEGER NOT NULL,
+        last    INTEGER NOT NULL,
+        edits   INTEGER NOT NULL,
+        text    BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX note_versions_by_note ON note_versions (note_id, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

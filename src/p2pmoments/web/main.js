@@ -9,6 +9,7 @@ import {
 import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
 import { connect, on } from './live.js';
+import { noteView, notesView } from './notes.js';
 import { pairView } from './pair.js';
 import {
   follow, isConversation, loadAll, onChange, state, unreadIn,
@@ -25,10 +26,12 @@ const routes = {
   friends: friendsView,
   pair: pairView,
   me: statusView,
+  notes: notesView,
+  note: noteView,
 };
 const titles = {
   feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle',
-  friends: 'Friends', pair: 'Add a friend', me: 'Me',
+  friends: 'Friends', pair: 'Add a friend', me: 'Me', notes: 'Notes', note: 'Note',
 };
 let cleanup = null;
 let current = '';
@@ -51,7 +54,7 @@ function show(force = false) {
   document.title = `${titles[name]} · Moments`;
   for (const link of document.querySelectorAll('[data-nav]')) {
     const here = link.dataset.nav === name || (name === 'chat' && link.dataset.nav === 'chats')
-      || (name === 'circle' && link.dataset.nav === 'circles');
+      || ((name === 'circle' || name === 'notes' || name === 'note') && link.dataset.nav === 'circles');
     if (here) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
