@@ -32,6 +32,7 @@ __all__ = [
     "MAX_EMOJI",
     "MAX_ENVELOPE",
     "MAX_TEXT",
+    "TARGETED",
     "Content",
     "Kind",
     "ManifestLookup",
@@ -63,6 +64,12 @@ class Kind(enum.IntEnum):
     COMMENT = 2
     REACTION = 3
     RETRACTION = 4
+    EDIT = 5  # new text for one of its author's moments (spec/moments.md section 9)
+    READ = 6  # a read receipt: its author has read up to its target (section 10)
+
+
+# The kinds that name a target (key 6): retractions, edits and read receipts.
+TARGETED = frozenset({Kind.RETRACTION, Kind.EDIT, Kind.READ})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,7 +80,7 @@ class Content:
     text: str = ""
     reply_to: bytes | None = None  # comments and reactions: the moment they answer
     emoji: str = ""  # reactions
-    target: bytes | None = None  # retractions: the moment retracted
+    target: bytes | None = None  # retractions, edits, read receipts: the moment they name
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
 
@@ -122,8 +129,12 @@ def _check_content(content: Content) -> None:
     needs_reply = content.kind in (Kind.COMMENT, Kind.REACTION)
     if needs_reply != (content.reply_to is not None):
         raise RejectedError("comments and reactions, and only they, answer a moment")
-    if (content.kind is Kind.RETRACTION) != (content.target is not None):
-        raise RejectedError("a retraction, and only it, names its target")
+    if (content.kind in TARGETED) != (content.target is not None):
+        raise RejectedError("a retraction, edit or read receipt names its target; nothing else does")
+    if content.kind in (Kind.EDIT, Kind.READ, Kind.RETRACTION) and content.blobs:
+        raise RejectedError("only posts and comments carry photos and files")
+    if content.kind is Kind.READ and (content.text or content.expires is not None):
+        raise RejectedError("a read receipt carries no text and no expiry")
     if content.kind is Kind.REACTION and not 0 < len(content.emoji.encode()) <= MAX_EMOJI:
         raise RejectedError("a reaction is one short emoji")
     for ref in (content.reply_to, content.target):

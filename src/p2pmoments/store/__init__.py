@@ -21,6 +21,7 @@ from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
 from p2pmoments.store.people import PeopleTables
 from p2pmoments.store.reading import Place, ReadTables
+from p2pmoments.store.receipts import ReceiptTables
 from p2pmoments.store.records import (
     Counts,
     Freed,
@@ -54,7 +55,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(PeopleTables, CircleTables, MomentTables, ReadTables):
+class Store(PeopleTables, CircleTables, MomentTables, ReadTables, ReceiptTables):
     """Synchronous access to the database; one thread only."""
 
 

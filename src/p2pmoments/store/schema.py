@@ -183,5 +183,16 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 1 FROM moments n WHERE n.circle_id = m.circle_id AND n.kind = 1
             AND (n.created, n.place, n.seq) > (m.created, m.place, m.seq));
     """,
+    # 9: what each member's daemon holds of our own moments, per circle and epoch (issue
+    # 20, item 3: delivered marks): the highest sequence number of ours its have named.
+    """
+    CREATE TABLE delivered (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        person    BLOB NOT NULL CHECK (length(person) = 32),
+        epoch     INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        PRIMARY KEY (circle_id, person, epoch)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

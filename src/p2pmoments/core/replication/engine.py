@@ -51,6 +51,7 @@ __all__ = [
     "JUNK_LIMIT",
     "MAX_BATCH",
     "Action",
+    "Delivered",
     "Drop",
     "KeepManifest",
     "KnownManifest",
@@ -151,6 +152,16 @@ class Drop:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """A member's have named what it holds of our own moments in a circle: per epoch, the
+    highest sequence number (spec/sync.md §4, point 8: delivered marks)."""
+
+    person: bytes  # whose daemon: the peer's person (spec/devices.md section 7)
+    circle: bytes
+    held: tuple[tuple[int, int], ...]  # (epoch, seq)
+
+
+@dataclass(frozen=True, slots=True)
 class LeaveCircle:
     """The owner removed us from a circle: record it; we keep what we had."""
 
@@ -168,6 +179,7 @@ Action = (
     | Drop
     | LeaveCircle
     | Progress
+    | Delivered
 )
 
 VerifyManifest = Callable[[bytes], KnownManifest]  # raises DecodeError; only circles we are in
@@ -307,7 +319,12 @@ class Replicator:
         if isinstance(message, Manifests):
             return self._on_manifests(peer, message, now)
         if isinstance(message, Have):
-            return self._expand(self._vectors.received_have(peer, message))
+            out = self._expand(self._vectors.received_have(peer, message))
+            membership = self.membership(message.circle)
+            ours = tuple(sorted((e, s) for (a, e), s in message.vector.items() if a == self.me))
+            if ours and membership is not None and membership.in_latest(peer):
+                out.append(Delivered(self._person_of(peer), message.circle, ours))
+            return out
         if isinstance(message, Moments):
             membership = self.membership(message.circle)
             if membership is None or not membership.in_latest(peer) or message.circle in self._left:

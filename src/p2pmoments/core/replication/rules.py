@@ -104,6 +104,16 @@ RULES: tuple[Rule, ...] = (
         ),
         "only its author can retract a moment",
     ),
+    Rule(
+        "only the author edits",
+        lambda e, ctx: (
+            e.kind is not Kind.EDIT
+            or e.target is None
+            or e.target not in ctx.owners
+            or ctx.owners[e.target][1] == e.author
+        ),
+        "only its author can edit a moment",
+    ),
 )
 
 

@@ -155,6 +155,11 @@ class VectorSync:
                     haves[action.peer] = [action]  # a later have says all an earlier one did
                 else:
                     ranges.append(action)
+        membership = self._circles.get(circle)
+        if source in self._peers and membership is not None and membership.in_latest(source):
+            # The sender hears what we now hold: its author learns they were delivered
+            # (spec/sync.md §4, point 4). No answer comes back: we are not ahead of it.
+            haves[source] = self._tell(source, circle)
         return [*ranges, *(a for actions in haves.values() for a in actions)]
 
     def link_up(self, peer: bytes) -> list[Action]:
