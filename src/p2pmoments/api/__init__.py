@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
-from p2pmoments.api import unread
+from p2pmoments.api import chats, unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
@@ -34,6 +34,7 @@ from p2pmoments.api.guards import MIDDLEWARES, ApiRunner
 from p2pmoments.api.routes import routes
 from p2pmoments.node import Node
 from p2pmoments.reading import Reading
+from p2pmoments.receipts import ReadReceipts
 
 __all__ = [
     "API_PREFIX",
@@ -63,8 +64,12 @@ def create_app(node: Node, token: str) -> web.Application:
         node.moments,
         lambda author: node.friends.person(author).identity == node.person,
     )
+    # Read receipts go out as the person reads a conversation, if they allow it.
+    app[chats.RECEIPTS] = ReadReceipts(node.store, node.posting, node.circles.device)
+    app[READING].on_read = app[chats.RECEIPTS].read
     app.add_routes(routes)
     app.add_routes(device_routes)
     app.add_routes(unread.routes)
+    app.add_routes(chats.routes)
     webapp.setup(app)
     return app

@@ -231,13 +231,19 @@ async def create_circle(request: web.Request) -> web.Response:
     """A new circle of some of our friends."""
     body = fields(
         await json_body(request),
-        {"name": str, "members": list, "members_can_post": bool},
+        {"name": str, "members": list, "members_can_post": bool, "kind": str},
         ("name",),
     )
+    kind = body.get("kind", "album")
+    if kind not in ("album", "conversation"):
+        raise ApiError(400, "bad_request", 'kind is "album" or "conversation"')
     circles = request.app[NODE].circles
     with node_errors():
         manifest = await circles.create(
-            body["name"], body.get("members", []), body.get("members_can_post", False)
+            body["name"],
+            body.get("members", []),
+            body.get("members_can_post", False),
+            conversation=kind == "conversation",
         )
     return web.json_response(circles.json(manifest), status=201)
 

@@ -130,9 +130,9 @@ def _check_content(content: Content) -> None:
     if needs_reply != (content.reply_to is not None):
         raise RejectedError("comments and reactions, and only they, answer a moment")
     if (content.kind in TARGETED) != (content.target is not None):
-        raise RejectedError("a retraction, edit or read receipt names its target; nothing else does")
-    if content.kind in (Kind.EDIT, Kind.READ, Kind.RETRACTION) and content.blobs:
-        raise RejectedError("only posts and comments carry photos and files")
+        raise RejectedError("only a retraction, edit or read receipt names its target")
+    if content.kind in (Kind.EDIT, Kind.READ) and content.blobs:
+        raise RejectedError("an edit or a read receipt carries no photos or files")
     if content.kind is Kind.READ and (content.text or content.expires is not None):
         raise RejectedError("a read receipt carries no text and no expiry")
     if content.kind is Kind.REACTION and not 0 < len(content.emoji.encode()) <= MAX_EMOJI:

@@ -43,16 +43,16 @@ class ReceiptTables(Database):
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def read_receipts(self, circle_id: bytes) -> list[tuple[bytes, Place]]:
-        """(receipt author, the place of the post it names) of every read receipt in a
-        circle whose post is here (the caller keeps each author's furthest)."""
+    def read_receipts(self, circle_id: bytes) -> list[tuple[bytes, int, Place]]:
+        """(receipt author, its seq, the place of the post it names) of every read
+        receipt in a circle whose post is here (the caller keeps each one's furthest)."""
         rows = self._conn.execute(
-            "SELECT r.author, t.created, t.place, t.seq FROM moments r"
+            "SELECT r.author, r.seq, t.created, t.place, t.seq FROM moments r"
             " JOIN moments t ON t.moment_id = r.reply_to"
             " WHERE r.circle_id = ? AND r.kind = ? AND t.circle_id = r.circle_id",
             (circle_id, Kind.READ),
         )
-        return [(r[0], (r[1], r[2], r[3])) for r in rows]
+        return [(r[0], r[1], (r[2], r[3], r[4])) for r in rows]
 
     def edits_of(self, moment_ids: Sequence[bytes]) -> list[StoredMoment]:
         """The edits naming these moments (the caller keeps their authors' latest)."""
@@ -62,5 +62,15 @@ class ReceiptTables(Database):
                 f"SELECT {_COLUMNS} FROM moments WHERE reply_to IN ({marks})"  # noqa: S608
                 " AND kind = ? ORDER BY seq"
             )
-            out += [record(StoredMoment, row) for row in self._conn.execute(sql, (*part, Kind.EDIT))]
+            rows = self._conn.execute(sql, (*part, Kind.EDIT))
+            out += [record(StoredMoment, row) for row in rows]
         return out
+
+    def post_at(self, circle_id: bytes, place: Place) -> tuple[bytes, bytes] | None:
+        """(id, author) of the post at a place in a circle's feed, if held."""
+        row = self._conn.execute(
+            "SELECT moment_id, author FROM moments WHERE circle_id = ? AND kind = ?"
+            " AND created = ? AND place = ? AND seq = ?",
+            (circle_id, Kind.POST, *place),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
