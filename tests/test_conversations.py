@@ -19,7 +19,7 @@ from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.errors import NotOwnerError
 from p2pmoments.node import Node
 from p2pmoments.store import Store
-from p2pmoments.views import circle_text, moment_text
+from p2pmoments.views import moment_text
 from tests.multinode import befriend, eventually, get_moment, read_feed, until
 from tests.test_api import AUTH, TOKEN, spec_check
 from tests.test_manifest_and_moment import ALICE
@@ -86,8 +86,14 @@ async def test_a_conversation_is_apart_from_the_albums_its_people_share(
         return [m["text"] for m in page["moments"]] == ["still here?"]
 
     await until(alice, arrived, what="Bob's line in the conversation at Alice's")
+    await alice.posting.post(family["id"], "the album's own photo")
     family_page = await call(alice_api, "GET", f"/moments?circle={family['id']}")
-    assert family_page["moments"] == []
+    assert [m["text"] for m in family_page["moments"]] == ["the album's own photo"]
+    # The feed of albums has no chat lines; the chats have no album posts.
+    albums = await call(alice_api, "GET", "/moments?kind=album")
+    chats = await call(alice_api, "GET", "/moments?kind=conversation")
+    assert [m["text"] for m in albums["moments"]] == ["the album's own photo"]
+    assert [m["text"] for m in chats["moments"]] == ["still here?"]
     assert line["circle"]["id"] == chat["id"]
     bad = await alice_api.post(
         f"{API_PREFIX}/circles", json={"name": "x", "kind": "diary"}, headers=AUTH

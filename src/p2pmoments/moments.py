@@ -107,15 +107,23 @@ class Moments(Holding):
         *,
         before: int | None = None,
         cursor: str | None = None,
+        conversations: bool | None = None,
     ) -> FeedPage:
         """A page of posts, newest first: those older than `before` (a Unix time), or
         just past `cursor` (the last page's next_cursor, stable and unique: no post is
-        skipped or repeated, however many share a second)."""
+        skipped or repeated, however many share a second). `conversations`: only the
+        conversations' posts (True) or the albums' (False)."""
         circle_id = self._circles.resolve(circle_ref).circle_id if circle_ref else None
         limit = min(limit, MAX_FEED)
+        among = (
+            None
+            if conversations is None
+            else [m.circle_id for m in self._circles.all() if m.conversation == conversations]
+        )
         rows = await self._store.run(
             Store.posts,
             circle_id=circle_id,
+            among=among,
             before=before,
             after=None if cursor is None else decode_cursor(cursor),
             limit=limit + 1,  # one more: is there a next page?

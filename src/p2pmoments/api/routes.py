@@ -300,10 +300,17 @@ async def feed(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     if cursor is not None and before is not None:
         raise ApiError(400, "bad_request", "give cursor or before, not both")
+    kind = request.query.get("kind")
+    if kind not in (None, "album", "conversation"):
+        raise ApiError(400, "bad_request", 'kind is "album" or "conversation"')
     node = request.app[NODE]
     with node_errors():
         page = await node.moments.feed_page(
-            request.query.get("circle"), limit, before=before, cursor=cursor
+            request.query.get("circle"),
+            limit,
+            before=before,
+            cursor=cursor,
+            conversations=None if kind is None else kind == "conversation",
         )
     return web.json_response(
         {
