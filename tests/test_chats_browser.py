@@ -35,7 +35,7 @@ def friends(alice: Daemon, bob: Daemon) -> str:
 def chat(alice: Daemon, bob: Daemon, bob_id: str) -> str:
     """A conversation Alice starts with Bob, once it has reached Bob; returns its id."""
     circle = alice.api(
-        "POST", "/circles", {"name": "Alice & Bob", "members": [bob_id], "members_can_post": True}
+        "POST", "/circles", {"name": "Alice & Bob", "members": [bob_id], "kind": "conversation"}
     )
     wait_for(
         lambda: any(c["id"] == circle["id"] for c in bob.api("GET", "/circles")["circles"]),

@@ -89,6 +89,8 @@ ASSETS = (
     "pair.js",
     "status.js",
     "devices.js",
+    "notify.js",
+    "settings.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

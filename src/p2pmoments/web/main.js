@@ -9,6 +9,7 @@ import {
 import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
 import { connect, on } from './live.js';
+import { startNotifications } from './notify.js';
 import { pairView } from './pair.js';
 import {
   follow, isConversation, loadAll, onChange, state, unreadIn,
@@ -106,6 +107,7 @@ async function start() {
     return;
   }
   follow();
+  startNotifications();
   connect();
   const banner = document.querySelector('[data-connection]');
   on('offline', () => {
