@@ -13,7 +13,17 @@ from typing import Any
 
 import pytest
 
-from tests.browser import DESKTOP, TIMEOUT_MS, launch, login_url, open_app, playwright, skip_reason
+from tests.browser import (
+    DESKTOP,
+    TIMEOUT_MS,
+    artifacts,
+    launch,
+    login_url,
+    open_app,
+    playwright,
+    screenshots,
+    skip_reason,
+)
 from tests.daemons import Daemon, wait_for
 from tests.test_chats_browser import at, friends, person
 
@@ -99,6 +109,7 @@ def test_a_chat_apart_from_the_album_with_ticks_and_notifications(
         tick(page, "Hi Bob").and_(page.locator(".ticks.delivered")).wait_for()
         assert tick(page, "Hi Bob").get_attribute("aria-label") == "Delivered"
         page.get_by_text("Get a notification when Bob answers?").wait_for()  # asked now
+        screenshots(page, artifacts(tmp_path), "webapp-notify")  # docs/webapp-notify-phone.png
         assert page.locator(".thread", has_text="Family picnic").count() == 0
         at(page, "#/feed")
         page.locator(".moment", has_text="Family picnic photos").wait_for()

@@ -165,7 +165,7 @@ export function circleView(root, [id]) {
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
         canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null,
         c.removed ? null : muteButton(c.id)),
-      c.removed ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
+      c.removed || isConversation(c) ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
       h('h2', {}, c.removed ? `Its members when you were removed (${listed.length})` : `Members (${c.members.length})`),
       members,
       addForm,
