@@ -321,9 +321,19 @@ class Replicator:
         if isinstance(message, Have):
             out = self._expand(self._vectors.received_have(peer, message))
             membership = self.membership(message.circle)
-            ours = tuple(sorted((e, s) for (a, e), s in message.vector.items() if a == self.me))
-            if ours and membership is not None and membership.in_latest(peer):
-                out.append(Delivered(self._person_of(peer), message.circle, ours))
+            if membership is not None and membership.in_latest(peer):
+                # Only epochs it is in, and never past what we posted: a member's claims
+                # are about itself, and stay bounded whatever it says.
+                held, epochs = self._vectors.held(message.circle), membership.epochs_of(peer)
+                ours = tuple(
+                    sorted(
+                        (e, min(s, held.get((a, e), 0)))
+                        for (a, e), s in message.vector.items()
+                        if a == self.me and e in epochs and s > 0 and held.get((a, e), 0) > 0
+                    )
+                )
+                if ours:
+                    out.append(Delivered(self._person_of(peer), message.circle, ours))
             return out
         if isinstance(message, Moments):
             membership = self.membership(message.circle)

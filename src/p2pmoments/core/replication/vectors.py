@@ -119,6 +119,10 @@ class VectorSync:
         """Who is in a circle, as far as we know."""
         return self._circles.get(circle)
 
+    def held(self, circle: bytes) -> Mapping[Slot, int]:
+        """What we hold of a circle: (author, epoch) -> highest seq."""
+        return self._held.get(circle, {})
+
     def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
         """What the store already holds, at start-up (no messages)."""
         vector = self._held.setdefault(circle, {})
