@@ -211,7 +211,11 @@ def test_an_edited_moment_shows_edited_at_another_member_and_who_reacted(
     bob.api("POST", f"/moments/{moment['id']}/reactions", {"emoji": "🎉"})
     with playwright() as p:
         browser = launch(p)
-        page, bobs = open_app(browser, alice.home), open_app(browser, bob.home)
+        page, bobs = notifying_app(browser, alice.home), open_app(browser, bob.home)
+        at(page, "#/me")
+        page.get_by_role("button", name="Turn on notifications").click()
+        page.get_by_role("button", name="Turn off notifications").wait_for()
+        at(page, "#/feed")
         card = page.locator(f".moment[data-id='{moment['id']}']")
         card.get_by_role("button", name="Edit the text of this moment").click()
         card.get_by_label("New text").fill("Lunch at 1, not 12")
@@ -232,6 +236,11 @@ def test_an_edited_moment_shows_edited_at_another_member_and_who_reacted(
         listed = theirs.locator(".who-reacted li")
         listed.first.wait_for()
         assert sorted(listed.all_inner_texts()) == sorted(["❤️ You, Alice", "🎉 You"])
+        # A comment on Alice's moment notifies her while she is elsewhere in the app.
+        at(page, "#/friends")
+        bob.api("POST", f"/moments/{moment['id']}/comments", {"text": "See you there"})
+        wait_for(lambda: notes(page), timeout=10, what="a notification at Alice's")
+        assert notes(page) == [{"title": "Bob commented on your moment", "body": "See you there"}]
         assert page.errors == []
         assert bobs.errors == []
         browser.close()

@@ -141,9 +141,9 @@ export function chatsView(root) {
  */
 function ticks(m, circle) {
   const n = others(circle).length;
-  const state = n && m.read_by.length >= n ? 'read' : n && m.delivered_to.length >= n ? 'delivered' : 'sent';
-  const label = { sent: 'Sent', delivered: 'Delivered', read: 'Read' }[state];
-  return h('span', { class: `ticks ${state}`, role: 'img', 'aria-label': label, title: label }, state === 'sent' ? '✓' : '✓✓');
+  const where = n && m.read_by.length >= n ? 'read' : n && m.delivered_to.length >= n ? 'delivered' : 'sent';
+  const label = { sent: 'Sent', delivered: 'Delivered', read: 'Read' }[where];
+  return h('span', { class: `ticks ${where}`, role: 'img', 'aria-label': label, title: label }, where === 'sent' ? '✓' : '✓✓');
 }
 
 function bubble(m, group, circle) {

@@ -95,7 +95,7 @@ async function start() {
   window.addEventListener('p2pm:logged-out', showLoggedOut);
   try {
     // Reads need no CSRF token: ask for everything at once, the feed's first page too.
-    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}`);
+    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}&kind=album`);
     await Promise.all([startSession(), loadAll()]);
   } catch (error) {
     if (error.status === 401) {
