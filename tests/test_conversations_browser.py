@@ -108,6 +108,11 @@ def test_a_chat_apart_from_the_album_with_ticks_and_notifications(
         # Sent, then delivered once Bob's daemon has it; read receipts are off at his.
         tick(page, "Hi Bob").and_(page.locator(".ticks.delivered")).wait_for()
         assert tick(page, "Hi Bob").get_attribute("aria-label") == "Delivered"
+        # A message can be edited after sending: marked edited, here and at Bob's.
+        page.locator(".message.mine", has_text="Hi Bob").get_by_role("button", name="Edit").click()
+        page.get_by_label("Edit the message").fill("Hi Bob, it's Alice")
+        page.get_by_role("button", name="Save").click()
+        page.locator(".message.mine", has_text="Hi Bob, it's Alice").locator(".edited").wait_for()
         page.get_by_text("Get a notification when Bob answers?").wait_for()  # asked now
         screenshots(page, artifacts(tmp_path), "webapp-notify")  # docs/webapp-notify-phone.png
         assert page.locator(".thread", has_text="Family picnic").count() == 0
@@ -123,7 +128,7 @@ def test_a_chat_apart_from_the_album_with_ticks_and_notifications(
         bobs.get_by_role("button", name="Turn off notifications").wait_for()
         # He reads the chat with read receipts off: Alice's tick stays delivered.
         at(bobs, f"#/chat/{chat}")
-        bobs.locator(".message", has_text="Hi Bob").wait_for()
+        bobs.locator(".message", has_text="Hi Bob, it's Alice").locator(".edited").wait_for()
         wait_for(lambda: _read_to(bob, chat) is not None, timeout=10, what="Bob's mark to move")
         assert alice.api("GET", f"/moments?circle={chat}")["moments"][0]["read_by"] == []
         # Removing Bob from the family does not end the chat.

@@ -146,7 +146,30 @@ function ticks(m, circle) {
   return h('span', { class: `ticks ${where}`, role: 'img', 'aria-label': label, title: label }, where === 'sent' ? '✓' : '✓✓');
 }
 
-function bubble(m, group, circle) {
+/** Edit one of my messages in its bubble: every member sees the new text, "edited". */
+function editMessage(el, m, done) {
+  if (el.querySelector('.edit-form')) return;
+  const field = h('textarea', { name: 'text', rows: 2, 'aria-label': 'Edit the message' });
+  field.value = m.text;
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const form = h('form', {
+    class: 'edit-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        done(await api.patch(`/moments/${api.q(m.id)}`, { text: field.value }));
+      } catch (failure) {
+        error.textContent = errorText(failure);
+      }
+    },
+  }, field, error, h('div', { class: 'form-actions' },
+    h('button', { type: 'button', class: 'button quiet small', onclick: () => done(m) }, 'Cancel'),
+    h('button', { type: 'submit', class: 'button small' }, 'Save')));
+  el.querySelector('.bubble').replaceChildren(form);
+  field.focus();
+}
+
+function bubble(m, group, circle, onEdit) {
   const mine = isMe(m.author);
   const who = person(m.author);
   if (m.retracted) {
@@ -169,7 +192,8 @@ function bubble(m, group, circle) {
       h('span', { class: 'meta' },
         m.edited ? h('span', { class: 'edited' }, 'edited') : null,
         h('time', { datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, clockTime(m.time)),
-        mine ? ticks(m, circle) : null)));
+        mine ? ticks(m, circle) : null,
+        mine ? h('button', { type: 'button', class: 'link-button edit-message', onclick: onEdit }, 'Edit') : null)));
 }
 
 export function chatView(root, [id]) {
@@ -199,7 +223,7 @@ export function chatView(root, [id]) {
 
   function place(m) {
     const now = circleById(id) ?? circle;
-    const el = bubble(m, others(now).length > 1, now);
+    const el = bubble(m, others(now).length > 1, now, () => editMessage(el, m, place));
     el.dataset.order = m.order;
     el.dataset.time = String(m.time);
     const old = shown.get(m.id);
