@@ -29,13 +29,17 @@ def friends(alice: Daemon, bob: Daemon) -> str:
     """Pair Bob with Alice; returns Bob's identity."""
     link = cli(alice.home, "qr", "--link").stdout.strip()
     assert cli(bob.home, "pair", link).returncode == 0, "pairing"
-    return str(alice.api("GET", "/friends")["friends"][0]["identity"])
+    # Bob's pairing ends when he is told; Alice records him a moment later.
+    known = wait_for(
+        lambda: alice.api("GET", "/friends")["friends"], timeout=10, what="Alice to know Bob"
+    )
+    return str(known[0]["identity"])
 
 
 def chat(alice: Daemon, bob: Daemon, bob_id: str) -> str:
     """A conversation Alice starts with Bob, once it has reached Bob; returns its id."""
     circle = alice.api(
-        "POST", "/circles", {"name": "Alice & Bob", "members": [bob_id], "members_can_post": True}
+        "POST", "/circles", {"name": "Alice & Bob", "members": [bob_id], "kind": "conversation"}
     )
     wait_for(
         lambda: any(c["id"] == circle["id"] for c in bob.api("GET", "/circles")["circles"]),

@@ -13,6 +13,7 @@ from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.moment import Kind
 from p2pmoments.core.replication import messages
 from p2pmoments.core.replication.engine import (
+    Delivered,
     Drop,
     KnownManifest,
     KnownRemoval,
@@ -268,3 +269,32 @@ def test_a_big_file_keeps_32_mib_asked_of_a_peer_in_messages_any_member_reads() 
         assert messages.decode(messages.encode(s.message)) == s.message
     more = scheduler.arrived(peer, asked[:3])
     assert [a for s in more for a in s.message.addresses] == wanted[64:67]  # type: ignore[union-attr]
+
+
+def test_delivered_marks_come_from_members_haves_and_claim_no_more_than_we_posted() -> None:
+    engine = make_engine()
+    engine.add_manifest(
+        KnownManifest(circle=CIRCLE, epoch=0, owner=ME, members=frozenset({ME, BOB}), raw=b"m")
+    )
+    engine.link_up(BOB)
+    engine.link_up(EVE)
+    engine.stored(CIRCLE, [_entry(seq) for seq in (1, 2, 3)], None)
+    # Bob holds two of our three: delivered up to 2. Eve, no member, is not heard.
+    have = Have(circle=CIRCLE, vector={(ME, 0): 2}, epochs=frozenset({0}))
+    assert [a for a in engine.receive(BOB, have, 0.0) if isinstance(a, Delivered)] == [
+        Delivered(BOB, CIRCLE, ((0, 2),))
+    ]
+    assert not [a for a in engine.receive(EVE, have, 0.0) if isinstance(a, Delivered)]
+    # A member claiming epochs it is not in, or more than we posted, is held to the truth.
+    boast = Have(
+        circle=CIRCLE,
+        vector={(ME, 0): 2**62, **{(ME, e): 5 for e in range(1, 500)}, (BOB, 0): 9},
+        epochs=frozenset({0}),
+    )
+    assert [a for a in engine.receive(BOB, boast, 0.0) if isinstance(a, Delivered)] == [
+        Delivered(BOB, CIRCLE, ((0, 3),))
+    ]
+
+
+def _entry(seq: int) -> Entry:
+    return Entry(bytes([seq]) * 32, CIRCLE, ME, seq, 0, Kind.POST, None, None, (), 100)

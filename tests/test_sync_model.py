@@ -24,6 +24,7 @@ from p2pmoments.core.moment import Kind
 from p2pmoments.core.replication.chunks import Lacking, Progress
 from p2pmoments.core.replication.engine import (
     Action,
+    Delivered,
     Drop,
     KeepManifest,
     KnownManifest,
@@ -152,6 +153,12 @@ class World:
                 self.apply(at, node.engine.chunks_written(action.peer, kept, 0, 0.0))
             elif isinstance(action, Drop | Reject):
                 self.violations.append(f"{action!r} between honest nodes")
+            elif isinstance(action, Delivered):
+                # A delivered mark never claims more than the member holds.
+                theirs = self.nodes[action.person].held.get(action.circle, {})
+                for epoch, seq in action.held:
+                    if theirs.get((at, seq)) != epoch:
+                        self.violations.append(f"{action!r} claims what its member lacks")
             else:
                 assert isinstance(action, Progress)
 

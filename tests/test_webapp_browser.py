@@ -654,7 +654,7 @@ def test_a_photo_still_arriving_shows_its_progress_as_pieces_come(
             route.fulfill(body=body, headers={"Content-Type": "text/event-stream"})
 
         context.route(
-            "**/api/v1/moments?limit=20",
+            "**/api/v1/moments?limit=20&kind=album",  # the feed of albums
             lambda route: route.fulfill(json={"moments": [moment], "next_before": None}),
         )
         context.route("**/api/v1/moments/" + moment_id, lambda route: route.fulfill(json=later))

@@ -113,6 +113,16 @@ class Circles:
 
     # --- reading ---------------------------------------------------------------------
 
+    @property
+    def device(self) -> bytes:
+        """This device's key: the author of the moments we post."""
+        return bytes(self._identity.public.verify_key)
+
+    @property
+    def person(self) -> bytes:
+        """The person this device is one of: who manifests name."""
+        return self._me
+
     def all(self) -> list[Manifest]:
         """The current manifests of the circles we hold, by name."""
         return sorted(self._current.values(), key=lambda m: (m.name.lower(), m.circle_id))
@@ -213,9 +223,15 @@ class Circles:
     # --- circles we own ---------------------------------------------------------------
 
     async def create(
-        self, name: str, member_refs: Sequence[str], members_can_post: bool
+        self,
+        name: str,
+        member_refs: Sequence[str],
+        members_can_post: bool,
+        *,
+        conversation: bool = False,
     ) -> Manifest:
-        """A new circle we own, with some of our friends in it."""
+        """A new circle we own, with some of our friends in it: an album, or a
+        conversation (spec/moments.md section 1.1), whose members all post."""
         if any(
             m.name.lower() == name.strip().lower()
             for m in self._current.values()
@@ -227,7 +243,8 @@ class Circles:
             epoch=0,
             name=name,
             members=self._members_of(member_refs),
-            members_can_post=members_can_post,
+            members_can_post=members_can_post or conversation,
+            conversation=conversation,
         )
         await self.keep(manifest, "circle.created")
         if self.edits is not None and self.several_devices():
@@ -342,6 +359,7 @@ class Circles:
             members_can_post=(
                 current.members_can_post if members_can_post is None else members_can_post
             ),
+            conversation=current.conversation,  # a chat stays a chat, an album an album
         )
         now = int(time.time())
         for member in gone:
@@ -390,6 +408,7 @@ class Circles:
         name: str,
         members: list[Member],
         members_can_post: bool,
+        conversation: bool = False,
     ) -> Manifest:
         if not self._first_device:
             raise UserInputError(
@@ -404,6 +423,7 @@ class Circles:
                 name=name,
                 members=members,
                 members_can_post=members_can_post,
+                conversation=conversation,
                 created=int(time.time()),
                 key=new_epoch_key(),
             )

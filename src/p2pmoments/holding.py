@@ -148,6 +148,13 @@ class Holding:
             elif c.kind is Kind.RETRACTION and c.target is not None:
                 await self._retract(c.target)
                 self._events.publish("moment.retracted", id=moment_text(c.target))
+            elif c.kind in (Kind.EDIT, Kind.READ) and c.target is not None:
+                # A page redraws the post it names: new text, or who read it.
+                self._events.publish(
+                    "moment.edited" if c.kind is Kind.EDIT else "moment.read",
+                    id=moment_text(c.target),
+                    circle=circle_text(moment.circle_id),
+                )
             else:
                 circle = circles.get(moment.circle_id) or circles.setdefault(
                     moment.circle_id, circle_text(moment.circle_id)

@@ -19,7 +19,7 @@ from p2pmoments.blobstore import BlobStore, Location
 from p2pmoments.core.blobs import BlobKind, BlobRef, decrypt_chunk, open_index_piece
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id
-from p2pmoments.core.moment import Moment
+from p2pmoments.core.moment import Kind, Moment
 from p2pmoments.errors import AmbiguousError, NotFoundError, UserInputError
 from p2pmoments.holding import CHUNK_SWEEP, EXPIRY_SWEEP, Holding, IndexPiece, Opened, flatten
 from p2pmoments.store import Store, StoredMoment
@@ -107,15 +107,23 @@ class Moments(Holding):
         *,
         before: int | None = None,
         cursor: str | None = None,
+        conversations: bool | None = None,
     ) -> FeedPage:
         """A page of posts, newest first: those older than `before` (a Unix time), or
         just past `cursor` (the last page's next_cursor, stable and unique: no post is
-        skipped or repeated, however many share a second)."""
+        skipped or repeated, however many share a second). `conversations`: only the
+        conversations' posts (True) or the albums' (False)."""
         circle_id = self._circles.resolve(circle_ref).circle_id if circle_ref else None
         limit = min(limit, MAX_FEED)
+        among = (
+            None
+            if conversations is None
+            else [m.circle_id for m in self._circles.all() if m.conversation == conversations]
+        )
         rows = await self._store.run(
             Store.posts,
             circle_id=circle_id,
+            among=among,
             before=before,
             after=None if cursor is None else decode_cursor(cursor),
             limit=limit + 1,  # one more: is there a next page?
@@ -148,10 +156,13 @@ class Moments(Holding):
         rows = [r for r in rows if r.retracted or r.moment_id in opened]
         refs = [ref for m in opened.values() for ref in m.content.blobs]
         held = iter(await self._held(refs) if refs else [])
+        edits = await self._edits(live)
+        marks = await self._marks(rows)
         views = []
         for row in rows:
             moment = opened.get(row.moment_id)
             current = self._circles.current(row.circle_id)
+            delivered_to, read_by = marks.get(row.moment_id, ((), ()))
             views.append(
                 MomentView(
                     row=row,
@@ -159,9 +170,61 @@ class Moments(Holding):
                     circle_name=current.name if current else "",
                     replies=replies.get(row.moment_id, []),
                     held=[next(held) for _ in moment.content.blobs] if moment else [],
+                    edited=edits.get(row.moment_id),
+                    delivered_to=delivered_to,
+                    read_by=read_by,
                 )
             )
         return views
+
+    async def _edits(self, rows: Sequence[StoredMoment]) -> dict[bytes, Moment]:
+        """Each post's newest edit by its own author, by sequence (spec/moments.md §10)."""
+        posts = {r.moment_id: r for r in rows if r.kind is Kind.POST}
+        newest: dict[bytes, Moment] = {}
+        if not posts:
+            return newest
+        for edit in await self._store.run(Store.edits_of, list(posts)):  # by seq
+            post = posts.get(edit.reply_to or b"")
+            if post is None or (edit.author, edit.circle_id) != (post.author, post.circle_id):
+                continue  # someone else's: never shown (the rules refuse it when they can)
+            if (opened := self._opened(edit)) is not None:
+                newest[post.moment_id] = opened
+        return newest
+
+    async def _marks(
+        self, rows: Sequence[StoredMoment]
+    ) -> dict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...]]]:
+        """For our own posts in conversations: the other members whose daemon holds each,
+        and those who read it (spec/moments.md §11), as persons."""
+        me = self._circles.device
+        ours = [r for r in rows if r.author == me and r.kind is Kind.POST and not r.retracted]
+        out: dict[bytes, tuple[tuple[bytes, ...], tuple[bytes, ...]]] = {}
+        for circle_id in {r.circle_id for r in ours}:
+            manifest = self._circles.current(circle_id)
+            if manifest is None or not manifest.conversation:
+                continue
+            others = [
+                bytes(m.verify_key)
+                for m in manifest.members
+                if bytes(m.verify_key) != self._circles.person
+            ]
+            holds: dict[tuple[bytes, int], int] = {}
+            for person, epoch, seq in await self._store.run(Store.delivered_marks, circle_id):
+                holds[(person, epoch)] = seq
+            read: dict[bytes, tuple[int, int, int]] = {}
+            for author, seq, place in await self._store.run(Store.read_receipts, circle_id):
+                person = self.person_of(author, circle_id, seq) or author
+                read[person] = max(place, read.get(person, place))
+            for row in ours:
+                if row.circle_id != circle_id:
+                    continue
+                at = (row.created, row.place, row.seq)
+                readers = tuple(p for p in others if read.get(p, (-1, 0, 0)) >= at)
+                held = tuple(
+                    p for p in others if p in readers or holds.get((p, row.epoch), 0) >= row.seq
+                )
+                out[row.moment_id] = (held, readers)
+        return out
 
     async def _held(self, refs: Sequence[BlobRef]) -> list[int]:
         """How many of each blob's chunks are here (its thumbnail's included)."""

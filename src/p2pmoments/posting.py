@@ -369,6 +369,25 @@ class Posting:
         self._check_may_post(manifest)
         return await self._publish(manifest, content)
 
+    async def edit(self, ref: str, text: str) -> Moment:
+        """New text for one of our posts (spec/moments.md section 10): every member shows
+        the newest edit, marked edited; its photos and files stay."""
+        target = await self._moments.target(ref)
+        if bytes(target.author) != self._me:
+            raise NotOwnerError("only its author can edit a moment")
+        if target.content.kind is not Kind.POST:
+            raise UserInputError("only a post's text can be edited")
+        if not text.strip() and not target.content.blobs:
+            raise UserInputError("a moment needs some text, a photo or a file")
+        _check_text(text)
+        return await self._publish(
+            self._current(target), Content(kind=Kind.EDIT, text=text, target=target.id)
+        )
+
+    async def read_receipt(self, manifest: Manifest, post: bytes) -> Moment:
+        """Tell a conversation's members we read up to `post` (section 11)."""
+        return await self._publish(manifest, Content(kind=Kind.READ, target=post))
+
     # --- internals -----------------------------------------------------------------------
 
     def _current(self, target: Moment) -> Manifest:

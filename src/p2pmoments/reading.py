@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from p2pmoments.circles import Circles
+from p2pmoments.core.manifest import Manifest
 from p2pmoments.core.moment import Kind
 from p2pmoments.errors import UserInputError
 from p2pmoments.events import EventBus
@@ -21,6 +22,10 @@ from p2pmoments.store import AsyncStore, Place, Store
 from p2pmoments.views import CircleUnread, circle_text
 
 __all__ = ["Reading"]
+
+
+async def _nothing(circle: Manifest, place: Place) -> None:
+    pass
 
 
 class Reading:
@@ -39,6 +44,8 @@ class Reading:
         self._circles = circles
         self._moments = moments
         self._mine = mine  # whether a moment's author (a device key) is the person's
+        # Told when a mark moved (read receipts: receipts.py).
+        self.on_read: Callable[[Manifest, Place], Awaitable[None]] = _nothing
 
     async def counts(self) -> list[CircleUnread]:
         """Every circle's unread count and mark, in the order circles are listed."""
@@ -73,4 +80,5 @@ class Reading:
         moved = await self._store.run(Store.mark_read, circle.circle_id, place, now)
         if moved:
             self._events.publish("circle.read", id=circle_text(circle.circle_id))
+            await self.on_read(circle, place)
         return bool(moved)

@@ -29,6 +29,7 @@ from p2pmoments.core.replication import messages
 from p2pmoments.core.replication.chunks import Lacking, Progress
 from p2pmoments.core.replication.engine import (
     Action,
+    Delivered,
     Drop,
     KeepManifest,
     KnownManifest,
@@ -52,7 +53,7 @@ from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.transfers import Transfers, _Inbox
 from p2pmoments.versions import version_facts, without_packed
-from p2pmoments.views import moment_text
+from p2pmoments.views import circle_text, moment_text
 
 __all__ = ["MAX_INBOX", "Replication"]
 
@@ -111,6 +112,8 @@ class Replication:
         self._spawn = spawn
         self._peers: dict[bytes, _Inbox] = {}
         self.handled = 0  # messages from peers handled so far (statistics)
+        # (circle, person, epoch) -> the highest seq of ours its daemon holds, as kept.
+        self._delivered_to: dict[tuple[bytes, bytes, int], int] = {}
         # Moments verified and kept by the rules, not stored: the disk was full.
         self._held: list[tuple[bytes | None, bytes, list[Moment], list[Moment] | None]] = []
         self._held_size = 0
@@ -324,8 +327,25 @@ class Replication:
                 self._links.drop_misbehaving(action.peer, action.reason)
             elif isinstance(action, LeaveCircle):
                 await self._leave(action.removal)
+            elif isinstance(action, Delivered):
+                await self._delivered(action)
             else:
                 self._progress(action)
+
+    async def _delivered(self, action: Delivered) -> None:
+        """A member holds our moments up to these: kept (once per rise), and told to the
+        pages as `moment.delivered` (spec/sync.md §4, point 9)."""
+        rising = [
+            (epoch, seq)
+            for epoch, seq in action.held
+            if seq > self._delivered_to.get((action.circle, action.person, epoch), 0)
+        ]
+        if not rising:
+            return
+        for epoch, seq in rising:
+            self._delivered_to[(action.circle, action.person, epoch)] = seq
+        if await self._store.run(Store.record_delivered, action.circle, action.person, rising):
+            self._events.publish("moment.delivered", circle=circle_text(action.circle))
 
     def _send(self, peer: bytes, message: Message) -> None:
         self._links.send(peer, messages.encode(message))

@@ -120,6 +120,7 @@ def circle_json(
         "removed": None if removed is None else {"epoch": removed[0], "at": removed[1]},
         "members_can_post": m.members_can_post,
         "members": [person_json(people(bytes(x.verify_key))) for x in m.members],
+        "kind": "conversation" if m.conversation else "album",
     }
 
 
@@ -143,6 +144,10 @@ class MomentView:
     circle_name: str
     replies: Sequence[Moment]
     held: Sequence[int]  # per blob, chunks here (its thumbnail's included)
+    edited: Moment | None = None  # its author's newest edit (spec/moments.md section 10)
+    # Our own post in a conversation: the members whose daemon holds it, who read it.
+    delivered_to: Sequence[bytes] = ()
+    read_by: Sequence[bytes] = ()
 
 
 def feed_order(row: StoredMoment) -> str:
@@ -190,11 +195,17 @@ def moment_json(view: MomentView, people: People) -> dict[str, Any]:
         "reactions_by": {},
         "photos": [],
         "files": [],
+        "edited": None,
+        "delivered_to": [person_json(people(p)) for p in view.delivered_to],
+        "read_by": [person_json(people(p)) for p in view.read_by],
     }
     if view.moment is None:
         return base
     content = view.moment.content
     base["text"] = content.text
+    if view.edited is not None:
+        base["text"] = view.edited.content.text
+        base["edited"] = view.edited.time
     _add_blobs(base, content.blobs, view.held)
     for answer in view.replies:
         who = person_json(people(bytes(answer.author)))

@@ -91,6 +91,8 @@ ASSETS = (
     "devices.js",
     "versions.js",
     "notes.js",
+    "notify.js",
+    "settings.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -14,7 +14,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
-from p2pmoments.api import notes, unread
+from p2pmoments.api import chats, notes, unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
@@ -36,6 +36,7 @@ from p2pmoments.api.versions import routes as version_routes
 from p2pmoments.node import Node
 from p2pmoments.notes import Notes
 from p2pmoments.reading import Reading
+from p2pmoments.receipts import ReadReceipts
 
 __all__ = [
     "API_PREFIX",
@@ -65,6 +66,9 @@ def create_app(node: Node, token: str) -> web.Application:
         node.moments,
         lambda author: node.friends.person(author).identity == node.person,
     )
+    # Read receipts go out as the person reads a conversation, if they allow it.
+    app[chats.RECEIPTS] = ReadReceipts(node.store, node.posting, node.circles.device)
+    app[READING].on_read = app[chats.RECEIPTS].read
     app.add_routes(routes)
     app.add_routes(device_routes)
     app.add_routes(unread.routes)
@@ -81,5 +85,6 @@ def create_app(node: Node, token: str) -> web.Application:
         ),
         node.friends.person,
     )
+    app.add_routes(chats.routes)
     webapp.setup(app)
     return app

@@ -231,13 +231,19 @@ async def create_circle(request: web.Request) -> web.Response:
     """A new circle of some of our friends."""
     body = fields(
         await json_body(request),
-        {"name": str, "members": list, "members_can_post": bool},
+        {"name": str, "members": list, "members_can_post": bool, "kind": str},
         ("name",),
     )
+    kind = body.get("kind", "album")
+    if kind not in ("album", "conversation"):
+        raise ApiError(400, "bad_request", 'kind is "album" or "conversation"')
     circles = request.app[NODE].circles
     with node_errors():
         manifest = await circles.create(
-            body["name"], body.get("members", []), body.get("members_can_post", False)
+            body["name"],
+            body.get("members", []),
+            body.get("members_can_post", False),
+            conversation=kind == "conversation",
         )
     return web.json_response(circles.json(manifest), status=201)
 
@@ -294,10 +300,17 @@ async def feed(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor")
     if cursor is not None and before is not None:
         raise ApiError(400, "bad_request", "give cursor or before, not both")
+    kind = request.query.get("kind")
+    if kind not in (None, "album", "conversation"):
+        raise ApiError(400, "bad_request", 'kind is "album" or "conversation"')
     node = request.app[NODE]
     with node_errors():
         page = await node.moments.feed_page(
-            request.query.get("circle"), limit, before=before, cursor=cursor
+            request.query.get("circle"),
+            limit,
+            before=before,
+            cursor=cursor,
+            conversations=None if kind is None else kind == "conversation",
         )
     shown = [views.moment_json(v, node.friends.person) for v in page.moments]
     await node.versions.annotate(shown, node.friends.person)

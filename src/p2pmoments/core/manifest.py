@@ -48,6 +48,7 @@ VERSION = 1
 MANIFEST_CONTEXT = b"p2pmoments/manifest/1\x00"
 REMOVAL_CONTEXT = b"p2pmoments/removal/1\x00"
 MAX_MEMBERS = 151  # the owner and up to 150 friends
+ALBUM, CONVERSATION = 1, 2  # key 10, the kind of circle (absent: an album)
 MAX_MANIFEST = 64 * 1024
 MAX_REMOVAL = 512
 KEY_LEN = 32
@@ -74,6 +75,7 @@ class Manifest:
     created: int
     sealed_keys: tuple[bytes, ...]  # aligned with members
     raw: bytes  # the signed encoding: what travels and what is stored
+    conversation: bool = False  # a chat (key 10 = 2), not an album (spec/moments.md 1.1)
     _member_keys: frozenset[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -108,8 +110,10 @@ def create_manifest(
     members_can_post: bool,
     created: int,
     key: bytes,
+    conversation: bool = False,
 ) -> Manifest:
-    """Sign a manifest for `members` (the owner is added), sealing `key` to each."""
+    """Sign a manifest for `members` (the owner is added), sealing `key` to each; a
+    conversation's carries key 10 (an album's does not, as before: spec/moments.md 1.1)."""
     name = check_display_name(name)
     me = Member(verify_key=owner.public.verify_key, link_key=owner.public.link_key)
     everyone = _sorted_members([me, *members])
@@ -117,19 +121,20 @@ def create_manifest(
         raise ValueError(f"a circle has at most {MAX_MEMBERS - 1} members besides its owner")
     if len(circle_id) != 32 or len(key) != KEY_LEN or epoch < 0:
         raise ValueError("bad circle id, key or epoch")
-    body = wire.encode_map(
-        {
-            1: VERSION,
-            2: circle_id,
-            3: epoch,
-            4: name,
-            5: bytes(owner.public.verify_key),
-            6: [[bytes(m.verify_key), bytes(m.link_key)] for m in everyone],
-            7: members_can_post,
-            8: created,
-            9: [seal(m.link_key, key) for m in everyone],
-        }
-    )
+    fields: dict[int, Any] = {
+        1: VERSION,
+        2: circle_id,
+        3: epoch,
+        4: name,
+        5: bytes(owner.public.verify_key),
+        6: [[bytes(m.verify_key), bytes(m.link_key)] for m in everyone],
+        7: members_can_post,
+        8: created,
+        9: [seal(m.link_key, key) for m in everyone],
+    }
+    if conversation:
+        fields[10] = CONVERSATION
+    body = wire.encode_map(fields)
     signature = owner.signing_key.sign(MANIFEST_CONTEXT + body)
     return decode_manifest(wire.encode_map({1: body, 2: signature}))
 
@@ -143,11 +148,12 @@ def field_of(fields: dict[int, Any], key: int, kind: type, what: str) -> Any:
 
 
 def signed_fields(
-    data: bytes, *, max_size: int, what: str, keys: int
+    data: bytes, *, max_size: int, what: str, keys: int, optional: frozenset[int] = frozenset()
 ) -> tuple[bytes, bytes, dict[int, Any]]:
     """(body, signature, body fields) of a signed structure {1: body, 2: signature} whose
-    body is a version-1 map with keys 1..`keys`; RejectedError naming `what` otherwise.
-    The signature is the caller's to check (each has its own context and signer)."""
+    body is a version-1 map with keys 1..`keys` (and any of `optional`); RejectedError
+    naming `what` otherwise. The signature is the caller's to check (each has its own
+    context and signer)."""
     try:
         outer = wire.decode_map(data, max_size=max_size)
         body, signature = outer.get(1), outer.get(2)
@@ -158,14 +164,19 @@ def signed_fields(
         raise
     except DecodeError as exc:
         raise RejectedError(f"too large or malformed {what}: {exc}") from None
-    if fields.get(1) != VERSION or set(fields) != set(range(1, keys + 1)):
+    if fields.get(1) != VERSION or set(fields) - optional != set(range(1, keys + 1)):
         raise RejectedError(f"unknown {what} version or fields")
     return body, signature, fields
 
 
 def decode_manifest(data: bytes) -> Manifest:
     """A verified manifest; RejectedError if malformed, oversized or not signed by its owner."""
-    body, signature, fields = signed_fields(data, max_size=MAX_MANIFEST, what="manifest", keys=9)
+    body, signature, fields = signed_fields(
+        data, max_size=MAX_MANIFEST, what="manifest", keys=9, optional=frozenset({10})
+    )
+    kind = fields.get(10, ALBUM)
+    if type(kind) is not int or kind not in (ALBUM, CONVERSATION):
+        raise RejectedError("malformed: circle kind")
     circle_id = field_of(fields, 2, bytes, "circle id")
     epoch = field_of(fields, 3, int, "epoch")
     owner_raw = field_of(fields, 5, bytes, "owner")
@@ -208,6 +219,7 @@ def decode_manifest(data: bytes) -> Manifest:
         created=field_of(fields, 8, int, "time"),
         sealed_keys=tuple(sealed),
         raw=data,
+        conversation=kind == CONVERSATION,
     )
     if not manifest.is_member(owner):
         raise RejectedError("the owner is not a member of their own circle")

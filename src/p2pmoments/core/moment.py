@@ -34,6 +34,7 @@ __all__ = [
     "MAX_NOTE",
     "MAX_PARENTS",
     "MAX_TEXT",
+    "TARGETED",
     "Content",
     "Kind",
     "ManifestLookup",
@@ -73,8 +74,12 @@ class Kind(enum.IntEnum):
     NOTE = 6  # a note written together: its first update (spec/notes.md)
     NOTE_EDIT = 7  # an edit of a note: one update
     NOTE_SNAPSHOT = 8  # one part of a note's compacted document
+    EDIT = 9  # new text for one of its author's moments (spec/moments.md section 10)
+    READ = 10  # a read receipt: its author has read up to its target (section 11)
 
 
+# The kinds that name a target (key 6): retractions, edits and read receipts.
+TARGETED = frozenset({Kind.RETRACTION, Kind.EDIT, Kind.READ})
 _POSTS = (Kind.POST, Kind.VERSION)  # who may post may make a new version of a file
 _NOTE_KINDS = (Kind.NOTE, Kind.NOTE_EDIT, Kind.NOTE_SNAPSHOT)
 
@@ -102,7 +107,7 @@ class Content:
     text: str = ""
     reply_to: bytes | None = None  # comments and reactions: the moment they answer
     emoji: str = ""  # reactions
-    target: bytes | None = None  # retractions: the moment retracted
+    target: bytes | None = None  # retractions, edits, read receipts: the moment they name
     expires: int | None = None  # Unix time after which no daemon keeps or serves it
     blobs: tuple[BlobRef, ...] = ()  # photos and files (spec/moments.md §4), decoded once
     parents: tuple[bytes, ...] = ()  # versions: the versions it follows (section 9)
@@ -176,8 +181,10 @@ def _check_content(content: Content) -> None:
         _check_note(content)
     elif content.update is not None or content.part is not None:
         raise RejectedError("only notes carry updates")
-    if (content.kind is Kind.RETRACTION) != (content.target is not None):
-        raise RejectedError("a retraction, and only it, names its target")
+    if (content.kind in TARGETED) != (content.target is not None):
+        raise RejectedError("only a retraction, edit or read receipt names its target")
+    if content.kind is Kind.READ and (content.text or content.expires is not None):
+        raise RejectedError("a read receipt carries no text and no expiry")
     if content.blobs and content.kind not in (Kind.POST, Kind.VERSION):
         # A comment costs a member what its envelope costs, whatever the circle's posting
         # rule: never a file of any claimed size to follow (spec/moments.md section 3); a

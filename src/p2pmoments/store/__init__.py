@@ -22,6 +22,7 @@ from p2pmoments.store.moments import MomentTables
 from p2pmoments.store.notes import NoteTables
 from p2pmoments.store.people import PeopleTables
 from p2pmoments.store.reading import Place, ReadTables
+from p2pmoments.store.receipts import ReceiptTables
 from p2pmoments.store.records import (
     Counts,
     Freed,
@@ -56,7 +57,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store(PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables, NoteTables):
+class Store(
+    PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables, NoteTables, ReceiptTables
+):
     """Synchronous access to the database; one thread only."""
 
 

@@ -59,6 +59,7 @@ class CircleTables(Database):
             conn.execute("DELETE FROM given_keys WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM circle_ops WHERE circle_id = ?", (circle_id,))
             conn.execute("DELETE FROM read_marks WHERE circle_id = ?", (circle_id,))
+            conn.execute("DELETE FROM delivered WHERE circle_id = ?", (circle_id,))
         return freed
 
     # --- removal notices (spec/moments.md section 8) -----------------------------------

@@ -212,17 +212,23 @@ class MomentTables(Database):
         before: int | None = None,
         after: tuple[int, bytes] | None = None,
         limit: int = 50,
+        among: Sequence[bytes] | None = None,
     ) -> list[StoredMoment]:
         """Posts, newest first, never expired ones; posts of the same second in the order
         they were stored here, the latest first, but one author's in the order they were
         posted, whatever order they came in (add_moments). `after`, a (created, id) pair,
         starts just past that post (should it have gone meanwhile, with every post of its
-        second: one may repeat, none is skipped)."""
+        second: one may repeat, none is skipped). `among`: only these circles' posts."""
         where = ["(expires IS NULL OR expires > ?)", "kind = ?"]
         args: list[Any] = [now, Kind.POST]
         if circle_id is not None:
             where.append("circle_id = ?")
             args.append(circle_id)
+        if among is not None:  # only these circles (the albums, or the conversations)
+            if not among:
+                return []
+            where.append(f"circle_id IN ({','.join('?' * len(among))})")
+            args += among
         if before is not None:
             where.append("created < ?")
             args.append(before)

@@ -215,5 +215,16 @@ MIGRATIONS: tuple[str, ...] = (
     ) STRICT;
     CREATE INDEX note_versions_by_note ON note_versions (note_id, id);
     """,
+    # 11: what each member's daemon holds of our own moments, per circle and epoch (issue
+    # 20, item 3: delivered marks): the highest sequence number of ours its have named.
+    """
+    CREATE TABLE delivered (
+        circle_id BLOB NOT NULL CHECK (length(circle_id) = 32),
+        person    BLOB NOT NULL CHECK (length(person) = 32),
+        epoch     INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        PRIMARY KEY (circle_id, person, epoch)
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,15 +10,18 @@ import {
 import { Pager, incomplete } from './feed.js';
 import { on } from './live.js';
 import {
-  circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, markRead, onChange,
-  others, state, unreadIn,
+  chatWith, circleById, conversationTitle, hasArrived, isConversation, isMe, loadCircles, markRead,
+  onChange, others, state, unreadIn,
 } from './state.js';
+import { muteButton, offerNotifications } from './notify.js';
 import { openViewer } from './viewer.js';
 
-/** Open the conversation with a friend, making its circle on first use. */
+/**
+ * Open the one-to-one conversation with a friend: the one either of us started, else a
+ * new one. Never an album, whatever albums we share (issue 20, item 1).
+ */
 export async function startChat(friend) {
-  const existing = state.circles.find((c) => c.mine && c.members_can_post
-    && others(c).length === 1 && others(c)[0].identity === friend.identity);
+  const existing = chatWith(friend.identity);
   if (existing) {
     location.hash = `#/chat/${encodeURIComponent(existing.id)}`;
     return;
@@ -28,13 +31,40 @@ export async function startChat(friend) {
   while (new TextEncoder().encode(name).length > 32) name = [...name].slice(0, -1).join('');
   const taken = new Set(state.circles.filter((c) => c.mine).map((c) => c.name.toLowerCase()));
   for (let n = 2; taken.has(name.toLowerCase()) && n < 100; n += 1) name = `chat ${friend.name.slice(0, 20)} ${n}`;
+  await makeConversation(name, [friend.identity]);
+}
+
+async function makeConversation(name, members) {
   try {
-    const circle = await api.post('/circles', { name, members: [friend.identity], members_can_post: true });
+    const circle = await api.post('/circles', { name, members, kind: 'conversation' });
     await loadCircles();
     location.hash = `#/chat/${encodeURIComponent(circle.id)}`;
   } catch (error) {
     toast(errorText(error), 'error');
   }
+}
+
+/** A named group conversation: its name and some friends. */
+function groupForm(people) {
+  const name = h('input', { type: 'text', name: 'name', required: true, maxLength: 32, autocomplete: 'off' });
+  const boxes = people.map((f) => h('label', { class: 'pick' },
+    h('input', { type: 'checkbox', name: 'member', value: f.identity }), avatar(f, 's'), h('span', {}, f.name)));
+  return h('form', {
+    class: 'card group-form',
+    'aria-label': 'New group',
+    onsubmit: (e) => {
+      e.preventDefault();
+      const chosen = boxes.map((b) => b.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
+      if (!chosen.length) {
+        toast('Choose who is in the group', 'error');
+        return;
+      }
+      makeConversation(name.value.trim(), chosen);
+    },
+  }, h('h2', {}, 'New group'),
+  h('label', { class: 'field' }, h('span', {}, 'Group name'), name),
+  h('fieldset', { class: 'picks' }, h('legend', {}, 'Who is in it'), boxes),
+  h('div', { class: 'form-actions' }, h('button', { type: 'submit', class: 'button' }, 'Make the group')));
 }
 
 /** What a chat list row says of a conversation's last message. */
@@ -85,8 +115,10 @@ export function chatsView(root) {
         h('button', { type: 'button', class: 'person-button', onclick: () => startChat(f), 'aria-label': `Chat with ${f.name}` },
           avatar(f), h('span', {}, f.name), f.connected ? h('span', { class: 'dot online', 'aria-hidden': 'true' }) : null))))
         : h('p', { class: 'muted' }, 'Add a friend first: ', h('a', { href: '#/pair' }, 'show or scan a code'), '.'));
+    if (people.length > 1 && !group.firstChild) group.append(groupForm(people));
   };
-  append(root, h('h1', { class: 'view-title' }, 'Chats'), list, friends);
+  const group = h('div', {});
+  append(root, h('h1', { class: 'view-title' }, 'Chats'), list, friends, group);
   draw();
   const offs = [
     onChange((what) => { if (what === 'circles' || what === 'friends' || what === 'unread') draw(); }),
@@ -102,7 +134,42 @@ export function chatsView(root) {
   };
 }
 
-function bubble(m, group) {
+/**
+ * Where one of my messages is, as WhatsApp shows it: one tick sent, two delivered (every
+ * other member's daemon has it), two blue read (every other member read it, and lets
+ * me know: read receipts are theirs to allow).
+ */
+function ticks(m, circle) {
+  const n = others(circle).length;
+  const where = n && m.read_by.length >= n ? 'read' : n && m.delivered_to.length >= n ? 'delivered' : 'sent';
+  const label = { sent: 'Sent', delivered: 'Delivered', read: 'Read' }[where];
+  return h('span', { class: `ticks ${where}`, role: 'img', 'aria-label': label, title: label }, where === 'sent' ? '✓' : '✓✓');
+}
+
+/** Edit one of my messages in its bubble: every member sees the new text, "edited". */
+function editMessage(el, m, done) {
+  if (el.querySelector('.edit-form')) return;
+  const field = h('textarea', { name: 'text', rows: 2, 'aria-label': 'Edit the message' });
+  field.value = m.text;
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const form = h('form', {
+    class: 'edit-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        done(await api.patch(`/moments/${api.q(m.id)}`, { text: field.value }));
+      } catch (failure) {
+        error.textContent = errorText(failure);
+      }
+    },
+  }, field, error, h('div', { class: 'form-actions' },
+    h('button', { type: 'button', class: 'button quiet small', onclick: () => done(m) }, 'Cancel'),
+    h('button', { type: 'submit', class: 'button small' }, 'Save')));
+  el.querySelector('.bubble').replaceChildren(form);
+  field.focus();
+}
+
+function bubble(m, group, circle, onEdit) {
   const mine = isMe(m.author);
   const who = person(m.author);
   if (m.retracted) {
@@ -122,7 +189,11 @@ function bubble(m, group) {
       mine || !group ? null : h('span', { class: 'author' }, who.name),
       photos.length ? h('div', { class: 'chat-photos' }, photos) : null,
       m.text ? h('p', { class: 'text' }, m.text) : null,
-      h('time', { datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, clockTime(m.time))));
+      h('span', { class: 'meta' },
+        m.edited ? h('span', { class: 'edited' }, 'edited') : null,
+        h('time', { datetime: new Date(m.time * 1000).toISOString(), title: relativeTime(m.time) }, clockTime(m.time)),
+        mine ? ticks(m, circle) : null,
+        mine ? h('button', { type: 'button', class: 'link-button edit-message', onclick: onEdit }, 'Edit') : null)));
 }
 
 export function chatView(root, [id]) {
@@ -151,7 +222,8 @@ export function chatView(root, [id]) {
   growing.observe(thread);
 
   function place(m) {
-    const el = bubble(m, others(circleById(id) ?? circle).length > 1);
+    const now = circleById(id) ?? circle;
+    const el = bubble(m, others(now).length > 1, now, () => editMessage(el, m, place));
     el.dataset.order = m.order;
     el.dataset.time = String(m.time);
     const old = shown.get(m.id);
@@ -210,6 +282,9 @@ export function chatView(root, [id]) {
         files.reset();
         place(m);
         toBottom();
+        // Once a message is sent, knowing of the answer makes sense: ask then, not on load.
+        const offer = offerNotifications(conversationTitle(circleById(id) ?? circle));
+        if (offer) form.before(offer);
       } catch (failure) {
         error.textContent = `Not sent: ${errorText(failure)}`;
       } finally {
@@ -233,8 +308,21 @@ export function chatView(root, [id]) {
       h('a', { href: '#/chats', class: 'icon-button', 'aria-label': 'All chats' }, icon('back')),
       h('span', { class: 'stack' }, others(circle).slice(0, 3).map((m) => avatar(m, 's'))),
       title,
+      muteButton(id),
       h('a', { href: `#/circle/${encodeURIComponent(id)}`, class: 'button quiet small' }, 'Details')),
     scroller, form));
+
+  let ticking = null;
+  function ticksSoon() {
+    if (ticking) return;
+    ticking = setTimeout(async () => {
+      ticking = null;
+      try {
+        const page = await api.get(`/moments?circle=${api.q(id)}&limit=50`);
+        for (const m of page.moments) if (shown.has(m.id) && isMe(m.author)) place(m);
+      } catch { /* gone meanwhile */ }
+    }, 100);
+  }
 
   async function refresh(momentId) {
     try {
@@ -250,6 +338,10 @@ export function chatView(root, [id]) {
       if (data.circle === id && data.kind === 'post' && !shown.has(data.id)) refresh(data.id);
     }),
     on('moment.retracted', (data) => { if (shown.has(data.id)) refresh(data.id); }),
+    on('moment.edited', (data) => { if (shown.has(data.id)) refresh(data.id); }),
+    // My messages' ticks: a member's daemon holds more of them, or a member read them.
+    on('moment.delivered', (data) => { if (data.circle === id) ticksSoon(); }),
+    on('moment.read', (data) => { if (data.circle === id) ticksSoon(); }),
     on('transfer.done', (data) => { if (shown.has(data.moment)) refresh(data.moment); }),
     on('gap', () => {
       shown.clear();
@@ -267,6 +359,7 @@ export function chatView(root, [id]) {
   text.focus();
   document.addEventListener('visibilitychange', seen);
   return () => {
+    clearTimeout(ticking);
     growing.disconnect();
     document.removeEventListener('visibilitychange', seen);
     for (const off of offs) off();

@@ -7,8 +7,9 @@ import {
   toast,
 } from './dom.js';
 import {
-  canPost, circleById, isConversation, onChange, others, state, unreadIn,
+  albums, canPost, circleById, isConversation, onChange, others, state, unreadIn,
 } from './state.js';
+import { muteButton } from './notify.js';
 
 function friendPicker(friends, name) {
   return h('fieldset', { class: 'picker-list' },
@@ -78,11 +79,11 @@ function circleRow(c) {
 export function circlesView(root) {
   const list = h('ul', { class: 'rows card', 'aria-label': 'Your circles' });
   const draw = () => {
-    clear(list, state.circles.map(circleRow));
-    list.hidden = !state.circles.length;
+    clear(list, albums().map(circleRow));
+    list.hidden = !albums().length;
   };
   append(root, h('h1', { class: 'view-title' }, 'Circles'), list, createForm());
-  if (!state.circles.length) list.before(empty('No circles yet', 'Make one below: tick the friends who should see what you post to it.'));
+  if (!albums().length) list.before(empty('No circles yet', 'Make one below: tick the friends who should see what you post to it.'));
   draw();
   return onChange((what) => { if (what === 'circles' || what === 'unread') draw(); });
 }
@@ -163,8 +164,9 @@ export function circleView(root, [id]) {
       h('div', { class: 'button-row' },
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
         h('a', { class: 'button', href: `#/notes/${encodeURIComponent(c.id)}` }, 'Notes'),
-        canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null),
-      c.removed ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
+        canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null,
+        c.removed ? null : muteButton(c.id)),
+      c.removed || isConversation(c) ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
       h('h2', {}, c.removed ? `Its members when you were removed (${listed.length})` : `Members (${c.members.length})`),
       members,
       addForm,

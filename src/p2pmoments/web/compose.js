@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { avatar, byteCounter, clear, errorText, h, icon, size } from './dom.js';
-import { canPost, state } from './state.js';
+import { canPost, isConversation, state } from './state.js';
 
 const MAX_TEXT = 16 * 1024; // bytes in a moment's text (spec/moments.md)
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
@@ -120,7 +120,8 @@ export async function send({ circle, text, expires, items }, onProgress) {
 }
 
 export function composer({ circleId, onPosted }) {
-  const postable = state.circles.filter(canPost);
+  // The albums, or the one circle this feed is of (a conversation's own feed too).
+  const postable = state.circles.filter((c) => canPost(c) && (!isConversation(c) || c.id === circleId));
   const remembered = localStorage.getItem(LAST_CIRCLE);
   const chosen = postable.find((c) => c.id === circleId) ?? postable.find((c) => c.id === remembered) ?? postable[0];
   const select = h('select', { name: 'circle', 'aria-label': 'Circle to share with' },

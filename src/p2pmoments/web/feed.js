@@ -9,7 +9,7 @@ import {
 } from './dom.js';
 import { on } from './live.js';
 import {
-  canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
+  albums, canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
   unreadIn,
 } from './state.js';
 import { openViewer } from './viewer.js';
@@ -71,12 +71,13 @@ export function feedView(root, [circleId]) {
   const news = h('p', { class: 'new-since', role: 'status' });
   const removals = h('div', { class: 'removals' });
   // Where the person had read up to when this view opened: what lies past it is new.
-  const lastVisit = new Map(state.circles.map((c) => [c.id, readTo(c.id)]));
+  const lastVisit = new Map((circleId ? state.circles : albums()).map((c) => [c.id, readTo(c.id)]));
   const isNew = (m) => !m.retracted && !isMe(m.author) && lastVisit.has(m.circle.id)
     && (lastVisit.get(m.circle.id) ?? '') < m.order;
   // How many were new when it opened, loaded yet or not (the daemon's counts).
   const newAtOpen = (circleId ? [circleId] : [...lastVisit.keys()]).reduce((n, id) => n + unreadIn(id), 0);
-  let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : '', (id) => cards.has(id));
+  // The whole feed is the albums'; chat lines stay in their chats (issue 20, item 1).
+  let pager = new Pager(circleId ? `circle=${api.q(circleId)}` : 'kind=album', (id) => cards.has(id));
   let loading = false;
   let stopped = false; // the person left this view: no more requests from it
   let missing = Boolean(circleId && !circleById(circleId)); // a bookmark to a deleted circle
@@ -108,7 +109,7 @@ export function feedView(root, [circleId]) {
           : h('p', { class: 'muted' }, h('a', { href: '#/pair' }, 'Add a friend'), ' to share with.')),
       h('section', { class: 'card rail-card' },
         h('h2', {}, 'Circles'),
-        state.circles.length ? h('ul', { class: 'rail-list' }, state.circles.map((c) => h('li', {},
+        albums().length ? h('ul', { class: 'rail-list' }, albums().map((c) => h('li', {},
           h('a', {
             href: `#/feed/${encodeURIComponent(c.id)}`,
             class: 'rail-circle',
@@ -142,7 +143,7 @@ export function feedView(root, [circleId]) {
   function drawChips() {
     clear(chips,
       h('a', { href: '#/feed', class: 'chip', 'aria-current': circleId ? undefined : 'page' }, 'All'),
-      state.circles.map((c) => h('a', {
+      albums().map((c) => h('a', {
         href: `#/feed/${encodeURIComponent(c.id)}`,
         class: 'chip',
         'aria-current': c.id === circleId ? 'page' : undefined,
@@ -150,10 +151,10 @@ export function feedView(root, [circleId]) {
   }
 
   function drawTop() {
-    const postable = state.circles.filter(canPost);
+    const postable = albums().filter(canPost);
     const here = circleId ? circleById(circleId) : null;
     // Circles where only their owner posts: say so, rather than hide the composer.
-    const ownersOnly = (here ? [here] : state.circles).filter((c) => !c.removed && !canPost(c));
+    const ownersOnly = (here ? [here] : albums()).filter((c) => !c.removed && !canPost(c));
     const whoPosts = ownersOnly.map((c) => `Only ${c.owner.name} posts in ${c.name}.`).join(' ');
     if (missing) {
       clear(top, empty('This circle no longer exists',
@@ -315,12 +316,14 @@ export function feedView(root, [circleId]) {
   const chunkRefresh = new Map();
   const offs = [
     on('moment.added', async (data) => {
-      if (data.kind === 'post' && (!circleId || data.circle === circleId) && !cards.has(data.id)) {
+      const album = !isConversation(circleById(data.circle) ?? {});
+      if (data.kind === 'post' && (circleId ? data.circle === circleId : album) && !cards.has(data.id)) {
         try {
           add(await api.get(`/moments/${api.q(data.id)}`), true);
         } catch { /* expired or retracted meanwhile */ }
       } else if (data.reply_to) refresh(data.reply_to);
     }),
+    on('moment.edited', (data) => refresh(data.id)),
     on('moment.retracted', (data) => {
       const card = cards.get(data.id);
       if (card) add({ ...card.moment, retracted: true, text: '', photos: [], files: [], comments: [], reactions: {} }, false);
@@ -406,9 +409,17 @@ export function momentCard(m, { refresh, fresh = false }) {
       h('span', { class: 'where' },
         h('a', { href: `#/feed/${encodeURIComponent(m.circle.id)}` }, m.circle.name),
         ' · ', timeEl(m.time),
+        m.edited ? h('span', { class: 'edited', title: `Edited ${relativeTime(m.edited)}` }, ' · edited') : null,
         m.expires ? h('span', { class: 'expires', title: 'It will be deleted on every device' },
           ' · ', icon('clock'), ` gone ${untilTime(m.expires)}`) : null)),
     fresh ? h('span', { class: 'new-tag' }, 'New') : null,
+    mine ? h('button', {
+      type: 'button',
+      class: 'icon-button edit-open',
+      'aria-label': 'Edit the text of this moment',
+      title: 'Edit',
+      onclick: (e) => editText(e.currentTarget.closest('article'), m, refresh),
+    }, icon('pencil')) : null,
     mine ? h('button', {
       type: 'button',
       class: 'icon-button',
@@ -455,7 +466,7 @@ export function momentCard(m, { refresh, fresh = false }) {
 
   return h('li', { class: `moment${fresh ? ' new' : ''}`, dataset: { id: m.id, order: m.order } },
     h('article', { 'aria-labelledby': headId },
-      head, ...body, versionsPanel(m, refresh), reactionsBar(m, refresh), comments(m, refresh)));
+      head, ...body, versionsPanel(m, refresh), reactionsBar(m, refresh), whoReacted(m), comments(m, refresh)));
 }
 
 export function photoGrid(m) {
@@ -589,4 +600,54 @@ function comments(m, refresh) {
   }, avatar(state.me, 's'), input, counter.el,
   h('button', { type: 'submit', class: 'icon-button', 'aria-label': 'Send comment' }, icon('send')));
   return h('section', { class: 'discussion' }, m.comments.length ? list : null, form, error);
+}
+
+/** Edit my moment's text in place: every member sees the new text, marked edited. */
+function editText(article, m, refresh) {
+  if (article.querySelector('.edit-form')) return;
+  const shown = article.querySelector(':scope > .text');
+  const field = h('textarea', { name: 'text', rows: 3, 'aria-label': 'New text' });
+  field.value = m.text;
+  const counter = byteCounter(field, MAX_TEXT);
+  const error = h('p', { class: 'form-error', role: 'alert' });
+  const form = h('form', {
+    class: 'edit-form',
+    onsubmit: async (e) => {
+      e.preventDefault();
+      if (counter.over()) {
+        error.textContent = 'A moment can be at most 16 KB.';
+        return;
+      }
+      try {
+        await api.patch(`/moments/${api.q(m.id)}`, { text: field.value });
+        refresh(m.id);
+      } catch (failure) {
+        error.textContent = errorText(failure);
+      }
+    },
+  }, field, counter.el, error, h('div', { class: 'form-actions' },
+    h('button', { type: 'button', class: 'button quiet small', onclick: () => { form.remove(); if (shown) shown.hidden = false; } }, 'Cancel'),
+    h('button', { type: 'submit', class: 'button primary small' }, 'Save')));
+  if (shown) shown.hidden = true;
+  article.querySelector('.moment-head').after(form);
+  field.focus();
+}
+
+/** Who reacted with what: a list of names per emoji, behind a small button. */
+function whoReacted(m) {
+  const byEmoji = Object.entries(m.reactions_by ?? {});
+  if (!byEmoji.length) return null;
+  const list = h('ul', { class: 'who-reacted', hidden: true, 'aria-label': 'Who reacted' },
+    byEmoji.map(([emoji, people]) => h('li', {},
+      h('span', { class: 'emoji' }, emoji), ' ', people.map((p) => (isMe(p) ? 'You' : person(p).name)).join(', '))));
+  const toggle = h('button', {
+    type: 'button',
+    class: 'link-button who-reacted-open',
+    'aria-expanded': 'false',
+    onclick: () => {
+      list.hidden = !list.hidden;
+      toggle.setAttribute('aria-expanded', String(!list.hidden));
+    },
+  }, 'Who reacted');
+  return h('div', { class: 'reacted' }, toggle, list);
 }

@@ -10,6 +10,7 @@ import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
 import { connect, on } from './live.js';
 import { noteView, notesView } from './notes.js';
+import { startNotifications } from './notify.js';
 import { pairView } from './pair.js';
 import {
   follow, isConversation, loadAll, onChange, state, unreadIn,
@@ -97,7 +98,7 @@ async function start() {
   window.addEventListener('p2pm:logged-out', showLoggedOut);
   try {
     // Reads need no CSRF token: ask for everything at once, the feed's first page too.
-    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}`);
+    if (parse().name === 'feed' && !parse().args.length) prefetch(`/moments?limit=${PAGE}&kind=album`);
     await Promise.all([startSession(), loadAll()]);
   } catch (error) {
     if (error.status === 401) {
@@ -109,6 +110,7 @@ async function start() {
     return;
   }
   follow();
+  startNotifications();
   connect();
   const banner = document.querySelector('[data-connection]');
   on('offline', () => {

@@ -116,19 +116,29 @@ export function others(circle) {
 }
 
 /**
- * A circle shown as a conversation: one "Message …" made (named "Alice & Bob" or
- * "chat Bob 2"), where everyone may post. Albums where everyone posts are not chats.
+ * A conversation (a one-to-one chat or a named group: kind "conversation", made by
+ * "Message …"), apart from the albums its people share: never listed among them.
  */
 export function isConversation(circle) {
-  return circle.members_can_post && circle.members.length <= 8 && !circle.removed
-    && (circle.name.includes(' & ') || circle.name.startsWith('chat '));
+  return circle.kind === 'conversation';
 }
 
-/** What to call a conversation: the other people in it, unless it has its own name. */
+/** The circles that are albums: the feed's, the composer's, the Circles page's. */
+export function albums() {
+  return state.circles.filter((c) => !isConversation(c));
+}
+
+/** A one-to-one conversation with this person (whoever started it), if there is one. */
+export function chatWith(identity) {
+  return state.circles.find((c) => isConversation(c) && !c.removed && c.members.length === 2
+    && c.members.some((m) => m.identity === identity));
+}
+
+/** What to call a conversation: the other people in it, unless it is a named group. */
 export function conversationTitle(circle) {
   const names = others(circle).map((m) => m.name);
   if (!names.length) return circle.name;
-  if (circle.name.includes(' & ') || circle.name.startsWith('chat ')) return names.join(', ');
+  if (circle.members.length === 2 || circle.name.includes(' & ')) return names.join(', ');
   return circle.name;
 }
 

@@ -7,6 +7,7 @@ import {
 } from './dom.js';
 import { devicesCard } from './devices.js';
 import { on } from './live.js';
+import { settingsCard } from './settings.js';
 import { loadMe, onChange, state } from './state.js';
 
 function grouped(identity) {
@@ -129,7 +130,7 @@ export function statusView(root) {
   }
 
   const devices = devicesCard();
-  append(root, h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, devices.card, peers, transfers, daemon);
+  append(root, h('h1', { class: 'view-title' }, 'Me'), diskAlert, profile, settingsCard(), devices.card, peers, transfers, daemon);
   drawProfile();
   drawPeers();
   drawTransfers();

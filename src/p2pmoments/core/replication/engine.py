@@ -53,6 +53,7 @@ __all__ = [
     "JUNK_LIMIT",
     "MAX_BATCH",
     "Action",
+    "Delivered",
     "Drop",
     "KeepManifest",
     "KnownManifest",
@@ -153,6 +154,16 @@ class Drop:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """A member's have named what it holds of our own moments in a circle: per epoch, the
+    highest sequence number (spec/sync.md §4, point 9: delivered marks)."""
+
+    person: bytes  # whose daemon: the peer's person (spec/devices.md section 7)
+    circle: bytes
+    held: tuple[tuple[int, int], ...]  # (epoch, seq)
+
+
+@dataclass(frozen=True, slots=True)
 class LeaveCircle:
     """The owner removed us from a circle: record it; we keep what we had."""
 
@@ -170,6 +181,7 @@ Action = (
     | Drop
     | LeaveCircle
     | Progress
+    | Delivered
 )
 
 VerifyManifest = Callable[[bytes], KnownManifest]  # raises DecodeError; only circles we are in
@@ -315,7 +327,22 @@ class Replicator:
         if isinstance(message, Manifests):
             return self._on_manifests(peer, message, now)
         if isinstance(message, Have):
-            return self._expand(self._vectors.received_have(peer, message, now))
+            out = self._expand(self._vectors.received_have(peer, message, now))
+            membership = self.membership(message.circle)
+            if membership is not None and membership.in_latest(peer):
+                # Only epochs it is in, and never past what we posted: a member's claims
+                # are about itself, and stay bounded whatever it says.
+                held, epochs = self._vectors.held(message.circle), membership.epochs_of(peer)
+                ours = tuple(
+                    sorted(
+                        (e, min(s, held.get((a, e), 0)))
+                        for (a, e), s in message.vector.items()
+                        if a == self.me and e in epochs and s > 0 and held.get((a, e), 0) > 0
+                    )
+                )
+                if ours:
+                    out.append(Delivered(self._person_of(peer), message.circle, ours))
+            return out
         if isinstance(message, Moments):
             membership = self.membership(message.circle)
             if membership is None or not membership.in_latest(peer) or message.circle in self._left:

@@ -120,6 +120,16 @@ RULES: tuple[Rule, ...] = (
         ),
         "a version of a file that follows another file's, answers no post, or is one too many",
     ),
+    Rule(
+        "only the author edits",
+        lambda e, ctx: (
+            e.kind is not Kind.EDIT
+            or e.target is None
+            or e.target not in ctx.owners
+            or ctx.owners[e.target][1] == e.author
+        ),
+        "only its author can edit a moment",
+    ),
 )
 
 

@@ -154,6 +154,10 @@ class VectorSync:
         """Who is in a circle, as far as we know."""
         return self._circles.get(circle)
 
+    def held(self, circle: bytes) -> Mapping[Slot, int]:
+        """What we hold of a circle: (author, epoch) -> highest seq."""
+        return self._held.get(circle, {})
+
     def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
         """What the store already holds, at start-up (no messages)."""
         vector = self._held.setdefault(circle, {})
@@ -194,6 +198,11 @@ class VectorSync:
                     haves[action.peer] = [action]  # a later have says all an earlier one did
                 else:
                     ranges.append(action)
+        membership = self._circles.get(circle)
+        if source in self._peers and membership is not None and membership.in_latest(source):
+            # The sender hears what we now hold: its author learns they were delivered
+            # (spec/sync.md §4, point 4). No answer comes back: we are not ahead of it.
+            haves[source] = self._tell(source, circle)
         asks = self._settle(circle, progressed)
         return [*ranges, *(a for actions in haves.values() for a in actions), *asks]
 
