@@ -454,8 +454,9 @@ export function momentCard(m, { refresh, fresh = false }) {
       h('span', { class: 'arrival-text' }, arrivalText(held, total))));
   }
   if (m.versions) body.push(newestFile(m, refresh));
-  if (m.files.length) {
-    body.push(h('ul', { class: 'files' }, m.files.map((f) => {
+  const files = m.versions ? m.files.slice(1) : m.files; // the first: its versions, above
+  if (files.length) {
+    body.push(h('ul', { class: 'files' }, files.map((f) => {
       const here = f.chunks_held >= f.chunks;
       return h('li', {},
         here ? h('a', { href: api.urls.file(m.id, f.n), download: f.name }, icon('file'), h('span', {}, f.name))

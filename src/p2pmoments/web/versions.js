@@ -15,7 +15,10 @@ function possessive(p) {
   return isMe(p) ? 'your' : `${person(p).name}'s`;
 }
 
-/** What the feed shows of a post's file with versions: the newest, and the siblings. */
+/**
+ * What the feed shows of a post's file with versions, in place of its first file (which
+ * is version 1): the newest, or the siblings side by side while they are unresolved.
+ */
 export function newestFile(m, refresh) {
   const v = m.versions;
   if (!v) return null;
@@ -27,7 +30,7 @@ export function newestFile(m, refresh) {
       h('div', { class: 'sibling-row' }, v.siblings.map((s) => h('div', { class: 'sibling' },
         h('a', { href: url(m.id, s.n), download: s.name }, `Version ${s.n}`),
         h('small', {}, `${who(s.author)} · ${size(s.size)}`, s.note ? ` · ${s.note}` : ''),
-        h('button', { type: 'button', class: 'pick', dataset: { n: s.n }, 'aria-label': `Keep version ${s.n}` },
+        h('button', { type: 'button', class: 'button small pick', dataset: { n: s.n }, 'aria-label': `Keep version ${s.n}` },
           'Keep this one')))));
     box.addEventListener('click', async (event) => {
       const button = event.target.closest('button.pick');
@@ -43,16 +46,16 @@ export function newestFile(m, refresh) {
     });
     return box;
   }
-  return h('p', { class: 'newest-version' },
+  return h('ul', { class: 'files newest-version' }, h('li', {},
     h('a', { href: url(m.id, v.newest.n), download: v.newest.name }, icon('file'),
       h('span', {}, `${v.newest.name}, version ${v.newest.n}`)),
-    h('small', {}, ` ${size(v.newest.size)} · ${who(v.newest.author)}`));
+    h('small', {}, `${size(v.newest.size)} · ${who(v.newest.author)}`)));
 }
 
 /** The Versions panel of a post with a file: the list (opened on demand) and the upload. */
 export function versionsPanel(m, refresh) {
   if (!m.files.length) return null;
-  const list = h('ol', { class: 'version-list' });
+  const list = h('ul', { class: 'version-list' });
   const details = h('details', { class: 'versions' },
     h('summary', {}, m.versions ? `Versions (${m.versions.count})` : 'Versions'), list);
   details.addEventListener('toggle', async () => {
@@ -80,7 +83,7 @@ function uploadForm(m, refresh) {
     ? h('p', { class: 'hint' }, 'A new version now follows all the versions shown side by side: it is their merge.')
     : null;
   const form = h('form', { class: 'version-upload' }, merging, file, note,
-    h('button', { type: 'submit' }, 'Upload a new version'), progress);
+    h('button', { type: 'submit', class: 'button small primary' }, 'Upload a new version'), progress);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     if (!file.files.length) return;
