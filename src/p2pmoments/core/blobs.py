@@ -39,6 +39,7 @@ __all__ = [
     "INDEX_PIECE",
     "INLINE_BYTES",
     "MAX_BLOB",
+    "MAX_CAPTION",
     "MAX_CHUNK",
     "MAX_INDEX_PIECES",
     "MAX_MEDIA_TYPE",
@@ -72,6 +73,7 @@ ADDRESS = 32
 MAX_MEDIA_TYPE = 100
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+MAX_CAPTION = 512  # bytes of UTF-8 in a photo's caption (spec/moments.md section 4, key 12)
 _PERSON = b"p2pm-chunk"
 _SHA256 = hashlib.sha256(b"p2pm-chunk-2\x00")  # version 2's addresses: SHA-256 of this || chunk
 _INDEX_DOMAIN = b"\x01\x00\x00\x00"  # an index piece's nonce starts so; a chunk's with zeros
@@ -102,6 +104,7 @@ class BlobRef:
     width: int = 0  # photos
     height: int = 0
     thumbnail: BlobRef | None = None  # photos: a small JPEG
+    caption: str = ""  # photos: a few words under it (since version 4 of spec/moments.md)
 
     @property
     def version(self) -> int:
@@ -127,6 +130,8 @@ class BlobRef:
             out[7], out[8] = self.width, self.height
         if self.thumbnail is not None:
             out[9] = self.thumbnail.as_map()
+        if self.caption:
+            out[12] = self.caption
         return out
 
     def addresses(self) -> list[bytes]:
@@ -394,6 +399,7 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         width=width,
         height=height,
         thumbnail=None if thumb is None else decode_ref(thumb, depth=depth + 1),
+        caption=_text(fields, 12, MAX_CAPTION),
     )
 
 

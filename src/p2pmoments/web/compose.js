@@ -7,6 +7,7 @@ import { avatar, byteCounter, clear, errorText, h, icon, size } from './dom.js';
 import { canPost, state } from './state.js';
 
 const MAX_TEXT = 16 * 1024; // bytes in a moment's text (spec/moments.md)
+const MAX_CAPTION = 512; // bytes in a photo's caption (spec/moments.md section 4, key 12)
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
 const LAST_CIRCLE = 'p2pm.lastCircle';
 const EXPIRY = [
@@ -27,6 +28,17 @@ export function attachments() {
     clear(strip, items.map((item, i) => h('li', { class: `attachment attachment-${item.kind}` },
       item.url ? h('img', { src: item.url, alt: `Photo to post: ${item.file.name}` })
         : h('span', { class: 'file-chip' }, icon('file'), h('span', {}, item.file.name), h('small', {}, size(item.file.size))),
+      item.kind === 'photo' ? h('input', {
+        type: 'text',
+        class: 'caption-input',
+        name: 'caption',
+        value: item.caption ?? '',
+        placeholder: 'Caption',
+        maxLength: MAX_CAPTION,
+        autocomplete: 'off',
+        'aria-label': `Caption for ${item.file.name}`,
+        oninput: (e) => { item.caption = e.target.value; },
+      }) : null,
       h('button', {
         type: 'button',
         class: 'remove',
@@ -115,7 +127,12 @@ export async function send({ circle, text, expires, items }, onProgress) {
   form.append('circle', circle);
   form.append('text', text);
   if (expires) form.append('expires_in', expires);
-  for (const item of items) form.append(item.kind, item.file, item.file.name);
+  for (const item of items) {
+    form.append(item.kind, item.file, item.file.name);
+    // A photo's caption follows it (spec/openapi.yaml, POST /moments).
+    const caption = item.kind === 'photo' ? (item.caption ?? '').trim() : '';
+    if (caption) form.append('caption', caption);
+  }
   return api.upload('/moments', form, onProgress);
 }
 

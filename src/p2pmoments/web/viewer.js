@@ -22,9 +22,10 @@ export function openViewer(moment, start) {
   const next = h('button', { type: 'button', class: 'nav-button next', 'aria-label': 'Next photo', onclick: () => go(1) }, icon('right'));
   const close = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Close', onclick: () => dialog.close() }, icon('close'));
   const stage = h('div', { class: 'stage' }, img);
+  const caption = h('p', { class: 'viewer-caption', hidden: true });
   const dialog = h('dialog', { class: 'viewer', 'aria-label': `Photos from ${person(moment.author).name}` },
     h('div', { class: 'viewer-bar' }, counter, h('span', { class: 'spacer' }), zoom, download, close),
-    stage, prev, next);
+    stage, caption, prev, next);
 
   // The photo's own size: from the moment, or from the image once it is loaded.
   function natural() {
@@ -68,6 +69,8 @@ export function openViewer(moment, start) {
     const photo = photos[index];
     const label = `Photo ${index + 1} of ${photos.length} from ${person(moment.author).name}`;
     counter.textContent = `${index + 1} / ${photos.length}`;
+    caption.textContent = photo.caption ?? '';
+    caption.hidden = !photo.caption;
     img.alt = label;
     img.classList.add('preview');
     img.src = api.urls.thumbnail(moment.id, photo.n);
