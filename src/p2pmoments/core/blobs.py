@@ -45,6 +45,7 @@ __all__ = [
     "MAX_MEDIA_TYPE",
     "MEDIA_TYPE",
     "PHOTO_TYPES",
+    "VIDEO_TYPES",
     "BlobEncoder",
     "BlobKind",
     "BlobRef",
@@ -73,6 +74,8 @@ ADDRESS = 32
 MAX_MEDIA_TYPE = 100
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+# Files a member's daemon serves as their own type, for a page to play (moments.md 4.8).
+VIDEO_TYPES = frozenset({"video/mp4", "video/webm"})
 MAX_CAPTION = 512  # bytes of UTF-8 in a photo's caption (spec/moments.md section 4, key 12)
 _PERSON = b"p2pm-chunk"
 _SHA256 = hashlib.sha256(b"p2pm-chunk-2\x00")  # version 2's addresses: SHA-256 of this || chunk
