@@ -89,6 +89,8 @@ ASSETS = (
     "pair.js",
     "status.js",
     "devices.js",
+    "gallery.js",
+    "video.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",

@@ -162,6 +162,7 @@ export function circleView(root, [id]) {
           'You keep what you received; nothing new reaches you, and you cannot post here.')) : null,
       h('div', { class: 'button-row' },
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
+        h('a', { class: 'button', href: `#/gallery/${encodeURIComponent(c.id)}` }, 'See its photos'),
         canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null),
       c.removed ? null : h('label', { class: 'switch card' }, everyone, h('span', {}, 'Everyone in it may post', c.mine ? '' : ' (only the owner can change this)')),
       h('h2', {}, c.removed ? `Its members when you were removed (${listed.length})` : `Members (${c.members.length})`),

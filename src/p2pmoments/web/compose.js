@@ -9,6 +9,9 @@ import { canPost, state } from './state.js';
 const MAX_TEXT = 16 * 1024; // bytes in a moment's text (spec/moments.md)
 const MAX_CAPTION = 512; // bytes in a photo's caption (spec/moments.md section 4, key 12)
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
+// iPhones' photos: posted as photos (the daemon makes them JPEGs), not previewed here
+// (a browser may not read them).
+const HEIC_TYPES = new Set(['image/heic', 'image/heif']);
 const LAST_CIRCLE = 'p2pm.lastCircle';
 const EXPIRY = [
   ['', 'Keep it'],
@@ -55,8 +58,9 @@ export function attachments() {
 
   function add(files) {
     for (const file of files) {
-      const kind = PHOTO_TYPES.has(file.type) ? 'photo' : 'file';
-      items.push({ file, kind, url: kind === 'photo' ? URL.createObjectURL(file) : null });
+      const heic = HEIC_TYPES.has(file.type) || /\.hei[cf]$/i.test(file.name);
+      const kind = PHOTO_TYPES.has(file.type) || heic ? 'photo' : 'file';
+      items.push({ file, kind, url: kind === 'photo' && !heic ? URL.createObjectURL(file) : null });
     }
     draw();
   }

@@ -12,6 +12,7 @@ import {
   canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
   unreadIn,
 } from './state.js';
+import { playable, videoPlayer } from './video.js';
 import { openViewer } from './viewer.js';
 
 export const PAGE = 20;
@@ -441,8 +442,9 @@ export function momentCard(m, { refresh, fresh = false }) {
       h('progress', { max: total, value: held, 'aria-label': 'Photos and files arriving' }),
       h('span', { class: 'arrival-text' }, arrivalText(held, total))));
   }
-  if (m.files.length) {
-    body.push(h('ul', { class: 'files' }, m.files.map((f) => {
+  for (const f of m.files.filter(playable)) body.push(videoPlayer(m, f));
+  if (m.files.some((f) => !playable(f))) {
+    body.push(h('ul', { class: 'files' }, m.files.filter((f) => !playable(f)).map((f) => {
       const here = f.chunks_held >= f.chunks;
       return h('li', {},
         here ? h('a', { href: api.urls.file(m.id, f.n), download: f.name }, icon('file'), h('span', {}, f.name))

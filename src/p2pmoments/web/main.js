@@ -8,6 +8,7 @@ import {
 } from './dom.js';
 import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
+import { galleryView } from './gallery.js';
 import { connect, on } from './live.js';
 import { pairView } from './pair.js';
 import {
@@ -22,12 +23,13 @@ const routes = {
   chat: chatView,
   circles: circlesView,
   circle: circleView,
+  gallery: galleryView,
   friends: friendsView,
   pair: pairView,
   me: statusView,
 };
 const titles = {
-  feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle',
+  feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle', gallery: 'Photos',
   friends: 'Friends', pair: 'Add a friend', me: 'Me',
 };
 let cleanup = null;
@@ -51,7 +53,7 @@ function show(force = false) {
   document.title = `${titles[name]} · Moments`;
   for (const link of document.querySelectorAll('[data-nav]')) {
     const here = link.dataset.nav === name || (name === 'chat' && link.dataset.nav === 'chats')
-      || (name === 'circle' && link.dataset.nav === 'circles');
+      || ((name === 'circle' || name === 'gallery') && link.dataset.nav === 'circles');
     if (here) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
