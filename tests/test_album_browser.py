@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -89,7 +88,7 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
         )
         page.get_by_label("Caption for beach.jpg").fill("At the beach")
         page.get_by_role("button", name="Share").click()
-        page.locator(".moment .photo").first.wait_for()
+        page.wait_for_function("document.querySelectorAll('.moment .photo').length === 4")
         page.locator(".moment .photo").first.click()
         viewer = page.locator("dialog.viewer")
         assert viewer.locator(".viewer-caption").inner_text() == "At the beach"
@@ -110,7 +109,8 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
         )
         assert played >= 0
         seeked = video.evaluate(
-            """v => new Promise(r => { v.addEventListener('seeked', () => r(v.currentTime), {once: true});
+            """v => new Promise(r => {
+              v.addEventListener('seeked', () => r(v.currentTime), {once: true});
               v.currentTime = 3; })"""
         )
         assert abs(seeked - 3) < 0.2
@@ -132,7 +132,8 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
         assert tiles.count() == 4
         assert tiles.first.get_attribute("aria-label") == "Open photo from Alice: At the beach"
         page.wait_for_function(
-            "[...document.querySelectorAll('.gallery-grid img')].every(i => i.complete && i.naturalWidth > 0)"
+            """[...document.querySelectorAll('.gallery-grid img')]
+              .every(i => i.complete && i.naturalWidth > 0)"""
         )
         screenshots(page, shots, "gallery")
 
