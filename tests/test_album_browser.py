@@ -88,17 +88,28 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
         )
         page.get_by_label("Caption for beach.jpg").fill("At the beach")
         page.get_by_role("button", name="Share").click()
-        page.wait_for_function("document.querySelectorAll('.moment .photo').length === 4")
+        page.wait_for_function("() => document.querySelectorAll('.moment .photo').length === 4")
         page.locator(".moment .photo").first.click()
         viewer = page.locator("dialog.viewer")
         assert viewer.locator(".viewer-caption").inner_text() == "At the beach"
         page.keyboard.press("Escape")
 
+        # A reaction shows as a picture the daemon serves, font or no emoji font.
+        page.locator(".moment").first.get_by_role("button", name="React", exact=True).click()
+        page.get_by_role("button", name="React with ❤️").first.click()
+        heart = page.locator(".moment").first.locator(".reaction img.emoji")
+        heart.wait_for()
+        page.wait_for_function(
+            """() => { const i = document.querySelector('.reaction img.emoji');
+              return i.complete && i.naturalWidth > 0; }"""
+        )
+        assert heart.get_attribute("alt") == "❤️"
+
         # The video plays in the page and seeks: the browser asks for byte ranges.
         video = page.locator(".moment video")
         video.wait_for()
         page.wait_for_function(
-            "document.querySelector('.moment video').readyState >= 1"
+            "() => document.querySelector('.moment video').readyState >= 1"
         )  # its metadata: the first frame shows
         duration = video.evaluate("v => v.duration")
         assert abs(duration - SECONDS) < 0.5
@@ -132,7 +143,7 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
         assert tiles.count() == 4
         assert tiles.first.get_attribute("aria-label") == "Open photo from Alice: At the beach"
         page.wait_for_function(
-            """[...document.querySelectorAll('.gallery-grid img')]
+            """() => [...document.querySelectorAll('.gallery-grid img')]
               .every(i => i.complete && i.naturalWidth > 0)"""
         )
         screenshots(page, shots, "gallery")

@@ -7,6 +7,7 @@ import io
 import re
 import zipfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -153,3 +154,16 @@ async def test_download_all_is_a_zip_of_every_photo_as_posted(api: Client) -> No
     assert [archive.read(n) for n in names] == photos[::-1]  # newest first, bytes as posted
     for name in names:  # when, which post, which photo: nothing a peer chose
         assert re.fullmatch(r"\d{4}-\d\d-\d\d \d{6} [0-9a-f]{8} 1\.png", name), name
+
+
+async def test_the_reaction_emoji_are_served_as_pictures_with_their_licence(api: Client) -> None:
+    from p2pmoments import webemoji
+
+    for code in webemoji.EMOJI:
+        got = await api.get(f"/app/any/emoji/{code}.svg")
+        assert got.status == 200
+        assert got.headers["Content-Type"] == "image/svg+xml"
+        assert (await got.read()).startswith(b"<svg")
+    assert (await api.get("/app/any/emoji/1f4a9.svg")).status == 404
+    licence = Path(webemoji.__file__).parent / "emoji" / "LICENSE.md"
+    assert "CC-BY 4.0" in licence.read_text()

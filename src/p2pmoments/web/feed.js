@@ -7,6 +7,7 @@ import {
   append, avatar, byteCounter, clear, confirmDialog, count, empty, errorText, h, icon, person, relativeTime, size,
   timeEl, toast, untilTime,
 } from './dom.js';
+import { emojiEl } from './emoji.js';
 import { on } from './live.js';
 import {
   canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
@@ -497,7 +498,7 @@ function reactionsBar(m, refresh) {
       'aria-label': `${emoji} from ${people.join(', ')}`,
       'aria-pressed': reacted ? 'true' : 'false',
       onclick: () => { if (!reacted) react(m, emoji, refresh); },
-    }, h('span', { class: 'emoji' }, emoji), h('span', {}, String(people.length))));
+    }, emojiEl(emoji), h('span', {}, String(people.length))));
   }
   const picker = h('div', { class: 'picker', hidden: true, role: 'group', 'aria-label': 'Reactions' },
     REACTIONS.map((emoji) => h('button', {
@@ -508,7 +509,7 @@ function reactionsBar(m, refresh) {
         picker.hidden = true;
         react(m, emoji, refresh);
       },
-    }, emoji)));
+    }, emojiEl(emoji))));
   bar.append(h('div', { class: 'react-wrap' },
     h('button', {
       type: 'button',
