@@ -17,7 +17,7 @@ function friendPicker(friends, name) {
       h('input', { type: 'checkbox', name, value: f.identity }),
       avatar(f, 's'),
       h('span', {}, f.name),
-      f.connected ? h('span', { class: 'dot online', title: 'Online', 'aria-label': 'online' }) : null))
+      f.connected ? h('span', { class: 'dot online', title: 'Online', role: 'img', 'aria-label': 'online' }) : null))
       : h('p', { class: 'muted' }, 'No friends to add. ', h('a', { href: '#/pair' }, 'Add a friend'), ' first.'));
 }
 

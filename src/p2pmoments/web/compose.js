@@ -72,16 +72,16 @@ export function attachments() {
   }
 
   const photoInput = h('input', {
-    type: 'file', accept: 'image/*', multiple: true, class: 'visually-hidden', tabIndex: -1,
+    type: 'file', accept: 'image/*', multiple: true, class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Photos to add',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   const fileInput = h('input', {
-    type: 'file', multiple: true, class: 'visually-hidden', tabIndex: -1,
+    type: 'file', multiple: true, class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Files to add',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   // On a phone the photo picker offers the camera too; this button goes straight to it.
   const cameraInput = h('input', {
-    type: 'file', accept: 'image/*', capture: 'environment', class: 'visually-hidden', tabIndex: -1,
+    type: 'file', accept: 'image/*', capture: 'environment', class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Photo to take',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   const buttons = [

@@ -100,11 +100,11 @@ export function feedView(root, [circleId]) {
           h('a', {
             href: '#/chats',
             class: 'rail-person',
-            'aria-label': `Chat with ${f.name}${f.connected ? ', online' : ''}`,
             onclick: (e) => { e.preventDefault(); startChat(f); },
           },
+            // Named by what it shows (axe: the name holds the visible label), "Chat with" first.
             h('span', { class: 'avatar-wrap' }, avatar(f, 's'), f.connected ? h('span', { class: 'dot online' }) : null),
-            h('span', {}, f.name),
+            h('span', {}, h('span', { class: 'visually-hidden' }, 'Chat with '), f.name),
             h('small', {}, f.connected ? 'online' : (f.last_seen ? relativeTime(f.last_seen) : ''))))))
           : h('p', { class: 'muted' }, h('a', { href: '#/pair' }, 'Add a friend'), ' to share with.')),
       h('section', { class: 'card rail-card' },
@@ -113,10 +113,9 @@ export function feedView(root, [circleId]) {
           h('a', {
             href: `#/feed/${encodeURIComponent(c.id)}`,
             class: 'rail-circle',
-            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`
-              + (unreadIn(c.id) ? `, ${unreadIn(c.id)} unread` : ''),
           },
-            h('span', {}, c.name), count(unreadIn(c.id)), h('small', {}, `${c.members.length}`)))))
+            h('span', {}, c.name), count(unreadIn(c.id)), h('small', {}, `${c.members.length}`,
+              h('span', { class: 'visually-hidden' }, c.members.length === 1 ? ' member' : ' members'))))))
           : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
   }
 
@@ -495,7 +494,7 @@ function reactionsBar(m, refresh) {
       type: 'button',
       class: `reaction${reacted ? ' mine' : ''}`,
       title: people.join(', '),
-      'aria-label': `${emoji} from ${people.join(', ')}`,
+      'aria-label': `${emoji} ${people.length}, from ${people.join(', ')}`,
       'aria-pressed': reacted ? 'true' : 'false',
       onclick: () => { if (!reacted) react(m, emoji, refresh); },
     }, emojiEl(emoji), h('span', {}, String(people.length))));
