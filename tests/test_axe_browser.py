@@ -91,7 +91,8 @@ def a_week_of_moments(daemons: list[Daemon], tmp_path: Path) -> tuple[Daemon, di
 # A view is drawn: its own content in main, nothing still loading.
 SHOWN = """view => document.body.dataset.view !== undefined
   && document.querySelector('main > :not(.loading)') !== null
-  && ![...document.querySelectorAll('main [role=status]')].some(s => s.textContent.includes('Loading'))"""
+  && ![...document.querySelectorAll('main [role=status]')]
+    .some(s => s.textContent.includes('Loading'))"""
 
 
 def violations(page: Any) -> list[dict[str, Any]]:
@@ -101,7 +102,8 @@ def violations(page: Any) -> list[dict[str, Any]]:
         """async () => (await axe.run(document, {resultTypes: ['violations'],
               rules: {'label-content-name-mismatch': {enabled: true}}})).violations
           .map(v => ({id: v.id, impact: v.impact, help: v.help,
-                      nodes: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ': ' + n.failureSummary)}))"""
+                      nodes: v.nodes.slice(0, 3)
+                        .map(n => n.target.join(' ') + ': ' + n.failureSummary)}))"""
     )
     return list(found)
 
