@@ -494,10 +494,11 @@ function reactionsBar(m, refresh) {
       type: 'button',
       class: `reaction${reacted ? ' mine' : ''}`,
       title: people.join(', '),
-      'aria-label': `${emoji} ${people.length}, from ${people.join(', ')}`,
       'aria-pressed': reacted ? 'true' : 'false',
       onclick: () => { if (!reacted) react(m, emoji, refresh); },
-    }, emojiEl(emoji), h('span', {}, String(people.length))));
+    }, // Named by what it shows ("❤️ from Bob"): the count is said by the names.
+    emojiEl(emoji), h('span', { class: 'visually-hidden' }, ` from ${people.join(', ')}`),
+    h('span', { 'aria-hidden': 'true' }, String(people.length))));
   }
   const picker = h('div', { class: 'picker', hidden: true, role: 'group', 'aria-label': 'Reactions' },
     REACTIONS.map((emoji) => h('button', {
