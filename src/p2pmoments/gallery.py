@@ -24,6 +24,8 @@ __all__ = ["MAX_PHOTO_PAGE", "MAX_SCAN", "GalleryPage", "GalleryPhoto", "photo_p
 MAX_PHOTO_PAGE = 1000  # photos in one page at most (plus the rest of the post it ends in)
 MAX_SCAN = 2000  # posts read for one page at most: a circle of text alone ends a page early
 ZIP_BATCH = 4 << 20  # plaintext read, decrypted and zipped off the loop at once
+# A zip's dates run from 1980 to 2107; a post's time is its author's word (any uint).
+ZIP_EPOCH, ZIP_END = 315532800, 4354819199
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif"}
 
 
@@ -80,10 +82,14 @@ async def photo_page(
     return GalleryPage(photos=photos, next_cursor=cursor)
 
 
+def _zip_time(photo: GalleryPhoto) -> int:
+    return min(max(photo.view.row.created, ZIP_EPOCH), ZIP_END)
+
+
 def zip_name(photo: GalleryPhoto) -> str:
     """A photo's name in the zip: when it was posted (UTC), which post, which photo. Made
     of nothing a peer chose but the time, so always a safe name."""
-    stamp = time.strftime("%Y-%m-%d %H%M%S", time.gmtime(max(0, photo.view.row.created)))
+    stamp = time.strftime("%Y-%m-%d %H%M%S", time.gmtime(_zip_time(photo)))
     post = photo.view.row.moment_id.hex()[:8]
     return f"{stamp} {post} {photo.n}.{EXTENSIONS.get(photo.ref.media_type, 'bin')}"
 
@@ -119,15 +125,13 @@ async def zip_photos(moments: Moments, circle_ref: str) -> AsyncIterator[bytes]:
     sink = _Sink()
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED)
     cursor: str | None = None
-    while True:
+    while True:  # bounded: each page moves the cursor on, to the circle's oldest post
         page = await photo_page(moments, circle_ref, MAX_FEED, cursor)
         for photo in page.photos:
             if photo.held < photo.ref.total():
                 continue  # still arriving: not in the zip
             reader = await moments.open_blob(photo.ref)
-            info = zipfile.ZipInfo(
-                zip_name(photo), time.gmtime(max(315532800, photo.view.row.created))[:6]
-            )
+            info = zipfile.ZipInfo(zip_name(photo), time.gmtime(_zip_time(photo))[:6])
             entry = archive.open(info, "w", force_zip64=photo.ref.size > 2**31)
             step = max(1, ZIP_BATCH // photo.ref.chunk_size)
             for first in range(0, len(reader.addresses), step):

@@ -67,14 +67,16 @@ export function galleryView(root, [circleId]) {
 
   function add(page) {
     for (const photo of page) {
-      const key = dayKey(photo.time);
+      // A post's time is its author's word: one no calendar holds goes under "Undated".
+      const dated = Number.isFinite(new Date(photo.time * 1000).getTime());
+      const key = dated ? dayKey(photo.time) : 'undated';
       let grid = days.get(key);
       if (!grid) {
         const id = `day-${days.size}`;
         grid = h('ul', { class: 'gallery-grid', 'aria-labelledby': id });
         days.set(key, grid);
         sections.append(h('section', { class: 'gallery-day' },
-          h('h2', { id, class: 'day-header' }, dayLabel(photo.time)), grid));
+          h('h2', { id, class: 'day-header' }, dated ? dayLabel(photo.time) : 'Undated'), grid));
       }
       grid.append(tile(photo));
     }
