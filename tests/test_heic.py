@@ -91,6 +91,7 @@ async def test_without_pillow_heif_a_heic_photo_is_refused_saying_what_is_missin
     start = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
     status, answer = await post_photo(api, start)
     assert status == 400
+    assert answer["error"]["code"] == "invalid"
     assert "HEIC" in answer["error"]["message"]
     assert "pillow-heif" in answer["error"]["message"]
     assert (await call(api, "GET", "/moments"))["moments"] == []
