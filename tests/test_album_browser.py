@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -147,6 +148,27 @@ def test_gallery_by_day_downloads_a_caption_in_the_viewer_and_a_video_that_seeks
               .every(i => i.complete && i.naturalWidth > 0)"""
         )
         screenshots(page, shots, "gallery")
+
+        # Posts of other days (a daemon posts at its own now, so the answer is aged on
+        # its way to the page): a header for each day, each photo under its own.
+        def aged(route: Any) -> None:
+            answer = route.fetch().json()
+            for i, photo in enumerate(answer["photos"]):
+                photo["time"] -= [0, 86400, 86400, 40 * 86400][i]
+            route.fulfill(json=answer)
+
+        page.route("**/circles/*/photos?*", aged)
+        page.reload()
+        page.locator(".gallery-day h2").nth(2).wait_for()
+        assert page.locator(".gallery-day h2").all_inner_texts()[:2] == ["Today", "Yesterday"]
+        assert [d.locator(".photo").count() for d in page.locator(".gallery-day").all()] == [
+            1,
+            2,
+            1,
+        ]
+        page.unroute("**/circles/*/photos?*")
+        page.reload()
+        page.locator(".gallery-day h2").first.wait_for()
 
         # Download one photo from the viewer: the photo as posted.
         tiles.nth(1).click()
