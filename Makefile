@@ -54,6 +54,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/memory.py --json bench-results/memory.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json
 	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
+	$(BIN)/python benchmarks/gallery.py --json bench-results/gallery.json
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
 	$(BIN)/python benchmarks/notes.py --json bench-results/notes.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json

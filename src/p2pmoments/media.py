@@ -13,7 +13,7 @@ from PIL import Image
 
 from p2pmoments.errors import UserInputError
 
-__all__ = ["THUMBNAIL_SIZE", "Photo", "prepare_photo"]
+__all__ = ["HEIC_READER", "THUMBNAIL_SIZE", "Photo", "prepare_photo"]
 
 THUMBNAIL_SIZE = 320  # the longer side, in pixels
 THUMBNAIL_QUALITY = 80
@@ -36,6 +36,17 @@ MAX_PIXELS = 80_000_000  # refuse decompression bombs
 # check in prepare_photo refuses from MAX_PIXELS, read from the header before any pixel
 # is decoded, so Pillow's is off and its warning stays out of the daemon's log.
 Image.MAX_IMAGE_PIXELS = None
+# HEIC/HEIF (iPhones' photos) are read with pillow-heif when it is installed, and posted
+# as JPEG: a photo is served only as one of four image types (spec/moments.md 4.5).
+try:
+    import pillow_heif
+except ImportError:  # pragma: no cover - a platform without its wheel
+    HEIC_READER = False
+else:
+    pillow_heif.register_heif_opener()
+    HEIC_READER = True
+HEIC_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
+HEIC_QUALITY = 90
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +86,24 @@ def _strip_jpeg_gps(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _as_jpeg(
+    image: Image.Image, *, keep_location: bool, unreadable: str
+) -> tuple[bytes, Image.Image]:
+    """A HEIC photo as a JPEG (libheif has already turned it upright), its EXIF kept but
+    its location, unless asked; and the JPEG opened, to be checked as any other."""
+    try:
+        exif = image.getexif()
+        if not keep_location and GPS_IFD in exif:
+            del exif[GPS_IFD]
+        exif[ORIENTATION] = 1  # upright already: no viewer may turn it again
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=HEIC_QUALITY, exif=exif.tobytes())
+        converted = out.getvalue()
+        return converted, Image.open(io.BytesIO(converted))
+    except Exception:  # a decoder error on hostile bytes is the sender's
+        raise UserInputError(unreadable) from None
+
+
 def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") -> Photo:
     """Check an image, strip its location unless asked not to, and make a thumbnail.
 
@@ -89,12 +118,22 @@ def prepare_photo(data: bytes, *, keep_location: bool = False, label: str = "") 
         else "this is not a picture (a photo is a JPEG, PNG, WebP or GIF): send it as a file"
     )
     label = label or "this photo"
+    heic = data[4:8] == b"ftyp" and data[8:12] in HEIC_BRANDS
+    if heic and not HEIC_READER:
+        raise UserInputError(
+            f"{label} is a HEIC photo (as iPhones take): reading it needs pillow-heif, "
+            "which is not installed with this daemon (pip install pillow-heif); "
+            "send it as a file, or as a JPEG"
+        )
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
         media_type = MEDIA_TYPES.get(image.format or "")
         width, height = image.size
     except Exception:  # whatever Pillow makes of hostile bytes
         raise UserInputError(unreadable) from None
+    if image.format in ("HEIF", "AVIF") and width * height <= MAX_PIXELS:
+        data, image = _as_jpeg(image, keep_location=keep_location, unreadable=unreadable)
+        media_type = "image/jpeg"
     if media_type is None:
         raise UserInputError(f"{label} is a {image.format} image, not supported: send it as a file")
     if width * height > MAX_PIXELS:

@@ -14,13 +14,20 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypeVar
 
 from p2pmoments.blobstore import Location, PackWriter
 from p2pmoments.circles import Circles
-from p2pmoments.core.blobs import MAX_MEDIA_TYPE, MEDIA_TYPE, BlobEncoder, BlobKind, BlobRef
+from p2pmoments.core.blobs import (
+    MAX_CAPTION,
+    MAX_MEDIA_TYPE,
+    MEDIA_TYPE,
+    BlobEncoder,
+    BlobKind,
+    BlobRef,
+)
 from p2pmoments.core.crypto import VerifyKey
 from p2pmoments.core.errors import DecodeError, P2PMomentsError, RejectedError
 from p2pmoments.core.identity import Identity
@@ -154,6 +161,15 @@ class Upload:
             )
 
         self.refs.append(await self._on_pack(encrypt))
+
+    def caption_last(self, caption: str) -> None:
+        """Give the photo added last its caption (spec/moments.md section 4, key 13)."""
+        if not self.refs or self.refs[-1].kind is not BlobKind.PHOTO or self.refs[-1].caption:
+            raise UserInputError("a caption follows the photo it belongs to, once")
+        caption = caption.strip()
+        if len(caption.encode("utf-8")) > MAX_CAPTION:
+            raise UserInputError(f"a photo's caption is at most {MAX_CAPTION} bytes")
+        self.refs[-1] = replace(self.refs[-1], caption=caption)
 
     def _encrypt_whole(self, pack: PackWriter, data: bytes, **meta: object) -> BlobRef:
         encoder = BlobEncoder()

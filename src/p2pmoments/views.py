@@ -237,6 +237,7 @@ def _add_blobs(base: dict[str, Any], refs: Sequence[BlobRef], held: Sequence[int
                     "width": ref.width,
                     "height": ref.height,
                     "size": ref.size,
+                    "caption": ref.caption,
                     **progress,
                 }
             )

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from p2pmoments import qr
+from p2pmoments import qr, webemoji
 from p2pmoments.api.base import API_PREFIX, NODE, SANDBOX_CSP, WEB_GATE, ApiError
 from p2pmoments.webevents import _BOOT, _CLOSING, _STREAMS
 from p2pmoments.webevents import routes as event_routes
@@ -93,6 +93,9 @@ ASSETS = (
     "notes.js",
     "notify.js",
     "settings.js",
+    "gallery.js",
+    "video.js",
+    "emoji.js",
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -346,6 +349,7 @@ def setup(app: web.Application) -> None:
     app.add_routes(routes)
     app.add_routes(session_routes)
     app.add_routes(event_routes)
+    webemoji.setup(app)
     app.cleanup_ctx.append(_web_context)
     app.on_shutdown.append(_on_shutdown)
     app.on_response_prepare.append(_on_prepare)

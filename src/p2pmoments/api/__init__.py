@@ -3,7 +3,8 @@ app session.
 
 - `base`: keys, limits, the JSON error, the error table, checks of what comes in;
 - `guards`: the middlewares (errors, Host, Origin, auth) and `ApiRunner`;
-- `uploads`: multipart posts; `routes`: the endpoints, `unread` those of read marks;
+- `uploads`: multipart posts; `routes`: the endpoints, `unread` those of read marks,
+  `gallery` those of a circle's photos;
   the web app is webapp.py.
 """
 
@@ -14,7 +15,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
-from p2pmoments.api import chats, notes, unread
+from p2pmoments.api import chats, gallery, notes, unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
@@ -86,5 +87,6 @@ def create_app(node: Node, token: str) -> web.Application:
         node.friends.person,
     )
     app.add_routes(chats.routes)
+    app.add_routes(gallery.routes)
     webapp.setup(app)
     return app

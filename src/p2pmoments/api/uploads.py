@@ -12,6 +12,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from p2pmoments.api.base import MAX_FIELD, MAX_PHOTO, READ_CHUNK, ApiError, node_errors
+from p2pmoments.core.blobs import MAX_CAPTION
 from p2pmoments.core.moment import MAX_BLOBS, MAX_TEXT
 from p2pmoments.posting import Posting, Upload
 
@@ -38,7 +39,8 @@ _EXPIRY_DIGITS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 async def multipart(request: web.Request, posting: Posting, upload: Upload) -> dict[str, Any]:
     """Fields circle, text, expires_in (once each); parts named photo and file (repeatable,
-    at most MAX_BLOBS in all), read into `upload` as they arrive. Stops reading as soon
+    at most MAX_BLOBS in all), read into `upload` as they arrive; a caption part right
+    after a photo is that photo's caption. Stops reading as soon
     as anything is wrong: a post to a circle it may not post in is refused before its
     photos and files are read, when the circle comes first (as the CLI sends it)."""
     body: dict[str, Any] = {}
@@ -66,6 +68,20 @@ async def multipart(request: web.Request, posting: Posting, upload: Upload) -> d
                     media_type = part.headers.get("Content-Type", "application/octet-stream")
                     with node_errors():
                         await upload.add_file(part.filename or "file", media_type, _pieces(part))
+            elif name == "caption":
+                data = await _read_part(
+                    part,
+                    MAX_CAPTION,
+                    ApiError(
+                        400, "bad_request", f"a photo's caption is at most {MAX_CAPTION} bytes"
+                    ),
+                )
+                try:
+                    caption = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ApiError(400, "bad_request", "a caption is UTF-8 text") from None
+                with node_errors():
+                    upload.caption_last(caption)
             elif name in ("circle", "text", "expires_in"):
                 if name in body:
                     raise ApiError(400, "bad_request", f"the {name} field is given twice")

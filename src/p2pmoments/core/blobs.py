@@ -47,11 +47,13 @@ __all__ = [
     "MAX_BLOB",
     "MAX_BORROWED_KEYS",
     "MAX_BORROWED_RUNS",
+    "MAX_CAPTION",
     "MAX_CHUNK",
     "MAX_INDEX_PIECES",
     "MAX_MEDIA_TYPE",
     "MEDIA_TYPE",
     "PHOTO_TYPES",
+    "VIDEO_TYPES",
     "BlobEncoder",
     "BlobKind",
     "BlobRef",
@@ -82,6 +84,9 @@ ADDRESS = 32
 MAX_MEDIA_TYPE = 100
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
 PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
+# Files a member's daemon serves as their own type, for a page to play (moments.md 4.8).
+VIDEO_TYPES = frozenset({"video/mp4", "video/webm"})
+MAX_CAPTION = 512  # bytes of UTF-8 in a photo's caption (spec/moments.md section 4, key 13)
 _PERSON = b"p2pm-chunk"
 _SHA256 = hashlib.sha256(b"p2pm-chunk-2\x00")  # version 2's addresses: SHA-256 of this || chunk
 _INDEX_DOMAIN = b"\x01\x00\x00\x00"  # an index piece's nonce starts so; a chunk's with zeros
@@ -115,6 +120,7 @@ class BlobRef:
     # Version 2 only: (first, count, key) runs of chunks borrowed from earlier blobs,
     # sorted by first, never overlapping (spec/moments.md section 9).
     borrowed: tuple[tuple[int, int, bytes], ...] = field(default=(), repr=False)
+    caption: str = ""  # photos: a few words under it (since version 4 of spec/moments.md)
 
     @property
     def version(self) -> int:
@@ -146,6 +152,8 @@ class BlobRef:
             out[7], out[8] = self.width, self.height
         if self.thumbnail is not None:
             out[9] = self.thumbnail.as_map()
+        if self.caption:
+            out[13] = self.caption
         return out
 
     def addresses(self) -> list[bytes]:
@@ -425,6 +433,7 @@ def decode_ref(fields: object, *, depth: int = 0) -> BlobRef:
         height=height,
         thumbnail=None if thumb is None else decode_ref(thumb, depth=depth + 1),
         borrowed=borrowed,
+        caption=_text(fields, 13, MAX_CAPTION),
     )
 
 

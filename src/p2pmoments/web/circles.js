@@ -18,7 +18,7 @@ function friendPicker(friends, name) {
       h('input', { type: 'checkbox', name, value: f.identity }),
       avatar(f, 's'),
       h('span', {}, f.name),
-      f.connected ? h('span', { class: 'dot online', title: 'Online', 'aria-label': 'online' }) : null))
+      f.connected ? h('span', { class: 'dot online', title: 'Online', role: 'img', 'aria-label': 'online' }) : null))
       : h('p', { class: 'muted' }, 'No friends to add. ', h('a', { href: '#/pair' }, 'Add a friend'), ' first.'));
 }
 
@@ -163,6 +163,7 @@ export function circleView(root, [id]) {
           'You keep what you received; nothing new reaches you, and you cannot post here.')) : null,
       h('div', { class: 'button-row' },
         h('a', { class: 'button', href: `#/feed/${encodeURIComponent(c.id)}` }, 'See its moments'),
+        h('a', { class: 'button', href: `#/gallery/${encodeURIComponent(c.id)}` }, 'See its photos'),
         h('a', { class: 'button', href: `#/notes/${encodeURIComponent(c.id)}` }, 'Notes'),
         canPost(c) && isConversation(c) ? h('a', { class: 'button', href: `#/chat/${encodeURIComponent(c.id)}` }, 'Open as a chat') : null,
         c.removed ? null : muteButton(c.id)),

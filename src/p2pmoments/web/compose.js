@@ -7,7 +7,11 @@ import { avatar, byteCounter, clear, errorText, h, icon, size } from './dom.js';
 import { canPost, isConversation, state } from './state.js';
 
 const MAX_TEXT = 16 * 1024; // bytes in a moment's text (spec/moments.md)
+const MAX_CAPTION = 512; // bytes in a photo's caption (spec/moments.md section 4, key 13)
 const PHOTO_TYPES = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/gif']);
+// iPhones' photos: posted as photos (the daemon makes them JPEGs), not previewed here
+// (a browser may not read them).
+const HEIC_TYPES = new Set(['image/heic', 'image/heif']);
 const LAST_CIRCLE = 'p2pm.lastCircle';
 const EXPIRY = [
   ['', 'Keep it'],
@@ -27,6 +31,17 @@ export function attachments() {
     clear(strip, items.map((item, i) => h('li', { class: `attachment attachment-${item.kind}` },
       item.url ? h('img', { src: item.url, alt: `Photo to post: ${item.file.name}` })
         : h('span', { class: 'file-chip' }, icon('file'), h('span', {}, item.file.name), h('small', {}, size(item.file.size))),
+      item.kind === 'photo' ? h('input', {
+        type: 'text',
+        class: 'caption-input',
+        name: 'caption',
+        value: item.caption ?? '',
+        placeholder: 'Caption',
+        maxLength: MAX_CAPTION,
+        autocomplete: 'off',
+        'aria-label': `Caption for ${item.file.name}`,
+        oninput: (e) => { item.caption = e.target.value; },
+      }) : null,
       h('button', {
         type: 'button',
         class: 'remove',
@@ -43,8 +58,9 @@ export function attachments() {
 
   function add(files) {
     for (const file of files) {
-      const kind = PHOTO_TYPES.has(file.type) ? 'photo' : 'file';
-      items.push({ file, kind, url: kind === 'photo' ? URL.createObjectURL(file) : null });
+      const heic = HEIC_TYPES.has(file.type) || /\.hei[cf]$/i.test(file.name);
+      const kind = PHOTO_TYPES.has(file.type) || heic ? 'photo' : 'file';
+      items.push({ file, kind, url: kind === 'photo' && !heic ? URL.createObjectURL(file) : null });
     }
     draw();
   }
@@ -56,16 +72,16 @@ export function attachments() {
   }
 
   const photoInput = h('input', {
-    type: 'file', accept: 'image/*', multiple: true, class: 'visually-hidden', tabIndex: -1,
+    type: 'file', accept: 'image/*', multiple: true, class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Photos to add',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   const fileInput = h('input', {
-    type: 'file', multiple: true, class: 'visually-hidden', tabIndex: -1,
+    type: 'file', multiple: true, class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Files to add',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   // On a phone the photo picker offers the camera too; this button goes straight to it.
   const cameraInput = h('input', {
-    type: 'file', accept: 'image/*', capture: 'environment', class: 'visually-hidden', tabIndex: -1,
+    type: 'file', accept: 'image/*', capture: 'environment', class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Photo to take',
     onchange: (e) => { add(e.target.files); e.target.value = ''; },
   });
   const buttons = [
@@ -115,7 +131,12 @@ export async function send({ circle, text, expires, items }, onProgress) {
   form.append('circle', circle);
   form.append('text', text);
   if (expires) form.append('expires_in', expires);
-  for (const item of items) form.append(item.kind, item.file, item.file.name);
+  for (const item of items) {
+    form.append(item.kind, item.file, item.file.name);
+    // A photo's caption follows it (spec/openapi.yaml, POST /moments).
+    const caption = item.kind === 'photo' ? (item.caption ?? '').trim() : '';
+    if (caption) form.append('caption', caption);
+  }
   return api.upload('/moments', form, onProgress);
 }
 

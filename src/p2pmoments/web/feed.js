@@ -7,11 +7,13 @@ import {
   append, avatar, byteCounter, clear, confirmDialog, count, empty, errorText, h, icon, person, relativeTime, size,
   timeEl, toast, untilTime,
 } from './dom.js';
+import { emojiEl } from './emoji.js';
 import { on } from './live.js';
 import {
   albums, canPost, circleById, hasArrived, isConversation, isMe, markRead, onChange, personOf, readTo, state,
   unreadIn,
 } from './state.js';
+import { playable, videoPlayer } from './video.js';
 import { openViewer } from './viewer.js';
 import { newestFile, versionsPanel } from './versions.js';
 
@@ -100,11 +102,11 @@ export function feedView(root, [circleId]) {
           h('a', {
             href: '#/chats',
             class: 'rail-person',
-            'aria-label': `Chat with ${f.name}${f.connected ? ', online' : ''}`,
             onclick: (e) => { e.preventDefault(); startChat(f); },
           },
+            // Named by what it shows (axe: the name holds the visible label), "Chat with" first.
             h('span', { class: 'avatar-wrap' }, avatar(f, 's'), f.connected ? h('span', { class: 'dot online' }) : null),
-            h('span', {}, f.name),
+            h('span', {}, h('span', { class: 'visually-hidden' }, 'Chat with '), f.name),
             h('small', {}, f.connected ? 'online' : (f.last_seen ? relativeTime(f.last_seen) : ''))))))
           : h('p', { class: 'muted' }, h('a', { href: '#/pair' }, 'Add a friend'), ' to share with.')),
       h('section', { class: 'card rail-card' },
@@ -113,10 +115,9 @@ export function feedView(root, [circleId]) {
           h('a', {
             href: `#/feed/${encodeURIComponent(c.id)}`,
             class: 'rail-circle',
-            'aria-label': `${c.name}, ${c.members.length} ${c.members.length === 1 ? 'member' : 'members'}`
-              + (unreadIn(c.id) ? `, ${unreadIn(c.id)} unread` : ''),
           },
-            h('span', {}, c.name), count(unreadIn(c.id)), h('small', {}, `${c.members.length}`)))))
+            h('span', {}, c.name), count(unreadIn(c.id)), h('small', {}, `${c.members.length}`,
+              h('span', { class: 'visually-hidden' }, c.members.length === 1 ? ' member' : ' members'))))))
           : h('p', { class: 'muted' }, h('a', { href: '#/circles' }, 'Make a circle'), '.')));
   }
 
@@ -454,7 +455,9 @@ export function momentCard(m, { refresh, fresh = false }) {
       h('span', { class: 'arrival-text' }, arrivalText(held, total))));
   }
   if (m.versions) body.push(newestFile(m, refresh));
-  const files = m.versions ? m.files.slice(1) : m.files; // the first: its versions, above
+  const rest = m.versions ? m.files.slice(1) : m.files; // the first: its versions, above
+  for (const f of rest.filter(playable)) body.push(videoPlayer(m, f));
+  const files = rest.filter((f) => !playable(f));
   if (files.length) {
     body.push(h('ul', { class: 'files' }, files.map((f) => {
       const here = f.chunks_held >= f.chunks;
@@ -506,10 +509,11 @@ function reactionsBar(m, refresh) {
       type: 'button',
       class: `reaction${reacted ? ' mine' : ''}`,
       title: people.join(', '),
-      'aria-label': `${emoji} from ${people.join(', ')}`,
       'aria-pressed': reacted ? 'true' : 'false',
       onclick: () => { if (!reacted) react(m, emoji, refresh); },
-    }, h('span', { class: 'emoji' }, emoji), h('span', {}, String(people.length))));
+    }, // Named by what it shows ("❤️ from Bob"): the count is said by the names.
+    emojiEl(emoji), h('span', { class: 'visually-hidden' }, ` from ${people.join(', ')}`),
+    h('span', { 'aria-hidden': 'true' }, String(people.length))));
   }
   const picker = h('div', { class: 'picker', hidden: true, role: 'group', 'aria-label': 'Reactions' },
     REACTIONS.map((emoji) => h('button', {
@@ -520,7 +524,7 @@ function reactionsBar(m, refresh) {
         picker.hidden = true;
         react(m, emoji, refresh);
       },
-    }, emoji)));
+    }, emojiEl(emoji))));
   bar.append(h('div', { class: 'react-wrap' },
     h('button', {
       type: 'button',

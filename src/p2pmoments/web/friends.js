@@ -93,6 +93,7 @@ export function friendsView(root) {
     clear(list, friends.map(friendRow));
     list.hidden = !friends.length;
     const open = state.pairings.filter((p) => p.state !== 'confirmed').slice(0, 10);
+    pairings.hidden = !open.length; // no name without its heading: not a region then
     clear(pairings, open.length ? [
       h('h2', { id: 'pairings-title' }, 'Pairing'),
       h('ul', { class: 'rows card' }, open.map((p) => h('li', { class: `row pairing ${p.state}` },

@@ -8,6 +8,7 @@ import {
 } from './dom.js';
 import { PAGE, feedView } from './feed.js';
 import { friendsView } from './friends.js';
+import { galleryView } from './gallery.js';
 import { connect, on } from './live.js';
 import { noteView, notesView } from './notes.js';
 import { startNotifications } from './notify.js';
@@ -24,6 +25,7 @@ const routes = {
   chat: chatView,
   circles: circlesView,
   circle: circleView,
+  gallery: galleryView,
   friends: friendsView,
   pair: pairView,
   me: statusView,
@@ -31,7 +33,7 @@ const routes = {
   note: noteView,
 };
 const titles = {
-  feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle',
+  feed: 'Feed', chats: 'Chats', chat: 'Chat', circles: 'Circles', circle: 'Circle', gallery: 'Photos',
   friends: 'Friends', pair: 'Add a friend', me: 'Me', notes: 'Notes', note: 'Note',
 };
 let cleanup = null;
@@ -55,7 +57,7 @@ function show(force = false) {
   document.title = `${titles[name]} · Moments`;
   for (const link of document.querySelectorAll('[data-nav]')) {
     const here = link.dataset.nav === name || (name === 'chat' && link.dataset.nav === 'chats')
-      || ((name === 'circle' || name === 'notes' || name === 'note') && link.dataset.nav === 'circles');
+      || ((name === 'circle' || name === 'gallery' || name === 'notes' || name === 'note') && link.dataset.nav === 'circles');
     if (here) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }

@@ -235,7 +235,7 @@ export function pairView(root) {
   const code = myCode(() => show('code'));
   const scan = scanner(pair);
   const pasted = h('input', { type: 'text', name: 'link', placeholder: 'P2PM:1/…', autocomplete: 'off', spellcheck: false, 'aria-label': 'A friend’s pairing link' });
-  const photo = h('input', { type: 'file', accept: 'image/*', class: 'visually-hidden', tabIndex: -1 });
+  const photo = h('input', { type: 'file', accept: 'image/*', class: 'visually-hidden', tabIndex: -1, 'aria-label': 'A photo of a friend’s code' });
   photo.addEventListener('change', async () => {
     const file = photo.files[0];
     photo.value = '';

@@ -16,9 +16,11 @@ function grouped(identity) {
 
 export function statusView(root) {
   const profile = h('section', { class: 'card profile', 'aria-label': 'You' });
-  const peers = h('section', { class: 'card', 'aria-labelledby': 'peers-title' });
+  // Each section has its heading from the start: a section named by a heading not yet
+  // drawn would be a nameless region (axe: aria-prohibited-attr).
+  const peers = h('section', { class: 'card', 'aria-labelledby': 'peers-title' }, h('h2', { id: 'peers-title' }, 'Connected now'));
   const transfers = h('section', { class: 'card', 'aria-labelledby': 'transfers-title' });
-  const daemon = h('section', { class: 'card', 'aria-labelledby': 'daemon-title' });
+  const daemon = h('section', { class: 'card', 'aria-labelledby': 'daemon-title' }, h('h2', { id: 'daemon-title' }, 'This device'));
   // Said at the top while the disk is full: posts are refused, photos and files wait.
   const diskAlert = h('p', { class: 'form-error', role: 'alert', hidden: true });
 

@@ -22,9 +22,14 @@ export function openViewer(moment, start) {
   const next = h('button', { type: 'button', class: 'nav-button next', 'aria-label': 'Next photo', onclick: () => go(1) }, icon('right'));
   const close = h('button', { type: 'button', class: 'icon-button', 'aria-label': 'Close', onclick: () => dialog.close() }, icon('close'));
   const stage = h('div', { class: 'stage' }, img);
-  const dialog = h('dialog', { class: 'viewer', 'aria-label': `Photos from ${person(moment.author).name}` },
+  const caption = h('p', { class: 'viewer-caption', hidden: true });
+  // A moment's photos, or (the gallery) photos of many moments: each then names its own
+  // moment and author.
+  const idOf = (photo) => photo.moment ?? moment.id;
+  const authorOf = (photo) => person(photo.author ?? moment.author).name;
+  const dialog = h('dialog', { class: 'viewer', 'aria-label': moment.label ?? `Photos from ${person(moment.author).name}` },
     h('div', { class: 'viewer-bar' }, counter, h('span', { class: 'spacer' }), zoom, download, close),
-    stage, prev, next);
+    stage, caption, prev, next);
 
   // The photo's own size: from the moment, or from the image once it is loaded.
   function natural() {
@@ -66,12 +71,14 @@ export function openViewer(moment, start) {
 
   function show() {
     const photo = photos[index];
-    const label = `Photo ${index + 1} of ${photos.length} from ${person(moment.author).name}`;
+    const label = `Photo ${index + 1} of ${photos.length} from ${authorOf(photo)}`;
     counter.textContent = `${index + 1} / ${photos.length}`;
+    caption.textContent = photo.caption ?? '';
+    caption.hidden = !photo.caption;
     img.alt = label;
     img.classList.add('preview');
-    img.src = api.urls.thumbnail(moment.id, photo.n);
-    download.href = api.urls.photo(moment.id, photo.n);
+    img.src = api.urls.thumbnail(idOf(photo), photo.n);
+    download.href = api.urls.photo(idOf(photo), photo.n);
     download.download = `photo-${index + 1}`;
     prev.hidden = index === 0;
     next.hidden = index === photos.length - 1;
@@ -95,12 +102,12 @@ export function openViewer(moment, start) {
       layout();
     });
     attempt += 1;
-    full.src = api.urls.photo(moment.id, photo.n) + (attempt > 1 ? `?try=${attempt}` : '');
+    full.src = api.urls.photo(idOf(photo), photo.n) + (attempt > 1 ? `?try=${attempt}` : '');
   }
   const retry = () => { if (img.dataset.full === 'no') loadFull(); };
   const offs = [
-    on('transfer.done', (data) => { if (data.moment === moment.id) retry(); }),
-    on('transfer.chunk', (data) => { if (data.moment === moment.id && data.held === data.total) retry(); }),
+    on('transfer.done', (data) => { if (data.moment === idOf(photos[index])) retry(); }),
+    on('transfer.chunk', (data) => { if (data.moment === idOf(photos[index]) && data.held === data.total) retry(); }),
   ];
   const resized = () => layout();
   window.addEventListener('resize', resized);
