@@ -224,3 +224,48 @@ def test_a_manifest_of_an_unknown_kind_is_refused_and_the_two_known_are_read(kin
     else:
         with pytest.raises(RejectedError):
             decode_manifest(raw)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (Content(kind=Kind.EDIT, text="no target"), "names its target"),
+        (Content(kind=Kind.READ), "names its target"),
+        (Content(kind=Kind.READ, text="read", target=bytes(32)), "no text"),
+        (Content(kind=Kind.READ, target=bytes(32), expires=5), "no text and no expiry"),
+        (Content(kind=Kind.EDIT, target=bytes(31)), "32 bytes"),
+    ],
+)
+def test_malformed_edits_and_read_receipts_are_refused(content: Content, reason: str) -> None:
+    m, key = _manifest()
+    with pytest.raises(RejectedError, match=reason):
+        seal_moment(ALICE, m, key, seq=1, time=1, content=content)
+
+
+def test_an_edit_and_a_read_receipt_open_as_sealed() -> None:
+    from p2pmoments.core.moment import open_moment
+
+    m, key = _manifest()
+    for content in (
+        Content(kind=Kind.EDIT, text="new words", target=bytes(32)),
+        Content(kind=Kind.READ, target=bytes([1]) * 32),
+    ):
+        sealed = seal_moment(ALICE, m, key, seq=1, time=1, content=content)
+        opened = open_moment(sealed.envelope, lambda c, e: m, lambda _: key)
+        assert opened.content == content
+
+
+def _manifest() -> tuple[Any, bytes]:
+    key = bytes(range(32))
+    m = create_manifest(
+        ALICE,
+        circle_id=bytes(32),
+        epoch=0,
+        name="chat",
+        members=[],
+        members_can_post=True,
+        created=1,
+        key=key,
+        conversation=True,
+    )
+    return m, key
