@@ -4,6 +4,7 @@ daemons in one process (issue 20, items 1, 3 and 15; spec/moments.md sections 1.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -269,3 +270,29 @@ def _manifest() -> tuple[Any, bytes]:
         conversation=True,
     )
     return m, key
+
+
+def test_the_cli_lists_a_conversation_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pmoments.cli import main
+
+    me, bob = {"identity": "a" * 56, "name": "Alice"}, {"identity": "b" * 56, "name": "Bob"}
+    circles = [
+        {"name": n, "mine": True, "owner": me, "members_can_post": True, "members": [me, bob],
+         "kind": k}
+        for n, k in (("Alice & Bob", "conversation"), ("family", "album"))
+    ]  # fmt: skip
+
+    class Client:
+        def __init__(self, paths: object) -> None:
+            pass
+
+        def call(self, method: str, path: str, body: object = None) -> object:
+            return {"circles": circles}
+
+    monkeypatch.setattr("p2pmoments.cli.moments.ApiClient", Client)
+    assert main(["--home", str(tmp_path), "circles"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "a conversation" in out[0]
+    assert "everyone posts" in out[1]
