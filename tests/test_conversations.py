@@ -4,6 +4,7 @@ daemons in one process (issue 20, items 1, 3 and 15; spec/moments.md sections 1.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,3 +225,74 @@ def test_a_manifest_of_an_unknown_kind_is_refused_and_the_two_known_are_read(kin
     else:
         with pytest.raises(RejectedError):
             decode_manifest(raw)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (Content(kind=Kind.EDIT, text="no target"), "names its target"),
+        (Content(kind=Kind.READ), "names its target"),
+        (Content(kind=Kind.READ, text="read", target=bytes(32)), "no text"),
+        (Content(kind=Kind.READ, target=bytes(32), expires=5), "no text and no expiry"),
+        (Content(kind=Kind.EDIT, target=bytes(31)), "32 bytes"),
+    ],
+)
+def test_malformed_edits_and_read_receipts_are_refused(content: Content, reason: str) -> None:
+    m, key = _manifest()
+    with pytest.raises(RejectedError, match=reason):
+        seal_moment(ALICE, m, key, seq=1, time=1, content=content)
+
+
+def test_an_edit_and_a_read_receipt_open_as_sealed() -> None:
+    from p2pmoments.core.moment import open_moment
+
+    m, key = _manifest()
+    for content in (
+        Content(kind=Kind.EDIT, text="new words", target=bytes(32)),
+        Content(kind=Kind.READ, target=bytes([1]) * 32),
+    ):
+        sealed = seal_moment(ALICE, m, key, seq=1, time=1, content=content)
+        opened = open_moment(sealed.envelope, lambda c, e: m, lambda _: key)
+        assert opened.content == content
+
+
+def _manifest() -> tuple[Any, bytes]:
+    key = bytes(range(32))
+    m = create_manifest(
+        ALICE,
+        circle_id=bytes(32),
+        epoch=0,
+        name="chat",
+        members=[],
+        members_can_post=True,
+        created=1,
+        key=key,
+        conversation=True,
+    )
+    return m, key
+
+
+def test_the_cli_lists_a_conversation_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pmoments.cli import main
+
+    me, bob = {"identity": "a" * 56, "name": "Alice"}, {"identity": "b" * 56, "name": "Bob"}
+    circles = [
+        {"name": n, "mine": True, "owner": me, "members_can_post": True, "members": [me, bob],
+         "kind": k}
+        for n, k in (("Alice & Bob", "conversation"), ("family", "album"))
+    ]  # fmt: skip
+
+    class Client:
+        def __init__(self, paths: object) -> None:
+            pass
+
+        def call(self, method: str, path: str, body: object = None) -> object:
+            return {"circles": circles}
+
+    monkeypatch.setattr("p2pmoments.cli.moments.ApiClient", Client)
+    assert main(["--home", str(tmp_path), "circles"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "a conversation" in out[0]
+    assert "everyone posts" in out[1]

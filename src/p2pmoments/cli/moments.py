@@ -19,6 +19,8 @@ from p2pmoments.paths import Paths
 def _print_circle(c: dict[str, Any]) -> None:
     owner = "yours" if c["mine"] else f"owned by {_who(c['owner'])}"
     posting = "everyone posts" if c["members_can_post"] else "only the owner posts"
+    if c.get("kind") == "conversation":  # spec/moments.md section 1.1
+        posting = "a conversation"
     names = ", ".join(_who(m) for m in c["members"])
     if c.get("removed"):
         print(

@@ -221,9 +221,11 @@ export function chatView(root, [id]) {
   const growing = new ResizeObserver(() => { if (stick) toBottom(); });
   growing.observe(thread);
 
-  function place(m) {
+  function place(m, edited = false) {
+    // A message being edited is not redrawn under the person's hands by live updates.
+    if (!edited && shown.get(m.id)?.querySelector('.edit-form')) return;
     const now = circleById(id) ?? circle;
-    const el = bubble(m, others(now).length > 1, now, () => editMessage(el, m, place));
+    const el = bubble(m, others(now).length > 1, now, () => editMessage(el, m, (x) => place(x, true)));
     el.dataset.order = m.order;
     el.dataset.time = String(m.time);
     const old = shown.get(m.id);

@@ -181,6 +181,8 @@ export function feedView(root, [circleId]) {
 
   function add(moment, atTop) {
     const existing = cards.get(moment.id);
+    // A moment whose text is being edited is not redrawn under the person's hands.
+    if (existing?.el.querySelector('.edit-form')) return;
     const el = momentCard(moment, { refresh, fresh: isNew(moment) });
     if (existing) {
       // Keep a comment being typed when the card is drawn again.
@@ -625,6 +627,7 @@ function editText(article, m, refresh) {
       }
       try {
         await api.patch(`/moments/${api.q(m.id)}`, { text: field.value });
+        form.remove();
         refresh(m.id);
       } catch (failure) {
         error.textContent = errorText(failure);
