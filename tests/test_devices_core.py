@@ -378,6 +378,20 @@ def test_racing_revocations_the_senior_device_wins(order: int) -> None:
     assert thief.id not in r.snapshot().applied
 
 
+def test_a_device_revoked_only_by_juniors_is_still_heard_and_no_other() -> None:
+    """Roster.contesting (spec/devices.md §3.3): the daemon keeps a rosters-only link
+    with a revoked device whose revocation its own, not yet arrived, could void."""
+    thief = revoke(LAPTOP, PERSON, [ADD_LAPTOP.id])  # the junior laptop revokes the desktop
+    r = roster(GENESIS, ADD_LAPTOP, thief)
+    assert r.contesting() == {PERSON: link(PERSON[0])}
+    mine = revoke(P, raw(LAPTOP), [ADD_LAPTOP.id])  # the desktop's own, concurrent: it wins
+    r.apply(mine)
+    assert r.contesting() == {}  # the laptop was revoked by a senior: silence
+    rec = set_recovery(P, [ADD_LAPTOP.id])
+    by_r = revoke(R, PERSON, [rec.id])
+    assert roster(GENESIS, ADD_LAPTOP, rec, by_r).contesting() == {}  # R: final
+
+
 def test_a_junior_device_may_revoke_a_senior_one_it_outlives() -> None:
     lost = revoke(LAPTOP, PERSON, [ADD_LAPTOP.id])  # the desktop is lost; the laptop revokes it
     r = roster(GENESIS, ADD_LAPTOP, lost)

@@ -41,6 +41,7 @@ async def test_removing_and_blocking_a_friend_reaches_every_device(tmp_path: Pat
                     lambda other=other: _state(desktop, other) is FriendState.FRIEND,  # type: ignore[misc]
                     what="the desktop to have Alice's friends",
                 )
+            stale = laptop.friends.shared()  # what the laptop tells before it hears
             await desktop.friends.remove("Carol")
             await desktop.friends.set_blocked("Bob", True)
             await eventually(lambda: _state(laptop, carol) is None, what="Carol removed there")
@@ -48,6 +49,9 @@ async def test_removing_and_blocking_a_friend_reaches_every_device(tmp_path: Pat
                 lambda: _state(laptop, bob) is FriendState.BLOCKED, what="Bob blocked there"
             )
             assert _state(desktop, carol) is None  # the laptop's friends did not bring her back
+            # The laptop's list from before it heard, arriving late, does not either.
+            await desktop.friends.from_our_device("Alice", stale, {})
+            assert _state(desktop, carol) is None
             # Paired again on the laptop, after the removal: a friend again everywhere.
             await befriend(laptop, carol)
             await eventually(

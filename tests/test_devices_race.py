@@ -48,10 +48,11 @@ async def test_racing_revocations_end_with_the_senior_device_standing(tmp_path: 
             )
             # Then the desktop: revoked, but senior to its revoker, its link is heard.
             sighted(desktop, laptop)
-            for node in (laptop, desktop, bob):
+            for node, where in ((laptop, "the laptop"), (desktop, "the desktop"), (bob, "Bob's")):
                 await eventually(
                     lambda node=node: _current(node, laptop.me) == {"first device", "desktop"},  # type: ignore[misc]
-                    what="the senior desktop's revocation to stand everywhere",
+                    timeout=30,
+                    what=f"the senior desktop's revocation to stand at {where}",
                 )
             held = laptop.persons.roster(laptop.me)
             assert held is not None

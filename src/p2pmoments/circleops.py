@@ -2,7 +2,7 @@
 6.3): each edit is a signed op; the person's devices hand their ops to each other
 (message 29); a circle is what core.circle_ops.merge_circle makes of its ops, whatever
 order they came in. The person's first device issues the manifest that the merge gives
-(section 13: an issuer rule for this version), so two devices editing apart converge
+(section 14: an issuer rule for this version), so two devices editing apart converge
 as soon as each has met the first device.
 
 A person with one device writes no ops: circles change as they always did.

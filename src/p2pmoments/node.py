@@ -409,7 +409,11 @@ class Node:
 
     async def admit(self, link_key: bytes, pairing_psk: bytes | None) -> Admission:
         """Whether to answer an initiator (core.admission decides)."""
-        if self.recovery.recovering or (pairing_psk and pairing_psk in self.devices.psks()):
+        if (
+            self.recovery.recovering
+            or (pairing_psk and pairing_psk in self.devices.psks())
+            or self.persons.contesting(link_key)  # its rosters only (spec/devices.md 3.3)
+        ):
             return Admission(verdict=Verdict.ACCEPT)  # a new device of ours; or we recover
         friend = self.friends.by_link_key(link_key)
         co_members = self.circles.co_members()

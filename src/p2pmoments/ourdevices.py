@@ -250,7 +250,7 @@ class OurDevices:
             node.links.forget(device, "this device was revoked by its person")
             node.events.publish("device.revoked", device=identity_text(device))
         if node.person != node.me:
-            return  # the first device issues manifests (section 13)
+            return  # the first device issues manifests (section 14)
         for manifest in node.circles.all():
             owned = bytes(manifest.owner) == node.me and node.circles.member_of(manifest.circle_id)
             if owned and any(bytes(m.verify_key) == person for m in manifest.members):
@@ -292,8 +292,9 @@ class OurDevices:
             raise UserInputError("revoke this device from another of your devices")
         if device == node.person:
             raise UserInputError(
-                "this is your first device, which holds your identity key: revoking it needs "
-                "the recovery secret, not built yet (spec/devices.md section 13)"
+                "this is your first device, which holds your identity key: revoke it from a "
+                "device restored from your recovery sheet (p2pmoments --home NEW recover; "
+                "spec/devices.md section 5)"
             )
         roster = node.persons.roster(node.person)
         assert roster is not None

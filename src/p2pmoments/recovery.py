@@ -136,8 +136,10 @@ class Recovery:
     def established(self, hello: Hello) -> None:
         """While recovering, a link from someone we do not know yet: kept, so that if
         they say they are our friend we have their keys."""
-        if len(self._hellos) < MAX_HELLOS:
-            self._hellos[hello.key] = hello
+        self._hellos.pop(hello.key, None)
+        if len(self._hellos) >= MAX_HELLOS:  # the oldest goes: a friend links again later
+            del self._hellos[next(iter(self._hellos))]
+        self._hellos[hello.key] = hello
 
     def greet(self, key: bytes) -> None:
         """A link is up with a device of a friend of ours who has several devices (as a
