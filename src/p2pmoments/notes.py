@@ -110,11 +110,18 @@ class _Live:
     dirty: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def current(self) -> str:
+        """The current version's token: what the document holds and says (cheap: its
+        state vector and text, not the whole document re-encoded)."""
+        digest = hashlib.blake2b(self.doc.state_vector(), digest_size=12)
+        digest.update(f"{self.doc.title}\x00{self.doc.text}".encode())
+        return digest.hexdigest()
+
     def token(self) -> str:
         """The current version's token, remembered as a base to write from."""
-        state = self.doc.state()
-        token = hashlib.blake2b(state, digest_size=12).hexdigest()
-        self.bases[token] = state
+        token = self.current()
+        if token not in self.bases:
+            self.bases[token] = self.doc.state()
         self.bases.move_to_end(token)
         while len(self.bases) > BASES:
             self.bases.popitem(last=False)
@@ -222,7 +229,7 @@ class Notes:
         live = await self._live(ref)
         async with live.lock:
             await self._catch_up(live)
-            current = live.token()
+            current = live.current()
             if base is not None and base not in live.bases:
                 raise NoteConflictError("this note changed too much since: read it again")
             from_doc = None if base in (None, current) else core.NoteDoc(live.bases[base])

@@ -49,11 +49,15 @@ class NoteTables(Database):
     ) -> list[tuple[int, StoredMoment]]:
         """(rowid, moment) of a note's moments stored after rowid `after`, in the order
         stored, their envelopes still here."""
+        # Two lookups by index (its first moment by id, the rest by reply_to), not one
+        # scan: a note is read at every keystroke.
         rows = self._conn.execute(
             f"SELECT rowid, {_MOMENT_COLUMNS} FROM moments"  # noqa: S608
-            " WHERE (moment_id = ? OR reply_to = ?) AND kind IN (?, ?, ?) AND rowid > ?"
-            " AND retracted = 0 ORDER BY rowid LIMIT ?",
-            (note_id, note_id, *_NOTE_KINDS, after, limit),
+            " WHERE moment_id = ? AND kind = ? AND rowid > ? AND retracted = 0"
+            f" UNION ALL SELECT rowid, {_MOMENT_COLUMNS} FROM moments"
+            " WHERE reply_to = ? AND kind IN (?, ?) AND rowid > ? AND retracted = 0"
+            " ORDER BY rowid LIMIT ?",
+            (note_id, int(Kind.NOTE), after, note_id, *_NOTE_KINDS[1:], after, limit),
         )
         return [(r[0], record(StoredMoment, r[1:])) for r in rows]
 
