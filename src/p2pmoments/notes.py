@@ -253,7 +253,7 @@ class Notes:
                 await self._catch_up(live)
                 live.dirty = True
                 await self._save(live)
-                if len(live.edits) >= COMPACT_EDITS:
+                if len(live.edits) >= COMPACT_EDITS or await self._new_members(live):
                     await self._compact(live)
             return self._state(live)
 
@@ -414,6 +414,15 @@ class Notes:
         await self._store.run(Store.save_note, row, versions)
         await self._store.run(Store.trim_versions, live.note_id, VERSIONS)
         live.saved, live.dirty = now, False
+
+    async def _new_members(self, live: _Live) -> bool:
+        """Whether the circle has an epoch in which the whole note was never sent: its
+        members since cannot read the moments before (moments.md §7), so the next edit
+        sends a snapshot with it (spec/notes.md §5)."""
+        manifest = self._circles.current(live.circle_id)
+        if manifest is None:
+            return False
+        return bool(manifest.epoch > await self._store.run(Store.note_whole_epoch, live.note_id))
 
     async def _compact(self, live: _Live) -> None:
         """Post the note's document as a snapshot, then drop the edits it holds

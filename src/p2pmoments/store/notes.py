@@ -61,6 +61,19 @@ class NoteTables(Database):
         )
         return [(r[0], record(StoredMoment, r[1:])) for r in rows]
 
+    def note_whole_epoch(self, note_id: bytes) -> int:
+        """The newest epoch in which the whole note was sent: its first moment, or a
+        snapshot of it (spec/notes.md §5); -1 if none is held."""
+        first = self._conn.execute(
+            "SELECT max(epoch) FROM moments WHERE moment_id = ? AND kind = ?",
+            (note_id, int(Kind.NOTE)),
+        ).fetchone()[0]
+        snapshot = self._conn.execute(
+            "SELECT max(epoch) FROM moments WHERE reply_to = ? AND kind = ?",
+            (note_id, int(Kind.NOTE_SNAPSHOT)),
+        ).fetchone()[0]
+        return max(-1 if first is None else first, -1 if snapshot is None else snapshot)
+
     def save_note(self, row: NoteRow, versions: Sequence[VersionRow]) -> None:
         """Keep a note's document and its newest versions (a version with an id already
         held is replaced: its author went on editing)."""
