@@ -5,12 +5,13 @@
    for a comment (Alice comments, Bob's daemon holds it): what notes add to the
    circle's own transport.
 2. Stored size of a 50,000-character note after 20,000 edits (one character each,
-   as typed), before and after compaction (spec/notes.md section 5): the note's
+   typed in runs of 40 at places spread over the text; --scattered: each at another
+   place, the CRDT's worst case), before and after compaction (spec/notes.md section 5): the note's
    moments held and its stored document. Baseline: the text's own size in UTF-8.
 3. Time to open that note: a fresh reader loads it from the store, compacted.
    Baseline: rebuilding it from its 20,000 edits (before compaction).
 
-    .venv/bin/python benchmarks/notes.py [--runs N] [--json FILE]
+    .venv/bin/python benchmarks/notes.py [--runs N] [--edits N] [--scattered] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from p2pmoments.notes import Notes
 from p2pmoments.views import moment_text
 
 TEXT, EDITS = 50_000, 20_000
+RUN = 40  # characters typed in a row at one place, as people type
 
 
 def notes_of(node: Node) -> Notes:
@@ -81,7 +83,7 @@ async def latency(alice: Node, bob: Node, runs: int) -> tuple[float, float]:
     return statistics.median(note_times) * 1000, statistics.median(comment_times) * 1000
 
 
-async def sizes(alice: Node, edits: int) -> list[Row]:
+async def sizes(alice: Node, edits: int, scattered: bool) -> list[Row]:
     notes_module.COMPACT_EDITS = 10**9  # measured before compaction first
     na = notes_of(alice)
     first = "x" * (TEXT - edits)
@@ -89,9 +91,12 @@ async def sizes(alice: Node, edits: int) -> list[Row]:
     ref = moment_text(note.id)
     text = first
     began = time.perf_counter()
+    at = 0
     for n in range(edits):
-        at = (n * 7919) % (len(text) + 1)
+        if scattered or n % RUN == 0:  # a new place in the text (else typing on)
+            at = (n * 7919) % (len(text) + 1)
         text = text[:at] + "abcdefghijklmnopqrstuvwxyz"[n % 26] + text[at:]
+        at += 1
         await na.write(ref, base=None, title=None, text=text)
     typing = time.perf_counter() - began
     count, moments_bytes, state = await na.sizes(ref)
@@ -138,15 +143,17 @@ async def sizes(alice: Node, edits: int) -> list[Row]:
     ]
 
 
-async def main_async(runs: int, edits: int) -> list[Row]:
+async def main_async(runs: int, edits: int, scattered: bool) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="p2pm-bench-notes-", dir="/dev/shm") as tmp:
         root = Path(tmp)
         homes = [await make_home(root, n) for n in ("Alice", "Bob")]
-        async with running(homes[0]) as alice, running(homes[1]) as bob:
-            await befriend(alice, bob)
-            await alice.circles.create("work", ["Bob"], members_can_post=True)
-            await eventually(lambda: bob.circles.all(), what="the manifest")
-            note_ms, comment_ms = await latency(alice, bob, runs)
+        async with running(homes[0]) as alice:
+            async with running(homes[1]) as bob:
+                await befriend(alice, bob)
+                await alice.circles.create("work", ["Bob"], members_can_post=True)
+                await eventually(lambda: bob.circles.all(), what="the manifest")
+                note_ms, comment_ms = await latency(alice, bob, runs)
+            # Sizes with Alice alone: what she stores, not the two daemons' shared cores.
             rows: list[Row] = [
                 (
                     "keystroke to the other daemon (ms, median)",
@@ -155,7 +162,7 @@ async def main_async(runs: int, edits: int) -> list[Row]:
                     comment_ms,
                 ),
             ]
-            rows += await sizes(alice, edits)
+            rows += await sizes(alice, edits, scattered)
             return rows
 
 
@@ -163,9 +170,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--edits", type=int, default=EDITS)
+    parser.add_argument(
+        "--scattered",
+        action="store_true",
+        help="every edit at another place (the worst case for the CRDT), not typed in runs",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    report(asyncio.run(main_async(args.runs, args.edits)), args.json)
+    report(asyncio.run(main_async(args.runs, args.edits, args.scattered)), args.json)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,13 @@ async def test_hostile_edit_bodies_get_clean_errors(alice: TestClient[Any, Any])
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
             assert 400 <= answer.status < 500, (body, ref, await answer.text())
+
+
+async def test_a_circle_holds_a_bounded_number_of_notes(
+    alice: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("p2pmoments.core.notes.MAX_NOTES", 2)
+    for title in ("one", "two"):
+        await call(alice, "POST", "/circles/work/notes", {"title": title}, status=201)
+    full = await call(alice, "POST", "/circles/work/notes", {"title": "three"}, status=400)
+    assert "at most 2 notes" in full["error"]["message"]

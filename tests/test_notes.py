@@ -119,3 +119,30 @@ async def test_a_removed_member_receives_no_edit_made_after_her_removal(tmp_path
         await wait_text(bob, nb, ref, lambda t: "Alice\n" in t, "Bob to merge Alice's")
         await wait_text(alice, na, ref, lambda t: "(Bob)" in t, "Alice to merge Bob's")
         assert await text_of(nc, ref) == "before\n"
+
+
+async def test_a_member_who_joins_later_gets_the_note_as_a_snapshot_not_every_keystroke(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob", "Carol")]
+    async with contextlib.AsyncExitStack() as stack:
+        alice, bob, carol = [await stack.enter_async_context(running(h)) for h in homes]
+        await befriend(alice, bob)
+        await befriend(alice, carol)
+        await alice.circles.create("work", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="the manifest")
+        na, nc = notes_of(alice), notes_of(carol)
+        from p2pmoments.views import moment_text
+
+        ref = moment_text((await na.create("work", "Log", "")).id)
+        text = ""
+        for n in range(30):  # keystrokes before Carol joins
+            text += "abc"[n % 3]
+            await na.write(ref, base=None, title=None, text=text)
+        await alice.circles.change("work", add=["Carol"])
+        await eventually(lambda: carol.circles.all(), what="Carol to get the manifest")
+        text += "!"
+        await na.write(ref, base=None, title=None, text=text)  # the first edit since
+        await wait_text(carol, nc, ref, lambda t: t == text, "Carol to get the note")
+        held, _, _ = await nc.sizes(ref)
+        assert held < 10, f"Carol holds {held} of the note's moments"

@@ -110,11 +110,18 @@ class _Live:
     dirty: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def current(self) -> str:
+        """The current version's token: what the document holds and says (cheap: its
+        state vector and text, not the whole document re-encoded)."""
+        digest = hashlib.blake2b(self.doc.state_vector(), digest_size=12)
+        digest.update(f"{self.doc.title}\x00{self.doc.text}".encode())
+        return digest.hexdigest()
+
     def token(self) -> str:
         """The current version's token, remembered as a base to write from."""
-        state = self.doc.state()
-        token = hashlib.blake2b(state, digest_size=12).hexdigest()
-        self.bases[token] = state
+        token = self.current()
+        if token not in self.bases:
+            self.bases[token] = self.doc.state()
         self.bases.move_to_end(token)
         while len(self.bases) > BASES:
             self.bases.popitem(last=False)
@@ -222,7 +229,7 @@ class Notes:
         live = await self._live(ref)
         async with live.lock:
             await self._catch_up(live)
-            current = live.token()
+            current = live.current()
             if base is not None and base not in live.bases:
                 raise NoteConflictError("this note changed too much since: read it again")
             from_doc = None if base in (None, current) else core.NoteDoc(live.bases[base])
@@ -246,7 +253,7 @@ class Notes:
                 await self._catch_up(live)
                 live.dirty = True
                 await self._save(live)
-                if len(live.edits) >= COMPACT_EDITS:
+                if len(live.edits) >= COMPACT_EDITS or await self._new_members(live):
                     await self._compact(live)
             return self._state(live)
 
@@ -407,6 +414,15 @@ class Notes:
         await self._store.run(Store.save_note, row, versions)
         await self._store.run(Store.trim_versions, live.note_id, VERSIONS)
         live.saved, live.dirty = now, False
+
+    async def _new_members(self, live: _Live) -> bool:
+        """Whether the circle has an epoch in which the whole note was never sent: its
+        members since cannot read the moments before (moments.md §7), so the next edit
+        sends a snapshot with it (spec/notes.md §5)."""
+        manifest = self._circles.current(live.circle_id)
+        if manifest is None:
+            return False
+        return bool(manifest.epoch > await self._store.run(Store.note_whole_epoch, live.note_id))
 
     async def _compact(self, live: _Live) -> None:
         """Post the note's document as a snapshot, then drop the edits it holds

@@ -49,13 +49,30 @@ class NoteTables(Database):
     ) -> list[tuple[int, StoredMoment]]:
         """(rowid, moment) of a note's moments stored after rowid `after`, in the order
         stored, their envelopes still here."""
+        # Two lookups by index (its first moment by id, the rest by reply_to), not one
+        # scan: a note is read at every keystroke.
         rows = self._conn.execute(
             f"SELECT rowid, {_MOMENT_COLUMNS} FROM moments"  # noqa: S608
-            " WHERE (moment_id = ? OR reply_to = ?) AND kind IN (?, ?, ?) AND rowid > ?"
-            " AND retracted = 0 ORDER BY rowid LIMIT ?",
-            (note_id, note_id, *_NOTE_KINDS, after, limit),
+            " WHERE moment_id = ? AND kind = ? AND rowid > ? AND retracted = 0"
+            f" UNION ALL SELECT rowid, {_MOMENT_COLUMNS} FROM moments"
+            " WHERE reply_to = ? AND kind IN (?, ?) AND rowid > ? AND retracted = 0"
+            " ORDER BY rowid LIMIT ?",
+            (note_id, int(Kind.NOTE), after, note_id, *_NOTE_KINDS[1:], after, limit),
         )
         return [(r[0], record(StoredMoment, r[1:])) for r in rows]
+
+    def note_whole_epoch(self, note_id: bytes) -> int:
+        """The newest epoch in which the whole note was sent: its first moment, or a
+        snapshot of it (spec/notes.md §5); -1 if none is held."""
+        first = self._conn.execute(
+            "SELECT max(epoch) FROM moments WHERE moment_id = ? AND kind = ?",
+            (note_id, int(Kind.NOTE)),
+        ).fetchone()[0]
+        snapshot = self._conn.execute(
+            "SELECT max(epoch) FROM moments WHERE reply_to = ? AND kind = ?",
+            (note_id, int(Kind.NOTE_SNAPSHOT)),
+        ).fetchone()[0]
+        return max(-1 if first is None else first, -1 if snapshot is None else snapshot)
 
     def save_note(self, row: NoteRow, versions: Sequence[VersionRow]) -> None:
         """Keep a note's document and its newest versions (a version with an id already
