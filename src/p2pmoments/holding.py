@@ -279,15 +279,28 @@ class Holding:
         await self._store.run(Store.record_rejections, int(time.time()), list(reasons), sender)
         log.info("rejected %d moment(s): %s", len(reasons), reasons[0][0])
 
-    def lacking(
+    async def follow(
         self, moments: Sequence[Moment]
+    ) -> tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]]:
+        """`lacking` for stored moments, where a chunk index that several moments share
+        is followed for one of them only: the first stored (spec/moments.md section
+        4.3). A member reusing one reference in many moments costs us a lookup a
+        moment, not the index's thousands of chunk names again (issue 22)."""
+        firsts = [ref.index[0] for m in moments for ref in flatten(m.content.blobs) if ref.index]
+        owners = await self._store.run(Store.first_users, firsts) if firsts else {}
+        return await asyncio.to_thread(self.lacking, moments, owners)
+
+    def lacking(
+        self, moments: Sequence[Moment], owners: dict[bytes, bytes] | None = None
     ) -> tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]]:
         """Of these (received) moments, those whose photos and files are not all here:
         moment id -> what they lack; and (moment, address) of the chunks that index
         pieces already here name, to record (blocking: call it off the loop). Index
-        pieces still to come are remembered in `pieces`."""
+        pieces still to come are remembered in `pieces`. `owners` (first_users): an
+        index whose first piece another moment owns is that moment's to follow."""
         out: dict[bytes, Lacking] = {}
         uses: list[tuple[bytes, bytes]] = []
+        owners = owners or {}
         for moment in moments:
             missing: list[bytes] = []
             unnamed = 0
@@ -296,6 +309,8 @@ class Holding:
                 if not ref.index:
                     missing += [a for a in ref.chunks if not self.blobs.has(a)]
                     continue
+                if owners.get(ref.index[0], moment.id) != moment.id:
+                    continue  # shared: followed through the moment that owns it
                 for piece, address in enumerate(ref.index):
                     named = self._read_piece(ref, piece)
                     if named is None:
@@ -343,7 +358,7 @@ class Holding:
             return []
         stored = await self._store.run(Store.moments_by_id, ids)
         moments = [m for r in stored if not r.retracted and (m := self._opened(r)) is not None]
-        lacking, uses = await asyncio.to_thread(self.lacking, moments)
+        lacking, uses = await self.follow(moments)
         if uses:
             await self._store.run(Store.add_chunks, uses)
         return [(m.id, m.circle_id, m.epoch, lacking[m.id]) for m in moments if m.id in lacking]

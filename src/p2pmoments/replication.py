@@ -363,7 +363,7 @@ class Replication:
                 missing: dict[bytes, Lacking] = {}
                 with_blobs = [m for m in added if m.content.blobs]
                 if with_blobs:
-                    missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
+                    missing, uses = await self._moments.follow(with_blobs)
                     if uses:  # chunks that indexes already here name
                         await self._store.run(Store.add_chunks, uses)
                 entries = [Entry.of(m) for m in added]

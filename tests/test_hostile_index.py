@@ -1,0 +1,99 @@
+"""A member reusing one file reference in many moments costs the others one index, not
+one a moment (issue 22, 4; spec/moments.md section 4.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from p2pmoments.core.blobs import (
+    BIG_CHUNK_SIZE,
+    INDEX_PIECE,
+    BlobKind,
+    BlobRef,
+    _index_nonce,
+    _size_ad,
+    chunk_address,
+)
+from p2pmoments.core.crypto import Aead, random_bytes
+from p2pmoments.core.moment import Content, Kind, seal_moment
+from p2pmoments.core.replication.messages import T_MOMENTS
+from p2pmoments.node import Node
+from tests.multinode import befriend, eventually, make_home, running, until
+
+REUSES = 40
+
+
+def claim() -> tuple[BlobRef, bytes, bytes]:
+    """A file of 8 GiB as a hostile author makes it: one index piece naming 16,384
+    chunks that exist nowhere. (reference, piece address, piece)."""
+    key = random_bytes(32)
+    size = INDEX_PIECE * BIG_CHUNK_SIZE
+    plain = b"".join(random_bytes(32) for _ in range(INDEX_PIECE))
+    piece = Aead(key).encrypt(_index_nonce(0), _size_ad(size), plain)
+    address = chunk_address(piece, 2)
+    ref = BlobRef(
+        kind=BlobKind.FILE,
+        media_type="",
+        size=size,
+        key=key,
+        chunk_size=BIG_CHUNK_SIZE,
+        index=(address,),
+        name="claim.bin",
+    )
+    return ref, address, piece
+
+
+async def uses(node: Node) -> int:
+    """Rows naming a chunk a moment uses: what a follower of an index records."""
+    return int(
+        await node.store.run(
+            lambda s: s._conn.execute("SELECT COUNT(*) FROM moment_chunks").fetchone()[0]
+        )
+    )
+
+
+async def test_a_reference_reused_by_many_moments_is_followed_once(tmp_path: Path) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        manifest = await alice.circles.create("c", ["Bob"], members_can_post=True)
+        await eventually(lambda: bob.circles.all(), what="the manifest")
+        key = alice.circles.key_for(manifest)
+        ref, address, piece = claim()
+        await asyncio.to_thread(alice.moments.blobs.put, address, piece)  # Alice serves it
+        envelopes = [
+            seal_moment(
+                alice.identity,
+                manifest,
+                key,
+                seq=seq,
+                time=int(time.time()),
+                content=Content(kind=Kind.POST, text=f"{seq}", blobs=(ref,)),
+            ).envelope
+            for seq in range(1, REUSES + 2)
+        ]
+        opened = await alice.moments.open_many(envelopes)
+        await alice.moments.store_many(opened.moments)
+        bob_key = bytes(bob.identity.public.verify_key)
+        assert alice.links.send(bob_key, {0: T_MOMENTS, 1: manifest.circle_id, 2: envelopes})
+        await until(
+            bob,
+            lambda: asyncio.to_thread(bob.moments.blobs.has, address),
+            what="Bob to fetch the index piece",
+        )
+        # The piece names its 16,384 chunks once it is kept (one transaction): for the
+        # first moment; each of the others records only the piece it names itself.
+        await until(
+            bob,
+            lambda: _at_least(bob, INDEX_PIECE),
+            what="the chunks the piece names",
+        )
+        assert await uses(bob) == INDEX_PIECE + REUSES + 1
+        assert bob.replication.engine.statistics()["chunks_wanted"] <= INDEX_PIECE + 1
+        assert bob_key in alice.links.linked()  # a member's post, not junk: its link stays
+
+
+async def _at_least(node: Node, count: int) -> bool:
+    return await uses(node) >= count
