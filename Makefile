@@ -51,6 +51,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/webapp.py --json bench-results/webapp.json
 	$(BIN)/python benchmarks/devices.py --json bench-results/devices.json
 	$(BIN)/python benchmarks/peers.py --replication bench-results/replication.json --json bench-results/peers.json
+	$(BIN)/python benchmarks/costs.py --json bench-results/costs.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
