@@ -4,8 +4,12 @@ one a moment (issue 22, 4; spec/moments.md section 4.3)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from p2pmoments.core.blobs import (
     BIG_CHUNK_SIZE,
@@ -97,3 +101,58 @@ async def test_a_reference_reused_by_many_moments_is_followed_once(tmp_path: Pat
 
 async def _at_least(node: Node, count: int) -> bool:
     return await uses(node) >= count
+
+
+async def test_a_file_of_several_index_pieces_is_followed_a_piece_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A receiver names the chunks of one index piece at a time (the next once those are
+    here), so a file of any size, 1 TiB honest or claimed, costs it one piece's chunk
+    names at once; the file still arrives whole."""
+    from p2pmoments.core.replication import chunks
+    from p2pmoments.errors import NotFoundError
+    from p2pmoments.views import moment_text
+
+    monkeypatch.setattr("p2pmoments.core.blobs.INDEX_PIECE", 4)  # 10 chunks: 3 pieces
+    followed: list[int] = []
+    follow = chunks.ChunkScheduler._follow
+
+    def counting(self: chunks.ChunkScheduler, *args: Any) -> Any:
+        out = follow(self, *args)
+        followed.append(len(self._users))
+        return out
+
+    monkeypatch.setattr(chunks.ChunkScheduler, "_follow", counting)
+    data = os.urandom(9 * BIG_CHUNK_SIZE + 5)
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        await alice.circles.create("c", ["Bob"], members_can_post=False)
+        await eventually(lambda: bob.circles.all(), what="the manifest")
+        moment = await alice.posting.post("c", "", files=[("big.bin", data, "x/y")])
+        await eventually(lambda: bob.moments.pieces or followed, what="Bob to follow it")
+
+        async def ref() -> BlobRef | None:
+            try:
+                return await bob.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
+            except NotFoundError:
+                return None
+
+        async def whole() -> bool:
+            found = await ref()
+            if found is None:
+                return False
+            try:
+                await bob.moments.open_blob(found)
+            except NotFoundError:
+                return False
+            return True
+
+        await until(bob, whole, timeout=30, what="every chunk")
+        found = await ref()
+        assert found is not None
+        assert len(found.index) == 3
+        reader = await bob.moments.open_blob(found)
+        got = b"".join(await asyncio.to_thread(reader.read_many, 0, len(reader.addresses)))
+        assert got == data
+    assert max(followed) <= 4 + 1  # one piece's chunks (and a piece) at a time, never 10

@@ -311,21 +311,48 @@ class Holding:
                     continue
                 if owners.get(ref.index[0], moment.id) != moment.id:
                     continue  # shared: followed through the moment that owns it
+                # A window of one piece: the chunks of the first piece not all here are
+                # followed; the pieces after it, and their chunks, wait (unnamed) until
+                # those are here (a Refill): a file of any size, honest or not, costs at
+                # most one piece's 16,384 chunk names at a time (issue 22).
+                following = True
                 for piece, address in enumerate(ref.index):
+                    length = ref.index_piece_length(piece)
+                    if not following:
+                        unnamed += length + 1  # its chunks, and the piece itself
+                        continue
                     named = self._read_piece(ref, piece)
                     if named is None:
                         missing.append(address)
-                        unnamed += ref.index_piece_length(piece)
+                        unnamed += length
                         waiting = IndexPiece(moment.id, moment.circle_id, moment.epoch, ref, piece)
                         if waiting not in self.pieces.get(address, []):
                             self.pieces.setdefault(address, []).append(waiting)
+                        following = False
                     else:
-                        uses += [(moment.id, a) for a in named]
-                        missing += [a for a in named if not self.blobs.has(a)]
+                        lack = [a for a in named if not self.blobs.has(a)]
+                        if lack:  # recorded once, when the window reaches it
+                            uses += [(moment.id, a) for a in named]
+                            missing += lack
+                            following = False
             if missing or unnamed:
                 total = sum(ref.total() for ref in moment.content.blobs)
                 out[moment.id] = Lacking(total, tuple(dict.fromkeys(missing)), unnamed)
         return out, uses
+
+    async def refill(self, moment_id: bytes) -> tuple[bytes, int, Lacking] | None:
+        """(circle, epoch, what it lacks) of a stored moment whose chunks followed so far
+        are here, its next index piece read (chunks.Refill); None if it is gone."""
+        stored = await self._store.run(Store.moments_by_id, [moment_id])
+        moments = [m for r in stored if not r.retracted and (m := self._opened(r)) is not None]
+        if not moments:
+            return None
+        lacking, uses = await self.follow(moments)
+        if uses:
+            await self._store.run(Store.add_chunks, uses)
+        moment = moments[0]
+        total = sum(ref.total() for ref in moment.content.blobs)
+        return moment.circle_id, moment.epoch, lacking.get(moment.id, Lacking(total, ()))
 
     def _read_piece(self, ref: BlobRef, piece: int) -> list[bytes] | None:
         """The chunk addresses a piece of a blob's index names, if the piece is here (none

@@ -26,7 +26,7 @@ from p2pmoments.circles import Circles
 from p2pmoments.core.manifest import Manifest, Removal, decode_removal
 from p2pmoments.core.moment import Moment
 from p2pmoments.core.replication import messages
-from p2pmoments.core.replication.chunks import Lacking, Progress
+from p2pmoments.core.replication.chunks import Lacking, Progress, Refill
 from p2pmoments.core.replication.engine import (
     Action,
     Drop,
@@ -317,6 +317,13 @@ class Replication:
                 self._links.drop_misbehaving(action.peer, action.reason)
             elif isinstance(action, LeaveCircle):
                 await self._leave(action.removal)
+            elif isinstance(action, Refill):
+                found = await self._moments.refill(action.moment)
+                if found is not None:
+                    circle, epoch, lack = found
+                    await self._perform(
+                        self.engine.refill(action.moment, circle, epoch, lack, action.peer)
+                    )
             else:
                 self._progress(action)
 

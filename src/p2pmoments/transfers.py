@@ -231,12 +231,8 @@ class Transfers:
             1000 * (looked - began),
             1000 * (time.perf_counter() - looked),
         )
-        sizes = [(a, len(d)) for a, d in wanted if a in kept]
-        await self._perform(
-            self.engine.chunks_written(
-                action.peer, sizes, len(wanted) - len(kept), time.monotonic()
-            )
-        )
+        # The chunks a piece names are followed before the piece counts as here: its
+        # moment is never seen with nothing left to fetch in between (chunks.Refill).
         for (address, piece, chunks), missing in zip(named, lacking, strict=True):
             if address not in kept:
                 continue
@@ -246,6 +242,12 @@ class Transfers:
                     action.peer, piece.moment, piece.circle, piece.epoch, len(chunks), missing
                 )
             )
+        sizes = [(a, len(d)) for a, d in wanted if a in kept]
+        await self._perform(
+            self.engine.chunks_written(
+                action.peer, sizes, len(wanted) - len(kept), time.monotonic()
+            )
+        )
 
 
 def _open_pieces(
