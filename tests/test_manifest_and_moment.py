@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from dataclasses import replace
 
 from p2pmoments.core import wire
 from p2pmoments.core.blobs import BIG_CHUNK_SIZE, MAX_BLOB, BlobKind, encrypt_blob
