@@ -156,3 +156,55 @@ async def test_a_file_of_several_index_pieces_is_followed_a_piece_at_a_time(
         got = b"".join(await asyncio.to_thread(reader.read_many, 0, len(reader.addresses)))
         assert got == data
     assert max(followed) <= 4 + 1  # one piece's chunks (and a piece) at a time, never 10
+
+
+async def test_a_file_read_a_piece_at_a_time_resumes_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob's daemon stops with only the first index piece's chunks here: started again,
+    it reads the next pieces at link-up, and the file arrives whole."""
+    from p2pmoments.holding import Holding
+
+    monkeypatch.setattr("p2pmoments.core.blobs.INDEX_PIECE", 4)  # 10 chunks: 3 pieces
+    data = os.urandom(9 * BIG_CHUNK_SIZE + 5)
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice:
+        with monkeypatch.context() as stalled:
+
+            async def never(self: Holding, moment_id: bytes) -> None:
+                return None  # the next piece is never read: Bob stops there
+
+            stalled.setattr(Holding, "refill", never)
+            async with running(homes[1]) as bob:
+                await befriend(alice, bob)
+                await alice.circles.create("c", ["Bob"], members_can_post=False)
+                await eventually(lambda: bob.circles.all(), what="the manifest")
+                moment = await alice.posting.post("c", "", files=[("big.bin", data, "x/y")])
+                await eventually(
+                    lambda: _held(bob) >= 5 and not _in_flight(bob), what="the first piece's chunks"
+                )
+                assert _held(bob) == 4 + 1  # the first piece and its 4 chunks, no more
+        async with running(homes[1]) as bob:
+            done = await eventually(lambda: _done(bob), timeout=30, what="the whole file")
+            assert done == moment.id
+
+
+def _held(node: Node) -> int:
+    """The most chunks a transfer.chunk event said were here."""
+    return max(
+        (int(e.data["held"]) for e in node.events.after(0)[0] if e.kind == "transfer.chunk"),
+        default=0,
+    )
+
+
+def _in_flight(node: Node) -> int:
+    return node.replication.engine.statistics()["chunks_in_flight"]
+
+
+def _done(node: Node) -> bytes | None:
+    from p2pmoments.core.ids import IdKind, decode_id
+
+    for e in node.events.after(0)[0]:
+        if e.kind == "transfer.done":
+            return decode_id(e.data["moment"], IdKind.MOMENT)
+    return None
