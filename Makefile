@@ -61,6 +61,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/versions.py --json bench-results/versions.json
 	$(BIN)/python benchmarks/mesh.py --json bench-results/mesh.json
 	$(BIN)/python benchmarks/bigstore.py --json bench-results/bigstore.json
+	$(BIN)/python benchmarks/costs.py --json bench-results/costs.json
 
 soak: $(VENV)/.installed-test
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m pytest -s -m soak tests/test_chaos_soak.py

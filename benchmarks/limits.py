@@ -12,6 +12,8 @@ median of five repeats of about 0.2 s; the best repeat is in the JSON too:
 - BLAKE2b-256 MB/s on one core (hashlib, as the daemon hashes chunks), 256 KiB pieces;
 - loopback TCP MB/s: asyncio streams with both ends in one process (benchmarks/common.py's
   raw_tcp), and raw sockets between two processes (one core each);
+- disk write MB/s: 64 MiB to a new file in 512 KiB writes, with direct I/O, through
+  the page cache, and through the page cache then synced (issue 22);
 - SQLite inserts/s: 10,000 rows like a moment's (a 393-byte envelope, the moments
   table's columns and indexes) in one transaction, WAL, synchronous=FULL, on the disk
   that holds the temporary folder.
@@ -215,6 +217,36 @@ def sqlite_inserts(rows: int = 10_000) -> float:
             conn.close()
 
 
+DISK_WRITE = 64 << 20  # bytes a repeat writes, in chunks of 512 KiB (as a chunk is stored)
+
+
+def disk_write(direct: bool, sync: bool) -> float:
+    """Bytes a second written to a new file in the temporary folder's disk, 512 KiB at a
+    time: with direct I/O (as the daemon writes chunks and packs, where the file system
+    takes it) or through the page cache; then, if `sync`, fsync (counted in the time)."""
+    import mmap
+
+    block = 512 << 10
+    buf = mmap.mmap(-1, block)  # page-aligned, as direct I/O needs
+    buf.write(os.urandom(block))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "w")
+        flags = os.O_WRONLY | os.O_CREAT
+        try:
+            fd = os.open(path, flags | (getattr(os, "O_DIRECT", 0) if direct else 0), 0o600)
+        except OSError:
+            fd = os.open(path, flags, 0o600)
+        try:
+            began = time.perf_counter()
+            for _ in range(DISK_WRITE // block):
+                os.write(fd, buf)
+            if sync:
+                os.fsync(fd)
+            return DISK_WRITE / (time.perf_counter() - began)
+        finally:
+            os.close(fd)
+
+
 def limits() -> dict[str, dict[str, Any]]:
     """Every figure: {name: {value, best, cpu (where measured), unit, what}}."""
     out: dict[str, dict[str, Any]] = {}
@@ -268,6 +300,18 @@ def limits() -> dict[str, dict[str, Any]]:
         repeat(tcp_processes, 3),
         MB,
     )
+    for direct, sync, key, what in (
+        (True, False, "disk_write_direct_mb_per_s", "direct I/O, no sync"),
+        (False, False, "disk_write_cached_mb_per_s", "through the page cache, no sync"),
+        (False, True, "disk_write_cached_sync_mb_per_s", "through the page cache, then fsync"),
+    ):
+        add(
+            key,
+            "MB/s",
+            f"disk write, 64 MiB in 512 KiB writes, {what}",
+            repeat(partial(disk_write, direct, sync), 3),
+            MB,
+        )
     add(
         "sqlite_inserts_per_s",
         "/s",

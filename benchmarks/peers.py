@@ -301,6 +301,8 @@ def limit_rows(
         ("catch-up, /s", ours_catch_up, "ed25519_verify_per_s"),
         ("100 MB file, MB/s", ours_file, "chacha20poly1305_encrypt_256k_mb_per_s"),
         ("100 MB file, MB/s", ours_file, "tcp_processes_mb_per_s"),
+        ("100 MB file, MB/s", ours_file, "disk_write_direct_mb_per_s"),
+        ("100 MB file, MB/s", ours_file, "disk_write_cached_sync_mb_per_s"),
     ]
     for name, ours, key in pairs:
         limit = figures[key]["value"]

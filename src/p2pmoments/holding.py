@@ -286,15 +286,28 @@ class Holding:
         await self._store.run(Store.record_rejections, int(time.time()), list(reasons), sender)
         log.info("rejected %d moment(s): %s", len(reasons), reasons[0][0])
 
-    def lacking(
+    async def follow(
         self, moments: Sequence[Moment]
+    ) -> tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]]:
+        """`lacking` for stored moments, where a chunk index that several moments share
+        is followed for one of them only: the first stored (spec/moments.md section
+        4.3). A member reusing one reference in many moments costs us a lookup a
+        moment, not the index's thousands of chunk names again (issue 22)."""
+        firsts = [ref.index[0] for m in moments for ref in flatten(m.content.blobs) if ref.index]
+        owners = await self._store.run(Store.first_users, firsts) if firsts else {}
+        return await asyncio.to_thread(self.lacking, moments, owners)
+
+    def lacking(
+        self, moments: Sequence[Moment], owners: dict[bytes, bytes] | None = None
     ) -> tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]]:
         """Of these (received) moments, those whose photos and files are not all here:
         moment id -> what they lack; and (moment, address) of the chunks that index
         pieces already here name, to record (blocking: call it off the loop). Index
-        pieces still to come are remembered in `pieces`."""
+        pieces still to come are remembered in `pieces`. `owners` (first_users): an
+        index whose first piece another moment owns is that moment's to follow."""
         out: dict[bytes, Lacking] = {}
         uses: list[tuple[bytes, bytes]] = []
+        owners = owners or {}
         for moment in moments:
             missing: list[bytes] = []
             unnamed = 0
@@ -303,21 +316,50 @@ class Holding:
                 if not ref.index:
                     missing += [a for a in ref.chunks if not self.blobs.has(a)]
                     continue
+                if owners.get(ref.index[0], moment.id) != moment.id:
+                    continue  # shared: followed through the moment that owns it
+                # A window of one piece: the chunks of the first piece not all here are
+                # followed; the pieces after it, and their chunks, wait (unnamed) until
+                # those are here (a Refill): a file of any size, honest or not, costs at
+                # most one piece's 16,384 chunk names at a time (issue 22).
+                following = True
                 for piece, address in enumerate(ref.index):
+                    length = ref.index_piece_length(piece)
+                    if not following:
+                        unnamed += length + 1  # its chunks, and the piece itself
+                        continue
                     named = self._read_piece(ref, piece)
                     if named is None:
                         missing.append(address)
-                        unnamed += ref.index_piece_length(piece)
+                        unnamed += length
                         waiting = IndexPiece(moment.id, moment.circle_id, moment.epoch, ref, piece)
                         if waiting not in self.pieces.get(address, []):
                             self.pieces.setdefault(address, []).append(waiting)
+                        following = False
                     else:
-                        uses += [(moment.id, a) for a in named]
-                        missing += [a for a in named if not self.blobs.has(a)]
+                        lack = [a for a in named if not self.blobs.has(a)]
+                        if lack:  # recorded once, when the window reaches it
+                            uses += [(moment.id, a) for a in named]
+                            missing += lack
+                            following = False
             if missing or unnamed:
                 total = sum(ref.total() for ref in moment.content.blobs)
                 out[moment.id] = Lacking(total, tuple(dict.fromkeys(missing)), unnamed)
         return out, uses
+
+    async def refill(self, moment_id: bytes) -> tuple[bytes, int, Lacking] | None:
+        """(circle, epoch, what it lacks) of a stored moment whose chunks followed so far
+        are here, its next index piece read (chunks.Refill); None if it is gone."""
+        stored = await self._store.run(Store.moments_by_id, [moment_id])
+        moments = [m for r in stored if not r.retracted and (m := self._opened(r)) is not None]
+        if not moments:
+            return None
+        lacking, uses = await self.follow(moments)
+        if uses:
+            await self._store.run(Store.add_chunks, uses)
+        moment = moments[0]
+        total = sum(ref.total() for ref in moment.content.blobs)
+        return moment.circle_id, moment.epoch, lacking.get(moment.id, Lacking(total, ()))
 
     def _read_piece(self, ref: BlobRef, piece: int) -> list[bytes] | None:
         """The chunk addresses a piece of a blob's index names, if the piece is here (none
@@ -350,7 +392,7 @@ class Holding:
             return []
         stored = await self._store.run(Store.moments_by_id, ids)
         moments = [m for r in stored if not r.retracted and (m := self._opened(r)) is not None]
-        lacking, uses = await asyncio.to_thread(self.lacking, moments)
+        lacking, uses = await self.follow(moments)
         if uses:
             await self._store.run(Store.add_chunks, uses)
         # A file's version borrows chunks that may be in our own packs (moments.md §9.3).

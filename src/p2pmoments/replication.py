@@ -26,7 +26,7 @@ from p2pmoments.circles import Circles
 from p2pmoments.core.manifest import Manifest, Removal, decode_removal
 from p2pmoments.core.moment import Moment
 from p2pmoments.core.replication import messages
-from p2pmoments.core.replication.chunks import Lacking, Progress
+from p2pmoments.core.replication.chunks import Lacking, Progress, Refill
 from p2pmoments.core.replication.engine import (
     Action,
     Delivered,
@@ -329,6 +329,13 @@ class Replication:
                 await self._leave(action.removal)
             elif isinstance(action, Delivered):
                 await self._delivered(action)
+            elif isinstance(action, Refill):
+                found = await self._moments.refill(action.moment)
+                if found is not None:
+                    circle, epoch, lack = found
+                    await self._perform(
+                        self.engine.refill(action.moment, circle, epoch, lack, action.peer)
+                    )
             else:
                 self._progress(action)
 
@@ -398,7 +405,7 @@ class Replication:
                 missing: dict[bytes, Lacking] = {}
                 with_blobs = [m for m in added if m.content.blobs]
                 if with_blobs:
-                    missing, uses = await asyncio.to_thread(self._moments.lacking, with_blobs)
+                    missing, uses = await self._moments.follow(with_blobs)
                     if uses:  # chunks that indexes already here name
                         await self._store.run(Store.add_chunks, uses)
                     # A file's version borrows chunks that may be in our own packs.

@@ -35,9 +35,10 @@ MAX_SERVE_QUEUE = 64  # chunk requests of one peer waiting to be served
 SERVE_BATCH = 8  # chunks read from disk together
 VERIFY_RATE = 50_000  # envelopes a second one peer may make us verify (then we read it later)
 VERIFY_BURST = 20_000
-# Batches of one peer's chunks written at once, while its next messages are read: one
-# on a worker thread is enough to keep both cores busy (more only contend for them).
-MAX_WRITES = 1
+# Batches of one peer's chunks written at once, while its next messages are read. Two:
+# with 64 chunks asked at once, a 100 MB file's transfer took 1.43 s against 2.17 s with
+# one (interleaved, 4 rounds, load 10 to 14; three were no better; issue 22).
+MAX_WRITES = 2
 
 
 @dataclass(slots=True)
@@ -234,12 +235,8 @@ class Transfers:
             1000 * (looked - began),
             1000 * (time.perf_counter() - looked),
         )
-        sizes = [(a, len(d)) for a, d in wanted if a in kept]
-        await self._perform(
-            self.engine.chunks_written(
-                action.peer, sizes, len(wanted) - len(kept), time.monotonic()
-            )
-        )
+        # The chunks a piece names are followed before the piece counts as here: its
+        # moment is never seen with nothing left to fetch in between (chunks.Refill).
         for (address, piece, chunks), missing in zip(named, lacking, strict=True):
             if address not in kept:
                 continue
@@ -249,6 +246,12 @@ class Transfers:
                     action.peer, piece.moment, piece.circle, piece.epoch, len(chunks), missing
                 )
             )
+        sizes = [(a, len(d)) for a, d in wanted if a in kept]
+        await self._perform(
+            self.engine.chunks_written(
+                action.peer, sizes, len(wanted) - len(kept), time.monotonic()
+            )
+        )
 
 
 def _open_pieces(

@@ -308,6 +308,20 @@ class MomentTables(Database):
                 uses,
             )
 
+    def first_users(self, addresses: Sequence[bytes]) -> dict[bytes, bytes]:
+        """address -> the moment that was first recorded as using it (the one that
+        follows the chunks a shared index names; spec/moments.md section 4.3)."""
+        out: dict[bytes, bytes] = {}
+        for part, marks in in_batches(sorted(set(addresses))):
+            # SQLite takes the bare column from the row with the smallest rowid.
+            rows = self._conn.execute(
+                "SELECT address, moment_id, MIN(rowid) FROM moment_chunks"  # noqa: S608
+                f" WHERE address IN ({marks}) GROUP BY address",
+                part,
+            )
+            out.update({r[0]: r[1] for r in rows})
+        return out
+
     def packed_at(self, addresses: Sequence[bytes]) -> dict[bytes, tuple[bytes, int, int]]:
         """Where those of these chunks that are ours lie: address -> (pack, start, length)."""
         out: dict[bytes, tuple[bytes, int, int]] = {}

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from p2pmoments.core.replication.messages import MAX_WANTS, WantChunks
 from p2pmoments.core.replication.vectors import Send
 
-__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress"]
+__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress", "Refill"]
 
 MAX_IN_FLIGHT = 4 * MAX_WANTS  # chunks asked of one peer at once (32 MiB of big chunks)
 REPORT_STEPS = 100  # a transfer's progress is reported at most once a 1 %
@@ -44,6 +44,16 @@ class Progress:
     @property
     def done(self) -> bool:
         return self.held >= self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """Every chunk named so far of `moment` is here, and its chunk index has more
+    pieces: the shell reads the next (Holding.refill) and gives it to `refill`, so a
+    file's chunks are followed one index piece at a time (spec/sync.md section 4)."""
+
+    moment: bytes
+    peer: bytes | None  # who sent its last chunk: asked first
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +87,7 @@ class ChunkScheduler:
         self._totals: dict[bytes, int] = {}  # moment -> chunks it uses
         self._reported: dict[bytes, tuple[int, int]] = {}  # moment -> (step, bytes since)
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
+        self._refilling: set[bytes] = set()  # moments told to read their next piece
         self.paused = False  # the disk is full: ask nobody for anything
 
     # --- links -----------------------------------------------------------------
@@ -126,17 +137,43 @@ class ChunkScheduler:
         count: int,
         missing: Sequence[bytes],
         source: bytes | None,
-    ) -> tuple[list[Send], list[Progress]]:
+    ) -> tuple[list[Send], list[Progress | Refill]]:
         """A piece of a chunk index of `moment` arrived and named `count` of its chunks,
         `missing` of them not here: follow and ask for those (of `source` first)."""
         if moment not in self._totals:
             return [], []
         self._unnamed[moment] = max(0, self._unnamed.get(moment, 0) - count)
         asks = self._follow(moment, circle, epoch, missing, source)
-        progress = []
+        progress: list[Progress | Refill] = []
         if count > len(missing) or self._finished(moment):  # some were here already
             progress = [p for p in [self._progress(moment, 0)] if p is not None]
-        return asks, progress
+        return asks, progress + self._next_piece(moment, source)
+
+    def refill(
+        self, moment: bytes, circle: bytes, epoch: int, lack: Lacking, source: bytes | None
+    ) -> tuple[list[Send], list[Progress | Refill]]:
+        """What a moment lacks, read again after a `Refill`: follow the next piece."""
+        self._refilling.discard(moment)
+        if moment not in self._totals:
+            return [], []
+        self._unnamed[moment] = lack.unnamed
+        asks = self._follow(moment, circle, epoch, lack.missing, source)
+        progress: list[Progress | Refill] = []
+        if self._finished(moment):
+            progress = [p for p in [self._progress(moment, 0)] if p is not None]
+        return asks, progress + self._next_piece(moment, source)
+
+    def _next_piece(self, moment: bytes, source: bytes | None) -> list[Refill]:
+        """A Refill if every chunk followed of `moment` is here but some are unnamed."""
+        if (
+            moment in self._totals
+            and not self._remaining.get(moment)
+            and self._unnamed.get(moment)
+            and moment not in self._refilling
+        ):
+            self._refilling.add(moment)
+            return [Refill(moment, source)]
+        return []
 
     def _follow(
         self,
@@ -170,6 +207,7 @@ class ChunkScheduler:
         if self._finished(moment):
             del self._remaining[moment], self._totals[moment]
             self._unnamed.pop(moment, None)
+            self._refilling.discard(moment)
             self._reported.pop(moment, None)
             return Progress(moment, held, total, since)
         now = held * REPORT_STEPS // total
@@ -224,9 +262,12 @@ class ChunkScheduler:
                 del self._asked[address]
         return self._top_up(peer, state)
 
-    def kept(self, sizes: Sequence[tuple[bytes, int]]) -> list[Progress]:
-        """These chunks are now on disk: how far each moment using them has come."""
-        out = []
+    def kept(
+        self, sizes: Sequence[tuple[bytes, int]], peer: bytes | None = None
+    ) -> list[Progress | Refill]:
+        """These chunks (from `peer`) are now on disk: how far each moment using them
+        has come, and which should read their next index piece."""
+        out: list[Progress | Refill] = []
         for address, size in sizes:
             self._lacking.pop(address, None)
             self._readers.pop(address, None)
@@ -238,6 +279,7 @@ class ChunkScheduler:
                 progress = self._progress(moment, size)
                 if progress is not None:
                     out.append(progress)
+                out += self._next_piece(moment, peer)
         return out
 
     # --- a full disk ---------------------------------------------------------------

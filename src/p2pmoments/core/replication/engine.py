@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from p2pmoments.core.budget import JunkScore
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.replication import rules
-from p2pmoments.core.replication.chunks import ChunkScheduler, Lacking, Progress
+from p2pmoments.core.replication.chunks import ChunkScheduler, Lacking, Progress, Refill
 from p2pmoments.core.replication.messages import (
     MAX_MANIFESTS,
     Chunk,
@@ -62,6 +62,7 @@ __all__ = [
     "LeaveCircle",
     "Open",
     "Progress",
+    "Refill",
     "Reject",
     "Replicator",
     "Send",
@@ -182,6 +183,7 @@ Action = (
     | LeaveCircle
     | Progress
     | Delivered
+    | Refill
 )
 
 VerifyManifest = Callable[[bytes], KnownManifest]  # raises DecodeError; only circles we are in
@@ -480,10 +482,17 @@ class Replicator:
     ) -> list[Action]:
         """Chunks from a `WriteChunks`: `kept` (address, size) are on disk; `bad` of them
         were not what their address names."""
-        out: list[Action] = list(self._chunks.kept(kept))
+        out: list[Action] = list(self._chunks.kept(kept, peer))
         if bad:
             out += self.junk(peer, 16 * bad, "chunks not what their address names", now)
         return out
+
+    def refill(
+        self, moment: bytes, circle: bytes, epoch: int, lack: Lacking, peer: bytes | None
+    ) -> list[Action]:
+        """After a `Refill`: what `moment` lacks now that its next index piece is read."""
+        asks, progress = self._chunks.refill(moment, circle, epoch, lack, peer)
+        return [*asks, *progress]
 
     def disk_full(self) -> None:
         """A write found the disk full: fetching chunks pauses (links stay up)."""
