@@ -6,6 +6,10 @@ in memory; the pack is synced to disk once, then the moment is stored with where
 chunk lies, and only then acknowledged. A refused post deletes its pack: it leaves
 nothing on disk. Concurrent posts share one commit: each gets the next sequence number
 of its circle in the order the calls were made, and all are stored in one transaction.
+
+Why so long: every moment we author goes through the one commit queue here (sequence
+numbers, batched commits, a pack per upload); edits, read receipts, versions and notes
+each add a short method to it rather than a second queue.
 """
 
 from __future__ import annotations

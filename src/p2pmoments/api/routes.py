@@ -1,5 +1,11 @@
 """The API's endpoints (spec/openapi.yaml): each asks the daemon's parts and answers
-with views.py's JSON."""
+with views.py's JSON.
+
+Why so long: the endpoints of moments (the feed, one moment, its photos and files in
+byte ranges, comments, reactions, edits, retractions) share their lookups and the
+headers a co-member's bytes are served with; newer groups have modules of their own
+(devices, notes, versions, gallery, chats, unread).
+"""
 
 from __future__ import annotations
 

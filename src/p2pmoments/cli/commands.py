@@ -1,5 +1,9 @@
 """The table of commands: every command's name, what runs it, its help, example and
-arguments, in the order `p2pmoments --help` lists them."""
+arguments, in the order `p2pmoments --help` lists them.
+
+Why so long: it is one table, an entry per command; split, `--help` would lose its one
+order and a reader the one place that says what the CLI offers.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@ and a ciphertext of its content under the epoch key (spec/moments.md sections 2-
 
 The content repeats the author, so a signature cannot be swapped. Everything here
 is pure: callers pass in time, randomness comes from crypto.
+
+Why so long: the content of every kind of moment (posts, comments, reactions,
+retractions, versions, notes' moments, edits, read receipts) is checked here, in one
+place, so that what spec/moments.md section 3 allows reads as one list beside the codec.
 """
 
 from __future__ import annotations
