@@ -1,4 +1,4 @@
-"""Profile pictures (issue 20, item 10; spec/identity.md section 9): the checks of a
+"""Profile pictures (issue 20, item 10; spec/identity.md section 5): the checks of a
 peer's picture and of the picture messages, fuzzed; the picture we make of what the
 person chose; and two daemons: Alice sets a picture, Bob's API serves it, and after
 she removes it, her letter again."""

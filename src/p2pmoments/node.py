@@ -200,7 +200,7 @@ class Node:
             pairings=self.pairings,
         )
         self.mesh: Mesh = Mesh(self)
-        whose = self.persons.person_of  # profile pictures: spec/identity.md section 9
+        whose = self.persons.person_of  # profile pictures: spec/identity.md section 5
         self.pictures = Pictures(self.store, self.events, self.links, self.person, whose)
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None

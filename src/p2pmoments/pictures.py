@@ -1,4 +1,4 @@
-"""Profile pictures (spec/identity.md section 9): ours, chosen through the API and
+"""Profile pictures (spec/identity.md section 5): ours, chosen through the API and
 re-encoded here, and those of the people we link with (friends, co-members), heard
 as a head on each link, asked for when new and checked before they are kept.
 

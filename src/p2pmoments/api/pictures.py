@@ -1,5 +1,5 @@
 """The API's endpoints about profile pictures (spec/openapi.yaml: /pictures,
-/profile/picture, /people/{identity}/picture; spec/identity.md section 9)."""
+/profile/picture, /people/{identity}/picture; spec/identity.md section 5)."""
 
 from __future__ import annotations
 

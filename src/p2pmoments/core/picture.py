@@ -1,4 +1,4 @@
-"""Profile pictures on links (spec/identity.md section 9): the three messages and the
+"""Profile pictures on links (spec/identity.md section 5): the three messages and the
 rule of which picture of a person we keep. Pure: what the bytes of a picture are is
 checked by pictures.py (Pillow), never here.
 

@@ -1,4 +1,4 @@
-"""Profile pictures (spec/store.md, version 12; spec/identity.md section 9)."""
+"""Profile pictures (spec/store.md, version 12; spec/identity.md section 5)."""
 
 from __future__ import annotations
 

@@ -226,7 +226,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, person, epoch)
     ) STRICT;
     """,
-    # 12: profile pictures (spec/identity.md section 9): ours and those of friends and
+    # 12: profile pictures (spec/identity.md section 5): ours and those of friends and
     # co-members, one a person, or when it was removed (no picture, so an older one
     # heard later is not taken back).
     """

@@ -104,7 +104,7 @@ function letter(who, size) {
   return el;
 }
 
-/** A person's picture where we hold one (spec/identity.md section 9), else their letter. */
+/** A person's picture where we hold one (spec/identity.md section 5), else their letter. */
 export function avatar(p, size = 'm') {
   const who = person(p);
   const digest = who.identity && pictures.get(who.identity);

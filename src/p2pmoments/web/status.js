@@ -51,7 +51,7 @@ export function statusView(root) {
   }
 
   // Our profile picture: the daemon makes a small square of whatever is chosen, and
-  // friends and co-members get it (spec/identity.md section 9).
+  // friends and co-members get it (spec/identity.md section 5).
   function pictureButtons(error) {
     async function change(send, done) {
       error.textContent = '';
