@@ -218,3 +218,24 @@ async def test_a_hostile_picture_from_a_friend_is_not_kept(
     await eventually(lambda: alice.person not in bob.links.linked(), what="Bob to drop Alice")
     assert alice.person not in bob.pictures.digests()
     assert await bob.pictures.picture(alice.person) is None
+
+
+async def test_the_api_refuses_what_is_not_a_picture_with_a_clean_error(
+    node: Node, aiohttp_client: Callable[..., Awaitable[Client]]
+) -> None:
+    app = create_app(node, TOKEN)
+    app.middlewares.insert(0, spec_check)
+    api = await aiohttp_client(app)
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"/>'
+    for body in (svg, b"just text", b""):
+        answer = await api.put(
+            f"{API_PREFIX}/profile/picture", data=body, headers=AUTH | {"Content-Type": "image/png"}
+        )
+        assert answer.status == 400
+        assert (await answer.json())["error"]["code"] == "invalid"
+    mine = identity_text(node.person)
+    assert (await api.get(f"{API_PREFIX}/people/{mine}/picture", headers=AUTH)).status == 404
+    assert (await api.get(f"{API_PREFIX}/people/nobody/picture", headers=AUTH)).status == 400
+    assert (await (await api.get(f"{API_PREFIX}/pictures", headers=AUTH)).json()) == {
+        "pictures": {}
+    }

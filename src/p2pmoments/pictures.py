@@ -89,7 +89,7 @@ def make_picture(data: bytes) -> tuple[str, bytes]:
     """Our picture from whatever image the person chose: its middle square, upright,
     SIDE pixels a side, as WebP of at most MAX_PICTURE bytes, with no metadata.
     UserInputError if it is not an image Pillow reads."""
-    unreadable = "this is not a picture (choose a JPEG, PNG, WebP, GIF or HEIC photo)"
+    unreadable = "This is not a picture (choose a JPEG, PNG, WebP, GIF or HEIC photo)"
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
         width, height = image.size
@@ -97,7 +97,7 @@ def make_picture(data: bytes) -> tuple[str, bytes]:
         raise UserInputError(unreadable) from None
     if width * height > MAX_PIXELS:
         raise UserInputError(
-            f"this picture is {width}×{height} pixels, more than the "
+            f"This picture is {width}×{height} pixels, more than the "
             f"{MAX_PIXELS // 1_000_000} megapixels a photo may have"
         )
     try:
@@ -113,7 +113,7 @@ def make_picture(data: bytes) -> tuple[str, bytes]:
         square.save(out, format="WEBP", quality=quality)  # no EXIF, no ICC, nothing else
         if out.tell() <= MAX_PICTURE:
             return "image/webp", out.getvalue()
-    raise UserInputError("this picture cannot be made small enough")  # pragma: no cover
+    raise UserInputError("This picture cannot be made small enough")  # pragma: no cover
 
 
 class Pictures:

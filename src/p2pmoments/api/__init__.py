@@ -4,7 +4,7 @@ app session.
 - `base`: keys, limits, the JSON error, the error table, checks of what comes in;
 - `guards`: the middlewares (errors, Host, Origin, auth) and `ApiRunner`;
 - `uploads`: multipart posts; `routes`: the endpoints, `unread` those of read marks,
-  `gallery` those of a circle's photos;
+  `gallery` those of a circle's photos, `pictures` those of profile pictures;
   the web app is webapp.py.
 """
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from p2pmoments.api.base import API_PREFIX, NODE, SANDBOX_CSP, ApiError, node_errors
+from p2pmoments.api.base import (
+    API_PREFIX,
+    NODE,
+    SANDBOX_CSP,
+    UPLOADS,
+    ApiError,
+    node_errors,
+)
 from p2pmoments.core.errors import DecodeError
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.friends import identity_text
@@ -28,12 +35,13 @@ async def list_pictures(request: web.Request) -> web.Response:
 @routes.put(f"{API_PREFIX}/profile/picture")
 async def set_picture(request: web.Request) -> web.Response:
     """Our picture: any image the person chose, as the body; made a small square here."""
-    data = await request.read()  # at most MAX_PHOTO (client_max_size): else 413
-    if not data:
-        raise ApiError(400, "invalid", "Choose a picture first")
     node = request.app[NODE]
-    with node_errors():
-        head = await node.pictures.set(data)
+    async with request.app[UPLOADS]:  # an image is held whole: a few at once
+        data = await request.read()  # at most MAX_PHOTO (client_max_size): else 413
+        if not data:
+            raise ApiError(400, "invalid", "Choose a picture first")
+        with node_errors():
+            head = await node.pictures.set(data)
     assert head.digest is not None
     return web.json_response({"identity": identity_text(node.person), "digest": head.digest.hex()})
 
