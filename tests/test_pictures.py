@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +30,9 @@ from p2pmoments.errors import UserInputError
 from p2pmoments.friends import identity_text
 from p2pmoments.node import Node
 from p2pmoments.pictures import SIDE, BadPicture, check_picture, make_picture
-from tests.multinode import befriend, eventually, random_png, until
+from tests.multinode import befriend, eventually, make_home, random_png, running, until
 from tests.test_api import AUTH, TOKEN, spec_check
+from tests.test_devices import second_device, sighted
 
 Client = TestClient[Any, Any]
 
@@ -239,3 +241,28 @@ async def test_the_api_refuses_what_is_not_a_picture_with_a_clean_error(
     assert (await (await api.get(f"{API_PREFIX}/pictures", headers=AUTH)).json()) == {
         "pictures": {}
     }
+
+
+@pytest.mark.timeout(120)
+async def test_a_picture_chosen_on_one_device_is_the_persons_on_every_device_and_at_friends(
+    tmp_path: Path,
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as laptop, running(homes[1]) as bob:
+        await befriend(laptop, bob)
+        async with second_device(tmp_path, laptop, "desktop") as desktop:
+            sighted(laptop, desktop)
+            await eventually(lambda: desktop.me in laptop.links.linked(), what="devices linked")
+            head = await desktop.pictures.set(random_png(300))
+            # The laptop takes it as its person's own, and passes it on to Bob.
+            await eventually(
+                lambda: laptop.pictures.digests().get(laptop.person) == head.digest,
+                what="the laptop to hold the desktop's picture as Alice's",
+            )
+            await eventually(
+                lambda: bob.pictures.digests().get(laptop.person) == head.digest,
+                what="Bob to hold Alice's picture",
+            )
+            held = await bob.pictures.picture(laptop.person)
+            assert held is not None
+            assert digest_of(held[1]) == head.digest
