@@ -58,6 +58,7 @@ from p2pmoments.ourdevices import DEVICE_MESSAGES, JOIN_ID, OurDevices
 from p2pmoments.pairings import Pairings
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
+from p2pmoments.pictures import PICTURE_MESSAGES, Pictures
 from p2pmoments.posting import Posting
 from p2pmoments.reach import Reach
 from p2pmoments.recovery import Recovery
@@ -199,6 +200,8 @@ class Node:
             pairings=self.pairings,
         )
         self.mesh: Mesh = Mesh(self)
+        whose = self.persons.person_of  # profile pictures: spec/identity.md section 5
+        self.pictures = Pictures(self.store, self.events, self.links, self.person, whose)
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -222,6 +225,7 @@ class Node:
             await self.replication.load()
             await self.onions.load()
             await self.reach.load()
+            await self.pictures.load()
             keys = self.onions.keys
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
@@ -530,12 +534,15 @@ class Node:
             path=info.path if info else "lan",
         )
         self.reach.link_up(key)  # small and first: where we are reachable through Tor
+        self.pictures.link_up(key)
         await self.replication.link_up(key)
 
     async def message(self, key: bytes, body: dict[int, Any]) -> None:
         """An application message: reach cards, devices', else replication's."""
         if body.get(0) == T_REACH:
             await self.reach.on_message(key, body)
+        elif body.get(0) in PICTURE_MESSAGES:
+            await self.pictures.on_message(key, body)
         elif body.get(0) in DEVICE_MESSAGES:
             await self.devices.on_message(key, body)
         else:
@@ -546,6 +553,7 @@ class Node:
     async def unlinked(self, key: bytes, closed: Closed) -> None:
         """A link ended."""
         self.reach.link_down(key)
+        self.pictures.link_down(key)
         await self.replication.link_down(key)
         self.events.publish("peer.disconnected", identity=identity_text(key), reason=closed.reason)
         if key == self.persons.person_of(key) and self.friends.get(key) is not None:

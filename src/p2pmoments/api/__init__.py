@@ -4,7 +4,7 @@ app session.
 - `base`: keys, limits, the JSON error, the error table, checks of what comes in;
 - `guards`: the middlewares (errors, Host, Origin, auth) and `ApiRunner`;
 - `uploads`: multipart posts; `routes`: the endpoints, `unread` those of read marks,
-  `gallery` those of a circle's photos;
+  `gallery` those of a circle's photos, `pictures` those of profile pictures;
   the web app is webapp.py.
 """
 
@@ -15,7 +15,7 @@ import asyncio
 from aiohttp import web
 
 from p2pmoments import webapp
-from p2pmoments.api import chats, gallery, notes, unread
+from p2pmoments.api import chats, gallery, notes, pictures, unread
 from p2pmoments.api.base import (
     API_PREFIX,
     MAX_PHOTO,
@@ -88,5 +88,6 @@ def create_app(node: Node, token: str) -> web.Application:
     )
     app.add_routes(chats.routes)
     app.add_routes(gallery.routes)
+    app.add_routes(pictures.routes)
     webapp.setup(app)
     return app

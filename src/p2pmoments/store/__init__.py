@@ -21,6 +21,7 @@ from p2pmoments.store.database import StoreError
 from p2pmoments.store.moments import MomentTables
 from p2pmoments.store.notes import NoteTables
 from p2pmoments.store.people import PeopleTables
+from p2pmoments.store.pictures import PictureTables
 from p2pmoments.store.reading import Place, ReadTables
 from p2pmoments.store.receipts import ReceiptTables
 from p2pmoments.store.records import (
@@ -58,7 +59,14 @@ T = TypeVar("T")
 
 
 class Store(
-    PeopleTables, CircleTables, MomentTables, ReadTables, VersionTables, NoteTables, ReceiptTables
+    PeopleTables,
+    CircleTables,
+    MomentTables,
+    ReadTables,
+    VersionTables,
+    NoteTables,
+    ReceiptTables,
+    PictureTables,
 ):
     """Synchronous access to the database; one thread only."""
 

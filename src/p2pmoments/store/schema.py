@@ -226,5 +226,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (circle_id, person, epoch)
     ) STRICT;
     """,
+    # 12: profile pictures (spec/identity.md section 5): ours and those of friends and
+    # co-members, one a person, or when it was removed (no picture, so an older one
+    # heard later is not taken back).
+    """
+    CREATE TABLE pictures (
+        person     BLOB PRIMARY KEY CHECK (length(person) = 32),
+        set_at     INTEGER NOT NULL,
+        digest     BLOB CHECK (digest IS NULL OR length(digest) = 32),
+        media_type TEXT,
+        image      BLOB
+    ) STRICT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

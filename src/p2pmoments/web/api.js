@@ -77,14 +77,14 @@ export async function startSession() {
   return session;
 }
 
-/** POST an image (a camera frame, a photo of a code) as the body itself. */
-export async function postImage(path, blob) {
+/** POST (or PUT) an image (a camera frame, a photo of a code, a picture) as the body itself. */
+export async function postImage(path, blob, method = 'POST') {
   let response;
   try {
     response = await fetch(API + path, {
-      method: 'POST',
+      method,
       credentials: 'same-origin',
-      headers: headers('POST', { 'Content-Type': blob.type || 'image/jpeg' }),
+      headers: headers(method, { 'Content-Type': blob.type || 'image/jpeg' }),
       body: blob,
     });
   } catch {

@@ -12,7 +12,7 @@ export function devicesCard() {
   const list = h('ul', { class: 'rows', 'aria-label': 'Your devices' });
   const linking = h('div', { class: 'device-link' });
   const error = h('p', { class: 'form-error', role: 'alert' });
-  const recovery = h('div', { class: 'recovery', 'aria-labelledby': 'recovery-title' });
+  const recovery = h('div', { class: 'recovery', role: 'group', 'aria-labelledby': 'recovery-title' });
   let picture = null;
   let sheetFile = null;
 

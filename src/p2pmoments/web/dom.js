@@ -94,12 +94,44 @@ function tone(text) {
   return TONES[x % TONES.length];
 }
 
-export function avatar(p, size = 'm') {
-  const who = person(p);
+// Profile pictures held by the daemon (GET /pictures): identity -> digest.
+const pictures = new Map();
+
+function letter(who, size) {
   const initial = [...who.name.trim()][0]?.toUpperCase() ?? '?';
   const el = h('span', { class: `avatar avatar-${size}`, 'aria-hidden': 'true' }, initial);
   el.style.setProperty('--tone', tone(who.identity || who.name));
   return el;
+}
+
+/** A person's picture where we hold one (spec/identity.md section 5), else their letter. */
+export function avatar(p, size = 'm') {
+  const who = person(p);
+  const digest = who.identity && pictures.get(who.identity);
+  const el = digest
+    ? h('img', {
+      class: `avatar avatar-${size} avatar-picture`,
+      alt: '',
+      'aria-hidden': 'true',
+      decoding: 'async',
+      src: `/api/v1/people/${encodeURIComponent(who.identity)}/picture?v=${digest}`,
+    })
+    : letter(who, size);
+  if (digest) el.addEventListener('error', () => el.replaceWith(letter(who, size)), { once: true });
+  Object.assign(el.dataset, { avatar: who.identity, avatarName: who.name, avatarSize: size });
+  return el;
+}
+
+export const hasPicture = (identity) => pictures.has(identity);
+
+/** The pictures changed: keep the new ones, and redraw every avatar on the page. */
+export function setPictures(map) {
+  pictures.clear();
+  for (const [identity, digest] of Object.entries(map)) pictures.set(identity, digest);
+  for (const el of document.querySelectorAll('[data-avatar]')) {
+    const { avatar: identity, avatarName: name, avatarSize: size } = el.dataset;
+    if (identity) el.replaceWith(avatar({ identity, name }, size));
+  }
 }
 
 // --- time and sizes -------------------------------------------------------------

@@ -2,6 +2,7 @@
 // Kept fresh by live events; views subscribe with onChange.
 
 import { get, post, q } from './api.js';
+import { setPictures } from './dom.js';
 import { on } from './live.js';
 
 export const state = {
@@ -86,7 +87,14 @@ export async function markRead(circleId, moment) {
   }
 }
 
-export const loadAll = () => Promise.all([loadMe(), loadCircles(), loadFriends(), loadUnread()]);
+/** Whose profile pictures the daemon holds; every avatar on the page follows. */
+export async function loadPictures() {
+  setPictures((await get('/pictures')).pictures);
+  changed('pictures');
+}
+
+export const loadAll = () => Promise.all([loadMe(), loadCircles(), loadFriends(), loadUnread(),
+  loadPictures()]);
 
 export function circleById(id) {
   return state.circles.find((c) => c.id === id);
@@ -170,6 +178,7 @@ export function follow() {
   }
   on('moment.added', (data) => { if (data.kind === 'post') soon('unread', loadUnread); });
   on('moment.retracted', () => soon('unread', loadUnread));
+  on('person.picture', () => soon('pictures', loadPictures));
   on('transfer.chunk', (data) => {
     state.transfers.set(data.moment, { held: data.held, total: data.total });
     changed('transfers');

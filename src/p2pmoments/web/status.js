@@ -3,12 +3,12 @@
 
 import * as api from './api.js';
 import {
-  append, avatar, clear, errorText, h, icon, relativeTime, size, toast,
+  append, avatar, clear, errorText, h, hasPicture, icon, relativeTime, size, toast,
 } from './dom.js';
 import { devicesCard } from './devices.js';
 import { on } from './live.js';
 import { settingsCard } from './settings.js';
-import { loadMe, onChange, state } from './state.js';
+import { loadMe, loadPictures, onChange, state } from './state.js';
 
 function grouped(identity) {
   return identity.match(/.{1,4}/g).join(' ');
@@ -28,7 +28,7 @@ export function statusView(root) {
     const name = h('input', { type: 'text', value: state.me.name, maxLength: 32, required: true, 'aria-label': 'Your name', autocomplete: 'off' });
     const error = h('p', { class: 'form-error', role: 'alert' });
     clear(profile,
-      h('div', { class: 'profile-head' }, avatar(state.me, 'l'),
+      h('div', { class: 'profile-head' }, h('div', { class: 'picture-col' }, avatar(state.me, 'l'), pictureButtons(error)),
         h('form', {
           class: 'name-form',
           onsubmit: async (e) => {
@@ -48,6 +48,38 @@ export function statusView(root) {
         h('summary', {}, 'Details: your identity'),
         h('p', { class: 'muted' }, 'Friends can compare it with what their app shows for you. Its last characters are a check.'),
         h('code', { class: 'identity', dataset: { identity: state.me.identity } }, grouped(state.me.identity))));
+  }
+
+  // Our profile picture: the daemon makes a small square of whatever is chosen, and
+  // friends and co-members get it (spec/identity.md section 5).
+  function pictureButtons(error) {
+    async function change(send, done) {
+      error.textContent = '';
+      try {
+        await send();
+        await loadPictures();
+        drawProfile();
+        toast(done);
+      } catch (failure) {
+        error.textContent = errorText(failure);
+      }
+    }
+    const input = h('input', {
+      type: 'file', accept: 'image/*', class: 'visually-hidden', tabIndex: -1, 'aria-label': 'Picture to choose',
+      onchange: (e) => {
+        const [file] = e.target.files;
+        e.target.value = '';
+        if (file) change(() => api.postImage('/profile/picture', file, 'PUT'), 'Your picture is changed. Friends see it when they next connect.');
+      },
+    });
+    const mine = hasPicture(state.me.identity);
+    return h('div', { class: 'picture-buttons' }, input,
+      h('button', { type: 'button', class: 'button small', onclick: () => input.click() }, mine ? 'Change picture' : 'Choose a picture'),
+      mine ? h('button', {
+        type: 'button',
+        class: 'button quiet small',
+        onclick: () => change(() => api.del('/profile/picture'), 'Your picture is removed.'),
+      }, 'Remove picture') : null);
   }
 
   // What carries each link (spec/tor.md section 7).
