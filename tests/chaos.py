@@ -556,7 +556,9 @@ class Soak:
                     held = m.id in feed
                 checks += 1
                 where = f"{node.name}: {m.kind} {m.id[:12]} of {self.nodes[m.author].name}"
-                if node.index in must and not held:
+                # A post retracted before it reached someone need not reach her at all:
+                # the retraction deletes it wherever it comes first (moments.md section 6).
+                if node.index in must and not held and m.retracted_by is None:
                     missing.append(f"{where} missing")
                 if node.index not in may and held:
                     wrong.append(f"{where} held by someone who should not have it")
