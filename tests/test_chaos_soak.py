@@ -74,6 +74,7 @@ def test_nothing_acknowledged_is_lost_or_misdelivered_under_chaos(
     soak = Soak(lan, nodes, seed=seed, long=LONG, log=log)
     soak.befriend_all()
     soak.first_circles()
+    print(f"soak: warm-up (a {soak.max_file >> 20} MiB file from each) {soak.warm_up():.0f} s")
 
     soak.run(SECONDS)
     soak.heal_everything()
