@@ -301,3 +301,18 @@ class ChunkScheduler:
                     out += self.want(other, [address])
                     break
         return out
+
+    # --- a partial mesh (spec/sync.md section 7) -------------------------------------
+
+    def retry_lacked(self) -> list[Send]:
+        """Ask again for each chunk still wanted that no linked peer is asked for now
+        (every linked reader said it lacks it). In a partial mesh a moment travels ahead
+        of its chunks: the neighbour that passed it on may still be fetching them, and
+        says it lacks them. The shell calls this every second or so."""
+        if self.paused:
+            return []
+        out: list[Send] = []
+        for address in [a for a in self._users if self._asked.get(a) not in self._peers]:
+            self._lacking.pop(address, None)
+            out += self._ask_elsewhere(None, [address], lacked=False)
+        return out
