@@ -65,6 +65,11 @@ class _Asking:
 class ChunkScheduler:
     """Chunks to fetch, from whom, and how far each moment has come."""
 
+    # Whether a peer is a mesh link of a circle (spec/sync.md section 7): a chunk its
+    # sender lacks is asked of those first, not of the first friend linked (in a
+    # circle of 150, the owner, friends with all, was asked by everyone).
+    mesh: Callable[[bytes, bytes], bool] = staticmethod(lambda peer, circle: True)
+
     def __init__(self, may_read: MayRead) -> None:
         self._may_read = may_read
         self._peers: dict[bytes, _Asking] = {}
@@ -292,7 +297,7 @@ class ChunkScheduler:
             if lacked and peer is not None:
                 tried.add(peer)
             readers = self._readers.get(address, set())
-            for other in self._peers:
+            for other in self._mesh_first(readers):
                 if (
                     other != peer
                     and other not in tried
@@ -316,3 +321,8 @@ class ChunkScheduler:
             self._lacking.pop(address, None)
             out += self._ask_elsewhere(None, [address], lacked=False)
         return out
+
+    def _mesh_first(self, readers: set[tuple[bytes, int]]) -> list[bytes]:
+        """Linked peers, the circle's mesh links first."""
+        circles = {circle for circle, _ in readers}
+        return sorted(self._peers, key=lambda p: not any(self.mesh(p, c) for c in circles))

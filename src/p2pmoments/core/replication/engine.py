@@ -203,6 +203,7 @@ class Replicator:
         self._verify_removal = verify_removal
         self._vectors = VectorSync(me, eager)
         self._chunks = ChunkScheduler(self.may_read)
+        self._chunks.mesh = eager
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from
         self._peers: dict[bytes, _Peer] = {}
