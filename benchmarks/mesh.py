@@ -1,6 +1,7 @@
 """A full circle as a partial mesh (issue 22, target 3), beside the full mesh in the same run.
 
     .venv/bin/python benchmarks/mesh.py [--json FILE] [--sizes 10 50 150] [--workers 2]
+                                        [--modes partial full]
 
 For circles of 10, 50 and 150 members (the owner, friends with every member, and members
 who are not friends with each other), each twice: with `network.mesh = "partial"` and
@@ -382,11 +383,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--modes", nargs="*", choices=["partial", "full"], default=["partial", "full"]
+    )
     args = parser.parse_args()
     rows: list[Row] = []
     for size in args.sizes:
         figures: dict[str, dict[str, float]] = {}
-        for mode in ("partial", "full"):
+        for mode in args.modes:
             with tempfile.TemporaryDirectory() as tmp:
                 figures[mode] = measure(Path(tmp), size, mode, args.workers)
             print(f"circle of {size}, {mode} mesh: {json.dumps(figures[mode])}", flush=True)
