@@ -395,9 +395,9 @@ def main() -> None:
                 figures[mode] = measure(Path(tmp), size, mode, args.workers)
             print(f"circle of {size}, {mode} mesh: {json.dumps(figures[mode])}", flush=True)
         for key, label in FIGURES:
-            rows.append(
-                (f"{size}: {label}", figures["partial"][key], "full mesh", figures["full"][key])
-            )
+            partial = figures.get("partial", {}).get(key, float("nan"))
+            full = figures.get("full", {}).get(key, float("nan"))
+            rows.append((f"{size}: {label}", partial, "full mesh", full))
     report(rows, args.json)
 
 
