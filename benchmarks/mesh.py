@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,7 +54,7 @@ SIZES = (10, 50, 150)
 CIRCLE = "club"
 PHOTO_SIDE = 256  # random pixels: a PNG of about 200 KB that does not compress
 QUIET = 1.0  # seconds without a replication message: the circle has settled
-TIMEOUT = 600.0
+TIMEOUT = float(os.environ.get("P2PM_MESH_TIMEOUT", "600"))
 STALLED = 60.0  # seconds without a new link anywhere: links are as many as they will be
 PAIRING_BATCH = 30  # codes the owner makes at once (at most 32 stay valid)
 
@@ -335,7 +336,12 @@ def measure(root: Path, size: int, mode: str, workers: int) -> dict[str, float]:
             )
             return all(v is not None for v in done.values())
 
-        poll(delivered, "the photo at every member")
+        try:
+            poll(delivered, "the photo at every member")
+        except RuntimeError:
+            missing = [name for name, at in result["done"].items() if at is None]
+            print(f"the photo did not reach {missing}", flush=True)
+            raise
         time.sleep(QUIET)  # late copies, if any, are counted
         delivered()
         receivers = [n for n in circle.names if n != poster]
