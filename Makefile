@@ -64,7 +64,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/costs.py --json bench-results/costs.json
 
 soak: $(VENV)/.installed-test
-	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) $(BIN)/python -m pytest -s -m soak tests/test_chaos_soak.py
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED) SOAK_DIR=$(CURDIR)/soak-results $(BIN)/python -m pytest -s -m soak tests/test_chaos_soak.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info soak-results

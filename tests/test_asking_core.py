@@ -4,7 +4,8 @@ only if the first goes or does not answer in time."""
 
 from __future__ import annotations
 
-from p2pmoments.core.replication.messages import Have
+from p2pmoments.core.replication.chunks import ChunkScheduler
+from p2pmoments.core.replication.messages import Have, WantChunks
 from p2pmoments.core.replication.vectors import (
     ASK_PATIENCE,
     Action,
@@ -83,3 +84,20 @@ def test_what_no_one_sends_is_asked_of_each_peer_once_not_for_ever() -> None:
     assert asks == [ANN, BEN]
     # Ben claims more later: it is asked again.
     assert asked(vectors.received_have(BEN, ahead(4), 70.0)) == [BEN]
+
+
+def test_a_chunk_every_neighbour_lacked_is_asked_again_once_they_may_have_it() -> None:
+    # A moment travels ahead of its chunks: the neighbours that passed it on lack them
+    # for a while. They are asked again, not left until the next link-up.
+    chunks = ChunkScheduler(lambda peer, circle, epoch: True)
+    chunks.link_up(ANN)
+    chunks.link_up(BEN)
+    address, moment = bytes([0xC0]) * 32, bytes([0xA0]) * 32
+    first = chunks.need(moment, CIRCLE, 0, 1, [address], ANN)
+    assert [s.peer for s in first] == [ANN]
+    assert [s.peer for s in chunks.lacked(ANN, [address])] == [BEN]
+    assert chunks.lacked(BEN, [address]) == []  # no one else: it waits
+    again = chunks.retry_lacked()
+    assert len(again) == 1
+    assert isinstance(again[0].message, WantChunks)
+    assert again[0].message.addresses == (address,)

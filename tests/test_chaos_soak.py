@@ -2,13 +2,15 @@
 schedule of work and faults, then every promise checked.
 
 CI runs a short one (SOAK_SECONDS, 30 s of chaos by default); `make soak` a long one
-(30 minutes unless SOAK_SECONDS says otherwise). SOAK_SEED replays a schedule.
+(30 minutes unless SOAK_SECONDS says otherwise). SOAK_SEED replays a schedule;
+SOAK_DIR keeps the homes, daemon logs and schedule.jsonl (make soak: soak-results/).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,8 +42,19 @@ def lan() -> Iterator[Lan]:
 
 
 @pytest.fixture
-def nodes(lan: Lan, tmp_path: Path) -> Iterator[list[Node]]:
-    made = [Node(lan, i, tmp_path) for i in range(NODES)]
+def root(tmp_path: Path) -> Path:
+    """Where the homes, logs and schedule go: SOAK_DIR (emptied first) to keep them."""
+    kept = os.environ.get("SOAK_DIR")
+    if not kept:
+        return tmp_path
+    shutil.rmtree(kept, ignore_errors=True)
+    Path(kept).mkdir(parents=True)
+    return Path(kept)
+
+
+@pytest.fixture
+def nodes(lan: Lan, root: Path) -> Iterator[list[Node]]:
+    made = [Node(lan, i, root) for i in range(NODES)]
     try:
         yield made
     finally:
@@ -50,10 +63,10 @@ def nodes(lan: Lan, tmp_path: Path) -> Iterator[list[Node]]:
 
 
 def test_nothing_acknowledged_is_lost_or_misdelivered_under_chaos(
-    lan: Lan, nodes: list[Node], tmp_path: Path
+    lan: Lan, nodes: list[Node], root: Path
 ) -> None:
     seed = int(os.environ.get("SOAK_SEED") or random.SystemRandom().getrandbits(32))
-    log = tmp_path / "schedule.jsonl"
+    log = root / "schedule.jsonl"
     print(f"\nsoak: SOAK_SEED={seed} SOAK_SECONDS={SECONDS:g}; schedule in {log}")
     for node in nodes:
         node.init()
@@ -61,6 +74,7 @@ def test_nothing_acknowledged_is_lost_or_misdelivered_under_chaos(
     soak = Soak(lan, nodes, seed=seed, long=LONG, log=log)
     soak.befriend_all()
     soak.first_circles()
+    print(f"soak: warm-up (a {soak.max_file >> 20} MiB file from each) {soak.warm_up():.0f} s")
 
     soak.run(SECONDS)
     soak.heal_everything()

@@ -13,19 +13,34 @@ from p2pmoments.core.mesh import RINGS, neighbours
 from p2pmoments.core.replication.messages import T_MOMENTS
 from p2pmoments.net.discovery import Sighting
 from p2pmoments.node import Node
-from tests.multinode import befriend, eventually, make_home, read_feed, running, until
+from tests.multinode import (
+    befriend,
+    eventually,
+    make_home,
+    random_png,
+    read_feed,
+    running,
+    until,
+)
 
 MEMBERS = 20
 
 
 async def holds(node: Node, text: str) -> bool:
-    return any(m["text"] == text for m in await read_feed(node, 10))
+    """The moment is here, and its photos whole."""
+    return any(
+        m["text"] == text and all(p["chunks_held"] == p["chunks"] for p in m["photos"])
+        for m in await read_feed(node, 10)
+    )
 
 
 async def all_hold(nodes: list[Node], text: str, timeout: float = 30) -> None:
+    """Every node holds the moment and its photos, within `timeout` seconds in all."""
+    deadline = time.monotonic() + timeout
     for node in nodes:
+        left = max(0.1, deadline - time.monotonic())
         await until(
-            node, lambda n=node: holds(n, text), timeout=timeout, what=f"{text!r} at {node.name}"
+            node, lambda n=node: holds(n, text), timeout=left, what=f"{text!r} at {node.name}"
         )
 
 
@@ -81,7 +96,8 @@ async def test_a_circle_of_20_links_each_member_with_a_few_and_routes_around_tho
             count(node)
         for poster, text in ((members[0], "one copy each"), (owner, "from the owner")):
             received.clear()
-            await poster.posting.post("club", text)
+            # A photo: its chunks travel from neighbour to neighbour behind the moment.
+            await poster.posting.post("club", text, photos=[random_png(300)])
             await all_hold(nodes, text)
             others = [n for n in nodes if n is not poster]
             copies = {n.name: sum(1 for r, _ in received if r == n.me) for n in others}

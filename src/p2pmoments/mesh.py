@@ -20,13 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from p2pmoments.circles import Circles
+from p2pmoments.config import Config
 from p2pmoments.core.mesh import neighbours
+from p2pmoments.friends import Friends
+from p2pmoments.net.links import Links
+from p2pmoments.ourdevices import OurDevices
+from p2pmoments.persons import Persons
+from p2pmoments.reach import Reach
+from p2pmoments.replication import Replication
 from p2pmoments.store import FriendState
-
-if TYPE_CHECKING:
-    from p2pmoments.node import Node
 
 __all__ = ["DOWN_AFTER", "DOWN_FOR", "TICK", "UNFOUND_AFTER", "Mesh"]
 
@@ -39,10 +44,24 @@ UNFOUND_AFTER = 5.0  # seconds a member may stay where we know no way to dial it
 # record, no onion address): then it is down too
 
 
+class Parts(Protocol):
+    """What of the node this needs (the node itself, without importing it)."""
+
+    person: bytes
+    config: Config
+    circles: Circles
+    friends: Friends
+    persons: Persons
+    links: Links
+    devices: OurDevices
+    reach: Reach
+    replication: Replication
+
+
 class Mesh:
     """Chooses the co-members we dial, and keeps the choice up to date."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Parts) -> None:
         self._node = node
         self._down: dict[bytes, float] = {}  # co-member -> when we found it down
         self._rings: dict[bytes, frozenset[bytes]] = {}  # circle -> our ring neighbours

@@ -16,7 +16,12 @@ from p2pmoments.disk import reporting
 from p2pmoments.store import schema
 from p2pmoments.store.records import Counts, Freed, FriendState
 
-__all__ = ["Database", "StoreError"]
+__all__ = ["Database", "StoreError", "seq_floor_key"]
+
+
+def seq_floor_key(circle_id: bytes, author: bytes) -> str:
+    """The meta key of the highest sequence number of a (circle, author) whose row is gone."""
+    return f"seq_floor:{circle_id.hex()}:{author.hex()}"
 
 
 class StoreError(P2PMomentsError):
@@ -158,6 +163,7 @@ class Database:
         """Delete moments and their chunk records; returns what nothing else uses."""
         freed: set[bytes] = set()
         for moment_id in moment_ids:
+            Database._keep_seq_floor(conn, moment_id)
             freed.update(
                 r[0]
                 for r in conn.execute(
@@ -167,6 +173,23 @@ class Database:
             conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
             conn.execute("DELETE FROM moments WHERE moment_id = ?", (moment_id,))
         return Database._unused_chunks(conn, freed)
+
+    @staticmethod
+    def _keep_seq_floor(conn: sqlite3.Connection, moment_id: bytes) -> None:
+        """Before a moment's row goes (a reply to a retracted post, an expired moment),
+        remember its (circle, author, seq): a sequence number is never used twice, even
+        when the author's newest moments in a circle are gone (spec/store.md section 2)."""
+        row = conn.execute(
+            "SELECT circle_id, author, seq FROM moments WHERE moment_id = ?", (moment_id,)
+        ).fetchone()
+        if row is None:
+            return
+        key = seq_floor_key(row[0], row[1])
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            (key, str(row[2])),
+        )
 
     @staticmethod
     def _unused_chunks(conn: sqlite3.Connection, addresses: Iterable[bytes]) -> Freed:

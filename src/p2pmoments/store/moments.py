@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from p2pmoments.core.moment import Kind
-from p2pmoments.store.database import Database, in_batches
+from p2pmoments.store.database import Database, in_batches, seq_floor_key
 from p2pmoments.store.records import Freed, NewMoment, StoredMoment, columns, record
 
 __all__ = ["MomentTables"]
@@ -140,10 +140,12 @@ class MomentTables(Database):
         return added, self.retracted_among([i for i in new if kinds[i] is not Kind.RETRACTION])
 
     def next_seq(self, circle_id: bytes, author: bytes) -> int:
-        """The next sequence number of `author` in a circle."""
+        """The next sequence number of `author` in a circle: past every one held, and past
+        every one whose moment was deleted since (never one used twice)."""
         row = self._conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM moments WHERE circle_id = ? AND author = ?",
-            (circle_id, author),
+            "SELECT max(coalesce((SELECT max(seq) FROM moments WHERE circle_id = ? AND author = ?),"
+            " 0), coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
+            (circle_id, author, seq_floor_key(circle_id, author)),
         ).fetchone()
         return int(row[0]) + 1
 

@@ -76,6 +76,11 @@ class _Asking:
 class ChunkScheduler:
     """Chunks to fetch, from whom, and how far each moment has come."""
 
+    # Whether a peer is a mesh link of a circle (spec/sync.md section 7): a chunk its
+    # sender lacks is asked of those first, not of the first friend linked (in a
+    # circle of 150, the owner, friends with all, was asked by everyone).
+    mesh: Callable[[bytes, bytes], bool] = staticmethod(lambda peer, circle: True)
+
     def __init__(self, may_read: MayRead) -> None:
         self._may_read = may_read
         self._peers: dict[bytes, _Asking] = {}
@@ -338,7 +343,7 @@ class ChunkScheduler:
             if lacked and peer is not None:
                 tried.add(peer)
             readers = self._readers.get(address, set())
-            for other in self._peers:
+            for other in self._mesh_first(readers):
                 if (
                     other != peer
                     and other not in tried
@@ -347,3 +352,23 @@ class ChunkScheduler:
                     out += self.want(other, [address])
                     break
         return out
+
+    # --- a partial mesh (spec/sync.md section 7) -------------------------------------
+
+    def retry_lacked(self) -> list[Send]:
+        """Ask again for each chunk still wanted that no linked peer is asked for now
+        (every linked reader said it lacks it). In a partial mesh a moment travels ahead
+        of its chunks: the neighbour that passed it on may still be fetching them, and
+        says it lacks them. The shell calls this every second or so."""
+        if self.paused:
+            return []
+        out: list[Send] = []
+        for address in [a for a in self._users if self._asked.get(a) not in self._peers]:
+            self._lacking.pop(address, None)
+            out += self._ask_elsewhere(None, [address], lacked=False)
+        return out
+
+    def _mesh_first(self, readers: set[tuple[bytes, int]]) -> list[bytes]:
+        """Linked peers, the circle's mesh links first."""
+        circles = {circle for circle, _ in readers}
+        return sorted(self._peers, key=lambda p: not any(self.mesh(p, c) for c in circles))

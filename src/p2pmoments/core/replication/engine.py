@@ -74,6 +74,8 @@ __all__ = [
 JUNK_LIMIT = 256  # units of junk (malformed, forged, unasked for) before a peer is dropped
 JUNK_DECAY = 4.0  # units forgiven a second
 MAX_BATCH = 900 * 1024  # bytes of envelopes in one moments message (a link message: 1 MiB)
+RETRY_MAX = 15.0  # seconds at most between asking again for chunks every peer lacked
+RETRY_FRESH = 30  # asked again each second this many times after a moment needing chunks
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,9 +217,12 @@ class Replicator:
         self._verify_removal = verify_removal
         self._vectors = VectorSync(me, eager)
         self._chunks = ChunkScheduler(self.may_read)
+        self._chunks.mesh = eager
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from
         self._peers: dict[bytes, _Peer] = {}
+        self._retry_at = 0.0  # when to ask again for chunks every linked peer lacked
+        self._retries = 0  # times asked again since a moment came that needs chunks
 
     # --- what we hold ------------------------------------------------------------
 
@@ -317,8 +322,18 @@ class Replicator:
 
     def tick(self, now: float) -> list[Action]:
         """Time passed (the shell calls this every second or so): what we asked of a
-        peer that has not answered in ASK_PATIENCE seconds, we ask of another."""
-        return self._expand(self._vectors.tick(now))
+        peer that has not answered in ASK_PATIENCE seconds, we ask of another; chunks
+        every linked peer lacked are asked again (a neighbour may have them now)."""
+        out = self._expand(self._vectors.tick(now))
+        if now >= self._retry_at:
+            # Each second for the first RETRY_FRESH tries after a moment came that needs
+            # chunks (its relays are fetching them too: backing off at once would double
+            # the wait at each hop), then 2, 4 ... 15 s apart.
+            out += self._chunks.retry_lacked()
+            self._retries += 1
+            gap = 1.0 if self._retries <= RETRY_FRESH else 2.0 ** (self._retries - RETRY_FRESH)
+            self._retry_at = now + min(gap, RETRY_MAX)
+        return out
 
     # --- messages --------------------------------------------------------------------
 
@@ -436,6 +451,8 @@ class Replicator:
             self._vectors.stored(circle, [(e.author, e.seq, e.epoch) for e in entries], source),
             fresh={(e.author, e.seq): envelopes[e.id] for e in entries if e.id in envelopes},
         )
+        if any(entry.id in missing for entry in entries):
+            self._retry_at, self._retries = 0.0, 0  # its relay may lack them a moment
         for entry in entries:
             if entry.id in missing:
                 lack = missing[entry.id]
