@@ -42,6 +42,11 @@ SCHEMAS = {
     6: "7591b89",
     7: "7a037f3",
     8: "ebcadf8",
+    # 9 to 11 came within one release, as its branches were merged (friend removals,
+    # notes, delivered marks); each is the last commit that had it.
+    9: "5088856",
+    10: "9b92ebc",
+    11: "5885bdf",
 }
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent
