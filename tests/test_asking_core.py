@@ -42,8 +42,11 @@ def test_a_moment_announced_by_three_neighbours_is_asked_of_the_first_only() -> 
     assert asked(vectors.received_have(ANN, ahead(), 10.0)) == [ANN]
     assert asked(vectors.received_have(BEN, ahead(), 10.1)) == []
     assert asked(vectors.received_have(CAT, ahead(), 10.2)) == []
-    # Ann answers: we hold it, and ask no one else.
-    assert asked(vectors.stored(CIRCLE, [(AUTHOR, s, 0) for s in (1, 2, 3)], ANN)) == []
+    # Ann answers: we hold it, and ask no one else. The have Ann gets back acknowledges what
+    # she sent (spec/sync.md section 4, point 4): it names all she has, so it asks her nothing.
+    acks = vectors.stored(CIRCLE, [(AUTHOR, s, 0) for s in (1, 2, 3)], ANN)
+    assert asked(acks) == [ANN]
+    assert [a.message.vector for a in acks if isinstance(a, Send)] == [{(AUTHOR, 0): 3}]
     assert asked(vectors.tick(10.0 + ASK_PATIENCE)) == []
 
 

@@ -128,6 +128,7 @@ def test_photo_round_trip_through_the_cli(tmp_path: Path, daemons: list[Daemon])
             "width": 1600,
             "height": 1200,
             "size": size,
+            "caption": "",
             "chunks": chunks,
             "chunks_held": chunks,  # all here: nothing is shown as arriving
         }
