@@ -1,6 +1,6 @@
 """The web app in the distribution's Chromium: first feed rendered, weight, live latency.
 
-1. Time from navigation to the first feed rendered, for a feed of 1,000 moments of
+1. Time from navigation to the first feed rendered, for a feed of 1,000 moments (--moments N) of
    which 200 have a photo (target under 1 s): the first visit (through the login
    link, empty cache) and reloads; and until the first screen's thumbnails show.
    Baseline: the same first page of the feed fetched by urllib, no browser.
@@ -38,7 +38,7 @@ from tests.browser import ARGS, CHROMIUM  # the same Chromium, started as the te
 from p2pmoments.client import ApiClient
 from p2pmoments.paths import resolve_paths
 
-MOMENTS, PHOTOS = 1000, 200
+MOMENTS = 1000  # --moments: a feed of this many, one in five with a photo
 JSQR_BYTES = 257 * 1000
 WEB = Path(__file__).resolve().parent.parent / "src" / "p2pmoments" / "web"
 
@@ -245,7 +245,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--moments", type=int, default=MOMENTS, help="moments in the feed")
     args = parser.parse_args()
+    moments = max(5, args.moments)
+    photos = moments // 5
     raw, packed = weight()
     if not Path(CHROMIUM).exists():
         print(f"no Chromium at {CHROMIUM} (apt-get install chromium): only the weight")
@@ -264,13 +267,13 @@ def main() -> None:
             client.call("POST", "/circles", {"name": "family"})
             began = time.perf_counter()
             photo = a_photo(1)
-            for i in range(MOMENTS):
-                if i % (MOMENTS // PHOTOS) == MOMENTS // PHOTOS - 1:  # the newest has one
+            for i in range(moments):
+                if i % (moments // photos) == moments // photos - 1:  # the newest has one
                     post_photo(client, "family", f"moment {i} with a photo", photo)
                 else:
                     client.call("POST", "/moments", {"circle": "family", "text": f"moment {i}"})
             print(
-                f"posted {MOMENTS} moments ({PHOTOS} photos) in {time.perf_counter() - began:.1f} s"
+                f"posted {moments} moments ({photos} photos) in {time.perf_counter() - began:.1f} s"
             )
             cold, warm, thumbs = first_feed(browser, home, args.runs)
             api_ms = api_page_ms(client, args.runs)
