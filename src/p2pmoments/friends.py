@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from p2pmoments.core.crypto import BadSignatureError, LinkPublicKey, VerifyKey
 from p2pmoments.core.errors import DecodeError
@@ -19,7 +20,10 @@ from p2pmoments.errors import AmbiguousError, NotFoundError, user_input
 from p2pmoments.events import EventBus
 from p2pmoments.store import AsyncStore, FriendRecord, FriendState, Store
 
-__all__ = ["Friends", "Person", "identity_text"]
+if TYPE_CHECKING:
+    from p2pmoments.net.links import Hello
+
+__all__ = ["Friends", "Person", "friend_from_hello", "identity_text"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,23 @@ log = logging.getLogger(__name__)
 def identity_text(raw: bytes) -> str:
     """The text form of an identity's raw key."""
     return encode_id(raw, IdKind.IDENTITY)
+
+
+def friend_from_hello(hello: Hello, host: str | None, port: int | None, now: int) -> FriendRecord:
+    """A friend as its hello names it (after pairing, or coming back to a recovered
+    device), reachable at `host`:`port` if known."""
+    return FriendRecord(
+        verify_key=hello.key,
+        link_key=hello.link_key,
+        link_signature=hello.link_signature,
+        name=hello.name,
+        their_name=hello.name,
+        state=FriendState.FRIEND,
+        since=now,
+        last_seen=now,
+        host=host,
+        port=port,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

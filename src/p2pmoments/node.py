@@ -46,7 +46,7 @@ from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
 from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
-from p2pmoments.friends import Friends, identity_text
+from p2pmoments.friends import Friends, friend_from_hello, identity_text
 from p2pmoments.home import load_device
 from p2pmoments.mesh import Mesh
 from p2pmoments.moments import Moments
@@ -488,20 +488,7 @@ class Node:
         elif self.friends.get(hello.key) is None:
             first = self.links.first_address(hello.key)
             host, port = first if first else (None, None)
-        is_new = await self.friends.paired(
-            FriendRecord(
-                verify_key=hello.key,
-                link_key=hello.link_key,
-                link_signature=hello.link_signature,
-                name=hello.name,
-                their_name=hello.name,
-                state=FriendState.FRIEND,
-                since=int(time.time()),
-                last_seen=int(time.time()),
-                host=host,
-                port=port,
-            )
-        )
+        is_new = await self.friends.paired(friend_from_hello(hello, host, port, int(time.time())))
         if hello.pairing_id is not None:
             await self.pairings.update(hello.pairing_id, PairingEvent.LINKED)
             self.links.pairing_done(hello.key)

@@ -28,12 +28,12 @@ from p2pmoments.core.recovery import (
 )
 from p2pmoments.errors import UserInputError
 from p2pmoments.events import EventBus
-from p2pmoments.friends import Friends, identity_text
+from p2pmoments.friends import Friends, friend_from_hello, identity_text
 from p2pmoments.home import DeviceInfo, load_sheet, recovered
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.paths import Paths
 from p2pmoments.persons import SHEET_DEVICE_NAME, Persons
-from p2pmoments.store import AsyncStore, FriendRecord, FriendState, Store
+from p2pmoments.store import AsyncStore, FriendState, Store
 
 __all__ = ["Recovery"]
 
@@ -169,21 +169,9 @@ class Recovery:
             return  # nothing to restore, or a device whose person we will hear from
         if node.friends.get(key) is not None:
             return
-        now = int(time.time())
-        await node.friends.paired(
-            FriendRecord(
-                verify_key=hello.key,
-                link_key=hello.link_key,
-                link_signature=hello.link_signature,
-                name=hello.name,
-                their_name=hello.name,
-                state=FriendState.FRIEND,
-                since=now,
-                last_seen=now,
-                host=hello.host if not hello.initiator else None,
-                port=hello.listen_port if not hello.initiator else None,
-            )
-        )
+        direct = not hello.initiator  # it dialled us: where it listens is known
+        host, port = (hello.host, hello.listen_port) if direct else (None, None)
+        await node.friends.paired(friend_from_hello(hello, host, port, int(time.time())))
         log.info("a friend is back: %s", hello.name)
         friend = node.friends.get(key)
         if friend is not None:
