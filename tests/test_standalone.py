@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 CHECKED = ("src", "tests", "benchmarks", "spec", ".ci")
 TOP_FILES = ("Makefile", "pyproject.toml", "README.md", "config.example.toml")
-# A path that leaves the project for a sibling folder, e.g. ../shared or parent.parent / "shared".
+# A path that leaves the project for a sibling folder (the team's notes beside a clone).
 OUTSIDE = re.compile(r"\.\./shared|parent\.parent\.parent|\"shared\"\s*/")
 
 
