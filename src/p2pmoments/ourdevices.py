@@ -35,6 +35,7 @@ from p2pmoments.core.device_entries import (
 )
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity
+from p2pmoments.core.introduction import T_INTRODUCTION
 from p2pmoments.core.link import CloseCode
 from p2pmoments.core.pairing import (
     PairingCode,
@@ -75,7 +76,9 @@ log = logging.getLogger(__name__)
 JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
 DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
 MAX_DEVICE_CODES = 4
-DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS, T_FRIENDSHIP})
+DEVICE_MESSAGES = frozenset(
+    {T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS, T_FRIENDSHIP, T_INTRODUCTION}
+)
 
 
 class Parts(Protocol):
@@ -94,6 +97,7 @@ class Parts(Protocol):
     links: Links
     replication: Replication
     events: EventBus
+    device_pairing: Any  # devicepairing.DevicePairing (which imports this module)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
 
@@ -130,6 +134,8 @@ class OurDevices:
             await self.on_ops(key, body)
         elif kind == T_FRIENDSHIP:
             await self._node.recovery.on_friendship(key, body)
+        elif kind == T_INTRODUCTION:  # pairing with a device (spec/devices.md 8.1)
+            await self._node.device_pairing.on_message(key, body)
 
     @property
     def targets(self) -> set[bytes]:
