@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pmoments.core import wire
 from p2pmoments.core.crypto import LinkSecretKey
 from p2pmoments.core.device_entries import EntryKind, consent_message, sign_entry
 from p2pmoments.core.identity import Identity, link_key_message
@@ -160,6 +161,7 @@ def test_an_introduction_holds_only_for_a_current_device_and_the_persons_own_key
     body = encode_introduction(good.link_key, good.link_signature, good.entries)
     assert body[0] == T_INTRODUCTION == 36
     assert decode_introduction(body) == good
+    assert len(wire.encode_map(body)) < 1024  # what a friend receives once (spec/devices.md 8.1)
     assert len(check_introduction(good, person=p, device=d, device_link=d_link)) == 2
 
     def refused(intro: Introduction, **changes: bytes) -> None:

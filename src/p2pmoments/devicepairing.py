@@ -23,7 +23,7 @@ from p2pmoments.core.introduction import (
     decode_introduction,
     encode_introduction,
 )
-from p2pmoments.core.link import CloseCode
+from p2pmoments.core.link import MAX_APP_MESSAGE, CloseCode
 from p2pmoments.core.pairing import PairingEvent, PairingState
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends
@@ -138,6 +138,9 @@ class DevicePairing:
             self._introduce.discard(key)
             link, signature = self._person_link
             entries = node.persons.entries_of(node.person)
+            if sum(len(e) for e in entries) > MAX_APP_MESSAGE - 1024:
+                log.warning("our roster is too large to introduce us: pair from the first device")
+                return
             node.links.send(key, encode_introduction(link, signature, entries))
 
     async def on_message(self, key: bytes, body: dict[int, Any]) -> None:
