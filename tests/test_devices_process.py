@@ -78,6 +78,30 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     assert [f["name"] for f in json.loads(cli(bob, "friends", "--json").stdout)["friends"]] == [
         "Alice"
     ]
+    # Carol pairs with the desktop (not the first device): a friend of Alice's, on
+    # both of Alice's devices, and one Alice at Carol's (spec/devices.md section 8.1).
+    carol = tmp_path / "carol"
+    assert cli(carol, "init", "--name", "Carol").returncode == 0
+    start(daemons, carol)
+    code = cli(desktop, "qr", "--link")
+    assert code.returncode == 0, code.stderr
+    paired = cli(carol, "pair", code.stdout.strip())
+    assert paired.returncode == 0, paired.stderr
+
+    def friends(home: Path) -> list[str]:
+        answer = json.loads(cli(home, "friends", "--json").stdout)["friends"]
+        return sorted(f["name"] for f in answer)
+
+    wait_for(lambda: friends(carol) == ["Alice"], timeout=30, what="one Alice at Carol's")
+    wait_for(lambda: "Carol" in friends(laptop), timeout=30, what="Carol on the laptop")
+    assert "Carol" in friends(desktop)
+    made = cli(carol, "circle", "create", "book club", "--member", "Alice")
+    assert made.returncode == 0, made.stderr
+    assert cli(carol, "post", "--circle", "book club", "from Carol").returncode == 0
+    for home in (laptop, desktop):
+        wait_for(lambda h=home: "from Carol" in feed(h), timeout=60, what="Carol's post")  # type: ignore[misc]
+        assert feed(home)["from Carol"]["author"]["name"] == "Carol"
+
     # The link worked once.
     again = cli(tmp_path / "other", "devices", "join", link.group(), "--name", "thief")
     assert again.returncode == 0  # the home is made; its daemon will be refused
