@@ -6,16 +6,19 @@ moment from Carol reaches both of Alice's devices."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pmoments import devicepairing
 from p2pmoments.core import wire
 from p2pmoments.core.crypto import LinkSecretKey
-from p2pmoments.core.device_entries import EntryKind, consent_message, sign_entry
+from p2pmoments.core.device_entries import EntryKind, consent_message, decode_entry, sign_entry
 from p2pmoments.core.identity import Identity, link_key_message
 from p2pmoments.core.introduction import (
     T_INTRODUCTION,
@@ -26,8 +29,10 @@ from p2pmoments.core.introduction import (
     encode_introduction,
 )
 from p2pmoments.core.pairing import decode_code
+from p2pmoments.home import load_identity
 from p2pmoments.node import Node
-from tests.multinode import eventually, make_home, running, until
+from p2pmoments.paths import resolve_paths
+from tests.multinode import LOOPBACK, eventually, make_home, running, until
 from tests.test_devices import second_device, sighted, texts
 
 
@@ -211,3 +216,48 @@ def test_an_introduction_holds_only_for_a_current_device_and_the_persons_own_key
 def test_any_introduction_decodes_or_raises_its_decode_error(body: dict[int, object]) -> None:
     with contextlib.suppress(IntroductionError):
         decode_introduction(body)
+
+
+@contextlib.asynccontextmanager
+async def _impostor(root: Path, alice: Node) -> AsyncIterator[Node]:
+    """A daemon that says it is a device of Alice's, holds her roster and her first
+    device's link-key signature, but is not in her roster."""
+    home = await make_home(root, "impostor")
+    paths = resolve_paths(home)
+    identity = await asyncio.to_thread(load_identity, paths)
+    async with Node(paths=paths, config=LOOPBACK, identity=identity, person=alice.person) as node:
+        entries = [decode_entry(raw) for raw in alice.persons.entries_of(alice.person)]
+        await node.persons.keep(alice.person, entries)
+        public = alice.identity.public
+        node.device_pairing._person_link = (bytes(public.link_key), public.link_signature)
+        node.pairings.refusal = lambda: None  # it does not hold itself back
+        yield node
+
+
+@pytest.mark.timeout(60)
+async def test_a_device_its_persons_roster_lacks_does_not_pair_as_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Carol")]
+    async with (
+        running(homes[0]) as laptop,
+        running(homes[1]) as carol,
+        second_device(tmp_path, laptop, "desktop"),  # Alice has a roster
+        _impostor(tmp_path, laptop) as impostor,
+    ):
+        link, _ = await carol.pairings.new_code()
+        await impostor.pairings.pair(link)
+        # Its introduction does not make it Alice's: the link ends, Alice is no friend.
+        await eventually(lambda: impostor.friends.get(carol.me), what="the impostor's side")
+        await eventually(
+            lambda: impostor.me not in carol.links.linked(), what="Carol to drop the link"
+        )
+        assert carol.friends.all() == []
+        # One that never introduces itself is let go when the wait runs out.
+        monkeypatch.setattr(devicepairing, "INTRODUCTION_TIMEOUT", 0.2)
+        monkeypatch.setattr(impostor.device_pairing, "linked", lambda key: None)
+        link, _ = await carol.pairings.new_code()
+        await impostor.pairings.pair(link)
+        await eventually(lambda: impostor.me in carol.links.linked(), what="a second link")
+        await eventually(lambda: impostor.me not in carol.links.linked(), what="Carol to let it go")
+        assert carol.friends.all() == []

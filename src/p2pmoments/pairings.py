@@ -183,6 +183,9 @@ class Pairings:
         with user_input():
             code = decode_code(text)
             check_not_self(code, self._me.identity)
+        why = self.refusal()
+        if why is not None:
+            raise UserInputError(why)
         owner = bytes(code.identity)
         if self._friends.get(owner) is None and self._friends.count() >= self._max_friends:
             raise FriendLimitError(
