@@ -118,7 +118,7 @@ class Joins:
         self._expire()
         request = self._requests.pop("".join(code.split()), None)
         if request is None:
-            raise NotFoundError(f"no device is waiting with the code {code}")
+            raise NotFoundError(f"no device is waiting with the code {code[:16]!r}")
         return request
 
     def _expire(self) -> None:
