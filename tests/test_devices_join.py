@@ -79,6 +79,7 @@ async def test_a_device_is_linked_once_its_code_is_confirmed_and_a_copy_is_refus
     # A fresh link; the desktop meant joins and is linked once its digits are confirmed.
     link = (await (await client.post(f"{API_PREFIX}/devices/link", headers=AUTH)).json())["link"]
     async with _joining(tmp_path, link, "desktop") as (desktop, digits):
+        assert desktop.devices.joining_code() == digits  # what its GET /devices shows
         await eventually(lambda: laptop.devices.joins.requests(), what="the desktop's request")
         wrong = "000000" if digits != "000000" else "111111"
         missing = await client.post(f"{API_PREFIX}/devices/requests/{wrong}", headers=AUTH)
@@ -90,6 +91,7 @@ async def test_a_device_is_linked_once_its_code_is_confirmed_and_a_copy_is_refus
             lambda: desktop.persons.person_of(desktop.me) == laptop.person,
             what="the desktop to be Alice's",
         )
+        await eventually(lambda: desktop.devices.joining_code() is None, what="joined")
 
 
 async def test_a_link_made_to_link_without_asking_takes_a_bool_only(

@@ -73,6 +73,8 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     asked = wait_for(requests, timeout=60, what="the desktop's request at the laptop")
     assert [(r["name"], r["code"]) for r in asked] == [("desktop", "".join(shown_code.groups()))]
     assert "asks to be linked" in cli(laptop, "devices").stdout
+    waiting = cli(desktop, "devices").stdout  # the new device says what to confirm
+    assert f"confirm the code {' '.join(shown_code.groups())}" in waiting, waiting
     assert devices(laptop) == ["first device"]  # not linked before it is confirmed
     wrong = cli(laptop, "devices", "confirm", "000000" if asked[0]["code"] != "000000" else "1")
     assert wrong.returncode == 1

@@ -11,13 +11,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from p2pmoments.core.identity import Identity
-from p2pmoments.core.pairing import PairingCode, device_link_psk, encode_device_link, join_code
+from p2pmoments.core.pairing import (
+    PairingCode,
+    decode_device_link,
+    device_link_psk,
+    encode_device_link,
+    join_code,
+)
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.errors import NotFoundError, UserInputError
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 
-__all__ = ["DEVICE_LINK_TTL", "MAX_DEVICE_CODES", "JoinRequest", "Joins"]
+__all__ = ["DEVICE_LINK_TTL", "MAX_DEVICE_CODES", "JoinRequest", "Joins", "own_code"]
 
 DEVICE_LINK_TTL = 600  # seconds a device link works, once
 MAX_DEVICE_CODES = 4  # device links valid at once, and requests waiting at once
@@ -125,6 +131,22 @@ class Joins:
         now = int(time.time())
         for code in [c for c, r in self._requests.items() if r.expires < now]:
             del self._requests[code]
+
+
+def own_code(join_link: str | None, identity: Identity) -> str | None:
+    """On a device still joining by `join_link`: the 6 digits it shows, which its
+    person's device asks the person to confirm."""
+    if join_link is None:
+        return None
+    code = decode_device_link(join_link)
+    me = identity.public
+    return join_code(
+        device_link_psk(code.token),
+        bytes(code.identity),
+        bytes(code.link_key),
+        bytes(me.verify_key),
+        bytes(me.link_key),
+    )
 
 
 def _request_json(request: JoinRequest) -> dict[str, Any]:

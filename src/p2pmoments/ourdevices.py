@@ -60,7 +60,7 @@ from p2pmoments.errors import UserInputError
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.home import DeviceInfo, joined
-from p2pmoments.joins import DEVICE_LINK_TTL, JoinRequest, Joins
+from p2pmoments.joins import DEVICE_LINK_TTL, JoinRequest, Joins, own_code
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
@@ -531,6 +531,10 @@ class OurDevices:
             for device, _, name in sorted(state.current)
         ]
         return sorted(out, key=lambda d: (not d["this"], d["name"]))
+
+    def joining_code(self) -> str | None:
+        """While this device waits to be linked: the code its person confirms."""
+        return own_code(self._join.join if self._join is not None else None, self._node.identity)
 
     def linked_ours(self) -> list[bytes]:
         return [

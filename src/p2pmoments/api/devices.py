@@ -4,6 +4,7 @@ revoke."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -20,13 +21,15 @@ routes = web.RouteTableDef()
 async def devices(request: web.Request) -> web.Response:
     """This person's devices: which is this one, their names, which are linked now."""
     node = request.app[NODE]
-    return web.json_response(
-        {
-            "person": identity_text(node.person),
-            "devices": node.devices.devices(),
-            "requests": node.devices.joins.requests(),
-        }
-    )
+    answer: dict[str, Any] = {
+        "person": identity_text(node.person),
+        "devices": node.devices.devices(),
+        "requests": node.devices.joins.requests(),
+    }
+    code = node.devices.joining_code()
+    if code is not None:  # this device waits for its person to confirm this code
+        answer["joining"] = {"code": code}
+    return web.json_response(answer)
 
 
 @routes.post(f"{API_PREFIX}/devices/link")

@@ -24,6 +24,13 @@ def cmd_devices(args: argparse.Namespace, paths: Paths) -> int:
         _print_json(answer)
         return EXIT_OK
     devices = answer["devices"]
+    if "joining" in answer:
+        code = _digits(answer["joining"]["code"])
+        print(
+            f"This device waits to be linked: confirm the code {code} on the device that "
+            "showed the link (p2pmoments devices confirm there, or its web app)."
+        )
+        return EXIT_OK
     for d in devices:
         where = "this device" if d["this"] else ("linked" if d.get("linked") else "not linked now")
         print(f"{d['name']}  ({where})")
