@@ -117,3 +117,51 @@ def test_the_join_code_is_six_digits_from_every_key_it_names() -> None:
         changed = list(keys)
         changed[n] = bytes([9]) * 32
         assert join_code(*changed) != code
+
+
+@pytest.mark.parametrize(("answer", "asked"), [("y\n", "POST"), ("n\n", "DELETE")])
+def test_devices_link_at_a_terminal_waits_for_the_device_and_asks(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    answer: str,
+    asked: str,
+) -> None:
+    """`devices link` in a terminal: it waits for the device that uses the link, shows
+    its digits and links it on "y", refuses it on anything else (spec/devices.md 10)."""
+    import io
+    import time
+
+    from p2pmoments.cli import main
+
+    request = {"name": "desktop", "device": "d" * 56, "code": "123456", "expires_at": 0}
+    calls: list[tuple[str, str]] = []
+    waited = []
+
+    class Client:
+        def __init__(self, paths: object) -> None:
+            pass
+
+        def call(self, method: str, path: str, body: object = None) -> object:
+            calls.append((method, path))
+            if path == "/devices/link":
+                return {"link": "P2PD:1/ABC", "expires_at": int(time.time()) + 600, "svg": ""}
+            if path.startswith("/events"):
+                waited.append(path)
+                return {"events": [], "last_id": 7}
+            if path == "/devices":  # the device asks once the first wait is over
+                return {"devices": [], "requests": [request] if len(waited) > 1 else []}
+            return {"linked": "desktop", "refused": "desktop"}
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("p2pmoments.cli.devices.ApiClient", Client)
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+    monkeypatch.setattr("p2pmoments.cli.devices._at_a_terminal", lambda: True)
+    assert main(["--home", str(tmp_path), "devices", "link"]) == 0
+    out = capsys.readouterr().out
+    assert "Link 'desktop'? It should show 123 456." in out
+    assert calls[-1] == (asked, "/devices/requests/123456")
+    assert waited[1] == "/events?after=7&timeout=25"  # it waits for events, not in a busy loop

@@ -64,7 +64,8 @@ def cmd_devices_refuse(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_devices_link(args: argparse.Namespace, paths: Paths) -> int:
     from p2pmoments import qr
 
-    answer = ApiClient(paths).call("POST", "/devices/link", {"confirm": not args.yes})
+    client = ApiClient(paths)
+    answer = client.call("POST", "/devices/link", {"confirm": not args.yes})
     link, expires = answer["link"], answer["expires_at"]
     wrote = _write_images(args, link, mode=0o600)
     if not wrote:
@@ -74,14 +75,54 @@ def cmd_devices_link(args: argparse.Namespace, paths: Paths) -> int:
         f"then start it (p2pmoments --home DIR run). The link works once, until "
         f"{_when(expires)}; it makes the new device yours: show it to no one else."
     )
-    if not args.yes:
-        print(
-            "The new device shows 6 digits; once it is running, `p2pmoments"
-            f"{_home_flag(paths)} devices` here lists its request with the same digits if "
-            "it is the one you meant: confirm them with `devices confirm CODE`."
-        )
     for path in wrote:
         print(f"wrote {path} (valid once, until {_when(expires)})", file=sys.stderr)
+    if args.yes:
+        return EXIT_OK
+    if _at_a_terminal():  # someone is here to answer: wait for the device, and ask
+        return _wait_and_ask(client, expires)
+    print(
+        "The new device shows 6 digits; once it is running, `p2pmoments"
+        f"{_home_flag(paths)} devices` here lists its request with the same digits if "
+        "it is the one you meant: confirm them with `devices confirm CODE`."
+    )
+    return EXIT_OK
+
+
+def _at_a_terminal() -> bool:
+    """Someone reads and answers (a script's output, or a test's, is not a terminal)."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _wait_and_ask(client: ApiClient, expires: int) -> int:
+    """Wait (until the link expires) for the device that uses it, then ask the person
+    to compare its 6 digits (spec/devices.md section 10)."""
+    import time
+
+    print("\nWaiting for the new device (Ctrl-C to stop waiting; its request stays)...")
+    after = client.call("GET", "/events?after=0&timeout=0")["last_id"]
+    try:
+        while time.time() < expires:
+            requests = client.call("GET", "/devices").get("requests", [])
+            if requests:
+                r = requests[0]
+                question = (
+                    f"Link {r['name']!r}? It should show {_digits(r['code'])}. Does it? [y/N] "
+                )
+                path = f"/devices/requests/{_q(r['code'], 'code')}"
+                if input(question).strip().lower() in ("y", "yes"):
+                    client.call("POST", path, {})
+                    print(f"linked {r['name']!r}: it is one of your devices now")
+                    return EXIT_OK
+                client.call("DELETE", path)
+                print("refused: someone else used the link; make a fresh one")
+                return EXIT_OK
+            wait = max(1, min(25, int(expires - time.time())))
+            after = client.call("GET", f"/events?after={after}&timeout={wait}")["last_id"]
+    except (KeyboardInterrupt, EOFError):
+        print("\nstopped waiting: `p2pmoments devices` lists the request, `devices confirm`")
+        return EXIT_OK
+    print("the link expired before a device used it")
     return EXIT_OK
 
 
