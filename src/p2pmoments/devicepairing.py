@@ -79,8 +79,11 @@ class DevicePairing:
     async def load(self) -> None:
         """Read what we know of our first device's link key."""
         text = await self._node.store.run(Store.get_meta, _META)
-        if text:
-            raw = bytes.fromhex(text)
+        try:
+            raw = bytes.fromhex(text or "")
+        except ValueError:
+            raw = b""
+        if len(raw) == 96:  # else: learned again at the next link with our first device
             self._person_link = (raw[:32], raw[32:])
 
     def refusal(self) -> str | None:
