@@ -28,6 +28,7 @@ from p2pmoments.core.introduction import (
     decode_introduction,
     encode_introduction,
 )
+from p2pmoments.core.link import AcceptRequest, CloseCode, Closed, Established, Link
 from p2pmoments.core.pairing import decode_code
 from p2pmoments.home import load_identity
 from p2pmoments.node import Node
@@ -261,3 +262,48 @@ async def test_a_device_its_persons_roster_lacks_does_not_pair_as_them(
         await eventually(lambda: impostor.me in carol.links.linked(), what="a second link")
         await eventually(lambda: impostor.me not in carol.links.linked(), what="Carol to let it go")
         assert carol.friends.all() == []
+
+
+@pytest.mark.parametrize("pairing", [True, False])
+def test_only_a_pairing_dial_may_be_answered_by_another_device_of_the_person(
+    pairing: bool,
+) -> None:
+    """core.link: a dial for a pairing code naming P may be answered by a device of P
+    (the shell then waits for its introduction); any other dial for P must be answered
+    by P itself (spec/transport.md section 4)."""
+    person, desktop, carol = Identity.generate(), Identity.generate(), Identity.generate()
+    token = bytes(range(32))
+    dialler = Link(
+        identity=carol,
+        name="Carol",
+        initiator=True,
+        now=0.0,
+        remote_link_key=bytes(desktop.public.link_key),
+        expected_peer=person.public.verify_key,
+        pairing_token=token if pairing else None,
+    )
+    answerer = Link(
+        identity=desktop,
+        name="Alice",
+        initiator=False,
+        now=0.0,
+        pairing_tokens=(token,),
+        person=bytes(person.public.verify_key),
+    )
+    events: list[object] = []
+    for _ in range(6):
+        for src, dst in ((dialler, answerer), (answerer, dialler)):
+            data = src.data_to_send()
+            if data:
+                for event in dst.receive_data(data, 0.0):
+                    if isinstance(event, AcceptRequest):
+                        dst.accept()
+                    if dst is dialler:
+                        events.append(event)
+    if pairing:
+        (done,) = [e for e in events if isinstance(e, Established)]
+        assert done.person == bytes(person.public.verify_key)
+        assert done.peer.verify_key == desktop.public.verify_key  # the device, checked later
+    else:
+        assert not [e for e in events if isinstance(e, Established)]
+        assert [e.code for e in events if isinstance(e, Closed)] == [CloseCode.WRONG_IDENTITY]
