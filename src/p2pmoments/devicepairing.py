@@ -166,7 +166,10 @@ class DevicePairing:
             node.links.drop_misbehaving(key, f"an introduction that does not hold: {exc}")
             if hello.pairing_id is not None:
                 await node.pairings.update(hello.pairing_id, PairingEvent.REFUSED, str(exc))
-                node.links.forget(hello.person)
+                node.links.answered_by_device(hello.person)  # the code's dial ends here
+                known = node.friends.get(hello.person)
+                if known is not None:  # a friend already: dialled as before
+                    node.links.want(hello.person, known.link_key)
             return
         now = int(time.time())
         friend = FriendRecord(
