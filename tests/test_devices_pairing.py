@@ -254,6 +254,15 @@ async def test_a_device_its_persons_roster_lacks_does_not_pair_as_them(
             lambda: impostor.me not in carol.links.linked(), what="Carol to drop the link"
         )
         assert carol.friends.all() == []
+        # Carol scans a code it shows: her pairing is refused, with the reason.
+        link, _ = await impostor.pairings.new_code()
+        record = await carol.pairings.wait((await carol.pairings.pair(link)).id, timeout=15)
+        assert record is not None
+        assert (record.state, record.reason) == (
+            "refused",
+            "the device is not a current device of that person",
+        )
+        assert carol.friends.all() == []
         # One that never introduces itself is let go when the wait runs out.
         monkeypatch.setattr(devicepairing, "INTRODUCTION_TIMEOUT", 0.2)
         monkeypatch.setattr(impostor.device_pairing, "linked", lambda key: None)
