@@ -9,6 +9,8 @@ A member of a circle of 150 people with 3 devices each holds 150 rosters. Figure
 - revoking one: the revocation entry (bytes, with cut-offs in 10 circles) and its time,
   and the new epoch every circle owner then issues (the manifest at 150 members),
   beside the same manifest of a circle without devices (what removing a member costs);
+- pairing with a person's second device: the introduction the friend receives
+  (bytes) and its check, beside one signature check;
 - a post on one device of a person until it shows on another of theirs, two daemons in
   one process on loopback, beside a post between two friends' daemons.
 """
@@ -28,9 +30,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import report
 
+from p2pmoments.core import wire
 from p2pmoments.core.device_entries import EntryKind, consent_message, decode_entry, sign_entry
 from p2pmoments.core.devices import Roster
 from p2pmoments.core.identity import Identity
+from p2pmoments.core.introduction import (
+    check_introduction,
+    decode_introduction,
+    encode_introduction,
+)
 from p2pmoments.core.manifest import Member, create_manifest, decode_manifest, new_epoch_key
 from p2pmoments.node import Node
 
@@ -154,6 +162,23 @@ def roster_figures(runs: int) -> dict[str, float]:
     }
 
 
+def introduction_figures(runs: int) -> tuple[int, float]:
+    """Pairing with a person's second device (spec/devices.md section 8.1): the
+    introduction the friend receives (bytes) and its check (median ms)."""
+    first, devices, raws = person_with_devices(1)
+    body = encode_introduction(bytes(first.public.link_key), first.link_signature, raws)
+    intro = decode_introduction(body)
+    p = bytes(first.public.verify_key)
+    d, dl = bytes(devices[0].public.verify_key), bytes(devices[0].public.link_key)
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        check_introduction(decode_introduction(body), person=p, device=d, device_link=dl)
+        times.append(time.perf_counter() - began)
+    assert intro.entries == tuple(raws)
+    return len(wire.encode_map(body)), statistics.median(times) * 1000
+
+
 async def post_to_showing(runs: int) -> tuple[float, float]:
     """(to another device of the same person, to a friend), median seconds."""
     from tests.multinode import befriend, eventually, make_home, running
@@ -195,6 +220,7 @@ def main() -> None:
     args = parser.parse_args()
     f = roster_figures(args.runs)
     device_s, friend_s = asyncio.run(post_to_showing(args.runs))
+    intro_size, intro_ms = introduction_figures(args.runs)
     sig = ("one signature check (ms)", f["signature_ms"])
     rows: list[tuple[str, float, str, float]] = [
         ("add a device: entry each member gets (bytes)", f["add_size"], "", 0),
@@ -209,6 +235,8 @@ def main() -> None:
         ),
         ("  made by its owner (ms)", f["manifest_make_ms"], "", 0),
         ("  checked and opened by a member (ms)", f["manifest_check_ms"], "", 0),
+        ("pair with a second device: introduction (bytes)", intro_size, "", 0),
+        ("  its check by the friend (ms)", intro_ms, *sig),
         (
             "post to another device of ours (ms)",
             device_s * 1000,

@@ -54,12 +54,32 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     joined = cli(desktop, "devices", "join", link.group(), "--name", "desktop")
     assert joined.returncode == 0, joined.stderr
     assert "Alice's device 'desktop'" in joined.stdout
+    shown_code = re.search(r"Code: (\d{3}) (\d{3})", joined.stdout)
+    assert shown_code is not None, joined.stdout
     start(daemons, desktop)
 
     def devices(home: Path) -> list[str]:
         answer = cli(home, "devices", "--json")
         return sorted(d["name"] for d in json.loads(answer.stdout)["devices"])
 
+    # The laptop asks before it links it: the request shows the digits the desktop
+    # showed (spec/devices.md section 10); a wrong code links nothing.
+    def requests() -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = json.loads(cli(laptop, "devices", "--json").stdout)[
+            "requests"
+        ]
+        return answer
+
+    asked = wait_for(requests, timeout=60, what="the desktop's request at the laptop")
+    assert [(r["name"], r["code"]) for r in asked] == [("desktop", "".join(shown_code.groups()))]
+    assert "asks to be linked" in cli(laptop, "devices").stdout
+    waiting = cli(desktop, "devices").stdout  # the new device says what to confirm
+    assert f"confirm the code {' '.join(shown_code.groups())}" in waiting, waiting
+    assert devices(laptop) == ["first device"]  # not linked before it is confirmed
+    wrong = cli(laptop, "devices", "confirm", "000000" if asked[0]["code"] != "000000" else "1")
+    assert wrong.returncode == 1
+    confirmed = cli(laptop, "devices", "confirm", " ".join(shown_code.groups()))
+    assert confirmed.returncode == 0, confirmed.stderr
     wait_for(lambda: "desktop" in devices(laptop), timeout=60, what="the laptop to link it")
     wait_for(lambda: len(devices(desktop)) == 2, timeout=30, what="the desktop to be Alice's")
     assert json.loads(cli(desktop, "status", "--json").stdout)["name"] == "Alice"
@@ -78,6 +98,30 @@ def test_a_device_joins_by_link_and_posts_as_its_person(
     assert [f["name"] for f in json.loads(cli(bob, "friends", "--json").stdout)["friends"]] == [
         "Alice"
     ]
+    # Carol pairs with the desktop (not the first device): a friend of Alice's, on
+    # both of Alice's devices, and one Alice at Carol's (spec/devices.md section 8.1).
+    carol = tmp_path / "carol"
+    assert cli(carol, "init", "--name", "Carol").returncode == 0
+    start(daemons, carol)
+    code = cli(desktop, "qr", "--link")
+    assert code.returncode == 0, code.stderr
+    paired = cli(carol, "pair", code.stdout.strip())
+    assert paired.returncode == 0, paired.stderr
+
+    def friends(home: Path) -> list[str]:
+        answer = json.loads(cli(home, "friends", "--json").stdout)["friends"]
+        return sorted(f["name"] for f in answer)
+
+    wait_for(lambda: friends(carol) == ["Alice"], timeout=30, what="one Alice at Carol's")
+    wait_for(lambda: "Carol" in friends(laptop), timeout=30, what="Carol on the laptop")
+    assert "Carol" in friends(desktop)
+    made = cli(carol, "circle", "create", "book club", "--member", "Alice")
+    assert made.returncode == 0, made.stderr
+    assert cli(carol, "post", "--circle", "book club", "from Carol").returncode == 0
+    for home in (laptop, desktop):
+        wait_for(lambda h=home: "from Carol" in feed(h), timeout=60, what="Carol's post")  # type: ignore[misc]
+        assert feed(home)["from Carol"]["author"]["name"] == "Carol"
+
     # The link worked once.
     again = cli(tmp_path / "other", "devices", "join", link.group(), "--name", "thief")
     assert again.returncode == 0  # the home is made; its daemon will be refused
@@ -137,8 +181,17 @@ def test_the_web_app_links_lists_and_revokes_a_device(
         found = zxingcpp.read_barcodes(Image.open(io.BytesIO(shot)))
         assert [r.text for r in found] == [link]
 
-        assert cli(desktop, "devices", "join", link, "--name", "desktop").returncode == 0
+        joined = cli(desktop, "devices", "join", link, "--name", "desktop")
+        assert joined.returncode == 0
+        shown_code = re.search(r"Code: (\d{3}) (\d{3})", joined.stdout)
+        assert shown_code is not None, joined.stdout
         start(daemons, desktop)
+        # The page asks, with the digits the desktop shows, before it links it.
+        asking = card.locator(f"[data-join-code='{''.join(shown_code.groups())}']")
+        asking.wait_for()  # live: no reload
+        assert " ".join(shown_code.groups()) in asking.inner_text()
+        asking.get_by_role("button", name="Link it").click()
+        asking.wait_for(state="detached")
         row = card.locator("[data-device='desktop']")
         row.wait_for()  # live: no reload
         page.on("dialog", lambda dialog: dialog.accept())
@@ -186,7 +239,7 @@ def test_restoring_from_the_recovery_sheet_after_losing_laptop_and_desktop(
         timeout=30,
         what="Bob's circle to be made",
     )
-    link = re.search(r"P2PD:\S+", cli(laptop, "devices", "link").stdout)
+    link = re.search(r"P2PD:\S+", cli(laptop, "devices", "link", "--yes").stdout)
     assert link is not None
     assert cli(desktop, "devices", "join", link.group(), "--name", "desktop").returncode == 0
     running["desktop"] = start(daemons, desktop)

@@ -16,7 +16,13 @@ from p2pmoments.config import default_config_text
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity, decode_key_file, encode_key_file
 from p2pmoments.core.ids import IdKind, decode_id, encode_id
-from p2pmoments.core.pairing import PairingCode, decode_device_link, encode_device_link
+from p2pmoments.core.pairing import (
+    PairingCode,
+    decode_device_link,
+    device_link_psk,
+    encode_device_link,
+    join_code,
+)
 from p2pmoments.core.profile import check_display_name
 from p2pmoments.core.recovery import RecoverySheet, decode_sheet, encode_sheet, sheet_device
 from p2pmoments.files import write_file_atomically
@@ -126,6 +132,23 @@ def load_device(paths: Paths) -> DeviceInfo | None:
         return None
     except (ValueError, KeyError, TypeError, DecodeError) as exc:
         raise P2PMomentsError(f"{paths.device_file} is damaged: {exc}") from None
+
+
+def device_join_code(paths: Paths) -> str | None:
+    """The 6 digits this joining device shows, which its person's device shows too
+    (spec/devices.md section 10); None once it has joined."""
+    info = load_device(paths)
+    if info is None or info.join is None:
+        return None
+    code = decode_device_link(info.join)
+    me = load_identity(paths).public
+    return join_code(
+        device_link_psk(code.token),
+        bytes(code.identity),
+        bytes(code.link_key),
+        bytes(me.verify_key),
+        bytes(me.link_key),
+    )
 
 
 def joined(paths: Paths) -> None:

@@ -32,6 +32,7 @@ from p2pmoments.config import Config
 from p2pmoments.core import admission
 from p2pmoments.core.admission import Admission, Known, Verdict
 from p2pmoments.core.beacon import beacon
+from p2pmoments.core.crypto import VerifyKey
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.link import CloseCode, Closed
@@ -44,6 +45,7 @@ from p2pmoments.core.pairing import (
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.reach import T_REACH
 from p2pmoments.core.replication.engine import Replicator
+from p2pmoments.devicepairing import DevicePairing
 from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, friend_from_hello, identity_text
@@ -127,8 +129,8 @@ class Node:
             self.store,
             self.events,
             self.friends,
-            me=PairingCode(
-                identity=identity.public.verify_key,
+            me=PairingCode(  # a code names the person, and this device's link key
+                identity=VerifyKey(self.person),
                 link_key=identity.public.link_key,
                 token=bytes(16),
                 expires=0,
@@ -202,6 +204,7 @@ class Node:
         self.mesh: Mesh = Mesh(self)
         whose = self.persons.person_of  # profile pictures: spec/identity.md section 5
         self.pictures = Pictures(self.store, self.events, self.links, self.person, whose)
+        self.device_pairing = DevicePairing(self)  # spec/devices.md section 8.1
         self._stack: AsyncExitStack | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -226,6 +229,7 @@ class Node:
             await self.onions.load()
             await self.reach.load()
             await self.pictures.load()
+            await self.device_pairing.load()
             keys = self.onions.keys
             self._tg = await stack.enter_async_context(asyncio.TaskGroup())
             stack.push_async_callback(self._shutdown)
@@ -449,13 +453,14 @@ class Node:
 
     async def established(self, hello: Hello) -> tuple[CloseCode, str] | None:
         """A link's hellos are done: a pairing completes, or a friend or co-member is back."""
+        self.device_pairing.met(hello)
         by_device_link, refusal = self.devices.established(hello)
         if by_device_link:
             return refusal
         if hello.pairing_token is not None or hello.pairing_id is not None:
-            if hello.person != hello.key:
-                return CloseCode.NOT_ACCEPTED, "pair with a person's first device for now"
-            await self._paired(hello)
+            if hello.person != hello.key or self.person != self.me:  # a device's: 8.1
+                return await self.device_pairing.established(hello)
+            await self.paired(hello)
             return None
         decided, refusal = self.devices.check_hello(hello)  # spec/devices.md sections 5, 8
         if decided:
@@ -481,7 +486,8 @@ class Node:
             )
         return None
 
-    async def _paired(self, hello: Hello) -> None:
+    async def paired(self, hello: Hello) -> None:
+        """A pairing is done with a person's only or first device: they are a friend."""
         host = port = None
         if not hello.initiator and hello.host is not None:  # not over Tor
             host, port = hello.host, hello.listen_port
@@ -513,6 +519,7 @@ class Node:
         if info is not None and person != self.person:
             await self.friends.remember_name(person, info.name)
         self.devices.linked(key)
+        self.device_pairing.linked(key)  # on a pairing link, after our roster
         self.mesh.linked(key)
         self.events.publish(
             "peer.connected",

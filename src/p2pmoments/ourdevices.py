@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -26,6 +25,7 @@ from p2pmoments.circleops import (
 )
 from p2pmoments.circles import Circles
 from p2pmoments.core.circle_ops import Op
+from p2pmoments.core.crypto import BadSignatureError, VerifyKey
 from p2pmoments.core.device_entries import (
     T_ROSTER,
     RosterError,
@@ -35,12 +35,11 @@ from p2pmoments.core.device_entries import (
 )
 from p2pmoments.core.errors import DecodeError, P2PMomentsError
 from p2pmoments.core.identity import Identity
+from p2pmoments.core.introduction import T_INTRODUCTION
 from p2pmoments.core.link import CloseCode
 from p2pmoments.core.pairing import (
-    PairingCode,
     decode_device_link,
     device_link_psk,
-    encode_device_link,
 )
 from p2pmoments.core.pairing_addr import LinkAddress
 from p2pmoments.core.profile import check_display_name
@@ -61,6 +60,7 @@ from p2pmoments.errors import UserInputError
 from p2pmoments.events import EventBus
 from p2pmoments.friends import Friends, identity_text
 from p2pmoments.home import DeviceInfo, joined
+from p2pmoments.joins import DEVICE_LINK_TTL, JoinRequest, Joins, own_code
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.paths import Paths
 from p2pmoments.persons import Persons
@@ -73,9 +73,9 @@ __all__ = ["DEVICE_LINK_TTL", "DEVICE_MESSAGES", "JOIN_ID", "OurDevices"]
 log = logging.getLogger(__name__)
 
 JOIN_ID = 0  # the pairing id of the dial that joins this device to its person (none is 0)
-DEVICE_LINK_TTL = 600  # seconds a device link works, once (spec/devices.md section 10)
-MAX_DEVICE_CODES = 4
-DEVICE_MESSAGES = frozenset({T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS, T_FRIENDSHIP})
+DEVICE_MESSAGES = frozenset(
+    {T_ROSTER, T_JOIN, T_KEYS, T_FRIENDS, T_OPS, T_FRIENDSHIP, T_INTRODUCTION}
+)
 
 
 class Parts(Protocol):
@@ -94,6 +94,7 @@ class Parts(Protocol):
     links: Links
     replication: Replication
     events: EventBus
+    device_pairing: Any  # devicepairing.DevicePairing (which imports this module)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
 
@@ -109,8 +110,8 @@ class OurDevices:
         # Device links we showed (spec/devices.md section 10): PSK -> expiry; the devices
         # that linked with one and have yet to ask (device -> link key); and, on a new
         # device, the link it joins by.
-        self._device_codes: dict[bytes, int] = {}
-        self._joining: dict[bytes, bytes] = {}
+        self.joins = Joins(node)
+        self._joining: dict[bytes, tuple[bytes, bytes, bool, int]] = {}  # link, psk, ask, expiry
         self._join: DeviceInfo | None = None
         self._revoked: set[bytes] = set()  # revoked devices we have acted on
         self._ours_now = False  # whether this device is a current device of its person
@@ -130,6 +131,8 @@ class OurDevices:
             await self.on_ops(key, body)
         elif kind == T_FRIENDSHIP:
             await self._node.recovery.on_friendship(key, body)
+        elif kind == T_INTRODUCTION:  # pairing with a device (spec/devices.md 8.1)
+            await self._node.device_pairing.on_message(key, body)
 
     @property
     def targets(self) -> set[bytes]:
@@ -140,11 +143,12 @@ class OurDevices:
         """Whether the link was made with a device link (ours to a new device, or this
         new device's to our first), and then None to keep it, or why to close it."""
         node = self._node
-        if hello.pairing_token is not None and hello.pairing_token in self._device_codes:
-            del self._device_codes[hello.pairing_token]  # a device link works once
+        psk = hello.pairing_token
+        taken = None if psk is None else self.joins.take(psk)  # a device link works once
+        if psk is not None and taken is not None:
             if hello.person != node.person:
                 return True, (CloseCode.NOT_ACCEPTED, "this device link is another person's")
-            self._joining[hello.key] = hello.link_key
+            self._joining[hello.key] = (hello.link_key, psk, *taken)
             return True, None
         if hello.pairing_id == JOIN_ID:  # we are the new device; the roster comes next
             if hello.key != node.person:
@@ -373,34 +377,12 @@ class OurDevices:
     # --- linking a device (spec/devices.md section 10) -------------------------------------
 
     def psks(self) -> list[bytes]:
-        now = int(time.time())
-        for psk in [p for p, expires in self._device_codes.items() if expires < now]:
-            del self._device_codes[psk]
-        return list(self._device_codes)
+        return self.joins.psks()
 
-    def new_device_link(self) -> tuple[str, int]:
-        """A single-use link (and QR) for a new device of ours: (text, expiry)."""
-        if self._node.person != self._node.me:
-            raise UserInputError("for now, link new devices from your first device")
-        self.psks()
-        if len(self._device_codes) >= MAX_DEVICE_CODES:
-            oldest = min(self._device_codes, key=self._device_codes.__getitem__)
-            del self._device_codes[oldest]
-        token = os.urandom(16)
-        expires = int(time.time()) + DEVICE_LINK_TTL
-        where = self._node.code_address()
-        code = PairingCode(
-            identity=self._node.identity.public.verify_key,
-            link_key=self._node.identity.public.link_key,
-            token=token,
-            expires=expires,
-            name=self._node.friends.my_name,
-            host=where.host,
-            port=where.port,
-            onion=where.onion,
-        )
-        self._device_codes[device_link_psk(token)] = expires
-        return encode_device_link(code), expires
+    def new_device_link(self, *, confirm: bool = True) -> tuple[str, int]:
+        """A single-use link (and QR) for a new device of ours: (text, expiry); with
+        `confirm`, the device is linked once the person confirms its code here."""
+        return self.joins.new_link(confirm=confirm)
 
     def _dial_join(self) -> None:
         if self._join is None or self._join.join is None:
@@ -427,12 +409,38 @@ class OurDevices:
         self._node.links.send(key, encode_join_message(name, consent))
 
     async def on_join(self, key: bytes, body: dict[int, Any]) -> None:
-        link = self._joining.pop(key, None)
-        if link is None:
+        joining = self._joining.pop(key, None)
+        if joining is None:
             self._node.links.drop_misbehaving(key, "a join without a device link")
             return
+        link, psk, ask, expires = joining
         try:
             name, consent = decode_join_message(body)
+            VerifyKey(key).verify(consent_message(self._node.person, key, link), consent)
+        except (RosterError, BadSignatureError, ValueError) as exc:
+            self._node.links.drop_misbehaving(key, f"a join that does not verify: {exc}")
+            return
+        if ask:  # the person confirms the code it shows (spec/devices.md section 10)
+            code = self.joins.code(psk, key, link)
+            log.info("a device asks to be linked: %s, code %s", name, code)
+            self.joins.ask(
+                JoinRequest(
+                    device=key, link=link, name=name, consent=consent, code=code, expires=expires
+                )
+            )
+            return
+        await self.certify(key, link, name, consent)
+
+    async def confirm(self, code: str) -> str:
+        """The person confirmed the code a device waiting to join shows: it is linked.
+        Returns its name."""
+        request = self.joins.pop(code)
+        await self.certify(request.device, request.link, request.name, request.consent)
+        return request.name
+
+    async def certify(self, key: bytes, link: bytes, name: str, consent: bytes) -> None:
+        """Add a device to our roster, and hand it what it needs (spec/devices.md 10)."""
+        try:
             await self._node.persons.add_device(
                 self._node.identity,
                 device=key,
@@ -443,11 +451,11 @@ class OurDevices:
             )
         except RosterError as exc:
             self._node.links.drop_misbehaving(key, f"a join that does not verify: {exc}")
-            return
+            raise UserInputError(f"{name} could not be linked: {exc}") from None
         except P2PMomentsError as exc:  # ten devices already
             log.warning("a device could not be linked: %s", exc)
             self._node.events.publish("device.link_failed", reason=str(exc))
-            return
+            raise UserInputError(str(exc)) from None
         log.info("linked a new device of ours: %s", name)
         self._node.events.publish("device.linked", name=name, device=identity_text(key))
         await self._start_logs()
@@ -523,6 +531,10 @@ class OurDevices:
             for device, _, name in sorted(state.current)
         ]
         return sorted(out, key=lambda d: (not d["this"], d["name"]))
+
+    def joining_code(self) -> str | None:
+        """While this device waits to be linked: the code its person confirms."""
+        return own_code(self._join.join if self._join is not None else None, self._node.identity)
 
     def linked_ours(self) -> list[bytes]:
         return [

@@ -73,6 +73,8 @@ class Pairings:
         self._on_codes = on_codes  # our set of valid codes changed
         self._tokens: dict[bytes, bytes] = {}  # psk -> token
         self._expiry: dict[bytes, int] = {}  # token -> when it expires
+        # Why this device cannot show codes now, if it cannot (devicepairing.py).
+        self.refusal: Callable[[], str | None] = lambda: None
 
     async def load(self) -> list[PairingRecord]:
         """Read the codes still valid; returns our pending attempts, to dial again."""
@@ -94,6 +96,9 @@ class Pairings:
         """A fresh pairing link and its expiry: each showing is a code of its own, so a
         code shown to two friends in turn works for both (spec/pairing.md section 2).
         At most MAX_LIVE_CODES unused codes stay valid; older ones stop working."""
+        why = self.refusal()
+        if why is not None:
+            raise UserInputError(why)
         now = _now()
         token, expires = secrets.token_bytes(16), now + self._ttl
         await self._store.run(Store.add_token, token, now, expires, keep=MAX_LIVE_CODES)
@@ -178,6 +183,9 @@ class Pairings:
         with user_input():
             code = decode_code(text)
             check_not_self(code, self._me.identity)
+        why = self.refusal()
+        if why is not None:
+            raise UserInputError(why)
         owner = bytes(code.identity)
         if self._friends.get(owner) is None and self._friends.count() >= self._max_friends:
             raise FriendLimitError(

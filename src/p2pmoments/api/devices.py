@@ -4,6 +4,7 @@ revoke."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -20,20 +21,49 @@ routes = web.RouteTableDef()
 async def devices(request: web.Request) -> web.Response:
     """This person's devices: which is this one, their names, which are linked now."""
     node = request.app[NODE]
-    return web.json_response(
-        {"person": identity_text(node.person), "devices": node.devices.devices()}
-    )
+    answer: dict[str, Any] = {
+        "person": identity_text(node.person),
+        "devices": node.devices.devices(),
+        "requests": node.devices.joins.requests(),
+    }
+    code = node.devices.joining_code()
+    if code is not None:  # this device waits for its person to confirm this code
+        answer["joining"] = {"code": code}
+    return web.json_response(answer)
 
 
 @routes.post(f"{API_PREFIX}/devices/link")
 async def new_device_link(request: web.Request) -> web.Response:
-    """A single-use link for a new device of ours (spec/devices.md section 10)."""
-    if request.can_read_body:  # nothing to say: an empty object at most
-        fields(await json_body(request), {}, ())
+    """A single-use link for a new device of ours (spec/devices.md section 10); the device
+    that uses it waits for the person to confirm its code, unless confirm is false."""
+    body = {}
+    if request.can_read_body:
+        body = fields(await json_body(request), {"confirm": bool}, ())
     with node_errors():
-        link, expires = request.app[NODE].devices.new_device_link()
+        link, expires = request.app[NODE].devices.new_device_link(confirm=body.get("confirm", True))
     svg = await asyncio.to_thread(qr.render_svg, link)
     return web.json_response({"link": link, "expires_at": expires, "svg": svg.decode()}, status=201)
+
+
+@routes.post(f"{API_PREFIX}/devices/requests/{{code}}")
+async def confirm_join(request: web.Request) -> web.Response:
+    """The person checked that the device waiting with this code shows it: link it."""
+    if request.can_read_body:
+        fields(await json_body(request), {}, ())
+    node = request.app[NODE]
+    with node_errors():
+        name = await node.devices.confirm(request.match_info["code"])
+    return web.json_response({"linked": name, "devices": node.devices.devices()})
+
+
+@routes.delete(f"{API_PREFIX}/devices/requests/{{code}}")
+async def refuse_join(request: web.Request) -> web.Response:
+    """Refuse the device waiting with this code (it is not the one meant)."""
+    node = request.app[NODE]
+    with node_errors():
+        refused = node.devices.joins.pop(request.match_info["code"])
+    node.links.drop(refused.device, "refused by the person")
+    return web.json_response({"refused": refused.name})
 
 
 @routes.patch(f"{API_PREFIX}/devices/{{ref}}")

@@ -25,8 +25,10 @@ from p2pmoments.cli.arguments import (
 )
 from p2pmoments.cli.devices import (
     cmd_devices,
+    cmd_devices_confirm,
     cmd_devices_join,
     cmd_devices_link,
+    cmd_devices_refuse,
     cmd_devices_rename,
     cmd_devices_revoke,
 )
@@ -183,7 +185,29 @@ COMMANDS: tuple[Cmd, ...] = (
                 run=cmd_devices_link,
                 summary="Show a single-use link (and QR) that makes a new device one of yours.",
                 example="p2pmoments devices link --png device.png",
-                args=(PNG, SVG),
+                args=(
+                    PNG,
+                    SVG,
+                    arg(
+                        "--yes",
+                        action="store_true",
+                        help="link whichever device uses it first, without confirming its code",
+                    ),
+                ),
+            ),
+            Cmd(
+                name="confirm",
+                run=cmd_devices_confirm,
+                summary="Link the device waiting to join that shows this 6-digit code.",
+                example="p2pmoments devices confirm 123456",
+                args=(arg("code", help="the 6 digits the new device shows"),),
+            ),
+            Cmd(
+                name="refuse",
+                run=cmd_devices_refuse,
+                summary="Refuse the device waiting to join with this code (not the one meant).",
+                example="p2pmoments devices refuse 123456",
+                args=(arg("code", help="the 6 digits `devices` lists"),),
             ),
             Cmd(
                 name="join",

@@ -195,6 +195,9 @@ class Link:
         self._person = person
         self._name = name
         self._expected_peer = expected_peer
+        # A pairing code names the person; any current device of theirs may answer it
+        # (spec/devices.md section 8.1): the shell checks the device against the roster.
+        self._pairing_dial = initiator and pairing_token is not None
         self._pairing_tokens = list(pairing_tokens)
         self._listen_port = listen_port
         self._out: list[bytes] = []  # frames to send, in order
@@ -555,7 +558,11 @@ class Link:
             raise _Close(
                 CloseCode.WRONG_IDENTITY, "the identity does not vouch for this link key"
             ) from None
-        if self._expected_peer is not None and peer.verify_key != self._expected_peer:
+        if (
+            self._expected_peer is not None
+            and peer.verify_key != self._expected_peer
+            and not (self._pairing_dial and person == bytes(self._expected_peer))
+        ):
             raise _Close(CloseCode.WRONG_IDENTITY, "the peer is not who we dialled")
         self.peer, self.peer_name = peer, name
         self._transition("hello")

@@ -34,6 +34,7 @@ __all__ = [
     "device_link_psk",
     "encode_code",
     "encode_device_link",
+    "join_code",
     "next_state",
     "token_psk",
 ]
@@ -102,6 +103,16 @@ def device_link_psk(token: bytes) -> bytes:
     """The IKpsk1 PSK for a device link's token (spec/devices.md section 10): a person
     string of its own, so a device link can never pair, nor a pairing code link a device."""
     return hashlib.blake2b(token, digest_size=32, person=b"p2pm-devl-psk").digest()
+
+
+def join_code(psk: bytes, person: bytes, link_key: bytes, device: bytes, device_link: bytes) -> str:
+    """The 6 digits both devices show when a device joins by a device link (spec/devices.md
+    section 10): from the link's PSK and keys and the joining device's keys, so that a
+    device that joined with a copy of the link shows other digits than the one meant."""
+    digest = hashlib.blake2b(
+        psk + person + link_key + device + device_link, digest_size=8, person=b"p2pm-join-code"
+    ).digest()
+    return f"{int.from_bytes(digest, 'big') % 1_000_000:06d}"
 
 
 def encode_device_link(code: PairingCode) -> str:

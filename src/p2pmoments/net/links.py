@@ -160,6 +160,14 @@ class Links(LinkSet):
         if reason:
             self.drop(key, reason)
 
+    def answered_by_device(self, key: bytes) -> None:
+        """A pairing dial to person `key` was answered by another device of theirs, and
+        the pairing is done (spec/devices.md section 8.1): the dial is over (its link
+        lives on under the device's key) and the code's target is let go, so that `key`
+        itself is dialled afresh as a friend."""
+        self._targets.pop(key, None)
+        self._dialling.discard(key)
+
     def targets(self) -> set[bytes]:
         """Whom we dial."""
         return set(self._targets)

@@ -11,6 +11,7 @@ export function devicesCard() {
   const card = h('section', { class: 'card', 'aria-labelledby': 'devices-title' });
   const list = h('ul', { class: 'rows', 'aria-label': 'Your devices' });
   const linking = h('div', { class: 'device-link' });
+  const asking = h('ul', { class: 'rows', 'aria-label': 'Devices asking to be linked' });
   const error = h('p', { class: 'form-error', role: 'alert' });
   const recovery = h('div', { class: 'recovery', role: 'group', 'aria-labelledby': 'recovery-title' });
   let picture = null;
@@ -79,8 +80,9 @@ export function devicesCard() {
 
   async function draw() {
     try {
-      const { devices } = await api.get('/devices');
+      const { devices, requests = [] } = await api.get('/devices');
       clear(list, ...devices.map(row));
+      clear(asking, ...requests.map(request));
     } catch (failure) {
       clear(list, h('li', {}, errorText(failure)));
     }
@@ -96,6 +98,31 @@ export function devicesCard() {
     return h('li', { class: 'row', dataset: { device: device.name } },
       h('div', { class: 'row-main' }, h('strong', {}, device.name), h('span', { class: 'muted' }, ` · ${where}`)),
       ...actions);
+  }
+
+  // A device that used our link waits until the person checks that it shows the same
+  // 6 digits (spec/devices.md section 10): one that does not was linked by someone else.
+  function request(r) {
+    const digits = `${r.code.slice(0, 3)} ${r.code.slice(3)}`;
+    return h('li', { class: 'row', dataset: { joinCode: r.code } },
+      h('div', { class: 'row-main' },
+        h('strong', {}, `Link ${r.name}?`),
+        h('span', {}, ` It should show the code ${digits}.`),
+        h('span', { class: 'muted' }, ' Other digits: someone else used your link, refuse it.')),
+      h('button', { type: 'button', class: 'button small', onclick: () => decide(r, true) }, 'Link it'),
+      h('button', { type: 'button', class: 'button quiet small danger', onclick: () => decide(r, false) }, 'Refuse'));
+  }
+
+  async function decide(r, link) {
+    error.textContent = '';
+    try {
+      if (link) await api.post(`/devices/requests/${api.q(r.code)}`);
+      else await api.del(`/devices/requests/${api.q(r.code)}`);
+      if (!link) toast(`${r.name} is refused. Make a fresh link for the device you meant.`);
+      await draw();
+    } catch (failure) {
+      error.textContent = errorText(failure);
+    }
   }
 
   async function rename(device) {
@@ -137,7 +164,7 @@ export function devicesCard() {
         h('p', {}, `On the new device, instead of creating an identity, run this (it works once, until ${until}):`),
         h('label', { class: 'field' }, h('span', {}, 'Device link'),
           h('input', { type: 'text', readOnly: true, value: `p2pmoments devices join ${answer.link}`, dataset: { deviceLink: answer.link } })),
-        h('p', { class: 'muted' }, 'Show it to no one else: it makes a device yours.'));
+        h('p', { class: 'muted' }, 'Show it to no one else: it makes a device yours. The new device shows 6 digits: once it is running, this page asks you to confirm them.'));
     } catch (failure) {
       error.textContent = errorText(failure);
     }
@@ -147,6 +174,7 @@ export function devicesCard() {
     h('h2', { id: 'devices-title' }, 'Devices'),
     h('p', { class: 'muted' }, 'Each of your devices has keys of its own and acts as you: friends see one of you.'),
     list,
+    asking,
     h('button', { type: 'button', class: 'button', onclick: showLink }, 'Link a device'),
     linking,
     recovery,
@@ -154,6 +182,7 @@ export function devicesCard() {
   draw();
   const offs = [
     on('devices.changed', draw),
+    on('device.join_requested', draw),
     on('device.linked', () => { clear(linking); toast('A new device of yours is linked.'); draw(); }),
     on('peer.connected', draw),
     on('peer.disconnected', draw),
