@@ -24,6 +24,7 @@ from typing import Any
 
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.core.ahead import (
+    AHEAD_BUDGET,
     AHEAD_MESSAGES,
     Ahead,
     AheadBudget,
@@ -77,6 +78,7 @@ class ChunksAhead:
         self._accepting: dict[bytes, int] = {}  # linked peers that take chunks ahead: budget
         self._budgets: dict[bytes, AheadBudget] = {}
         self._writes: dict[bytes, _Writes] = {}
+        self.budget = AHEAD_BUDGET  # bytes kept ahead of one peer in a window
         self.sent = 0  # chunks sent ahead (statistics, tests)
         self.kept = 0  # chunks kept ahead
 
@@ -106,7 +108,7 @@ class ChunksAhead:
         membership = self._engine.membership(message.circle)
         if membership is None or not membership.in_latest(peer) or self.disk_full():
             return  # not kept: asked for when its moment comes, if it does
-        budget = self._budgets.setdefault(peer, AheadBudget())
+        budget = self._budgets.setdefault(peer, AheadBudget(self.budget))
         if not budget.take(len(message.data), time.monotonic()):
             return
         writes = self._writes.setdefault(peer, _Writes())
