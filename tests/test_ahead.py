@@ -93,7 +93,7 @@ def counting(node: Node) -> tuple[list[bytes], list[bytes]]:
     return ahead, asked
 
 
-def done(node: Node, moment: bytes) -> bool:
+def done(node: Node, moment: str) -> bool:
     events = node.events.after(0)[0]
     return any(e.kind == "transfer.done" and e.data["moment"] == moment for e in events)
 
