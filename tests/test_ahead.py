@@ -1,4 +1,4 @@
-"""Chunks sent ahead of their moment (spec/sync.md section 4, point 9): a post's chunks
+"""Chunks sent ahead of their moment (spec/sync.md section 4, point 10): a post's chunks
 reach the members while it is still being uploaded, only the rest is asked for, and
 what a peer sends ahead is kept only within the rules."""
 

@@ -1,6 +1,6 @@
 """Chunks sent ahead between real daemon processes: a member killed (SIGKILL) while a
 post's chunks arrive ahead of it loses nothing it needs; after a restart the file
-arrives whole (spec/sync.md section 4, point 9)."""
+arrives whole (spec/sync.md section 4, point 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Chunks sent ahead of their moment (spec/sync.md section 4, point 9; core/ahead.py).
+"""Chunks sent ahead of their moment (spec/sync.md section 4, point 10; core/ahead.py).
 
 Sending: while one of our posts is uploaded, each chunk is sent as it is made to the
 linked members of its circle that said they take chunks ahead (message 41), over the

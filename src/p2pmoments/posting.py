@@ -194,7 +194,7 @@ class Upload:
 
     def send_ahead(self, circle_ref: str) -> None:
         """Send this post's chunks to the members of its circle as they are made, before
-        the moment exists (spec/sync.md section 4, point 9), if any linked member takes
+        the moment exists (spec/sync.md section 4, point 10), if any linked member takes
         them. Call once the circle is known (and checked)."""
         ahead = self._posting.ahead
         if ahead is not None and self._ahead is None:

@@ -1,4 +1,4 @@
-"""Chunks sent ahead of their moment (spec/sync.md section 4, point 9): the two link
+"""Chunks sent ahead of their moment (spec/sync.md section 4, point 10): the two link
 messages and the receiver's budget. Pure: the shell (ahead.py) writes what is kept.
 
     ahead-ok   {0: 41, 1: bytes it keeps ahead of one peer an hour}

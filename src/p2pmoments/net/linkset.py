@@ -329,7 +329,7 @@ class LinkSet:
 
     def send_if_room(self, key: bytes, body: dict[int, Any], room: int) -> bool:
         """Send bulk data that may as well be dropped (chunks sent ahead, spec/sync.md
-        section 4, point 9) unless more than `room` bytes wait for the peer already:
+        section 4, point 10) unless more than `room` bytes wait for the peer already:
         never waits, never fills our memory; False if not sent."""
         info = self._linked.get(key)
         if info is None or info.runner.queued() > room:
