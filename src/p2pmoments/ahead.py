@@ -138,8 +138,8 @@ class ChunksAhead:
                     writes.queue.clear()
                 else:
                     self.kept += len(kept)
-                finally:
-                    writes.size -= sum(len(m.data) for m in batch)
+                finally:  # what still waits (none, after a full disk)
+                    writes.size = sum(len(m.data) for m in writes.queue)
                     writes.room.set()
                 if len(kept) < len(chunks):
                     self._links.drop_misbehaving(peer, "a chunk sent ahead is not its address's")
