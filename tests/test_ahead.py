@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,7 @@ from p2pmoments.core.ahead import (
 )
 from p2pmoments.core.blobs import BlobKind, chunk_address
 from p2pmoments.core.replication.messages import T_CHUNK
+from p2pmoments.errors import DiskFullError
 from p2pmoments.node import Node
 from p2pmoments.views import moment_text
 from tests.multinode import befriend, eventually, make_home, running
@@ -170,3 +172,33 @@ async def test_chunks_ahead_are_kept_from_members_only_within_budget_and_true(
         assert alice.links.send(bob.me, encode_ahead(circle, chunk(5)[0], b"not it"))
         await eventually(lambda: alice.me not in bob.links.linked(), what="Alice dropped")
         assert not await asyncio.to_thread(bob.blobs.has, chunk(5)[0])
+
+
+async def test_a_full_disk_while_chunks_come_ahead_leaves_the_link_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One chunk written at a time, at most 2,500 bytes waiting: a small chunk fails to
+    # be written while three more wait, then a fifth comes.
+    monkeypatch.setattr("p2pmoments.ahead.WRITE_BATCH", 1)
+    monkeypatch.setattr("p2pmoments.ahead.MAX_PENDING", 2500)
+    async with family_of_two(tmp_path) as (alice, bob):
+        (circle,) = [c.circle_id for c in bob.circles.all()]
+        real = bob.blobs.put_received
+        failed: list[int] = []
+
+        def put(chunks: list[tuple[bytes, bytes]]) -> list[bytes]:
+            if not failed:
+                failed.append(len(chunks))
+                raise DiskFullError("/", "a test")
+            return real(chunks)
+
+        monkeypatch.setattr(bob.blobs, "put_received", put)
+        for n, size in enumerate((10, 1000, 1000, 1000, 1000)):
+            data = bytes([n]) * size
+            assert alice.links.send(bob.me, encode_ahead(circle, chunk_address(data, 2), data))
+        # What could not be written is forgotten, not counted as waiting: Bob's link is
+        # still read.
+        await alice.posting.post("family", "still read")
+        await wait_texts(bob, ["still read"])
+        assert failed
+        assert alice.me in bob.links.linked()
