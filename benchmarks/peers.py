@@ -9,9 +9,10 @@ all from this run.
   rounds (ours, theirs, ours, theirs, ...), median of each. Ours is timed from the first
   byte of the upload (the CLI's own streaming upload, `ApiClient.post_multipart`, as
   `p2pmoments post --file` sends it) to the member's transfer.done, and the transfer
-  alone from the member's moment.added; theirs from the sender's scan to the receiver in
-  sync, and its transfer alone. Peak resident memory of each side's sender and receiver
-  during a round, too.
+  alone from the member's moment.added (since chunks go ahead of their moment, spec/sync.md
+  section 4 point 10, that is only what was left to fetch after it); theirs from the
+  sender's scan to the receiver in sync, and its transfer alone. Peak resident memory of
+  each side's sender and receiver during a round, too.
 - catch-up: ssb-server 16.0.1 catching up 10,000 messages by EBT (benchmarks/
   baseline_ssb.py) and ours catching up 10,000 moments (benchmarks/replication.py's
   CatchUp), in interleaved rounds, each timed from the receiver's dial (connect and

@@ -209,9 +209,10 @@ async def test_a_file_arriving_into_a_full_disk_pauses_without_dropping_the_link
             lambda: _true(bob.disk.full_since is not None),
             what="Bob's disk to be found full",
         )
-        await until(
-            bob,
-            lambda: _true(bob.replication.statistics()["chunks_in_flight"] == 0),
+        # Polled: once chunks sent ahead found the disk full first, no event follows.
+        await eventually(
+            lambda: bob.replication.statistics()["chunks_in_flight"] == 0,
+            timeout=20,
             what="what was in flight to come",
         )
         assert bob.replication.statistics()["fetching_paused"] == 1

@@ -129,6 +129,7 @@ async def test_a_file_of_several_index_pieces_is_followed_a_piece_at_a_time(
         await befriend(alice, bob)
         await alice.circles.create("c", ["Bob"], members_can_post=False)
         await eventually(lambda: bob.circles.all(), what="the manifest")
+        alice.posting.ahead = None  # every chunk fetched, none sent ahead (sync.md 4.10)
         moment = await alice.posting.post("c", "", files=[("big.bin", data, "x/y")])
         await eventually(lambda: bob.moments.pieces or followed, what="Bob to follow it")
 
@@ -179,6 +180,7 @@ async def test_a_file_read_a_piece_at_a_time_resumes_after_a_restart(
                 await befriend(alice, bob)
                 await alice.circles.create("c", ["Bob"], members_can_post=False)
                 await eventually(lambda: bob.circles.all(), what="the manifest")
+                alice.posting.ahead = None  # every chunk fetched, none sent ahead (sync.md 4.10)
                 moment = await alice.posting.post("c", "", files=[("big.bin", data, "x/y")])
                 await eventually(
                     lambda: _held(bob) >= 5 and not _in_flight(bob), what="the first piece's chunks"

@@ -119,6 +119,10 @@ class Disk:
         if self.full_since is None:
             self.full_since = time.time()
 
+    def noticed_full(self) -> bool:
+        """True while the disk is known to be full."""
+        return self.full_since is not None
+
     def free(self) -> int:
         """Free bytes on the data directory's file system (blocks, briefly)."""
         try:

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from p2pmoments import __version__
+from p2pmoments.ahead import AHEAD_MESSAGES, ChunksAhead
 from p2pmoments.blobstore import BlobStore
 from p2pmoments.circleops import CircleEdits
 from p2pmoments.circles import Circles
@@ -186,6 +187,8 @@ class Node:
             spawn=self.spawn,
         )
         self.replication.on_full, self.disk.on_room = self.disk.noticed, self.replication.room
+        self.ahead = ChunksAhead(self.replication.engine, self.links, self.blobs, self.spawn)
+        self.ahead.disk_full, self.posting.ahead = self.disk.noticed_full, self.ahead.sender
         self.versions = FileVersions(self.store, self.moments, self.posting, self.circles)
         self.replication.on_stored = self.versions.stored
         self.onions = Onions(
@@ -529,6 +532,7 @@ class Node:
         )
         self.reach.link_up(key)  # small and first: where we are reachable through Tor
         self.pictures.link_up(key)
+        self.ahead.link_up(key)
         await self.replication.link_up(key)
 
     async def message(self, key: bytes, body: dict[int, Any]) -> None:
@@ -537,6 +541,8 @@ class Node:
             await self.reach.on_message(key, body)
         elif body.get(0) in PICTURE_MESSAGES:
             await self.pictures.on_message(key, body)
+        elif body.get(0) in AHEAD_MESSAGES:
+            await self.ahead.on_message(key, body)
         elif body.get(0) in DEVICE_MESSAGES:
             await self.devices.on_message(key, body)
         else:
@@ -548,6 +554,7 @@ class Node:
         """A link ended."""
         self.reach.link_down(key)
         self.pictures.link_down(key)
+        self.ahead.link_down(key)
         await self.replication.link_down(key)
         self.events.publish("peer.disconnected", identity=identity_text(key), reason=closed.reason)
         if key == self.persons.person_of(key) and self.friends.get(key) is not None:

@@ -85,6 +85,9 @@ class Upload:
         self.addresses: list[bytes] = []  # every chunk written, in order
         self.posted = False
         self._busy: set[asyncio.Future[Any]] = set()  # work on the pack, on threads
+        # Sends each chunk ahead to the circle's members as it is made (ahead.py).
+        self._ahead: Callable[[list[tuple[bytes, bytes]]], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Upload:
         return self
@@ -185,6 +188,18 @@ class Upload:
     def _append(self, pack: PackWriter, chunks: list[tuple[bytes, bytes]]) -> None:
         pack.append(chunks)
         self.addresses += [a for a, _ in chunks]
+        send, loop = self._ahead, self._loop
+        if send is not None and loop is not None and chunks:
+            loop.call_soon_threadsafe(send, chunks)  # on the loop, which owns the links
+
+    def send_ahead(self, circle_ref: str) -> None:
+        """Send this post's chunks to the members of its circle as they are made, before
+        the moment exists (spec/sync.md section 4, point 10), if any linked member takes
+        them. Call once the circle is known (and checked)."""
+        ahead = self._posting.ahead
+        if ahead is not None and self._ahead is None:
+            self._loop = asyncio.get_running_loop()
+            self._ahead = ahead(self._posting._circles.resolve(circle_ref))
 
     async def add_file(
         self,
@@ -268,6 +283,9 @@ class Posting:
         self._person = VerifyKey(person or self._me)
         self._keep_location = keep_location
         self.on_posted = on_posted
+        # What sends an upload's chunks ahead to a circle's members (ahead.py), if set.
+        self.ahead: Callable[[Manifest], Callable[[list[tuple[bytes, bytes]]], None] | None] | None
+        self.ahead = None
         self._waiting: list[_Pending] = []
         self._committing = asyncio.Lock()
         self._decoding = asyncio.Semaphore(MAX_DECODES)
@@ -299,6 +317,7 @@ class Posting:
                 raise UserInputError(f"a moment has at most {MAX_BLOBS} photos and files")
             self.check(circle_ref, text)
             async with self.upload() as made:
+                made.send_ahead(circle_ref)
                 for n, data in enumerate(photos, 1):
                     await made.add_photo(data, f"photo {n}")
                 for name, data, kind in files:

@@ -412,6 +412,10 @@ class Replication:
                     missing = await without_packed(self._store, missing)
                 entries = [Entry.of(m) for m in added]
                 await self._perform(self.engine.stored(circle, entries, peer, missing))
+                for m in with_blobs:  # here whole on arrival (sent ahead): said as done
+                    if peer is not None and m.id not in missing:
+                        total = sum(ref.total() for ref in m.content.blobs)
+                        self._progress(Progress(m.id, total, total, 0))
                 if self.on_stored is not None:
                     await self.on_stored(added)
         except DiskFullError as exc:

@@ -108,6 +108,7 @@ async def multipart(request: web.Request, posting: Posting, upload: Upload) -> d
                 if name == "circle" and not count:
                     with node_errors():
                         posting.check(text)
+                        upload.send_ahead(text)
             else:
                 raise ApiError(400, "bad_request", f"unknown part {name!r}")
     except HttpProcessingError as exc:  # a malformed part header

@@ -327,6 +327,15 @@ class LinkSet:
         info.runner.send(body)
         return True
 
+    def send_if_room(self, key: bytes, body: dict[int, Any], room: int) -> bool:
+        """Send bulk data that may as well be dropped (chunks sent ahead, spec/sync.md
+        section 4, point 10) unless more than `room` bytes wait for the peer already:
+        never waits, never fills our memory; False if not sent."""
+        info = self._linked.get(key)
+        if info is None or info.runner.queued() > room:
+            return False
+        return self.send(key, body)
+
     async def send_paced(self, key: bytes, body: dict[int, Any]) -> bool:
         """Send once the peer has taken most of what we sent before (bulk data: a slow
         peer slows its own transfers, never fills our memory); False if not linked."""

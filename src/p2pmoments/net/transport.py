@@ -86,6 +86,10 @@ class LinkRunner:
         self.link.send(body)  # type: ignore[arg-type]
         self._write_pending()
 
+    def queued(self) -> int:
+        """Bytes written to this link that the socket has not taken yet."""
+        return self._writer.transport.get_write_buffer_size()
+
     async def writable(self) -> None:
         """Wait until the peer has taken most of what we sent (at most WRITE_TIMEOUT);
         ConnectionError if the link is gone. Bulk data waits here; over Tor until less
