@@ -26,7 +26,7 @@ from p2pmoments.core.introduction import (
 from p2pmoments.core.link import MAX_APP_MESSAGE, CloseCode
 from p2pmoments.core.pairing import PairingEvent, PairingState
 from p2pmoments.events import EventBus
-from p2pmoments.friends import Friends
+from p2pmoments.friends import Friends, friend_from_hello
 from p2pmoments.net.links import Hello, Links
 from p2pmoments.ourdevices import OurDevices
 from p2pmoments.pairings import Pairings
@@ -60,8 +60,6 @@ class Parts(Protocol):
     replication: Replication
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
-
-    async def paired(self, hello: Hello) -> None: ...
 
     def friend_json(self, friend: FriendRecord) -> dict[str, Any]: ...
 
@@ -125,7 +123,7 @@ class DevicePairing:
                 return CloseCode.NOT_ACCEPTED, "this device cannot pair yet"
             self._introduce.add(hello.key)
         if hello.person == hello.key:
-            await node.paired(hello)
+            await self.paired(hello)
             return None
         if hello.key not in self._waiting and len(self._waiting) >= MAX_WAITING:
             return CloseCode.OVERLOAD, "too many pairings at once"
@@ -190,6 +188,31 @@ class DevicePairing:
             node.reach.paired(onion)
         is_new = await node.friends.paired(friend)
         await node.persons.keep(hello.person, entries)
+        node.devices.want()  # the person's devices are dial targets now
+        if hello.host is not None and hello.listen_port:
+            node.links.want(hello.key, hello.link_key, address=(hello.host, hello.listen_port))
+        await node.replication.relink(key)  # the device replicates as its person
+        log.info("paired with a device of %s", hello.name)
+        await self._recorded(hello, is_new)
+
+    async def paired(self, hello: Hello) -> None:
+        """A pairing is done with a person's only or first device: they are a friend."""
+        node = self._node
+        host = port = None
+        if not hello.initiator and hello.host is not None:  # not over Tor
+            host, port = hello.host, hello.listen_port
+        elif node.friends.get(hello.key) is None:
+            first = node.links.first_address(hello.key)
+            host, port = first if first else (None, None)
+        is_new = await node.friends.paired(friend_from_hello(hello, host, port, int(time.time())))
+        if hello.pairing_id is not None:
+            node.links.pairing_done(hello.key)
+            node.reach.paired(node.links.onion_of(hello.key))
+        await self._recorded(hello, is_new)
+
+    async def _recorded(self, hello: Hello, is_new: bool) -> None:
+        """The pairing's record says it is done, and a new friend is announced."""
+        node = self._node
         if hello.pairing_id is not None:
             await node.pairings.update(hello.pairing_id, PairingEvent.LINKED)
         elif hello.pairing_token is not None:
@@ -200,11 +223,6 @@ class DevicePairing:
                 identity=hello.person,
                 name=hello.name,
             )
-        node.devices.want()  # the person's devices are dial targets now
-        if hello.host is not None and hello.listen_port:
-            node.links.want(hello.key, hello.link_key, address=(hello.host, hello.listen_port))
-        await node.replication.relink(key)  # the device replicates as its person
-        log.info("paired with a device of %s", hello.name)
         if is_new:
             added = node.friends.get(hello.person)
             assert added is not None

@@ -49,7 +49,7 @@ from p2pmoments.core.replication.engine import Replicator
 from p2pmoments.devicepairing import DevicePairing
 from p2pmoments.disk import Disk
 from p2pmoments.events import EventBus
-from p2pmoments.friends import Friends, friend_from_hello, identity_text
+from p2pmoments.friends import Friends, identity_text
 from p2pmoments.home import load_device
 from p2pmoments.mesh import Mesh
 from p2pmoments.moments import Moments
@@ -463,7 +463,7 @@ class Node:
         if hello.pairing_token is not None or hello.pairing_id is not None:
             if hello.person != hello.key or self.person != self.me:  # a device's: 8.1
                 return await self.device_pairing.established(hello)
-            await self.paired(hello)
+            await self.device_pairing.paired(hello)
             return None
         decided, refusal = self.devices.check_hello(hello)  # spec/devices.md sections 5, 8
         if decided:
@@ -488,32 +488,6 @@ class Node:
                 hello.key, host=hello.host, port=hello.listen_port, name=hello.name
             )
         return None
-
-    async def paired(self, hello: Hello) -> None:
-        """A pairing is done with a person's only or first device: they are a friend."""
-        host = port = None
-        if not hello.initiator and hello.host is not None:  # not over Tor
-            host, port = hello.host, hello.listen_port
-        elif self.friends.get(hello.key) is None:
-            first = self.links.first_address(hello.key)
-            host, port = first if first else (None, None)
-        is_new = await self.friends.paired(friend_from_hello(hello, host, port, int(time.time())))
-        if hello.pairing_id is not None:
-            await self.pairings.update(hello.pairing_id, PairingEvent.LINKED)
-            self.links.pairing_done(hello.key)
-            self.reach.paired(self.links.onion_of(hello.key))
-        elif hello.pairing_token is not None:
-            await self.pairings.record_theirs(
-                hello.link_key,
-                hello.pairing_token,
-                PairingState.CONFIRMED,
-                identity=hello.key,
-                name=hello.name,
-            )
-        if is_new:
-            friend = self.friends.get(hello.key)
-            assert friend is not None
-            self.events.publish("friend.added", **self.friend_json(friend))
 
     async def linked(self, key: bytes) -> None:
         """A link is registered: names remembered, replication starts."""
