@@ -43,7 +43,7 @@ from tests.multinode import (
 from tests.photos import photo_with_location
 from tests.tornet import TorNetwork
 
-pytestmark = [pytest.mark.tor, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.tor, pytest.mark.timeout(900), pytest.mark.xdist_group("tor")]
 
 
 def tor_config(network: TorNetwork) -> Config:

@@ -22,7 +22,7 @@ from p2pmoments.core.onion import ClientAuthKey, OnionAddress, SocksError, Socks
 from p2pmoments.net.tor import Tor, TorStatus, load_or_create_tor_keys
 from tests.tornet import TorNetwork, TorNode
 
-pytestmark = [pytest.mark.tor, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.tor, pytest.mark.timeout(600), pytest.mark.xdist_group("tor")]
 
 REACH_TIMEOUT = 120.0
 
