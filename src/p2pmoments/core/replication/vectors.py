@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from p2pmoments.core.replication.messages import Have, Message, Slot
+from p2pmoments.core.replication.messages import MAX_VECTOR, Have, Message, Slot, Want
 
 __all__ = [
     "ASK_PATIENCE",
@@ -32,6 +32,7 @@ __all__ = [
 # Seconds we wait for the one peer we asked for a circle's moments (or for their author,
 # linked, to push them) before asking another that is ahead (spec/sync.md section 4.8).
 ASK_PATIENCE = 5.0
+MAX_MISSED = 64  # circles per peer whose ranges we could not take yet, remembered
 
 
 def same_person(device: bytes) -> bytes:
@@ -111,6 +112,11 @@ class _PeerView:
     told: dict[bytes, tuple[dict[Slot, int], frozenset[int]]] = field(default_factory=dict)
     # The manifest epochs it holds, per circle (its haves): it can open only those.
     epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
+    # Slots of ranges it sent that we could not take (the circle or its membership not
+    # known yet), per circle: asked for again in our next have to it (spec/sync.md 4.10).
+    missed: dict[bytes, set[Slot]] = field(default_factory=dict)
+    # (circle, slot) -> (from, when) we last asked it to send that range again.
+    wanted: dict[tuple[bytes, Slot], tuple[int, float]] = field(default_factory=dict)
 
 
 class VectorSync:
@@ -172,6 +178,7 @@ class VectorSync:
             view.has.pop(circle, None)
             view.told.pop(circle, None)
             view.epochs.pop(circle, None)
+            view.missed.pop(circle, None)
 
     def forget_circle(self, circle: bytes) -> None:
         """We deleted a circle and what we held of it."""
@@ -278,6 +285,11 @@ class VectorSync:
                 self._tried.get(circle, set()).discard(peer)  # it claims more: ask again
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
+        for author, epoch, start in have.wants:
+            # It lacks what we believed it held (what we sent never reached it, or it
+            # could not take it then): the range goes again, from there (section 4.10).
+            if epoch in epochs and known.get((author, epoch), 0) >= start:
+                known[(author, epoch)] = start - 1
         for (author, epoch), seq in ours.items():
             if epoch in epochs and seq > known.get((author, epoch), 0):
                 first = known.get((author, epoch), 0) + 1
@@ -292,6 +304,37 @@ class VectorSync:
             # moment, and asking each would bring it once a neighbour.
             out += self._ask(peer, circle)
         return out
+
+    def connects(self, circle: bytes, author: bytes, epoch: int, first: int) -> bool:
+        """True if a range starting at `first` continues what we hold of (author, epoch)."""
+        return first <= self._held.get(circle, {}).get((author, epoch), 0) + 1
+
+    def gap(
+        self, peer: bytes, circle: bytes, author: bytes, epoch: int, now: float
+    ) -> list[Action]:
+        """A range from `peer` starts past what we hold (a range it sent before never
+        reached us, or we could not take it): ask for it again from where ours ends, with
+        a have naming it (once per ASK_PATIENCE for the same start)."""
+        self._now = now
+        view = self._peers.get(peer)
+        if view is None:
+            return []
+        start = self._held.get(circle, {}).get((author, epoch), 0) + 1
+        last = view.wanted.get((circle, (author, epoch)))
+        if last is not None and last[0] == start and now - last[1] < ASK_PATIENCE:
+            return []
+        view.wanted[(circle, (author, epoch))] = (start, now)
+        return self._tell(peer, circle, force=True, wants=((author, epoch, start),))
+
+    def missed(self, peer: bytes, circle: bytes, author: bytes, epoch: int) -> None:
+        """A range from `peer` we could not take (its circle, or that it is a member, not
+        known to us yet): asked for again in our next have to it about that circle."""
+        view = self._peers.get(peer)
+        if view is None or (circle not in view.missed and len(view.missed) >= MAX_MISSED):
+            return
+        slots = view.missed.setdefault(circle, set())
+        if len(slots) < MAX_VECTOR:
+            slots.add((author, epoch))
 
     def circles_of(self, peer: bytes) -> list[bytes]:
         """The circles whose traffic may go to `peer`."""
@@ -394,12 +437,16 @@ class VectorSync:
                 out += self._tell(peer, circle)
         return out
 
-    def _tell(self, peer: bytes, circle: bytes, *, force: bool = False) -> list[Action]:
+    def _tell(
+        self, peer: bytes, circle: bytes, *, force: bool = False, wants: tuple[Want, ...] = ()
+    ) -> list[Action]:
         vector = dict(self._held.get(circle, {}))
         membership = self._circles.get(circle)
         epochs = frozenset(membership.members) if membership else frozenset()
         view = self._peers[peer]
-        if not force and view.told.get(circle) == (vector, epochs):
+        missed = view.missed.pop(circle, set()) if membership is not None else set()
+        wants += tuple((a, e, vector.get((a, e), 0) + 1) for a, e in sorted(missed))
+        if not force and not wants and view.told.get(circle) == (vector, epochs):
             return []  # nothing new to say
         view.told[circle] = (vector, epochs)
-        return [Send(peer, Have(circle=circle, vector=vector, epochs=epochs))]
+        return [Send(peer, Have(circle=circle, vector=vector, epochs=epochs, wants=wants))]
