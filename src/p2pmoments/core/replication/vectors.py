@@ -33,6 +33,10 @@ __all__ = [
 # linked, to push them) before asking another that is ahead (spec/sync.md section 4.8).
 ASK_PATIENCE = 5.0
 MAX_MISSED = 64  # circles per peer whose ranges we could not take yet, remembered
+# Seconds a range we sent may go unconfirmed by the peer's haves before it is sent again,
+# and how many times (spec/sync.md section 4, point 10); a version 2 daemon confirms nothing.
+ACK_WAIT = 30.0
+ACK_TRIES = 2
 
 
 def same_person(device: bytes) -> bytes:
@@ -117,6 +121,31 @@ class _PeerView:
     missed: dict[bytes, set[Slot]] = field(default_factory=dict)
     # (circle, slot) -> (from, when) we last asked it to send that range again.
     wanted: dict[tuple[bytes, Slot], tuple[int, float]] = field(default_factory=dict)
+    # The highest seq its haves named, per circle and slot: what it confirmed holding.
+    acked: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
+    # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how
+    # many times it was sent again for that): past ACK_WAIT, sent again (section 4.10).
+    unacked: dict[tuple[bytes, Slot], tuple[float, int]] = field(default_factory=dict)
+
+    def sent(self, circle: bytes, slot: Slot, seq: int, now: float) -> None:
+        """We sent it a range of `slot` up to `seq`: it holds it, we believe, until its
+        haves say otherwise or stay silent too long."""
+        self.has.setdefault(circle, {})[slot] = seq
+        tries = self.unacked.get((circle, slot), (now, 0))[1]
+        self.unacked[(circle, slot)] = (now, tries)
+
+    def confirmed(self, circle: bytes, vector: Mapping[Slot, int], now: float) -> None:
+        """Its have named `vector`: what we sent it and it now holds is confirmed."""
+        acked = self.acked.setdefault(circle, {})
+        known = self.has.get(circle, {})
+        for slot, seq in vector.items():
+            if seq > acked.get(slot, 0):
+                acked[slot] = seq
+                if (circle, slot) in self.unacked:
+                    self.unacked[(circle, slot)] = (now, 0)  # on its way: wait again
+        for key in [k for k in self.unacked if k[0] == circle]:
+            if acked.get(key[1], 0) >= known.get(key[1], 0):
+                del self.unacked[key]
 
 
 class VectorSync:
@@ -179,6 +208,8 @@ class VectorSync:
             view.told.pop(circle, None)
             view.epochs.pop(circle, None)
             view.missed.pop(circle, None)
+            view.acked.pop(circle, None)
+            view.unacked = {k: v for k, v in view.unacked.items() if k[0] != circle}
 
     def forget_circle(self, circle: bytes) -> None:
         """We deleted a circle and what we held of it."""
@@ -254,6 +285,33 @@ class VectorSync:
                 del self._asked[circle]
                 self._tried.setdefault(circle, set()).add(asked)
                 out += self._ask_someone(circle, wait=False)
+        for peer in list(self._peers):
+            out += self._send_again(peer, now)
+        return out
+
+    def _send_again(self, peer: bytes, now: float) -> list[Action]:
+        """Ranges sent to `peer` that its haves have not confirmed in ACK_WAIT seconds are
+        sent again from what it confirmed (it may have lost them on the way while its link
+        stayed up: spec/sync.md section 4, point 10), ACK_TRIES times at most."""
+        view = self._peers[peer]
+        out: list[Action] = []
+        for (circle, slot), (when, tries) in list(view.unacked.items()):
+            if now - when < ACK_WAIT:
+                continue
+            membership = self._circles.get(circle)
+            held = self._held.get(circle, {}).get(slot, 0)
+            acked = view.acked.get(circle, {}).get(slot, 0)
+            if (
+                tries >= ACK_TRIES
+                or held <= acked
+                or membership is None
+                or not membership.may_read(peer, slot[1])
+            ):
+                del view.unacked[(circle, slot)]
+                continue
+            view.unacked[(circle, slot)] = (now, tries + 1)
+            view.has.setdefault(circle, {})[slot] = held
+            out.append(SendRange(peer, circle, slot[0], acked + 1, held, frozenset({slot[1]})))
         return out
 
     def received_have(self, peer: bytes, have: Have, now: float | None = None) -> list[Action]:
@@ -290,11 +348,12 @@ class VectorSync:
             # could not take it then): the range goes again, from there (section 4.10).
             if epoch in epochs and known.get((author, epoch), 0) >= start:
                 known[(author, epoch)] = start - 1
+        view.confirmed(circle, theirs, self._now)
         for (author, epoch), seq in ours.items():
             if epoch in epochs and seq > known.get((author, epoch), 0):
                 first = known.get((author, epoch), 0) + 1
                 out.append(SendRange(peer, circle, author, first, seq, frozenset({epoch})))
-                known[(author, epoch)] = seq
+                view.sent(circle, (author, epoch), seq, self._now)
         if self._ahead(peer, circle):
             # They are ahead where we may read: our have is a request, so it goes even if
             # unchanged. No loop: the side that is ahead answers with moments, not with a
@@ -432,7 +491,7 @@ class VectorSync:
                 out.append(
                     SendRange(peer, circle, author, known.get(slot, 0) + 1, seq, frozenset({epoch}))
                 )
-                known[slot] = seq
+                view.sent(circle, slot, seq, self._now)
             elif known.get(slot, 0) < seq:
                 out += self._tell(peer, circle)
         return out
