@@ -31,7 +31,7 @@ def lose_moments(node: Node) -> list[int]:
             return  # never reached it
         await original(key, body)
 
-    node.replication.on_message = losing  # type: ignore[method-assign]
+    node.replication.on_message = losing  # type: ignore[method-assign, assignment]
     return to_lose
 
 
