@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from p2pmoments.core.replication.messages import MAX_VECTOR, Have, Message, Slot, Want
+from p2pmoments.core.replication.messages import Have, Message, Slot, Want
 
 __all__ = [
     "ASK_PATIENCE",
@@ -32,7 +32,9 @@ __all__ = [
 # Seconds we wait for the one peer we asked for a circle's moments (or for their author,
 # linked, to push them) before asking another that is ahead (spec/sync.md section 4.8).
 ASK_PATIENCE = 5.0
-MAX_MISSED = 64  # circles per peer whose ranges we could not take yet, remembered
+# What a peer can make us remember of ranges we could not take, or asked again: slots.
+MAX_MISSED = 1024
+WANT_GAP = 1.0  # seconds at least between two haves asking a peer again for a range
 # Seconds a range we sent may go unconfirmed by the peer's haves before it is sent again,
 # and how many times (spec/sync.md section 4, point 10); a version 2 daemon confirms nothing.
 ACK_WAIT = 30.0
@@ -119,8 +121,10 @@ class _PeerView:
     # Slots of ranges it sent that we could not take (the circle or its membership not
     # known yet), per circle: asked for again in our next have to it (spec/sync.md 4.10).
     missed: dict[bytes, set[Slot]] = field(default_factory=dict)
-    # (circle, slot) -> (from, when) we last asked it to send that range again.
+    # (circle, slot) -> (from, when) we last asked it to send that range again, and when
+    # we last asked it for any.
     wanted: dict[tuple[bytes, Slot], tuple[int, float]] = field(default_factory=dict)
+    want_at: float = float("-inf")
     # The highest seq its haves named, per circle and slot: what it confirmed holding.
     acked: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
     # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how
@@ -376,24 +380,24 @@ class VectorSync:
         a have naming it (once per ASK_PATIENCE for the same start)."""
         self._now = now
         view = self._peers.get(peer)
-        if view is None:
-            return []
+        if view is None or now - view.want_at < WANT_GAP:
+            return []  # a have is our whole vector: a peer cannot make us send many
         start = self._held.get(circle, {}).get((author, epoch), 0) + 1
         last = view.wanted.get((circle, (author, epoch)))
         if last is not None and last[0] == start and now - last[1] < ASK_PATIENCE:
             return []
+        if len(view.wanted) >= MAX_MISSED:
+            view.wanted.clear()
         view.wanted[(circle, (author, epoch))] = (start, now)
+        view.want_at = now
         return self._tell(peer, circle, force=True, wants=((author, epoch, start),))
 
     def missed(self, peer: bytes, circle: bytes, author: bytes, epoch: int) -> None:
         """A range from `peer` we could not take (its circle, or that it is a member, not
         known to us yet): asked for again in our next have to it about that circle."""
         view = self._peers.get(peer)
-        if view is None or (circle not in view.missed and len(view.missed) >= MAX_MISSED):
-            return
-        slots = view.missed.setdefault(circle, set())
-        if len(slots) < MAX_VECTOR:
-            slots.add((author, epoch))
+        if view is not None and sum(len(s) for s in view.missed.values()) < MAX_MISSED:
+            view.missed.setdefault(circle, set()).add((author, epoch))
 
     def circles_of(self, peer: bytes) -> list[bytes]:
         """The circles whose traffic may go to `peer`."""
