@@ -132,6 +132,47 @@ def test_a_range_a_member_could_not_take_yet_is_asked_for_once_it_can() -> None:
     assert [(a.first, a.last) for a in again if isinstance(a, SendRange)] == [(1, 2)]
 
 
+def test_a_peer_that_never_confirms_gets_each_range_twice_more_at_most() -> None:
+    """A daemon of version 2 sends no acknowledgement: what is sent it again is bounded."""
+    world = linked_world(frozenset({ALICE, BOB}))
+    copies = 0
+
+    def lose_all() -> None:
+        nonlocal copies
+        while lose_next_moments(world, BOB):
+            copies += 1
+
+    def ticks(rounds: range) -> None:
+        for round_ in rounds:
+            for node in world.nodes.values():
+                world.apply(node.key, node.engine.tick(round_ * (ACK_WAIT + 1)))
+            lose_all()
+            world.run()
+
+    world.post(ALICE, CIRCLE)
+    lose_all()
+    ticks(range(1, 6))
+    world.post(ALICE, CIRCLE)
+    lose_all()
+    ticks(range(6, 12))
+    assert copies == 1 + 2 + 1  # the push, two more, then the next push only
+    assert seqs(world, BOB) == []
+
+
+def test_ranges_past_what_we_hold_make_us_send_one_have_a_second_at_most() -> None:
+    """A member sending spans that start past what we hold, for made-up authors, cannot
+    make us send our whole vector again and again."""
+    world = linked_world(frozenset({ALICE, BOB}))
+    bob = world.nodes[BOB].engine
+    haves = 0
+    for i in range(200):
+        moments = Moments(circle=CIRCLE, envelopes=(b"x",), span=(bytes([i]) * 32, 0, 5, 6))
+        actions = bob.receive(ALICE, moments, i * 0.01)  # two seconds of them
+        haves += sum(isinstance(a, Send) and isinstance(a.message, Have) for a in actions)
+        assert not [a for a in actions if not isinstance(a, Send)]  # nothing opened
+    assert haves == 2
+
+
 node = st.integers(0, 3)  # an index, taken modulo the number of members
 events = st.lists(
     st.one_of(

@@ -130,13 +130,17 @@ class _PeerView:
     # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how
     # many times it was sent again for that): past ACK_WAIT, sent again (section 4.10).
     unacked: dict[tuple[bytes, Slot], tuple[float, int]] = field(default_factory=dict)
+    # (circle, slot) sent again ACK_TRIES times unconfirmed: not again until it confirms
+    # more (a daemon of version 2 confirms nothing).
+    deaf: set[tuple[bytes, Slot]] = field(default_factory=set)
 
     def sent(self, circle: bytes, slot: Slot, seq: int, now: float) -> None:
         """We sent it a range of `slot` up to `seq`: it holds it, we believe, until its
         haves say otherwise or stay silent too long."""
         self.has.setdefault(circle, {})[slot] = seq
-        tries = self.unacked.get((circle, slot), (now, 0))[1]
-        self.unacked[(circle, slot)] = (now, tries)
+        if (circle, slot) not in self.deaf:
+            tries = self.unacked.get((circle, slot), (now, 0))[1]
+            self.unacked[(circle, slot)] = (now, tries)
 
     def confirmed(self, circle: bytes, vector: Mapping[Slot, int], now: float) -> None:
         """Its have named `vector`: what we sent it and it now holds is confirmed."""
@@ -145,6 +149,7 @@ class _PeerView:
         for slot, seq in vector.items():
             if seq > acked.get(slot, 0):
                 acked[slot] = seq
+                self.deaf.discard((circle, slot))
                 if (circle, slot) in self.unacked:
                     self.unacked[(circle, slot)] = (now, 0)  # on its way: wait again
         for key in [k for k in self.unacked if k[0] == circle]:
@@ -214,6 +219,7 @@ class VectorSync:
             view.missed.pop(circle, None)
             view.acked.pop(circle, None)
             view.unacked = {k: v for k, v in view.unacked.items() if k[0] != circle}
+            view.deaf = {k for k in view.deaf if k[0] != circle}
 
     def forget_circle(self, circle: bytes) -> None:
         """We deleted a circle and what we held of it."""
@@ -312,6 +318,8 @@ class VectorSync:
                 or not membership.may_read(peer, slot[1])
             ):
                 del view.unacked[(circle, slot)]
+                if tries >= ACK_TRIES:
+                    view.deaf.add((circle, slot))
                 continue
             view.unacked[(circle, slot)] = (now, tries + 1)
             view.has.setdefault(circle, {})[slot] = held
