@@ -13,9 +13,10 @@ actions are made.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from p2pmoments.core.replication.messages import Have, Message, Slot, Want
+from p2pmoments.core.replication.peerview import PeerView
 
 __all__ = [
     "ASK_PATIENCE",
@@ -110,53 +111,6 @@ class SendRange:
 Action = Send | SendManifests | SendRange
 
 
-@dataclass(slots=True)
-class _PeerView:
-    # What we know the peer holds, per circle and (author, epoch) (its haves, our sends).
-    has: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
-    # The last vector and manifest epochs we told it, per circle: we do not repeat ourselves.
-    told: dict[bytes, tuple[dict[Slot, int], frozenset[int]]] = field(default_factory=dict)
-    # The manifest epochs it holds, per circle (its haves): it can open only those.
-    epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
-    # Slots of ranges it sent that we could not take (the circle or its membership not
-    # known yet), per circle: asked for again in our next have to it (spec/sync.md 4.10).
-    missed: dict[bytes, set[Slot]] = field(default_factory=dict)
-    # (circle, slot) -> (from, when) we last asked it to send that range again, and when
-    # we last asked it for any.
-    wanted: dict[tuple[bytes, Slot], tuple[int, float]] = field(default_factory=dict)
-    want_at: float = float("-inf")
-    # The highest seq its haves named, per circle and slot: what it confirmed holding.
-    acked: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
-    # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how
-    # many times it was sent again for that): past ACK_WAIT, sent again (section 4.10).
-    unacked: dict[tuple[bytes, Slot], tuple[float, int]] = field(default_factory=dict)
-    # (circle, slot) sent again ACK_TRIES times unconfirmed: not again until it confirms
-    # more (a daemon of version 2 confirms nothing).
-    deaf: set[tuple[bytes, Slot]] = field(default_factory=set)
-
-    def sent(self, circle: bytes, slot: Slot, seq: int, now: float) -> None:
-        """We sent it a range of `slot` up to `seq`: it holds it, we believe, until its
-        haves say otherwise or stay silent too long."""
-        self.has.setdefault(circle, {})[slot] = seq
-        if (circle, slot) not in self.deaf:
-            tries = self.unacked.get((circle, slot), (now, 0))[1]
-            self.unacked[(circle, slot)] = (now, tries)
-
-    def confirmed(self, circle: bytes, vector: Mapping[Slot, int], now: float) -> None:
-        """Its have named `vector`: what we sent it and it now holds is confirmed."""
-        acked = self.acked.setdefault(circle, {})
-        known = self.has.get(circle, {})
-        for slot, seq in vector.items():
-            if seq > acked.get(slot, 0):
-                acked[slot] = seq
-                self.deaf.discard((circle, slot))
-                if (circle, slot) in self.unacked:
-                    self.unacked[(circle, slot)] = (now, 0)  # on its way: wait again
-        for key in [k for k in self.unacked if k[0] == circle]:
-            if acked.get(key[1], 0) >= known.get(key[1], 0):
-                del self.unacked[key]
-
-
 class VectorSync:
     """Replication decisions by sequence vectors, for one daemon."""
 
@@ -168,7 +122,7 @@ class VectorSync:
         self._eager = eager
         self._circles: dict[bytes, Membership] = {}
         self._held: dict[bytes, dict[Slot, int]] = {}
-        self._peers: dict[bytes, _PeerView] = {}
+        self._peers: dict[bytes, PeerView] = {}
         # Per circle, the one peer we asked for what we lack, and when (or an author we
         # wait for: it pushes its own moments): one copy of a moment, not one a neighbour.
         self._asked: dict[bytes, tuple[bytes, float]] = {}
@@ -256,7 +210,7 @@ class VectorSync:
 
     def link_up(self, peer: bytes) -> list[Action]:
         """A link to `peer` is open: tell it what we hold of every circle it is in."""
-        self._peers[peer] = _PeerView()
+        self._peers[peer] = PeerView()
         return [
             a
             for c, m in self._circles.items()
