@@ -38,7 +38,6 @@ def lose_moments(node: Node) -> list[int]:
 async def test_moments_lost_on_a_link_that_stays_up_arrive_all_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vectors, "ACK_WAIT", 1.0)  # instead of 30 s
     async with family_of_two(tmp_path) as (alice, bob):
         to_lose = lose_moments(bob)
         await alice.posting.post("family", "one")
@@ -49,8 +48,12 @@ async def test_moments_lost_on_a_link_that_stays_up_arrive_all_the_same(
         await alice.posting.post("family", "three")
         # Before: Bob held one and three, and never two (his vector said 3).
         await wait_texts(bob, ["one", "two", "three"])
+        assert bob.replication.statistics()["ranges_refused"] == 1  # three, at first
+        assert alice.replication.statistics()["ranges_sent_again"] == 1  # two and three
         # The last push lost, and nothing after it: Alice's ticks find it unconfirmed.
+        monkeypatch.setattr(vectors, "ACK_WAIT", 1.0)  # instead of 30 s
         to_lose.append(1)
         await alice.posting.post("family", "four")
         await eventually(lambda: not to_lose, what="the push of 'four' to be lost")
         await wait_texts(bob, ["one", "two", "three", "four"])
+        assert alice.replication.statistics()["ranges_sent_again"] >= 2

@@ -199,7 +199,12 @@ class Replicator:
 
     def statistics(self) -> dict[str, int]:
         """A snapshot of what replication is doing."""
-        return {"linked": len(self._peers), **self._chunks.statistics()}
+        return {
+            "linked": len(self._peers),
+            "ranges_refused": self._vectors.refused,
+            "ranges_sent_again": self._vectors.resent,
+            **self._chunks.statistics(),
+        }
 
     # --- links ---------------------------------------------------------------------
 

@@ -132,6 +132,10 @@ class VectorSync:
         # ask a peer, not one every few seconds for ever.
         self._tried: dict[bytes, set[bytes]] = {}
         self._now = 0.0  # the time of the last event that told us the time
+        # Ranges not taken (they did not continue what we held), and sent again (asked
+        # for again, or unconfirmed): spec/sync.md section 4, point 10.
+        self.refused = 0
+        self.resent = 0
 
     # --- what the shell tells us ---------------------------------------------
 
@@ -276,6 +280,7 @@ class VectorSync:
                     view.deaf.add((circle, slot))
                 continue
             view.unacked[(circle, slot)] = (now, tries + 1)
+            self.resent += 1
             view.has.setdefault(circle, {})[slot] = held
             out.append(SendRange(peer, circle, slot[0], acked + 1, held, frozenset({slot[1]})))
         return out
@@ -314,6 +319,7 @@ class VectorSync:
             # could not take it then): the range goes again, from there (section 4.10).
             if epoch in epochs and known.get((author, epoch), 0) >= start:
                 known[(author, epoch)] = start - 1
+                self.resent += 1
         view.confirmed(circle, theirs, self._now)
         for (author, epoch), seq in ours.items():
             if epoch in epochs and seq > known.get((author, epoch), 0):
@@ -341,6 +347,7 @@ class VectorSync:
         reached us, or we could not take it): ask for it again from where ours ends, with
         a have naming it (once per ASK_PATIENCE for the same start)."""
         self._now = now
+        self.refused += 1
         view = self._peers.get(peer)
         if view is None or now - view.want_at < WANT_GAP:
             return []  # a have is our whole vector: a peer cannot make us send many
