@@ -36,7 +36,7 @@ from p2pmoments.core.replication.engine import (
     SendRange,
     Serve,
     WriteChunks,
-    batches,
+    sends,
 )
 from p2pmoments.core.replication.messages import (
     Chunk,
@@ -133,14 +133,13 @@ class World:
                     self.queue.append((at, action.peer, action.message))
             elif isinstance(action, SendRange):
                 held = node.held.get(action.circle, {})
-                envelopes = [
-                    envelope(action.circle, action.author, s, e)
-                    for (a, s), e in sorted(held.items())
-                    if a == action.author
-                    and action.first <= s <= action.last
-                    and e in action.epochs
-                ]
-                self.apply(at, list(batches(action.peer, action.circle, envelopes)))
+                for epoch in sorted(action.epochs):
+                    items = [
+                        (s, envelope(action.circle, action.author, s, e))
+                        for (a, s), e in sorted(held.items())
+                        if a == action.author and action.first <= s <= action.last and e == epoch
+                    ]
+                    self.apply(at, list(sends(action, epoch, items)))
             elif isinstance(action, KeepManifest):
                 node.manifests.setdefault(action.manifest.circle, set()).add(action.manifest.epoch)
             elif isinstance(action, Open):

@@ -42,7 +42,7 @@ from p2pmoments.core.replication.engine import (
     SendRange,
     Serve,
     WriteChunks,
-    batches,
+    sends,
 )
 from p2pmoments.core.replication.messages import BadMessage, Chunk, Message
 from p2pmoments.core.replication.rules import Entry
@@ -360,10 +360,16 @@ class Replication:
     async def _send_range(self, action: SendRange) -> None:
         now = int(time.time())
         for epoch in sorted(action.epochs):
-            envelopes = await self._store.run(
-                Store.envelopes, action.circle, action.author, epoch, action.first, action.last, now
+            items = await self._store.run(
+                Store.seq_envelopes,
+                action.circle,
+                action.author,
+                epoch,
+                action.first,
+                action.last,
+                now,
             )
-            for send in batches(action.peer, action.circle, envelopes):
+            for send in sends(action, epoch, items):  # each naming what it covers
                 self._send(send.peer, send.message)
 
     async def _open(self, action: Open, opening: asyncio.Future[Opened] | None) -> None:

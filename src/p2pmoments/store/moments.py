@@ -183,13 +183,19 @@ class MomentTables(Database):
         self, circle_id: bytes, author: bytes, epoch: int, first: int, last: int, now: int
     ) -> list[bytes]:
         """The envelopes of a range, in order; retracted and expired ones left out."""
+        return [e for _, e in self.seq_envelopes(circle_id, author, epoch, first, last, now)]
+
+    def seq_envelopes(
+        self, circle_id: bytes, author: bytes, epoch: int, first: int, last: int, now: int
+    ) -> list[tuple[int, bytes]]:
+        """(seq, envelope) of a range, in order; retracted and expired ones left out."""
         rows = self._conn.execute(
-            "SELECT envelope FROM moments WHERE circle_id = ? AND author = ? AND epoch = ?"
+            "SELECT seq, envelope FROM moments WHERE circle_id = ? AND author = ? AND epoch = ?"
             " AND seq BETWEEN ? AND ? AND retracted = 0 AND (expires IS NULL OR expires > ?)"
             " ORDER BY seq",
             (circle_id, author, epoch, first, last, now),
         )
-        return [r[0] for r in rows]
+        return [(r[0], r[1]) for r in rows]
 
     def retracted_among(self, moment_ids: Sequence[bytes]) -> set[bytes]:
         """Those of these moments whose retraction we hold (it may arrive before them)."""

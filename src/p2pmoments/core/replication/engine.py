@@ -47,9 +47,11 @@ from p2pmoments.core.replication.messages import (
     Message,
     Moments,
     Removed,
+    Span,
     WantChunks,
 )
 from p2pmoments.core.replication.rules import Entry
+from p2pmoments.core.replication.spans import covered, range_batches
 from p2pmoments.core.replication.vectors import (
     Eager,
     Membership,
@@ -124,6 +126,8 @@ class Replicator:
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from
         self._peers: dict[bytes, _Peer] = {}
+        # (peer, circle) -> the span of the moments being opened (spec/sync.md 4.10).
+        self._spans: dict[tuple[bytes, bytes], Span] = {}
         self._retry_at = 0.0  # when to ask again for chunks every linked peer lacked
         self._retries = 0  # times asked again since a moment came that needs chunks
 
@@ -195,7 +199,12 @@ class Replicator:
 
     def statistics(self) -> dict[str, int]:
         """A snapshot of what replication is doing."""
-        return {"linked": len(self._peers), **self._chunks.statistics()}
+        return {
+            "linked": len(self._peers),
+            "ranges_refused": self._vectors.refused,
+            "ranges_sent_again": self._vectors.resent,
+            **self._chunks.statistics(),
+        }
 
     # --- links ---------------------------------------------------------------------
 
@@ -220,6 +229,7 @@ class Replicator:
     def link_down(self, peer: bytes) -> list[Action]:
         """A link went: chunks asked of the peer are asked of someone else."""
         self._peers.pop(peer, None)
+        self._spans = {k: v for k, v in self._spans.items() if k[0] != peer}
         asks = self._vectors.link_down(peer)
         return [*self._chunks.link_down(peer), *self._expand(asks)]
 
@@ -244,6 +254,9 @@ class Replicator:
         """A message from a linked peer."""
         if peer not in self._peers:
             return []
+        return [*self._span_left(peer), *self._receive(peer, message, now)]
+
+    def _receive(self, peer: bytes, message: Message, now: float) -> list[Action]:
         if isinstance(message, Manifests):
             return self._on_manifests(peer, message, now)
         if isinstance(message, Have):
@@ -264,10 +277,7 @@ class Replicator:
                     out.append(Delivered(self._person_of(peer), message.circle, ours))
             return out
         if isinstance(message, Moments):
-            membership = self.membership(message.circle)
-            if membership is None or not membership.in_latest(peer) or message.circle in self._left:
-                return []  # only the circle's current members exchange its moments
-            return [Open(peer, message.circle, message.envelopes)] if message.envelopes else []
+            return self._on_moments(peer, message, now)
         if isinstance(message, WantChunks):
             return [Serve(peer, message.addresses)] if message.addresses else []
         if isinstance(message, Chunk):
@@ -350,8 +360,11 @@ class Replicator:
         that peer. `missing` gives, for moments with photos or files not all here, what
         they lack; `envelopes` may give the envelopes of the entries (ours, just sealed),
         sent as they are instead of read back."""
+        held = [(e.author, e.seq, e.epoch) for e in entries]
+        span = self._spans.pop((source, circle), None) if source is not None else None
+        more = None if span is None or source is None else covered(span, source)
         out = self._expand(
-            self._vectors.stored(circle, [(e.author, e.seq, e.epoch) for e in entries], source),
+            self._vectors.stored(circle, [*held, *([more] if more else [])], source),
             fresh={(e.author, e.seq): envelopes[e.id] for e in entries if e.id in envelopes},
         )
         if any(entry.id in missing for entry in entries):
@@ -438,6 +451,38 @@ class Replicator:
             person_of=self._person_of,
         )
 
+    def _on_moments(self, peer: bytes, message: Moments, now: float) -> list[Action]:
+        """Moments from a member are opened, if they continue what we hold (section 4.10)."""
+        circle, span = message.circle, message.span
+        membership = self.membership(circle)
+        if circle in self._left:
+            return []
+        if membership is None or not membership.in_latest(peer):
+            # Only the circle's current members exchange its moments; a range we cannot
+            # take yet is asked for again once we can (its sender believes we hold it).
+            if span is not None:
+                self._vectors.missed(peer, circle, span[0], span[1])
+            return []
+        if span is None:
+            return [Open(peer, circle, message.envelopes)] if message.envelopes else []
+        author, epoch, first, _ = span
+        if not self._vectors.connects(circle, author, epoch, first):
+            return self._expand(self._vectors.gap(peer, circle, author, epoch, now))
+        self._spans[(peer, circle)] = span
+        if not message.envelopes:
+            return self._span_left(peer)  # nothing in it: its author says so
+        return [Open(peer, circle, message.envelopes)]
+
+    def _span_left(self, peer: bytes) -> list[Action]:
+        """Spans whose envelopes were all held already (nothing new stored): what their
+        author says exists no more of is held now."""
+        out: list[Action] = []
+        for key in [k for k in self._spans if k[0] == peer]:
+            more = covered(self._spans.pop(key), peer)
+            if more is not None:
+                out += self._expand(self._vectors.stored(key[1], [more], peer))
+        return out
+
     def _on_manifests(self, peer: bytes, message: Manifests, now: float) -> list[Action]:
         out: list[Action] = []
         for raw in message.manifests[:MAX_MANIFESTS]:
@@ -492,10 +537,10 @@ class Replicator:
             elif isinstance(action, SendRange) and all(
                 (action.author, s) in fresh for s in range(action.first, action.last + 1)
             ):
-                envelopes = tuple(
-                    fresh[(action.author, s)] for s in range(action.first, action.last + 1)
-                )
-                out += _batches(action.peer, action.circle, envelopes)
+                items = [
+                    (s, fresh[(action.author, s)]) for s in range(action.first, action.last + 1)
+                ]
+                out += sends(action, min(action.epochs), items)
             else:
                 out.append(action)
         return out
@@ -530,6 +575,12 @@ def _batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Act
     if batch:
         out.append(Send(peer, Moments(circle=circle, envelopes=tuple(batch))))
     return out
+
+
+def sends(action: SendRange, epoch: int, items: Sequence[tuple[int, bytes]]) -> list[Send]:
+    """The moments messages of a range: its (seq, envelope) `items` of `epoch`, at most
+    MAX_BATCH bytes of envelopes each, each naming what it covers (spec/sync.md 4.10)."""
+    return range_batches(action, epoch, items, MAX_BATCH)
 
 
 def batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Send]:

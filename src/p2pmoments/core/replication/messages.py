@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from p2pmoments.core.blobs import MAX_CHUNK
 from p2pmoments.core.errors import RemoteProtocolError
@@ -36,6 +36,8 @@ __all__ = [
     "Moments",
     "Removed",
     "Slot",
+    "Span",
+    "Want",
     "WantChunks",
     "decode",
     "encode",
@@ -53,6 +55,8 @@ MAX_U32 = (1 << 32) - 1
 MAX_SEQ = (1 << 63) - 1
 
 Slot = tuple[bytes, int]  # (author, epoch)
+Span = tuple[bytes, int, int, int]  # (author, epoch, first, last): a range, all of it sent
+Want = tuple[bytes, int, int]  # (author, epoch, from): send me that range again, from there
 
 
 class BadMessage(RemoteProtocolError):
@@ -73,19 +77,23 @@ class Manifests:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Have:
     """What the sender holds of one circle: the highest sequence per (author, epoch), and
-    the manifest epochs it holds (none: a plea for manifests)."""
+    the manifest epochs it holds (none: a plea for manifests); `wants`, ranges it lacks
+    though we may believe otherwise (spec/sync.md section 4, point 11)."""
 
     circle: bytes
     vector: Mapping[Slot, int]
     epochs: frozenset[int]
+    wants: tuple[Want, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Moments:
-    """Envelopes of one circle, in ascending sequence order, unverified."""
+    """Envelopes of one circle, in ascending sequence order, unverified; `span`, if
+    given, says they are all the sender holds of that range (spec/sync.md section 3)."""
 
     circle: bytes
     envelopes: tuple[bytes, ...]
+    span: Span | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +133,35 @@ def _id(value: object, what: str) -> bytes:
     return value
 
 
+def _seq_entry(entry: object, size: int) -> TypeGuard[list[Any]]:
+    """True if `entry` is [author (32 bytes), epoch (u32), then `size` - 2 sequence numbers]."""
+    return (
+        type(entry) is list
+        and len(entry) == size
+        and type(entry[0]) is bytes
+        and len(entry[0]) == 32
+        and type(entry[1]) is int
+        and 0 <= entry[1] <= MAX_U32
+        and all(type(x) is int and 0 <= x <= MAX_SEQ for x in entry[2:])
+    )
+
+
+def _wants(value: object) -> tuple[Want, ...]:
+    if type(value) is not list or len(value) > MAX_VECTOR:
+        raise BadMessage("malformed have")
+    if not all(_seq_entry(w, 3) and w[2] >= 1 for w in value):
+        raise BadMessage("malformed have")
+    return tuple((w[0], w[1], w[2]) for w in value)
+
+
+def _span(value: object) -> Span | None:
+    if value is None:
+        return None
+    if not _seq_entry(value, 4) or not 1 <= value[2] <= value[3]:
+        raise BadMessage("malformed moments message")
+    return (value[0], value[1], value[2], value[3])
+
+
 def _have(body: Mapping[int, Any]) -> Have:
     circle = _id(body.get(1), "have")
     entries, epochs = body.get(2), body.get(3, [])
@@ -136,19 +173,11 @@ def _have(body: Mapping[int, Any]) -> Have:
         raise BadMessage("malformed have")
     vector: dict[Slot, int] = {}
     for entry in entries:
-        if (
-            type(entry) is not list
-            or len(entry) != 3
-            or type(entry[0]) is not bytes
-            or len(entry[0]) != 32
-            or type(entry[1]) is not int
-            or not 0 <= entry[1] <= MAX_U32
-            or type(entry[2]) is not int
-            or not 0 <= entry[2] <= MAX_SEQ
-        ):
+        if not _seq_entry(entry, 3):
             raise BadMessage("malformed have")
         vector[(entry[0], entry[1])] = entry[2]
-    return Have(circle=circle, vector=vector, epochs=frozenset(epochs))
+    wants = _wants(body[4]) if 4 in body else ()
+    return Have(circle=circle, vector=vector, epochs=frozenset(epochs), wants=wants)
 
 
 def decode(body: Mapping[int, Any]) -> Message:
@@ -162,7 +191,9 @@ def decode(body: Mapping[int, Any]) -> Message:
     if kind == T_MOMENTS:
         circle = _id(body.get(1), "moments message")
         return Moments(
-            circle=circle, envelopes=_bytes_list(body.get(2), "moments message", MAX_ENVELOPES)
+            circle=circle,
+            envelopes=_bytes_list(body.get(2), "moments message", MAX_ENVELOPES),
+            span=_span(body.get(3)),
         )
     if kind == T_WANT_CHUNKS:
         addresses = body.get(1)
@@ -186,14 +217,20 @@ def encode(message: Message) -> dict[int, Any]:
     if isinstance(message, Manifests):
         return {0: T_MANIFESTS, 1: list(message.manifests)}
     if isinstance(message, Have):
-        return {
+        have: dict[int, Any] = {
             0: T_HAVE,
             1: message.circle,
             2: [[a, e, s] for (a, e), s in sorted(message.vector.items())],
             3: sorted(message.epochs),
         }
+        if message.wants:  # absent unless asked: older daemons ignore it
+            have[4] = [list(w) for w in message.wants]
+        return have
     if isinstance(message, Moments):
-        return {0: T_MOMENTS, 1: message.circle, 2: list(message.envelopes)}
+        moments: dict[int, Any] = {0: T_MOMENTS, 1: message.circle, 2: list(message.envelopes)}
+        if message.span is not None:
+            moments[3] = list(message.span)
+        return moments
     if isinstance(message, WantChunks):
         return {0: T_WANT_CHUNKS, 1: list(message.addresses)}
     if isinstance(message, Chunk):

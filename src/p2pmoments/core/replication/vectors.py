@@ -13,9 +13,10 @@ actions are made.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from p2pmoments.core.replication.messages import Have, Message, Slot
+from p2pmoments.core.replication.messages import Have, Message, Slot, Want
+from p2pmoments.core.replication.peerview import PeerView
 
 __all__ = [
     "ASK_PATIENCE",
@@ -32,6 +33,13 @@ __all__ = [
 # Seconds we wait for the one peer we asked for a circle's moments (or for their author,
 # linked, to push them) before asking another that is ahead (spec/sync.md section 4.8).
 ASK_PATIENCE = 5.0
+# What a peer can make us remember of ranges we could not take, or asked again: slots.
+MAX_MISSED = 1024
+WANT_GAP = 1.0  # seconds at least between two haves asking a peer again for a range
+# Seconds a range we sent may go unconfirmed by the peer's haves before it is sent again,
+# and how many times (spec/sync.md section 4, point 11); a version 2 daemon confirms nothing.
+ACK_WAIT = 30.0
+ACK_TRIES = 2
 
 
 def same_person(device: bytes) -> bytes:
@@ -103,16 +111,6 @@ class SendRange:
 Action = Send | SendManifests | SendRange
 
 
-@dataclass(slots=True)
-class _PeerView:
-    # What we know the peer holds, per circle and (author, epoch) (its haves, our sends).
-    has: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
-    # The last vector and manifest epochs we told it, per circle: we do not repeat ourselves.
-    told: dict[bytes, tuple[dict[Slot, int], frozenset[int]]] = field(default_factory=dict)
-    # The manifest epochs it holds, per circle (its haves): it can open only those.
-    epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
-
-
 class VectorSync:
     """Replication decisions by sequence vectors, for one daemon."""
 
@@ -124,7 +122,7 @@ class VectorSync:
         self._eager = eager
         self._circles: dict[bytes, Membership] = {}
         self._held: dict[bytes, dict[Slot, int]] = {}
-        self._peers: dict[bytes, _PeerView] = {}
+        self._peers: dict[bytes, PeerView] = {}
         # Per circle, the one peer we asked for what we lack, and when (or an author we
         # wait for: it pushes its own moments): one copy of a moment, not one a neighbour.
         self._asked: dict[bytes, tuple[bytes, float]] = {}
@@ -134,6 +132,10 @@ class VectorSync:
         # ask a peer, not one every few seconds for ever.
         self._tried: dict[bytes, set[bytes]] = {}
         self._now = 0.0  # the time of the last event that told us the time
+        # Ranges not taken (they did not continue what we held), and sent again (asked
+        # for again, or unconfirmed): spec/sync.md section 4, point 11.
+        self.refused = 0
+        self.resent = 0
 
     # --- what the shell tells us ---------------------------------------------
 
@@ -172,6 +174,10 @@ class VectorSync:
             view.has.pop(circle, None)
             view.told.pop(circle, None)
             view.epochs.pop(circle, None)
+            view.missed.pop(circle, None)
+            view.acked.pop(circle, None)
+            view.unacked = {k: v for k, v in view.unacked.items() if k[0] != circle}
+            view.deaf = {k for k in view.deaf if k[0] != circle}
 
     def forget_circle(self, circle: bytes) -> None:
         """We deleted a circle and what we held of it."""
@@ -208,7 +214,7 @@ class VectorSync:
 
     def link_up(self, peer: bytes) -> list[Action]:
         """A link to `peer` is open: tell it what we hold of every circle it is in."""
-        self._peers[peer] = _PeerView()
+        self._peers[peer] = PeerView()
         return [
             a
             for c, m in self._circles.items()
@@ -247,6 +253,36 @@ class VectorSync:
                 del self._asked[circle]
                 self._tried.setdefault(circle, set()).add(asked)
                 out += self._ask_someone(circle, wait=False)
+        for peer in list(self._peers):
+            out += self._send_again(peer, now)
+        return out
+
+    def _send_again(self, peer: bytes, now: float) -> list[Action]:
+        """Ranges sent to `peer` that its haves have not confirmed in ACK_WAIT seconds are
+        sent again from what it confirmed (it may have lost them on the way while its link
+        stayed up: spec/sync.md section 4, point 11), ACK_TRIES times at most."""
+        view = self._peers[peer]
+        out: list[Action] = []
+        for (circle, slot), (when, tries) in list(view.unacked.items()):
+            if now - when < ACK_WAIT:
+                continue
+            membership = self._circles.get(circle)
+            held = self._held.get(circle, {}).get(slot, 0)
+            acked = view.acked.get(circle, {}).get(slot, 0)
+            if (
+                tries >= ACK_TRIES
+                or held <= acked
+                or membership is None
+                or not membership.may_read(peer, slot[1])
+            ):
+                del view.unacked[(circle, slot)]
+                if tries >= ACK_TRIES:
+                    view.deaf.add((circle, slot))
+                continue
+            view.unacked[(circle, slot)] = (now, tries + 1)
+            self.resent += 1
+            view.has.setdefault(circle, {})[slot] = held
+            out.append(SendRange(peer, circle, slot[0], acked + 1, held, frozenset({slot[1]})))
         return out
 
     def received_have(self, peer: bytes, have: Have, now: float | None = None) -> list[Action]:
@@ -278,11 +314,18 @@ class VectorSync:
                 self._tried.get(circle, set()).discard(peer)  # it claims more: ask again
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
+        for author, epoch, start in have.wants:
+            # It lacks what we believed it held (what we sent never reached it, or it
+            # could not take it then): the range goes again, from there (section 4.10).
+            if epoch in epochs and known.get((author, epoch), 0) >= start:
+                known[(author, epoch)] = start - 1
+                self.resent += 1
+        view.confirmed(circle, theirs, self._now)
         for (author, epoch), seq in ours.items():
             if epoch in epochs and seq > known.get((author, epoch), 0):
                 first = known.get((author, epoch), 0) + 1
                 out.append(SendRange(peer, circle, author, first, seq, frozenset({epoch})))
-                known[(author, epoch)] = seq
+                view.sent(circle, (author, epoch), seq, self._now)
         if self._ahead(peer, circle):
             # They are ahead where we may read: our have is a request, so it goes even if
             # unchanged. No loop: the side that is ahead answers with moments, not with a
@@ -292,6 +335,38 @@ class VectorSync:
             # moment, and asking each would bring it once a neighbour.
             out += self._ask(peer, circle)
         return out
+
+    def connects(self, circle: bytes, author: bytes, epoch: int, first: int) -> bool:
+        """True if a range starting at `first` continues what we hold of (author, epoch)."""
+        return first <= self._held.get(circle, {}).get((author, epoch), 0) + 1
+
+    def gap(
+        self, peer: bytes, circle: bytes, author: bytes, epoch: int, now: float
+    ) -> list[Action]:
+        """A range from `peer` starts past what we hold (a range it sent before never
+        reached us, or we could not take it): ask for it again from where ours ends, with
+        a have naming it (once per ASK_PATIENCE for the same start)."""
+        self._now = now
+        self.refused += 1
+        view = self._peers.get(peer)
+        if view is None or now - view.want_at < WANT_GAP:
+            return []  # a have is our whole vector: a peer cannot make us send many
+        start = self._held.get(circle, {}).get((author, epoch), 0) + 1
+        last = view.wanted.get((circle, (author, epoch)))
+        if last is not None and last[0] == start and now - last[1] < ASK_PATIENCE:
+            return []
+        if len(view.wanted) >= MAX_MISSED:
+            view.wanted.clear()
+        view.wanted[(circle, (author, epoch))] = (start, now)
+        view.want_at = now
+        return self._tell(peer, circle, force=True, wants=((author, epoch, start),))
+
+    def missed(self, peer: bytes, circle: bytes, author: bytes, epoch: int) -> None:
+        """A range from `peer` we could not take (its circle, or that it is a member, not
+        known to us yet): asked for again in our next have to it about that circle."""
+        view = self._peers.get(peer)
+        if view is not None and sum(len(s) for s in view.missed.values()) < MAX_MISSED:
+            view.missed.setdefault(circle, set()).add((author, epoch))
 
     def circles_of(self, peer: bytes) -> list[bytes]:
         """The circles whose traffic may go to `peer`."""
@@ -389,17 +464,21 @@ class VectorSync:
                 out.append(
                     SendRange(peer, circle, author, known.get(slot, 0) + 1, seq, frozenset({epoch}))
                 )
-                known[slot] = seq
+                view.sent(circle, slot, seq, self._now)
             elif known.get(slot, 0) < seq:
                 out += self._tell(peer, circle)
         return out
 
-    def _tell(self, peer: bytes, circle: bytes, *, force: bool = False) -> list[Action]:
+    def _tell(
+        self, peer: bytes, circle: bytes, *, force: bool = False, wants: tuple[Want, ...] = ()
+    ) -> list[Action]:
         vector = dict(self._held.get(circle, {}))
         membership = self._circles.get(circle)
         epochs = frozenset(membership.members) if membership else frozenset()
         view = self._peers[peer]
-        if not force and view.told.get(circle) == (vector, epochs):
+        missed = view.missed.pop(circle, set()) if membership is not None else set()
+        wants += tuple((a, e, vector.get((a, e), 0) + 1) for a, e in sorted(missed))
+        if not force and not wants and view.told.get(circle) == (vector, epochs):
             return []  # nothing new to say
         view.told[circle] = (vector, epochs)
-        return [Send(peer, Have(circle=circle, vector=vector, epochs=epochs))]
+        return [Send(peer, Have(circle=circle, vector=vector, epochs=epochs, wants=wants))]
