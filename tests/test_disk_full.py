@@ -209,13 +209,16 @@ async def test_a_file_arriving_into_a_full_disk_pauses_without_dropping_the_link
             lambda: _true(bob.disk.full_since is not None),
             what="Bob's disk to be found full",
         )
-        # Polled: once chunks sent ahead found the disk full first, no event follows.
+        # Polled: once chunks sent ahead found the disk full first, no event follows; and
+        # nothing may be in flight yet when the moment comes, so wait for the pause itself.
         await eventually(
-            lambda: bob.replication.statistics()["chunks_in_flight"] == 0,
+            lambda: (
+                bob.replication.statistics()["fetching_paused"] == 1
+                and bob.replication.statistics()["chunks_in_flight"] == 0
+            ),
             timeout=20,
-            what="what was in flight to come",
+            what="the transfer to pause with nothing in flight",
         )
-        assert bob.replication.statistics()["fetching_paused"] == 1
         assert (await bob.status())["disk"]["full"] is True
         assert alice.me in bob.links.linked()
 

@@ -123,6 +123,16 @@ class ChunksAhead:
             writes.writing = True
             self._spawn(self._write(peer, writes), "write-ahead")
 
+    async def written(self, peer: bytes) -> None:
+        """Return once the chunks this peer has sent ahead so far are written (or
+        dropped): what follows them on its link, their moment, then finds them here and
+        does not ask for them again. (Its link is read in order, so no more come
+        meanwhile.)"""
+        writes = self._writes.get(peer)
+        while writes is not None and writes.writing and self._writes.get(peer) is writes:
+            writes.room.clear()
+            await writes.room.wait()
+
     async def _write(self, peer: bytes, writes: _Writes) -> None:
         """Write a peer's chunks received ahead, a batch at a time, while its link is
         read."""

@@ -520,6 +520,7 @@ class Node:
         elif body.get(0) in DEVICE_MESSAGES:
             await self.devices.on_message(key, body)
         else:
+            await self.ahead.written(key)  # chunks it sent ahead are here for their moment
             await self.replication.on_message(key, body)
         if self.on_message is not None:
             self.on_message(key, body)
