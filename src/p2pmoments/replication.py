@@ -52,6 +52,7 @@ from p2pmoments.moments import Moments, Opened
 from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.transfers import Transfers, _Inbox
+from p2pmoments.verifying import PROCESS_BATCH
 from p2pmoments.versions import version_facts, without_packed
 from p2pmoments.views import circle_text, moment_text
 
@@ -221,6 +222,12 @@ class Replication:
         except BadMessage as exc:
             await self._perform(self.engine.junk(peer, exc.junk, str(exc), time.monotonic()))
             return
+        if (
+            isinstance(message, messages.Have)
+            and self.engine.behind(peer, message) >= PROCESS_BATCH
+        ):
+            # A catch-up is coming: signature checking gets ready before it does.
+            await self._moments.verifier.warm()
         while len(inbox.queue) >= MAX_INBOX and self._peers.get(peer) is inbox:
             inbox.room.clear()
             await inbox.room.wait()

@@ -14,6 +14,7 @@ thread, as before: a process costs a round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from p2pmoments.core.crypto import verify_many
 
-__all__ = ["IDLE", "PROCESS_BATCH", "PROCESS_MIN", "Verifier"]
+__all__ = ["IDLE", "PROCESS_BATCH", "PROCESS_MIN", "WORKERS", "Verifier"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,13 @@ IDLE = 60.0  # seconds without a batch before the worker process is stopped
 WORKERS = max(1, min(2, os.cpu_count() or 1))  # processes; a big batch is split among them
 
 Check = tuple[bytes, bytes, bytes]  # (Ed25519 key, signature, message)
+
+
+def _start_processes(pool: ProcessPoolExecutor) -> None:
+    """Each process starts, and loads what checking needs, on its first job."""
+    with contextlib.suppress(RuntimeError):  # shut down meanwhile, or broken
+        for _ in range(WORKERS):
+            pool.submit(verify_many, ())
 
 
 class Verifier:
@@ -45,13 +53,23 @@ class Verifier:
         self._busy = 0
         self._closed = False
         self._starting = asyncio.Lock()
+        self._warmed: ProcessPoolExecutor | None = None  # the pool whose processes started
         self.batches = 0  # sent to the process (statistics)
 
-    async def verify(self, checks: Sequence[Check]) -> bytes:
-        """One byte per check: 1 if the signature holds."""
-        if len(checks) < PROCESS_MIN or self._closed:
-            return await asyncio.to_thread(verify_many, checks)
-        loop = asyncio.get_running_loop()
+    async def warm(self) -> None:
+        """A big batch is coming (a peer's have says how far behind we are): start the
+        worker processes now, not when its first piece is to be checked. Returns once
+        they are starting; they stop again after IDLE seconds without a batch."""
+        if self._closed:
+            return
+        pool = await self._pool_started()
+        if self._busy == 0 and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(IDLE, self._stop_idle)
+        if self._warmed is not pool:
+            self._warmed = pool
+            await asyncio.to_thread(_start_processes, pool)
+
+    async def _pool_started(self) -> ProcessPoolExecutor:
         async with self._starting:
             if self._pool is None:
                 # spawn: the daemon has threads, which fork does not copy safely. Made on a
@@ -59,7 +77,15 @@ class Verifier:
                 self._pool = await asyncio.to_thread(
                     ProcessPoolExecutor, WORKERS, mp_context=multiprocessing.get_context("spawn")
                 )
-            pool = self._pool
+            return self._pool
+
+    async def verify(self, checks: Sequence[Check]) -> bytes:
+        """One byte per check: 1 if the signature holds."""
+        if len(checks) < PROCESS_MIN or self._closed:
+            return await asyncio.to_thread(verify_many, checks)
+        loop = asyncio.get_running_loop()
+        pool = await self._pool_started()
+        self._warmed = pool
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
