@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from p2pmoments.circles import Circles
@@ -393,8 +393,9 @@ class Replication:
             versions=versions,
         )
         await self._perform(actions)
-        keep = {e.id for e in accepted}
-        return await self._store_kept(peer, circle, [m for m in opened.moments if m.id in keep])
+        keep = {e.id: e for e in accepted}
+        kept = [m for m in opened.moments if m.id in keep]
+        return await self._store_kept(peer, circle, kept, entries=keep)
 
     async def _store_kept(
         self,
@@ -402,9 +403,11 @@ class Replication:
         circle: bytes,
         moments: list[Moment],
         added: list[Moment] | None = None,
+        entries: Mapping[bytes, Entry] | None = None,
     ) -> list[Moment]:
         """Store moments the rules kept (unless `added`: stored already), and act on
-        those that are new. A full disk holds them, to be stored when there is room."""
+        those that are new (`entries`: theirs, if made already). A full disk holds them,
+        to be stored when there is room."""
         try:
             if added is None:
                 added = await self._moments.store_many(moments)
@@ -417,8 +420,9 @@ class Replication:
                         await self._store.run(Store.add_chunks, uses)
                     # A file's version borrows chunks that may be in our own packs.
                     missing = await without_packed(self._store, missing)
-                entries = [Entry.of(m) for m in added]
-                await self._perform(self.engine.stored(circle, entries, peer, missing))
+                known = entries or {}
+                new = [known.get(m.id) or Entry.of(m) for m in added]
+                await self._perform(self.engine.stored(circle, new, peer, missing))
                 if self.on_stored is not None:
                     await self.on_stored(added)
         except DiskFullError as exc:
