@@ -4,7 +4,8 @@ A daemon catching up receives thousands of moments a second. Checking their Ed25
 signatures on threads works in parallel only in part: each check hands Python's lock
 back and waits for it again, while the thread storing what was checked holds it. A
 batch's checks are therefore split among WORKERS worker processes, one a core up to two
-(started when the first big batch comes, stopped once idle for IDLE seconds), and come
+(started when a peer's have says a big batch is coming, or when the first big batch
+comes; stopped once idle for IDLE seconds), and come
 back as one byte each; the envelopes are read and decrypted meanwhile. Two rather than
 one: a catch-up of 10,000 took 7.64 s against 8.37 s (median of 4 interleaved rounds on
 this 2-core machine shared at a load of 16; issue 22). A small batch is checked on a
@@ -60,23 +61,28 @@ class Verifier:
         """A big batch is coming (a peer's have says how far behind we are): start the
         worker processes now, not when its first piece is to be checked. Returns once
         they are starting; they stop again after IDLE seconds without a batch."""
-        if self._closed:
-            return
         pool = await self._pool_started()
+        if pool is None:
+            return
         if self._busy == 0 and self._idle is None:
             self._idle = asyncio.get_running_loop().call_later(IDLE, self._stop_idle)
         if self._warmed is not pool:
             self._warmed = pool
             await asyncio.to_thread(_start_processes, pool)
 
-    async def _pool_started(self) -> ProcessPoolExecutor:
+    async def _pool_started(self) -> ProcessPoolExecutor | None:
+        """The pool, made if need be; None once closed."""
         async with self._starting:
-            if self._pool is None:
+            if self._pool is None and not self._closed:
                 # spawn: the daemon has threads, which fork does not copy safely. Made on a
                 # thread: making its queues writes to multiprocessing's resource tracker.
-                self._pool = await asyncio.to_thread(
+                pool = await asyncio.to_thread(
                     ProcessPoolExecutor, WORKERS, mp_context=multiprocessing.get_context("spawn")
                 )
+                if self._closed:  # closed meanwhile: no process may outlive close()
+                    await asyncio.to_thread(pool.shutdown, True)
+                    return None
+                self._pool = pool
             return self._pool
 
     async def verify(self, checks: Sequence[Check]) -> bytes:
@@ -85,6 +91,8 @@ class Verifier:
             return await asyncio.to_thread(verify_many, checks)
         loop = asyncio.get_running_loop()
         pool = await self._pool_started()
+        if pool is None:
+            return await asyncio.to_thread(verify_many, checks)
         self._warmed = pool
         if self._idle is not None:
             self._idle.cancel()
