@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from p2pmoments.events import EventBus
 
@@ -39,3 +41,23 @@ async def test_an_id_from_before_a_restart_is_a_gap() -> None:
     bus = EventBus()
     bus.publish("a")
     assert bus.after(500) == ([], True)
+
+
+async def test_many_published_at_once_keep_their_ids_and_only_those_kept_are_made() -> None:
+    bus = EventBus(history=10)
+    bus.publish("before")
+    made: list[int] = []
+
+    def maker(i: int) -> Callable[[], dict[str, Any]]:
+        def make() -> dict[str, Any]:
+            made.append(i)
+            return {"i": i}
+
+        return make
+
+    bus.publish_all([("e", maker(i)) for i in range(25)])
+    events, gap = bus.after(1)
+    assert gap is True  # a client that saw "before" missed 15 of them
+    assert [(e.id, e.data["i"]) for e in events] == [(17 + k, 15 + k) for k in range(10)]
+    assert made == list(range(15, 25))
+    assert bus.last_id == 26

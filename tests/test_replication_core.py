@@ -298,3 +298,22 @@ def test_delivered_marks_come_from_members_haves_and_claim_no_more_than_we_poste
 
 def _entry(seq: int) -> Entry:
     return Entry(bytes([seq]) * 32, CIRCLE, ME, seq, 0, Kind.POST, None, None, (), 100)
+
+
+def test_how_far_behind_a_members_have_says_we_are_counts_only_what_we_may_read() -> None:
+    engine = make_engine()
+    engine.add_manifest(
+        KnownManifest(circle=CIRCLE, epoch=0, owner=ME, members=frozenset({ME, BOB}), raw=b"m")
+    )
+    engine.link_up(BOB)
+    engine.link_up(EVE)
+    engine.stored(CIRCLE, [_entry(seq) for seq in (1, 2, 3)], None)
+    have = Have(
+        circle=CIRCLE,
+        # 7 of ours we lack, 500 of Bob's; an epoch we were never in counts for nothing.
+        vector={(ME, 0): 10, (BOB, 0): 500, (BOB, 9): 2**62},
+        epochs=frozenset({0}),
+    )
+    assert engine.behind(BOB, have) == 507
+    assert engine.behind(EVE, have) == 0  # no member: a catch-up will not come from her
+    assert engine.behind(BOB, Have(circle=OTHER, vector={(BOB, 0): 500}, epochs=frozenset())) == 0

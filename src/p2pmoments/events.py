@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class EventBus:
 
     def __init__(self, history: int = HISTORY) -> None:
         self._events: collections.deque[Event] = collections.deque(maxlen=history)
+        self._history = history
         self._next_id = 1
         # Made when a client waits, set and let go on the next publish: waiters hold the
         # one current when they began (a catch-up publishes 10,000 events; most have no
@@ -58,6 +60,15 @@ class EventBus:
             self._published.set()
             self._published = None
         return event
+
+    def publish_all(self, events: Sequence[tuple[str, Callable[[], dict[str, Any]]]]) -> None:
+        """Publish several events at once, each as (kind, a function making its data).
+        Those that fall out of the history at once (a catch-up stores thousands) take
+        their ids, but are never made: no client could have read them."""
+        passed = max(0, len(events) - self._history)
+        self._next_id += passed
+        for kind, make in events[passed:]:
+            self.publish(kind, **make())
 
     def after(self, last_id: int) -> tuple[list[Event], bool]:
         """Events newer than `last_id`, and whether some were missed.

@@ -11,8 +11,10 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 from p2pmoments.blobstore import BlobStore, Location
 from p2pmoments.circles import Circles
@@ -72,6 +74,24 @@ class IndexPiece:
 def flatten(refs: Sequence[BlobRef]) -> list[BlobRef]:
     """Every blob of these, thumbnails included."""
     return [r for ref in refs for r in (ref, *((ref.thumbnail,) if ref.thumbnail else ()))]
+
+
+def _target_event(target: bytes, circle: bytes | None = None) -> dict[str, Any]:
+    """A retraction's event data, or an edit's or a read receipt's (with its circle)."""
+    return {"id": moment_text(target)} | ({} if circle is None else {"circle": circle_text(circle)})
+
+
+def _added_event(moment: Moment) -> dict[str, Any]:
+    """moment.added's data: a comment or reaction names its moment, so a page can
+    refresh just that one."""
+    c = moment.content
+    replying = {} if c.reply_to is None else {"reply_to": moment_text(c.reply_to)}
+    return {
+        "id": moment_text(moment.id),
+        "circle": circle_text(moment.circle_id),
+        "kind": _KIND_NAMES[c.kind],
+        **replying,
+    }
 
 
 class Holding:
@@ -140,34 +160,22 @@ class Holding:
             [(a, w.pack, w.offset, w.length) for a, w in packed],
         )
         added = [m for m, new in zip(moments, flags, strict=True) if new]
-        circles: dict[bytes, str] = {}
+        events: list[tuple[str, Callable[[], dict[str, Any]]]] = []
         for moment in added:
             c = moment.content
             if moment.id in early:
                 await self._retract(moment.id)
             elif c.kind is Kind.RETRACTION and c.target is not None:
                 await self._retract(c.target)
-                self._events.publish("moment.retracted", id=moment_text(c.target))
+                events.append(("moment.retracted", partial(_target_event, c.target)))
             elif c.kind in (Kind.EDIT, Kind.READ) and c.target is not None:
                 # A page redraws the post it names: new text, or who read it.
-                self._events.publish(
-                    "moment.edited" if c.kind is Kind.EDIT else "moment.read",
-                    id=moment_text(c.target),
-                    circle=circle_text(moment.circle_id),
-                )
+                kind = "moment.edited" if c.kind is Kind.EDIT else "moment.read"
+                events.append((kind, partial(_target_event, c.target, moment.circle_id)))
             else:
-                circle = circles.get(moment.circle_id) or circles.setdefault(
-                    moment.circle_id, circle_text(moment.circle_id)
-                )
-                # A comment or reaction names its moment, so a page can refresh just that one.
-                replying = {} if c.reply_to is None else {"reply_to": moment_text(c.reply_to)}
-                self._events.publish(
-                    "moment.added",
-                    id=moment_text(moment.id),
-                    circle=circle,
-                    kind=_KIND_NAMES[c.kind],
-                    **replying,
-                )
+                events.append(("moment.added", partial(_added_event, moment)))
+        # Made only for those the events' history keeps (a catch-up stores thousands).
+        self._events.publish_all(events)
         return added
 
     async def _retract(self, moment_id: bytes) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from p2pmoments.circles import Circles
@@ -52,6 +52,7 @@ from p2pmoments.moments import Moments, Opened
 from p2pmoments.net.links import Links
 from p2pmoments.store import AsyncStore, Store
 from p2pmoments.transfers import Transfers, _Inbox
+from p2pmoments.verifying import PROCESS_BATCH
 from p2pmoments.versions import version_facts, without_packed
 from p2pmoments.views import circle_text, moment_text
 
@@ -221,6 +222,12 @@ class Replication:
         except BadMessage as exc:
             await self._perform(self.engine.junk(peer, exc.junk, str(exc), time.monotonic()))
             return
+        if (
+            isinstance(message, messages.Have)
+            and self.engine.behind(peer, message) >= PROCESS_BATCH
+        ):
+            # A catch-up is coming: signature checking gets ready before it does.
+            await self._moments.verifier.warm()
         while len(inbox.queue) >= MAX_INBOX and self._peers.get(peer) is inbox:
             inbox.room.clear()
             await inbox.room.wait()
@@ -392,8 +399,9 @@ class Replication:
             versions=versions,
         )
         await self._perform(actions)
-        keep = {e.id for e in accepted}
-        return await self._store_kept(peer, circle, [m for m in opened.moments if m.id in keep])
+        keep = {e.id: e for e in accepted}
+        kept = [m for m in opened.moments if m.id in keep]
+        return await self._store_kept(peer, circle, kept, entries=keep)
 
     async def _store_kept(
         self,
@@ -401,9 +409,11 @@ class Replication:
         circle: bytes,
         moments: list[Moment],
         added: list[Moment] | None = None,
+        entries: Mapping[bytes, Entry] | None = None,
     ) -> list[Moment]:
         """Store moments the rules kept (unless `added`: stored already), and act on
-        those that are new. A full disk holds them, to be stored when there is room."""
+        those that are new (`entries`: theirs, if made already). A full disk holds them,
+        to be stored when there is room."""
         try:
             if added is None:
                 added = await self._moments.store_many(moments)
@@ -416,8 +426,9 @@ class Replication:
                         await self._store.run(Store.add_chunks, uses)
                     # A file's version borrows chunks that may be in our own packs.
                     missing = await without_packed(self._store, missing)
-                entries = [Entry.of(m) for m in added]
-                await self._perform(self.engine.stored(circle, entries, peer, missing))
+                known = entries or {}
+                new = [known.get(m.id) or Entry.of(m) for m in added]
+                await self._perform(self.engine.stored(circle, new, peer, missing))
                 for m in with_blobs:  # here whole on arrival (sent ahead): said as done
                     if peer is not None and m.id not in missing:
                         total = sum(ref.total() for ref in m.content.blobs)

@@ -4,7 +4,8 @@ A daemon catching up receives thousands of moments a second. Checking their Ed25
 signatures on threads works in parallel only in part: each check hands Python's lock
 back and waits for it again, while the thread storing what was checked holds it. A
 batch's checks are therefore split among WORKERS worker processes, one a core up to two
-(started when the first big batch comes, stopped once idle for IDLE seconds), and come
+(started when a peer's have says a big batch is coming, or when the first big batch
+comes; stopped once idle for IDLE seconds), and come
 back as one byte each; the envelopes are read and decrypted meanwhile. Two rather than
 one: a catch-up of 10,000 took 7.64 s against 8.37 s (median of 4 interleaved rounds on
 this 2-core machine shared at a load of 16; issue 22). A small batch is checked on a
@@ -14,6 +15,7 @@ thread, as before: a process costs a round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -23,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from p2pmoments.core.crypto import verify_many
 
-__all__ = ["IDLE", "PROCESS_BATCH", "PROCESS_MIN", "Verifier"]
+__all__ = ["IDLE", "PROCESS_BATCH", "PROCESS_MIN", "WORKERS", "Verifier"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,13 @@ IDLE = 60.0  # seconds without a batch before the worker process is stopped
 WORKERS = max(1, min(2, os.cpu_count() or 1))  # processes; a big batch is split among them
 
 Check = tuple[bytes, bytes, bytes]  # (Ed25519 key, signature, message)
+
+
+def _start_processes(pool: ProcessPoolExecutor) -> None:
+    """Each process starts, and loads what checking needs, on its first job."""
+    with contextlib.suppress(RuntimeError):  # shut down meanwhile, or broken
+        for _ in range(WORKERS):
+            pool.submit(verify_many, ())
 
 
 class Verifier:
@@ -45,21 +54,46 @@ class Verifier:
         self._busy = 0
         self._closed = False
         self._starting = asyncio.Lock()
+        self._warmed: ProcessPoolExecutor | None = None  # the pool whose processes started
         self.batches = 0  # sent to the process (statistics)
+
+    async def warm(self) -> None:
+        """A big batch is coming (a peer's have says how far behind we are): start the
+        worker processes now, not when its first piece is to be checked. Returns once
+        they are starting; they stop again after IDLE seconds without a batch."""
+        pool = await self._pool_started()
+        if pool is None:
+            return
+        if self._busy == 0 and self._idle is None:
+            self._idle = asyncio.get_running_loop().call_later(IDLE, self._stop_idle)
+        if self._warmed is not pool:
+            self._warmed = pool
+            await asyncio.to_thread(_start_processes, pool)
+
+    async def _pool_started(self) -> ProcessPoolExecutor | None:
+        """The pool, made if need be; None once closed."""
+        async with self._starting:
+            if self._pool is None and not self._closed:
+                # spawn: the daemon has threads, which fork does not copy safely. Made on a
+                # thread: making its queues writes to multiprocessing's resource tracker.
+                pool = await asyncio.to_thread(
+                    ProcessPoolExecutor, WORKERS, mp_context=multiprocessing.get_context("spawn")
+                )
+                if self._closed:  # closed meanwhile: no process may outlive close()
+                    await asyncio.to_thread(pool.shutdown, True)
+                    return None
+                self._pool = pool
+            return self._pool
 
     async def verify(self, checks: Sequence[Check]) -> bytes:
         """One byte per check: 1 if the signature holds."""
         if len(checks) < PROCESS_MIN or self._closed:
             return await asyncio.to_thread(verify_many, checks)
         loop = asyncio.get_running_loop()
-        async with self._starting:
-            if self._pool is None:
-                # spawn: the daemon has threads, which fork does not copy safely. Made on a
-                # thread: making its queues writes to multiprocessing's resource tracker.
-                self._pool = await asyncio.to_thread(
-                    ProcessPoolExecutor, WORKERS, mp_context=multiprocessing.get_context("spawn")
-                )
-            pool = self._pool
+        pool = await self._pool_started()
+        if pool is None:
+            return await asyncio.to_thread(verify_many, checks)
+        self._warmed = pool
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None

@@ -186,6 +186,16 @@ class Replicator:
         """A manifest we hold."""
         return self._manifests.get(circle, {}).get(epoch)
 
+    def behind(self, peer: bytes, have: Have) -> int:
+        """How many moments a linked member's have claims that we lack and may read (0
+        for anyone else): the shell readies itself for a catch-up that big."""
+        if peer not in self._peers or have.circle in self._left:
+            return 0
+        membership = self.membership(have.circle)
+        if membership is None or not membership.in_latest(peer):
+            return 0
+        return self._vectors.behind(have)
+
     def may_read(self, peer: bytes, circle: bytes, epoch: int) -> bool:
         """True if `peer` may receive what belongs to `circle` at `epoch` (a moment, or
         a chunk of one): it is in the latest manifest and in that epoch."""

@@ -160,6 +160,20 @@ class VectorSync:
         """What we hold of a circle: (author, epoch) -> highest seq."""
         return self._held.get(circle, {})
 
+    def behind(self, have: Have) -> int:
+        """How many moments a have claims that we lack, in epochs we may read: the most
+        a catch-up from its sender can bring (retracted and expired ones are left out)."""
+        membership = self._circles.get(have.circle)
+        if membership is None:
+            return 0
+        ours = self._held.get(have.circle, {})
+        readable = membership.epochs_of(self.me)
+        return sum(
+            max(0, seq - ours.get((author, epoch), 0))
+            for (author, epoch), seq in have.vector.items()
+            if epoch in readable
+        )
+
     def seed(self, circle: bytes, author: bytes, epoch: int, seq: int) -> None:
         """What the store already holds, at start-up (no messages)."""
         vector = self._held.setdefault(circle, {})
