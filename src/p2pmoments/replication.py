@@ -12,6 +12,10 @@ stored are held (MAX_HELD bytes at most) and stored then.
 
 Chunks, served and received, are transfers.py's (`Transfers`); the rest of the
 engine's actions are carried out here.
+
+Why so long: it is the one place where a peer's messages, the store and the engine's
+actions meet, in order; its parts (inboxes, storing, the full disk's hold) share the
+per-peer state, and splitting them would pass that state around for no reader's gain.
 """
 
 from __future__ import annotations
