@@ -11,6 +11,7 @@ checks it (core.introduction): then the friend is the person, whichever device p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -33,7 +34,7 @@ from p2pmoments.pairings import Pairings
 from p2pmoments.persons import Persons
 from p2pmoments.reach import Reach
 from p2pmoments.replication import Replication
-from p2pmoments.store import AsyncStore, FriendRecord, FriendState, Store
+from p2pmoments.store import AsyncStore, FriendRecord, Store
 
 __all__ = ["INTRODUCTION_TIMEOUT", "MAX_WAITING", "DevicePairing"]
 
@@ -169,18 +170,11 @@ class DevicePairing:
                 if known is not None:  # a friend already: dialled as before
                     node.links.want(hello.person, known.link_key)
             return
-        now = int(time.time())
-        friend = FriendRecord(
+        friend = dataclasses.replace(  # the person, by its own link key, as introduced
+            friend_from_hello(hello, None, None, int(time.time())),
             verify_key=hello.person,
             link_key=intro.link_key,
             link_signature=intro.link_signature,
-            name=hello.name,
-            their_name=hello.name,
-            state=FriendState.FRIEND,
-            since=now,
-            last_seen=now,
-            host=None,
-            port=None,
         )
         if hello.pairing_id is not None:  # we scanned: the code's dial is done
             onion = node.links.onion_of(hello.person)
