@@ -184,3 +184,29 @@ async def test_a_hostile_member_cannot_blow_up_a_member(tmp_path: Path) -> None:
     out = await run(tmp_path, 1, ("one",))
     assert out["rss_mb_one"] < 100  # measured: about 30 MB
     assert out["disk_mb_one"] < 30  # measured: about 10 MB (the piece, 16,384 names)
+
+
+async def test_a_chunk_asked_and_not_sent_is_answered_as_lacking(tmp_path: Path) -> None:
+    """Bob asks Alice for a chunk no moment she holds uses (a relay that does not hold
+    the moment yet, or a moment he may not read): she says she lacks it, as for one she
+    does not hold, so he asks someone else at once instead of waiting for his link to
+    go (spec/sync.md section 4, point 6)."""
+    from p2pmoments.core.crypto import random_bytes
+    from p2pmoments.core.replication.messages import T_WANT_CHUNKS, Chunk
+
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice, running(homes[1]) as bob:
+        await befriend(alice, bob)
+        answers: list[Chunk] = []
+        receive = bob.replication.engine.receive_chunks
+
+        def recording(peer: bytes, chunks: Any, now: float) -> Any:
+            answers.extend(chunks)
+            return receive(peer, chunks, now)
+
+        bob.replication.engine.receive_chunks = recording  # type: ignore[method-assign]
+        unknown = random_bytes(32)
+        await eventually(lambda: alice.me in bob.links.linked(), what="a link")
+        assert bob.links.send(alice.me, {0: T_WANT_CHUNKS, 1: [unknown]})
+        await eventually(lambda: answers, what="Alice's answer")
+        assert answers == [Chunk(address=unknown, data=None)]
