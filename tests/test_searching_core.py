@@ -5,6 +5,7 @@ often, and never holds back another author's chunks."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from p2pmoments.core.replication.chunks import SEARCHING, ChunkScheduler
@@ -88,7 +89,7 @@ def test_a_chunk_no_one_holds_is_asked_again_less_and_less_often() -> None:
     # about a dozen times in ten minutes, not six hundred.
     assert asks_at[:2] == [1.0, 2.0]
     assert len(asks_at) <= 12
-    gaps = [b - a for a, b in zip(asks_at, asks_at[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(asks_at)]
     assert gaps == sorted(gaps)
 
 
