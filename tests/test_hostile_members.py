@@ -169,6 +169,12 @@ async def run(tmp_path: Path, hostile: int, steps: tuple[str, ...]) -> dict[str,
                 cpu = cpu_seconds(bob.proc.pid)
                 out[f"honest_{step}"] = await honest_post(carol, bob, f"after {step}")
                 out[f"cpu_{step}"] = cpu_seconds(bob.proc.pid) - cpu
+                # Bob's feed, fifty of the hostile posts on it, answers (within the API
+                # client's 10 s): measured, not asserted against a time.
+                began = time.monotonic()
+                page = await api(bob, "/moments?limit=50")
+                out[f"feed_ms_{step}"] = (time.monotonic() - began) * 1000
+                assert len(page["moments"]) == 50
                 assert bob_key in carol.links.linked()  # the honest member's link stays
                 out[f"rss_mb_{step}"] = (rss_bytes(bob.proc.pid) - rss0) / 2**20
                 out[f"disk_mb_{step}"] = (disk_bytes(homes["Bob"]) - disk0) / 2**20
