@@ -30,19 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, daemon_info, report, start, stop, wait
+from tests.hostile_refs import hostile_index
 from tests.multinode import befriend, eventually, make_home, running
 
 from p2pmoments.config import Address
-from p2pmoments.core.blobs import (
-    BIG_CHUNK_SIZE,
-    INDEX_PIECE,
-    BlobKind,
-    BlobRef,
-    _index_nonce,
-    _size_ad,
-    chunk_address,
-)
-from p2pmoments.core.crypto import Aead, random_bytes
+from p2pmoments.core.blobs import BIG_CHUNK_SIZE, chunk_address
+from p2pmoments.core.crypto import random_bytes
 from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.core.replication.messages import (
     T_CHUNK,
@@ -141,26 +134,6 @@ class Measure:
         return out
 
 
-def hostile_index(size_chunks: int) -> tuple[BlobRef, bytes, bytes]:
-    """A second-form reference of one index piece naming `size_chunks` random chunks:
-    (reference, piece address, piece ciphertext), made as a hostile author would."""
-    key = random_bytes(32)
-    size = size_chunks * BIG_CHUNK_SIZE
-    plain = b"".join(random_bytes(32) for _ in range(size_chunks))
-    piece = Aead(key).encrypt(_index_nonce(0), _size_ad(size), plain)
-    address = chunk_address(piece, 2)
-    ref = BlobRef(
-        kind=BlobKind.FILE,
-        media_type="",
-        size=size,
-        key=key,
-        chunk_size=BIG_CHUNK_SIZE,
-        index=(address,),
-        name="claim.bin",
-    )
-    return ref, address, piece
-
-
 async def measure(root: Path) -> list[dict[str, float | str]]:
     alice_home, bob_home = await make_home(root, "Alice"), await make_home(root, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
@@ -224,7 +197,7 @@ async def _kinds(
         )
     )
     # A file reference whose one index piece names 16,384 chunks, then moments reusing it.
-    ref, address, piece = hostile_index(INDEX_PIECE)
+    ref, address, piece = hostile_index(1)
     await asyncio.to_thread(alice.moments.blobs.put, address, piece)
     first = seal(Content(kind=Kind.POST, text="claim", blobs=(ref,)))
     opened = await alice.moments.open_many([first])

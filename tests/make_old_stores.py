@@ -47,6 +47,7 @@ SCHEMAS = {
     9: "5088856",
     10: "9b92ebc",
     11: "5885bdf",
+    12: "81e291c",
 }
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).parent.parent

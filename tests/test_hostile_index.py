@@ -11,19 +11,11 @@ from typing import Any
 
 import pytest
 
-from p2pmoments.core.blobs import (
-    BIG_CHUNK_SIZE,
-    INDEX_PIECE,
-    BlobKind,
-    BlobRef,
-    _index_nonce,
-    _size_ad,
-    chunk_address,
-)
-from p2pmoments.core.crypto import Aead, random_bytes
+from p2pmoments.core.blobs import BIG_CHUNK_SIZE, INDEX_PIECE, BlobKind, BlobRef
 from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.core.replication.messages import T_MOMENTS
 from p2pmoments.node import Node
+from tests.hostile_refs import hostile_index
 from tests.multinode import befriend, eventually, make_home, running, until
 
 REUSES = 40
@@ -32,21 +24,7 @@ REUSES = 40
 def claim() -> tuple[BlobRef, bytes, bytes]:
     """A file of 8 GiB as a hostile author makes it: one index piece naming 16,384
     chunks that exist nowhere. (reference, piece address, piece)."""
-    key = random_bytes(32)
-    size = INDEX_PIECE * BIG_CHUNK_SIZE
-    plain = b"".join(random_bytes(32) for _ in range(INDEX_PIECE))
-    piece = Aead(key).encrypt(_index_nonce(0), _size_ad(size), plain)
-    address = chunk_address(piece, 2)
-    ref = BlobRef(
-        kind=BlobKind.FILE,
-        media_type="",
-        size=size,
-        key=key,
-        chunk_size=BIG_CHUNK_SIZE,
-        index=(address,),
-        name="claim.bin",
-    )
-    return ref, address, piece
+    return hostile_index(1)
 
 
 async def uses(node: Node) -> int:

@@ -29,9 +29,11 @@ from p2pmoments.core.moment import (
     open_moment,
     placed,
     read_envelope,
+    still_admitted,
 )
 from p2pmoments.core.replication.chunks import Lacking
 from p2pmoments.events import EventBus
+from p2pmoments.openedcache import OpenedCache
 from p2pmoments.store import AsyncStore, Freed, NewMoment, Store, StoredMoment
 from p2pmoments.verifying import PROCESS_BATCH, Verifier
 from p2pmoments.views import circle_text, moment_text
@@ -113,6 +115,8 @@ class Holding:
         # Pieces of chunk indexes we wait for (spec/moments.md section 4), by address.
         self.pieces: dict[bytes, list[IndexPiece]] = {}
         self.verifier = Verifier()
+        # Stored moments opened, so a read does not verify and decrypt them again.
+        self.opened = OpenedCache()
         # Whose device a moment's author is (persons.Persons.author_person): itself,
         # until the node wires the rosters in.
         self.person_of: PersonLookup = lambda author, circle, seq: author
@@ -182,7 +186,9 @@ class Holding:
         await self.free(await self._store.run(Store.retract, moment_id))
 
     async def free(self, freed: Freed) -> None:
-        """Delete the chunks and packs nothing uses any more."""
+        """Delete the chunks and packs nothing uses any more; forget the moments whose
+        content went."""
+        self.opened.forget(freed.moments)
         if freed.chunks:
             await asyncio.to_thread(self.blobs.delete, list(freed.chunks))
         if freed.packs:
@@ -414,17 +420,28 @@ class Holding:
             lacking = {i: lack for i, lack in left.items() if lack.missing or lack.unnamed}
         return [(m.id, m.circle_id, m.epoch, lacking[m.id]) for m in moments if m.id in lacking]
 
-    def _opened(self, row: StoredMoment) -> Moment | None:
+    def _opened(self, row: StoredMoment, *, remember: bool = True) -> Moment | None:
         """A stored moment opened, or None if today's rules refuse what an older daemon
         accepted (e.g. a photo declared as a web page, refused since spec/moments.md
-        version 3): it is not shown, and nothing built from it is served."""
+        version 3): it is not shown, and nothing built from it is served. One opened
+        before is taken from `opened`, its membership checked again (spec/store.md
+        section 3.1); `remember`: keep it there (not for what is read once)."""
+        known = self.opened.get(row.moment_id)
+        # The same envelope (a retracted row has none): what opening it gave still holds.
+        if known is not None and known.envelope == row.envelope:
+            if still_admitted(known, self._circles.manifest_for, self.person_of):
+                return known
+            return None
         try:
-            return open_moment(
+            moment = open_moment(
                 row.envelope, self._circles.manifest_for, self._circles.key_for, self.person_of
             )
         except RejectedError as exc:
             log.debug("stored moment %s is not shown: %s", moment_text(row.moment_id), exc)
             return None
+        if remember:
+            self.opened.put(moment)
+        return moment
 
     # --- expiry and sweeping ----------------------------------------------------------------
 

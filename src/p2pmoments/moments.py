@@ -246,7 +246,17 @@ class Moments(Holding):
             return here
 
         def counts() -> list[int]:
-            return [sum(count(r) for r in flatten([ref])) for ref in refs]
+            # Once a reference: many moments may reuse one (a hostile member's 200 posts
+            # naming one index of 16,384 chunks cost one count a page, not 200).
+            known: dict[tuple[bytes, ...], int] = {}
+
+            def once(ref: BlobRef) -> int:
+                key = tuple(ref.addresses())
+                if key not in known:
+                    known[key] = count(ref)
+                return known[key]
+
+            return [sum(once(r) for r in flatten([ref])) for ref in refs]
 
         return await asyncio.to_thread(counts)
 

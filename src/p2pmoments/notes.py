@@ -324,7 +324,7 @@ class Notes:
                 return
             for rowid, row in rows:
                 live.applied = rowid
-                moment = self._moments._opened(row)
+                moment = self._moments._opened(row, remember=False)  # merged once
                 if moment is None or moment.circle_id != live.circle_id:
                     continue
                 self._merge(live, moment)

@@ -118,11 +118,15 @@ class Transfers:
                     if not inbox.serve:
                         break
                     ahead = asyncio.ensure_future(self._fetch(peer, inbox))
-                allowed, chunks = await ahead
+                asked, chunks = await ahead
                 ahead = asyncio.ensure_future(self._fetch(peer, inbox)) if inbox.serve else None
                 held = {address for address, _ in chunks}
-                for address in allowed:
-                    if address not in held:  # say so: it asks someone else
+                # Every chunk asked and not sent is said to be lacking: one we do not
+                # hold, one no moment we hold uses, one of a moment the peer may not read,
+                # alike (it learns nothing, and asks someone else at once instead of
+                # waiting for an answer that never comes: spec/sync.md section 4.6).
+                for address in asked:
+                    if address not in held:
                         self._send(peer, Chunk(address=address, data=None))
                 for address, data in chunks:
                     body = messages.encode(Chunk(address=address, data=data))
@@ -141,14 +145,14 @@ class Transfers:
     async def _fetch(
         self, peer: bytes, inbox: _Inbox
     ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
-        """The next SERVE_BATCH chunks the peer asked for: those it may read, and those of
-        them we hold, read."""
+        """The next SERVE_BATCH chunks the peer asked for, and those of them it may read
+        and we hold, read."""
         asked = [inbox.serve.popleft() for _ in range(min(SERVE_BATCH, len(inbox.serve)))]
         uses = await self._store.run(Store.chunks_circles, asked)
         allowed = [  # never a chunk of a moment the peer may not read
             a for a in asked if any(self.engine.may_read(peer, c, e) for c, e in uses.get(a, []))
         ]
-        return allowed, await self._read_chunks(allowed)
+        return asked, await self._read_chunks(allowed)
 
     async def _read_chunks(self, addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
         """(address, chunk) of those of these we hold: ours from their packs, others'

@@ -52,6 +52,7 @@ __all__ = [
     "placed",
     "read_envelope",
     "seal_moment",
+    "still_admitted",
     "verify_envelope",
 ]
 
@@ -541,6 +542,28 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
         content=content,
         envelope=envelope,
     )
+
+
+def still_admitted(
+    moment: Moment, manifest_for: ManifestLookup, person_of: PersonLookup = _own_person
+) -> bool:
+    """True if a moment opened earlier would still be opened today: what open_moment
+    checks that can change after it was stored (its circle's epoch still held, its
+    author's device still counting as a member there, and as one who may post if it
+    is a post). The rest (structure, signature, content under the epoch key) depends
+    on the envelope and that epoch's key alone, which never change (spec/store.md
+    section 3.1)."""
+    manifest = manifest_for(moment.circle_id, moment.epoch)
+    if manifest is None:
+        return False
+    author = bytes(moment.author)
+    person_raw = person_of(author, moment.circle_id, moment.seq)
+    if person_raw is None:
+        return False
+    person = moment.author if person_raw == author else VerifyKey(person_raw)
+    if not manifest.is_member(person):
+        return False
+    return moment.content.kind not in _POSTING or manifest.may_post(person)
 
 
 def placed(time: int, expires: int | None, received: int) -> tuple[int, int | None]:

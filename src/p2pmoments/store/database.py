@@ -172,7 +172,7 @@ class Database:
             )
             conn.execute("DELETE FROM moment_chunks WHERE moment_id = ?", (moment_id,))
             conn.execute("DELETE FROM moments WHERE moment_id = ?", (moment_id,))
-        return Database._unused_chunks(conn, freed)
+        return Database._unused_chunks(conn, freed) + Freed(moments=tuple(moment_ids))
 
     @staticmethod
     def _keep_seq_floor(conn: sqlite3.Connection, moment_id: bytes) -> None:

@@ -429,7 +429,7 @@ class MomentTables(Database):
                 "UPDATE moments SET retracted = 1, envelope = x'' WHERE moment_id = ?",
                 (moment_id,),
             )
-            freed += self._unused_chunks(conn, chunks)
+            freed += self._unused_chunks(conn, chunks) + Freed(moments=(moment_id,))
         return freed
 
     def delete_expired(self, now: int) -> tuple[int, Freed]:

@@ -111,9 +111,15 @@ class Freed:
 
     chunks: tuple[bytes, ...] = ()
     packs: tuple[bytes, ...] = ()
+    # The moments whose content went (deleted, or retracted): forgotten once opened.
+    moments: tuple[bytes, ...] = ()
 
     def __add__(self, other: Freed) -> Freed:
-        return Freed(chunks=self.chunks + other.chunks, packs=self.packs + other.packs)
+        return Freed(
+            chunks=self.chunks + other.chunks,
+            packs=self.packs + other.packs,
+            moments=self.moments + other.moments,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

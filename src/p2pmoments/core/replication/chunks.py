@@ -9,6 +9,15 @@ a chunk index lists, until its piece is here, spec/moments.md section 4), and a
 moment is done only once every one is here.
 Pure: the shell writes chunks, reads indexes, and tells it what was kept and named.
 
+A chunk its first peer lacked is searched for among the other linked readers; at
+most SEARCHING chunks are searched for at once, the rest wait their turn, taken
+from each author in turn (a member whose index names thousands of chunks that
+exist nowhere delays its own chunks, not another author's). Searches are asked of
+a peer after what it was asked first (its chunks of the moments it sent us). A
+chunk every linked reader lacked is given up: asked again at the next ticks, then
+less and less often (BACKOFF), and of each peer that links (spec/sync.md section 4,
+point 6, and section 5).
+
 While the disk is full, fetching is paused: nothing more is asked of anyone, chunks
 that came but could not be written are wanted again (of the same peer first), links
 stay up, and `resume` asks again once there is room (spec/sync.md section 4, point 7).
@@ -23,10 +32,21 @@ from dataclasses import dataclass, field
 from p2pmoments.core.replication.messages import MAX_WANTS, WantChunks
 from p2pmoments.core.replication.vectors import Send
 
-__all__ = ["MAX_IN_FLIGHT", "ChunkScheduler", "Lacking", "Progress", "Refill"]
+__all__ = [
+    "BACKOFF_MAX",
+    "MAX_IN_FLIGHT",
+    "SEARCHING",
+    "ChunkScheduler",
+    "Lacking",
+    "Progress",
+    "Refill",
+]
 
 MAX_IN_FLIGHT = 4 * MAX_WANTS  # chunks asked of one peer at once (32 MiB of big chunks)
 REPORT_STEPS = 100  # a transfer's progress is reported at most once a 1 %
+SEARCHING = 256  # chunks searched for among other peers at once, every author together
+RETRY_AT_ONCE = 2  # rounds of 'lacked by all' after which a chunk is asked again at once
+BACKOFF_MAX = 3600.0  # seconds at most between asking again for a chunk no one holds
 
 MayRead = Callable[[bytes, bytes, int], bool]  # (peer, circle, epoch)
 
@@ -69,7 +89,8 @@ class Lacking:
 @dataclass(slots=True)
 class _Asking:
     wanted: deque[bytes] = field(default_factory=deque)  # still to ask it for, in order
-    queued: set[bytes] = field(default_factory=set)  # the same, to look up
+    later: deque[bytes] = field(default_factory=deque)  # searches: after `wanted`
+    queued: set[bytes] = field(default_factory=set)  # the same two, to look up
     in_flight: set[bytes] = field(default_factory=set)  # asked, not yet come
 
 
@@ -93,6 +114,12 @@ class ChunkScheduler:
         self._reported: dict[bytes, tuple[int, int]] = {}  # moment -> (step, bytes since)
         self._users: dict[bytes, set[bytes]] = {}  # chunk -> moments waiting for it
         self._refilling: set[bytes] = set()  # moments told to read their next piece
+        self._authors: dict[bytes, bytes] = {}  # moment -> its author (b"": not known)
+        self._searching: set[bytes] = set()  # chunks asked of a peer after another lacked
+        self._waiting: dict[bytes, dict[bytes, None]] = {}  # author -> chunks to search
+        self._turns: deque[bytes] = deque()  # authors with chunks waiting, in turn
+        self._rounds: dict[bytes, int] = {}  # chunk -> times every linked reader lacked it
+        self._given_up: dict[bytes, float | None] = {}  # chunk -> when to ask again
         self.paused = False  # the disk is full: ask nobody for anything
 
     # --- links -----------------------------------------------------------------
@@ -122,13 +149,16 @@ class ChunkScheduler:
         missing: Sequence[bytes],
         source: bytes | None,
         unnamed: int = 0,
+        author: bytes = b"",
     ) -> list[Send]:
-        """A stored moment of `circle` at `epoch` uses `total` chunks, `missing` not here
-        and `unnamed` not yet known (their index is missing): follow them, and ask
-        `source` (the peer that sent the moment) or, without one, any linked peer who may
-        read them."""
+        """A stored moment of `circle` at `epoch` (by `author`, if known) uses `total`
+        chunks, `missing` not here and `unnamed` not yet known (their index is missing):
+        follow them, and ask `source` (the peer that sent the moment) or, without one,
+        any linked peer who may read them."""
         if not missing and not unnamed:
             return []
+        if author or moment not in self._authors:
+            self._authors[moment] = author
         self._totals[moment] = total
         self._unnamed[moment] = unnamed
         self._remaining.setdefault(moment, set())
@@ -214,6 +244,7 @@ class ChunkScheduler:
             self._unnamed.pop(moment, None)
             self._refilling.discard(moment)
             self._reported.pop(moment, None)
+            self._authors.pop(moment, None)
             return Progress(moment, held, total, since)
         now = held * REPORT_STEPS // total
         if now <= step:
@@ -222,18 +253,19 @@ class ChunkScheduler:
         self._reported[moment] = (now, 0)
         return Progress(moment, held, total, since)
 
-    def want(self, peer: bytes, addresses: Iterable[bytes]) -> list[Send]:
+    def want(self, peer: bytes, addresses: Iterable[bytes], *, search: bool = False) -> list[Send]:
         """Queue chunks to ask `peer` for (not those asked of another linked peer), and
-        top up what is in flight with it."""
+        top up what is in flight with it. `search`: asked after what it was asked first."""
         state = self._peers.get(peer)
         if state is None:
             return []
+        queue = state.later if search else state.wanted
         for address in addresses:
             holder = self._asked.get(address)
             if holder is not None and holder != peer and holder in self._peers:
                 continue
             if address not in state.in_flight and address not in state.queued:
-                state.wanted.append(address)
+                queue.append(address)
                 state.queued.add(address)
                 self._asked[address] = peer
         return self._top_up(peer, state)
@@ -265,7 +297,9 @@ class ChunkScheduler:
         for address in addresses:
             if self._asked.get(address) == peer:
                 del self._asked[address]
-        return self._top_up(peer, state)
+        ended = self._searching.intersection(addresses)
+        self._searching.difference_update(ended)
+        return self._top_up(peer, state) + (self._next_searches() if ended else [])
 
     def kept(
         self, sizes: Sequence[tuple[bytes, int]], peer: bytes | None = None
@@ -276,6 +310,7 @@ class ChunkScheduler:
         for address, size in sizes:
             self._lacking.pop(address, None)
             self._readers.pop(address, None)
+            self._forget_search(address)
             for moment in sorted(self._users.pop(address, set())):
                 remaining = self._remaining.get(moment)
                 if remaining is None:
@@ -311,6 +346,9 @@ class ChunkScheduler:
             "chunks_wanted": len(self._users),
             "chunks_in_flight": sum(len(s.in_flight) for s in self._peers.values()),
             "transfers": len(self._remaining),
+            "chunks_searching": len(self._searching),
+            "chunks_waiting": sum(len(w) for w in self._waiting.values()),
+            "chunks_given_up": len(self._given_up),
             "fetching_paused": int(self.paused),
         }
 
@@ -320,8 +358,8 @@ class ChunkScheduler:
         if self.paused:
             return []
         ask = []
-        while state.wanted and len(state.in_flight) < MAX_IN_FLIGHT:
-            address = state.wanted.popleft()
+        while (state.wanted or state.later) and len(state.in_flight) < MAX_IN_FLIGHT:
+            address = (state.wanted or state.later).popleft()
             state.queued.discard(address)
             state.in_flight.add(address)
             ask.append(address)
@@ -334,36 +372,103 @@ class ChunkScheduler:
         self, peer: bytes | None, addresses: list[bytes], *, lacked: bool
     ) -> list[Send]:
         """Ask another linked peer who may read each chunk (each peer at most once per
-        chunk it lacked; the next link-up tries again)."""
+        chunk it lacked; the next link-up tries again): a search, SEARCHING at once, the
+        others waiting their author's turn. A chunk no one else may be asked is given up."""
         out: list[Send] = []
         for address in addresses:
             if peer is not None and self._asked.get(address) == peer:
                 del self._asked[address]
-            tried = self._lacking.setdefault(address, set())
             if lacked and peer is not None:
-                tried.add(peer)
-            readers = self._readers.get(address, set())
-            for other in self._mesh_first(readers):
-                if (
-                    other != peer
-                    and other not in tried
-                    and any(self._may_read(other, c, e) for c, e in readers)
-                ):
-                    out += self.want(other, [address])
-                    break
+                self._lacking.setdefault(address, set()).add(peer)
+            if address not in self._searching:
+                if len(self._searching) >= SEARCHING:
+                    self._wait_search(address)
+                    continue
+                self._searching.add(address)
+            out += self._search(address, peer)
+        return out + self._next_searches()
+
+    def _search(self, address: bytes, peer: bytes | None) -> list[Send]:
+        """Ask the next linked reader that has not said it lacks this chunk; none left:
+        the search ends, and the chunk is given up until it is due again."""
+        tried = self._lacking.setdefault(address, set())
+        readers = self._readers.get(address, set())
+        for other in self._mesh_first(readers):
+            if (
+                other != peer
+                and other not in tried
+                and any(self._may_read(other, c, e) for c, e in readers)
+            ):
+                return self.want(other, [address], search=True)
+        self._searching.discard(address)
+        if address in self._users:
+            self._rounds[address] = self._rounds.get(address, 0) + 1
+            self._given_up[address] = None  # its time to ask again is set at the next tick
+        return []
+
+    def _wait_search(self, address: bytes) -> None:
+        users = self._users.get(address)
+        if not users:
+            return
+        author = self._authors.get(min(users), b"")
+        waiting = self._waiting.get(author)
+        if waiting is None:
+            waiting = self._waiting[author] = {}
+            self._turns.append(author)
+        waiting[address] = None
+
+    def _next_searches(self) -> list[Send]:
+        """Start waiting searches while fewer than SEARCHING run, an author at a time."""
+        out: list[Send] = []
+        while self._turns and len(self._searching) < SEARCHING:
+            author = self._turns.popleft()
+            waiting = self._waiting.get(author)
+            if not waiting:
+                self._waiting.pop(author, None)
+                continue
+            address = next(iter(waiting))
+            del waiting[address]
+            if waiting:
+                self._turns.append(author)
+            else:
+                del self._waiting[author]
+            if address in self._users and self._asked.get(address) not in self._peers:
+                self._searching.add(address)
+                out += self._search(address, None)
         return out
+
+    def _forget_search(self, address: bytes) -> None:
+        """A chunk is here (or no longer wanted): no search, no waiting, nothing given up."""
+        self._searching.discard(address)
+        self._rounds.pop(address, None)
+        self._given_up.pop(address, None)
+        for waiting in self._waiting.values():
+            waiting.pop(address, None)
 
     # --- a partial mesh (spec/sync.md section 7) -------------------------------------
 
-    def retry_lacked(self) -> list[Send]:
-        """Ask again for each chunk still wanted that no linked peer is asked for now
-        (every linked reader said it lacks it). In a partial mesh a moment travels ahead
-        of its chunks: the neighbour that passed it on may still be fetching them, and
-        says it lacks them. The shell calls this every second or so."""
+    def retry_lacked(self, now: float = 0.0) -> list[Send]:
+        """Ask again for chunks given up (every linked reader lacked them) that are due.
+        In a partial mesh a moment travels ahead of its chunks: the neighbour that passed
+        it on may still be fetching them, and says it lacks them. A chunk is asked again
+        at once for its first RETRY_AT_ONCE rounds, then 1, 2, 4 ... BACKOFF_MAX seconds
+        after each round: a chunk that exists nowhere (a hostile index names thousands)
+        costs less and less. The shell calls this every second or so (engine.tick)."""
         if self.paused:
             return []
+        due: list[bytes] = []
+        for address, when in list(self._given_up.items()):
+            if when is None:
+                rounds = self._rounds.get(address, 1)
+                wait = 0.0 if rounds <= RETRY_AT_ONCE else 2.0 ** (rounds - RETRY_AT_ONCE - 1)
+                when = self._given_up[address] = now + min(wait, BACKOFF_MAX)
+            if when <= now:
+                due.append(address)
         out: list[Send] = []
-        for address in [a for a in self._users if self._asked.get(a) not in self._peers]:
+        for address in due:
+            del self._given_up[address]
+            if address not in self._users or self._asked.get(address) in self._peers:
+                continue
             self._lacking.pop(address, None)
             out += self._ask_elsewhere(None, [address], lacked=False)
         return out

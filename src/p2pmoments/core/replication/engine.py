@@ -252,7 +252,7 @@ class Replicator:
             # Each second for the first RETRY_FRESH tries after a moment came that needs
             # chunks (its relays are fetching them too: backing off at once would double
             # the wait at each hop), then 2, 4 ... 15 s apart.
-            out += self._chunks.retry_lacked()
+            out += self._chunks.retry_lacked(now)
             self._retries += 1
             gap = 1.0 if self._retries <= RETRY_FRESH else 2.0 ** (self._retries - RETRY_FRESH)
             self._retry_at = now + min(gap, RETRY_MAX)
@@ -390,6 +390,7 @@ class Replicator:
                     lack.missing,
                     source,
                     lack.unnamed,
+                    author=entry.author,
                 )
         return out
 
