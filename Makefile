@@ -53,6 +53,7 @@ test: lint
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/startup.py --json bench-results/startup.json
 	$(BIN)/python benchmarks/links.py --json bench-results/links.json
+	$(BIN)/python benchmarks/cipher.py --json bench-results/cipher.json
 	$(BIN)/python benchmarks/moments.py --json bench-results/moments.json
 	$(BIN)/python benchmarks/memory.py --json bench-results/memory.json
 	$(BIN)/python benchmarks/replication.py --json bench-results/replication.json

@@ -51,7 +51,7 @@ from p2pmoments.net.linkset import (
     MAX_LINKS,
     LinkSet,
 )
-from p2pmoments.net.transport import LinkRunner
+from p2pmoments.net.transport import STREAM_LIMIT, LinkRunner
 
 __all__ = [
     "BACKOFF_FIRST",
@@ -309,7 +309,7 @@ class Links(LinkSet):
         host, port = route
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
-                return await asyncio.open_connection(host, port)
+                return await asyncio.open_connection(host, port, limit=STREAM_LIMIT)
         except (OSError, TimeoutError) as exc:
             log.debug("dial %s:%s failed: %s", host, port, exc)
             return None

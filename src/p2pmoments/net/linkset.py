@@ -42,7 +42,7 @@ from p2pmoments.net.linkinfo import (
     describe_bind_error,
     path_of,
 )
-from p2pmoments.net.transport import LinkRunner
+from p2pmoments.net.transport import STREAM_LIMIT, LinkRunner
 
 __all__ = ["LinkSet"]
 
@@ -103,7 +103,9 @@ class LinkSet:
     async def listen(self, address: Address) -> asyncio.Server:
         """Start taking connections at `address`."""
         try:
-            server = await asyncio.start_server(self._on_connection, address.host, address.port)
+            server = await asyncio.start_server(
+                self._on_connection, address.host, address.port, limit=STREAM_LIMIT
+            )
         except OSError as exc:
             raise describe_bind_error("for peers", address, exc) from None
         self.listen_addresses = [

@@ -24,11 +24,23 @@ from typing import Any
 
 from p2pmoments.core.link import CloseCode, Closed, Event, Link, LinkState
 
-__all__ = ["PATHS", "READ_SIZE", "TOR_BULK_QUEUE", "WRITE_TIMEOUT", "LinkRunner"]
+__all__ = [
+    "PATHS",
+    "READ_SIZE",
+    "STREAM_LIMIT",
+    "TOR_BULK_QUEUE",
+    "WRITE_TIMEOUT",
+    "LinkRunner",
+]
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024  # several frames a read: each is decrypted where it lies
+# The stream reader of a link (asyncio.open_connection / start_server `limit`): it stops
+# reading the socket above twice this. asyncio's 64 KiB stopped it at nearly every read of
+# a fast transfer (a 256 KiB recv is over 2 x 64 KiB): two epoll_ctl calls and a loop turn
+# a read (840 epoll_ctl a 100 MB file, 67 with this). A link holds at most ~3 reads.
+STREAM_LIMIT = READ_SIZE
 WRITE_TIMEOUT = 30.0
 MAX_WRITE_BUFFER = 4 << 20  # a peer this far behind is not reading
 WRITE_QUEUE = 1 << 20  # queued before writers wait (drain)
