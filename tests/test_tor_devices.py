@@ -103,12 +103,12 @@ async def test_a_persons_devices_and_a_friend_reach_each_other_only_through_tor(
                 what="the family's key at the desktop",
             )
             await desktop.posting.post("family", "from the desktop")
-            for node in (laptop, bob):
-                await until(node, lambda n=node: has(n, "from the desktop"), timeout=TOR_WAIT)
+            await until(laptop, lambda: has(laptop, "from the desktop"), timeout=TOR_WAIT)
+            await until(bob, lambda: has(bob, "from the desktop"), timeout=TOR_WAIT)
             assert (await texts(bob))["from the desktop"] == "Alice"
             await bob.posting.post("family", "from Bob")
-            for node in (laptop, desktop):
-                await until(node, lambda n=node: has(n, "from Bob"), timeout=TOR_WAIT)
+            await until(laptop, lambda: has(laptop, "from Bob"), timeout=TOR_WAIT)
+            await until(desktop, lambda: has(desktop, "from Bob"), timeout=TOR_WAIT)
 
             admitted = bob.onions.status()["authorized_clients"]
             assert isinstance(admitted, int)
