@@ -216,3 +216,29 @@ def test_a_co_member_cannot_change_its_keys_every_second() -> None:
     late = card_of(BOB, issued=30)
     assert book.offer(B, late, known=True, circles=circles, now=2.0 + KEY_CHANGE_INTERVAL)
     assert book.get(B) == late
+
+
+def test_cards_of_devices_travel_and_are_kept_as_their_persons() -> None:
+    """Circles name persons, cards name devices (spec/tor.md section 6b): Alice's laptop
+    (her first key A) tells Bob her desktop's card and her desktop Bob's; a card of
+    Carol's phone comes from Carol's other device and reaches Bob, who shares a circle
+    with her, and not Dave, a friend outside it."""
+    desktop, phone = Identity.generate(), Identity.generate()
+    owner = {bytes(desktop.public.verify_key): A, bytes(phone.public.verify_key): C}
+    circles = [{A, B, C}]
+    laptop = ReachBook(A, lambda key: owner.get(key, key))
+    for peer in (B, bytes(desktop.public.verify_key), D, C):
+        laptop.link_up(peer)
+    desktops, bobs, phones = card_of(desktop), card_of(BOB), card_of(phone)
+    assert laptop.offer(bytes(desktop.public.verify_key), desktops, known=True, circles=circles)
+    assert laptop.offer(B, bobs, known=True, circles=circles)
+    assert laptop.offer(C, phones, known=True, circles=circles)  # her own device's
+    assert set(laptop.to_send(B, circles)) == {desktops.raw, phones.raw}
+    assert set(laptop.to_send(D, circles)) == {desktops.raw}  # ours, not Carol's
+    assert set(laptop.to_send(bytes(desktop.public.verify_key), [])) == {bobs.raw, phones.raw}
+    # At Bob's: the desktop's card from the laptop (its person's first device) is kept.
+    at_bob = ReachBook(B, lambda key: owner.get(key, key))
+    at_bob.link_up(A)
+    assert at_bob.offer(A, desktops, known=True, circles=[{A, B}])
+    # Without the mapping, the desktop is nobody's: Bob would keep no card of it.
+    assert not ReachBook(B).offer(A, desktops, known=True, circles=[{A, B}])

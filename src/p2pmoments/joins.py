@@ -59,6 +59,7 @@ class Joins:
     def __init__(self, node: Parts) -> None:
         self._node = node
         self._codes: dict[bytes, tuple[int, bool]] = {}  # PSK -> (expiry, ask first)
+        self._tokens: dict[bytes, bytes] = {}  # PSK -> token (its client-auth key, for Tor)
         self._requests: dict[str, JoinRequest] = {}  # by code
 
     def psks(self) -> list[bytes]:
@@ -66,7 +67,16 @@ class Joins:
         now = int(time.time())
         for psk in [p for p, (expires, _) in self._codes.items() if expires < now]:
             del self._codes[psk]
+        for psk in [p for p in self._tokens if p not in self._codes]:
+            del self._tokens[psk]
         return list(self._codes)
+
+    def live_tokens(self, now: float) -> list[tuple[bytes, int]]:
+        """The tokens of our device links still unused and valid at `now`, and when each
+        expires: our onion service admits the client-auth key each stands for
+        (spec/tor.md section 4), so a new device with only the link reaches us."""
+        self.psks()
+        return [(t, self._codes[p][0]) for p, t in self._tokens.items() if self._codes[p][0] > now]
 
     def new_link(self, *, confirm: bool = True) -> tuple[str, int]:
         """A single-use link (and QR) for a new device of ours: (text, expiry). With
@@ -78,6 +88,7 @@ class Joins:
         if len(self._codes) >= MAX_DEVICE_CODES:
             oldest = min(self._codes, key=lambda p: self._codes[p][0])
             del self._codes[oldest]
+            self._tokens.pop(oldest, None)
         token = os.urandom(16)
         expires = int(time.time()) + DEVICE_LINK_TTL
         where = node.code_address()
@@ -92,12 +103,14 @@ class Joins:
             onion=where.onion,
         )
         self._codes[device_link_psk(token)] = (expires, confirm)
+        self._tokens[device_link_psk(token)] = token
         return encode_device_link(code), expires
 
     def take(self, psk: bytes) -> tuple[bool, int] | None:
         """A device linked with the link behind `psk`, which works once: (whether to ask
         the person first, its expiry), None if it is not one of our links."""
         entry = self._codes.pop(psk, None)
+        self._tokens.pop(psk, None)
         return None if entry is None else (entry[1], entry[0])
 
     def code(self, psk: bytes, device: bytes, link: bytes) -> str:

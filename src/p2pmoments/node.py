@@ -203,6 +203,8 @@ class Node:
             friends=self.friends,
             circles=self.circles,
             pairings=self.pairings,
+            persons=self.persons,
+            device_links=self.devices.joins.live_tokens,
         )
         self.mesh: Mesh = Mesh(self)
         whose = self.persons.person_of  # profile pictures: spec/identity.md section 5

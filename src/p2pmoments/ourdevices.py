@@ -95,6 +95,7 @@ class Parts(Protocol):
     replication: Replication
     events: EventBus
     device_pairing: Any  # devicepairing.DevicePairing (which imports this module)
+    reach: Any  # reach.Reach
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None: ...
 
@@ -222,6 +223,7 @@ class OurDevices:
         the moment it is linked, not at their next link-up); a device that became
         someone's starts replicating as them."""
         self.want()
+        self._node.spawn(self._node.reach.rosters_changed(), "reach")  # devices' onions
         entries = self._node.persons.entries_of(person)
         for key in self._node.links.linked():
             if person in self.rosters_for(self._node.persons.person_of(key)):
@@ -334,7 +336,7 @@ class OurDevices:
             self._node.links.forget(key, "no longer a current device of anyone we know")
         for key, link in wanted.items():
             if key not in self._node.links.targets():
-                self._node.links.want(key, link)
+                self._node.links.want(key, link, onion=self._node.reach.onion_of(key))
         self._device_targets = set(wanted)
 
     # --- our devices and others' (spec/devices.md sections 8, 9) ---------------------------
@@ -382,7 +384,9 @@ class OurDevices:
     def new_device_link(self, *, confirm: bool = True) -> tuple[str, int]:
         """A single-use link (and QR) for a new device of ours: (text, expiry); with
         `confirm`, the device is linked once the person confirms its code here."""
-        return self.joins.new_link(confirm=confirm)
+        link = self.joins.new_link(confirm=confirm)
+        self._node.reach.refresh_clients()  # its token's key may reach our onion service
+        return link
 
     def _dial_join(self) -> None:
         if self._join is None or self._join.join is None:
@@ -395,7 +399,7 @@ class OurDevices:
             psk=device_link_psk(code.token),
             expires=code.expires,
             address=(code.host, code.port) if code.host and code.port else None,
-            onion=code.onion,
+            onion=self._node.reach.link_onion(code.onion, code.token),
         )
 
     def _ask_to_join(self, key: bytes) -> None:
@@ -511,6 +515,7 @@ class OurDevices:
         if self._join is None:
             return
         self._join = None
+        self._node.reach.paired(self._node.links.onion_of(self._node.person))  # our own key
         await asyncio.to_thread(joined, self._node.paths)
         log.info("this device is now one of its person's")
         self._node.events.publish("device.joined", person=identity_text(self._node.person))

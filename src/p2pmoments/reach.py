@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from p2pmoments.circles import Circles
@@ -37,6 +37,7 @@ from p2pmoments.friends import Friends
 from p2pmoments.net.links import Links
 from p2pmoments.onions import Onions
 from p2pmoments.pairings import Pairings
+from p2pmoments.persons import Persons
 from p2pmoments.store import AsyncStore, FriendState, PairingRecord, Store
 
 __all__ = ["Reach"]
@@ -71,6 +72,8 @@ class Reach:
         friends: Friends,
         circles: Circles,
         pairings: Pairings,
+        persons: Persons,
+        device_links: Callable[[float], list[tuple[bytes, int]]] = lambda now: [],
     ) -> None:
         self._store = store
         self._identity = identity
@@ -80,7 +83,9 @@ class Reach:
         self._friends = friends
         self._circles = circles
         self._pairings = pairings
-        self._book = ReachBook(self._me)
+        self._persons = persons
+        self._device_links = device_links  # the tokens of our valid device links
+        self._book = ReachBook(self._me, persons.person_of)
         self._buckets: dict[bytes, TokenBucket] = {}
 
     async def load(self) -> None:
@@ -116,8 +121,16 @@ class Reach:
         return None if card is None else card.onion
 
     def _known(self, key: bytes) -> bool:
-        """A friend (not blocked) or a co-member: someone whose card we keep."""
-        return self._friends.is_friend(key) or key in self._circles.co_members()
+        """A friend (not blocked) or a co-member, or a current device of one of them or of
+        ours: someone whose card we keep."""
+        person = self._persons.person_of(key)
+        if key != self._me and person == self._persons.person_of(self._me):
+            return True  # another device of ours
+        return self._friends.is_friend(person) or person in self._circles.co_members()
+
+    def _with_devices(self, people: Sequence[bytes]) -> list[bytes]:
+        """`people` and their current devices (spec/devices.md section 14)."""
+        return [key for p in people for key in (p, *self._persons.devices_of(p))]
 
     def _member_sets(self) -> list[frozenset[bytes]]:
         """The member sets of the circles we are in now."""
@@ -136,12 +149,14 @@ class Reach:
             return
         friends = [f.verify_key for f in self._friends.all() if f.state is FriendState.FRIEND]
         co_members = sorted(set(self._circles.co_members()) - set(friends))
-        tokens = self._pairings.live_tokens(time.time())
+        now = time.time()
+        tokens = self._pairings.live_tokens(now) + self._device_links(now)
+        ours = self._persons.person_of(self._me)
         self._onions.set_clients(
             authorized_clients(
                 pairing=[_code_client(token) for token, _ in tokens],
-                friends=friends,
-                co_members=co_members,
+                friends=[k for k in self._with_devices([ours, *friends]) if k != self._me],
+                co_members=self._with_devices(co_members),
                 cards=self._book.cards(),
             )
         )
@@ -149,7 +164,8 @@ class Reach:
     async def expire_codes(self) -> None:
         """Until cancelled: a code's key leaves the list when the code expires."""
         while True:
-            expiries = [e for _, e in self._pairings.live_tokens(time.time())]
+            now = time.time()
+            expiries = [e for _, e in self._pairings.live_tokens(now) + self._device_links(now)]
             wait = min([60.0, *(e - time.time() for e in expiries)])
             await asyncio.sleep(max(wait, 0.5))
             self.refresh_clients()
@@ -162,6 +178,13 @@ class Reach:
             return None
         onion = OnionAddress(record.onion)
         self._onions.visit(onion, pairing_client_auth(record.token))
+        return onion
+
+    def link_onion(self, onion: OnionAddress | None, token: bytes) -> OnionAddress | None:
+        """The onion of a device link we join by (spec/devices.md section 10): reached,
+        until we are linked, with the key its token stands for, as a pairing code's."""
+        if onion is not None:
+            self._onions.visit(onion, pairing_client_auth(token))
         return onion
 
     def paired(self, onion: OnionAddress | None) -> None:
@@ -188,6 +211,12 @@ class Reach:
         """A peer's link went."""
         self._book.link_down(peer)
         self._buckets.pop(peer, None)
+
+    async def rosters_changed(self) -> None:
+        """A roster changed: cards of devices now current are kept, and whom our service
+        admits follows (a revoked device's key leaves the list)."""
+        await self.circles_changed()
+        self.refresh_clients()
 
     async def circles_changed(self) -> None:
         """Who is in which circle changed: cards that came before the manifest naming

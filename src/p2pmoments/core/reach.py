@@ -156,8 +156,12 @@ def _share_a_circle(circles: Circles, *people: bytes) -> bool:
 class ReachBook:
     """Every card we hold, and which ones each linked peer has been sent."""
 
-    def __init__(self, me: bytes) -> None:
+    def __init__(self, me: bytes, person_of: Callable[[bytes], bytes] = lambda key: key) -> None:
         self._me = me
+        # Whose current device a key is (itself for a person's only device, or a key no
+        # roster names): circles name persons, links and cards are by device
+        # (spec/tor.md section 6, spec/devices.md section 14).
+        self._person_of = person_of
         self._cards: dict[bytes, ReachCard] = {}
         self._sent: dict[bytes, dict[bytes, int]] = {}  # peer -> identity -> issued sent
         self._waiting: dict[bytes, tuple[bytes, ReachCard]] = {}  # identity -> (sender, card)
@@ -229,12 +233,15 @@ class ReachBook:
 
     def may_tell(self, peer: bytes, subject: bytes, circles: Circles) -> bool:
         """Whether `subject`'s card may go to `peer`: our own to anyone linked (a friend
-        or co-member); anyone else's only if we, the peer and the subject share a circle."""
+        or co-member), and so our other devices'; any card to another device of ours, and a
+        device's to its person's other devices; anyone else's only if we, the peer and the
+        subject (their persons) share a circle."""
         if subject == peer:
             return False
-        if subject == self._me:
-            return True
-        return _share_a_circle(circles, self._me, peer, subject)
+        whose, mine, theirs = (self._person_of(k) for k in (subject, self._me, peer))
+        if subject == self._me or mine in (whose, theirs) or whose == theirs:
+            return True  # ours, or to our own device, or to the subject's own device
+        return _share_a_circle(circles, mine, theirs, whose)
 
     def offer(
         self,
@@ -246,15 +253,14 @@ class ReachBook:
         now: float | None = None,
     ) -> bool:
         """A verified card from a linked peer. Kept if the peer may tell us of it and it is
-        newer than the one we hold; returns True if kept. `known`: the card's identity is
+        newer than the one we hold (a device of ours, or one of the card's person, may
+        tell us any card); returns True if kept. `known`: the card's identity is
         a friend or co-member of ours (we hold no card of strangers). A card we cannot
         place yet waits (see `reconsider`)."""
         if card.identity == self._me:
             return False
-        if not known or (
-            card.identity != sender
-            and not _share_a_circle(circles, self._me, sender, card.identity)
-        ):
+        whose, by, mine = (self._person_of(k) for k in (card.identity, sender, self._me))
+        if not known or (by not in (whose, mine) and not _share_a_circle(circles, mine, by, whose)):
             # Not ours to keep now: a stranger's, or a relay from outside the circle, or a
             # card that came before the manifest naming its person. Held back a while.
             held = self._waiting.get(card.identity)
