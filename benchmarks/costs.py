@@ -10,6 +10,9 @@ database's pages in use, and chunk files) once he is quiet again; each as a rati
 the bytes sent: CPU as nanoseconds a byte, memory and disk as bytes a byte. The
 baseline beside each figure is the same cost of honest text moments (8,000 short posts
 in two messages). Junk goes last: Bob drops a peer whose junk passes its limit.
+The kinds added later (removal notices, wants, spans, reach cards, pictures, chunks
+sent ahead) are measured on a second pair of their own (measure_more), each also
+with what Bob sent back.
 """
 
 from __future__ import annotations
