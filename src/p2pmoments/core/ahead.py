@@ -101,8 +101,9 @@ def decode_ahead_message(body: Mapping[int, Any]) -> Ahead | AheadOk:
 class AheadBudget:
     """Bytes one peer sent us ahead in the current window of AHEAD_WINDOW seconds: what
     is over `limit` is not kept (it is asked for when its moment comes). Chunks kept
-    ahead that no moment uses are swept once a window old, so this bounds what one
-    peer can make us hold for nothing to `limit` bytes (two windows' worth at most)."""
+    ahead that no moment uses are swept once a window old, by a sweep that runs every
+    window: each lives two windows at most, so what one peer can make us hold for
+    nothing is at most three windows' worth (3 * `limit`: 6 GiB)."""
 
     limit: int = AHEAD_BUDGET
     used: int = 0

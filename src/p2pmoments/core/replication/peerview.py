@@ -30,6 +30,8 @@ class PeerView:
     # we last asked it for any.
     wanted: dict[tuple[bytes, Slot], tuple[int, float]] = field(default_factory=dict)
     want_at: float = float("-inf")
+    # (circle, slot) -> when we last sent it that range again because its have wanted it.
+    honoured: dict[tuple[bytes, Slot], float] = field(default_factory=dict)
     # The highest seq its haves named, per circle and slot: what it confirmed holding.
     acked: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
     # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how

@@ -20,6 +20,7 @@ from p2pmoments.core.replication.peerview import PeerView
 
 __all__ = [
     "ASK_PATIENCE",
+    "WANT_AGAIN",
     "Eager",
     "Membership",
     "Send",
@@ -36,6 +37,7 @@ ASK_PATIENCE = 5.0
 # What a peer can make us remember of ranges we could not take, or asked again: slots.
 MAX_MISSED = 1024
 WANT_GAP = 1.0  # seconds at least between two haves asking a peer again for a range
+WANT_AGAIN = 5.0  # seconds at least between two ranges of a slot sent again on a peer's word
 # Seconds a range we sent may go unconfirmed by the peer's haves before it is sent again,
 # and how many times (spec/sync.md section 4, point 11); a version 2 daemon confirms nothing.
 ACK_WAIT = 30.0
@@ -330,9 +332,17 @@ class VectorSync:
         epochs = membership.epochs_of(peer)
         for author, epoch, start in have.wants:
             # It lacks what we believed it held (what we sent never reached it, or it
-            # could not take it then): the range goes again, from there (section 4.10).
-            if epoch in epochs and known.get((author, epoch), 0) >= start:
-                known[(author, epoch)] = start - 1
+            # could not take it then): the range goes again, from there (section 4.10);
+            # a slot at most once in WANT_AGAIN (an honest peer asks no more often), so a
+            # burst of haves cannot make us read and queue a range over and over.
+            slot = (author, epoch)
+            if (
+                epoch in epochs
+                and known.get(slot, 0) >= start
+                and self._now - view.honoured.get((circle, slot), -WANT_AGAIN) >= WANT_AGAIN
+            ):
+                known[slot] = start - 1
+                view.honoured[(circle, slot)] = self._now
                 self.resent += 1
         view.confirmed(circle, theirs, self._now)
         for (author, epoch), seq in ours.items():
