@@ -126,7 +126,7 @@ class Replicator:
         self._manifests: dict[bytes, dict[int, KnownManifest]] = {}
         self._left: set[bytes] = set()  # circles the owner removed us from
         self._peers: dict[bytes, _Peer] = {}
-        # (peer, circle) -> the span of the moments being opened (spec/sync.md 4.10).
+        # (peer, circle) -> the span of the moments being opened (spec/sync.md 4.11).
         self._spans: dict[tuple[bytes, bytes], Span] = {}
         self._retry_at = 0.0  # when to ask again for chunks every linked peer lacked
         self._retries = 0  # times asked again since a moment came that needs chunks
@@ -463,7 +463,7 @@ class Replicator:
         )
 
     def _on_moments(self, peer: bytes, message: Moments, now: float) -> list[Action]:
-        """Moments from a member are opened, if they continue what we hold (section 4.10)."""
+        """Moments from a member are opened, if they continue what we hold (section 4, point 11)."""
         circle, span = message.circle, message.span
         membership = self.membership(circle)
         if circle in self._left:
@@ -590,7 +590,7 @@ def _batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Act
 
 def sends(action: SendRange, epoch: int, items: Sequence[tuple[int, bytes]]) -> list[Send]:
     """The moments messages of a range: its (seq, envelope) `items` of `epoch`, at most
-    MAX_BATCH bytes of envelopes each, each naming what it covers (spec/sync.md 4.10)."""
+    MAX_BATCH bytes of envelopes each, each naming what it covers (spec/sync.md 4.11)."""
     return range_batches(action, epoch, items, MAX_BATCH)
 
 

@@ -24,7 +24,7 @@ class PeerView:
     # The manifest epochs it holds, per circle (its haves): it can open only those.
     epochs: dict[bytes, frozenset[int]] = field(default_factory=dict)
     # Slots of ranges it sent that we could not take (the circle or its membership not
-    # known yet), per circle: asked for again in our next have to it (spec/sync.md 4.10).
+    # known yet), per circle: asked for again in our next have to it (spec/sync.md 4.11).
     missed: dict[bytes, set[Slot]] = field(default_factory=dict)
     # (circle, slot) -> (from, when) we last asked it to send that range again, and when
     # we last asked it for any.
@@ -35,7 +35,7 @@ class PeerView:
     # The highest seq its haves named, per circle and slot: what it confirmed holding.
     acked: dict[bytes, dict[Slot, int]] = field(default_factory=dict)
     # (circle, slot) -> (when we last sent it a range its haves have not confirmed, how
-    # many times it was sent again for that): past ACK_WAIT, sent again (section 4.10).
+    # many times it was sent again for that): past ACK_WAIT, sent again (section 4, point 11).
     unacked: dict[tuple[bytes, Slot], tuple[float, int]] = field(default_factory=dict)
     # (circle, slot) sent again ACK_TRIES times unconfirmed: not again until it confirms
     # more (a daemon of version 2 confirms nothing).
@@ -48,6 +48,15 @@ class PeerView:
         if (circle, slot) not in self.deaf:
             tries = self.unacked.get((circle, slot), (now, 0))[1]
             self.unacked[(circle, slot)] = (now, tries)
+
+    def honour(self, circle: bytes, slot: Slot, now: float, gap: float) -> bool:
+        """Whether its want of `slot` may have the range sent again now: once in `gap`
+        seconds (an honest peer asks no more often), so that a burst of haves cannot
+        make us read and queue a range over and over (spec/sync.md section 4, point 11)."""
+        if now - self.honoured.get((circle, slot), -gap) < gap:
+            return False
+        self.honoured[(circle, slot)] = now
+        return True
 
     def confirmed(self, circle: bytes, vector: Mapping[Slot, int], now: float) -> None:
         """Its have named `vector`: what we sent it and it now holds is confirmed."""

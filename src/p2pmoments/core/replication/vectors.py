@@ -331,18 +331,10 @@ class VectorSync:
         ours = self._held.get(circle, {})
         epochs = membership.epochs_of(peer)
         for author, epoch, start in have.wants:
-            # It lacks what we believed it held (what we sent never reached it, or it
-            # could not take it then): the range goes again, from there (section 4.10);
-            # a slot at most once in WANT_AGAIN (an honest peer asks no more often), so a
-            # burst of haves cannot make us read and queue a range over and over.
-            slot = (author, epoch)
-            if (
-                epoch in epochs
-                and known.get(slot, 0) >= start
-                and self._now - view.honoured.get((circle, slot), -WANT_AGAIN) >= WANT_AGAIN
-            ):
-                known[slot] = start - 1
-                view.honoured[(circle, slot)] = self._now
+            # Lost, or not taken: the range goes again from there (4.11), once in WANT_AGAIN.
+            due = epoch in epochs and known.get((author, epoch), 0) >= start
+            if due and view.honour(circle, (author, epoch), self._now, WANT_AGAIN):
+                known[(author, epoch)] = start - 1
                 self.resent += 1
         view.confirmed(circle, theirs, self._now)
         for (author, epoch), seq in ours.items():
