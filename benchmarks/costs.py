@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import os
-import sqlite3
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import Row, daemon_info, report, start, stop, wait
 from PIL import Image
-from tests.hostile_refs import hostile_index
+from tests.hostile_refs import cpu_seconds, disk_bytes, hostile_index, rss_bytes
 from tests.multinode import befriend, eventually, make_home, running
 
 from p2pmoments.config import Address
@@ -64,37 +62,6 @@ from p2pmoments.pictures import MAX_PICTURE
 
 FILE = 16 << 20  # Bob's file, whose chunks Alice may ask for
 REUSES = 50  # moments carrying one reference to a 1-piece index (16,384 chunk names)
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def disk_bytes(home: Path) -> int:
-    """Bytes the database's pages in use and the chunk files take (the WAL is left out:
-    it is reused, and checkpointed into the database)."""
-    total = 0
-    for folder, _, files in os.walk(home):
-        for name in files:
-            path = os.path.join(folder, name)
-            if name.endswith(".db"):
-                with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                    pages = db.execute("PRAGMA page_count").fetchone()[0]
-                    free = db.execute("PRAGMA freelist_count").fetchone()[0]
-                    total += (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
-            elif "blobs" in folder:
-                with contextlib.suppress(FileNotFoundError):
-                    total += os.lstat(path).st_blocks * 512
-    return total
 
 
 class Measure:
@@ -150,13 +117,22 @@ class Measure:
         return out
 
 
-async def measure(root: Path) -> list[dict[str, float | str]]:
+Kinds = Callable[[Node, bytes, bytes, int, Path], Awaitable[list[dict[str, float | str]]]]
+
+
+async def with_bob_process(
+    root: Path, kinds: Kinds, *, bobs_file: bool
+) -> list[dict[str, float | str]]:
+    """Alice and Bob, friends in Alice's circle "c" (with a file of Bob's there if
+    `bobs_file`); then Bob as a daemon process, Alice in this one, linked: `kinds` runs
+    there, given Alice, the circle, Bob's key, his pid and his home."""
     alice_home, bob_home = await make_home(root, "Alice"), await make_home(root, "Bob")
     async with running(alice_home) as alice, running(bob_home) as bob:
         await befriend(alice, bob)
         circle = await alice.circles.create("c", ["Bob"], members_can_post=True)
         await eventually(lambda: bob.circles.all(), what="the manifest")
-        await bob.posting.post("c", "a file", files=[("f.bin", os.urandom(FILE), "")])
+        if bobs_file:
+            await bob.posting.post("c", "a file", files=[("f.bin", os.urandom(FILE), "")])
         port = alice.listen_port
         bob_key = bytes(bob.identity.public.verify_key)
     bob_proc = start(bob_home)
@@ -164,7 +140,7 @@ async def measure(root: Path) -> list[dict[str, float | str]]:
         wait(lambda: daemon_info(bob_home, bob_proc.pid))
         async with running(alice_home, listen=Address(host="127.0.0.1", port=port)) as alice:
             await eventually(lambda: bob_key in alice.links.linked(), timeout=60, what="a link")
-            return await _kinds(alice, circle.circle_id, bob_key, bob_proc.pid, bob_home)
+            return await kinds(alice, circle.circle_id, bob_key, bob_proc.pid, bob_home)
     finally:
         stop(bob_proc)
 
@@ -258,26 +234,6 @@ async def _kinds(
 def _received(alice: Node, bob: bytes) -> int:
     """Bytes Alice has received from Bob on their link (what he sent her)."""
     return next((p.bytes_in for p in alice.links.peers() if p.key == bob), -1)
-
-
-async def measure_more(root: Path) -> list[dict[str, float | str]]:
-    """The kinds added since the first table, on a pair of their own (Bob quiet before
-    each: no file of his, no index to follow), Bob holding 8,000 of Alice's posts."""
-    alice_home, bob_home = await make_home(root, "Alice"), await make_home(root, "Bob")
-    async with running(alice_home) as alice, running(bob_home) as bob:
-        await befriend(alice, bob)
-        circle = await alice.circles.create("c", ["Bob"], members_can_post=True)
-        await eventually(lambda: bob.circles.all(), what="the manifest")
-        port = alice.listen_port
-        bob_key = bytes(bob.identity.public.verify_key)
-    bob_proc = start(bob_home)
-    try:
-        wait(lambda: daemon_info(bob_home, bob_proc.pid))
-        async with running(alice_home, listen=Address(host="127.0.0.1", port=port)) as alice:
-            await eventually(lambda: bob_key in alice.links.linked(), timeout=60, what="a link")
-            return await _more_kinds(alice, circle.circle_id, bob_key, bob_proc.pid, bob_home)
-    finally:
-        stop(bob_proc)
 
 
 async def _more_kinds(
@@ -426,9 +382,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="costs-") as tmp:
-        found = asyncio.run(measure(Path(tmp)))
+        found = asyncio.run(with_bob_process(Path(tmp), _kinds, bobs_file=True))
     with tempfile.TemporaryDirectory(prefix="costs-") as tmp:
-        found += asyncio.run(measure_more(Path(tmp)))
+        # The kinds added since the first table, on a pair of their own (Bob quiet
+        # before each: no file of his, no index to follow).
+        found += asyncio.run(with_bob_process(Path(tmp), _more_kinds, bobs_file=False))
     honest = next(f for f in found if str(f["kind"]).startswith("moments, 8,000"))
     rows: list[Row] = []
     for f in found:

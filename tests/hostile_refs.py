@@ -1,7 +1,13 @@
-"""Chunk indexes as a hostile member makes them (issue 22, 4): shared by the tests of
-hostile indexes and benchmarks/costs.py."""
+"""Chunk indexes as a hostile member makes them (issue 22, 4), and what a victim's
+process and home are measured by: shared by the tests of hostile members and indexes
+and benchmarks/costs.py."""
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
 
 from p2pmoments.core.blobs import (
     BIG_CHUNK_SIZE,
@@ -14,7 +20,7 @@ from p2pmoments.core.blobs import (
 )
 from p2pmoments.core.crypto import Aead, random_bytes
 
-__all__ = ["hostile_index"]
+__all__ = ["cpu_seconds", "disk_bytes", "hostile_index", "rss_bytes"]
 
 
 def hostile_index(pieces: int = 1) -> tuple[BlobRef, bytes, bytes]:
@@ -37,3 +43,35 @@ def hostile_index(pieces: int = 1) -> tuple[BlobRef, bytes, bytes]:
         name="claim.bin",
     )
     return ref, address, piece
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    """Process `pid`'s resident set, measured."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def disk_bytes(home: Path) -> int:
+    """Bytes the database's pages in use and the chunk files of a home take (the WAL is
+    left out: it is reused, and checkpointed into the database)."""
+    total = 0
+    for folder, _, files in os.walk(home):
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".db"):
+                with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                    pages = db.execute("PRAGMA page_count").fetchone()[0]
+                    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+                    total += (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
+            elif "blobs" in folder:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(path).st_blocks * 512
+    return total

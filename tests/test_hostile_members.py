@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -20,41 +18,12 @@ from p2pmoments.core.moment import Content, Kind, seal_moment
 from p2pmoments.core.replication.messages import T_MOMENTS
 from p2pmoments.node import Node
 from tests.daemons import Daemon
-from tests.hostile_refs import hostile_index
+from tests.hostile_refs import cpu_seconds, disk_bytes, hostile_index, rss_bytes
 from tests.multinode import befriend, eventually, make_home, random_png, running
 
 REUSES = 200  # moments of each hostile member reusing its reference
 PIECES = 128  # the reference's index pieces: 1 TiB claimed
 WAIT = 120.0  # seconds an honest post may take, at most (a generous bound, not a target)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def disk_bytes(home: Path) -> int:
-    """The database's pages in use and the chunk files (the WAL is reused: left out)."""
-    total = 0
-    for folder, _, files in os.walk(home / "data"):
-        for name in files:
-            path = os.path.join(folder, name)
-            if name.endswith(".db"):
-                with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                    pages = db.execute("PRAGMA page_count").fetchone()[0]
-                    free = db.execute("PRAGMA freelist_count").fetchone()[0]
-                    total += (pages - free) * db.execute("PRAGMA page_size").fetchone()[0]
-            elif "blobs" in folder:
-                with contextlib.suppress(FileNotFoundError):
-                    total += os.lstat(path).st_blocks * 512
-    return total
 
 
 async def flood(member: Node, victim: bytes, first: int) -> int:
