@@ -30,6 +30,8 @@ settings.register_profile(
 )
 settings.load_profile("p2pmoments")
 
+LOG_TAIL = 60  # lines of each daemon's log printed when a test fails
+
 LOOPBACK = Config(
     listen=Address(host="127.0.0.1", port=0),
     api_listen=Address(host="127.0.0.1", port=0),
@@ -84,13 +86,28 @@ async def pair_of_nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
         yield alice, bob
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{call.when}", report)
+    return report
+
+
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Daemon processes a test starts; each is stopped by its pid at the end, whatever happens."""
+def daemons(request: pytest.FixtureRequest) -> Iterator[list[Daemon]]:
+    """Daemon processes a test starts; each is stopped by its pid at the end, whatever
+    happens. If the test failed, the end of each daemon's log is printed (CI shows a
+    failed test's output, and the logs themselves are gone with the machine)."""
     started: list[Daemon] = []
     yield started
     for daemon in started:
         daemon.close()
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for daemon in started:
+            print(f"--- the last lines of {daemon.log.name} ---")
+            print("\n".join(daemon.output.splitlines()[-LOG_TAIL:]))
 
 
 @pytest.fixture(scope="session")

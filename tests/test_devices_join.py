@@ -17,7 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from p2pmoments.api import API_PREFIX
 from p2pmoments.api.base import NODE
+from p2pmoments.core.device_entries import consent_message
 from p2pmoments.core.pairing import decode_device_link, device_link_psk, join_code
+from p2pmoments.core.self_sync import encode_friends_message, encode_join_message
 from p2pmoments.home import device_join_code, join_home, load_identity
 from p2pmoments.node import Node
 from p2pmoments.paths import resolve_paths
@@ -92,6 +94,17 @@ async def test_a_device_is_linked_once_its_code_is_confirmed_and_a_copy_is_refus
             what="the desktop to be Alice's",
         )
         await eventually(lambda: desktop.devices.joining_code() is None, what="joined")
+
+        # A device of ours that asks again (it restarted, or a second link came up
+        # before its roster arrived) is not dropped as a stranger: had it been, neither
+        # side would link again for a minute, and the desktop would read nothing.
+        consent = desktop.identity.signing_key.sign(
+            consent_message(desktop.person, desktop.me, bytes(desktop.identity.public.link_key))
+        )
+        assert desktop.links.send(laptop.me, encode_join_message("desktop", consent))
+        assert desktop.links.send(laptop.me, encode_friends_message("Alice B", []))
+        await eventually(lambda: laptop.friends.my_name == "Alice B", what="the next message")
+        assert desktop.me in laptop.links.linked()
 
 
 async def test_a_link_made_to_link_without_asking_takes_a_bool_only(

@@ -202,7 +202,7 @@ class OurDevices:
         for whose in self.rosters_for(person):
             node.links.send(key, encode_roster_message(whose, node.persons.entries_of(whose)))
         if self._join is not None and key == node.person:  # we join: ask to be certified
-            self._ask_to_join(key)
+            self._ask_to_join(key)  # (once our roster names us, _join is None)
         elif person == node.person and node.persons.person_of(node.me) == node.person:
             self.send_friends(key)  # another device of ours: our friends, the keys it lacks,
             self.send_keys(key)  # the edits of circles we own
@@ -215,6 +215,9 @@ class OurDevices:
         self._join = join if join is not None and join.join else None
         self._revoked = self._node.persons.revoked()
         self._ours_now = self._node.persons.person_of(self._node.me) == self._node.person
+        if self._join is not None and self._ours_now:  # linked, then stopped before it
+            self._join = None  # had written so: it is one of its person's devices
+            self._node.spawn(self._joined(), "joined")
         self._dial_join()
 
     def roster_changed(self, person: bytes) -> None:
@@ -239,6 +242,9 @@ class OurDevices:
         if person == self._node.person and self._join is not None:
             roster = self._node.persons.roster(person)
             if roster is not None and roster.is_current(self._node.me):
+                # At once, not in the task: a link to our first device that comes up
+                # meanwhile must not ask to join again (its first device would drop it).
+                self._join = None
                 self._node.spawn(self._joined(), "joined")
         if person == self._node.me:
             self._node.spawn(self._start_logs(), "edit logs")
@@ -414,6 +420,11 @@ class OurDevices:
 
     async def on_join(self, key: bytes, body: dict[int, Any]) -> None:
         joining = self._joining.pop(key, None)
+        if joining is None and key in self.linked_ours():
+            # A device of ours already linked, which asked again before its roster
+            # reached it (it restarted, or a second link came up first): nothing to do.
+            log.debug("a device of ours asked to join again")
+            return
         if joining is None:
             self._node.links.drop_misbehaving(key, "a join without a device link")
             return
@@ -462,10 +473,12 @@ class OurDevices:
             raise UserInputError(str(exc)) from None
         log.info("linked a new device of ours: %s", name)
         self._node.events.publish("device.linked", name=name, device=identity_text(key))
-        await self._start_logs()
+        # Before anything that awaits: its keys go ahead of the moments that the link's
+        # relink (spawned by the roster change) sends, which it could not open without.
         self.send_friends(key)
         self.send_keys(key)
         self._send_all_ops(key)
+        await self._start_logs()
 
     async def _start_logs(self) -> None:
         """On our first device, once we have other devices: the circles we own get their
@@ -512,9 +525,6 @@ class OurDevices:
                     await node.circles.apply_ops(circle)
 
     async def _joined(self) -> None:
-        if self._join is None:
-            return
-        self._join = None
         self._node.reach.paired(self._node.links.onion_of(self._node.person))  # our own key
         await asyncio.to_thread(joined, self._node.paths)
         log.info("this device is now one of its person's")

@@ -38,3 +38,9 @@ class RejectedError(DecodeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+# Why a device other than its person's first cannot open a moment yet: another device of
+# its person has not given it that epoch's key (spec/devices.md section 9). Not junk: the
+# moment is asked for again once the key arrives.
+NO_KEY_YET = "this device holds no key for that epoch yet"

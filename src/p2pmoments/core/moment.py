@@ -474,10 +474,9 @@ def open_content(unsigned: Unsigned, key_for: Callable[[Manifest], bytes]) -> Mo
     """Decrypt and check the content of an envelope read by read_envelope. Its signature
     must be checked too (open_moment does both); RejectedError says why not."""
     envelope, header, manifest = unsigned.envelope, unsigned.header, unsigned.manifest
+    epoch_key = key_for(manifest)  # its RejectedError says why with its own reason
     try:
-        plaintext = xaead_decrypt(
-            key_for(manifest), header.nonce, header.header_bytes, header.ciphertext
-        )
+        plaintext = xaead_decrypt(epoch_key, header.nonce, header.header_bytes, header.ciphertext)
         fields = wire.decode_map(plaintext, max_size=MAX_ENVELOPE)
     except CryptoError:
         raise RejectedError("the content does not decrypt under the epoch key") from None

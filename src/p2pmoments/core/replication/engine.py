@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from p2pmoments.core.budget import JunkScore
-from p2pmoments.core.errors import DecodeError
+from p2pmoments.core.errors import NO_KEY_YET, DecodeError
 from p2pmoments.core.replication import rules
 from p2pmoments.core.replication.actions import (
     Action,
@@ -165,7 +165,7 @@ class Replicator:
         membership = self._membership(manifest.circle)
         out: list[Action] = [
             Send(peer, Manifests(manifests=(manifest.raw,)))
-            for peer in self._vectors.linked()
+            for peer in list(self._peers)
             # Only to those it names: an old epoch's membership is not for later members.
             if membership.in_latest(peer) and self._person_of(peer) in manifest.members
         ]
@@ -354,8 +354,15 @@ class Replicator:
         out: list[Action] = []
         if refused:
             out.append(Reject(peer, tuple(refused)))
-            if peer is not None:
-                out += self.junk(peer, len(refused), "moments that failed verification", now)
+            junk = [r for r in refused if r[0] != NO_KEY_YET]
+            # Not held, and asked again once keys come (spec/devices.md section 9).
+            span = None
+            if peer is not None and len(junk) < len(refused):
+                span = self._spans.pop((peer, circle), None)
+            if peer is not None and span is not None:
+                self._vectors.missed(peer, circle, span[0], span[1])
+            if peer is not None and junk:
+                out += self.junk(peer, len(junk), "moments that failed verification", now)
         return verdicts.accepted, out
 
     def stored(
@@ -572,29 +579,7 @@ class Replicator:
         ]
 
 
-def _batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Action]:
-    """Moments messages of at most MAX_BATCH bytes of envelopes each."""
-    out: list[Action] = []
-    batch: list[bytes] = []
-    size = 0
-    for envelope in envelopes:
-        if size + len(envelope) > MAX_BATCH and batch:
-            out.append(Send(peer, Moments(circle=circle, envelopes=tuple(batch))))
-            batch, size = [], 0
-        batch.append(envelope)
-        size += len(envelope)
-    if batch:
-        out.append(Send(peer, Moments(circle=circle, envelopes=tuple(batch))))
-    return out
-
-
 def sends(action: SendRange, epoch: int, items: Sequence[tuple[int, bytes]]) -> list[Send]:
     """The moments messages of a range: its (seq, envelope) `items` of `epoch`, at most
     MAX_BATCH bytes of envelopes each, each naming what it covers (spec/sync.md 4.11)."""
     return range_batches(action, epoch, items, MAX_BATCH)
-
-
-def batches(peer: bytes, circle: bytes, envelopes: Sequence[bytes]) -> list[Send]:
-    """Moments messages of at most MAX_BATCH bytes of envelopes each (for ranges the shell
-    reads from its store)."""
-    return [a for a in _batches(peer, circle, envelopes) if isinstance(a, Send)]

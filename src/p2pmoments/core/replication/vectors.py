@@ -388,10 +388,6 @@ class VectorSync:
         """The circles whose traffic may go to `peer`."""
         return [c for c, m in self._circles.items() if m.in_latest(peer)]
 
-    def linked(self) -> list[bytes]:
-        """The peers we are linked to, as we were told."""
-        return list(self._peers)
-
     # --- internals -------------------------------------------------------------
 
     def _ahead(self, peer: bytes, circle: bytes) -> list[bytes]:
@@ -430,6 +426,8 @@ class VectorSync:
             if len(waiting) == 1 and len(set(authors)) == 1:
                 self._asked[circle] = (authors[0], self._now)
                 return []
+        if asked is not None and asked[0] == peer and self._now - asked[1] < ASK_PATIENCE:
+            return self._tell(peer, circle)  # only if it says more: else haves loop (4.11)
         self._asked[circle] = (peer, self._now)
         return self._tell(peer, circle, force=True)
 
