@@ -37,6 +37,12 @@ from tests.chaos_lan import Lan, Node, faketime_unavailable, multipart
 
 EMOJI = ("👍", "🎉", "❤️", "😂", "🔥", "👀")
 MAX_DOWN = 2  # daemons down at once, at most
+# tbf (rate, bucket, the longest a packet may queue before it is dropped): a slow link.
+SLOW_LINKS = (
+    ("rate", "2mbit", "burst", "8kb", "latency", "50ms"),
+    ("rate", "512kbit", "burst", "4kb", "latency", "400ms"),
+    ("rate", "8mbit", "burst", "16kb", "latency", "20ms"),
+)
 
 
 @dataclass
@@ -96,9 +102,18 @@ class Soak:
         self.figures = Figures()
         self.step = 0
         self.netem_reason = lan.netem_unavailable()
+        # Without netem (this machine's kernel has none), a slow link still makes packets
+        # wait and be lost: tbf, a low rate and a short queue (no reordering though).
+        self.slow_reason = (
+            lan.netem_unavailable("tbf", *SLOW_LINKS[0]) if self.netem_reason else "netem is here"
+        )
         self.faketime_reason = faketime_unavailable()
         if self.netem_reason:
-            self.figures.skipped_faults["netem"] = self.netem_reason
+            self.figures.skipped_faults["netem"] = self.netem_reason + (
+                "; slow links (tbf) instead: delay and loss, no reordering"
+                if self.slow_reason is None
+                else ""
+            )
         if self.faketime_reason:
             self.figures.skipped_faults["clock"] = self.faketime_reason
         self.max_file = 50 << 20 if long else 2 << 20
@@ -172,6 +187,7 @@ class Soak:
             "split": 1.5 if not self.lan.split_hosts else 0,
             "heal": 3 if self.lan.split_hosts else 0,
             "netem": 0 if self.netem_reason else 2,
+            "slow": 2 if self.slow_reason is None else 0,
             "calm": 3 if self.lan.netem_hosts else 0,
         }
         kinds = [k for k, w in choices.items() if w > 0]
@@ -491,6 +507,12 @@ class Soak:
         spec = ("loss", f"{loss}%", "delay", f"{delay}ms", f"{delay // 2}ms", "reorder", "25%")
         self.lan.netem(i, *spec)
         self.fault("netem", node=self.nodes[i].name, spec=" ".join(spec))
+
+    def op_slow(self, up: list[Node], down: list[Node]) -> None:
+        i = self.rng.randrange(len(self.nodes))
+        spec = self.rng.choice(SLOW_LINKS)
+        self.lan.netem(i, *spec, qdisc="tbf")
+        self.fault("slow-link", node=self.nodes[i].name, spec=" ".join(spec))
 
     def op_calm(self, up: list[Node], down: list[Node]) -> None:
         i = self.rng.choice(sorted(self.lan.netem_hosts))

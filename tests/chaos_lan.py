@@ -6,6 +6,8 @@ Faults it can inject, each undone by the matching call:
 - split(group) / heal(): the hosts of `group` moved to a second bridge, so each side still
   talks within itself (a real partition, not one host alone);
 - netem(i, ...) / clear_netem(i): loss, delay and reordering on host i's interface (tc);
+  where the kernel has no netem, a slow link instead (tbf: a low rate and a short queue,
+  so packets wait, and are dropped when the queue is full, as on a poor Wi-Fi);
 - a daemon started with its clock hours off (libfaketime, Node.start(skew_hours=...)).
 
 All traffic stays inside the namespaces (10.232.0.0/24). The control API listens on each
@@ -20,6 +22,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -90,6 +93,7 @@ class Lan:
         self.cut_hosts: set[int] = set()
         self.split_hosts: set[int] = set()
         self.netem_hosts: set[int] = set()
+        self.shaped_drops = 0  # packets netem or a slow link dropped (tc -s), shaping undone
 
     def ns(self, i: int) -> str:
         return f"{self.tag}-h{i}"
@@ -163,51 +167,35 @@ class Lan:
             sh("ip", "-n", self.switch, "link", "set", self._outer(i), "master", "br0")
         self.split_hosts.clear()
 
-    def netem(self, i: int, *spec: str) -> None:
-        dev = self._inner(i)
-        sh(
-            "ip",
-            "netns",
-            "exec",
-            self.ns(i),
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            dev,
-            "root",
-            "netem",
-            *spec,
-        )
+    def netem(self, i: int, *spec: str, qdisc: str = "netem") -> None:
+        """Shape host i's interface with `qdisc` (netem; tbf where there is no netem)."""
+        self._qdisc(i, qdisc, *spec)
         self.netem_hosts.add(i)
+
+    def _qdisc(self, i: int, qdisc: str, *spec: str, check: bool = True) -> str | None:
+        """Replace host i's root qdisc; the error if it was refused (and not `check`)."""
+        dev = self._inner(i)
+        tried = sh(
+            *("ip", "netns", "exec", self.ns(i), "tc", "qdisc", "replace", "dev", dev, "root"),
+            *(qdisc, *spec),
+            check=check,
+        )
+        return tried.stderr.strip() or "refused" if tried.returncode != 0 else None
 
     def clear_netem(self, i: int) -> None:
         dev = self._inner(i)
+        shown = sh("ip", "netns", "exec", self.ns(i), "tc", "-s", "qdisc", "show", "dev", dev)
+        self.shaped_drops += sum(int(n) for n in re.findall(r"dropped (\d+)", shown.stdout))
         sh("ip", "netns", "exec", self.ns(i), "tc", "qdisc", "del", "dev", dev, "root", check=False)
         self.netem_hosts.discard(i)
 
-    def netem_unavailable(self) -> str | None:
-        """Why `tc netem` cannot run here, or None."""
+    def netem_unavailable(self, qdisc: str = "netem", *spec: str) -> str | None:
+        """Why `tc` cannot shape with `qdisc` here (netem by default), or None."""
         if shutil.which("tc") is None:
             return "tc is missing (apt-get install iproute2)"
-        tried = sh(
-            "ip",
-            "netns",
-            "exec",
-            self.ns(0),
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            self._inner(0),
-            "root",
-            "netem",
-            "delay",
-            "1ms",
-            check=False,
-        )
-        if tried.returncode != 0:
-            return f"tc netem refused ({tried.stderr.strip()}): no sch_netem in this kernel"
+        refused = self._qdisc(0, qdisc, *(spec or ("delay", "1ms")), check=False)
+        if refused is not None:
+            return f"tc {qdisc} refused ({refused}): no sch_{qdisc} in this kernel"
         self.clear_netem(0)
         return None
 
