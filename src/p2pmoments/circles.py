@@ -25,7 +25,7 @@ from p2pmoments.core.crypto import (
     open_sealed,
     seal,
 )
-from p2pmoments.core.errors import NO_KEY_YET, DecodeError, RejectedError
+from p2pmoments.core.errors import DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.ids import IdKind, decode_id
 from p2pmoments.core.manifest import (
@@ -144,12 +144,8 @@ class Circles:
         our first, the key another device of ours gave it (spec/devices.md section 9)."""
         slot = (manifest.circle_id, manifest.epoch)
         if slot not in self._keys:
-            try:
-                self._keys[slot] = epoch_key(manifest, self._identity, self.person_link)
-            except RejectedError:
-                if self._first_device or not manifest.is_member(self._me_key):
-                    raise
-                raise RejectedError(NO_KEY_YET) from None
+            person = None if self._first_device else self._me_key
+            self._keys[slot] = epoch_key(manifest, self._identity, self.person_link, person)
         return self._keys[slot]
 
     def keys_held(self) -> list[tuple[bytes, int, bytes]]:

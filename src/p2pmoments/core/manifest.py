@@ -21,7 +21,7 @@ from p2pmoments.core.crypto import (
     random_bytes,
     seal,
 )
-from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.errors import NO_KEY_YET, DecodeError, RejectedError
 from p2pmoments.core.identity import Identity
 from p2pmoments.core.profile import check_display_name
 
@@ -227,11 +227,16 @@ def decode_manifest(data: bytes) -> Manifest:
 
 
 def epoch_key(
-    manifest: Manifest, identity: Identity, person_link: LinkSecretKey | None = None
+    manifest: Manifest,
+    identity: Identity,
+    person_link: LinkSecretKey | None = None,
+    person: VerifyKey | None = None,
 ) -> bytes:
     """Our copy of the epoch key; RejectedError if we are not a member of this epoch.
     With `person_link` (a device recovered from a sheet, spec/devices.md section 5.3):
-    the copy sealed to the member whose link key that is, our person."""
+    the copy sealed to the member whose link key that is, our person. With `person` (a
+    device other than its person's first): if the person is a member, the reason is
+    NO_KEY_YET, as another device of ours gives this one the key (section 9)."""
     me = identity.public.verify_key
     for member, sealed in zip(manifest.members, manifest.sealed_keys, strict=True):
         secret = identity.link_secret if member.verify_key == me else None
@@ -245,6 +250,8 @@ def epoch_key(
             if len(key) == KEY_LEN:
                 return key
             break
+    if person is not None and manifest.is_member(person):
+        raise RejectedError(NO_KEY_YET)
     raise RejectedError("we are not a member of this circle at this epoch")
 
 
