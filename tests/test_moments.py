@@ -225,3 +225,16 @@ async def test_an_ambiguous_circle_name_lists_the_candidates(pair: tuple[Node, N
     await alice.circles.keep(theirs, "circle.created")
     with pytest.raises(AmbiguousError, match="could be any of"):
         alice.circles.resolve("family")
+
+
+async def test_a_moment_waiting_for_its_key_is_not_recorded_as_rejected(node: Node) -> None:
+    """A device whose other device has not given it an epoch's key yet waits for it
+    (spec/devices.md section 9): not a rejection in the store's record, unlike junk."""
+    from p2pmoments.core.errors import NO_KEY_YET
+
+    await node.moments.reject([(NO_KEY_YET, 100), ("bad signature", 90)], None)
+    await node.moments.reject([(NO_KEY_YET, 100)], None)
+    rows = await node.store.run(
+        lambda s: list(s._conn.execute("SELECT reason, size FROM rejected ORDER BY id"))
+    )
+    assert [tuple(r) for r in rows] == [("bad signature", 90)]

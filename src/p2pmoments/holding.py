@@ -19,7 +19,7 @@ from typing import Any
 from p2pmoments.blobstore import BlobStore, Location
 from p2pmoments.circles import Circles
 from p2pmoments.core.blobs import BlobRef, open_index_piece
-from p2pmoments.core.errors import DecodeError, RejectedError
+from p2pmoments.core.errors import NO_KEY_YET, DecodeError, RejectedError
 from p2pmoments.core.moment import (
     Kind,
     Moment,
@@ -296,9 +296,14 @@ class Holding:
         return await self._store.run(Store.moment_owners, refs) if refs else {}
 
     async def reject(self, reasons: Sequence[tuple[str, int]], sender: bytes | None) -> None:
-        """Record why things a peer sent were not kept."""
-        await self._store.run(Store.record_rejections, int(time.time()), list(reasons), sender)
-        log.info("rejected %d moment(s): %s", len(reasons), reasons[0][0])
+        """Record why things a peer sent were not kept; those that only wait for their
+        epoch's key from another device of ours are not rejections (spec/devices.md 9)."""
+        refused = [r for r in reasons if r[0] != NO_KEY_YET]
+        if len(refused) < len(reasons):
+            log.debug("%d moment(s) wait for a key", len(reasons) - len(refused))
+        if refused:
+            await self._store.run(Store.record_rejections, int(time.time()), refused, sender)
+            log.info("rejected %d moment(s): %s", len(refused), refused[0][0])
 
     async def follow(
         self, moments: Sequence[Moment]
