@@ -43,6 +43,9 @@ SLOW_LINKS = (
     ("rate", "512kbit", "burst", "4kb", "latency", "400ms"),
     ("rate", "8mbit", "burst", "16kb", "latency", "20ms"),
 )
+# htb (the rate of three packets in four, the rate of the fourth, each queue's length in
+# packets): a reordering link, where there is no netem.
+REORDER_LINKS = (("8mbit", "1mbit", 20), ("20mbit", "2mbit", 30), ("4mbit", "512kbit", 10))
 
 
 @dataclass
@@ -103,16 +106,24 @@ class Soak:
         self.step = 0
         self.netem_reason = lan.netem_unavailable()
         # Without netem (this machine's kernel has none), a slow link still makes packets
-        # wait and be lost: tbf, a low rate and a short queue (no reordering though).
+        # wait and be lost (tbf, a low rate and a short queue), and a reordering link sends
+        # one packet in four through a slower class (htb with a u32 filter).
         self.slow_reason = (
             lan.netem_unavailable("tbf", *SLOW_LINKS[0]) if self.netem_reason else "netem is here"
         )
+        self.reorder_reason = lan.reorder_unavailable() if self.netem_reason else "netem is here"
         self.faketime_reason = faketime_unavailable()
         if self.netem_reason:
+            instead = [
+                what
+                for what, reason in (
+                    ("slow links (tbf): delay and loss", self.slow_reason),
+                    ("reordering links (htb, u32)", self.reorder_reason),
+                )
+                if reason is None
+            ]
             self.figures.skipped_faults["netem"] = self.netem_reason + (
-                "; slow links (tbf) instead: delay and loss, no reordering"
-                if self.slow_reason is None
-                else ""
+                f"; instead: {', '.join(instead)}" if instead else ""
             )
         if self.faketime_reason:
             self.figures.skipped_faults["clock"] = self.faketime_reason
@@ -188,6 +199,7 @@ class Soak:
             "heal": 3 if self.lan.split_hosts else 0,
             "netem": 0 if self.netem_reason else 2,
             "slow": 2 if self.slow_reason is None else 0,
+            "reorder": 2 if self.reorder_reason is None else 0,
             "calm": 3 if self.lan.netem_hosts else 0,
         }
         kinds = [k for k, w in choices.items() if w > 0]
@@ -513,6 +525,12 @@ class Soak:
         spec = self.rng.choice(SLOW_LINKS)
         self.lan.netem(i, *spec, qdisc="tbf")
         self.fault("slow-link", node=self.nodes[i].name, spec=" ".join(spec))
+
+    def op_reorder(self, up: list[Node], down: list[Node]) -> None:
+        i = self.rng.randrange(len(self.nodes))
+        fast, slow, queue = self.rng.choice(REORDER_LINKS)
+        self.lan.reorder(i, fast, slow, queue)
+        self.fault("reorder-link", node=self.nodes[i].name, spec=f"{fast} {slow} {queue}")
 
     def op_calm(self, up: list[Node], down: list[Node]) -> None:
         i = self.rng.choice(sorted(self.lan.netem_hosts))

@@ -7,7 +7,9 @@ Faults it can inject, each undone by the matching call:
   talks within itself (a real partition, not one host alone);
 - netem(i, ...) / clear_netem(i): loss, delay and reordering on host i's interface (tc);
   where the kernel has no netem, a slow link instead (tbf: a low rate and a short queue,
-  so packets wait, and are dropped when the queue is full, as on a poor Wi-Fi);
+  so packets wait, and are dropped when the queue is full, as on a poor Wi-Fi), and a
+  reordering link (reorder(i, ...): htb, with one packet in four, chosen by its IP ID, sent
+  through a slower class, so it arrives after packets sent behind it);
 - a daemon started with its clock hours off (libfaketime, Node.start(skew_hours=...)).
 
 All traffic stays inside the namespaces (10.232.0.0/24). The control API listens on each
@@ -172,20 +174,65 @@ class Lan:
         self._qdisc(i, qdisc, *spec)
         self.netem_hosts.add(i)
 
-    def _qdisc(self, i: int, qdisc: str, *spec: str, check: bool = True) -> str | None:
+    def _qdisc(
+        self, i: int, qdisc: str, *spec: str, check: bool = True, handle: str | None = None
+    ) -> str | None:
         """Replace host i's root qdisc; the error if it was refused (and not `check`)."""
         dev = self._inner(i)
         tried = sh(
             *("ip", "netns", "exec", self.ns(i), "tc", "qdisc", "replace", "dev", dev, "root"),
+            *(("handle", handle) if handle else ()),
             *(qdisc, *spec),
             check=check,
         )
         return tried.stderr.strip() or "refused" if tried.returncode != 0 else None
 
+    def reorder(self, i: int, fast: str, slow: str, queue: int) -> None:
+        """Send one of host i's packets in four (IP ID ending in binary 11) through a class
+        `slow` while the rest go at `fast`: the slow ones arrive after packets sent behind
+        them. Each class drops what overflows a queue of `queue` packets."""
+        dev, tc = self._inner(i), ("ip", "netns", "exec", self.ns(i), "tc")
+        self._qdisc(i, "htb", "default", "10", handle="1:")
+        for minor, rate in (("10", fast), ("20", slow)):
+            sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", f"1:{minor}",
+               "htb", "rate", rate, "ceil", rate, "burst", "1600", "cburst", "1600")  # fmt: skip
+            leaf = ("pfifo", "limit", str(queue))
+            sh(*tc, "qdisc", "add", "dev", dev, "parent", f"1:{minor}", *leaf)
+        sh(*tc, "filter", "add", "dev", dev, "parent", "1:", "protocol", "ip", "prio", "1",
+           "u32", "match", "u16", "0x3", "0x3", "at", "4", "flowid", "1:20")  # fmt: skip
+        self.netem_hosts.add(i)
+
+    def reorder_unavailable(self) -> str | None:
+        """Why reorder() cannot work here (no htb or no u32 classifier), or None."""
+        try:
+            self.reorder(0, "8mbit", "1mbit", 10)
+        except subprocess.CalledProcessError as refused:
+            self.clear_netem(0)
+            return f"tc htb with a u32 filter refused ({(refused.stderr or '').strip()})"
+        self.clear_netem(0)
+        return None
+
+    def reordered(self) -> int:
+        """Segments that TCP senders on the hosts found had been reordered (nstat's
+        TCP*Reorder counters of each host namespace, since it was made)."""
+        total = 0
+        for i in range(self.size):
+            text = sh("ip", "netns", "exec", self.ns(i), "cat", "/proc/net/netstat").stdout
+            lines = [line.split() for line in text.splitlines() if line.startswith("TcpExt:")]
+            if len(lines) >= 2:
+                names, values = lines[0], lines[1]
+                pairs = zip(names, values, strict=True)
+                total += sum(int(v) for n, v in pairs if n.endswith("Reorder"))
+        return total
+
     def clear_netem(self, i: int) -> None:
         dev = self._inner(i)
         shown = sh("ip", "netns", "exec", self.ns(i), "tc", "-s", "qdisc", "show", "dev", dev)
-        self.shaped_drops += sum(int(n) for n in re.findall(r"dropped (\d+)", shown.stdout))
+        # A reordering link's htb counts again what its classes' queues dropped: leaves only.
+        leaves = [part for part in shown.stdout.split("qdisc ")[1:] if not part.startswith("htb")]
+        self.shaped_drops += sum(
+            int(n) for part in leaves for n in re.findall(r"dropped (\d+)", part)
+        )
         sh("ip", "netns", "exec", self.ns(i), "tc", "qdisc", "del", "dev", dev, "root", check=False)
         self.netem_hosts.discard(i)
 

@@ -92,6 +92,7 @@ def test_nothing_acknowledged_is_lost_or_misdelivered_under_chaos(
     print(f"soak: operations {figures.ops}")
     print(f"soak: refused (not acknowledged) {figures.refused}")
     print(f"soak: faults {figures.faults}; packets they dropped {lan.shaped_drops}")
+    print(f"soak: reorderings TCP saw (nstat TcpExt*Reorder, all hosts) {lan.reordered()}")
     for fault, reason in figures.skipped_faults.items():
         print(f"soak: fault {fault} skipped: {reason}")
     print(f"soak: file bytes posted {figures.file_bytes}")
