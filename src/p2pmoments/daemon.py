@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import gc
 import logging
@@ -17,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -122,6 +123,16 @@ def _print_banner(out: TextIO, paths: Paths, profile: Profile, info: DaemonInfo)
     )
 
 
+def _glibc(name: str, restype: type, *argtypes: type) -> Any | None:
+    """The C library's function `name`, typed; None where it has none (not glibc)."""
+    try:
+        function = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+    function.argtypes, function.restype = list(argtypes), restype
+    return function
+
+
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -144,13 +155,9 @@ def return_large_buffers() -> bool:
     2530104138) the daemon never restarted grew 95 -> 130 MB (+37 %) with glibc's
     default, and 101 -> 107 MB (+6 %) with two; the memory benchmark's peak was the
     same (590 MB) either way."""
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(
         mallopt(param, value)
         for param, value in (
@@ -172,24 +179,20 @@ def trim_heap() -> bool:
     in worker threads stay in those threads' arenas, which glibc never trims on its own
     (tests/test_heap_trim.py: 146 MB kept, and given back by a trim). It was not the
     whole of the chaos soak's growth: the heaps the threads share are (ARENA_MAX)."""
-    import ctypes
-
-    try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+    malloc_trim = _glibc("malloc_trim", ctypes.c_int, ctypes.c_size_t)
+    if malloc_trim is None:
         return False
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     malloc_trim(0)
     return True
 
 
 async def trim_heap_forever(stop: asyncio.Event) -> None:
     """Trim the heap every TRIM_EVERY seconds until `stop` is set."""
-    while not stop.is_set():
+    while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TRIM_EVERY):
                 await stop.wait()
-        if not trim_heap():
+        if stop.is_set() or not await asyncio.to_thread(trim_heap):  # off the loop: it takes a few ms
             return
 
 
