@@ -192,6 +192,8 @@ class Lan:
         `slow` while the rest go at `fast`: the slow ones arrive after packets sent behind
         them. Each class drops what overflows a queue of `queue` packets."""
         dev, tc = self._inner(i), ("ip", "netns", "exec", self.ns(i), "tc")
+        if i in self.netem_hosts:  # an htb cannot be replaced by an htb: undo it first
+            self.clear_netem(i)
         self._qdisc(i, "htb", "default", "10", handle="1:")
         for minor, rate in (("10", fast), ("20", slow)):
             sh(*tc, "class", "add", "dev", dev, "parent", "1:", "classid", f"1:{minor}",
