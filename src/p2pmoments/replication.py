@@ -232,7 +232,9 @@ class Replication:
         ):
             # A catch-up is coming: signature checking gets ready before it does.
             await self._moments.verifier.warm()
-        while len(inbox.queue) >= MAX_INBOX and self._peers.get(peer) is inbox:
+        # Room comes from the peer's worker: without one at work (it stopped on an error,
+        # its link being dropped), waiting would hold this link's reader for ever.
+        while len(inbox.queue) >= MAX_INBOX and self._peers.get(peer) is inbox and inbox.working:
             inbox.room.clear()
             await inbox.room.wait()
         opening: asyncio.Future[Opened] | None = None

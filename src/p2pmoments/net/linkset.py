@@ -250,7 +250,10 @@ class LinkSet:
                 return
             key = bytes(peer.verify_key)
             info = self._linked.get(key)
-            if info is not None and info.runner is runner:  # not a duplicate on its way out
+            # Not a duplicate on its way out, nor a link we closed (a peer we dropped, or
+            # our shutdown: whatever it still sends is not handled, so that no handler
+            # waits on work that a closing daemon no longer starts).
+            if info is not None and info.runner is runner and runner.closed is None:
                 await self._handler.message(key, event.body)
 
     async def _established(self, runner: LinkRunner, event: Established) -> None:
