@@ -302,3 +302,46 @@ def test_a_pack_is_read_the_ordinary_way_where_direct_reads_are_refused(
 
     monkeypatch.setattr(blobstore.os, "preadv", refuse)
     assert store.read_many_packed(placed) == chunks
+
+
+def _shared_anonymous_kib() -> int:
+    """Resident KiB of this process's shared anonymous mappings (the aligned buffers)."""
+    total, shared = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        parts = line.split()
+        if "-" in parts[0] and ":" not in parts[0]:
+            shared = len(parts) > 5 and parts[5] == "/dev/zero" and parts[1].endswith("s")
+        elif parts[0] == "Rss:" and shared:
+            total += int(parts[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs /proc (Linux)")
+def test_threads_that_read_big_runs_of_packed_chunks_keep_little_memory(tmp_path: Path) -> None:
+    """Four threads each read a 16 MiB file's chunks from their pack (runs of 4 MiB):
+    each keeps at most a 1 MiB buffer afterwards, not the biggest it needed."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from p2pmoments import blobstore
+    from p2pmoments.blobstore import BlobStore
+
+    store = BlobStore(tmp_path / "blobs")
+    _, chunks = encrypt_blob(os.urandom(16 << 20), kind=BlobKind.FILE, media_type="x")
+    pack = store.new_pack()
+    pack.append(chunks)
+    placed = pack.finish()
+    if not blobstore._DIRECT:
+        pytest.skip("this system has no O_DIRECT")
+    threads = 4
+    together = threading.Barrier(threads, timeout=30)  # four threads, not one four times
+
+    def read() -> bool:
+        together.wait()
+        return store.read_many_packed(placed) == chunks
+
+    before = _shared_anonymous_kib()
+    with ThreadPoolExecutor(threads) as pool:
+        assert all(pool.map(lambda _: read(), range(threads)))
+        kept = _shared_anonymous_kib() - before  # the threads are still alive here
+    assert kept <= threads * 1024 + 512  # before: 4 MiB a thread

@@ -104,11 +104,20 @@ def _write_all(fd: int, data: memoryview) -> None:
 _local = threading.local()
 
 
+KEPT_BUFFER = 1 << 20  # bytes of the aligned buffer each thread keeps
+
+
 def _buffer(size: int) -> mmap.mmap:
-    """This thread's page-aligned buffer of at least `size` bytes (direct I/O needs one)."""
+    """A page-aligned buffer of at least `size` bytes (direct I/O needs one): this
+    thread's own, up to KEPT_BUFFER; a bigger one (a run of packed chunks read at once)
+    is made for the call and goes with it. Before, each worker thread kept the biggest
+    it had needed (4 MiB): the chaos soak's daemon held 11 MiB of them after 25 minutes,
+    against 6 MiB after the first."""
+    if size > KEPT_BUFFER:
+        return mmap.mmap(-1, size)
     buf: mmap.mmap | None = getattr(_local, "buffer", None)
-    if buf is None or len(buf) < size:
-        buf = _local.buffer = mmap.mmap(-1, max(size, 1 << 20))
+    if buf is None:
+        buf = _local.buffer = mmap.mmap(-1, KEPT_BUFFER)
     return buf
 
 
