@@ -202,3 +202,40 @@ async def test_a_full_disk_while_chunks_come_ahead_leaves_the_link_read(
         await wait_texts(bob, ["still read"])
         assert failed
         assert alice.me in bob.links.linked()
+
+
+async def test_an_index_piece_that_comes_ahead_after_its_moment_still_names_its_chunks(
+    tmp_path: Path,
+) -> None:
+    """A file's moment reached Bob first (relayed by another member, say), then the
+    piece of its index came ahead from Alice, then Bob restarted: the file still
+    completes. Before, the piece was kept without the chunks it names being recorded,
+    and the file stayed at one chunk of 22 for ever (the chaos soak found it)."""
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob:
+            await befriend(alice, bob)
+            await alice.circles.create("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+            (circle,) = [c.circle_id for c in bob.circles.all()]
+            alice.posting.ahead = lambda manifest: None  # nothing goes ahead on its own
+            transfers = alice.replication._transfers
+            read, serving = transfers._read_chunks, asyncio.Event()
+
+            async def held(addresses: list[bytes]) -> list[tuple[bytes, bytes]]:
+                await serving.wait()  # Alice serves nothing for now
+                return await read(addresses)
+
+            transfers._read_chunks = held  # type: ignore[method-assign]
+            moment = await alice.posting.post("family", "", files=[("big.bin", BIG, "x/y")])
+            await wait_texts(bob, [""])
+            ref = await bob.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
+            ((piece, data),) = await read([ref.index[0]])
+            seen: list[int] = []
+            bob.on_message = lambda key, body: seen.append(body[0])
+            assert alice.links.send(bob.me, encode_ahead(circle, piece, data))
+            await eventually(lambda: T_AHEAD in seen, what="the piece at Bob")
+            await bob.ahead.written(alice.me)
+        async with running(homes[1]) as bob:
+            serving.set()
+            assert await whole(bob, ref) == BIG

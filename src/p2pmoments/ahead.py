@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,10 @@ class _Writes:
     room: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+async def _none_in_use(addresses: list[bytes]) -> set[bytes]:
+    return set()
+
+
 class ChunksAhead:
     """Sending our posts' chunks ahead, and keeping those sent to us."""
 
@@ -75,6 +79,8 @@ class ChunksAhead:
         self._blobs = blobs
         self._spawn = spawn
         self.disk_full: Callable[[], bool] = lambda: False  # while the disk is known full
+        # Those of some chunks that a moment we hold already uses (Store.chunks_in_use).
+        self.in_use: Callable[[list[bytes]], Awaitable[set[bytes]]] = _none_in_use
         self._accepting: dict[bytes, int] = {}  # linked peers that take chunks ahead: budget
         self._budgets: dict[bytes, AheadBudget] = {}
         self._writes: dict[bytes, _Writes] = {}
@@ -139,7 +145,12 @@ class ChunksAhead:
         try:
             while writes.queue and self._writes.get(peer) is writes:
                 batch, writes.queue = writes.queue[:WRITE_BATCH], writes.queue[WRITE_BATCH:]
-                chunks = [(m.address, m.data) for m in batch]
+                # A chunk its moment already uses (the moment came first, relayed by
+                # another member) is the ordinary fetch's: a piece of its file's index,
+                # kept here, would not name the chunks it lists (transfers.py records
+                # them before it keeps the piece), and the file would never complete.
+                used = await self.in_use([m.address for m in batch])
+                chunks = [(m.address, m.data) for m in batch if m.address not in used]
                 try:
                     kept = await asyncio.to_thread(self._blobs.put_received, chunks)
                 except DiskFullError as exc:

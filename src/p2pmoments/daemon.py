@@ -192,7 +192,8 @@ async def trim_heap_forever(stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(TRIM_EVERY):
                 await stop.wait()
-        if stop.is_set() or not await asyncio.to_thread(trim_heap):  # off the loop: it takes a few ms
+        # Off the loop: it takes a few milliseconds.
+        if stop.is_set() or not await asyncio.to_thread(trim_heap):
             return
 
 

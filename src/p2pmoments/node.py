@@ -189,6 +189,7 @@ class Node:
         self.replication.on_full, self.disk.on_room = self.disk.noticed, self.replication.room
         self.ahead = ChunksAhead(self.replication.engine, self.links, self.blobs, self.spawn)
         self.ahead.disk_full, self.posting.ahead = self.disk.noticed_full, self.ahead.sender
+        self.ahead.in_use = lambda chunks: self.store.run(Store.chunks_in_use, chunks)
         self.versions = FileVersions(self.store, self.moments, self.posting, self.circles)
         self.replication.on_stored = self.versions.stored
         self.onions = Onions(
