@@ -56,9 +56,19 @@ async def flood(member: Node, victim: bytes, first: int) -> int:
     return sent
 
 
-async def api(bob: Daemon, path: str) -> Any:
-    """Bob's API, off the loop (the other members run on it)."""
-    return await asyncio.to_thread(bob.api, "GET", path)
+STALLS: list[str] = []  # API calls that found Bob's daemon busy beyond the client's 10 s
+
+
+async def api(bob: Daemon, path: str, *, tries: int = 1) -> Any:
+    """Bob's API, off the loop (the other members run on it); None if it did not answer
+    within the client's timeout `tries` times (counted in STALLS: under ten members at
+    once, his single store thread can hold a read that long)."""
+    for _ in range(tries):
+        try:
+            return await asyncio.to_thread(bob.api, "GET", path)
+        except TimeoutError:
+            STALLS.append(path)
+    return None
 
 
 async def wait_until(check: Any, *, what: str, timeout: float = WAIT, every: float = 0.2) -> None:
@@ -79,8 +89,8 @@ async def honest_post(carol: Node, bob: Daemon, text: str) -> float:
     await carol.posting.post("c", text, photos=[random_png(64)])
 
     async def whole() -> bool:
-        got = (await api(bob, "/moments?limit=5"))["moments"]
-        for m in got:
+        answer = await api(bob, "/moments?limit=5")
+        for m in answer["moments"] if answer else []:
             if m["text"] == text:
                 return all(p["chunks_held"] == p["chunks"] for p in m["photos"])
         return False
@@ -90,6 +100,7 @@ async def honest_post(carol: Node, bob: Daemon, text: str) -> float:
 
 
 async def run(tmp_path: Path, hostile: int, steps: tuple[str, ...]) -> dict[str, float]:
+    STALLS.clear()
     names = ["Carol", "Bob", *(f"H{i}" for i in range(hostile))]
     homes = {n: await make_home(tmp_path, n) for n in names}
     async with contextlib.AsyncExitStack() as stack:
@@ -132,7 +143,8 @@ async def run(tmp_path: Path, hostile: int, steps: tuple[str, ...]) -> dict[str,
                 held = 1 + sum(sent) + (1 + REUSES if step == "all" else 0)
 
                 async def stored(held: int = held) -> bool:
-                    return int((await api(bob, "/status"))["moments"]) >= held
+                    status = await api(bob, "/status")
+                    return status is not None and int(status["moments"]) >= held
 
                 await wait_until(stored, what="Bob to store the hostile moments")
                 out[f"stored_{step}"] = time.monotonic() - began
@@ -140,14 +152,17 @@ async def run(tmp_path: Path, hostile: int, steps: tuple[str, ...]) -> dict[str,
                 out[f"honest_{step}"] = await honest_post(carol, bob, f"after {step}")
                 out[f"cpu_{step}"] = cpu_seconds(bob.proc.pid) - cpu
                 # Bob's feed, fifty of the hostile posts on it, answers (within the API
-                # client's 10 s): measured, not asserted against a time.
+                # client's 10 s, at the third try at most): measured, not asserted
+                # against a time.
                 began = time.monotonic()
-                page = await api(bob, "/moments?limit=50")
+                page = await api(bob, "/moments?limit=50", tries=3)
                 out[f"feed_ms_{step}"] = (time.monotonic() - began) * 1000
+                assert page is not None, "Bob's feed did not answer, three times in 10 s"
                 assert len(page["moments"]) == 50
                 assert bob_key in carol.links.linked()  # the honest member's link stays
                 out[f"rss_mb_{step}"] = (rss_bytes(bob.proc.pid) - rss0) / 2**20
                 out[f"disk_mb_{step}"] = (disk_bytes(homes["Bob"]) - disk0) / 2**20
+                out[f"api_stalls_{step}"] = len(STALLS)
             print(out)
             return out
         finally:
