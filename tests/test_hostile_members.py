@@ -166,7 +166,11 @@ async def run(tmp_path: Path, hostile: int, steps: tuple[str, ...]) -> dict[str,
             print(out)
             return out
         finally:
-            bob.stop()
+            # Measured, printed: under ten members at once, Bob's stop once took over 30 s
+            # (work queued on his store thread is finished first).
+            began = time.monotonic()
+            bob.stop(timeout=180)
+            print(f"Bob stopped in {time.monotonic() - began:.1f} s")
 
 
 async def test_a_hostile_member_cannot_blow_up_a_member(tmp_path: Path) -> None:
@@ -179,7 +183,7 @@ async def test_a_hostile_member_cannot_blow_up_a_member(tmp_path: Path) -> None:
     assert out["disk_mb_one"] < 30  # measured: about 10 MB (the piece, 16,384 names)
 
 
-@pytest.mark.timeout(360)
+@pytest.mark.timeout(540)
 async def test_ten_hostile_members_at_once_cannot_blow_up_a_member(tmp_path: Path) -> None:
     """One member floods Bob as above, then all ten at once, each with its own reference
     (2,000 moments, 10 TiB claimed): Bob grows by about ten times one member's cost, no
