@@ -243,3 +243,34 @@ async def test_an_index_piece_that_comes_ahead_after_its_moment_still_names_its_
         async with running(homes[1]) as bob:
             serving.set()
             assert await whole(bob, ref) == BIG
+
+
+async def test_the_chunks_an_index_piece_names_are_stored_with_its_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob holds a file's index piece (it came ahead) when its moment comes: the chunks
+    the piece names are recorded in the same transaction as the moment. Before, they
+    were recorded in a second one; a daemon killed in between (the chaos soak kills
+    them every few seconds) kept a file at one chunk of 57 for ever."""
+    from p2pmoments.blobstore import BlobStore
+    from p2pmoments.paths import resolve_paths
+    from p2pmoments.store import Store
+
+    homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
+    async with running(homes[0]) as alice:
+        async with running(homes[1]) as bob:
+            await befriend(alice, bob)
+            await alice.circles.create("family", ["Bob"], members_can_post=False)
+            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+        moment = await alice.posting.post("family", "", files=[("big.bin", BIG, "x/y")])
+        ref = await alice.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
+        ((piece, data),) = await alice.replication._transfers._read_chunks([ref.index[0]])
+        blobs = BlobStore(resolve_paths(homes[1]).blob_dir)
+        await asyncio.to_thread(blobs.put, piece, data)  # here before its moment
+        # No second transaction ever happens: as if Bob were killed before it.
+        monkeypatch.setattr(Store, "add_chunks", lambda store, uses: None)
+        async with running(homes[1]) as bob:
+            await wait_texts(bob, [""])
+        monkeypatch.undo()
+        async with running(homes[1]) as bob:
+            assert await whole(bob, ref) == BIG

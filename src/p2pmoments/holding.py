@@ -314,6 +314,10 @@ class Holding:
         moment, not the index's thousands of chunk names again (issue 22)."""
         firsts = [ref.index[0] for m in moments for ref in flatten(m.content.blobs) if ref.index]
         owners = await self._store.run(Store.first_users, firsts) if firsts else {}
+        for m in moments:  # one not stored yet: the first of these that uses it
+            for ref in flatten(m.content.blobs):
+                if ref.index:
+                    owners.setdefault(ref.index[0], m.id)
         return await asyncio.to_thread(self.lacking, moments, owners)
 
     def lacking(

@@ -421,15 +421,32 @@ class Replication:
         those that are new (`entries`: theirs, if made already). A full disk holds them,
         to be stored when there is room."""
         try:
+            followed: tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]] | None = None
             if added is None:
-                added = await self._moments.store_many(moments)
+                # The chunks that indexes already here name are recorded with their moment,
+                # in one transaction: a kill between the two left a file whose index piece
+                # was held and whose chunks no one asked for, after a restart, ever.
+                with_blobs = [m for m in moments if m.content.blobs]
+                followed = await self._moments.follow(with_blobs) if with_blobs else ({}, [])
+                named: dict[bytes, list[bytes]] = {}
+                for moment_id, address in followed[1]:
+                    named.setdefault(moment_id, []).append(address)
+                uses: dict[bytes, Sequence[bytes]] = {
+                    m.id: [*(a for ref in m.content.blobs for a in ref.addresses()), *named[m.id]]
+                    for m in with_blobs
+                    if m.id in named
+                }
+                added = await self._moments.store_many(moments, uses=uses)
             if added:
                 missing: dict[bytes, Lacking] = {}
                 with_blobs = [m for m in added if m.content.blobs]
                 if with_blobs:
-                    missing, uses = await self._moments.follow(with_blobs)
-                    if uses:  # chunks that indexes already here name
-                        await self._store.run(Store.add_chunks, uses)
+                    if followed is None:  # stored by the caller: followed only now
+                        followed = await self._moments.follow(with_blobs)
+                        if followed[1]:
+                            await self._store.run(Store.add_chunks, followed[1])
+                    fresh = {m.id for m in with_blobs}
+                    missing = {i: lack for i, lack in followed[0].items() if i in fresh}
                     # A file's version borrows chunks that may be in our own packs.
                     missing = await without_packed(self._store, missing)
                 known = entries or {}
