@@ -208,6 +208,16 @@ async def test_a_full_disk_while_chunks_come_ahead_leaves_the_link_read(
         assert alice.me in bob.links.linked()
 
 
+async def family(alice: Node, bob: Node) -> bytes:
+    """Alice and Bob friends, Alice's circle "family" holding Bob, who has its manifest
+    (as tests/test_replication.py's family_of_two, for a Bob who restarts); its id."""
+    await befriend(alice, bob)
+    await alice.circles.create("family", ["Bob"], members_can_post=False)
+    await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+    (circle,) = [c.circle_id for c in bob.circles.all()]
+    return circle
+
+
 async def test_an_index_piece_that_comes_ahead_after_its_moment_still_names_its_chunks(
     tmp_path: Path,
 ) -> None:
@@ -218,10 +228,7 @@ async def test_an_index_piece_that_comes_ahead_after_its_moment_still_names_its_
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
     async with running(homes[0]) as alice:
         async with running(homes[1]) as bob:
-            await befriend(alice, bob)
-            await alice.circles.create("family", ["Bob"], members_can_post=False)
-            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
-            (circle,) = [c.circle_id for c in bob.circles.all()]
+            circle = await family(alice, bob)
             alice.posting.ahead = lambda manifest: None  # nothing goes ahead on its own
             transfers = alice.replication._transfers
             read, serving = transfers._read_chunks, asyncio.Event()
@@ -259,9 +266,7 @@ async def test_the_chunks_an_index_piece_names_are_stored_with_its_moment(
     homes = [await make_home(tmp_path, n) for n in ("Alice", "Bob")]
     async with running(homes[0]) as alice:
         async with running(homes[1]) as bob:
-            await befriend(alice, bob)
-            await alice.circles.create("family", ["Bob"], members_can_post=False)
-            await eventually(lambda: bob.circles.all(), what="Bob to get the manifest")
+            await family(alice, bob)
         moment = await alice.posting.post("family", "", files=[("big.bin", BIG, "x/y")])
         ref = await alice.moments.blob(moment_text(moment.id), BlobKind.FILE, 1, False)
         ((piece, data),) = await alice.replication._transfers._read_chunks([ref.index[0]])
