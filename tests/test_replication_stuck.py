@@ -21,9 +21,9 @@ class Held(list[Any]):
     """What the engine decided for one of the peer's messages, held back."""
 
 
-def gate(node: Node, *, fail: bool) -> asyncio.Event:
+def gate(node: Node) -> asyncio.Event:
     """Hold the node's replication worker at the peer's next message until the event is
-    set; then it fails (as a bug in handling one message would) or goes on."""
+    set; then it fails, as a bug in handling one message would."""
     opened = asyncio.Event()
     receive, perform = node.replication.engine.receive, node.replication._perform
 
@@ -33,8 +33,7 @@ def gate(node: Node, *, fail: bool) -> asyncio.Event:
     async def held(actions: Any, *args: Any) -> None:
         if isinstance(actions, Held):
             await opened.wait()
-            if fail:
-                raise RuntimeError("a bug in handling one message")
+            raise RuntimeError("a bug in handling one message")
         await perform(actions, *args)
 
     node.replication.engine.receive = deciding  # type: ignore[method-assign,assignment]
@@ -52,7 +51,7 @@ async def test_a_worker_that_failed_does_not_hold_its_peers_link(tmp_path: Path)
         circle = alice.circles.resolve("c").circle_id
         await eventually(lambda: bob.circles.all(), what="Bob to hold the circle")
         await eventually(lambda: alice.me in bob.links.linked(), what="a link")
-        opened = gate(bob, fail=True)
+        opened = gate(bob)
         plea = encode(Have(circle=circle, vector={}, epochs=frozenset()))
         for _ in range(FLOOD):
             assert alice.links.send(bob.me, plea)

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -128,14 +128,15 @@ class Holding:
         moments: Sequence[Moment],
         *,
         uses: dict[bytes, Sequence[bytes]] | None = None,
+        named: Mapping[bytes, Sequence[bytes]] | None = None,
         packed: Sequence[tuple[bytes, Location]] = (),
     ) -> list[Moment]:
         """Store verified moments in one transaction; returns those that were new. `uses`
-        may give every chunk a moment uses (ours: its indexes' chunks too), and `packed`
-        where our own chunks lie.
+        may give every chunk a moment uses (ours: its indexes' chunks too); `named` adds
+        chunks that its index pieces here name; `packed`: where our own chunks lie.
 
         A retraction deletes its target's content and blobs, whichever arrives first."""
-        uses = uses or {}
+        uses, named = uses or {}, named or {}
         now = int(time.time())
         when = {m.id: placed(m.time, m.content.expires, now) for m in moments}
         rows = [
@@ -150,8 +151,9 @@ class Holding:
                 reply_to=m.content.reply_to if m.content.reply_to is not None else m.content.target,
                 expires=when[m.id][1],
                 envelope=m.envelope,
-                chunks=tuple(
-                    uses.get(m.id) or [a for ref in m.content.blobs for a in ref.addresses()]
+                chunks=(
+                    *(uses.get(m.id) or [a for ref in m.content.blobs for a in ref.addresses()]),
+                    *named.get(m.id, ()),
                 ),
             )
             for m in moments
@@ -308,16 +310,15 @@ class Holding:
     async def follow(
         self, moments: Sequence[Moment]
     ) -> tuple[dict[bytes, Lacking], list[tuple[bytes, bytes]]]:
-        """`lacking` for stored moments, where a chunk index that several moments share
-        is followed for one of them only: the first stored (spec/moments.md section
-        4.3). A member reusing one reference in many moments costs us a lookup a
-        moment, not the index's thousands of chunk names again (issue 22)."""
-        firsts = [ref.index[0] for m in moments for ref in flatten(m.content.blobs) if ref.index]
+        """`lacking` for received moments, where a chunk index that several moments share
+        is followed for one of them only: the first stored, else the first of these
+        (spec/moments.md 4.3). A member reusing one reference in many moments costs us a
+        lookup a moment, not the index's thousands of chunk names again (issue 22)."""
+        indexed = [(m.id, r.index[0]) for m in moments for r in flatten(m.content.blobs) if r.index]
+        firsts = [first for _, first in indexed]
         owners = await self._store.run(Store.first_users, firsts) if firsts else {}
-        for m in moments:  # one not stored yet: the first of these that uses it
-            for ref in flatten(m.content.blobs):
-                if ref.index:
-                    owners.setdefault(ref.index[0], m.id)
+        for moment_id, first in indexed:
+            owners.setdefault(first, moment_id)
         return await asyncio.to_thread(self.lacking, moments, owners)
 
     def lacking(

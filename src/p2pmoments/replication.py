@@ -431,12 +431,7 @@ class Replication:
                 named: dict[bytes, list[bytes]] = {}
                 for moment_id, address in followed[1]:
                     named.setdefault(moment_id, []).append(address)
-                uses: dict[bytes, Sequence[bytes]] = {
-                    m.id: [*(a for ref in m.content.blobs for a in ref.addresses()), *named[m.id]]
-                    for m in with_blobs
-                    if m.id in named
-                }
-                added = await self._moments.store_many(moments, uses=uses)
+                added = await self._moments.store_many(moments, named=named)
             if added:
                 missing: dict[bytes, Lacking] = {}
                 with_blobs = [m for m in added if m.content.blobs]
